@@ -1,0 +1,85 @@
+// ModelConfig: what the engine needs from a Hugging Face config.json, checked for sanity.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "moe/dtype.h"
+#include "moe/status.h"
+
+namespace moe {
+
+enum class ModelFamily {
+    kMixtral,    // MixtralForCausalLM
+    kQwen3Moe,   // Qwen3MoeForCausalLM
+    kQwen2Moe,   // Qwen2MoeForCausalLM
+    kOlmoe,      // OlmoeForCausalLM
+    kLlama,      // LlamaForCausalLM (dense)
+    kQwen3,      // Qwen3ForCausalLM (dense)
+    kDeepseekV3, // DeepseekV3ForCausalLM / Kimi K2: parsed for `info`, not served yet
+    kGptOss,     // GptOssForCausalLM: parsed for `info`, not served yet
+    kUnknown,    // any other architecture: parsed for `info` where the usual keys exist
+};
+
+const char* family_name(ModelFamily family);
+
+enum class QkNorm {
+    kNone,
+    kPerHead,  // Qwen3: RMSNorm over each head's head_dim (weight [head_dim])
+    kFull,     // OLMoE: RMSNorm over the whole q (k) projection (weight [num_heads * head_dim])
+};
+
+struct ModelConfig {
+    ModelFamily family = ModelFamily::kUnknown;
+    std::string architecture;  // as written in config.json "architectures"[0]
+    std::string model_type;    // config.json "model_type"
+
+    int64_t vocab_size = 0;
+    int64_t hidden_size = 0;
+    int64_t num_layers = 0;
+    int64_t num_heads = 0;
+    int64_t num_kv_heads = 0;
+    int64_t head_dim = 0;               // "head_dim" or hidden_size / num_heads
+    int64_t intermediate_size = 0;      // dense MLP layers (0 if the model has none)
+    int64_t moe_intermediate_size = 0;  // per expert (Mixtral: intermediate_size)
+    int64_t num_experts = 0;            // 0 for dense models
+    int64_t num_experts_per_tok = 0;
+    bool norm_topk_prob = false;        // renormalize the top-k weights (Mixtral: always true)
+    int64_t shared_expert_intermediate_size = 0;  // Qwen2-MoE; 0 = no shared expert
+    std::vector<bool> layer_is_moe;     // size num_layers (mlp_only_layers, decoder_sparse_step)
+
+    bool attention_bias = false;        // bias on q/k/v projections (Qwen2-MoE: true)
+    QkNorm qk_norm = QkNorm::kNone;
+    float rms_norm_eps = 1e-6f;
+    float rope_theta = 10000.0f;
+    int64_t rotary_dim = 0;             // head_dim unless partial rotary
+    int64_t max_position_embeddings = 0;
+    int64_t sliding_window = 0;         // 0: none
+    bool tie_word_embeddings = false;
+
+    DType torch_dtype = DType::kBF16;   // "torch_dtype" / "dtype"; f32/bf16/f16
+    int64_t bos_token_id = -1;
+    std::vector<int64_t> eos_token_ids; // config.json and generation_config.json, merged
+
+    // Whether this build can run the model; if not, why ("DeepSeek-V3 MLA attention is not
+    // implemented yet"). `info` prints it; loading for inference refuses it.
+    bool supported = false;
+    std::string unsupported_reason;
+
+    // Parameter counts from the shapes above (embedding and lm_head included).
+    int64_t total_params() const;
+    int64_t active_params_per_token() const;
+};
+
+// Parses and checks a config.json already read as JSON. `source` names the file in errors.
+// Errors name the key and the limit: "config.json: num_experts_per_tok (9) > num_experts (8)".
+StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::string& source);
+
+// Reads `dir`/config.json (and generation_config.json when present, for eos_token_id).
+StatusOr<ModelConfig> load_model_config(const std::filesystem::path& dir);
+
+}  // namespace moe
