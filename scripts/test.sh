@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs packages, builds (release,
+# CUDA backend compiled when nvcc is found), runs every ctest test, then the op, engine and
+# model tests again under ASan+UBSan. GPU tests skip visibly on machines without a GPU.
+#
+#   scripts/test.sh            everything
+#   MOE_TEST_SKIP_ASAN=1 scripts/test.sh   skip the sanitizer pass (local iteration)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+JOBS=${MOE_JOBS:-$(nproc)}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export CCACHE_DIR=${CCACHE_DIR:-$ROOT/.cache/ccache}
+
+scripts/install_deps.sh
+
+echo "== release build"
+cmake --preset cpu-release >/dev/null
+if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  cmake -S . -B build/release -DMOE_CUDA=AUTO >/dev/null
+fi
+cmake --build build/release -j"$JOBS"
+
+echo "== tests (release)"
+ctest --test-dir build/release --output-on-failure -j"$JOBS" --timeout 600
+
+if [[ "${MOE_TEST_SKIP_ASAN:-0}" != "1" ]]; then
+  echo "== ASan+UBSan build: ops, unit, model, tokenizer, reference"
+  cmake --preset cpu-asan >/dev/null
+  cmake --build build/asan -j"$JOBS" --target moe_unit_tests moe_ops_tests moe_model_tests moe_tokenizer_tests moe_reference_tests
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build/asan --output-on-failure -j"$JOBS" --timeout 900 -LE "slow|gpu"
+fi
