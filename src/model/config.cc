@@ -1,0 +1,534 @@
+// Parsing of Hugging Face config.json into ModelConfig.
+//
+// Defaults for absent keys follow the transformers config classes of each family (MixtralConfig,
+// Qwen3MoeConfig, ...), except for the shape-defining keys (vocab_size, hidden_size,
+// num_hidden_layers, num_attention_heads): a config without them is broken in practice, and
+// silently serving a 7B-shaped default would be worse than refusing.
+#include "model/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace moe {
+
+const char* family_name(ModelFamily family) {
+    switch (family) {
+        case ModelFamily::kMixtral: return "mixtral";
+        case ModelFamily::kQwen3Moe: return "qwen3_moe";
+        case ModelFamily::kQwen2Moe: return "qwen2_moe";
+        case ModelFamily::kOlmoe: return "olmoe";
+        case ModelFamily::kLlama: return "llama";
+        case ModelFamily::kQwen3: return "qwen3";
+        case ModelFamily::kDeepseekV3: return "deepseek_v3";
+        case ModelFamily::kGptOss: return "gpt_oss";
+        case ModelFamily::kUnknown: return "unknown";
+    }
+    return "unknown";
+}
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxHidden = 65536;
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHeads = 1024;
+constexpr int64_t kMaxExperts = 4096;
+constexpr int64_t kMaxIntermediate = int64_t{1} << 20;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxPositions = int64_t{1} << 30;
+constexpr int64_t kMaxTokenId = int64_t{1} << 31;
+
+std::string type_of(const json& v) {
+    if (v.is_boolean()) return "boolean";
+    if (v.is_number_integer()) return "integer";
+    if (v.is_number_float()) return "number";
+    if (v.is_string()) return "string";
+    if (v.is_array()) return "array";
+    if (v.is_object()) return "object";
+    return "null";
+}
+
+// Reads typed keys from one JSON object; errors name the source file and the key. JSON null
+// counts as absent because configs write `"sliding_window": null` to mean "not set".
+class Reader {
+public:
+    Reader(const json& j, const std::string& source) : j_(j), source_(source) {}
+
+    bool has(const std::string& key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+
+    Status error(const std::string& what) const { return invalid_argument(source_ + ": " + what); }
+
+    // An integer in [lo, hi]; `fallback` when absent, or an error when there is none.
+    StatusOr<int64_t> integer(const std::string& key, std::optional<int64_t> fallback, int64_t lo, int64_t hi) const {
+        if (!has(key)) {
+            if (!fallback) return error("missing required key " + key);
+            return *fallback;
+        }
+        const json& v = j_.at(key);
+        int64_t x = 0;
+        if (v.is_number_integer()) {
+            if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+                return error(key + " (" + v.dump() + ") must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+            x = v.get<int64_t>();
+        } else if (v.is_number_float()) {
+            // Some exporters write 32768.0; accept integral values only.
+            double d = v.get<double>();
+            if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9.0e18)
+                return error(key + " must be an integer, got " + v.dump());
+            x = static_cast<int64_t>(d);
+        } else {
+            return error(key + " must be an integer, got " + type_of(v) + " " + v.dump());
+        }
+        if (x < lo || x > hi)
+            return error(key + " (" + std::to_string(x) + ") must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        return x;
+    }
+
+    StatusOr<double> number(const std::string& key, double fallback, double lo, double hi) const {
+        if (!has(key)) return fallback;
+        const json& v = j_.at(key);
+        if (!v.is_number()) return error(key + " must be a number, got " + type_of(v) + " " + v.dump());
+        double d = v.get<double>();
+        if (!std::isfinite(d) || d < lo || d > hi) {
+            std::ostringstream os;
+            os << key << " (" << v.dump() << ") must be in [" << lo << ", " << hi << "]";
+            return error(os.str());
+        }
+        return d;
+    }
+
+    StatusOr<bool> boolean(const std::string& key, bool fallback) const {
+        if (!has(key)) return fallback;
+        const json& v = j_.at(key);
+        if (!v.is_boolean()) return error(key + " must be true or false, got " + type_of(v) + " " + v.dump());
+        return v.get<bool>();
+    }
+
+    StatusOr<std::string> string(const std::string& key, const std::string& fallback) const {
+        if (!has(key)) return fallback;
+        const json& v = j_.at(key);
+        if (!v.is_string()) return error(key + " must be a string, got " + type_of(v) + " " + v.dump());
+        return v.get<std::string>();
+    }
+
+    // An int or a list of ints (eos_token_id).
+    Status token_ids(const std::string& key, std::vector<int64_t>* out) const {
+        if (!has(key)) return ok_status();
+        const json& v = j_.at(key);
+        auto one = [&](const json& x) -> Status {
+            if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= kMaxTokenId)
+                return error(key + " must hold non-negative integer token ids, got " + x.dump());
+            int64_t id = x.get<int64_t>();
+            if (std::find(out->begin(), out->end(), id) == out->end()) out->push_back(id);
+            return ok_status();
+        };
+        if (v.is_array()) {
+            for (const json& x : v) MOE_RETURN_IF_ERROR(one(x));
+            return ok_status();
+        }
+        return one(v);
+    }
+
+private:
+    const json& j_;
+    const std::string& source_;
+};
+
+struct FamilyInfo {
+    ModelFamily family;
+    const char* reason;  // nullptr when supported
+};
+
+FamilyInfo family_of(const std::string& arch, const std::string& model_type) {
+    if (arch == "MixtralForCausalLM" || (arch.empty() && model_type == "mixtral")) return {ModelFamily::kMixtral, nullptr};
+    if (arch == "Qwen3MoeForCausalLM" || (arch.empty() && model_type == "qwen3_moe")) return {ModelFamily::kQwen3Moe, nullptr};
+    if (arch == "Qwen2MoeForCausalLM" || (arch.empty() && model_type == "qwen2_moe")) return {ModelFamily::kQwen2Moe, nullptr};
+    if (arch == "OlmoeForCausalLM" || (arch.empty() && model_type == "olmoe")) return {ModelFamily::kOlmoe, nullptr};
+    if (arch == "LlamaForCausalLM" || (arch.empty() && model_type == "llama")) return {ModelFamily::kLlama, nullptr};
+    if (arch == "Qwen3ForCausalLM" || (arch.empty() && model_type == "qwen3")) return {ModelFamily::kQwen3, nullptr};
+    if (arch == "DeepseekV3ForCausalLM" || arch.rfind("KimiK2", 0) == 0 ||
+        (arch.empty() && (model_type == "deepseek_v3" || model_type == "kimi_k2")))
+        return {ModelFamily::kDeepseekV3, "MLA attention and FP8 block-scaled weights are not implemented yet"};
+    if (arch == "GptOssForCausalLM" || (arch.empty() && model_type == "gpt_oss"))
+        return {ModelFamily::kGptOss, "attention sinks, clamped SwiGLU with biases and MXFP4 experts are not implemented yet"};
+    if (arch == "DeepseekV2ForCausalLM" || (arch.empty() && model_type == "deepseek_v2"))
+        return {ModelFamily::kUnknown, "MLA attention and group-limited routing are not implemented yet"};
+    if (arch == "Glm4MoeForCausalLM" || (arch.empty() && model_type == "glm4_moe"))
+        return {ModelFamily::kUnknown,
+                "sigmoid group-limited routing with shared experts and partial rotary are not implemented yet"};
+    return {ModelFamily::kUnknown, "this architecture is not one of the families moeserve implements"};
+}
+
+bool is_deepseek_like(const ModelConfig& c) {
+    return c.family == ModelFamily::kDeepseekV3 || c.architecture == "DeepseekV2ForCausalLM" ||
+           c.architecture == "Glm4MoeForCausalLM" || c.model_type == "deepseek_v2" || c.model_type == "glm4_moe";
+}
+
+// Per-family defaults for the keys transformers defaults (see the config classes).
+struct Defaults {
+    int64_t intermediate = 11008;
+    int64_t moe_intermediate = 0;
+    int64_t num_experts = 0;
+    int64_t top_k = 0;
+    double rms_eps = 1e-6;
+    double rope_theta = 10000.0;
+    int64_t max_pos = 2048;
+    std::optional<int64_t> head_dim;  // nullopt: hidden_size / num_heads
+};
+
+Defaults defaults_for(ModelFamily f) {
+    Defaults d;
+    switch (f) {
+        case ModelFamily::kMixtral:
+            d = {14336, 14336, 8, 2, 1e-5, 1e6, 4096 * 32, std::nullopt};
+            break;
+        case ModelFamily::kQwen3Moe:
+            d = {6144, 768, 128, 8, 1e-6, 10000.0, 32768, std::nullopt};
+            break;
+        case ModelFamily::kQwen2Moe:
+            d = {5632, 1408, 60, 4, 1e-6, 10000.0, 32768, std::nullopt};
+            break;
+        case ModelFamily::kOlmoe:
+            d = {2048, 2048, 64, 8, 1e-5, 10000.0, 4096, std::nullopt};
+            break;
+        case ModelFamily::kQwen3:
+            d = {22016, 0, 0, 0, 1e-6, 10000.0, 32768, 128};
+            break;
+        default:
+            break;
+    }
+    return d;
+}
+
+Status parse_rope(const json& j, const std::string& source, const Defaults& d, ModelConfig* c) {
+    Reader r(j, source);
+    double theta = d.rope_theta;
+    bool found = false;
+    if (r.has("rope_theta")) {
+        MOE_ASSIGN_OR_RETURN(theta, r.number("rope_theta", d.rope_theta, 1.0, 1e12));
+        found = true;
+    }
+    // Newer transformers move rope_theta into rope_parameters (older: rope_scaling).
+    for (const char* nested : {"rope_parameters", "rope_scaling"}) {
+        if (found || !r.has(nested)) continue;
+        const json& sub = j.at(nested);
+        if (!sub.is_object()) return r.error(std::string(nested) + " must be an object, got " + type_of(sub));
+        Reader rs(sub, source);
+        if (rs.has("rope_theta")) {
+            MOE_ASSIGN_OR_RETURN(theta, rs.number("rope_theta", d.rope_theta, 1.0, 1e12));
+            found = true;
+        }
+    }
+    c->rope_theta = static_cast<float>(theta);
+    return ok_status();
+}
+
+Status parse_experts(const Reader& r, const Defaults& d, ModelConfig* c) {
+    const ModelFamily f = c->family;
+    const bool moe_family = f == ModelFamily::kMixtral || f == ModelFamily::kQwen3Moe ||
+                            f == ModelFamily::kQwen2Moe || f == ModelFamily::kOlmoe;
+    if (f == ModelFamily::kLlama || f == ModelFamily::kQwen3) {
+        MOE_ASSIGN_OR_RETURN(c->intermediate_size, r.integer("intermediate_size", d.intermediate, 1, kMaxIntermediate));
+        return ok_status();
+    }
+    // Which key holds the expert count depends on the family; unknown families get the first found.
+    std::optional<int64_t> dflt_e = moe_family ? std::optional<int64_t>(d.num_experts) : std::optional<int64_t>(0);
+    std::string experts_key = "num_experts";
+    if (f == ModelFamily::kMixtral || f == ModelFamily::kGptOss) {
+        experts_key = "num_local_experts";
+    } else if (is_deepseek_like(*c)) {
+        experts_key = "n_routed_experts";
+    } else if (!moe_family) {
+        for (const char* k : {"num_experts", "num_local_experts", "n_routed_experts"})
+            if (r.has(k)) { experts_key = k; break; }
+    }
+    MOE_ASSIGN_OR_RETURN(c->num_experts, r.integer(experts_key, dflt_e, 0, kMaxExperts));
+    const std::string topk_key = (f == ModelFamily::kGptOss && !r.has("num_experts_per_tok")) ? "experts_per_token"
+                                                                                             : "num_experts_per_tok";
+    MOE_ASSIGN_OR_RETURN(c->num_experts_per_tok,
+                         r.integer(topk_key, c->num_experts > 0 ? std::optional<int64_t>(moe_family ? d.top_k : 1)
+                                                                : std::optional<int64_t>(0),
+                                   0, kMaxExperts));
+    if (c->num_experts > 0 && c->num_experts_per_tok < 1)
+        return r.error(topk_key + " (" + std::to_string(c->num_experts_per_tok) + ") must be >= 1 when there are experts");
+    if (c->num_experts_per_tok > c->num_experts)
+        return r.error(topk_key + " (" + std::to_string(c->num_experts_per_tok) + ") > " + experts_key + " (" +
+                       std::to_string(c->num_experts) + ")");
+
+    int64_t intermediate = 0;
+    MOE_ASSIGN_OR_RETURN(intermediate, r.integer("intermediate_size", d.intermediate, 1, kMaxIntermediate));
+    // Mixtral, OLMoE and gpt-oss size their experts with intermediate_size.
+    const bool expert_uses_intermediate = f == ModelFamily::kMixtral || f == ModelFamily::kOlmoe ||
+                                          f == ModelFamily::kGptOss ||
+                                          (f == ModelFamily::kUnknown && !r.has("moe_intermediate_size"));
+    if (expert_uses_intermediate) {
+        c->moe_intermediate_size = c->num_experts > 0 ? intermediate : 0;
+    } else {
+        MOE_ASSIGN_OR_RETURN(c->moe_intermediate_size,
+                             r.integer("moe_intermediate_size",
+                                       moe_family ? std::optional<int64_t>(d.moe_intermediate) : std::nullopt, 1,
+                                       kMaxIntermediate));
+    }
+
+    c->layer_is_moe.assign(static_cast<size_t>(c->num_layers), false);
+    if (f == ModelFamily::kQwen3Moe || f == ModelFamily::kQwen2Moe) {
+        return ok_status();  // layer pattern and intermediate_size: parse_qwen_layers (needs the raw list)
+    }
+    if (is_deepseek_like(*c)) {
+        int64_t first_dense = 0, freq = 1;
+        MOE_ASSIGN_OR_RETURN(first_dense, r.integer("first_k_dense_replace", 0, 0, c->num_layers));
+        MOE_ASSIGN_OR_RETURN(freq, r.integer("moe_layer_freq", 1, 1, kMaxLayers));
+        for (int64_t i = 0; i < c->num_layers; ++i)
+            c->layer_is_moe[i] = c->num_experts > 0 && i >= first_dense && i % freq == 0;
+        int64_t n_shared = 0;
+        MOE_ASSIGN_OR_RETURN(n_shared, r.integer("n_shared_experts", 0, 0, kMaxExperts));
+        c->shared_expert_intermediate_size = n_shared * c->moe_intermediate_size;
+    } else {
+        for (int64_t i = 0; i < c->num_layers; ++i) c->layer_is_moe[i] = c->num_experts > 0;
+    }
+    const bool any_dense = std::find(c->layer_is_moe.begin(), c->layer_is_moe.end(), false) != c->layer_is_moe.end();
+    c->intermediate_size = any_dense ? intermediate : 0;
+    return ok_status();
+}
+
+// Qwen2/3-MoE: layer i is MoE iff i is not in mlp_only_layers, there are experts and
+// (i + 1) % decoder_sparse_step == 0 (transformers Qwen3MoeDecoderLayer).
+Status parse_qwen_layers(const json& j, const std::string& source, const Defaults& d, ModelConfig* c) {
+    Reader r(j, source);
+    int64_t step = 1;
+    MOE_ASSIGN_OR_RETURN(step, r.integer("decoder_sparse_step", 1, 1, kMaxLayers));
+    std::set<int64_t> mlp_only;
+    if (r.has("mlp_only_layers")) {
+        const json& v = j.at("mlp_only_layers");
+        if (!v.is_array()) return r.error("mlp_only_layers must be an array of layer indices, got " + type_of(v));
+        for (const json& x : v) {
+            if (!x.is_number_integer()) return r.error("mlp_only_layers must hold integers, got " + x.dump());
+            int64_t i = x.get<int64_t>();
+            if (i < 0 || i >= c->num_layers)
+                return r.error("mlp_only_layers index " + std::to_string(i) + " out of range [0, num_hidden_layers=" +
+                               std::to_string(c->num_layers) + ")");
+            mlp_only.insert(i);
+        }
+    }
+    bool any_dense = false;
+    for (int64_t i = 0; i < c->num_layers; ++i) {
+        c->layer_is_moe[i] = !mlp_only.count(i) && c->num_experts > 0 && (i + 1) % step == 0;
+        any_dense = any_dense || !c->layer_is_moe[i];
+    }
+    int64_t intermediate = 0;
+    MOE_ASSIGN_OR_RETURN(intermediate, r.integer("intermediate_size", d.intermediate, 1, kMaxIntermediate));
+    c->intermediate_size = any_dense ? intermediate : 0;
+    return ok_status();
+}
+
+Status parse_dtype_key(const Reader& r, ModelConfig* c) {
+    // transformers >= 4.56 writes "dtype"; older files "torch_dtype".
+    const char* key = r.has("dtype") ? "dtype" : "torch_dtype";
+    if (!r.has(key)) return ok_status();
+    MOE_ASSIGN_OR_RETURN(std::string s, r.string(key, ""));
+    if (s == "bfloat16" || s == "bf16") {
+        c->torch_dtype = DType::kBF16;
+    } else if (s == "float16" || s == "half" || s == "fp16") {
+        c->torch_dtype = DType::kF16;
+    } else if (s == "float32" || s == "float" || s == "fp32") {
+        c->torch_dtype = DType::kF32;
+    } else {
+        return r.error(std::string(key) + " \"" + s + "\" is not one of bfloat16, float16, float32");
+    }
+    return ok_status();
+}
+
+}  // namespace
+
+StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::string& source) {
+    if (!j.is_object()) return invalid_argument(source + ": must be a JSON object, got " + type_of(j));
+    Reader r(j, source);
+    ModelConfig c;
+    try {
+        if (r.has("architectures")) {
+            const json& a = j.at("architectures");
+            if (!a.is_array() || a.empty() || !a.at(0).is_string())
+                return r.error("architectures must be a non-empty array of strings, got " + a.dump());
+            c.architecture = a.at(0).get<std::string>();
+        }
+        MOE_ASSIGN_OR_RETURN(c.model_type, r.string("model_type", ""));
+        if (c.architecture.empty() && c.model_type.empty())
+            return r.error("missing required key architectures (and no model_type to fall back on)");
+        const FamilyInfo fi = family_of(c.architecture, c.model_type);
+        c.family = fi.family;
+        const std::string arch_name = c.architecture.empty() ? c.model_type : c.architecture;
+        c.supported = fi.reason == nullptr;
+        if (!c.supported) c.unsupported_reason = arch_name + ": " + fi.reason;
+        const Defaults d = defaults_for(c.family);
+
+        MOE_ASSIGN_OR_RETURN(c.vocab_size, r.integer("vocab_size", std::nullopt, 1, kMaxVocab));
+        MOE_ASSIGN_OR_RETURN(c.hidden_size, r.integer("hidden_size", std::nullopt, 1, kMaxHidden));
+        MOE_ASSIGN_OR_RETURN(c.num_layers, r.integer("num_hidden_layers", std::nullopt, 1, kMaxLayers));
+        MOE_ASSIGN_OR_RETURN(c.num_heads, r.integer("num_attention_heads", std::nullopt, 1, kMaxHeads));
+        MOE_ASSIGN_OR_RETURN(c.num_kv_heads, r.integer("num_key_value_heads", c.num_heads, 1, kMaxHeads));
+        if (c.num_heads % c.num_kv_heads != 0)
+            return r.error("num_attention_heads (" + std::to_string(c.num_heads) + ") is not divisible by num_key_value_heads (" +
+                           std::to_string(c.num_kv_heads) + ")");
+
+        if (is_deepseek_like(c) && r.has("qk_nope_head_dim")) {
+            // MLA: the q/k head is a no-RoPE part plus a RoPE part.
+            int64_t nope = 0, rope = 0;
+            MOE_ASSIGN_OR_RETURN(nope, r.integer("qk_nope_head_dim", std::nullopt, 0, kMaxHeadDim));
+            MOE_ASSIGN_OR_RETURN(rope, r.integer("qk_rope_head_dim", std::nullopt, 2, kMaxHeadDim));
+            c.head_dim = nope + rope;
+            c.rotary_dim = rope;
+            if (rope % 2 != 0) return r.error("qk_rope_head_dim (" + std::to_string(rope) + ") must be even for RoPE");
+        } else {
+            const bool has_head_dim = r.has("head_dim") || d.head_dim.has_value();
+            if (!has_head_dim && c.hidden_size % c.num_heads != 0)
+                return r.error("hidden_size (" + std::to_string(c.hidden_size) + ") is not divisible by num_attention_heads (" +
+                               std::to_string(c.num_heads) + ") and there is no head_dim");
+            MOE_ASSIGN_OR_RETURN(c.head_dim, r.integer("head_dim", d.head_dim ? *d.head_dim : c.hidden_size / c.num_heads, 1,
+                                                       kMaxHeadDim));
+            double partial = 1.0;
+            MOE_ASSIGN_OR_RETURN(partial, r.number("partial_rotary_factor", 1.0, 0.0, 1.0));
+            c.rotary_dim = static_cast<int64_t>(std::llround(static_cast<double>(c.head_dim) * partial));
+            if (c.rotary_dim % 2 != 0)
+                return r.error("rotary dims (head_dim " + std::to_string(c.head_dim) + " x partial_rotary_factor " +
+                               std::to_string(partial) + " = " + std::to_string(c.rotary_dim) + ") must be even");
+        }
+
+        MOE_RETURN_IF_ERROR(parse_experts(r, d, &c));
+        if (c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe)
+            MOE_RETURN_IF_ERROR(parse_qwen_layers(j, source, d, &c));
+
+        switch (c.family) {
+            case ModelFamily::kMixtral: c.norm_topk_prob = true; break;
+            case ModelFamily::kQwen3Moe:
+            case ModelFamily::kQwen2Moe:
+            case ModelFamily::kOlmoe:
+            case ModelFamily::kDeepseekV3:
+            case ModelFamily::kUnknown: {
+                MOE_ASSIGN_OR_RETURN(c.norm_topk_prob, r.boolean("norm_topk_prob", false));
+                break;
+            }
+            case ModelFamily::kGptOss: c.norm_topk_prob = true; break;  // softmax over the top-k only
+            default: break;
+        }
+        if (c.family == ModelFamily::kQwen2Moe) {
+            MOE_ASSIGN_OR_RETURN(c.shared_expert_intermediate_size,
+                                 r.integer("shared_expert_intermediate_size", 5632, 0, kMaxIntermediate));
+        }
+
+        // Qwen2-MoE always has q/k/v bias (hard-wired in transformers); others read attention_bias.
+        if (c.family == ModelFamily::kQwen2Moe) {
+            MOE_ASSIGN_OR_RETURN(c.attention_bias, r.boolean("qkv_bias", true));
+        } else {
+            MOE_ASSIGN_OR_RETURN(c.attention_bias, r.boolean("attention_bias", false));
+        }
+        if (c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen3) {
+            c.qk_norm = QkNorm::kPerHead;
+        } else if (c.family == ModelFamily::kOlmoe) {
+            c.qk_norm = QkNorm::kFull;
+        } else if (c.family == ModelFamily::kUnknown) {
+            bool use_qk_norm = false;
+            MOE_ASSIGN_OR_RETURN(use_qk_norm, r.boolean("use_qk_norm", false));
+            if (use_qk_norm) c.qk_norm = QkNorm::kPerHead;
+        }
+
+        double eps = 1e-6;
+        MOE_ASSIGN_OR_RETURN(eps, r.number("rms_norm_eps", d.rms_eps, 0.0, 1.0));
+        if (eps <= 0.0) return r.error("rms_norm_eps (" + std::to_string(eps) + ") must be > 0");
+        c.rms_norm_eps = static_cast<float>(eps);
+        MOE_RETURN_IF_ERROR(parse_rope(j, source, d, &c));
+        MOE_ASSIGN_OR_RETURN(c.max_position_embeddings, r.integer("max_position_embeddings", d.max_pos, 1, kMaxPositions));
+
+        // Qwen configs carry a sliding_window that is off unless use_sliding_window says so.
+        bool use_sw = true;
+        if (c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe || c.family == ModelFamily::kQwen3) {
+            MOE_ASSIGN_OR_RETURN(use_sw, r.boolean("use_sliding_window", false));
+        }
+        if (use_sw) {
+            MOE_ASSIGN_OR_RETURN(c.sliding_window, r.integer("sliding_window", 0, 0, kMaxPositions));
+        }
+        MOE_ASSIGN_OR_RETURN(c.tie_word_embeddings, r.boolean("tie_word_embeddings", false));
+        MOE_RETURN_IF_ERROR(parse_dtype_key(r, &c));
+        MOE_ASSIGN_OR_RETURN(c.bos_token_id, r.integer("bos_token_id", -1, 0, kMaxTokenId));
+        MOE_RETURN_IF_ERROR(r.token_ids("eos_token_id", &c.eos_token_ids));
+    } catch (const nlohmann::json::exception& e) {
+        // The typed readers check before converting; this is a backstop, not a path we expect.
+        return invalid_argument(source + ": " + e.what());
+    }
+    return c;
+}
+
+StatusOr<ModelConfig> load_model_config(const std::filesystem::path& dir) {
+    auto read_json = [](const std::filesystem::path& p, json* out) -> Status {
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(p, ec)) return not_found(p.string() + ": no such file");
+        const auto size = std::filesystem::file_size(p, ec);
+        // Configs are a few KB; refuse to slurp something that is clearly not one.
+        if (ec || size > (64u << 20)) return invalid_argument(p.string() + ": unreadable or larger than 64 MB");
+        std::ifstream in(p, std::ios::binary);
+        if (!in) return not_found(p.string() + ": cannot open");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        try {
+            *out = json::parse(ss.str());
+        } catch (const json::exception& e) {
+            return invalid_argument(p.string() + ": not valid JSON: " + e.what());
+        }
+        return ok_status();
+    };
+    const auto config_path = dir / "config.json";
+    json j;
+    MOE_RETURN_IF_ERROR(read_json(config_path, &j));
+    MOE_ASSIGN_OR_RETURN(ModelConfig c, parse_model_config(j, config_path.string()));
+    const auto gen_path = dir / "generation_config.json";
+    std::error_code ec;
+    if (std::filesystem::exists(gen_path, ec)) {
+        json g;
+        MOE_RETURN_IF_ERROR(read_json(gen_path, &g));
+        if (!g.is_object()) return invalid_argument(gen_path.string() + ": must be a JSON object");
+        Reader r(g, gen_path.string());
+        MOE_RETURN_IF_ERROR(r.token_ids("eos_token_id", &c.eos_token_ids));
+    }
+    return c;
+}
+
+int64_t ModelConfig::total_params() const {
+    const int64_t H = hidden_size;
+    int64_t attn = H * num_heads * head_dim + 2 * H * num_kv_heads * head_dim + num_heads * head_dim * H;
+    if (attention_bias) attn += (num_heads + 2 * num_kv_heads) * head_dim;
+    if (qk_norm == QkNorm::kPerHead) attn += 2 * head_dim;
+    if (qk_norm == QkNorm::kFull) attn += (num_heads + num_kv_heads) * head_dim;
+    int64_t total = vocab_size * H * (tie_word_embeddings ? 1 : 2) + H;  // embeddings, lm_head, final norm
+    for (int64_t i = 0; i < num_layers; ++i) {
+        total += 2 * H + attn;
+        const bool moe = static_cast<size_t>(i) < layer_is_moe.size() && layer_is_moe[i];
+        if (moe) {
+            total += num_experts * H + num_experts * 3 * H * moe_intermediate_size;
+            if (shared_expert_intermediate_size > 0) {
+                total += 3 * H * shared_expert_intermediate_size;
+                if (family == ModelFamily::kQwen2Moe) total += H;  // shared_expert_gate
+            }
+        } else {
+            total += 3 * H * intermediate_size;
+        }
+    }
+    return total;
+}
+
+int64_t ModelConfig::active_params_per_token() const {
+    int64_t inactive = 0;
+    for (int64_t i = 0; i < num_layers; ++i) {
+        if (static_cast<size_t>(i) < layer_is_moe.size() && layer_is_moe[i])
+            inactive += (num_experts - num_experts_per_tok) * 3 * hidden_size * moe_intermediate_size;
+    }
+    return total_params() - inactive;
+}
+
+}  // namespace moe

@@ -1,0 +1,82 @@
+#include "model/expected_tensors.h"
+
+#include <filesystem>
+
+namespace moe {
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
+    std::vector<ExpectedTensor> out;
+    if (!c.supported) return out;
+    const int64_t H = c.hidden_size, V = c.vocab_size, D = c.head_dim;
+    const int64_t q_dim = c.num_heads * D, kv_dim = c.num_kv_heads * D;
+    out.push_back({"model.embed_tokens.weight", {V, H}});
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+        const std::string l = "model.layers." + std::to_string(i) + ".";
+        out.push_back({l + "input_layernorm.weight", {H}});
+        out.push_back({l + "post_attention_layernorm.weight", {H}});
+        out.push_back({l + "self_attn.q_proj.weight", {q_dim, H}});
+        out.push_back({l + "self_attn.k_proj.weight", {kv_dim, H}});
+        out.push_back({l + "self_attn.v_proj.weight", {kv_dim, H}});
+        out.push_back({l + "self_attn.o_proj.weight", {H, q_dim}});
+        if (c.attention_bias) {
+            out.push_back({l + "self_attn.q_proj.bias", {q_dim}});
+            out.push_back({l + "self_attn.k_proj.bias", {kv_dim}});
+            out.push_back({l + "self_attn.v_proj.bias", {kv_dim}});
+        }
+        if (c.qk_norm == QkNorm::kPerHead) {
+            out.push_back({l + "self_attn.q_norm.weight", {D}});
+            out.push_back({l + "self_attn.k_norm.weight", {D}});
+        } else if (c.qk_norm == QkNorm::kFull) {
+            out.push_back({l + "self_attn.q_norm.weight", {q_dim}});
+            out.push_back({l + "self_attn.k_norm.weight", {kv_dim}});
+        }
+        const bool moe = static_cast<size_t>(i) < c.layer_is_moe.size() && c.layer_is_moe[i];
+        const int64_t E = c.num_experts, I = c.moe_intermediate_size;
+        if (moe && c.family == ModelFamily::kMixtral) {
+            out.push_back({l + "block_sparse_moe.gate.weight", {E, H}});
+            for (int64_t e = 0; e < E; ++e) {
+                const std::string x = l + "block_sparse_moe.experts." + std::to_string(e) + ".";
+                out.push_back({x + "w1.weight", {I, H}});  // gate
+                out.push_back({x + "w2.weight", {H, I}});  // down
+                out.push_back({x + "w3.weight", {I, H}});  // up
+            }
+        } else if (moe) {
+            out.push_back({l + "mlp.gate.weight", {E, H}});
+            for (int64_t e = 0; e < E; ++e) {
+                const std::string x = l + "mlp.experts." + std::to_string(e) + ".";
+                out.push_back({x + "gate_proj.weight", {I, H}});
+                out.push_back({x + "up_proj.weight", {I, H}});
+                out.push_back({x + "down_proj.weight", {H, I}});
+            }
+            if (c.family == ModelFamily::kQwen2Moe && c.shared_expert_intermediate_size > 0) {
+                const int64_t S = c.shared_expert_intermediate_size;
+                out.push_back({l + "mlp.shared_expert.gate_proj.weight", {S, H}});
+                out.push_back({l + "mlp.shared_expert.up_proj.weight", {S, H}});
+                out.push_back({l + "mlp.shared_expert.down_proj.weight", {H, S}});
+                out.push_back({l + "mlp.shared_expert_gate.weight", {1, H}});
+            }
+        } else {
+            const int64_t I = c.intermediate_size;
+            out.push_back({l + "mlp.gate_proj.weight", {I, H}});
+            out.push_back({l + "mlp.up_proj.weight", {I, H}});
+            out.push_back({l + "mlp.down_proj.weight", {H, I}});
+        }
+    }
+    out.push_back({"model.norm.weight", {H}});
+    if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {V, H}});
+    return out;
+}
+
+Status check_weights(const ModelConfig& c, const WeightStore& w) {
+    if (!c.supported) return unimplemented(c.unsupported_reason);
+    for (const ExpectedTensor& e : expected_tensors(c)) {
+        MOE_ASSIGN_OR_RETURN(TensorInfo t, w.get_checked(e.name, e.shape));
+        if (t.dtype != DType::kF32 && t.dtype != DType::kBF16 && t.dtype != DType::kF16) {
+            return invalid_argument("tensor " + e.name + " in " + std::filesystem::path(t.file).filename().string() +
+                                    ": dtype " + dtype_name(t.dtype) + ", expected f32, bf16 or f16");
+        }
+    }
+    return ok_status();
+}
+
+}  // namespace moe

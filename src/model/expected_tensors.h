@@ -1,0 +1,27 @@
+// The tensors a supported family's checkpoint must hold, in Hugging Face hub naming, with the
+// shapes config.json implies. Used to check weights before anything runs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/weights.h"
+#include "moe/status.h"
+
+namespace moe {
+
+struct ExpectedTensor {
+    std::string name;
+    std::vector<int64_t> shape;
+};
+
+// Empty for families that are not supported (their layouts are not modelled).
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config);
+
+// Reports the first expected tensor that is missing, has another shape, or is not f32/bf16/f16
+// (message names the tensor, its file and both shapes). kUnimplemented for unsupported families.
+Status check_weights(const ModelConfig& config, const WeightStore& weights);
+
+}  // namespace moe

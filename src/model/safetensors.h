@@ -1,0 +1,69 @@
+// Read-only, validated view of one .safetensors file (mmap'd).
+//
+// Format: 8-byte little-endian header length N, N bytes of JSON header, then the data region.
+// The header maps tensor names to {"dtype", "shape", "data_offsets": [begin, end)} with offsets
+// relative to the data region; "__metadata__" holds free-form strings.
+//
+// Everything in the header is checked before a pointer is handed out: known dtype, shape of
+// non-negative integers whose byte size (overflow-checked) equals end - begin, offsets inside
+// the data region, no two tensors overlapping. Error codes:
+//   kDataLoss        the file is shorter than it claims (truncated, header or offsets past the end)
+//   kInvalidArgument malformed content (header not a JSON object, unknown dtype, bad shape, overlap)
+//   kNotFound        the file does not exist
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moe/dtype.h"
+#include "moe/status.h"
+
+namespace moe {
+
+// Header lengths past this are refused: real headers are a few MB even for 1000s of tensors.
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull << 20;
+
+struct TensorInfo {
+    std::string name;
+    DType dtype = DType::kF32;
+    std::vector<int64_t> shape;
+    // Into the mapping; valid while the owning SafetensorsFile lives. Not necessarily aligned to
+    // the element size (the header length is arbitrary), so copy or use memcpy-safe loads.
+    const void* data = nullptr;
+    size_t nbytes = 0;
+    std::string file;  // path of the .safetensors file holding it
+};
+
+// "[8, 64]"
+std::string shape_to_string(const std::vector<int64_t>& shape);
+
+class SafetensorsFile {
+public:
+    static StatusOr<std::unique_ptr<SafetensorsFile>> open(const std::filesystem::path& path);
+
+    SafetensorsFile(const SafetensorsFile&) = delete;
+    SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+    ~SafetensorsFile();
+
+    const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
+    const std::map<std::string, std::string>& metadata() const { return metadata_; }
+    const std::filesystem::path& path() const { return path_; }
+    uint64_t file_size() const { return size_; }
+
+private:
+    SafetensorsFile() = default;
+    Status parse_header(const char* header, uint64_t header_len);
+
+    std::filesystem::path path_;
+    void* map_ = nullptr;
+    uint64_t size_ = 0;
+    std::map<std::string, TensorInfo> tensors_;
+    std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace moe
