@@ -1,0 +1,65 @@
+// The CPU backend: host memory from CpuAllocator, synchronous memcpy copies, a ThreadPool for
+// the data-parallel kernels and a GemmEngine (OpenBLAS f32, oneDNN bf16) for matrix products.
+// Op kernels live one per file in this directory, in namespace moe::cpu; they may assume
+// validated arguments (ops::run validated them) and run the data checks themselves.
+#pragma once
+
+#include <memory>
+
+#include "backend/cpu/cpu_gemm.h"
+#include "core/thread_pool.h"
+#include "moe/backend.h"
+#include "ops/ops.h"
+
+namespace moe::cpu {
+
+class CpuBackend final : public Backend {
+public:
+    explicit CpuBackend(const CpuBackendOptions& options);
+    ~CpuBackend() override;
+
+    const char* name() const override { return "cpu"; }
+    Device device() const override { return Device{}; }
+    StatusOr<void*> allocate(size_t bytes) override;
+    void deallocate(void* ptr) override;
+    Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
+    Status synchronize() override { return ok_status(); }
+    int num_threads() const override { return pool_.size(); }
+
+    ThreadPool& pool() { return pool_; }
+    GemmEngine& gemm_engine() { return gemm_; }
+
+private:
+    ThreadPool pool_;
+    GemmEngine gemm_;
+};
+
+// Table entries are only installed on a CpuBackend, so the downcast is safe.
+inline CpuBackend& as_cpu(Backend& be) { return static_cast<CpuBackend&>(be); }
+
+Status embedding(Backend& be, const EmbeddingArgs& a);
+Status rms_norm(Backend& be, const RmsNormArgs& a);
+Status rope(Backend& be, const RopeArgs& a);
+Status gemm(Backend& be, const GemmArgs& a);
+Status silu_mul(Backend& be, const SiluMulArgs& a);
+Status add(Backend& be, const AddArgs& a);
+Status kv_write(Backend& be, const KvWriteArgs& a);
+Status attention(Backend& be, const AttentionArgs& a);
+Status moe_route(Backend& be, const MoeRouteArgs& a);
+Status moe_shared_gate(Backend& be, const MoeSharedGateArgs& a);
+Status moe_permute(Backend& be, const MoePermuteArgs& a);
+Status moe_experts(Backend& be, const MoeExpertsArgs& a);
+Status moe_unpermute(Backend& be, const MoeUnpermuteArgs& a);
+
+// A dot product with 8 independent f32 partial sums, so the compiler vectorizes it and the
+// summation order (hence the result) is fixed.
+inline float dot_f32(const float* a, const float* b, int64_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
+    for (; i < n; ++i) acc[0] += a[i] * b[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+}  // namespace moe::cpu

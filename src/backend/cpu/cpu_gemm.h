@@ -1,0 +1,59 @@
+// The GEMM engine behind the gemm op and the expert MLPs:
+//   f32 weights  -> OpenBLAS cblas_sgemm
+//   bf16 weights -> oneDNN matmul (x rounded to bf16, f32 accumulation and output; oneDNN picks
+//                   AMX or AVX512-BF16 kernels where present), with primitives cached by shape.
+// If oneDNN cannot build a bf16 matmul on this machine, the weights are widened to f32 in
+// panels and go through BLAS instead (slower, same contract).
+//
+// Determinism: for a fixed thread count, the same inputs give bitwise the same outputs.
+// Thread safety: one caller at a time (the backend's rule).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/thread_pool.h"
+#include "moe/dtype.h"
+#include "moe/status.h"
+
+namespace moe::cpu {
+
+// y[M, N] (+)= x[M, K] * w[N, K]^T (+ bias[N]); leading dimensions in elements.
+struct GemmProblem {
+    int64_t m = 0, n = 0, k = 0;
+    const float* x = nullptr;
+    int64_t ldx = 0;
+    const void* w = nullptr;  // [N, K] contiguous
+    DType w_dtype = DType::kF32;
+    const float* bias = nullptr;  // optional, [N]
+    float* y = nullptr;
+    int64_t ldy = 0;
+    bool accumulate = false;
+};
+
+class GemmEngine {
+public:
+    GemmEngine(int num_threads, ThreadPool* pool);
+    ~GemmEngine();
+    GemmEngine(const GemmEngine&) = delete;
+    GemmEngine& operator=(const GemmEngine&) = delete;
+
+    Status run(const GemmProblem& p);
+
+    // The oneDNN implementation picked for the last bf16 problem ("brg:avx512_core_amx", ...),
+    // or "blas-fallback". For benchmarks and logs.
+    const std::string& last_bf16_impl() const;
+
+private:
+    Status run_f32(const GemmProblem& p);
+    Status run_bf16(const GemmProblem& p);
+    Status run_bf16_fallback(const GemmProblem& p);
+
+    struct Dnnl;
+    int num_threads_;
+    ThreadPool* pool_;
+    std::unique_ptr<Dnnl> dnnl_;
+};
+
+}  // namespace moe::cpu
