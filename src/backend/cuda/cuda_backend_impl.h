@@ -1,0 +1,61 @@
+// CudaBackend: private to src/backend/cuda. The op adapters (cuda_ops.cc) reach the stream, the
+// cuBLAS handle, scratch memory and the kernel error block through it.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "kernels/common/kernel_types.h"
+#include "moe/backend.h"
+#include "moe/status.h"
+#include "moe/tensor.h"
+
+namespace moe::cuda {
+
+class CudaBackend final : public Backend {
+public:
+    // Creates the stream, the cuBLAS handle and the error block on `device` (which must exist).
+    static StatusOr<std::unique_ptr<CudaBackend>> create(int device);
+    ~CudaBackend() override;
+
+    const char* name() const override { return "cuda"; }
+    Device device() const override { return Device{DeviceKind::kCuda, device_}; }
+
+    StatusOr<void*> allocate(size_t bytes) override;
+    void deallocate(void* ptr) override;
+    Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
+    Status synchronize() override;
+
+    // Makes this backend's device current on the calling thread (cheap after the first call).
+    Status activate() const;
+    cudaStream_t stream() const { return stream_; }
+    cublasHandle_t cublas() const { return cublas_; }
+
+    // Device memory of at least `bytes`, valid until the next scratch() call. Grows (after waiting
+    // for the stream, since queued work may still read the old buffer) and never shrinks.
+    StatusOr<void*> scratch(size_t bytes);
+
+    // The device-side error block for index-checking kernels: zeroed on the stream by
+    // reset_kernel_error(); read_kernel_error() waits for the stream and returns its contents.
+    kernels::KernelError* kernel_error() const { return error_dev_; }
+    Status reset_kernel_error();
+    StatusOr<kernels::KernelError> read_kernel_error();
+
+private:
+    explicit CudaBackend(int device);
+
+    int device_ = 0;
+    cudaStream_t stream_ = nullptr;
+    cublasHandle_t cublas_ = nullptr;
+    kernels::KernelError* error_dev_ = nullptr;
+    kernels::KernelError* error_host_ = nullptr;  // pinned
+    void* scratch_ = nullptr;
+    size_t scratch_bytes_ = 0;
+};
+
+// Fills `table` with the ops that have CUDA kernels (cuda_ops.cc).
+void register_cuda_ops(OpTable& table);
+
+}  // namespace moe::cuda
