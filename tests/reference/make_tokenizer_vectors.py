@@ -3,12 +3,13 @@
 
 Hugging Face `tokenizers` (PyPI) encodes every string of the shared llama.cpp `.inp` file plus
 our own `mixtral_extra.inp` (byte fallback, CJK, emoji, special-token text) with the Mixtral
-tokenizer.json. Output files follow the llama.cpp `.out` format: one line per string, each id
+tokenizer.json. The `.decoded.json` files hold HF's decode of those ids. Id files follow the llama.cpp `.out` format: one line per string, each id
 preceded by a space. Two variants: without and with the post-processor's special tokens.
 
     pip install tokenizers
     python3 tests/reference/make_tokenizer_vectors.py
 """
+import json
 import os
 import sys
 
@@ -46,6 +47,12 @@ def main():
                     ids = tok.encode(text, add_special_tokens=special).ids
                     f.write("".join(f" {i}" for i in ids) + "\n")
             print(f"{out}: {len(texts)} strings", file=sys.stderr)
+        # What HF's decode gives back for the ids (not always the input: special tokens and a
+        # literal U+2581 do not round-trip).
+        decoded = [tok.decode(tok.encode(t, add_special_tokens=False).ids, skip_special_tokens=False) for t in texts]
+        with open(os.path.join(OUT_DIR, f"mixtral.{name}.decoded.json"), "w", encoding="utf-8", newline="\n") as f:
+            json.dump(decoded, f, ensure_ascii=False, indent=0)
+            f.write("\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+// Decoders: token strings back to text (tokenizer.json "decoder"), as a chain of list-to-list
+// steps exactly like HF's decode_chain, so that partial decodes behave as HF's do.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "moe/status.h"
+
+namespace moe::tok {
+
+class Decoder {
+public:
+    virtual ~Decoder() = default;
+    virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
+};
+
+StatusOr<std::unique_ptr<Decoder>> parse_decoder(const nlohmann::json& j, const std::string& where);
+std::unique_ptr<Decoder> make_byte_level_decoder();
+
+}  // namespace moe::tok
