@@ -237,6 +237,7 @@ Status parse_experts(const Reader& r, const Defaults& d, ModelConfig* c) {
                             f == ModelFamily::kQwen2Moe || f == ModelFamily::kOlmoe;
     if (f == ModelFamily::kLlama || f == ModelFamily::kQwen3) {
         MOE_ASSIGN_OR_RETURN(c->intermediate_size, r.integer("intermediate_size", d.intermediate, 1, kMaxIntermediate));
+        c->layer_is_moe.assign(static_cast<size_t>(c->num_layers), false);  // dense: every layer an MLP
         return ok_status();
     }
     // Which key holds the expert count depends on the family; unknown families get the first found.

@@ -1,0 +1,156 @@
+// moeserve run: greedy generation in-process (no server), for checking a model directory.
+//
+//   moeserve run --model DIR --prompt-ids 1,2,3 --max-tokens 16 [--json]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "core/logging.h"
+#include "model/moe_transformer.h"
+#include "model/random_model.h"
+
+namespace moe::cli {
+namespace {
+
+struct RunFlags {
+    std::string model;
+    std::string prompt_ids;
+    int max_tokens = 16;
+    bool json = false;
+    bool ignore_eos = false;
+    int threads = 0;
+    std::string dtype = "auto";
+    int block_size = 16;
+};
+
+StatusOr<std::vector<int32_t>> parse_ids(const std::string& s) {
+    std::vector<int32_t> ids;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        if (item.empty()) return invalid_argument("--prompt-ids: empty item in \"" + s + "\"");
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(item.c_str(), &end, 10);
+        if (*end != '\0' || errno != 0 || v < 0 || v > INT32_MAX)
+            return invalid_argument("--prompt-ids: \"" + item + "\" is not a token id in [0, 2^31)");
+        ids.push_back(static_cast<int32_t>(v));
+    }
+    if (ids.empty()) return invalid_argument("--prompt-ids: at least one id is needed");
+    return ids;
+}
+
+// log-softmax of the chosen entry, in double
+double logprob_of(const float* logits, int64_t n, int32_t id) {
+    const float mx = *std::max_element(logits, logits + n);
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+    return static_cast<double>(logits[id]) - mx - std::log(sum);
+}
+
+Status run(const RunFlags& f) {
+    MOE_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, parse_ids(f.prompt_ids));
+    if (f.max_tokens < 1) return invalid_argument("--max-tokens must be >= 1, got " + std::to_string(f.max_tokens));
+    WeightDType dtype = WeightDType::kAuto;
+    if (f.dtype == "f32") dtype = WeightDType::kF32;
+    else if (f.dtype == "bf16") dtype = WeightDType::kBF16;
+    else if (f.dtype != "auto") return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
+    auto backend = make_cpu_backend({.num_threads = f.threads});
+    std::unique_ptr<MoeTransformer> model;
+    if (f.model.empty()) {
+        // The built-in demo model: random weights, so that the command works with nothing else.
+        MOE_ASSIGN_OR_RETURN(ModelConfig demo, parse_model_config(random_model_config_json({}), "built-in demo model"));
+        std::fprintf(stderr, "moeserve run: no --model, using the built-in demo model (random weights: its output "
+                             "is meaningless)\n");
+        MOE_ASSIGN_OR_RETURN(model, MoeTransformer::create(demo, make_random_weights(demo, 42, DType::kF32), *backend,
+                                                           {.weight_dtype = dtype}));
+    } else {
+        MOE_ASSIGN_OR_RETURN(model, MoeTransformer::load(f.model, *backend, {.weight_dtype = dtype}));
+    }
+    const ModelConfig& c = model->config();
+    const int64_t total = static_cast<int64_t>(prompt.size()) + f.max_tokens;
+    if (c.max_position_embeddings > 0 && total > c.max_position_embeddings)
+        return invalid_argument("prompt (" + std::to_string(prompt.size()) + ") + --max-tokens (" +
+                                std::to_string(f.max_tokens) + ") exceeds the context length " +
+                                std::to_string(c.max_position_embeddings));
+    const int64_t bs = f.block_size;
+    MOE_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(*backend, c, {.num_blocks = (total + bs - 1) / bs, .block_size = bs}));
+    std::vector<int32_t> table(static_cast<size_t>(cache.num_blocks()));
+    for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
+
+    std::vector<int32_t> out_ids;
+    std::vector<double> logprobs;
+    std::string finish = "length";
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    auto t_first = t0;
+    int64_t cached = 0;
+    std::vector<int32_t> feed = prompt;
+    while (static_cast<int>(out_ids.size()) < f.max_tokens) {
+        BatchView batch;
+        batch.sequences.push_back({.token_ids = feed, .num_cached = cached, .block_table = table});
+        MOE_ASSIGN_OR_RETURN(ForwardOutput out, model->forward(batch, cache));
+        cached += static_cast<int64_t>(feed.size());
+        const float* row = out.last_row(0);
+        const int32_t next = static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row);
+        if (out_ids.empty()) t_first = clock::now();
+        out_ids.push_back(next);
+        logprobs.push_back(logprob_of(row, c.vocab_size, next));
+        if (!f.ignore_eos && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) != c.eos_token_ids.end()) {
+            finish = "stop";
+            break;
+        }
+        feed.assign(1, next);
+    }
+    const auto t_end = clock::now();
+    const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
+    const double decode_s = std::chrono::duration<double>(t_end - t_first).count();
+    const double decode_tps = out_ids.size() > 1 ? static_cast<double>(out_ids.size() - 1) / decode_s : 0.0;
+    if (f.json) {
+        nlohmann::json j;
+        j["ids"] = out_ids;
+        j["logprobs"] = logprobs;
+        j["finish_reason"] = finish;
+        j["prompt_tokens"] = prompt.size();
+        j["prefill_seconds"] = prefill_s;
+        j["decode_tokens_per_second"] = decode_tps;
+        std::printf("%s\n", j.dump().c_str());
+    } else {
+        std::string line;
+        for (size_t i = 0; i < out_ids.size(); ++i) line += (i ? "," : "") + std::to_string(out_ids[i]);
+        std::printf("%s\n", line.c_str());
+        std::fprintf(stderr, "%zu prompt tokens in %.3f s (%.1f tok/s), %zu generated, decode %.1f tok/s, finish: %s\n",
+                     prompt.size(), prefill_s, static_cast<double>(prompt.size()) / prefill_s, out_ids.size(),
+                     decode_tps, finish.c_str());
+    }
+    return ok_status();
+}
+
+const Registrar kRegistrar("run", [](CLI::App& app, int& exit_code) {
+    auto flags = std::make_shared<RunFlags>();
+    CLI::App* cmd = app.add_subcommand("run", "Greedy generation in-process, no server: prints the generated ids");
+    cmd->add_option("--model", flags->model, "Hugging Face model directory (default: the built-in demo model)")
+        ->envname("MOESERVE_MODEL");
+    cmd->add_option("--prompt-ids", flags->prompt_ids, "comma-separated prompt token ids")->required();
+    cmd->add_option("--max-tokens", flags->max_tokens, "tokens to generate")->capture_default_str();
+    cmd->add_flag("--json", flags->json, "print one JSON line with ids and per-token logprobs");
+    cmd->add_flag("--ignore-eos", flags->ignore_eos, "do not stop at the model's EOS ids");
+    cmd->add_option("--threads", flags->threads, "CPU threads (0: all)")->envname("MOESERVE_THREADS");
+    cmd->add_option("--dtype", flags->dtype, "weight dtype: auto, f32, bf16")->capture_default_str();
+    cmd->add_option("--kv-block-size", flags->block_size, "tokens per KV block")->check(CLI::Range(1, 1024));
+    cmd->callback([flags, &exit_code] {
+        Status s = run(*flags);
+        if (!s.ok()) {
+            std::fprintf(stderr, "moeserve run: %s\n", s.to_string().c_str());
+            exit_code = 1;
+        }
+    });
+});
+
+}  // namespace
+}  // namespace moe::cli

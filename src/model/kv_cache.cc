@@ -1,0 +1,54 @@
+#include "model/kv_cache.h"
+
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+int64_t KvCache::bytes_per_block(const ModelConfig& config, int64_t block_size, DType dtype) {
+    return 2 * config.num_layers * block_size * config.num_kv_heads * config.head_dim *
+           static_cast<int64_t>(dtype_size(dtype));
+}
+
+StatusOr<KvCache> KvCache::create(Backend& backend, const ModelConfig& config, const KvCacheOptions& options) {
+    if (options.dtype != DType::kF32 && options.dtype != DType::kBF16)
+        return invalid_argument(std::string("kv cache dtype must be f32 or bf16, got ") + dtype_name(options.dtype));
+    if (options.block_size <= 0 || options.block_size > 1024)
+        return invalid_argument("kv cache block_size must be in [1, 1024], got " + std::to_string(options.block_size));
+    if (options.num_blocks <= 0 || options.num_blocks > (int64_t{1} << 31))
+        return invalid_argument("kv cache num_blocks must be in [1, 2^31], got " + std::to_string(options.num_blocks));
+    const int64_t per_token = config.num_kv_heads * config.head_dim * static_cast<int64_t>(dtype_size(options.dtype));
+    // NOTE: every factor is bounded above (config checks cap heads and dims), so the product is
+    // checked against int64 by dividing back.
+    const int64_t per_block = per_token * options.block_size;
+    if (per_block <= 0 || options.num_blocks > std::numeric_limits<int64_t>::max() / per_block)
+        return invalid_argument("kv cache size overflows");
+    const int64_t layer_bytes = per_block * options.num_blocks;
+
+    KvCache cache;
+    cache.num_blocks_ = options.num_blocks;
+    cache.block_size_ = options.block_size;
+    cache.num_kv_heads_ = config.num_kv_heads;
+    cache.head_dim_ = config.head_dim;
+    cache.dtype_ = options.dtype;
+    cache.device_ = backend.device();
+    std::vector<uint8_t> zeros;
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+        for (auto* pool : {&cache.k_, &cache.v_}) {
+            auto buf = DeviceBuffer::allocate(backend, static_cast<size_t>(layer_bytes));
+            if (!buf.ok())
+                return buf.status().with_context("kv cache layer " + std::to_string(l) + " (" +
+                                                  std::to_string(layer_bytes) + " bytes)");
+            pool->push_back(std::move(buf).value());
+        }
+    }
+    return cache;
+}
+
+TensorView KvCache::view(const DeviceBuffer& b) const {
+    return TensorView::make(b.data(), dtype_, {num_blocks_, block_size_, num_kv_heads_, head_dim_}, device_);
+}
+
+}  // namespace moe

@@ -1,0 +1,495 @@
+#include "model/moe_transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "core/logging.h"
+#include "ops/ops.h"
+
+namespace moe {
+
+// ---- weights ---------------------------------------------------------------------------------
+
+struct MoeTransformer::Layer {
+    TensorView input_norm, post_norm;  // f32 [H]
+    TensorView wq, wk, wv, wo;         // matrices
+    TensorView bq, bk, bv;             // f32 or empty
+    TensorView q_norm, k_norm;         // f32 or empty
+    bool is_moe = false;
+    TensorView router;                 // [E, H]
+    std::vector<TensorView> w_gate, w_up, w_down;
+    TensorView shared_gate, shared_up, shared_down, shared_expert_gate;  // Qwen2-MoE
+    TensorView mlp_gate, mlp_up, mlp_down;                               // dense layers
+};
+
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+}
+
+struct Names {
+    std::string moe_prefix;  // "block_sparse_moe" (Mixtral) or "mlp"
+    std::string gate, up, down;
+};
+
+Names expert_names(ModelFamily family) {
+    if (family == ModelFamily::kMixtral) return {"block_sparse_moe", "w1", "w3", "w2"};
+    return {"mlp", "gate_proj", "up_proj", "down_proj"};
+}
+
+}  // namespace
+
+// Owns converted weights; passes mapped ones through when their dtype is already right and the
+// backend reads host memory.
+class WeightLoader {
+public:
+    WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned)
+        : src_(src), be_(be), owned_(owned) {}
+
+    // A tensor of exactly `shape`, converted to `dtype` (f32, bf16).
+    StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
+        MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
+        const std::vector<int64_t> want(shape);
+        if (w.shape != want)
+            return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
+                                    ", expected " + shape_string(want) + " from config.json");
+        if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
+            return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
+                                    ", expected f32, bf16 or f16");
+        int64_t numel = 1;
+        for (int64_t d : want) numel *= d;
+        TensorView view;
+        view.dtype = dtype;
+        view.device = be_.device();
+        view.ndim = static_cast<int>(want.size());
+        int64_t stride = 1;
+        for (int d = view.ndim - 1; d >= 0; --d) {
+            view.shape[static_cast<size_t>(d)] = want[static_cast<size_t>(d)];
+            view.strides[static_cast<size_t>(d)] = stride;
+            stride *= want[static_cast<size_t>(d)];
+        }
+        const bool host_backend = be_.device().kind == DeviceKind::kCpu;
+        if (w.dtype == dtype && host_backend) {
+            view.data = const_cast<void*>(w.data);  // NOTE: weights are read-only; ops never write them
+            return view;
+        }
+        const size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
+        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(be_, bytes));
+        std::vector<float> f32(host_backend && w.dtype == DType::kF32 ? 0 : static_cast<size_t>(numel));
+        const float* as_f32 = static_cast<const float*>(w.data);
+        if (w.dtype != DType::kF32) {
+            convert_to_f32(w.data, w.dtype, f32.data(), static_cast<size_t>(numel));
+            as_f32 = f32.data();
+        }
+        if (host_backend) {
+            convert_from_f32(as_f32, buf.data(), dtype, static_cast<size_t>(numel));
+        } else {
+            std::vector<uint8_t> host(bytes);
+            convert_from_f32(as_f32, host.data(), dtype, static_cast<size_t>(numel));
+            MOE_RETURN_IF_ERROR(be_.copy(buf.data(), be_.device(), host.data(), Device{}, bytes));
+        }
+        view.data = buf.data();
+        owned_.push_back(std::move(buf));
+        return view;
+    }
+
+private:
+    const WeightSource& src_;
+    Backend& be_;
+    std::vector<DeviceBuffer>& owned_;
+};
+
+MoeTransformer::~MoeTransformer() = default;
+
+int64_t MoeTransformer::owned_weight_bytes() const {
+    int64_t n = 0;
+    for (const auto& b : owned_) n += static_cast<int64_t>(b.size());
+    return n;
+}
+
+StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::create(const ModelConfig& config,
+                                                                  std::shared_ptr<const WeightSource> weights,
+                                                                  Backend& backend,
+                                                                  const ModelLoadOptions& options) {
+    if (!config.supported)
+        return unimplemented(config.architecture + " cannot be served by this build: " + config.unsupported_reason);
+    std::unique_ptr<MoeTransformer> m(new MoeTransformer());
+    m->config_ = config;
+    m->source_ = std::move(weights);
+    m->backend_ = &backend;
+    MOE_RETURN_IF_ERROR(m->load_weights(options).with_context(m->source_->describe()));
+    return m;
+}
+
+Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
+    const ModelConfig& c = config_;
+    // The matrices' dtype: as the embedding is stored unless overridden.
+    MOE_ASSIGN_OR_RETURN(WeightRef embed_ref, source_->get("model.embed_tokens.weight"));
+    switch (options.weight_dtype) {
+        case WeightDType::kF32: matrix_dtype_ = DType::kF32; break;
+        case WeightDType::kBF16: matrix_dtype_ = DType::kBF16; break;
+        case WeightDType::kAuto: matrix_dtype_ = embed_ref.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32; break;
+    }
+    const DType mat = matrix_dtype_;
+    const DType f32 = DType::kF32;
+    WeightLoader wl(*source_, *backend_, owned_);
+    const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
+
+    MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));
+    MOE_ASSIGN_OR_RETURN(final_norm_, wl.get("model.norm.weight", {H}, f32));
+    if (c.tie_word_embeddings && !source_->has("lm_head.weight")) {
+        lm_head_ = embed_;
+    } else {
+        MOE_ASSIGN_OR_RETURN(lm_head_, wl.get("lm_head.weight", {c.vocab_size, H}, mat));
+    }
+    const Names en = expert_names(c.family);
+    layers_.resize(static_cast<size_t>(c.num_layers));
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+        Layer& L = layers_[static_cast<size_t>(l)];
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        MOE_ASSIGN_OR_RETURN(L.input_norm, wl.get(p + "input_layernorm.weight", {H}, f32));
+        MOE_ASSIGN_OR_RETURN(L.post_norm, wl.get(p + "post_attention_layernorm.weight", {H}, f32));
+        MOE_ASSIGN_OR_RETURN(L.wq, wl.get(p + "self_attn.q_proj.weight", {nh * hd, H}, mat));
+        MOE_ASSIGN_OR_RETURN(L.wk, wl.get(p + "self_attn.k_proj.weight", {nkv * hd, H}, mat));
+        MOE_ASSIGN_OR_RETURN(L.wv, wl.get(p + "self_attn.v_proj.weight", {nkv * hd, H}, mat));
+        MOE_ASSIGN_OR_RETURN(L.wo, wl.get(p + "self_attn.o_proj.weight", {H, nh * hd}, mat));
+        if (c.attention_bias) {
+            MOE_ASSIGN_OR_RETURN(L.bq, wl.get(p + "self_attn.q_proj.bias", {nh * hd}, f32));
+            MOE_ASSIGN_OR_RETURN(L.bk, wl.get(p + "self_attn.k_proj.bias", {nkv * hd}, f32));
+            MOE_ASSIGN_OR_RETURN(L.bv, wl.get(p + "self_attn.v_proj.bias", {nkv * hd}, f32));
+        }
+        if (c.qk_norm == QkNorm::kPerHead) {
+            MOE_ASSIGN_OR_RETURN(L.q_norm, wl.get(p + "self_attn.q_norm.weight", {hd}, f32));
+            MOE_ASSIGN_OR_RETURN(L.k_norm, wl.get(p + "self_attn.k_norm.weight", {hd}, f32));
+        } else if (c.qk_norm == QkNorm::kFull) {
+            MOE_ASSIGN_OR_RETURN(L.q_norm, wl.get(p + "self_attn.q_norm.weight", {nh * hd}, f32));
+            MOE_ASSIGN_OR_RETURN(L.k_norm, wl.get(p + "self_attn.k_norm.weight", {nkv * hd}, f32));
+        }
+        L.is_moe = c.layer_is_moe[static_cast<size_t>(l)];
+        if (L.is_moe) {
+            const std::string mp = p + en.moe_prefix + ".";
+            const int64_t E = c.num_experts, I = c.moe_intermediate_size;
+            // NOTE: the router stays f32 whatever the matrices are: it is small (E x H), and top-k is
+            // discontinuous, so bf16 rounding of its logits flips near-tied experts and moves the
+            // output far more than rounding anywhere else does.
+            MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + "gate.weight", {E, H}, f32));
+            for (int64_t e = 0; e < E; ++e) {
+                const std::string ep = mp + "experts." + std::to_string(e) + ".";
+                MOE_ASSIGN_OR_RETURN(TensorView g, wl.get(ep + en.gate + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(TensorView u, wl.get(ep + en.up + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(TensorView d, wl.get(ep + en.down + ".weight", {H, I}, mat));
+                L.w_gate.push_back(g);
+                L.w_up.push_back(u);
+                L.w_down.push_back(d);
+            }
+            if (c.shared_expert_intermediate_size > 0) {
+                const int64_t SI = c.shared_expert_intermediate_size;
+                MOE_ASSIGN_OR_RETURN(L.shared_gate, wl.get(mp + "shared_expert.gate_proj.weight", {SI, H}, mat));
+                MOE_ASSIGN_OR_RETURN(L.shared_up, wl.get(mp + "shared_expert.up_proj.weight", {SI, H}, mat));
+                MOE_ASSIGN_OR_RETURN(L.shared_down, wl.get(mp + "shared_expert.down_proj.weight", {H, SI}, mat));
+                MOE_ASSIGN_OR_RETURN(L.shared_expert_gate, wl.get(mp + "shared_expert_gate.weight", {1, H}, f32));
+            }
+        } else {
+            const int64_t I = c.intermediate_size;
+            MOE_ASSIGN_OR_RETURN(L.mlp_gate, wl.get(p + "mlp.gate_proj.weight", {I, H}, mat));
+            MOE_ASSIGN_OR_RETURN(L.mlp_up, wl.get(p + "mlp.up_proj.weight", {I, H}, mat));
+            MOE_ASSIGN_OR_RETURN(L.mlp_down, wl.get(p + "mlp.down_proj.weight", {H, I}, mat));
+        }
+    }
+    return ok_status();
+}
+
+// ---- workspace -------------------------------------------------------------------------------
+
+// Activation buffers for one step, grown (never shrunk) to the largest batch seen.
+struct MoeTransformer::Workspace {
+    Backend* be = nullptr;
+    int64_t capacity_tokens = 0;
+    int64_t capacity_seqs = 0;
+    int64_t capacity_blocks = 0;
+    // [T, ...] activations
+    DeviceBuffer h, x, q, k, v, attn, y, mlp_gate, mlp_up, router_logits, topk_ids, topk_w, x_perm, out_perm,
+        row_of, token_of, offsets, shared_logit, ids, positions, slots, final_rows, logits;
+    // per sequence
+    DeviceBuffer query_start, kv_lens, block_tables;
+
+    Status reserve(DeviceBuffer& b, size_t bytes) {
+        if (b.size() >= bytes && b.data() != nullptr) return ok_status();
+        MOE_ASSIGN_OR_RETURN(b, DeviceBuffer::allocate(*be, std::max<size_t>(bytes, 64)));
+        return ok_status();
+    }
+};
+
+// ---- forward ---------------------------------------------------------------------------------
+
+namespace {
+
+TensorView view(const DeviceBuffer& b, DType dtype, std::initializer_list<int64_t> shape, Device dev) {
+    return TensorView::make(b.data(), dtype, shape, dev);
+}
+
+}  // namespace
+
+StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache& cache) {
+    const ModelConfig& c = config_;
+    Backend& be = *backend_;
+    const Device dev = be.device();
+    const int64_t S = static_cast<int64_t>(batch.sequences.size());
+    if (S == 0) return invalid_argument("forward: empty batch");
+    if (cache.num_layers() != c.num_layers) return invalid_argument("forward: kv cache has wrong layer count");
+    const int64_t bs = cache.block_size();
+
+    // ---- host-side validation and metadata (nothing is written before all of it passes)
+    int64_t T = 0, R = 0, max_blocks = 1;
+    for (int64_t s = 0; s < S; ++s) {
+        const SequenceInput& in = batch.sequences[static_cast<size_t>(s)];
+        const int64_t n = static_cast<int64_t>(in.token_ids.size());
+        if (n == 0) return invalid_argument("forward: sequence " + std::to_string(s) + " has no new tokens");
+        if (in.num_cached < 0) return invalid_argument("forward: sequence " + std::to_string(s) + " num_cached < 0");
+        const int64_t kv_len = in.num_cached + n;
+        if (c.max_position_embeddings > 0 && kv_len > c.max_position_embeddings)
+            return invalid_argument("forward: sequence " + std::to_string(s) + " reaches position " +
+                                    std::to_string(kv_len) + " > max_position_embeddings " +
+                                    std::to_string(c.max_position_embeddings));
+        const int64_t need_blocks = (kv_len + bs - 1) / bs;
+        if (static_cast<int64_t>(in.block_table.size()) < need_blocks)
+            return invalid_argument("forward: sequence " + std::to_string(s) + " needs " +
+                                    std::to_string(need_blocks) + " blocks for " + std::to_string(kv_len) +
+                                    " tokens, block table has " + std::to_string(in.block_table.size()));
+        for (int64_t i = 0; i < need_blocks; ++i) {
+            const int32_t b = in.block_table[static_cast<size_t>(i)];
+            if (b < 0 || b >= cache.num_blocks())
+                return invalid_argument("forward: sequence " + std::to_string(s) + " block table entry " +
+                                        std::to_string(i) + " = " + std::to_string(b) + " outside [0, " +
+                                        std::to_string(cache.num_blocks()) + ")");
+        }
+        for (int32_t id : in.token_ids)
+            if (id < 0 || id >= c.vocab_size)
+                return invalid_argument("forward: sequence " + std::to_string(s) + " token id " + std::to_string(id) +
+                                        " outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+        T += n;
+        R += in.all_logits ? n : 1;
+        max_blocks = std::max(max_blocks, need_blocks);
+    }
+    std::vector<int32_t> ids(static_cast<size_t>(T)), positions(static_cast<size_t>(T));
+    std::vector<int64_t> slots(static_cast<size_t>(T));
+    std::vector<int32_t> query_start(static_cast<size_t>(S + 1)), kv_lens(static_cast<size_t>(S));
+    std::vector<int32_t> tables(static_cast<size_t>(S * max_blocks), 0);
+    std::vector<int64_t> logit_rows;  // token index of each logits row
+    ForwardOutput out;
+    out.vocab_size = c.vocab_size;
+    out.row_start.push_back(0);
+    int64_t t = 0;
+    for (int64_t s = 0; s < S; ++s) {
+        const SequenceInput& in = batch.sequences[static_cast<size_t>(s)];
+        const int64_t n = static_cast<int64_t>(in.token_ids.size());
+        query_start[static_cast<size_t>(s)] = static_cast<int32_t>(t);
+        kv_lens[static_cast<size_t>(s)] = static_cast<int32_t>(in.num_cached + n);
+        const int64_t need_blocks = (in.num_cached + n + bs - 1) / bs;
+        for (int64_t i = 0; i < need_blocks; ++i)
+            tables[static_cast<size_t>(s * max_blocks + i)] = in.block_table[static_cast<size_t>(i)];
+        for (int64_t j = 0; j < n; ++j, ++t) {
+            const int64_t pos = in.num_cached + j;
+            ids[static_cast<size_t>(t)] = in.token_ids[static_cast<size_t>(j)];
+            positions[static_cast<size_t>(t)] = static_cast<int32_t>(pos);
+            slots[static_cast<size_t>(t)] = int64_t{in.block_table[static_cast<size_t>(pos / bs)]} * bs + pos % bs;
+            if (in.all_logits || j == n - 1) logit_rows.push_back(t);
+        }
+        out.row_start.push_back(static_cast<int64_t>(logit_rows.size()));
+    }
+    query_start[static_cast<size_t>(S)] = static_cast<int32_t>(T);
+
+    // ---- buffers
+    if (!ws_) {
+        ws_ = std::make_unique<Workspace>();
+        ws_->be = &be;
+    }
+    Workspace& w = *ws_;
+    const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
+    const int64_t K = std::max<int64_t>(1, c.num_experts_per_tok), E = std::max<int64_t>(1, c.num_experts);
+    const int64_t I = std::max({c.intermediate_size, c.moe_intermediate_size, c.shared_expert_intermediate_size,
+                                int64_t{1}});
+    const auto f = [](int64_t n) { return static_cast<size_t>(n) * 4; };
+    MOE_RETURN_IF_ERROR(w.reserve(w.h, f(T * H)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.x, f(T * H)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.y, f(T * H)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.q, f(T * nh * hd)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.attn, f(T * nh * hd)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.k, f(T * nkv * hd)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.v, f(T * nkv * hd)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.mlp_gate, f(T * K * I)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.mlp_up, f(T * I)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.router_logits, f(T * E)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.topk_ids, f(T * K)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.topk_w, f(T * K)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.x_perm, f(T * K * H)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.out_perm, f(T * K * H)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.row_of, f(T * K)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.token_of, f(T * K)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.offsets, f(E + 1)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.shared_logit, f(T)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.ids, f(T)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.positions, f(T)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.slots, static_cast<size_t>(T) * 8));
+    MOE_RETURN_IF_ERROR(w.reserve(w.query_start, f(S + 1)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.kv_lens, f(S)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.block_tables, f(S * max_blocks)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.final_rows, f(R * H)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.logits, f(R * c.vocab_size)));
+
+    const Device host{};
+    MOE_RETURN_IF_ERROR(be.copy(w.ids.data(), dev, ids.data(), host, f(T)));
+    MOE_RETURN_IF_ERROR(be.copy(w.positions.data(), dev, positions.data(), host, f(T)));
+    MOE_RETURN_IF_ERROR(be.copy(w.slots.data(), dev, slots.data(), host, static_cast<size_t>(T) * 8));
+    MOE_RETURN_IF_ERROR(be.copy(w.query_start.data(), dev, query_start.data(), host, f(S + 1)));
+    MOE_RETURN_IF_ERROR(be.copy(w.kv_lens.data(), dev, kv_lens.data(), host, f(S)));
+    MOE_RETURN_IF_ERROR(be.copy(w.block_tables.data(), dev, tables.data(), host, f(S * max_blocks)));
+    meta_.num_seqs = S;
+    meta_.max_blocks = max_blocks;
+
+    // ---- embedding, layers, final norm, lm_head
+    MOE_RETURN_IF_ERROR(ops::run(be, EmbeddingArgs{.ids = view(w.ids, DType::kI32, {T}, dev),
+                                                   .table = embed_,
+                                                   .out = view(w.h, DType::kF32, {T, H}, dev)}));
+    for (int64_t l = 0; l < c.num_layers; ++l)
+        MOE_RETURN_IF_ERROR(layer_forward(l, cache, T).with_context("layer " + std::to_string(l)));
+
+    for (int64_t r = 0; r < R; ++r) {
+        const size_t row_bytes = f(H);
+        MOE_RETURN_IF_ERROR(be.copy(static_cast<char*>(w.final_rows.data()) + static_cast<size_t>(r) * row_bytes, dev,
+                                    static_cast<const char*>(w.h.data()) +
+                                        static_cast<size_t>(logit_rows[static_cast<size_t>(r)]) * row_bytes,
+                                    dev, row_bytes));
+    }
+    const TensorView rows = view(w.final_rows, DType::kF32, {R, H}, dev);
+    MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = rows, .weight = final_norm_, .out = rows, .eps = c.rms_norm_eps}));
+    const TensorView logits = view(w.logits, DType::kF32, {R, c.vocab_size}, dev);
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = rows, .w = lm_head_, .bias = {}, .y = logits}));
+    out.logits.resize(static_cast<size_t>(R * c.vocab_size));
+    MOE_RETURN_IF_ERROR(be.copy(out.logits.data(), host, w.logits.data(), dev, f(R * c.vocab_size)));
+    MOE_RETURN_IF_ERROR(be.synchronize());
+    return out;
+}
+
+Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t T) {
+    const ModelConfig& c = config_;
+    const Layer& L = layers_[static_cast<size_t>(layer_idx)];
+    Backend& be = *backend_;
+    Workspace& w = *ws_;
+    const Device dev = be.device();
+    const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
+    const int64_t S = meta_.num_seqs;
+    const float eps = c.rms_norm_eps;
+    const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
+    const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
+    const TensorView y = view(w.y, DType::kF32, {T, H}, dev);
+
+    // ---- attention
+    MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = h, .weight = L.input_norm, .out = x, .eps = eps}));
+    const TensorView q2 = view(w.q, DType::kF32, {T, nh * hd}, dev);
+    const TensorView k2 = view(w.k, DType::kF32, {T, nkv * hd}, dev);
+    const TensorView v2 = view(w.v, DType::kF32, {T, nkv * hd}, dev);
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.wq, .bias = L.bq, .y = q2}));
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.wk, .bias = L.bk, .y = k2}));
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.wv, .bias = L.bv, .y = v2}));
+    if (c.qk_norm == QkNorm::kPerHead) {
+        const TensorView qh = view(w.q, DType::kF32, {T * nh, hd}, dev);
+        const TensorView kh = view(w.k, DType::kF32, {T * nkv, hd}, dev);
+        MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = qh, .weight = L.q_norm, .out = qh, .eps = eps}));
+        MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = kh, .weight = L.k_norm, .out = kh, .eps = eps}));
+    } else if (c.qk_norm == QkNorm::kFull) {
+        MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = q2, .weight = L.q_norm, .out = q2, .eps = eps}));
+        MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = k2, .weight = L.k_norm, .out = k2, .eps = eps}));
+    }
+    const TensorView q3 = view(w.q, DType::kF32, {T, nh, hd}, dev);
+    const TensorView k3 = view(w.k, DType::kF32, {T, nkv, hd}, dev);
+    const TensorView v3 = view(w.v, DType::kF32, {T, nkv, hd}, dev);
+    MOE_RETURN_IF_ERROR(ops::run(be, RopeArgs{.q = q3,
+                                              .k = k3,
+                                              .positions = view(w.positions, DType::kI32, {T}, dev),
+                                              .theta = c.rope_theta,
+                                              .rotary_dim = static_cast<int>(c.rotary_dim)}));
+    MOE_RETURN_IF_ERROR(ops::run(be, KvWriteArgs{.k = k3,
+                                                 .v = v3,
+                                                 .slot_mapping = view(w.slots, DType::kI64, {T}, dev),
+                                                 .k_cache = cache.k(layer_idx),
+                                                 .v_cache = cache.v(layer_idx)}));
+    const TensorView attn3 = view(w.attn, DType::kF32, {T, nh, hd}, dev);
+    MOE_RETURN_IF_ERROR(ops::run(
+        be, AttentionArgs{.q = q3,
+                          .k_cache = cache.k(layer_idx),
+                          .v_cache = cache.v(layer_idx),
+                          .block_tables = view(w.block_tables, DType::kI32, {S, meta_.max_blocks}, dev),
+                          .query_start = view(w.query_start, DType::kI32, {S + 1}, dev),
+                          .kv_lens = view(w.kv_lens, DType::kI32, {S}, dev),
+                          .out = attn3,
+                          .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
+                          .sliding_window = static_cast<int>(c.sliding_window)}));
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = view(w.attn, DType::kF32, {T, nh * hd}, dev), .w = L.wo, .bias = {},
+                                              .y = h, .accumulate = true}));
+
+    // ---- MLP or MoE
+    MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = h, .weight = L.post_norm, .out = x, .eps = eps}));
+    if (!L.is_moe) {
+        const int64_t I = c.intermediate_size;
+        const TensorView g = view(w.mlp_gate, DType::kF32, {T, I}, dev);
+        const TensorView u = view(w.mlp_up, DType::kF32, {T, I}, dev);
+        MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.mlp_gate, .bias = {}, .y = g}));
+        MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.mlp_up, .bias = {}, .y = u}));
+        MOE_RETURN_IF_ERROR(ops::run(be, SiluMulArgs{.gate = g, .up = u, .out = g}));
+        return ops::run(be, GemmArgs{.x = g, .w = L.mlp_down, .bias = {}, .y = h, .accumulate = true});
+    }
+    const int64_t E = c.num_experts, K = c.num_experts_per_tok;
+    const TensorView logits = view(w.router_logits, DType::kF32, {T, E}, dev);
+    const TensorView ids = view(w.topk_ids, DType::kI32, {T, K}, dev);
+    const TensorView weights = view(w.topk_w, DType::kF32, {T, K}, dev);
+    const TensorView x_perm = view(w.x_perm, DType::kF32, {T * K, H}, dev);
+    const TensorView out_perm = view(w.out_perm, DType::kF32, {T * K, H}, dev);
+    const TensorView offsets = view(w.offsets, DType::kI32, {E + 1}, dev);
+    const TensorView row_of = view(w.row_of, DType::kI32, {T * K}, dev);
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.router, .bias = {}, .y = logits}));
+    MOE_RETURN_IF_ERROR(ops::run(be, MoeRouteArgs{.logits = logits,
+                                                  .topk_ids = ids,
+                                                  .topk_weights = weights,
+                                                  .top_k = static_cast<int>(K),
+                                                  .renormalize = c.norm_topk_prob}));
+    MOE_RETURN_IF_ERROR(ops::run(be, MoePermuteArgs{.x = x,
+                                                    .topk_ids = ids,
+                                                    .num_experts = static_cast<int>(E),
+                                                    .x_permuted = x_perm,
+                                                    .expert_offsets = offsets,
+                                                    .row_of = row_of,
+                                                    .token_of = view(w.token_of, DType::kI32, {T * K}, dev)}));
+    MOE_RETURN_IF_ERROR(ops::run(be, MoeExpertsArgs{.x_permuted = x_perm,
+                                                    .expert_offsets = offsets,
+                                                    .w_gate = L.w_gate,
+                                                    .w_up = L.w_up,
+                                                    .w_down = L.w_down,
+                                                    .out_permuted = out_perm}));
+    MOE_RETURN_IF_ERROR(ops::run(be, MoeUnpermuteArgs{.out_permuted = out_perm,
+                                                      .row_of = row_of,
+                                                      .topk_weights = weights,
+                                                      .y = y,
+                                                      .accumulate = false}));
+    if (c.shared_expert_intermediate_size > 0) {
+        const int64_t SI = c.shared_expert_intermediate_size;
+        const TensorView g = view(w.mlp_gate, DType::kF32, {T, SI}, dev);
+        const TensorView u = view(w.mlp_up, DType::kF32, {T, SI}, dev);
+        const TensorView shared = view(w.x_perm, DType::kF32, {T, H}, dev);  // x_perm is free again
+        const TensorView gate_logit = view(w.shared_logit, DType::kF32, {T, 1}, dev);
+        MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.shared_gate, .bias = {}, .y = g}));
+        MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.shared_up, .bias = {}, .y = u}));
+        MOE_RETURN_IF_ERROR(ops::run(be, SiluMulArgs{.gate = g, .up = u, .out = g}));
+        MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = g, .w = L.shared_down, .bias = {}, .y = shared}));
+        MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.shared_expert_gate, .bias = {}, .y = gate_logit}));
+        MOE_RETURN_IF_ERROR(ops::run(be, MoeSharedGateArgs{.gate_logits = gate_logit, .shared_out = shared, .y = y}));
+    }
+    return ops::run(be, AddArgs{.a = h, .b = y, .out = h});
+}
+
+}  // namespace moe

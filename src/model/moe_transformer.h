@@ -1,0 +1,83 @@
+// MoeTransformer: the decoder-only transformer of every supported family (see DESIGN.md's
+// table), run over a ragged batch that reads and writes a paged KV cache.
+//
+// The model knows nothing about requests: the caller says which tokens, at which positions,
+// with which block tables (BatchView), and gets logits back.
+//
+// Thread safety: forward() is called by one thread at a time (the engine thread).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/batch.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weight_source.h"
+#include "moe/backend.h"
+
+namespace moe {
+
+enum class WeightDType {
+    kAuto,  // as stored: f32 and bf16 kept, f16 widened to f32
+    kF32,
+    kBF16,
+};
+
+struct ModelLoadOptions {
+    WeightDType weight_dtype = WeightDType::kAuto;
+};
+
+class MoeTransformer {
+public:
+    // Builds the model from `weights`, which must hold every tensor the config implies with the
+    // right shape (errors name the tensor, its file and both shapes). `weights` must outlive
+    // the model when the backend is the CPU (mapped weights are used in place).
+    static StatusOr<std::unique_ptr<MoeTransformer>> create(const ModelConfig& config,
+                                                            std::shared_ptr<const WeightSource> weights,
+                                                            Backend& backend, const ModelLoadOptions& options);
+
+    // Reads config.json and the safetensors of `dir`, then create().
+    static StatusOr<std::unique_ptr<MoeTransformer>> load(const std::filesystem::path& dir, Backend& backend,
+                                                          const ModelLoadOptions& options);
+
+    ~MoeTransformer();
+
+    // Runs one step. Errors (bad token id, block table too short, block id out of range) name
+    // the sequence and the value; the cache is not written for a batch that fails validation.
+    StatusOr<ForwardOutput> forward(const BatchView& batch, KvCache& cache);
+
+    const ModelConfig& config() const { return config_; }
+    Backend& backend() const { return *backend_; }
+    // Dtype of the large matrices after loading.
+    DType matrix_dtype() const { return matrix_dtype_; }
+    // Bytes held by weights the model owns (converted ones), not counting mapped files.
+    int64_t owned_weight_bytes() const;
+
+private:
+    struct Layer;
+    MoeTransformer() = default;
+    Status load_weights(const ModelLoadOptions& options);
+    Status layer_forward(int64_t layer_idx, KvCache& cache, int64_t num_tokens);
+
+    ModelConfig config_;
+    std::shared_ptr<const WeightSource> source_;
+    Backend* backend_ = nullptr;
+    DType matrix_dtype_ = DType::kF32;
+    std::vector<DeviceBuffer> owned_;
+    std::vector<Layer> layers_;
+    TensorView embed_;
+    TensorView final_norm_;
+    TensorView lm_head_;
+
+    struct Workspace;
+    std::unique_ptr<Workspace> ws_;
+    struct StepMeta {
+        int64_t num_seqs = 0;
+        int64_t max_blocks = 0;
+    } meta_;
+};
+
+}  // namespace moe

@@ -1,0 +1,32 @@
+// Where a model's weights come from: safetensors files on disk (WeightStore), or tensors made
+// in memory (the built-in demo model, tests). The model asks by Hugging Face tensor name.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moe/dtype.h"
+#include "moe/status.h"
+
+namespace moe {
+
+struct WeightRef {
+    std::string name;
+    DType dtype = DType::kF32;
+    std::vector<int64_t> shape;
+    const void* data = nullptr;  // host memory, valid while the source lives
+    std::string origin;          // file name (for errors)
+};
+
+class WeightSource {
+public:
+    virtual ~WeightSource() = default;
+    // NotFound naming the tensor when absent.
+    virtual StatusOr<WeightRef> get(const std::string& name) const = 0;
+    virtual bool has(const std::string& name) const = 0;
+    // What the source is, for errors ("/models/x", "demo model").
+    virtual std::string describe() const = 0;
+};
+
+}  // namespace moe
