@@ -15,6 +15,7 @@ std::vector<std::pair<std::string, RegisterFn>>& registry() {
 int main(int argc, char** argv) {
     CLI::App app{"moeserve: a Mixture-of-Experts inference server"};
     app.require_subcommand(1);
+    app.fallthrough();  // global flags (--log-level) may follow the subcommand too
     app.set_version_flag("--version", "moeserve 0.1.0");
     std::string log_level = "info";
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")

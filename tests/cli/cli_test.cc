@@ -1,0 +1,102 @@
+// The moeserve binary as a user runs it: a subprocess, its exit code, stdout and stderr.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Result {
+    int exit_code = -1;
+    std::string out;  // stdout and stderr, interleaved
+};
+
+Result run(const std::string& args) {
+    const std::string cmd = std::string(MOESERVE_BIN) + " " + args + " 2>&1";
+    Result r;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (p == nullptr) return r;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    const int status = pclose(p);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+
+std::string fixture(const std::string& name) { return std::string(MOE_SOURCE_DIR) + "/tests/reference/fixtures/" + name; }
+
+std::string join(const std::vector<int>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    return s;
+}
+
+TEST(CliRun, GreedyIdsEqualTransformersForEveryFixture) {
+    for (const char* name : {"mixtral", "qwen3_moe", "qwen2_moe", "olmoe"}) {
+        std::ifstream in(fixture(name) + "/reference.json");
+        const auto ref = nlohmann::json::parse(in);
+        const auto prompt = ref["prompts"][0].get<std::vector<int>>();
+        const auto greedy = ref["greedy"][0].get<std::vector<int>>();
+        Result r = run("run --model " + fixture(name) + " --prompt-ids " + join(prompt) +
+                       " --max-tokens 16 --ignore-eos --threads 2 --json --log-level warn");
+        ASSERT_EQ(r.exit_code, 0) << name << ": " << r.out;
+        const auto line = r.out.substr(0, r.out.find('\n'));
+        const auto j = nlohmann::json::parse(line);
+        EXPECT_EQ(j["ids"].get<std::vector<int>>(), greedy) << name;
+        ASSERT_EQ(j["logprobs"].size(), 16u);
+        for (const auto& lp : j["logprobs"]) EXPECT_LE(lp.get<double>(), 0.0);
+        EXPECT_EQ(j["finish_reason"], "length");
+    }
+}
+
+TEST(CliRun, PlainOutputIsCommaSeparatedIds) {
+    Result r = run("run --model " + fixture("qwen3_moe") + " --prompt-ids 6,147,254 --max-tokens 4 --threads 1");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("generated"), std::string::npos) << r.out;
+}
+
+TEST(CliRun, DemoModelWorksWithoutAModel) {
+    Result r = run("run --prompt-ids 1,2,3 --max-tokens 3 --threads 1 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("built-in demo model"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("\"ids\""), std::string::npos) << r.out;
+}
+
+TEST(CliRun, BadInputGetsAClearError) {
+    Result r = run("run --model " + fixture("qwen3_moe") + " --prompt-ids 1,x,3");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("--prompt-ids"), std::string::npos) << r.out;
+
+    r = run("run --model " + fixture("qwen3_moe") + " --prompt-ids 1,999999 --max-tokens 2");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("999999"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("vocabulary"), std::string::npos) << r.out;
+
+    r = run("run --model " + fixture("qwen3_moe") + " --prompt-ids 1 --max-tokens 1000");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("context length"), std::string::npos) << r.out;
+
+    r = run("run --model /nonexistent/model --prompt-ids 1");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("/nonexistent/model"), std::string::npos) << r.out;
+}
+
+TEST(CliRun, ConfigWithoutWeightsSaysSo) {
+    const auto dir = std::filesystem::temp_directory_path() / "moe_cli_no_weights";
+    std::filesystem::create_directories(dir);
+    std::filesystem::copy_file(fixture("qwen3_moe") + "/config.json", dir / "config.json",
+                               std::filesystem::copy_options::overwrite_existing);
+    Result r = run("run --model " + dir.string() + " --prompt-ids 1,2");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("safetensors"), std::string::npos) << r.out;
+    std::filesystem::remove_all(dir);
+}
+
+}  // namespace
