@@ -1,6 +1,5 @@
-#include "kernels/add/add.h"
-
 #include "kernels/add/add.cuh"
+#include "kernels/add/add.h"
 #include "kernels/common/launch.h"
 
 namespace moe::kernels {
@@ -15,8 +14,7 @@ cudaError_t launch_add(const float* a, const float* b, float* out, int64_t n, cu
     if (is_aligned(a, 16) && is_aligned(b, 16) && is_aligned(out, 16) && n >= 4) {
         const int64_t n4 = n / 4;
         add_f32x4_kernel<<<grid_for(n4, kThreads), kThreads, 0, stream>>>(
-            reinterpret_cast<const float4*>(a), reinterpret_cast<const float4*>(b), reinterpret_cast<float4*>(out),
-            n4);
+            reinterpret_cast<const float4*>(a), reinterpret_cast<const float4*>(b), reinterpret_cast<float4*>(out), n4);
         done = n4 * 4;
     }
     if (done < n) add_kernel<<<grid_for(n - done, kThreads), kThreads, 0, stream>>>(a, b, out, done, n);

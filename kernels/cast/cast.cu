@@ -1,6 +1,5 @@
-#include "kernels/cast/cast.h"
-
 #include "kernels/cast/cast.cuh"
+#include "kernels/cast/cast.h"
 #include "kernels/common/launch.h"
 
 namespace moe::kernels {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+
 #include <cstdint>
 
 namespace moe::kernels {

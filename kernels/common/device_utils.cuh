@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+
 #include <cstdint>
 
 #include "kernels/common/kernel_types.h"
@@ -29,11 +30,19 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return total;
 }
 
-__device__ __forceinline__ float load_as_f32(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float load_as_f32(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float load_as_f32(const float* p, int64_t i) {
+    return p[i];
+}
+__device__ __forceinline__ float load_as_f32(const __nv_bfloat16* p, int64_t i) {
+    return __bfloat162float(p[i]);
+}
 
-__device__ __forceinline__ void store_from_f32(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store_from_f32(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store_from_f32(float* p, int64_t i, float v) {
+    p[i] = v;
+}
+__device__ __forceinline__ void store_from_f32(__nv_bfloat16* p, int64_t i, float v) {
+    p[i] = __float2bfloat16_rn(v);
+}
 
 // Records that row `row` had a bad index (count, and the lowest such row via ~row max).
 __device__ __forceinline__ void report_bad_row(KernelError* err, int64_t row) {

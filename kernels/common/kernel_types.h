@@ -17,8 +17,12 @@ struct KernelError {
     uint32_t not_first_bad = 0;  // ~(lowest bad row index); 0 when there was none
 };
 
-inline bool has_error(const KernelError& e) { return e.num_bad != 0; }
+inline bool has_error(const KernelError& e) {
+    return e.num_bad != 0;
+}
 // Lowest row (token) index whose index was bad; meaningful only when has_error().
-inline uint32_t first_bad_row(const KernelError& e) { return ~e.not_first_bad; }
+inline uint32_t first_bad_row(const KernelError& e) {
+    return ~e.not_first_bad;
+}
 
 }  // namespace moe::kernels

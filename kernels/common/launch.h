@@ -10,7 +10,9 @@ inline constexpr int kWarpSize = 32;
 // Grid sizes are capped; kernels walk the remaining rows/elements with a grid-stride loop.
 inline constexpr int64_t kMaxGridX = 65535LL * 16;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 // Blocks for `n` work items of `block` threads each: at least 1, at most kMaxGridX.
 inline unsigned grid_for(int64_t n, int block) {
@@ -27,6 +29,8 @@ inline int threads_for_row(int64_t row_len, int per_thread, int max_threads = 10
 }
 
 // True when `p` is aligned for a vector load of `bytes` bytes.
-inline bool is_aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+inline bool is_aligned(const void* p, int bytes) {
+    return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
 
 }  // namespace moe::kernels

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+
 #include <cstdint>
 
 #include "kernels/common/device_utils.cuh"
@@ -29,8 +30,8 @@ __global__ void embedding_kernel(const int32_t* __restrict__ ids, const TableT* 
 
 // f32 rows whose length is a multiple of 4 (and 16-byte aligned base pointers): float4 copies.
 __global__ void embedding_f32x4_kernel(const int32_t* __restrict__ ids, const float4* __restrict__ table,
-                                       float4* __restrict__ out, int64_t num_tokens, int64_t vocab,
-                                       int64_t hidden4, KernelError* err) {
+                                       float4* __restrict__ out, int64_t num_tokens, int64_t vocab, int64_t hidden4,
+                                       KernelError* err) {
     for (int64_t t = blockIdx.x; t < num_tokens; t += gridDim.x) {
         const int64_t id = ids[t];
         float4* dst = out + t * hidden4;

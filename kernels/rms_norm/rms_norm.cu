@@ -1,7 +1,6 @@
-#include "kernels/rms_norm/rms_norm.h"
-
 #include "kernels/common/launch.h"
 #include "kernels/rms_norm/rms_norm.cuh"
+#include "kernels/rms_norm/rms_norm.h"
 
 namespace moe::kernels {
 

@@ -1,7 +1,6 @@
-#include "kernels/rope/rope.h"
-
 #include "kernels/common/launch.h"
 #include "kernels/rope/rope.cuh"
+#include "kernels/rope/rope.h"
 
 namespace moe::kernels {
 

@@ -1,7 +1,6 @@
-#include "kernels/silu_mul/silu_mul.h"
-
 #include "kernels/common/launch.h"
 #include "kernels/silu_mul/silu_mul.cuh"
+#include "kernels/silu_mul/silu_mul.h"
 
 namespace moe::kernels {
 

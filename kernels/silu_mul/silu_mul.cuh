@@ -12,8 +12,8 @@ __device__ __forceinline__ float silu(float v) {
 }
 
 // NOTE: `gate` and `out` are not __restrict__: out may alias gate (same element, same thread).
-__global__ void silu_mul_kernel(const float* gate, int64_t gate_stride, const float* __restrict__ up,
-                                int64_t up_stride, float* out, int64_t rows, int64_t cols) {
+__global__ void silu_mul_kernel(const float* gate, int64_t gate_stride, const float* __restrict__ up, int64_t up_stride,
+                                float* out, int64_t rows, int64_t cols) {
     const int64_t n = rows * cols;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

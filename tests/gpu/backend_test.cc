@@ -26,8 +26,7 @@ TEST(CudaBackendFactory, RejectsADeviceThatIsNotThere) {
     auto be = make_cuda_backend(1 << 20);
     ASSERT_FALSE(be.ok());
     // Without a GPU the device count fails first (kUnavailable); with one, the index is invalid.
-    EXPECT_TRUE(be.status().code() == StatusCode::kUnavailable ||
-                be.status().code() == StatusCode::kInvalidArgument)
+    EXPECT_TRUE(be.status().code() == StatusCode::kUnavailable || be.status().code() == StatusCode::kInvalidArgument)
         << be.status().to_string();
     EXPECT_FALSE(make_cuda_backend(-1).ok());
 }

@@ -25,8 +25,8 @@ TEST_F(CudaElementwiseTest, SiluMulMatchesReferenceWithRowStrides) {
         const TensorView want_v = TensorView::make(want.data(), DType::kF32, {rows, cols});
         MOE_ASSERT_OK(ref::silu_mul(SiluMulArgs{.gate = gate, .up = up, .out = want_v}));
 
-        MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_gu, to_device(be(), TensorView::make(gate_up.data(), DType::kF32,
-                                                                                     {rows, 2 * cols})));
+        MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_gu,
+                                 to_device(be(), TensorView::make(gate_up.data(), DType::kF32, {rows, 2 * cols})));
         TensorView d_gate = gate;
         TensorView d_up = up;
         d_gate.data = d_gu.view.ptr<float>();
@@ -70,8 +70,10 @@ TEST_F(CudaElementwiseTest, AddIsExactAlignedUnalignedAndInPlace) {
                                    .out = TensorView::make(want.data(), DType::kF32, {rows, cols})}));
     // The device buffers hold one extra leading element; offset 0 takes the float4 path,
     // offset 1 (4-byte aligned only) the scalar one.
-    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_a, to_device(be(), TensorView::make(a.data(), DType::kF32, {rows * cols + 1})));
-    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_b, to_device(be(), TensorView::make(b.data(), DType::kF32, {rows * cols + 1})));
+    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_a,
+                             to_device(be(), TensorView::make(a.data(), DType::kF32, {rows * cols + 1})));
+    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_b,
+                             to_device(be(), TensorView::make(b.data(), DType::kF32, {rows * cols + 1})));
     std::vector<float> zeros(n + 1, 0.0f);
     MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_out,
                              to_device(be(), TensorView::make(zeros.data(), DType::kF32, {rows * cols + 1})));

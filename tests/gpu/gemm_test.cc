@@ -91,8 +91,11 @@ void run_case(Backend& be, const GemmCase& c, uint32_t seed) {
 TEST_F(CudaGemmTest, SmallIntegersAreExactForF32AndBf16Weights) {
     uint32_t seed = 100;
     for (DType wt : {DType::kF32, DType::kBF16}) {
-        for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {1, 19, 111}, {19, 111, 19},
-                               {111, 19, 256}, {7, 64, 1000}}) {
+        for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                               {1, 19, 111},
+                               {19, 111, 19},
+                               {111, 19, 256},
+                               {7, 64, 1000}}) {
             run_case(be(), {m, n, k, wt, false, false, true}, seed++);
             run_case(be(), {m, n, k, wt, true, true, true}, seed++);
         }

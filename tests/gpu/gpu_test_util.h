@@ -37,8 +37,7 @@ protected:
 };
 
 // A 2-D view with a row stride (in elements).
-inline TensorView view2d(void* data, DType dtype, int64_t rows, int64_t cols, int64_t row_stride,
-                         Device device = {}) {
+inline TensorView view2d(void* data, DType dtype, int64_t rows, int64_t cols, int64_t row_stride, Device device = {}) {
     TensorView t = TensorView::make(data, dtype, {rows, cols}, device);
     t.strides[0] = row_stride;
     return t;
@@ -142,16 +141,16 @@ template <typename T>
 }  // namespace moe::gpu_test
 
 // Fails the test (with the status) when `expr` is not OK.
-#define MOE_ASSERT_OK(expr)                                      \
-    do {                                                         \
-        const ::moe::Status moe_test_status_ = (expr);           \
+#define MOE_ASSERT_OK(expr)                                                 \
+    do {                                                                    \
+        const ::moe::Status moe_test_status_ = (expr);                      \
         ASSERT_TRUE(moe_test_status_.ok()) << moe_test_status_.to_string(); \
     } while (0)
 
 // Binds the value of a StatusOr expression or fails the test.
 #define MOE_ASSERT_OK_AND_ASSIGN(lhs, expr) \
     MOE_ASSERT_OK_AND_ASSIGN_IMPL_(MOE_STATUS_CONCAT_(moe_test_or_, __LINE__), lhs, expr)
-#define MOE_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr)                 \
-    auto tmp = (expr);                                                \
-    ASSERT_TRUE(tmp.ok()) << tmp.status().to_string();                \
+#define MOE_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr) \
+    auto tmp = (expr);                                 \
+    ASSERT_TRUE(tmp.ok()) << tmp.status().to_string(); \
     lhs = std::move(tmp).value()

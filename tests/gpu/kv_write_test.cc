@@ -53,8 +53,8 @@ TEST_F(CudaKvWriteTest, MatchesReferenceBitForBit) {
         MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_v, to_device(be(), host.v));
         MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_s, to_device(be(), host.slot_mapping));
         MOE_ASSERT_OK(ref::kv_write(host));
-        MOE_ASSERT_OK(ops::run(be(), args(d_kc.view.data, d_vc.view.data, be().device(), d_k.view.data,
-                                          d_v.view.data, d_s.view.data)));
+        MOE_ASSERT_OK(ops::run(
+            be(), args(d_kc.view.data, d_vc.view.data, be().device(), d_k.view.data, d_v.view.data, d_s.view.data)));
         MOE_ASSERT_OK(to_host(be(), d_kc, k_got_v));
         MOE_ASSERT_OK(to_host(be(), d_vc, v_got_v));
         // Written slots hold the values (bf16: round to nearest even on both sides); all other
@@ -75,8 +75,10 @@ TEST_F(CudaKvWriteTest, SlotOutsideTheCacheIsReportedAndNotWritten) {
     const TensorView k_all = TensorView::make(k_cache.data(), DType::kF32, {guarded});
     MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_kc, to_device(be(), k_all));
     MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_vc, to_device(be(), k_all));
-    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_k, to_device(be(), TensorView::make(k.data(), DType::kF32, {tokens * kRow})));
-    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_v, to_device(be(), TensorView::make(v.data(), DType::kF32, {tokens * kRow})));
+    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_k,
+                             to_device(be(), TensorView::make(k.data(), DType::kF32, {tokens * kRow})));
+    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_v,
+                             to_device(be(), TensorView::make(v.data(), DType::kF32, {tokens * kRow})));
     MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_s, to_device(be(), TensorView::make(slots.data(), DType::kI64, {tokens})));
     const Device dev = be().device();
     const KvWriteArgs args{

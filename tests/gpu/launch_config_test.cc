@@ -21,7 +21,7 @@ TEST(LaunchConfig, RowThreadsAreWholeWarpsBetweenOneWarpAndTheCap) {
     EXPECT_EQ(threads_for_row(0, 1), 32);
     EXPECT_EQ(threads_for_row(1, 1), 32);
     EXPECT_EQ(threads_for_row(33, 1), 64);
-    EXPECT_EQ(threads_for_row(111, 4), 32);   // 28 threads of 4 elements -> one warp
+    EXPECT_EQ(threads_for_row(111, 4), 32);  // 28 threads of 4 elements -> one warp
     EXPECT_EQ(threads_for_row(4096, 4, 512), 512);
     EXPECT_EQ(threads_for_row(2048, 4, 512), 512);
     EXPECT_EQ(threads_for_row(1000, 4, 512), 256);

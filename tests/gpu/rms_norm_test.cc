@@ -49,7 +49,8 @@ TEST_F(CudaRmsNormTest, MatchesReferenceWithRowStrides) {
             std::vector<float> again(want.size(), 0.0f);
             MOE_ASSERT_OK(ops::run(be(), dev));
             MOE_ASSERT_OK(to_host(be(), d_out, view2d(again.data(), DType::kF32, rows, dim, out_stride)));
-            EXPECT_TRUE(bitwise_equal(packed_rows(again, rows, dim, out_stride), packed_rows(got, rows, dim, out_stride)));
+            EXPECT_TRUE(
+                bitwise_equal(packed_rows(again, rows, dim, out_stride), packed_rows(got, rows, dim, out_stride)));
         }
     }
 }

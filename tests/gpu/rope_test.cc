@@ -41,8 +41,10 @@ TEST_F(CudaRopeTest, MatchesReferenceIncludingPartialRotaryAndLongPositions) {
             MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_k, to_device(be(), k_in));
             MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_pos, to_device(be(), host.positions));
             MOE_ASSERT_OK(ref::rope(host));
-            MOE_ASSERT_OK(ops::run(be(), RopeArgs{.q = d_q.view, .k = d_k.view, .positions = d_pos.view,
-                                                  .theta = theta, .rotary_dim = rotary_dim}));
+            MOE_ASSERT_OK(ops::run(
+                be(),
+                RopeArgs{
+                    .q = d_q.view, .k = d_k.view, .positions = d_pos.view, .theta = theta, .rotary_dim = rotary_dim}));
             MOE_ASSERT_OK(to_host(be(), d_q, q_in));
             MOE_ASSERT_OK(to_host(be(), d_k, k_in));
             // Angles in double on both sides; what remains is f32 rounding of cos, sin and products.
@@ -64,8 +66,8 @@ TEST_F(CudaRopeTest, NegativePositionIsReportedAndLeavesTheTokenAlone) {
     MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_q, to_device(be(), q_in));
     MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_k, to_device(be(), k_in));
     MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_pos, to_device(be(), pos_in));
-    const Status s = ops::run(be(), RopeArgs{.q = d_q.view, .k = d_k.view, .positions = d_pos.view,
-                                             .theta = 10000.0f, .rotary_dim = 8});
+    const Status s = ops::run(
+        be(), RopeArgs{.q = d_q.view, .k = d_k.view, .positions = d_pos.view, .theta = 10000.0f, .rotary_dim = 8});
     EXPECT_EQ(s.code(), StatusCode::kOutOfRange) << s.to_string();
     EXPECT_NE(s.message().find("positions[1] = -1"), std::string::npos) << s.message();
     std::vector<float> q_after(q.size(), 0.0f);

@@ -12,7 +12,9 @@ namespace moe {
 
 namespace cuda {
 
-CudaBackend::CudaBackend(int device) : device_(device) { register_cuda_ops(ops_); }
+CudaBackend::CudaBackend(int device) : device_(device) {
+    register_cuda_ops(ops_);
+}
 
 StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
     std::unique_ptr<CudaBackend> be(new CudaBackend(device));
@@ -66,8 +68,8 @@ Status CudaBackend::copy(void* dst, Device dst_device, const void* src, Device s
     const Device self = device();
     for (const Device& d : {dst_device, src_device}) {
         if (d.kind == DeviceKind::kCuda && d != self) {
-            return invalid_argument(fmt::format("cuda backend on {} cannot copy to or from {}", self.to_string(),
-                                                d.to_string()));
+            return invalid_argument(
+                fmt::format("cuda backend on {} cannot copy to or from {}", self.to_string(), d.to_string()));
         }
     }
     const bool dst_dev = dst_device.kind == DeviceKind::kCuda;

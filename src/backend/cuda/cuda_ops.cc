@@ -20,9 +20,13 @@
 namespace moe::cuda {
 namespace {
 
-CudaBackend& cuda_of(Backend& be) { return static_cast<CudaBackend&>(be); }
+CudaBackend& cuda_of(Backend& be) {
+    return static_cast<CudaBackend&>(be);
+}
 
-kernels::ElemType elem_type(DType d) { return d == DType::kBF16 ? kernels::ElemType::kBF16 : kernels::ElemType::kF32; }
+kernels::ElemType elem_type(DType d) {
+    return d == DType::kBF16 ? kernels::ElemType::kBF16 : kernels::ElemType::kF32;
+}
 
 // The element at `index` of a device i32/i64 array, for error messages only (waits for the stream).
 template <typename T>
@@ -54,17 +58,17 @@ Status embedding(Backend& b, const EmbeddingArgs& a) {
     MOE_RETURN_IF_ERROR(be.reset_kernel_error());
     const auto* ids = a.ids.ptr<const int32_t>();
     MOE_CUDA_RETURN_IF_ERROR(kernels::launch_embedding(ids, a.table.data, elem_type(a.table.dtype), a.out.ptr<float>(),
-                                                       a.ids.dim(0), a.table.dim(0), a.table.dim(1),
-                                                       be.kernel_error(), be.stream()));
+                                                       a.ids.dim(0), a.table.dim(0), a.table.dim(1), be.kernel_error(),
+                                                       be.stream()));
     return report_bad_index(be, "embedding", "ids", ids, 0, a.table.dim(0));
 }
 
 Status rms_norm(Backend& b, const RmsNormArgs& a) {
     CudaBackend& be = cuda_of(b);
     MOE_RETURN_IF_ERROR(be.activate());
-    MOE_CUDA_RETURN_IF_ERROR(kernels::launch_rms_norm(a.x.ptr<const float>(), a.x.stride(0), a.weight.ptr<const float>(),
-                                                      a.out.ptr<float>(), a.out.stride(0), a.x.dim(0), a.x.dim(1),
-                                                      a.eps, be.stream()));
+    MOE_CUDA_RETURN_IF_ERROR(kernels::launch_rms_norm(a.x.ptr<const float>(), a.x.stride(0),
+                                                      a.weight.ptr<const float>(), a.out.ptr<float>(), a.out.stride(0),
+                                                      a.x.dim(0), a.x.dim(1), a.eps, be.stream()));
     return ok_status();
 }
 
@@ -81,8 +85,8 @@ Status rope(Backend& b, const RopeArgs& a) {
         .theta = a.theta,
     };
     const auto* positions = a.positions.ptr<const int32_t>();
-    MOE_CUDA_RETURN_IF_ERROR(kernels::launch_rope(a.q.ptr<float>(), a.k.ptr<float>(), positions, params,
-                                                  be.kernel_error(), be.stream()));
+    MOE_CUDA_RETURN_IF_ERROR(
+        kernels::launch_rope(a.q.ptr<float>(), a.k.ptr<float>(), positions, params, be.kernel_error(), be.stream()));
     return report_bad_index(be, "rope", "positions", positions, 0, int64_t{INT32_MAX} + 1);
 }
 
@@ -109,10 +113,9 @@ Status kv_write(Backend& b, const KvWriteArgs& a) {
     MOE_RETURN_IF_ERROR(be.reset_kernel_error());
     const int64_t num_slots = a.k_cache.dim(0) * a.k_cache.dim(1);
     const auto* slots = a.slot_mapping.ptr<const int64_t>();
-    MOE_CUDA_RETURN_IF_ERROR(kernels::launch_kv_write(a.k.ptr<const float>(), a.v.ptr<const float>(), slots,
-                                                      a.k_cache.data, a.v_cache.data, elem_type(a.k_cache.dtype),
-                                                      a.k.dim(0), a.k.dim(1) * a.k.dim(2), num_slots,
-                                                      be.kernel_error(), be.stream()));
+    MOE_CUDA_RETURN_IF_ERROR(kernels::launch_kv_write(
+        a.k.ptr<const float>(), a.v.ptr<const float>(), slots, a.k_cache.data, a.v_cache.data,
+        elem_type(a.k_cache.dtype), a.k.dim(0), a.k.dim(1) * a.k.dim(2), num_slots, be.kernel_error(), be.stream()));
     return report_bad_index(be, "kv_write", "slot_mapping", slots, -1, num_slots,
                             " (blocks * block_size of the cache)");
 }
@@ -132,8 +135,8 @@ Status gemm(Backend& b, const GemmArgs& a) {
     if (m == 0) return ok_status();
     for (int64_t v : {m, n, k, a.x.stride(0), a.y.stride(0)}) {
         if (v > INT_MAX) {
-            return unimplemented(fmt::format("gemm: cuBLAS takes 32-bit sizes; got M={} N={} K={} (ld_x {}, ld_y {})", m,
-                                             n, k, a.x.stride(0), a.y.stride(0)));
+            return unimplemented(fmt::format("gemm: cuBLAS takes 32-bit sizes; got M={} N={} K={} (ld_x {}, ld_y {})",
+                                             m, n, k, a.x.stride(0), a.y.stride(0)));
         }
     }
     const int mi = static_cast<int>(m);
@@ -159,8 +162,8 @@ Status gemm(Backend& b, const GemmArgs& a) {
                                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     if (!a.bias.empty()) {
-        MOE_CUDA_RETURN_IF_ERROR(kernels::launch_add_bias_rows(a.y.ptr<float>(), ld_y, a.bias.ptr<const float>(), m, n,
-                                                               be.stream()));
+        MOE_CUDA_RETURN_IF_ERROR(
+            kernels::launch_add_bias_rows(a.y.ptr<float>(), ld_y, a.bias.ptr<const float>(), m, n, be.stream()));
     }
     return ok_status();
 }
