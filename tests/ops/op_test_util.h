@@ -1,0 +1,220 @@
+// The op test driver's plumbing: the list of backends to test, backend buffers with canaries
+// around them, random inputs with a printed seed, and the comparisons (per-element tolerance
+// with NaN/Inf parity, exact, bitwise).
+//
+// Every op test runs each case on every backend from backend_factories(), against the naive
+// reference (ref::*) on host copies of the same inputs. Add a CUDA factory there and the whole
+// suite runs on it: tensors reach a backend only through DeviceArena (Backend::allocate/copy).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "moe/backend.h"
+#include "moe/dtype.h"
+#include "moe/tensor.h"
+#include "ops/ops.h"
+
+namespace moe::testing {
+
+struct BackendFactory {
+    std::string name;
+    std::function<std::unique_ptr<Backend>()> make;
+};
+
+inline std::vector<BackendFactory> backend_factories() {
+    // Two threads: the machines that run the tests are small, and more than one thread makes
+    // the determinism checks meaningful.
+    return {{"cpu", [] { return make_cpu_backend({.num_threads = 2}); }}};
+}
+
+// Backend memory for a test case. Each buffer gets kPad canary bytes before and after it;
+// outputs are pre-filled with a byte pattern (NaN for floats, -1 for ints) so unwritten
+// elements show up.
+class DeviceArena {
+public:
+    static constexpr size_t kPad = 64;
+    static constexpr uint8_t kCanary = 0xA5;
+
+    explicit DeviceArena(Backend& be) : be_(be) {}
+    ~DeviceArena() { expect_canaries_intact(); }
+
+    template <typename T>
+    TensorView put(const std::vector<T>& host, DType dtype, std::initializer_list<int64_t> shape) {
+        TensorView v = alloc(dtype, shape, 0);
+        EXPECT_EQ(host.size() * sizeof(T), v.nbytes()) << "test bug: host size does not match the shape";
+        copy_in(v.data, host.data(), std::min(host.size() * sizeof(T), v.nbytes()));
+        return v;
+    }
+
+    // An uninitialized output, filled with `fill` bytes.
+    TensorView alloc(DType dtype, std::initializer_list<int64_t> shape, uint8_t fill = 0xFF) {
+        TensorView v = TensorView::make(nullptr, dtype, shape, be_.device());
+        const size_t bytes = v.nbytes();
+        auto buf = DeviceBuffer::allocate(be_, bytes + 2 * kPad);
+        EXPECT_TRUE(buf.ok()) << buf.status().to_string();
+        std::vector<uint8_t> init(bytes + 2 * kPad, kCanary);
+        std::memset(init.data() + kPad, fill, bytes);
+        Status s = be_.copy(buf->data(), be_.device(), init.data(), Device{}, init.size());
+        EXPECT_TRUE(s.ok()) << s.to_string();
+        v.data = static_cast<uint8_t*>(buf->data()) + kPad;
+        entries_.push_back({std::move(buf).value(), bytes});
+        return v;
+    }
+
+    template <typename T>
+    std::vector<T> get(const TensorView& v) {
+        // Whole extent, including any gaps of a strided view.
+        int64_t extent = 1;
+        for (int d = 0; d < v.ndim; ++d) extent += (v.dim(d) - 1) * v.stride(d);
+        if (v.numel() == 0) extent = 0;
+        std::vector<T> host(static_cast<size_t>(extent) * dtype_size(v.dtype) / sizeof(T));
+        Status s = be_.copy(host.data(), Device{}, v.data, be_.device(), host.size() * sizeof(T));
+        EXPECT_TRUE(s.ok()) << s.to_string();
+        return host;
+    }
+
+    void copy_in(void* dst, const void* src, size_t bytes) {
+        Status s = be_.copy(dst, be_.device(), src, Device{}, bytes);
+        EXPECT_TRUE(s.ok()) << s.to_string();
+    }
+
+    void expect_canaries_intact() {
+        for (size_t i = 0; i < entries_.size(); ++i) {
+            const Entry& e = entries_[i];
+            std::vector<uint8_t> all(e.bytes + 2 * kPad);
+            Status s = be_.copy(all.data(), Device{}, e.buf.data(), be_.device(), all.size());
+            EXPECT_TRUE(s.ok()) << s.to_string();
+            for (size_t b = 0; b < kPad; ++b) {
+                if (all[b] != kCanary || all[kPad + e.bytes + b] != kCanary) {
+                    ADD_FAILURE() << "buffer " << i << " (" << e.bytes << " bytes): canary overwritten at "
+                                  << (all[b] != kCanary ? "front" : "back") << " byte " << b;
+                    break;
+                }
+            }
+        }
+    }
+
+private:
+    struct Entry {
+        DeviceBuffer buf;
+        size_t bytes;
+    };
+    Backend& be_;
+    std::vector<Entry> entries_;
+};
+
+// A 2-D view [rows, cols] with row stride `ld` over a flat tensor.
+inline TensorView rows_view(TensorView flat, int64_t rows, int64_t cols, int64_t ld) {
+    TensorView v = flat;
+    v.ndim = 2;
+    v.shape = {rows, cols, 0, 0};
+    v.strides = {ld, 1, 0, 0};
+    return v;
+}
+
+inline TensorView host_view(void* data, DType dtype, std::initializer_list<int64_t> shape) {
+    return TensorView::make(data, dtype, shape);
+}
+
+class Rng {
+public:
+    explicit Rng(uint32_t seed) : gen_(seed) {}
+    std::vector<float> uniform(size_t n, float lo, float hi) {
+        std::uniform_real_distribution<float> d(lo, hi);
+        std::vector<float> v(n);
+        for (auto& x : v) x = d(gen_);
+        return v;
+    }
+    // Small integers: products and sums stay exact in f32 and in bf16.
+    std::vector<float> small_ints(size_t n, int lo, int hi) {
+        std::uniform_int_distribution<int> d(lo, hi);
+        std::vector<float> v(n);
+        for (auto& x : v) x = static_cast<float>(d(gen_));
+        return v;
+    }
+    std::vector<int32_t> ints(size_t n, int32_t lo, int32_t hi) {
+        std::uniform_int_distribution<int32_t> d(lo, hi);
+        std::vector<int32_t> v(n);
+        for (auto& x : v) x = d(gen_);
+        return v;
+    }
+    int32_t one(int32_t lo, int32_t hi) { return std::uniform_int_distribution<int32_t>(lo, hi)(gen_); }
+    std::mt19937& gen() { return gen_; }
+
+private:
+    std::mt19937 gen_;
+};
+
+inline std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
+    std::vector<uint16_t> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16(v[i]);
+    return out;
+}
+
+// |got - ref| <= atol + rtol * |ref| for every element; NaN where ref is NaN; same infinities.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& ref, double atol, double rtol,
+                         const std::string& what) {
+    ASSERT_EQ(got.size(), ref.size()) << what;
+    int failures = 0;
+    double worst = 0.0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        const double g = got[i], r = ref[i];
+        bool ok;
+        if (std::isnan(r) || std::isnan(g)) {
+            ok = std::isnan(r) && std::isnan(g);
+        } else if (std::isinf(r) || std::isinf(g)) {
+            ok = g == r;
+        } else {
+            const double err = std::fabs(g - r);
+            worst = std::max(worst, err / (atol + rtol * std::fabs(r)));
+            ok = err <= atol + rtol * std::fabs(r);
+        }
+        if (!ok && ++failures <= 5)
+            ADD_FAILURE() << what << "[" << i << "]: got " << g << ", reference " << r << " (atol " << atol << ", rtol "
+                          << rtol << ")";
+    }
+    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements out of tolerance";
+}
+
+template <typename T>
+void expect_exact(const std::vector<T>& got, const std::vector<T>& ref, const std::string& what) {
+    ASSERT_EQ(got.size(), ref.size()) << what;
+    int failures = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        if (std::memcmp(&got[i], &ref[i], sizeof(T)) != 0 && ++failures <= 5)
+            ADD_FAILURE() << what << "[" << i << "]: got " << +got[i] << ", reference " << +ref[i];
+    }
+    EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << ref.size() << " elements differ";
+}
+
+template <typename T>
+void expect_bitwise_equal(const std::vector<T>& a, const std::vector<T>& b, const std::string& what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(T)), 0) << what << ": two runs differ (not deterministic)";
+}
+
+// Elements [r, c < cols] of a row-strided host buffer, packed.
+inline std::vector<float> pack_rows(const std::vector<float>& strided, int64_t rows, int64_t cols, int64_t ld) {
+    std::vector<float> out(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) out[static_cast<size_t>(r * cols + c)] = strided[static_cast<size_t>(r * ld + c)];
+    return out;
+}
+
+#define MOE_ASSERT_OK(expr)                                 \
+    do {                                                    \
+        const ::moe::Status moe_s_ = (expr);                \
+        ASSERT_TRUE(moe_s_.ok()) << moe_s_.to_string();     \
+    } while (0)
+
+}  // namespace moe::testing
