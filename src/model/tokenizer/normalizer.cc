@@ -55,7 +55,7 @@ class Prepend final : public Normalizer {
 public:
     explicit Prepend(std::string p) : prepend_(std::move(p)) {}
     Status normalize(std::string& s) const override {
-        if (!s.empty()) s.insert(0, prepend_);
+        if (!s.empty()) s = prepend_ + s;
         return ok_status();
     }
 

@@ -147,7 +147,7 @@ public:
     Status split(std::vector<Piece>& pieces) const override {
         if (add_prefix_space_) {
             for (Piece& p : pieces) {
-                if (p.text.empty() || p.text[0] != ' ') p.text.insert(0, " ");
+                if (p.text.empty() || p.text[0] != ' ') p.text = " " + p.text;
             }
         }
         if (regex_split_) return regex_split_->split(pieces);
@@ -179,7 +179,7 @@ public:
             }
             const bool starts = s.compare(0, replacement_.size(), replacement_) == 0;
             if (!starts && (scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && p.at_input_start))) {
-                s.insert(0, replacement_);
+                s = replacement_ + s;
             }
             if (!split_) {
                 out.push_back(Piece{std::move(s), p.at_input_start});
