@@ -60,6 +60,8 @@ GemmEngine::~GemmEngine() = default;
 
 const std::string& GemmEngine::last_bf16_impl() const { return dnnl_->last_impl; }
 
+size_t GemmEngine::cached_primitives() const { return dnnl_->cache.size(); }
+
 Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
     if (p.w_dtype == DType::kF32) return run_f32(p);

@@ -44,6 +44,8 @@ public:
     // The oneDNN implementation picked for the last bf16 problem ("brg:avx512_core_amx", ...),
     // or "blas-fallback". For benchmarks and logs.
     const std::string& last_bf16_impl() const;
+    // oneDNN primitives built so far (one per distinct shape / bias / accumulate / ldy).
+    size_t cached_primitives() const;
 
 private:
     Status run_f32(const GemmProblem& p);
