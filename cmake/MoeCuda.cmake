@@ -15,6 +15,7 @@ if(NOT MOE_CUDA STREQUAL "OFF")
       set(CMAKE_CUDA_ARCHITECTURES 80 90)
     endif()
     enable_language(CUDA)
+    set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)  # libcudart.so; never the driver library
     find_package(CUDAToolkit REQUIRED)
     set(MOE_CUDA_ENABLED ON)
   elseif(MOE_CUDA STREQUAL "ON")

@@ -15,10 +15,8 @@ export CCACHE_DIR=${CCACHE_DIR:-$ROOT/.cache/ccache}
 scripts/install_deps.sh
 
 echo "== release build"
-cmake --preset cpu-release >/dev/null
-if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
-  cmake -S . -B build/release -DMOE_CUDA=AUTO >/dev/null
-fi
+export PATH=$PATH:/usr/local/cuda/bin   # nvcc's usual place: the CUDA backend is compiled when found
+cmake --preset release >/dev/null
 cmake --build build/release -j"$JOBS"
 
 echo "== tests (release)"

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/backend_select.h"
 #include "cli/command.h"
 #include "core/logging.h"
 #include "model/moe_transformer.h"
@@ -26,6 +27,7 @@ struct RunFlags {
     int threads = 0;
     std::string dtype = "auto";
     int block_size = 16;
+    std::string device = "cpu";
 };
 
 StatusOr<std::vector<int32_t>> parse_ids(const std::string& s) {
@@ -60,7 +62,7 @@ Status run(const RunFlags& f) {
     if (f.dtype == "f32") dtype = WeightDType::kF32;
     else if (f.dtype == "bf16") dtype = WeightDType::kBF16;
     else if (f.dtype != "auto") return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
-    auto backend = make_cpu_backend({.num_threads = f.threads});
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads));
     std::unique_ptr<MoeTransformer> model;
     if (f.model.empty()) {
         // The built-in demo model: random weights, so that the command works with nothing else.
@@ -141,6 +143,7 @@ const Registrar kRegistrar("run", [](CLI::App& app, int& exit_code) {
     cmd->add_flag("--json", flags->json, "print one JSON line with ids and per-token logprobs");
     cmd->add_flag("--ignore-eos", flags->ignore_eos, "do not stop at the model's EOS ids");
     cmd->add_option("--threads", flags->threads, "CPU threads (0: all)")->envname("MOESERVE_THREADS");
+    cmd->add_option("--device", flags->device, "cpu, cuda or cuda:N")->capture_default_str()->envname("MOESERVE_DEVICE");
     cmd->add_option("--dtype", flags->dtype, "weight dtype: auto, f32, bf16")->capture_default_str();
     cmd->add_option("--kv-block-size", flags->block_size, "tokens per KV block")->check(CLI::Range(1, 1024));
     cmd->callback([flags, &exit_code] {
