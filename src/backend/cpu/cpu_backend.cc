@@ -1,7 +1,11 @@
 #include "backend/cpu/cpu_backend.h"
 
+#include <sched.h>
+
+#include <algorithm>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "core/allocator.h"
 
@@ -9,8 +13,13 @@ namespace moe {
 namespace cpu {
 namespace {
 
+// 0 means "all cores the process may use": the affinity mask (taskset, cgroups cpusets), which
+// can be smaller than the machine.
 int resolve_threads(int requested) {
     if (requested > 0) return requested;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
     return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
