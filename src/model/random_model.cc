@@ -43,7 +43,7 @@ public:
     RandomSource(const ModelConfig& c, uint64_t seed, DType dtype) : seed_(seed), dtype_(dtype) {
         const int64_t H = c.hidden_size, hd = c.head_dim;
         auto add = [&](const std::string& name, std::vector<int64_t> shape, float std_dev, float mean = 0.0f) {
-            specs_[name] = {std::move(shape), std_dev, mean};
+            specs_[name] = {std::move(shape), std_dev, mean, {}};
         };
         const float wstd = 1.0f / std::sqrt(static_cast<float>(H));
         add("model.embed_tokens.weight", {c.vocab_size, H}, 1.0f);

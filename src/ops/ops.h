@@ -92,6 +92,10 @@ struct KvWriteArgs {
 // h / (num_q_heads / num_kv_heads) (GQA).
 //
 // A prefill chunk after a cached prefix is just q_len < kv_lens; decode is q_len == 1.
+// Only the block-table entries a query can see are read (and checked): entries wholly before a
+// sliding window may be -1. Bad metadata (query_start, kv_lens, block ids) is kOutOfRange.
+// Backends that run asynchronously (CUDA) make results visible after Backend::copy() or
+// synchronize().
 struct AttentionArgs {
     TensorView q;             // f32 [T, num_q_heads, head_dim]
     TensorView k_cache;       // f32|bf16 [num_blocks, block_size, num_kv_heads, head_dim]
@@ -107,6 +111,8 @@ struct AttentionArgs {
 // Router: probabilities = softmax(logits[t, :]) (computed in f32 at least); the top_k experts
 // by probability (ties: lower expert id first), in descending order; weights are their
 // probabilities, divided by their sum when renormalize is set.
+// NOTE: implementations rank by logit, which is the same order as by exact probability and
+// avoids false ties where two probabilities round to the same float.
 struct MoeRouteArgs {
     TensorView logits;        // f32 [T, E]
     TensorView topk_ids;      // i32 [T, top_k]
@@ -136,7 +142,9 @@ struct MoePermuteArgs {
 
 // Grouped expert MLP with SwiGLU: for each expert e and each row r of e,
 // out[r] = w_down[e] * (silu(w_gate[e] * x[r]) .* (w_up[e] * x[r])).
-// Experts with no rows are skipped (their weights are not read).
+// Experts with no rows are skipped (their weights are not read, and their views may be empty:
+// under expert parallelism a rank holds only its own experts). An expert with rows and no
+// weights is an invalid argument.
 struct MoeExpertsArgs {
     TensorView x_permuted;            // f32 [R, H]
     TensorView expert_offsets;        // i32 [E + 1], offsets[E] == R
