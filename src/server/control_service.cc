@@ -1,0 +1,97 @@
+// moe.v1.Control: model and server facts, load, abort, drain. Each handler answers at once.
+#include "core/logging.h"
+#include "server/server_core.h"
+
+namespace moe::server {
+namespace {
+
+class ControlService final : public v1::Control::CallbackService {
+public:
+    explicit ControlService(Server::Core* core) : core_(core) {}
+
+    grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest*,
+                                           v1::ModelInfo* out) override {
+        const Engine& engine = *core_->engine;
+        const ModelConfig& c = engine.config();
+        out->set_name(core_->options.model_name);
+        out->set_architecture(c.architecture);
+        out->set_family(family_name(c.family));
+        out->set_num_layers(c.num_layers);
+        out->set_hidden_size(c.hidden_size);
+        out->set_num_experts(c.num_experts);
+        out->set_num_experts_per_tok(c.num_experts_per_tok);
+        out->set_vocab_size(c.vocab_size);
+        out->set_max_position_embeddings(c.max_position_embeddings);
+        out->set_max_model_len(engine.max_model_len());
+        out->set_dtype(core_->options.dtype);
+        out->set_has_tokenizer(engine.tokenizer() != nullptr);
+        for (int64_t id : c.eos_token_ids) out->add_eos_token_ids(id);
+        out->set_bos_token_id(c.bos_token_id);
+        out->set_num_heads(c.num_heads);
+        out->set_num_kv_heads(c.num_kv_heads);
+        out->set_head_dim(c.head_dim);
+        return ok(ctx);
+    }
+
+    grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx, const v1::GetServerInfoRequest*,
+                                            v1::ServerInfo* out) override {
+        out->set_version(MOESERVE_VERSION);
+        out->set_backend(core_->options.backend);
+        out->set_threads(core_->options.threads);
+        for (const auto& [k, v] : core_->options.config) (*out->mutable_options())[k] = v;
+        out->set_uptime_seconds(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - core_->started).count());
+        out->set_draining(core_->draining.load());
+        return ok(ctx);
+    }
+
+    grpc::ServerUnaryReactor* GetLoad(grpc::CallbackServerContext* ctx, const v1::GetLoadRequest*,
+                                      v1::Load* out) override {
+        const EngineLoad l = core_->engine->load();
+        out->set_num_waiting(l.waiting);
+        out->set_num_running(l.running);
+        out->set_num_pending(l.pending);
+        out->set_kv_blocks_total(l.kv_blocks_total);
+        out->set_kv_blocks_free(l.kv_blocks_free);
+        out->set_kv_blocks_cached(l.kv_blocks_cached);
+        out->set_kv_block_size(l.kv_block_size);
+        out->set_num_preemptions(l.num_preemptions);
+        out->set_num_steps(l.steps);
+        out->set_num_generated_tokens(l.generated_tokens);
+        out->set_draining(l.draining || core_->draining.load());
+        return ok(ctx);
+    }
+
+    grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const v1::AbortRequest* request,
+                                    v1::AbortResponse* out) override {
+        const bool aborted = core_->engine->cancel(request->request_id());
+        log::get("server")->info("abort {}: {}", request->request_id(), aborted ? "cancelled" : "not pending");
+        out->set_aborted(aborted);
+        return ok(ctx);
+    }
+
+    grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx, const v1::DrainRequest*,
+                                    v1::DrainResponse* out) override {
+        out->set_num_pending(core_->engine->load().pending);
+        log::get("server")->info("drain requested over Control.Drain ({} pending)", out->num_pending());
+        core_->drain();
+        return ok(ctx);
+    }
+
+private:
+    static grpc::ServerUnaryReactor* ok(grpc::CallbackServerContext* ctx) {
+        grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+        r->Finish(grpc::Status::OK);
+        return r;
+    }
+
+    Server::Core* core_;
+};
+
+}  // namespace
+
+std::unique_ptr<v1::Control::CallbackService> make_control_service(Server::Core* core) {
+    return std::make_unique<ControlService>(core);
+}
+
+}  // namespace moe::server

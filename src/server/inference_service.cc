@@ -1,0 +1,219 @@
+// moe.v1.Inference: Generate as a ServerWriteReactor fed by the engine through a RequestSink.
+//
+// Write discipline: at most one write in flight. Whoever flips `writing` to true owns the
+// reactor's StartWrite/Finish until it hands ownership back, and calls them outside the lock
+// (a reaction may run inline on the calling thread). Finish is called exactly once; the reactor
+// is deleted in OnDone, after which the sink (which the engine may still hold) only drops
+// events because `finished` is set.
+#include <deque>
+
+#include "core/logging.h"
+#include "server/server_core.h"
+#include "server/status_map.h"
+
+namespace moe::server {
+namespace {
+
+spdlog::logger& logger() {
+    static auto l = log::get("server");
+    return *l;
+}
+
+// Converts the client's gRPC deadline (system clock) to the engine's steady clock. Calls
+// without a deadline carry "infinite future"; anything beyond a year is treated as none.
+std::optional<std::chrono::steady_clock::time_point> engine_deadline(const grpc::CallbackServerContext* ctx) {
+    const auto sys_deadline = ctx->deadline();
+    const auto sys_now = std::chrono::system_clock::now();
+    if (sys_deadline > sys_now + std::chrono::hours(24 * 365)) return std::nullopt;
+    const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(sys_deadline - sys_now);
+    return std::chrono::steady_clock::now() + left;
+}
+
+class GenerateReactor;
+
+// State shared between the reactor (gRPC threads) and the sink (engine thread).
+struct StreamState {
+    std::mutex mu;
+    GenerateReactor* reactor = nullptr;  // valid while !finished
+    std::deque<v1::GenerateResponse> queue;
+    bool writing = false;         // a write is in flight (ownership of the reactor's ops)
+    bool current_is_final = false;
+    bool final_queued = false;
+    bool cancelled = false;
+    bool finished = false;        // Finish called (or about to be, by the owner)
+};
+
+class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+public:
+    GenerateReactor(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id)
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)) {}
+
+    // Queues one message; starts a write if none is in flight. Any thread. Static because the
+    // reactor may already be gone (the call was cancelled and finished): then it drops `msg`.
+    static void enqueue(StreamState& state, v1::GenerateResponse&& msg, bool is_final) {
+        std::unique_lock<std::mutex> lock(state.mu);
+        if (state.finished || state.reactor == nullptr) return;
+        if (is_final) state.final_queued = true;
+        // A slow reader gets fewer, larger deltas rather than an ever longer queue.
+        if (!is_final && !state.queue.empty() && state.queue.back().has_delta()) {
+            merge_delta(state.queue.back().mutable_delta(), msg.mutable_delta());
+        } else {
+            state.queue.push_back(std::move(msg));
+        }
+        if (state.writing) return;
+        // Taking ownership under the lock keeps the reactor alive: only the owner finishes it.
+        state.writing = true;
+        state.reactor->start_next_locked(lock);
+    }
+
+    void OnWriteDone(bool ok) override {
+        std::unique_lock<std::mutex> lock(state_->mu);
+        if (!ok || state_->cancelled) {
+            finish_locked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call"));
+            return;
+        }
+        if (state_->current_is_final) {
+            finish_locked(lock, grpc::Status::OK);
+            return;
+        }
+        if (state_->queue.empty()) {
+            state_->writing = false;
+            return;
+        }
+        start_next_locked(lock);
+    }
+
+    void OnCancel() override {
+        core_->engine->cancel(request_id_);
+        std::unique_lock<std::mutex> lock(state_->mu);
+        state_->cancelled = true;
+        if (!state_->writing && !state_->finished)
+            finish_locked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call"));
+    }
+
+    void OnDone() override {
+        {
+            std::lock_guard<std::mutex> lock(state_->mu);
+            state_->reactor = nullptr;
+            state_->queue.clear();
+        }
+        delete this;
+    }
+
+    static void merge_delta(v1::Delta* into, v1::Delta* from) {
+        into->mutable_token_ids()->MergeFrom(from->token_ids());
+        into->mutable_text()->append(from->text());
+        for (auto& t : *from->mutable_tokens()) *into->add_tokens() = std::move(t);
+    }
+
+    // Holds ownership (writing == true); pops the next message and writes it outside the lock.
+    void start_next_locked(std::unique_lock<std::mutex>& lock) {
+        current_ = std::move(state_->queue.front());
+        state_->queue.pop_front();
+        state_->current_is_final = current_.has_final();
+        lock.unlock();
+        StartWrite(&current_);
+    }
+
+private:
+    void finish_locked(std::unique_lock<std::mutex>& lock, const grpc::Status& status) {
+        if (state_->finished) return;
+        state_->finished = true;
+        state_->writing = true;  // nobody else may start a write after Finish
+        state_->queue.clear();
+        lock.unlock();
+        Finish(status);
+    }
+
+    Server::Core* core_;
+    std::shared_ptr<StreamState> state_;
+    std::string request_id_;
+    v1::GenerateResponse current_;  // the message being written; touched only by the owner
+};
+
+// The engine's side: called on the engine thread, never blocks.
+class StreamSink final : public RequestSink {
+public:
+    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id)
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)) {}
+
+    void on_delta(DeltaEvent&& delta) override {
+        v1::GenerateResponse msg;
+        msg.set_request_id(request_id_);
+        delta_to_proto(std::move(delta), msg.mutable_delta());
+        deliver(std::move(msg), false);
+    }
+
+    void on_final(FinalEvent&& final_event) override {
+        core_->remove_active(request_id_);
+        if (final_event.reason == FinishReason::kError)
+            logger().warn("request {} failed: {}", request_id_, final_event.error.to_string());
+        v1::GenerateResponse msg;
+        msg.set_request_id(request_id_);
+        final_to_proto(std::move(final_event), msg.mutable_final());
+        deliver(std::move(msg), true);
+    }
+
+private:
+    void deliver(v1::GenerateResponse&& msg, bool is_final) { GenerateReactor::enqueue(*state_, std::move(msg), is_final); }
+
+    Server::Core* core_;
+    std::shared_ptr<StreamState> state_;
+    std::string request_id_;
+};
+
+class InferenceService final : public v1::Inference::CallbackService {
+public:
+    explicit InferenceService(Server::Core* core) : core_(core) {}
+
+    grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
+                                                             const v1::GenerateRequest* request) override {
+        auto reject = [](const grpc::Status& status) {
+            class Rejected final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+            public:
+                explicit Rejected(const grpc::Status& s) { Finish(s); }
+                void OnDone() override { delete this; }
+            };
+            return new Rejected(status);
+        };
+        if (core_->draining.load())
+            return reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining"));
+        StatusOr<GenerateParams> params_or = build_generate_params(*request, core_->model, core_->options.limits);
+        if (!params_or.ok()) {
+            logger().debug("rejected request: {}", params_or.status().to_string());
+            return reject(to_grpc_status(params_or.status()));
+        }
+        GenerateParams params = std::move(params_or).value();
+        if (params.request_id.empty()) params.request_id = "req-" + std::to_string(core_->next_request_id.fetch_add(1));
+        params.deadline = engine_deadline(ctx);
+        const std::string id = params.request_id;
+
+        auto state = std::make_shared<StreamState>();
+        auto* reactor = new GenerateReactor(core_, state, id);
+        state->reactor = reactor;
+        core_->add_active(id);
+        StatusOr<std::string> submitted = core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id));
+        if (!submitted.ok()) {
+            core_->remove_active(id);
+            {
+                std::lock_guard<std::mutex> lock(state->mu);
+                state->finished = true;
+                state->reactor = nullptr;
+            }
+            delete reactor;  // never bound to the call, never started an op
+            return reject(to_grpc_status(submitted.status()));
+        }
+        return reactor;
+    }
+
+private:
+    Server::Core* core_;
+};
+
+}  // namespace
+
+std::unique_ptr<v1::Inference::CallbackService> make_inference_service(Server::Core* core) {
+    return std::make_unique<InferenceService>(core);
+}
+
+}  // namespace moe::server

@@ -1,0 +1,66 @@
+// The gRPC server over one Engine: moe.v1.Inference (Generate), moe.v1.Control, grpc.health.v1
+// and server reflection, on one listening port.
+//
+// Threads: gRPC's callback threads run the handlers (validate, tokenize, Engine::submit); the
+// engine thread calls each request's sink, which queues messages for that stream's reactor.
+// Nothing here blocks a gRPC thread on the engine.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "engine/engine.h"
+#include "server/request_builder.h"
+
+namespace moe::server {
+
+struct ServerOptions {
+    std::string host = "127.0.0.1";
+    int port = 50051;  // 0: pick a free port (Server::port() says which)
+    // Reported by Control.GetModelInfo / GetServerInfo.
+    std::string model_name = "built-in demo model";
+    std::string dtype = "f32";
+    std::string backend = "cpu";
+    int threads = 0;
+    std::map<std::string, std::string> config;  // effective flags, for GetServerInfo
+    RequestLimits limits;
+    int max_message_bytes = 16 << 20;  // gRPC receive limit (a long text prompt)
+};
+
+class Server {
+public:
+    // Binds, registers the services and starts serving. `engine` must be started and must
+    // outlive the server. Readiness ("moe.v1.Inference") is SERVING once this returns.
+    static StatusOr<std::unique_ptr<Server>> start(Engine& engine, ServerOptions options);
+    ~Server();  // shutdown(0) if not done
+
+    int port() const;
+    // "HOST:PORT" as bound.
+    std::string address() const;
+
+    // Stops admitting (Generate -> UNAVAILABLE) and turns readiness NOT_SERVING. Idempotent;
+    // also what Control.Drain does.
+    void drain();
+    bool draining() const;
+
+    // Cancels every request this server submitted that has not finished; returns how many.
+    int64_t cancel_all();
+
+    // The SIGTERM path: drain(), wait up to `grace` for pending requests, cancel the rest, wait
+    // briefly for their streams to end, then stop the gRPC server. Idempotent.
+    void shutdown(std::chrono::milliseconds grace);
+
+    // Blocks until shutdown() has completed (from another thread).
+    void wait();
+
+    struct Core;  // shared with the service implementations
+
+private:
+    Server();
+    std::shared_ptr<Core> core_;
+};
+
+}  // namespace moe::server

@@ -1,0 +1,67 @@
+// State shared by the services of one Server (internal to src/server).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+
+#include "moe/v1/control.grpc.pb.h"
+#include "moe/v1/inference.grpc.pb.h"
+#include "server/server.h"
+
+namespace moe::server {
+
+inline constexpr const char* kReadinessService = "moe.v1.Inference";
+
+struct Server::Core {
+    Engine* engine = nullptr;
+    ServerOptions options;
+    ModelLimits model;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    std::atomic<int64_t> next_request_id{0};
+    std::atomic<bool> draining{false};
+
+    // Request ids submitted by this server and not finished yet (for cancel_all).
+    std::mutex active_mu;
+    std::unordered_set<std::string> active;
+
+    // The services must outlive the grpc::Server (members are destroyed in reverse order).
+    std::unique_ptr<v1::Inference::CallbackService> inference;
+    std::unique_ptr<v1::Control::CallbackService> control;
+    std::unique_ptr<grpc::Server> grpc_server;
+    int bound_port = 0;
+
+    std::mutex shutdown_mu;
+    std::condition_variable shutdown_cv;
+    bool shutdown_started = false;
+    bool shutdown_done = false;
+
+    void set_ready(bool ready) {
+        if (grpc_server && grpc_server->GetHealthCheckService())
+            grpc_server->GetHealthCheckService()->SetServingStatus(kReadinessService, ready);
+    }
+    void drain() {
+        if (draining.exchange(true)) return;
+        engine->drain();
+        set_ready(false);
+    }
+    void add_active(const std::string& id) {
+        std::lock_guard<std::mutex> lock(active_mu);
+        active.insert(id);
+    }
+    void remove_active(const std::string& id) {
+        std::lock_guard<std::mutex> lock(active_mu);
+        active.erase(id);
+    }
+};
+
+std::unique_ptr<v1::Inference::CallbackService> make_inference_service(Server::Core* core);
+std::unique_ptr<v1::Control::CallbackService> make_control_service(Server::Core* core);
+
+}  // namespace moe::server
