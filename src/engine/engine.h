@@ -1,0 +1,148 @@
+// Engine: the step loop that turns requests into tokens.
+//
+// One engine thread owns the scheduler, the KV block manager, the model and every request's
+// sampler, detokenizer and stop checker. Other threads (gRPC handlers, the CLI) only call
+// submit(), cancel(), abort(), drain() and load(), which hand work to the engine thread through
+// a mutex-protected inbox. Results come back through each request's RequestSink, called on the
+// engine thread.
+//
+//   submit() --inbox--> [engine thread] schedule -> forward -> sample -> detokenize -> stops
+//                                                                          |
+//   RequestSink::on_delta / on_final  <------------------------------------+
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "engine/stop_checker.h"
+#include "model/moe_transformer.h"
+#include "moe/tokenizer.h"
+
+namespace moe {
+
+struct EngineOptions {
+    SchedulerOptions scheduler;       // max_model_len is clamped to the model's context length
+    int64_t kv_cache_bytes = 0;       // 0: kv_cache_fraction of the memory available now
+    double kv_cache_fraction = 0.25;
+    int64_t kv_block_size = 16;
+    bool prefix_caching = true;
+    DType kv_dtype = DType::kF32;
+    int64_t max_pending = 1024;       // submitted but not finished; beyond: RESOURCE_EXHAUSTED
+};
+
+struct GenerateParams {
+    std::string request_id;           // empty: the engine assigns one ("req-<n>")
+    std::vector<int32_t> prompt_ids;  // already tokenized
+    SamplingParams sampling;
+    StopCriteria stopping;            // eos_token_ids is filled in by the engine from the model
+    bool skip_special_tokens = true;
+    int32_t stream_interval = 1;      // tokens per delta (the last delta may hold fewer)
+    std::string cache_salt;           // isolates prefix-cache entries between tenants
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+};
+
+struct TokenEvent {
+    int32_t token = 0;
+    float logprob = 0;
+    std::vector<TokenLogprob> top;  // empty unless sampling.logprobs > 0
+};
+
+struct DeltaEvent {
+    std::vector<TokenEvent> tokens;
+    std::string text;  // complete UTF-8; stop strings withheld
+};
+
+struct FinalEvent {
+    FinishReason reason = FinishReason::kNone;
+    std::string matched_stop;             // the stop string that matched, if any
+    std::optional<int32_t> matched_token;  // the EOS / stop token that matched, if any
+    int64_t prompt_tokens = 0;
+    int64_t completion_tokens = 0;
+    int64_t cached_prompt_tokens = 0;
+    double queue_seconds = 0;        // submit -> first scheduled
+    double ttft_seconds = 0;         // submit -> first token
+    double mean_itl_seconds = 0;     // mean gap between tokens after the first
+    double total_seconds = 0;
+    Status error;                    // set when reason == kError
+};
+
+// Receives a request's output. Called on the engine thread, in order: zero or more on_delta,
+// then exactly one on_final (also after cancel/abort). Must not block for long.
+class RequestSink {
+public:
+    virtual ~RequestSink() = default;
+    virtual void on_delta(DeltaEvent&& delta) = 0;
+    virtual void on_final(FinalEvent&& final_event) = 0;
+};
+
+struct EngineLoad {
+    int64_t waiting = 0;
+    int64_t running = 0;
+    int64_t pending = 0;             // submitted and not finished (includes the inbox)
+    int64_t kv_blocks_total = 0;
+    int64_t kv_blocks_free = 0;      // allocatable now (free + evictable cached)
+    int64_t kv_blocks_cached = 0;    // blocks in the prefix index
+    int64_t kv_block_size = 0;
+    int64_t num_preemptions = 0;     // since start
+    int64_t steps = 0;               // since start
+    int64_t generated_tokens = 0;    // since start
+    bool draining = false;
+};
+
+class Engine {
+public:
+    // `tokenizer` may be null (token ids in and out only, no text). Sizes the KV cache from the
+    // options and allocates it.
+    static StatusOr<std::unique_ptr<Engine>> create(std::unique_ptr<MoeTransformer> model,
+                                                    std::unique_ptr<Tokenizer> tokenizer, const EngineOptions& options);
+    ~Engine();  // stops the thread; pending requests end with kCancelled
+
+    // Starts the engine thread.
+    Status start();
+    // Stops the engine thread; requests still pending end with kCancelled.
+    void stop();
+
+    // Validates and enqueues. INVALID_ARGUMENT naming the field and the limit (prompt empty or
+    // too long, max_tokens beyond the context, token id outside the vocabulary, sampling or stop
+    // parameters out of range); RESOURCE_EXHAUSTED when max_pending requests are pending;
+    // UNAVAILABLE while draining. On OK the sink will get exactly one on_final.
+    // Returns the request id (assigned when params.request_id is empty).
+    StatusOr<std::string> submit(GenerateParams params, std::shared_ptr<RequestSink> sink);
+
+    // Ends a request with kCancelled at the next step boundary, freeing its KV blocks. False if
+    // no pending request has that id.
+    bool cancel(const std::string& request_id);
+
+    // Stops admitting (submit -> UNAVAILABLE); pending requests continue.
+    void drain();
+    // Waits until nothing is pending or the timeout passes; true if idle.
+    bool wait_idle(std::chrono::milliseconds timeout);
+
+    EngineLoad load() const;
+    const ModelConfig& config() const;
+    const Tokenizer* tokenizer() const;
+    int64_t max_model_len() const;
+    const EngineOptions& options() const;
+
+private:
+    struct Impl;
+    explicit Engine(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+// The built-in demo model: a small random Qwen3-MoE-shaped model and a byte-level BPE tokenizer
+// made in code (fixed seed). Its output is meaningless; it exists so that `moeserve serve` works
+// on a machine with nothing else.
+struct DemoModel {
+    std::unique_ptr<MoeTransformer> model;
+    std::unique_ptr<Tokenizer> tokenizer;
+};
+StatusOr<DemoModel> make_demo_model(Backend& backend);
+
+}  // namespace moe
