@@ -27,8 +27,9 @@ Status check_float(const char* field, float v, float lo, bool lo_open, float hi,
 Status build_sampling(const v1::SamplingOptions& s, const RequestLimits& limits, SamplingParams& out) {
     if (s.has_temperature()) {
         const float t = s.temperature();
-        if (!std::isfinite(t) || t < 0)
-            return invalid_argument("sampling.temperature must be finite and >= 0 (0 = greedy), got " + fstr(t));
+        if (!std::isfinite(t) || t < 0 || t > limits.max_temperature)
+            return invalid_argument("sampling.temperature must be finite and in [0, " + fstr(limits.max_temperature) +
+                                    "] (0 = greedy), got " + fstr(t));
         out.temperature = t;
     }
     if (s.has_top_p()) {
@@ -220,8 +221,10 @@ StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& reques
         params.cache_salt = request.cache_salt();
     }
     // The sampler's own check, so that the server and the engine never disagree about a limit.
-    Status s = params.sampling.validate();
+    Status s = validate(params.sampling);
     if (!s.ok()) return invalid_argument("sampling: " + s.message());
+    s = validate(params.stopping, model.max_model_len);
+    if (!s.ok()) return invalid_argument("stopping: " + s.message());
     return params;
 }
 

@@ -16,13 +16,15 @@ namespace moe::server {
 
 struct RequestLimits {
     int32_t default_max_tokens = 16;  // max_tokens when unset (vLLM's completions default)
-    int max_stop_strings = 16;
-    size_t max_stop_string_bytes = 256;
-    int max_stop_token_ids = 64;
-    int32_t max_logprobs = 20;
+    // The engine's own limits, so that the server and the engine never disagree.
+    int max_stop_strings = static_cast<int>(kMaxStopStrings);
+    size_t max_stop_string_bytes = kMaxStopStringBytes;
+    int max_stop_token_ids = static_cast<int>(kMaxStopTokenIds);
+    int32_t max_logprobs = kMaxLogprobs;
     int32_t max_stream_interval = 1024;
     size_t max_request_id_bytes = 128;
     size_t max_cache_salt_bytes = 256;
+    float max_temperature = 100.0f;
     float max_repetition_penalty = 10.0f;
     float max_abs_penalty = 2.0f;  // presence and frequency penalties
 };
