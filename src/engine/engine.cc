@@ -1,0 +1,465 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/logging.h"
+#include "moe/check.h"
+
+namespace moe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// MemAvailable from /proc/meminfo, in bytes (0 if unknown).
+int64_t memory_available_bytes() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    int64_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+        if (key == "MemAvailable:") return kb * 1024;
+    return 0;
+}
+
+}  // namespace
+
+// One request the engine thread is working on.
+struct Active {
+    std::string request_id;
+    SeqId seq = 0;
+    GenerateParams params;
+    std::shared_ptr<RequestSink> sink;
+    std::unique_ptr<SequenceSampler> sampler;
+    std::unique_ptr<StopChecker> stop;
+    std::unique_ptr<IncrementalDetokenizer> detok;
+    Clock::time_point submitted, first_scheduled, first_token, last_token;
+    bool scheduled = false;
+    int64_t generated = 0;
+    DeltaEvent pending;  // tokens not yet sent (stream_interval)
+};
+
+struct Engine::Impl {
+    std::unique_ptr<MoeTransformer> model;
+    std::unique_ptr<Tokenizer> tokenizer;
+    EngineOptions options;
+    int64_t max_model_len = 0;
+    std::optional<KvCache> cache;
+    std::unique_ptr<KvBlockManager> kv;
+    std::unique_ptr<Scheduler> scheduler;
+
+    // ---- shared with other threads (guarded by mu)
+    mutable std::mutex mu;
+    std::condition_variable cv;       // wakes the engine thread
+    std::condition_variable cv_idle;  // wakes wait_idle()
+    std::deque<std::unique_ptr<Active>> inbox;
+    std::vector<std::string> cancels;
+    std::unordered_set<std::string> live_ids;  // submitted, final not yet sent
+    bool stopping = false;
+    bool draining = false;
+    uint64_t next_auto_id = 0;
+    EngineLoad snapshot;  // refreshed by the engine thread after every step
+
+    std::atomic<int64_t> num_preemptions{0};
+    std::atomic<int64_t> steps{0};
+    std::atomic<int64_t> generated_tokens{0};
+
+    // ---- engine thread only
+    std::thread thread;
+    std::unordered_map<SeqId, std::unique_ptr<Active>> active;
+    std::unordered_map<std::string, SeqId> seq_of;
+    SeqId next_seq = 1;
+    std::vector<float> logits_scratch;
+
+    void run();
+    void admit(std::unique_ptr<Active> a);
+    void finalize(SeqId seq, FinishReason reason, Status error = {}, const std::string& matched = {},
+                  std::optional<int32_t> matched_token = std::nullopt);
+    void flush_delta(Active& a);
+    void on_token(Active& a, const SampleResult& r);
+    bool step();  // false when nothing could be scheduled
+    void refresh_snapshot();
+};
+
+// ---- creation ----------------------------------------------------------------------------------
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() { stop(); }
+
+StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer> model,
+                                                 std::unique_ptr<Tokenizer> tokenizer, const EngineOptions& options) {
+    if (!model) return invalid_argument("engine: no model");
+    auto impl = std::make_unique<Impl>();
+    const ModelConfig& c = model->config();
+    impl->options = options;
+    if (options.kv_block_size < 1 || options.kv_block_size > 1024)
+        return invalid_argument("kv_block_size must be in [1, 1024], got " + std::to_string(options.kv_block_size));
+    if (options.max_pending < 1) return invalid_argument("max_pending must be >= 1");
+    int64_t max_len = c.max_position_embeddings > 0 ? c.max_position_embeddings : 4096;
+    if (options.scheduler.max_model_len > 0) max_len = std::min(max_len, options.scheduler.max_model_len);
+    impl->max_model_len = max_len;
+
+    const int64_t per_block = KvCache::bytes_per_block(c, options.kv_block_size, options.kv_dtype);
+    int64_t budget = options.kv_cache_bytes;
+    if (budget <= 0) {
+        if (!(options.kv_cache_fraction > 0 && options.kv_cache_fraction <= 0.95))
+            return invalid_argument("kv_cache_fraction must be in (0, 0.95]");
+        budget = static_cast<int64_t>(static_cast<double>(memory_available_bytes()) * options.kv_cache_fraction);
+        // Never more than the blocks max_pending full-length requests could use.
+        const int64_t useful = per_block * ((max_len + options.kv_block_size - 1) / options.kv_block_size) *
+                               std::min<int64_t>(options.max_pending, options.scheduler.max_seqs);
+        budget = std::min(budget, useful);
+    }
+    const int64_t num_blocks = budget / per_block;
+    if (num_blocks < 1)
+        return invalid_argument("kv cache budget of " + std::to_string(budget) + " bytes holds no block (" +
+                                std::to_string(per_block) + " bytes per block of " +
+                                std::to_string(options.kv_block_size) + " tokens)");
+    MOE_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(model->backend(), c,
+                                                        {.num_blocks = num_blocks,
+                                                         .block_size = options.kv_block_size,
+                                                         .dtype = options.kv_dtype}));
+    impl->cache.emplace(std::move(cache));
+    impl->kv = std::make_unique<KvBlockManager>(KvBlockManagerOptions{
+        .num_blocks = num_blocks, .block_size = options.kv_block_size, .prefix_caching = options.prefix_caching});
+    SchedulerOptions so = options.scheduler;
+    so.max_model_len = max_len;
+    so.max_waiting = std::max<int64_t>(so.max_waiting, options.max_pending);
+    impl->scheduler = std::make_unique<Scheduler>(so, *impl->kv);
+    impl->model = std::move(model);
+    impl->tokenizer = std::move(tokenizer);
+    log::engine().info("kv cache: {} blocks of {} tokens ({:.1f} MiB, {}), max_model_len {}, max_batched_tokens {}, "
+                       "max_seqs {}, prefix caching {}",
+                       num_blocks, options.kv_block_size,
+                       static_cast<double>(num_blocks * per_block) / (1 << 20), dtype_name(options.kv_dtype), max_len,
+                       so.max_batched_tokens, so.max_seqs, options.prefix_caching ? "on" : "off");
+    impl->refresh_snapshot();
+    return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+Status Engine::start() {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->thread.joinable()) return failed_precondition("engine already started");
+    impl_->stopping = false;
+    impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
+    return ok_status();
+}
+
+void Engine::stop() {
+    if (!impl_) return;
+    {
+        std::lock_guard<std::mutex> lock(impl_->mu);
+        impl_->stopping = true;
+    }
+    impl_->cv.notify_all();
+    if (impl_->thread.joinable()) impl_->thread.join();
+    // Whatever is left ends cancelled (the engine thread is gone, so this thread owns the state).
+    std::deque<std::unique_ptr<Active>> inbox;
+    {
+        std::lock_guard<std::mutex> lock(impl_->mu);
+        inbox.swap(impl_->inbox);
+    }
+    for (auto& a : inbox) impl_->admit(std::move(a));
+    std::vector<SeqId> left;
+    for (auto& [seq, a] : impl_->active) left.push_back(seq);
+    for (SeqId s : left) impl_->finalize(s, FinishReason::kCancelled);
+}
+
+// ---- submission (any thread) -------------------------------------------------------------------
+
+StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSink> sink) {
+    Impl& m = *impl_;
+    const ModelConfig& c = m.model->config();
+    if (!sink) return invalid_argument("submit: no sink");
+    if (p.prompt_ids.empty()) return invalid_argument("prompt: empty (at least 1 token is needed)");
+    for (size_t i = 0; i < p.prompt_ids.size(); ++i)
+        if (p.prompt_ids[i] < 0 || p.prompt_ids[i] >= c.vocab_size)
+            return invalid_argument("prompt token id " + std::to_string(p.prompt_ids[i]) + " at index " +
+                                    std::to_string(i) + " is outside the vocabulary [0, " +
+                                    std::to_string(c.vocab_size) + ")");
+    const int64_t n_prompt = static_cast<int64_t>(p.prompt_ids.size());
+    if (n_prompt >= m.max_model_len)
+        return invalid_argument("prompt: " + std::to_string(n_prompt) + " tokens, the context length is " +
+                                std::to_string(m.max_model_len) + " (prompt + max_tokens must fit)");
+    MOE_RETURN_IF_ERROR(validate(p.sampling));
+    MOE_RETURN_IF_ERROR(validate(p.stopping, m.max_model_len));
+    if (n_prompt + p.stopping.max_tokens > m.max_model_len)
+        return invalid_argument("max_tokens: prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
+                                std::to_string(p.stopping.max_tokens) + ") exceeds the context length " +
+                                std::to_string(m.max_model_len));
+    const int64_t need_blocks = m.kv->blocks_for(n_prompt + p.stopping.max_tokens);
+    if (need_blocks > m.kv->num_total_blocks())
+        return invalid_argument("prompt + max_tokens needs " + std::to_string(need_blocks) +
+                                " KV blocks, the whole cache holds " + std::to_string(m.kv->num_total_blocks()));
+    if (p.stream_interval < 1 || p.stream_interval > 1024)
+        return invalid_argument("stream_interval must be in [1, 1024], got " + std::to_string(p.stream_interval));
+    if (p.request_id.size() > 256) return invalid_argument("request_id: longer than 256 bytes");
+    if (p.cache_salt.size() > 1024) return invalid_argument("cache_salt: longer than 1024 bytes");
+    // EOS ids: the model's (config.json + generation_config.json), else the tokenizer's.
+    p.stopping.eos_token_ids.assign(c.eos_token_ids.begin(), c.eos_token_ids.end());
+    if (p.stopping.eos_token_ids.empty() && m.tokenizer && m.tokenizer->eos_id())
+        p.stopping.eos_token_ids.push_back(*m.tokenizer->eos_id());
+
+    auto a = std::make_unique<Active>();
+    a->submitted = Clock::now();
+    a->sink = std::move(sink);
+    std::string id;
+    {
+        std::lock_guard<std::mutex> lock(m.mu);
+        if (m.draining || m.stopping) return unavailable("server is draining: not accepting new requests");
+        if (static_cast<int64_t>(m.live_ids.size()) >= m.options.max_pending)
+            return resource_exhausted("queue full: " + std::to_string(m.live_ids.size()) +
+                                      " requests pending (max_pending " + std::to_string(m.options.max_pending) + ")");
+        id = p.request_id.empty() ? "req-" + std::to_string(m.next_auto_id++) : p.request_id;
+        if (m.live_ids.count(id)) return invalid_argument("request_id \"" + id + "\" is already in use");
+        m.live_ids.insert(id);
+        a->request_id = id;
+        a->params = std::move(p);
+        m.inbox.push_back(std::move(a));
+    }
+    m.cv.notify_all();
+    return id;
+}
+
+bool Engine::cancel(const std::string& request_id) {
+    {
+        std::lock_guard<std::mutex> lock(impl_->mu);
+        if (!impl_->live_ids.count(request_id)) return false;
+        impl_->cancels.push_back(request_id);
+    }
+    impl_->cv.notify_all();
+    return true;
+}
+
+void Engine::drain() {
+    {
+        std::lock_guard<std::mutex> lock(impl_->mu);
+        impl_->draining = true;
+        impl_->snapshot.draining = true;
+    }
+    impl_->cv.notify_all();
+}
+
+bool Engine::wait_idle(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(impl_->mu);
+    return impl_->cv_idle.wait_for(lock, timeout, [&] { return impl_->live_ids.empty(); });
+}
+
+EngineLoad Engine::load() const {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    EngineLoad l = impl_->snapshot;
+    l.pending = static_cast<int64_t>(impl_->live_ids.size());
+    l.draining = impl_->draining;
+    l.num_preemptions = impl_->num_preemptions.load();
+    l.steps = impl_->steps.load();
+    l.generated_tokens = impl_->generated_tokens.load();
+    return l;
+}
+
+const ModelConfig& Engine::config() const { return impl_->model->config(); }
+const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
+int64_t Engine::max_model_len() const { return impl_->max_model_len; }
+const EngineOptions& Engine::options() const { return impl_->options; }
+
+// ---- the engine thread -------------------------------------------------------------------------
+
+void Engine::Impl::refresh_snapshot() {
+    EngineLoad l;
+    l.waiting = static_cast<int64_t>(scheduler->num_waiting());
+    l.running = static_cast<int64_t>(scheduler->num_running());
+    l.kv_blocks_total = kv->num_total_blocks();
+    l.kv_blocks_free = kv->num_free_blocks();
+    l.kv_blocks_cached = kv->num_cached_blocks();
+    l.kv_block_size = kv->block_size();
+    std::lock_guard<std::mutex> lock(mu);
+    l.draining = draining;
+    snapshot = l;
+}
+
+void Engine::Impl::admit(std::unique_ptr<Active> a) {
+    const SeqId seq = next_seq++;
+    a->seq = seq;
+    a->sampler = std::make_unique<SequenceSampler>(a->params.sampling, a->params.prompt_ids);
+    a->stop = std::make_unique<StopChecker>(a->params.stopping);
+    if (tokenizer)
+        a->detok = std::make_unique<IncrementalDetokenizer>(*tokenizer, a->params.skip_special_tokens,
+                                                            a->params.prompt_ids);
+    Status s = scheduler->add(NewRequest{.id = seq,
+                                         .prompt = a->params.prompt_ids,
+                                         .max_tokens = a->params.stopping.max_tokens,
+                                         .cache_salt = a->params.cache_salt});
+    seq_of[a->request_id] = seq;
+    active[seq] = std::move(a);
+    if (!s.ok()) finalize(seq, FinishReason::kError, s);
+}
+
+void Engine::Impl::flush_delta(Active& a) {
+    if (a.pending.tokens.empty() && a.pending.text.empty()) return;
+    DeltaEvent d = std::move(a.pending);
+    a.pending = DeltaEvent{};
+    a.sink->on_delta(std::move(d));
+}
+
+void Engine::Impl::finalize(SeqId seq, FinishReason reason, Status error, const std::string& matched,
+                            std::optional<int32_t> matched_token) {
+    auto it = active.find(seq);
+    if (it == active.end()) return;
+    Active& a = *it->second;
+    const SequenceState* st = scheduler->get(seq);
+    FinalEvent f;
+    f.reason = reason;
+    f.matched_stop = matched;
+    f.matched_token = matched_token;
+    f.prompt_tokens = static_cast<int64_t>(a.params.prompt_ids.size());
+    f.completion_tokens = a.generated;
+    f.cached_prompt_tokens = st ? st->num_cached_prompt : 0;
+    const auto now = Clock::now();
+    f.queue_seconds = a.scheduled ? seconds(a.first_scheduled - a.submitted) : seconds(now - a.submitted);
+    f.ttft_seconds = a.generated > 0 ? seconds(a.first_token - a.submitted) : 0;
+    f.mean_itl_seconds = a.generated > 1 ? seconds(a.last_token - a.first_token) / static_cast<double>(a.generated - 1) : 0;
+    f.total_seconds = seconds(now - a.submitted);
+    f.error = std::move(error);
+    // Held-back text (a partial stop-string match that never completed) goes out, unless a stop
+    // string matched.
+    if (reason != FinishReason::kStop || matched.empty()) {
+        std::string tail = a.stop->flush();
+        if (a.detok && reason != FinishReason::kError) {
+            auto rest = a.detok->finish();
+            if (rest.ok()) tail += *rest;
+        }
+        a.pending.text += tail;
+    }
+    flush_delta(a);
+    a.sink->on_final(std::move(f));
+    scheduler->finish(seq);
+    const std::string id = a.request_id;
+    seq_of.erase(id);
+    active.erase(it);
+    // NOTE: the snapshot must show the freed blocks before the request stops counting as
+    // pending, so that a client who saw its stream end reads an idle pool from load().
+    refresh_snapshot();
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        live_ids.erase(id);
+        if (live_ids.empty()) cv_idle.notify_all();
+    }
+}
+
+void Engine::Impl::on_token(Active& a, const SampleResult& r) {
+    const auto now = Clock::now();
+    if (a.generated == 0) a.first_token = now;
+    a.last_token = now;
+    ++a.generated;
+    generated_tokens.fetch_add(1, std::memory_order_relaxed);
+    std::string delta;
+    if (a.detok) {
+        auto d = a.detok->push(r.token);
+        if (!d.ok()) {
+            finalize(a.seq, FinishReason::kError, d.status());
+            return;
+        }
+        delta = std::move(d).value();
+    }
+    StopUpdate u = a.stop->on_token(r.token, delta);
+    TokenEvent ev{.token = r.token, .logprob = r.logprob, .top = {}};
+    if (a.params.sampling.logprobs > 0) ev.top = r.top;
+    a.pending.tokens.push_back(std::move(ev));
+    a.pending.text += u.text;
+    if (u.finish != FinishReason::kNone) {
+        finalize(a.seq, u.finish, {}, u.matched, u.matched_token);
+        return;
+    }
+    if (static_cast<int32_t>(a.pending.tokens.size()) >= a.params.stream_interval) flush_delta(a);
+}
+
+bool Engine::Impl::step() {
+    StepPlan plan = scheduler->schedule();
+    num_preemptions.fetch_add(static_cast<int64_t>(plan.preempted.size()), std::memory_order_relaxed);
+    if (plan.empty()) return false;
+    steps.fetch_add(1, std::memory_order_relaxed);
+    const auto now = Clock::now();
+    BatchView batch;
+    batch.sequences.reserve(plan.seqs.size());
+    for (const ScheduledSeq& s : plan.seqs) {
+        const SequenceState* st = scheduler->get(s.id);
+        MOE_CHECK(st != nullptr);
+        Active& a = *active.at(s.id);
+        if (!a.scheduled) {
+            a.scheduled = true;
+            a.first_scheduled = now;
+        }
+        batch.sequences.push_back(
+            {.token_ids = std::span<const int32_t>(st->tokens.data() + s.start, static_cast<size_t>(s.num_tokens)),
+             .num_cached = s.start,
+             .block_table = kv->block_table(s.id),
+             .all_logits = false});
+    }
+    auto out = model->forward(batch, *cache);
+    if (!out.ok()) {
+        log::engine().error("forward failed: {}", out.status().to_string());
+        for (const ScheduledSeq& s : plan.seqs) finalize(s.id, FinishReason::kError, out.status());
+        return true;
+    }
+    std::vector<int32_t> sampled(plan.seqs.size(), -1);
+    std::vector<SampleResult> results(plan.seqs.size());
+    for (size_t i = 0; i < plan.seqs.size(); ++i) {
+        if (!plan.seqs[i].samples) continue;
+        Active& a = *active.at(plan.seqs[i].id);
+        results[i] = a.sampler->sample(out->last_row(i), out->vocab_size);
+        sampled[i] = results[i].token;
+    }
+    scheduler->on_step_done(plan, sampled);
+    for (size_t i = 0; i < plan.seqs.size(); ++i) {
+        if (!plan.seqs[i].samples) continue;
+        auto it = active.find(plan.seqs[i].id);
+        if (it != active.end()) on_token(*it->second, results[i]);
+    }
+    return true;
+}
+
+void Engine::Impl::run() {
+    log::engine().info("engine thread started");
+    for (;;) {
+        std::deque<std::unique_ptr<Active>> arrivals;
+        std::vector<std::string> cancelled;
+        {
+            std::unique_lock<std::mutex> lock(mu);
+            cv.wait_for(lock, std::chrono::milliseconds(50), [&] {
+                return stopping || !inbox.empty() || !cancels.empty() || scheduler->has_work();
+            });
+            if (stopping) break;
+            arrivals.swap(inbox);
+            cancelled.swap(cancels);
+        }
+        for (auto& a : arrivals) admit(std::move(a));
+        for (const auto& id : cancelled) {
+            auto it = seq_of.find(id);
+            if (it != seq_of.end()) finalize(it->second, FinishReason::kCancelled);
+        }
+        // Deadlines end requests at a step boundary, like a cancel.
+        const auto now = Clock::now();
+        std::vector<SeqId> expired;
+        for (auto& [seq, a] : active)
+            if (a->params.deadline && *a->params.deadline <= now) expired.push_back(seq);
+        for (SeqId s : expired)
+            finalize(s, FinishReason::kCancelled, Status(StatusCode::kDeadlineExceeded, "deadline exceeded"));
+        // NOTE: work that cannot be scheduled now (should not happen: running sequences always
+        // progress) must not spin the core.
+        if (scheduler->has_work() && !step()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        refresh_snapshot();
+    }
+    log::engine().info("engine thread stopped");
+}
+
+}  // namespace moe

@@ -1,0 +1,174 @@
+#include "engine/kv_block_manager.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "moe/check.h"
+
+namespace moe {
+
+KvBlockManager::KvBlockManager(const KvBlockManagerOptions& o)
+    : block_size_(o.block_size), prefix_caching_(o.prefix_caching), blocks_(static_cast<size_t>(o.num_blocks)) {
+    MOE_CHECK_GT(o.block_size, 0);
+    MOE_CHECK_GE(o.num_blocks, 0);
+    // Hand out low block ids first (pop from the back).
+    for (int64_t b = o.num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
+}
+
+Sha256Digest KvBlockManager::block_hash(const Sha256Digest* parent, std::span<const int32_t> tokens,
+                                        const std::string& salt) const {
+    Sha256 h;
+    Sha256Digest zero{};
+    const Sha256Digest& p = parent ? *parent : zero;
+    h.update(p.data(), p.size());
+    for (int32_t t : tokens) {
+        const uint32_t u = static_cast<uint32_t>(t);
+        const uint8_t le[4] = {static_cast<uint8_t>(u), static_cast<uint8_t>(u >> 8), static_cast<uint8_t>(u >> 16),
+                               static_cast<uint8_t>(u >> 24)};
+        h.update(le, 4);
+    }
+    // NOTE: the salt's length goes in too, so (tokens, salt) pairs cannot collide by shifting bytes.
+    const uint64_t n = salt.size();
+    h.update(&n, sizeof(n));
+    h.update(salt.data(), salt.size());
+    return h.finish();
+}
+
+int64_t KvBlockManager::attach_prefix(SeqId seq, std::span<const int32_t> tokens, const std::string& salt) {
+    SeqBlocks& sb = seqs_[seq];
+    MOE_CHECK(sb.table.empty());
+    if (!prefix_caching_ || tokens.empty()) return 0;
+    const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / block_size_;
+    for (int64_t i = 0; i < max_blocks; ++i) {
+        const Sha256Digest h = block_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
+                                          tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_)),
+                                          salt);
+        auto it = index_.find(h);
+        if (it == index_.end()) break;
+        Block& b = blocks_[static_cast<size_t>(it->second)];
+        if (b.in_lru) {
+            lru_.erase(b.lru_it);
+            b.in_lru = false;
+        }
+        ++b.ref;
+        sb.table.push_back(it->second);
+        sb.hashes.push_back(h);
+    }
+    return static_cast<int64_t>(sb.table.size()) * block_size_;
+}
+
+int32_t KvBlockManager::take_block() {
+    int32_t id;
+    if (!free_.empty()) {
+        id = free_.back();
+        free_.pop_back();
+    } else {
+        MOE_CHECK(!lru_.empty());
+        id = lru_.front();  // least recently freed
+        lru_.pop_front();
+        Block& b = blocks_[static_cast<size_t>(id)];
+        b.in_lru = false;
+        if (b.hash) {
+            auto it = index_.find(*b.hash);
+            if (it != index_.end() && it->second == id) index_.erase(it);
+            b.hash.reset();
+        }
+    }
+    Block& b = blocks_[static_cast<size_t>(id)];
+    MOE_CHECK_EQ(b.ref, 0);
+    b.ref = 1;
+    return id;
+}
+
+bool KvBlockManager::allocate(SeqId seq, int64_t num_tokens) {
+    SeqBlocks& sb = seqs_[seq];
+    const int64_t need = blocks_for(num_tokens) - static_cast<int64_t>(sb.table.size());
+    if (need <= 0) return true;
+    if (need > num_free_blocks()) return false;
+    for (int64_t i = 0; i < need; ++i) sb.table.push_back(take_block());
+    return true;
+}
+
+void KvBlockManager::commit(SeqId seq, std::span<const int32_t> tokens, int64_t num_computed, const std::string& salt) {
+    if (!prefix_caching_) return;
+    auto it = seqs_.find(seq);
+    if (it == seqs_.end()) return;
+    SeqBlocks& sb = it->second;
+    const int64_t full = std::min<int64_t>(num_computed, static_cast<int64_t>(tokens.size())) / block_size_;
+    for (int64_t i = static_cast<int64_t>(sb.hashes.size()); i < full && i < static_cast<int64_t>(sb.table.size()); ++i) {
+        const Sha256Digest h = block_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
+                                          tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_)),
+                                          salt);
+        sb.hashes.push_back(h);
+        const int32_t id = sb.table[static_cast<size_t>(i)];
+        Block& b = blocks_[static_cast<size_t>(id)];
+        if (b.hash) continue;  // attached from the cache: already indexed
+        if (index_.count(h)) continue;  // an identical block is cached elsewhere: keep that one
+        index_[h] = id;
+        b.hash = h;
+    }
+}
+
+void KvBlockManager::free(SeqId seq) {
+    auto it = seqs_.find(seq);
+    if (it == seqs_.end()) return;
+    // Tail blocks first, so that on eviction a prefix's later blocks go before its head.
+    for (auto b_it = it->second.table.rbegin(); b_it != it->second.table.rend(); ++b_it) {
+        const int32_t id = *b_it;
+        Block& b = blocks_[static_cast<size_t>(id)];
+        MOE_CHECK_GT(b.ref, 0);
+        if (--b.ref > 0) continue;
+        if (b.hash) {
+            auto ix = index_.find(*b.hash);
+            if (ix != index_.end() && ix->second == id) {
+                lru_.push_back(id);
+                b.lru_it = std::prev(lru_.end());
+                b.in_lru = true;
+                continue;
+            }
+            b.hash.reset();
+        }
+        free_.push_back(id);
+    }
+    seqs_.erase(it);
+}
+
+std::span<const int32_t> KvBlockManager::block_table(SeqId seq) const {
+    auto it = seqs_.find(seq);
+    if (it == seqs_.end()) return {};
+    return it->second.table;
+}
+
+bool KvBlockManager::check_invariants(std::string* why) const {
+    std::vector<int32_t> refs(blocks_.size(), 0);
+    for (const auto& [seq, sb] : seqs_)
+        for (int32_t b : sb.table) ++refs[static_cast<size_t>(b)];
+    std::vector<int> where(blocks_.size(), 0);
+    for (int32_t b : free_) where[static_cast<size_t>(b)] += 1;
+    for (int32_t b : lru_) where[static_cast<size_t>(b)] += 1;
+    for (size_t b = 0; b < blocks_.size(); ++b) {
+        if (refs[b] != blocks_[b].ref) {
+            *why = "block " + std::to_string(b) + " refcount " + std::to_string(blocks_[b].ref) + " but in " +
+                   std::to_string(refs[b]) + " tables";
+            return false;
+        }
+        const int expected = blocks_[b].ref > 0 ? 0 : 1;
+        if (where[b] != expected) {
+            *why = "block " + std::to_string(b) + " is on " + std::to_string(where[b]) + " free/LRU lists with refcount " +
+                   std::to_string(blocks_[b].ref);
+            return false;
+        }
+        if (blocks_[b].in_lru && blocks_[b].ref > 0) {
+            *why = "block " + std::to_string(b) + " owned and on the LRU list";
+            return false;
+        }
+    }
+    for (const auto& [h, b] : index_)
+        if (!blocks_[static_cast<size_t>(b)].hash || *blocks_[static_cast<size_t>(b)].hash != h) {
+            *why = "index points at block " + std::to_string(b) + " which does not hold that hash";
+            return false;
+        }
+    return true;
+}
+
+}  // namespace moe

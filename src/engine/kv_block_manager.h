@@ -1,0 +1,101 @@
+// KvBlockManager: which KV-cache blocks belong to which sequence. Pure host bookkeeping; the
+// memory itself is model/kv_cache.h.
+//
+// Blocks are fixed-size (block_size tokens) and reference-counted. With prefix caching, a FULL
+// block whose KV has been computed is indexed by a chained hash
+//     hash_i = SHA-256(hash_{i-1} || token ids of block i (int32 little-endian) || salt)
+// so a later sequence with the same first tokens (and salt) attaches those blocks instead of
+// recomputing them. Unreferenced indexed blocks stay cached on an LRU list and are evicted,
+// oldest first, only when a free block is needed.
+//
+//   free list:   never-indexed blocks with no owner
+//   LRU list:    indexed blocks with no owner (still hit-able), oldest at the front
+//   owned:       refcount >= 1 (shared when several sequences attached the same prefix)
+//
+// Not thread-safe: the engine thread owns it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <list>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/sha256.h"
+
+namespace moe {
+
+using SeqId = uint64_t;
+
+struct KvBlockManagerOptions {
+    int64_t num_blocks = 0;
+    int64_t block_size = 16;
+    bool prefix_caching = true;
+};
+
+class KvBlockManager {
+public:
+    explicit KvBlockManager(const KvBlockManagerOptions& options);
+
+    // Attaches the longest cached prefix of `tokens` in full blocks, never all of `tokens` (one
+    // token at least must be computed to get logits). Call before the first allocate() of seq.
+    // Returns the number of tokens covered (a multiple of block_size).
+    int64_t attach_prefix(SeqId seq, std::span<const int32_t> tokens, const std::string& salt);
+
+    // Grows seq's table to cover num_tokens tokens. All or nothing: false, allocating nothing,
+    // when not enough blocks are free (free + evictable).
+    bool allocate(SeqId seq, int64_t num_tokens);
+
+    // The KV of tokens[0, num_computed) of seq is in the cache: index seq's newly full blocks.
+    void commit(SeqId seq, std::span<const int32_t> tokens, int64_t num_computed, const std::string& salt);
+
+    // Releases seq's blocks.
+    void free(SeqId seq);
+
+    std::span<const int32_t> block_table(SeqId seq) const;
+    int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size() + lru_.size()); }
+    int64_t num_total_blocks() const { return static_cast<int64_t>(blocks_.size()); }
+    int64_t num_cached_blocks() const { return static_cast<int64_t>(index_.size()); }
+    int64_t block_size() const { return block_size_; }
+    int64_t blocks_for(int64_t num_tokens) const { return (num_tokens + block_size_ - 1) / block_size_; }
+    int32_t ref_count(int32_t block) const { return blocks_[static_cast<size_t>(block)].ref; }
+
+    // Checks every invariant (tests): refcounts equal table occurrences, each block in exactly
+    // one of free / LRU / owned, the index points at blocks holding that hash.
+    bool check_invariants(std::string* why) const;
+
+private:
+    struct Block {
+        int32_t ref = 0;
+        std::optional<Sha256Digest> hash;  // set while indexed
+        bool in_lru = false;
+        std::list<int32_t>::iterator lru_it;
+    };
+    struct SeqBlocks {
+        std::vector<int32_t> table;
+        std::vector<Sha256Digest> hashes;  // of the committed full blocks, in order
+    };
+    struct DigestHash {
+        size_t operator()(const Sha256Digest& d) const {
+            size_t h;
+            std::memcpy(&h, d.data(), sizeof(h));
+            return h;
+        }
+    };
+
+    Sha256Digest block_hash(const Sha256Digest* parent, std::span<const int32_t> tokens, const std::string& salt) const;
+    int32_t take_block();  // caller checked num_free_blocks() > 0
+
+    int64_t block_size_;
+    bool prefix_caching_;
+    std::vector<Block> blocks_;
+    std::vector<int32_t> free_;
+    std::list<int32_t> lru_;
+    std::unordered_map<Sha256Digest, int32_t, DigestHash> index_;
+    std::unordered_map<SeqId, SeqBlocks> seqs_;
+};
+
+}  // namespace moe

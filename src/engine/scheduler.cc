@@ -1,0 +1,139 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+#include "moe/check.h"
+
+namespace moe {
+
+Scheduler::Scheduler(const SchedulerOptions& options, KvBlockManager& kv) : options_(options), kv_(kv) {
+    MOE_CHECK_GT(options_.max_batched_tokens, 0);
+    MOE_CHECK_GT(options_.max_seqs, 0);
+}
+
+Status Scheduler::add(NewRequest r) {
+    const int64_t n = static_cast<int64_t>(r.prompt.size());
+    if (n == 0) return invalid_argument("prompt: empty");
+    if (r.max_tokens < 1) return invalid_argument("max_tokens must be >= 1, got " + std::to_string(r.max_tokens));
+    if (n + r.max_tokens > options_.max_model_len)
+        return invalid_argument("prompt (" + std::to_string(n) + " tokens) + max_tokens (" + std::to_string(r.max_tokens) +
+                                ") exceeds max_model_len " + std::to_string(options_.max_model_len));
+    if (kv_.blocks_for(n + r.max_tokens) > kv_.num_total_blocks())
+        return invalid_argument("prompt + max_tokens needs " + std::to_string(kv_.blocks_for(n + r.max_tokens)) +
+                                " KV blocks, the whole cache holds " + std::to_string(kv_.num_total_blocks()));
+    if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting)
+        return resource_exhausted("waiting queue full (" + std::to_string(options_.max_waiting) + " requests)");
+    if (seqs_.count(r.id)) return invalid_argument("sequence id " + std::to_string(r.id) + " already exists");
+    SequenceState st;
+    st.id = r.id;
+    st.tokens = std::move(r.prompt);
+    st.num_prompt = n;
+    st.max_tokens = r.max_tokens;
+    st.cache_salt = std::move(r.cache_salt);
+    seqs_.emplace(r.id, std::move(st));
+    waiting_.push_back(r.id);
+    return ok_status();
+}
+
+void Scheduler::preempt(SeqId id, StepPlan& plan) {
+    SequenceState& st = seqs_.at(id);
+    kv_.free(id);
+    st.num_computed = 0;
+    st.phase = SeqPhase::kWaiting;
+    ++st.num_preemptions;
+    running_.erase(std::remove(running_.begin(), running_.end(), id), running_.end());
+    waiting_.push_front(id);
+    plan.preempted.push_back(id);
+}
+
+StepPlan Scheduler::schedule() {
+    StepPlan plan;
+    int64_t budget = options_.max_batched_tokens;
+    auto chunk = [&](int64_t remaining) {
+        int64_t n = std::min(remaining, budget);
+        if (remaining > 1 && options_.long_prefill_chunk > 0) n = std::min(n, options_.long_prefill_chunk);
+        return n;
+    };
+
+    // ---- 1. running sequences, oldest first
+    for (size_t i = 0; i < running_.size(); ++i) {
+        if (budget <= 0 || static_cast<int64_t>(plan.seqs.size()) >= options_.max_seqs) break;
+        const SeqId id = running_[i];
+        SequenceState& st = seqs_.at(id);
+        const int64_t n = chunk(static_cast<int64_t>(st.tokens.size()) - st.num_computed);
+        bool preempted_self = false;
+        while (!kv_.allocate(id, st.num_computed + n)) {
+            const SeqId victim = running_.back();
+            preempt(victim, plan);  // the newest; never scheduled yet this step (it comes later)
+            if (victim == id) {
+                preempted_self = true;
+                break;
+            }
+        }
+        if (preempted_self) break;  // everything after it is gone too
+        plan.seqs.push_back({.id = id,
+                             .start = st.num_computed,
+                             .num_tokens = n,
+                             .samples = st.num_computed + n == static_cast<int64_t>(st.tokens.size())});
+        budget -= n;
+    }
+
+    // ---- 2. waiting sequences, first come first served (none in a step that preempted)
+    while (plan.preempted.empty() && !waiting_.empty() && budget > 0 &&
+           static_cast<int64_t>(running_.size()) < options_.max_seqs &&
+           static_cast<int64_t>(plan.seqs.size()) < options_.max_seqs) {
+        const SeqId id = waiting_.front();
+        SequenceState& st = seqs_.at(id);
+        const int64_t cached = kv_.attach_prefix(id, st.tokens, st.cache_salt);
+        st.num_computed = cached;
+        const int64_t n = chunk(static_cast<int64_t>(st.tokens.size()) - st.num_computed);
+        if (!kv_.allocate(id, st.num_computed + n)) {
+            kv_.free(id);  // give the attached prefix back; try again next step
+            st.num_computed = 0;
+            break;
+        }
+        if (!st.admitted_once) {
+            st.admitted_once = true;
+            st.num_cached_prompt = std::min(cached, st.num_prompt);
+        }
+        waiting_.pop_front();
+        running_.push_back(id);
+        st.phase = SeqPhase::kRunning;
+        plan.seqs.push_back({.id = id,
+                             .start = st.num_computed,
+                             .num_tokens = n,
+                             .samples = st.num_computed + n == static_cast<int64_t>(st.tokens.size())});
+        budget -= n;
+    }
+    plan.num_tokens = options_.max_batched_tokens - budget;
+    return plan;
+}
+
+void Scheduler::on_step_done(const StepPlan& plan, std::span<const int32_t> sampled) {
+    for (size_t i = 0; i < plan.seqs.size(); ++i) {
+        const ScheduledSeq& s = plan.seqs[i];
+        auto it = seqs_.find(s.id);
+        if (it == seqs_.end()) continue;
+        SequenceState& st = it->second;
+        st.num_computed = s.start + s.num_tokens;
+        if (s.samples && i < sampled.size()) st.tokens.push_back(sampled[i]);
+        kv_.commit(s.id, st.tokens, st.num_computed, st.cache_salt);
+    }
+}
+
+bool Scheduler::finish(SeqId id) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) return false;
+    kv_.free(id);
+    waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), id), waiting_.end());
+    running_.erase(std::remove(running_.begin(), running_.end(), id), running_.end());
+    seqs_.erase(it);
+    return true;
+}
+
+const SequenceState* Scheduler::get(SeqId id) const {
+    auto it = seqs_.find(id);
+    return it == seqs_.end() ? nullptr : &it->second;
+}
+
+}  // namespace moe
