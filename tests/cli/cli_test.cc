@@ -99,4 +99,42 @@ TEST(CliRun, ConfigWithoutWeightsSaysSo) {
     std::filesystem::remove_all(dir);
 }
 
+TEST(CliInfo, EverySharedConfigParsesAndUnsupportedFamiliesSaySo) {
+    const std::string configs = std::string(MOE_SOURCE_DIR) + "/../shared/data/configs";
+    ASSERT_TRUE(std::filesystem::exists(configs)) << configs;
+    int seen = 0;
+    for (const auto& e : std::filesystem::directory_iterator(configs)) {
+        if (!std::filesystem::exists(e.path() / "config.json")) continue;
+        Result r = run("info --model " + e.path().string());
+        EXPECT_EQ(r.exit_code, 0) << e.path() << ": " << r.out;
+        EXPECT_NE(r.out.find("parameters"), std::string::npos) << r.out;
+        const bool supported = r.out.find("supported      yes") != std::string::npos;
+        if (!supported) EXPECT_NE(r.out.find("not implemented yet"), std::string::npos) << r.out;
+        if (e.path().filename() == "mixtral-8x7b") {
+            EXPECT_TRUE(supported);
+            EXPECT_NE(r.out.find("46.70 B total, 12.88 B active"), std::string::npos) << r.out;
+            EXPECT_NE(r.out.find("weights absent"), std::string::npos) << r.out;
+        }
+        ++seen;
+    }
+    EXPECT_GE(seen, 7);
+}
+
+TEST(CliInfo, FixtureWithWeightsIsCheckedAndBrokenConfigFails) {
+    Result r = run("info --model " + fixture("qwen2_moe"));
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("every tensor matches config.json"), std::string::npos) << r.out;
+    r = run("info --model " + fixture("qwen2_moe") + " --json");
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    const auto dir = std::filesystem::temp_directory_path() / "moe_cli_broken_config";
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "config.json") << R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 100,
+        "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_local_experts": 2,
+        "num_experts_per_tok": 3, "intermediate_size": 32})";
+    r = run("info --model " + dir.string());
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("num_experts_per_tok"), std::string::npos) << r.out;
+    std::filesystem::remove_all(dir);
+}
+
 }  // namespace
