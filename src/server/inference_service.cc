@@ -36,11 +36,11 @@ struct StreamState {
     std::mutex mu;
     GenerateReactor* reactor = nullptr;  // valid while !finished
     std::deque<v1::GenerateResponse> queue;
-    bool writing = false;         // a write is in flight (ownership of the reactor's ops)
+    bool writing = false;  // a write is in flight (ownership of the reactor's ops)
     bool current_is_final = false;
     bool final_queued = false;
     bool cancelled = false;
-    bool finished = false;        // Finish called (or about to be, by the owner)
+    bool finished = false;  // Finish called (or about to be, by the owner)
 };
 
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -155,7 +155,9 @@ public:
     }
 
 private:
-    void deliver(v1::GenerateResponse&& msg, bool is_final) { GenerateReactor::enqueue(*state_, std::move(msg), is_final); }
+    void deliver(v1::GenerateResponse&& msg, bool is_final) {
+        GenerateReactor::enqueue(*state_, std::move(msg), is_final);
+    }
 
     Server::Core* core_;
     std::shared_ptr<StreamState> state_;
@@ -192,7 +194,8 @@ public:
         auto* reactor = new GenerateReactor(core_, state, id);
         state->reactor = reactor;
         core_->add_active(id);
-        StatusOr<std::string> submitted = core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id));
+        StatusOr<std::string> submitted =
+            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id));
         if (!submitted.ok()) {
             core_->remove_active(id);
             {

@@ -1,14 +1,16 @@
 #include "server/request_builder.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace moe::server {
 namespace {
 
-std::string str(int64_t v) { return std::to_string(v); }
+std::string str(int64_t v) {
+    return std::to_string(v);
+}
 
 std::string fstr(float v) {
     if (std::isnan(v)) return "NaN";
@@ -176,8 +178,9 @@ StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& reques
         return invalid_argument("stopping.stop: " + str(st.stop_size()) + " stop strings, the limit is " +
                                 str(limits.max_stop_strings));
     if (st.stop_size() > 0 && model.tokenizer == nullptr)
-        return invalid_argument("stopping.stop: the served model has no tokenizer, so stop strings cannot match; "
-                                "use stopping.stop_token_ids");
+        return invalid_argument(
+            "stopping.stop: the served model has no tokenizer, so stop strings cannot match; "
+            "use stopping.stop_token_ids");
     for (int i = 0; i < st.stop_size(); ++i) {
         const std::string& s = st.stop(i);
         if (s.empty()) return invalid_argument("stopping.stop[" + str(i) + "] is empty");
@@ -246,11 +249,21 @@ void delta_to_proto(DeltaEvent&& delta, v1::Delta* out) {
 
 void final_to_proto(FinalEvent&& f, v1::Final* out) {
     switch (f.reason) {
-        case FinishReason::kStop: out->set_finish_reason(v1::FINISH_REASON_STOP); break;
-        case FinishReason::kLength: out->set_finish_reason(v1::FINISH_REASON_LENGTH); break;
-        case FinishReason::kCancelled: out->set_finish_reason(v1::FINISH_REASON_CANCELLED); break;
-        case FinishReason::kError: out->set_finish_reason(v1::FINISH_REASON_ERROR); break;
-        case FinishReason::kNone: out->set_finish_reason(v1::FINISH_REASON_UNSPECIFIED); break;
+        case FinishReason::kStop:
+            out->set_finish_reason(v1::FINISH_REASON_STOP);
+            break;
+        case FinishReason::kLength:
+            out->set_finish_reason(v1::FINISH_REASON_LENGTH);
+            break;
+        case FinishReason::kCancelled:
+            out->set_finish_reason(v1::FINISH_REASON_CANCELLED);
+            break;
+        case FinishReason::kError:
+            out->set_finish_reason(v1::FINISH_REASON_ERROR);
+            break;
+        case FinishReason::kNone:
+            out->set_finish_reason(v1::FINISH_REASON_UNSPECIFIED);
+            break;
     }
     if (!f.matched_stop.empty()) out->set_matched_stop(std::move(f.matched_stop));
     if (f.matched_token.has_value()) out->set_matched_token_id(*f.matched_token);

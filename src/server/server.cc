@@ -12,7 +12,9 @@ namespace moe::server {
 
 Server::Server() : core_(std::make_shared<Core>()) {}
 
-Server::~Server() { shutdown(std::chrono::milliseconds(0)); }
+Server::~Server() {
+    shutdown(std::chrono::milliseconds(0));
+}
 
 StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions options) {
     if (options.port < 0 || options.port > 65535)
@@ -31,8 +33,8 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
-    const std::string host = core.options.host.find(':') != std::string::npos ? "[" + core.options.host + "]"
-                                                                              : core.options.host;
+    const std::string host =
+        core.options.host.find(':') != std::string::npos ? "[" + core.options.host + "]" : core.options.host;
     const std::string address = host + ":" + std::to_string(core.options.port);
     grpc::ServerBuilder builder;
     builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &core.bound_port);
@@ -47,13 +49,21 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     return server;
 }
 
-int Server::port() const { return core_->bound_port; }
+int Server::port() const {
+    return core_->bound_port;
+}
 
-std::string Server::address() const { return core_->options.host + ":" + std::to_string(core_->bound_port); }
+std::string Server::address() const {
+    return core_->options.host + ":" + std::to_string(core_->bound_port);
+}
 
-void Server::drain() { core_->drain(); }
+void Server::drain() {
+    core_->drain();
+}
 
-bool Server::draining() const { return core_->draining.load(); }
+bool Server::draining() const {
+    return core_->draining.load();
+}
 
 int64_t Server::cancel_all() {
     std::vector<std::string> ids;

@@ -5,18 +5,41 @@ namespace moe::server {
 grpc::Status to_grpc_status(const Status& status) {
     grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
     switch (status.code()) {
-        case StatusCode::kOk: return grpc::Status::OK;
-        case StatusCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
-        case StatusCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
-        case StatusCode::kUnimplemented: code = grpc::StatusCode::UNIMPLEMENTED; break;
-        case StatusCode::kOutOfRange: code = grpc::StatusCode::OUT_OF_RANGE; break;
-        case StatusCode::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
-        case StatusCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
-        case StatusCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
-        case StatusCode::kCancelled: code = grpc::StatusCode::CANCELLED; break;
-        case StatusCode::kDeadlineExceeded: code = grpc::StatusCode::DEADLINE_EXCEEDED; break;
-        case StatusCode::kInternal: code = grpc::StatusCode::INTERNAL; break;
-        case StatusCode::kDataLoss: code = grpc::StatusCode::DATA_LOSS; break;
+        case StatusCode::kOk:
+            return grpc::Status::OK;
+        case StatusCode::kInvalidArgument:
+            code = grpc::StatusCode::INVALID_ARGUMENT;
+            break;
+        case StatusCode::kNotFound:
+            code = grpc::StatusCode::NOT_FOUND;
+            break;
+        case StatusCode::kUnimplemented:
+            code = grpc::StatusCode::UNIMPLEMENTED;
+            break;
+        case StatusCode::kOutOfRange:
+            code = grpc::StatusCode::OUT_OF_RANGE;
+            break;
+        case StatusCode::kResourceExhausted:
+            code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+            break;
+        case StatusCode::kFailedPrecondition:
+            code = grpc::StatusCode::FAILED_PRECONDITION;
+            break;
+        case StatusCode::kUnavailable:
+            code = grpc::StatusCode::UNAVAILABLE;
+            break;
+        case StatusCode::kCancelled:
+            code = grpc::StatusCode::CANCELLED;
+            break;
+        case StatusCode::kDeadlineExceeded:
+            code = grpc::StatusCode::DEADLINE_EXCEEDED;
+            break;
+        case StatusCode::kInternal:
+            code = grpc::StatusCode::INTERNAL;
+            break;
+        case StatusCode::kDataLoss:
+            code = grpc::StatusCode::DATA_LOSS;
+            break;
     }
     return grpc::Status(code, status.message());
 }
@@ -24,18 +47,40 @@ grpc::Status to_grpc_status(const Status& status) {
 Status from_grpc_status(const grpc::Status& status) {
     StatusCode code = StatusCode::kInternal;
     switch (status.error_code()) {
-        case grpc::StatusCode::OK: return ok_status();
-        case grpc::StatusCode::INVALID_ARGUMENT: code = StatusCode::kInvalidArgument; break;
-        case grpc::StatusCode::NOT_FOUND: code = StatusCode::kNotFound; break;
-        case grpc::StatusCode::UNIMPLEMENTED: code = StatusCode::kUnimplemented; break;
-        case grpc::StatusCode::OUT_OF_RANGE: code = StatusCode::kOutOfRange; break;
-        case grpc::StatusCode::RESOURCE_EXHAUSTED: code = StatusCode::kResourceExhausted; break;
-        case grpc::StatusCode::FAILED_PRECONDITION: code = StatusCode::kFailedPrecondition; break;
-        case grpc::StatusCode::UNAVAILABLE: code = StatusCode::kUnavailable; break;
-        case grpc::StatusCode::CANCELLED: code = StatusCode::kCancelled; break;
-        case grpc::StatusCode::DEADLINE_EXCEEDED: code = StatusCode::kDeadlineExceeded; break;
-        case grpc::StatusCode::DATA_LOSS: code = StatusCode::kDataLoss; break;
-        default: break;  // UNKNOWN, ABORTED, ALREADY_EXISTS, PERMISSION_DENIED...: internal
+        case grpc::StatusCode::OK:
+            return ok_status();
+        case grpc::StatusCode::INVALID_ARGUMENT:
+            code = StatusCode::kInvalidArgument;
+            break;
+        case grpc::StatusCode::NOT_FOUND:
+            code = StatusCode::kNotFound;
+            break;
+        case grpc::StatusCode::UNIMPLEMENTED:
+            code = StatusCode::kUnimplemented;
+            break;
+        case grpc::StatusCode::OUT_OF_RANGE:
+            code = StatusCode::kOutOfRange;
+            break;
+        case grpc::StatusCode::RESOURCE_EXHAUSTED:
+            code = StatusCode::kResourceExhausted;
+            break;
+        case grpc::StatusCode::FAILED_PRECONDITION:
+            code = StatusCode::kFailedPrecondition;
+            break;
+        case grpc::StatusCode::UNAVAILABLE:
+            code = StatusCode::kUnavailable;
+            break;
+        case grpc::StatusCode::CANCELLED:
+            code = StatusCode::kCancelled;
+            break;
+        case grpc::StatusCode::DEADLINE_EXCEEDED:
+            code = StatusCode::kDeadlineExceeded;
+            break;
+        case grpc::StatusCode::DATA_LOSS:
+            code = StatusCode::kDataLoss;
+            break;
+        default:
+            break;  // UNKNOWN, ABORTED, ALREADY_EXISTS, PERMISSION_DENIED...: internal
     }
     return Status(code, status.error_message());
 }

@@ -1,8 +1,8 @@
 // The API through the real server: bad input, control RPCs, health, abort, drain.
+#include <grpcpp/impl/client_unary_call.h>
+
 #include <cmath>
 #include <functional>
-
-#include <grpcpp/impl/client_unary_call.h>
 #include <limits>
 
 #include "server/request_builder.h"
@@ -46,7 +46,9 @@ TEST_F(DemoServer, BadInputIsInvalidArgumentNamingFieldAndLimit) {
              for (int64_t k = 0; k < i.max_model_len(); ++k) r.mutable_token_ids()->add_ids(1);
          },
          {"prompt", ctx_len}},
-        {"max_tokens 0", [](auto& r, auto&) { r.mutable_stopping()->set_max_tokens(0); }, {"stopping.max_tokens", ">= 1"}},
+        {"max_tokens 0",
+         [](auto& r, auto&) { r.mutable_stopping()->set_max_tokens(0); },
+         {"stopping.max_tokens", ">= 1"}},
         {"max_tokens beyond the context",
          [](auto& r, auto& i) { r.mutable_stopping()->set_max_tokens(static_cast<int32_t>(i.max_model_len())); },
          {"stopping.max_tokens", ctx_len}},
@@ -54,29 +56,38 @@ TEST_F(DemoServer, BadInputIsInvalidArgumentNamingFieldAndLimit) {
          [](auto& r, auto& i) { r.mutable_token_ids()->add_ids(static_cast<int32_t>(i.vocab_size())); },
          {"token_ids.ids[3]", vocab}},
         {"negative id", [](auto& r, auto&) { r.mutable_token_ids()->set_ids(0, -5); }, {"token_ids.ids[0]", vocab}},
-        {"invalid UTF-8", [](auto& r, auto&) { r.set_text(std::string("ab\xff\xfe", 4)); }, {"text", "UTF-8", "byte 2"}},
+        {"invalid UTF-8",
+         [](auto& r, auto&) { r.set_text(std::string("ab\xff\xfe", 4)); },
+         {"text", "UTF-8", "byte 2"}},
         {"overlong UTF-8", [](auto& r, auto&) { r.set_text(std::string("\xc0\xaf", 2)); }, {"text", "UTF-8"}},
-        {"NaN temperature", [nan](auto& r, auto&) { r.mutable_sampling()->set_temperature(nan); },
+        {"NaN temperature",
+         [nan](auto& r, auto&) { r.mutable_sampling()->set_temperature(nan); },
          {"sampling.temperature", "[0, 100]"}},
-        {"negative temperature", [](auto& r, auto&) { r.mutable_sampling()->set_temperature(-0.5f); },
+        {"negative temperature",
+         [](auto& r, auto&) { r.mutable_sampling()->set_temperature(-0.5f); },
          {"sampling.temperature", "[0, 100]"}},
         {"top_p 0", [](auto& r, auto&) { r.mutable_sampling()->set_top_p(0.0f); }, {"sampling.top_p", "(0, 1]"}},
         {"top_p 1.5", [](auto& r, auto&) { r.mutable_sampling()->set_top_p(1.5f); }, {"sampling.top_p", "(0, 1]"}},
         {"top_p NaN", [nan](auto& r, auto&) { r.mutable_sampling()->set_top_p(nan); }, {"sampling.top_p", "(0, 1]"}},
         {"top_k -2", [](auto& r, auto&) { r.mutable_sampling()->set_top_k(-2); }, {"sampling.top_k", "-1"}},
         {"min_p 2", [](auto& r, auto&) { r.mutable_sampling()->set_min_p(2.0f); }, {"sampling.min_p", "[0, 1]"}},
-        {"presence_penalty 3", [](auto& r, auto&) { r.mutable_sampling()->set_presence_penalty(3.0f); },
+        {"presence_penalty 3",
+         [](auto& r, auto&) { r.mutable_sampling()->set_presence_penalty(3.0f); },
          {"sampling.presence_penalty", "[-2, 2]"}},
-        {"repetition_penalty 0", [](auto& r, auto&) { r.mutable_sampling()->set_repetition_penalty(0.0f); },
+        {"repetition_penalty 0",
+         [](auto& r, auto&) { r.mutable_sampling()->set_repetition_penalty(0.0f); },
          {"sampling.repetition_penalty"}},
         {"too many stop strings",
          [](auto& r, auto&) {
              for (int k = 0; k < 17; ++k) r.mutable_stopping()->add_stop("s" + std::to_string(k));
          },
          {"stopping.stop", "16"}},
-        {"too long stop string", [](auto& r, auto&) { r.mutable_stopping()->add_stop(std::string(257, 'x')); },
+        {"too long stop string",
+         [](auto& r, auto&) { r.mutable_stopping()->add_stop(std::string(257, 'x')); },
          {"stopping.stop[0]", "256"}},
-        {"empty stop string", [](auto& r, auto&) { r.mutable_stopping()->add_stop(""); }, {"stopping.stop[0]", "empty"}},
+        {"empty stop string",
+         [](auto& r, auto&) { r.mutable_stopping()->add_stop(""); },
+         {"stopping.stop[0]", "empty"}},
         {"stop id outside the vocabulary",
          [](auto& r, auto& i) { r.mutable_stopping()->add_stop_token_ids(static_cast<int32_t>(i.vocab_size()) + 7); },
          {"stopping.stop_token_ids[0]", vocab}},
@@ -87,10 +98,10 @@ TEST_F(DemoServer, BadInputIsInvalidArgumentNamingFieldAndLimit) {
          },
          {"stopping.min_tokens", "4"}},
         {"logprobs 21", [](auto& r, auto&) { r.mutable_output()->set_logprobs(21); }, {"output.logprobs", "20"}},
-        {"stream_interval 0", [](auto& r, auto&) { r.mutable_output()->set_stream_interval(0); },
+        {"stream_interval 0",
+         [](auto& r, auto&) { r.mutable_output()->set_stream_interval(0); },
          {"output.stream_interval", "1024"}},
-        {"request_id too long", [](auto& r, auto&) { r.set_request_id(std::string(129, 'r')); },
-         {"request_id", "128"}},
+        {"request_id too long", [](auto& r, auto&) { r.set_request_id(std::string(129, 'r')); }, {"request_id", "128"}},
     };
     for (const BadCase& c : cases) {
         SCOPED_TRACE(c.name);
@@ -187,8 +198,10 @@ TEST_F(DemoServer, AbortEndsTheStreamCancelled) {
     std::optional<v1::Final> fin;
     int64_t streamed = msg.has_delta() ? msg.delta().token_ids_size() : 0;
     while (reader->Read(&msg)) {
-        if (msg.has_final()) fin = msg.final();
-        else streamed += msg.delta().token_ids_size();
+        if (msg.has_final())
+            fin = msg.final();
+        else
+            streamed += msg.delta().token_ids_size();
     }
     ASSERT_TRUE(reader->Finish().ok());
     ASSERT_TRUE(fin.has_value());
@@ -213,8 +226,8 @@ int health_check(grpc::Channel& channel, const std::string& service) {
     grpc::ByteBuffer response;
     grpc::ClientContext ctx;
     const grpc::internal::RpcMethod method("/grpc.health.v1.Health/Check", grpc::internal::RpcMethod::NORMAL_RPC);
-    const grpc::Status s =
-        grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(&channel, method, &ctx, request, &response);
+    const grpc::Status s = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(&channel, method, &ctx,
+                                                                                                 request, &response);
     if (!s.ok()) return -static_cast<int>(s.error_code());
     std::vector<grpc::Slice> slices;
     if (!response.Dump(&slices).ok()) return -100;
@@ -253,8 +266,10 @@ TEST(ServerHealth, LivenessReadinessAndDrain) {
 
     std::optional<v1::Final> fin;
     while (reader->Read(&msg)) {
-        if (msg.has_final()) fin = msg.final();
-        else got += msg.delta().token_ids_size();
+        if (msg.has_final())
+            fin = msg.final();
+        else
+            got += msg.delta().token_ids_size();
     }
     ASSERT_TRUE(reader->Finish().ok());
     ASSERT_TRUE(fin.has_value());
@@ -273,8 +288,10 @@ TEST(ServerShutdown, GracePeriodLetsInFlightFinishThenPortCloses) {
     int64_t got = msg.has_delta() ? msg.delta().token_ids_size() : 0;
     std::optional<v1::Final> fin;
     while (reader->Read(&msg)) {
-        if (msg.has_final()) fin = msg.final();
-        else got += msg.delta().token_ids_size();
+        if (msg.has_final())
+            fin = msg.final();
+        else
+            got += msg.delta().token_ids_size();
     }
     EXPECT_TRUE(reader->Finish().ok());
     stopper.join();
@@ -297,8 +314,10 @@ TEST(ServerShutdown, ZeroGraceCancelsInFlight) {
     int64_t got = msg.has_delta() ? msg.delta().token_ids_size() : 0;
     std::optional<v1::Final> fin;
     while (reader->Read(&msg)) {
-        if (msg.has_final()) fin = msg.final();
-        else got += msg.delta().token_ids_size();
+        if (msg.has_final())
+            fin = msg.final();
+        else
+            got += msg.delta().token_ids_size();
     }
     const grpc::Status s = reader->Finish();
     // Either the CANCELLED final made it out before the port closed, or the call was cut.
@@ -313,11 +332,11 @@ TEST(ServerShutdown, ZeroGraceCancelsInFlight) {
 TEST(RequestBuilder, Utf8Validator) {
     EXPECT_EQ(first_invalid_utf8("plain ascii"), -1);
     EXPECT_EQ(first_invalid_utf8("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80"), -1);
-    EXPECT_EQ(first_invalid_utf8(std::string("a\x80", 2)), 1);           // lone continuation
-    EXPECT_EQ(first_invalid_utf8(std::string("\xe2\x82", 2)), 0);        // truncated
-    EXPECT_EQ(first_invalid_utf8(std::string("\xed\xa0\x80", 3)), 0);    // surrogate
+    EXPECT_EQ(first_invalid_utf8(std::string("a\x80", 2)), 1);             // lone continuation
+    EXPECT_EQ(first_invalid_utf8(std::string("\xe2\x82", 2)), 0);          // truncated
+    EXPECT_EQ(first_invalid_utf8(std::string("\xed\xa0\x80", 3)), 0);      // surrogate
     EXPECT_EQ(first_invalid_utf8(std::string("\xf4\x90\x80\x80", 4)), 0);  // > U+10FFFF
-    EXPECT_EQ(first_invalid_utf8(std::string("\xe0\x80\xaf", 3)), 0);    // overlong
+    EXPECT_EQ(first_invalid_utf8(std::string("\xe0\x80\xaf", 3)), 0);      // overlong
 }
 
 }  // namespace

@@ -2,9 +2,8 @@
 // streams, preemption under a small KV pool, and the transformers reference end to end.
 #include <fstream>
 #include <mutex>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "server_harness.h"
 
@@ -43,8 +42,8 @@ TEST(ServerFaults, ExpiredDeadlineFreesKvBlocks) {
     auto h = Harness::start("");
     ASSERT_NE(h, nullptr);
     const int64_t n = h->model_info().max_model_len() - 4;
-    const StreamResult r = collect(*h->inference, greedy_ids({1, 2, 3, 4}, static_cast<int>(n)),
-                                   std::chrono::milliseconds(300));
+    const StreamResult r =
+        collect(*h->inference, greedy_ids({1, 2, 3, 4}, static_cast<int>(n)), std::chrono::milliseconds(300));
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << r.status.error_message();
     EXPECT_LT(static_cast<int64_t>(r.ids.size()), n);
     v1::Load after;
@@ -145,8 +144,9 @@ TEST(ServerEndToEnd, Qwen3MoeFixtureGreedyMatchesTransformers) {
     ASSERT_FALSE(ref.prompts.empty());
     // One at a time, then all at once (batched together).
     for (size_t i = 0; i < ref.prompts.size(); ++i) {
-        const StreamResult r = collect(*h->inference, greedy_ids(ref.prompts[i], static_cast<int>(ref.greedy[i].size())),
-                                       std::chrono::seconds(60));
+        const StreamResult r =
+            collect(*h->inference, greedy_ids(ref.prompts[i], static_cast<int>(ref.greedy[i].size())),
+                    std::chrono::seconds(60));
         ASSERT_TRUE(r.status.ok()) << r.status.error_message();
         EXPECT_EQ(r.ids, ref.greedy[i]) << "prompt " << i;
         EXPECT_TRUE(r.text.empty());  // no tokenizer in the fixture
@@ -189,9 +189,9 @@ TEST(ServerLoad, SmallKvPoolPreemptsAndGreedyOutputsMatchRunAlone) {
     const nlohmann::json cfg = nlohmann::json::parse(in);
     const int64_t layers = cfg.at("num_hidden_layers").get<int64_t>();
     const int64_t kv_heads = cfg.at("num_key_value_heads").get<int64_t>();
-    const int64_t head_dim = cfg.contains("head_dim") ? cfg.at("head_dim").get<int64_t>()
-                                                      : cfg.at("hidden_size").get<int64_t>() /
-                                                            cfg.at("num_attention_heads").get<int64_t>();
+    const int64_t head_dim = cfg.contains("head_dim")
+                                 ? cfg.at("head_dim").get<int64_t>()
+                                 : cfg.at("hidden_size").get<int64_t>() / cfg.at("num_attention_heads").get<int64_t>();
     constexpr int64_t kBlock = 16;
     const int64_t block_bytes = 2 * layers * kv_heads * head_dim * kBlock * 4;
     constexpr int kRequests = 8;
@@ -230,8 +230,7 @@ TEST(ServerLoad, SmallKvPoolPreemptsAndGreedyOutputsMatchRunAlone) {
         EXPECT_EQ(together[i].ids, alone[i]) << "request " << i;
     }
     const v1::Load l = h->load();
-    EXPECT_GT(l.num_preemptions(), 0) << "offered " << kRequests * 4 << " blocks to a pool of "
-                                      << l.kv_blocks_total();
+    EXPECT_GT(l.num_preemptions(), 0) << "offered " << kRequests * 4 << " blocks to a pool of " << l.kv_blocks_total();
     EXPECT_TRUE(h->wait_kv_idle(std::chrono::seconds(10)));
 }
 

@@ -1,0 +1,204 @@
+// moeserve serve: the gRPC server over the engine.
+//
+//   moeserve serve [--model DIR] [--host 127.0.0.1] [--port 50051] [--kv-cache-bytes N] ...
+//
+// Every flag is also an environment variable (MOESERVE_<FLAG>, e.g. MOESERVE_PORT). SIGTERM or
+// SIGINT drains: readiness turns NOT_SERVING, new requests get UNAVAILABLE, in-flight requests
+// get --drain-grace-seconds to finish, the rest are cancelled, and the process exits 0. The
+// signals are taken by sigwait on the main thread (blocked in every other thread), so no work
+// happens in a signal handler.
+#include <pthread.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "cli/backend_select.h"
+#include "cli/command.h"
+#include "core/logging.h"
+#include "engine/engine.h"
+#include "server/server.h"
+
+namespace moe::cli {
+namespace {
+
+struct ServeFlags {
+    std::string model;
+    std::string host = "127.0.0.1";
+    int port = 50051;
+    int threads = 0;
+    std::string device = "cpu";
+    std::string dtype = "auto";
+    int64_t kv_cache_bytes = 0;
+    double kv_cache_fraction = 0.25;
+    int64_t kv_block_size = 16;
+    int64_t max_batched_tokens = 2048;
+    int64_t max_seqs = 256;
+    int64_t max_model_len = 0;
+    int64_t max_pending = 1024;
+    bool no_prefix_caching = false;
+    double drain_grace_seconds = 30;
+};
+
+bool has_tokenizer_files(const std::filesystem::path& dir) {
+    std::error_code ec;
+    return std::filesystem::exists(dir / "tokenizer.json", ec) ||
+           (std::filesystem::exists(dir / "vocab.json", ec) && std::filesystem::exists(dir / "merges.txt", ec));
+}
+
+std::map<std::string, std::string> effective_config(const ServeFlags& f, const EngineOptions& eo) {
+    auto b = [](bool v) { return std::string(v ? "true" : "false"); };
+    return {
+        {"model", f.model.empty() ? "(built-in demo model)" : f.model},
+        {"host", f.host},
+        {"port", std::to_string(f.port)},
+        {"threads", std::to_string(f.threads)},
+        {"device", f.device},
+        {"dtype", f.dtype},
+        {"kv_cache_bytes", std::to_string(eo.kv_cache_bytes)},
+        {"kv_cache_fraction", std::to_string(eo.kv_cache_fraction)},
+        {"kv_block_size", std::to_string(eo.kv_block_size)},
+        {"max_batched_tokens", std::to_string(eo.scheduler.max_batched_tokens)},
+        {"max_seqs", std::to_string(eo.scheduler.max_seqs)},
+        {"max_model_len", std::to_string(eo.scheduler.max_model_len)},
+        {"max_pending", std::to_string(eo.max_pending)},
+        {"prefix_caching", b(eo.prefix_caching)},
+        {"drain_grace_seconds", std::to_string(f.drain_grace_seconds)},
+    };
+}
+
+Status serve(const ServeFlags& f) {
+    // Block the shutdown signals before any thread exists (backend pool, engine, gRPC), so that
+    // every thread inherits the mask and only sigwait below receives them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    auto& logger = *log::get("server");
+    WeightDType dtype = WeightDType::kAuto;
+    if (f.dtype == "f32")
+        dtype = WeightDType::kF32;
+    else if (f.dtype == "bf16")
+        dtype = WeightDType::kBF16;
+    else if (f.dtype != "auto")
+        return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
+    if (f.drain_grace_seconds < 0) return invalid_argument("--drain-grace-seconds must be >= 0");
+
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads));
+    std::unique_ptr<MoeTransformer> model;
+    std::unique_ptr<Tokenizer> tokenizer;
+    if (f.model.empty()) {
+        MOE_ASSIGN_OR_RETURN(DemoModel demo, make_demo_model(*backend));
+        model = std::move(demo.model);
+        tokenizer = std::move(demo.tokenizer);
+        logger.warn(
+            "no --model: serving the built-in demo model (random weights, fixed seed): its output is "
+            "meaningless");
+    } else {
+        MOE_ASSIGN_OR_RETURN(model, MoeTransformer::load(f.model, *backend, {.weight_dtype = dtype}));
+        if (has_tokenizer_files(f.model)) {
+            MOE_ASSIGN_OR_RETURN(tokenizer, Tokenizer::load(f.model));
+        } else {
+            logger.warn("{} has no tokenizer.json (or vocab.json + merges.txt): token-id input only", f.model);
+        }
+    }
+    const std::string matrix_dtype = dtype_name(model->matrix_dtype());
+
+    EngineOptions eo;
+    eo.kv_cache_bytes = f.kv_cache_bytes;
+    eo.kv_cache_fraction = f.kv_cache_fraction;
+    eo.kv_block_size = f.kv_block_size;
+    eo.prefix_caching = !f.no_prefix_caching;
+    eo.max_pending = f.max_pending;
+    eo.scheduler.max_batched_tokens = f.max_batched_tokens;
+    eo.scheduler.max_seqs = f.max_seqs;
+    eo.scheduler.max_model_len = f.max_model_len;
+
+    server::ServerOptions so;
+    so.host = f.host;
+    so.port = f.port;
+    so.model_name = f.model.empty() ? "built-in demo model" : f.model;
+    so.dtype = matrix_dtype;
+    so.backend = backend->name();
+    so.threads = backend->num_threads();
+    so.config = effective_config(f, eo);
+    std::string line;
+    for (const auto& [k, v] : so.config) line += (line.empty() ? "" : " ") + k + "=" + v;
+    logger.info("config: {}", line);
+
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(std::move(model), std::move(tokenizer), eo));
+    MOE_RETURN_IF_ERROR(engine->start());
+    const EngineLoad load = engine->load();
+    logger.info("engine: max_model_len {}, KV cache {} blocks of {} tokens, backend {} with {} threads",
+                engine->max_model_len(), load.kv_blocks_total, load.kv_block_size, so.backend, so.threads);
+    StatusOr<std::unique_ptr<server::Server>> server_or = server::Server::start(*engine, so);
+    if (!server_or.ok()) {
+        engine->stop();
+        return server_or.status();
+    }
+    std::unique_ptr<server::Server> server = std::move(server_or).value();
+    std::printf("moeserve listening on %s\n", server->address().c_str());
+    std::fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(&signals, &sig) != 0) {
+    }
+    logger.info("{}: draining (grace {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_grace_seconds);
+    server->shutdown(std::chrono::milliseconds(static_cast<int64_t>(f.drain_grace_seconds * 1000)));
+    server.reset();
+    engine->stop();
+    logger.info("exiting");
+    return ok_status();
+}
+
+const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
+    auto f = std::make_shared<ServeFlags>();
+    CLI::App* cmd = app.add_subcommand("serve", "Serve a model over gRPC (moe.v1.Inference, moe.v1.Control, health)");
+    auto opt = [&](const char* name, auto& value, const char* help, const char* env) {
+        return cmd->add_option(name, value, help)->capture_default_str()->envname(env);
+    };
+    opt("--model", f->model, "Hugging Face model directory (default: the built-in demo model)", "MOESERVE_MODEL");
+    opt("--host", f->host, "address to listen on", "MOESERVE_HOST");
+    opt("--port", f->port, "port to listen on (0: pick a free one and print it)", "MOESERVE_PORT")
+        ->check(CLI::Range(0, 65535));
+    opt("--threads", f->threads, "CPU threads (0: all the process may use)", "MOESERVE_THREADS");
+    opt("--device", f->device, "cpu, cuda or cuda:N", "MOESERVE_DEVICE");
+    opt("--dtype", f->dtype, "weight dtype: auto, f32, bf16", "MOESERVE_DTYPE");
+    opt("--kv-cache-bytes", f->kv_cache_bytes, "KV cache size in bytes (0: --kv-cache-fraction of free memory)",
+        "MOESERVE_KV_CACHE_BYTES")
+        ->check(CLI::NonNegativeNumber);
+    opt("--kv-cache-fraction", f->kv_cache_fraction, "fraction of available memory for the KV cache",
+        "MOESERVE_KV_CACHE_FRACTION")
+        ->check(CLI::Range(0.0, 1.0));
+    opt("--kv-block-size", f->kv_block_size, "tokens per KV block", "MOESERVE_KV_BLOCK_SIZE")
+        ->check(CLI::Range(1, 1024));
+    opt("--max-batched-tokens", f->max_batched_tokens, "tokens per engine step (prefill chunks + decodes)",
+        "MOESERVE_MAX_BATCHED_TOKENS")
+        ->check(CLI::PositiveNumber);
+    opt("--max-seqs", f->max_seqs, "sequences per engine step", "MOESERVE_MAX_SEQS")->check(CLI::PositiveNumber);
+    opt("--max-model-len", f->max_model_len, "longest prompt + output (0: the model's context length)",
+        "MOESERVE_MAX_MODEL_LEN")
+        ->check(CLI::NonNegativeNumber);
+    opt("--max-pending", f->max_pending, "accepted, unfinished requests; beyond: RESOURCE_EXHAUSTED",
+        "MOESERVE_MAX_PENDING")
+        ->check(CLI::PositiveNumber);
+    cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "disable automatic prefix caching")
+        ->envname("MOESERVE_NO_PREFIX_CACHING");
+    opt("--drain-grace-seconds", f->drain_grace_seconds,
+        "on SIGTERM/SIGINT, how long in-flight requests may run before they are cancelled",
+        "MOESERVE_DRAIN_GRACE_SECONDS")
+        ->check(CLI::NonNegativeNumber);
+    cmd->callback([f, &exit_code] {
+        Status s = serve(*f);
+        if (!s.ok()) {
+            std::fprintf(stderr, "moeserve serve: %s\n", s.to_string().c_str());
+            exit_code = 1;
+        }
+    });
+});
+
+}  // namespace
+}  // namespace moe::cli
