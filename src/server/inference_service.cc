@@ -40,7 +40,8 @@ struct StreamState {
     bool current_is_final = false;
     bool final_queued = false;
     bool cancelled = false;
-    bool finished = false;  // Finish called (or about to be, by the owner)
+    bool finished = false;                   // Finish called (or about to be, by the owner)
+    std::optional<grpc::Status> end_status;  // finish with this once the queue is written
 };
 
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -66,6 +67,15 @@ public:
         state.reactor->start_next_locked(lock);
     }
 
+    // Ends the call with `status` (no final message) after the queued messages. Any thread.
+    static void end_with(StreamState& state, const grpc::Status& status) {
+        std::unique_lock<std::mutex> lock(state.mu);
+        if (state.finished || state.reactor == nullptr) return;
+        state.end_status = status;
+        if (state.writing) return;  // OnWriteDone finishes once the queue is empty
+        state.reactor->finish_locked(lock, status);
+    }
+
     void OnWriteDone(bool ok) override {
         std::unique_lock<std::mutex> lock(state_->mu);
         if (!ok || state_->cancelled) {
@@ -77,6 +87,10 @@ public:
             return;
         }
         if (state_->queue.empty()) {
+            if (state_->end_status) {
+                finish_locked(lock, *state_->end_status);
+                return;
+            }
             state_->writing = false;
             return;
         }
@@ -115,7 +129,6 @@ public:
         StartWrite(&current_);
     }
 
-private:
     void finish_locked(std::unique_lock<std::mutex>& lock, const grpc::Status& status) {
         if (state_->finished) return;
         state_->finished = true;
@@ -125,6 +138,7 @@ private:
         Finish(status);
     }
 
+private:
     Server::Core* core_;
     std::shared_ptr<StreamState> state_;
     std::string request_id_;
@@ -134,8 +148,9 @@ private:
 // The engine's side: called on the engine thread, never blocks.
 class StreamSink final : public RequestSink {
 public:
-    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)) {}
+    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id,
+               std::optional<std::chrono::steady_clock::time_point> deadline)
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), deadline_(deadline) {}
 
     void on_delta(DeltaEvent&& delta) override {
         v1::GenerateResponse msg;
@@ -148,6 +163,16 @@ public:
         core_->remove_active(request_id_);
         if (final_event.reason == FinishReason::kError)
             logger().warn("request {} failed: {}", request_id_, final_event.error.to_string());
+        // The engine cancels a request whose deadline passed; the client should then see the
+        // status its own timer would give, not a race between that timer and our final message.
+        if (final_event.reason == FinishReason::kCancelled && deadline_ &&
+            std::chrono::steady_clock::now() >= *deadline_) {
+            GenerateReactor::end_with(
+                *state_, grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                      "the deadline passed after " + std::to_string(final_event.completion_tokens) +
+                                          " generated tokens"));
+            return;
+        }
         v1::GenerateResponse msg;
         msg.set_request_id(request_id_);
         final_to_proto(std::move(final_event), msg.mutable_final());
@@ -162,6 +187,7 @@ private:
     Server::Core* core_;
     std::shared_ptr<StreamState> state_;
     std::string request_id_;
+    std::optional<std::chrono::steady_clock::time_point> deadline_;
 };
 
 class InferenceService final : public v1::Inference::CallbackService {
@@ -189,13 +215,14 @@ public:
         if (params.request_id.empty()) params.request_id = "req-" + std::to_string(core_->next_request_id.fetch_add(1));
         params.deadline = engine_deadline(ctx);
         const std::string id = params.request_id;
+        const auto deadline = params.deadline;
 
         auto state = std::make_shared<StreamState>();
         auto* reactor = new GenerateReactor(core_, state, id);
         state->reactor = reactor;
         core_->add_active(id);
         StatusOr<std::string> submitted =
-            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id));
+            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id, deadline));
         if (!submitted.ok()) {
             core_->remove_active(id);
             {
