@@ -20,10 +20,11 @@ TEST(CpuBackend, FeaturesAreConsistent) {
 TEST(CpuBackend, Bf16GemmReusesCachedPrimitives) {
     auto be = make_cpu_backend({.num_threads = 2});
     auto& engine = cpu::as_cpu(*be).gemm_engine();
-    std::vector<float> x(3 * 16, 1.0f), y(3 * 8, 0.0f);
+    // M = 8 rows: above kGemvMaxRows, so the oneDNN path runs (M <= 4 takes the decode GEMV).
+    std::vector<float> x(8 * 16, 1.0f), y(8 * 8, 0.0f);
     std::vector<uint16_t> w(8 * 16, f32_to_bf16(2.0f));
-    GemmArgs a{host_view(x.data(), DType::kF32, {3, 16}), host_view(w.data(), DType::kBF16, {8, 16}), {},
-               host_view(y.data(), DType::kF32, {3, 8})};
+    GemmArgs a{host_view(x.data(), DType::kF32, {8, 16}), host_view(w.data(), DType::kBF16, {8, 16}), {},
+               host_view(y.data(), DType::kF32, {8, 8})};
     MOE_ASSERT_OK(ops::run(*be, a));
     EXPECT_EQ(y[0], 32.0f);
     std::cout << "bf16 gemm implementation: " << engine.last_bf16_impl() << "\n";

@@ -1,4 +1,5 @@
 #include "backend/cpu/cpu_gemm.h"
+#include "backend/cpu/gemv_bf16.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -66,6 +67,10 @@ Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
     if (p.w_dtype == DType::kF32) return run_f32(p);
     if (p.w_dtype == DType::kBF16) {
+        if (decode_gemv_ && gemv_bf16_applies(p)) {
+            gemv_bf16(p, pool_);
+            return ok_status();
+        }
         if (!dnnl_->unavailable) return run_bf16(p);
         return run_bf16_fallback(p);
     }

@@ -46,6 +46,9 @@ public:
     const std::string& last_bf16_impl() const;
     // oneDNN primitives built so far (one per distinct shape / bias / accumulate / ldy).
     size_t cached_primitives() const;
+    // The decode GEMV for bf16 weights and M <= 4 (on by default where the CPU has
+    // AVX512-BF16); off sends those shapes to oneDNN too. For A/B benchmarks.
+    void set_decode_gemv(bool on) { decode_gemv_ = on; }
 
 private:
     Status run_f32(const GemmProblem& p);
@@ -56,6 +59,7 @@ private:
     int num_threads_;
     ThreadPool* pool_;
     std::unique_ptr<Dnnl> dnnl_;
+    bool decode_gemv_ = true;
 };
 
 }  // namespace moe::cpu

@@ -1,0 +1,62 @@
+// Decode-shaped bf16 GEMMs (M = 1..4 rows, weights streamed from DRAM): the decode GEMV against
+// oneDNN's matmul, alternated in one run. Prints GB/s of weights read.
+//
+//   gemm_decode_bench [--threads 2] [--n 4096] [--k 2048] [--matrices 16] [--repeats 5]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_features.h"
+#include "ops/ops.h"
+
+using namespace moe;
+
+int main(int argc, char** argv) {
+    int threads = 2, repeats = 5;
+    int64_t n = 4096, k = 2048, matrices = 16;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const std::string a = argv[i];
+        if (a == "--threads") threads = std::stoi(argv[i + 1]);
+        else if (a == "--n") n = std::stoll(argv[i + 1]);
+        else if (a == "--k") k = std::stoll(argv[i + 1]);
+        else if (a == "--matrices") matrices = std::stoll(argv[i + 1]);
+        else if (a == "--repeats") repeats = std::stoi(argv[i + 1]);
+    }
+    auto be = make_cpu_backend({.num_threads = threads});
+    auto& engine = cpu::as_cpu(*be).gemm_engine();
+    // Weights well past the last-level cache so every pass reads DRAM.
+    std::vector<std::vector<uint16_t>> w(static_cast<size_t>(matrices), std::vector<uint16_t>(static_cast<size_t>(n * k)));
+    for (size_t i = 0; i < w.size(); ++i)
+        for (size_t j = 0; j < w[i].size(); ++j) w[i][j] = f32_to_bf16(static_cast<float>((i * 31 + j * 7) % 13) * 0.01f);
+    std::vector<float> x(static_cast<size_t>(4 * k), 0.5f), y(static_cast<size_t>(4 * n));
+    const double bytes = static_cast<double>(matrices) * static_cast<double>(n * k) * 2;
+    std::printf("cpu: %s, %d threads; %lld matrices of %lld x %lld bf16 (%.0f MB)\n",
+                cpu::cpu_features().to_string().c_str(), threads, static_cast<long long>(matrices),
+                static_cast<long long>(n), static_cast<long long>(k), bytes / 1e6);
+    for (int64_t m : {1, 2, 4}) {
+        std::vector<double> gbs[2];
+        for (int rep = 0; rep < repeats; ++rep) {
+            for (int path = 0; path < 2; ++path) {  // 0: GEMV, 1: oneDNN, alternated
+                engine.set_decode_gemv(path == 0);
+                const auto t0 = std::chrono::steady_clock::now();
+                for (int64_t i = 0; i < matrices; ++i) {
+                    GemmArgs a{.x = TensorView::make(x.data(), DType::kF32, {m, k}),
+                               .w = TensorView::make(w[static_cast<size_t>(i)].data(), DType::kBF16, {n, k}),
+                               .bias = {},
+                               .y = TensorView::make(y.data(), DType::kF32, {m, n})};
+                    if (!ops::run(*be, a).ok()) return 1;
+                }
+                const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                gbs[path].push_back(bytes / s / 1e9);
+            }
+        }
+        for (auto& v : gbs) std::sort(v.begin(), v.end());
+        const double g = gbs[0][gbs[0].size() / 2], d = gbs[1][gbs[1].size() / 2];
+        std::printf("M=%lld: decode GEMV %.1f GB/s, oneDNN %.1f GB/s (median of %d), ratio %.2fx\n",
+                    static_cast<long long>(m), g, d, repeats, g / d);
+    }
+    return 0;
+}
