@@ -5,10 +5,14 @@
 // Every flag is also an environment variable (MOESERVE_<FLAG>, e.g. MOESERVE_PORT). SIGTERM or
 // SIGINT drains: readiness turns NOT_SERVING, new requests get UNAVAILABLE, in-flight requests
 // get --drain-grace-seconds to finish, the rest are cancelled, and the process exits 0. The
-// signals are taken by sigwait on the main thread (blocked in every other thread), so no work
-// happens in a signal handler.
-#include <pthread.h>
+// signal handler only writes the signal number to a self-pipe that the main thread reads, so no
+// work happens in a handler. (sigwait alone is not enough: threads started before main, such as
+// OpenBLAS's pool, do not block the signals, and one arriving before sigwait would kill them.)
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -41,6 +45,38 @@ struct ServeFlags {
     double drain_grace_seconds = 30;
 };
 
+int g_signal_pipe[2] = {-1, -1};
+
+void on_shutdown_signal(int sig) {
+    const int saved = errno;
+    const char byte = static_cast<char>(sig);
+    [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
+    errno = saved;
+}
+
+Status install_signal_pipe() {
+    if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return internal_error("pipe2 failed for the signal pipe");
+    // The read end blocks; only the handler's write end must never block.
+    fcntl(g_signal_pipe[0], F_SETFL, fcntl(g_signal_pipe[0], F_GETFL) & ~O_NONBLOCK);
+    struct sigaction sa {};
+    sa.sa_handler = on_shutdown_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGTERM, &sa, nullptr) != 0 || sigaction(SIGINT, &sa, nullptr) != 0)
+        return internal_error("sigaction failed for SIGTERM/SIGINT");
+    return ok_status();
+}
+
+int wait_for_shutdown_signal() {
+    char byte = 0;
+    while (true) {
+        const ssize_t n = read(g_signal_pipe[0], &byte, 1);
+        if (n == 1) return byte;
+        if (n < 0 && errno == EINTR) continue;
+        return SIGTERM;  // the pipe broke: treat it as a request to stop
+    }
+}
+
 bool has_tokenizer_files(const std::filesystem::path& dir) {
     std::error_code ec;
     return std::filesystem::exists(dir / "tokenizer.json", ec) ||
@@ -69,13 +105,9 @@ std::map<std::string, std::string> effective_config(const ServeFlags& f, const E
 }
 
 Status serve(const ServeFlags& f) {
-    // Block the shutdown signals before any thread exists (backend pool, engine, gRPC), so that
-    // every thread inherits the mask and only sigwait below receives them.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    // Before loading anything, so that a signal during a long model load also drains cleanly
+    // (it is read once the server is up).
+    MOE_RETURN_IF_ERROR(install_signal_pipe());
 
     auto& logger = *log::get("server");
     WeightDType dtype = WeightDType::kAuto;
@@ -143,9 +175,7 @@ Status serve(const ServeFlags& f) {
     std::printf("moeserve listening on %s\n", server->address().c_str());
     std::fflush(stdout);
 
-    int sig = 0;
-    while (sigwait(&signals, &sig) != 0) {
-    }
+    const int sig = wait_for_shutdown_signal();
     logger.info("{}: draining (grace {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_grace_seconds);
     server->shutdown(std::chrono::milliseconds(static_cast<int64_t>(f.drain_grace_seconds * 1000)));
     server.reset();
