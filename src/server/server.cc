@@ -39,6 +39,9 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     grpc::ServerBuilder builder;
     builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &core.bound_port);
     builder.SetMaxReceiveMessageSize(core.options.max_message_bytes);
+    // gRPC sets SO_REUSEPORT by default: a second server on a busy port would then bind and
+    // silently share the traffic instead of failing.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.RegisterService(core.inference.get());
     builder.RegisterService(core.control.get());
     core.grpc_server = builder.BuildAndStart();
