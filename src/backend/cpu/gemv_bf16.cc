@@ -4,6 +4,7 @@
 // undefined vector; the warning is a known false positive.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -90,8 +91,17 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
             default: gemv_block<4, 4>(p, x_bf16, k_pad, n0, n1); break;
         }
     };
-    if (pool != nullptr && groups > 1) {
-        pool->parallel_for(groups, body);
+    // NOTE: OpenMP, not the pool: a decode step runs hundreds of these small calls, and OpenMP's
+    // threads (kept warm by oneDNN, which uses them too) start far faster than the pool's
+    // condition-variable wake-up. The static split keeps results deterministic.
+    const int threads = pool != nullptr ? static_cast<int>(std::min<int64_t>(pool->size(), groups)) : 1;
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+        {
+            const int t = omp_get_thread_num();
+            const int nt = omp_get_num_threads();
+            body(groups * t / nt, groups * (t + 1) / nt);
+        }
     } else {
         body(0, groups);
     }
