@@ -13,6 +13,12 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export CCACHE_DIR=${CCACHE_DIR:-$ROOT/.cache/ccache}
 
 scripts/install_deps.sh
+# The Python gRPC client test needs grpcio and grpcio-tools (PyPI); without them it is skipped
+# with a message at configure time.
+if command -v python3 >/dev/null 2>&1; then
+  python3 -m pip install -q -r examples/requirements.txt 2>/dev/null \
+    || echo "test.sh: could not pip install examples/requirements.txt; the Python client test will be skipped"
+fi
 
 echo "== release build"
 export PATH=$PATH:/usr/local/cuda/bin   # nvcc's usual place: the CUDA backend is compiled when found
