@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 JOBS=${MOE_JOBS:-$(nproc)}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export CCACHE_DIR=${CCACHE_DIR:-$ROOT/.cache/ccache}
 
 scripts/install_deps.sh
 # The Python gRPC client test needs grpcio and grpcio-tools (PyPI); without them it is skipped
@@ -32,6 +31,6 @@ if [[ "${MOE_TEST_SKIP_ASAN:-0}" != "1" ]]; then
   echo "== ASan+UBSan build (CPU only)"
   cmake --preset cpu-asan >/dev/null
   cmake --build build/asan -j"$JOBS"
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build/asan --output-on-failure -j"$JOBS" --timeout 900 -LE "slow|gpu"
 fi

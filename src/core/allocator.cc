@@ -19,6 +19,12 @@ std::unordered_map<void*, size_t>& sizes() {
 StatusOr<void*> CpuAllocator::allocate(size_t bytes) {
     if (bytes == 0) bytes = kAlignment;
     // Round up: aligned_alloc wants a multiple of the alignment.
+    // NOTE: no machine we serve on has 1 TiB for one buffer; refusing here gives a clear error
+    // instead of a size the C library (or a sanitizer) treats as fatal.
+    constexpr size_t kMaxBytes = size_t{1} << 40;
+    if (bytes > kMaxBytes)
+        return resource_exhausted("host allocation of " + std::to_string(bytes) + " bytes exceeds the limit of " +
+                                  std::to_string(kMaxBytes) + " bytes");
     const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
     if (rounded < bytes) return resource_exhausted("host allocation of " + std::to_string(bytes) + " bytes overflows");
     void* p = std::aligned_alloc(kAlignment, rounded);
