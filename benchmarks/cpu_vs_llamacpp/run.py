@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""moeserve against llama.cpp on the same random Qwen3-MoE model, same machine, same run (issue 6).
+
+    run.py --shape moe-s --threads 2 --repeats 3 --out results.json --plot results.png
+
+Builds the model (make_models.py; skipped when up to date), checks that both engines compute the
+same logits on it, then for each repeat runs, one subprocess each and in this order: the
+bandwidth probe, moeserve (build-bench/benchmarks/moe_engine_bench), llama.cpp (this script in
+--llama-worker mode, llama-cpp-python's low-level API). Each engine measures:
+  prefill tokens/s of one --prompt-token prompt (one decode call / forward step; a warm-up first),
+  decode tokens/s at batch 1 and aggregate decode tokens/s with N concurrent sequences (each with
+  --ctx cached tokens, one new token per sequence per step, greedy feedback),
+  peak RSS (VmHWM of its process).
+The decode batch-1 roofline is active weight bytes per token / the probe's read bandwidth.
+Figures are medians over the repeats; the JSON keeps every repeat.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+
+def vm_hwm_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
+
+
+def token(i: int, vocab: int) -> int:
+    return (i * 7919 + 13) % vocab  # the same ids moe_engine_bench feeds
+
+
+# ---- llama.cpp worker (runs in its own process) --------------------------------------------
+
+class Llama:
+    def __init__(self, gguf: str, threads: int, n_ctx: int, n_batch: int, n_seq: int):
+        import llama_cpp as lc
+        self.lc = lc
+        lc.llama_backend_init()
+        self._log_cb = lc.llama_log_callback(lambda level, text, data: None)  # kept: C holds the pointer
+        lc.llama_log_set(self._log_cb, None)
+        mp = lc.llama_model_default_params()
+        self.model = lc.llama_model_load_from_file(gguf.encode(), mp)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {gguf}")
+        cp = lc.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = n_batch
+        cp.n_ubatch = min(n_batch, 512)
+        cp.n_seq_max = n_seq
+        cp.kv_unified = True  # one cache shared by all sequences, like moeserve's paged pool
+        cp.n_threads = threads
+        cp.n_threads_batch = threads
+        cp.no_perf = True
+        self.ctx = lc.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create a context")
+        self.vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.model))
+        self.mem = lc.llama_get_memory(self.ctx)
+        self.batch = lc.llama_batch_init(max(n_batch, n_seq), 0, n_seq)
+
+    def clear(self):
+        self.lc.llama_memory_clear(self.mem, True)
+
+    def decode(self, items):
+        """items: (token, pos, seq, want_logits). Returns the logits rows of the wanted ones."""
+        import numpy as np
+        b = self.batch
+        for i, (t, p, s, want) in enumerate(items):
+            b.token[i] = t
+            b.pos[i] = p
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = s
+            b.logits[i] = want
+        b.n_tokens = len(items)
+        rc = self.lc.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        n_out = sum(1 for it in items if it[3])
+        ptr = self.lc.llama_get_logits(self.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_out, self.vocab))
+
+
+def llama_worker(a) -> int:
+    import numpy as np
+    base_kib = vm_hwm_kib()
+    batches = [int(x) for x in a.batches.split(",")]
+    nmax = max(batches)
+    n_ctx = max(a.prompt, nmax * (a.ctx + a.decode + 1)) + 64
+    t0 = time.perf_counter()
+    L = Llama(a.gguf, a.threads, n_ctx, max(a.prompt, nmax, a.ctx), nmax)
+    out = {"mode": "bench", "engine": "llama.cpp", "threads": a.threads, "load_s": time.perf_counter() - t0,
+           "kv_dtype": "f16 (llama.cpp default)", "python_baseline_kib": base_kib}
+    if a.logits_ids:
+        ids = [int(x) for x in a.logits_ids.split(",")]
+        rows = L.decode([(t, i, 0, True) for i, t in enumerate(ids)])
+        out = {"mode": "logits", "logits": rows.tolist()}
+        out["vm_hwm_kib"] = vm_hwm_kib()
+        print(json.dumps(out))
+        return 0
+    V = L.vocab
+    tps = []
+    for _ in range(2):  # warm-up, then timed
+        L.clear()
+        items = [(token(i, V), i, 0, i == a.prompt - 1) for i in range(a.prompt)]
+        t = time.perf_counter()
+        L.decode(items)
+        tps.append(a.prompt / (time.perf_counter() - t))
+    out.update(prefill_tokens=a.prompt, prefill_tps=tps[-1], prefill_tps_cold=tps[0])
+    dec = {}
+    for n in batches:
+        L.clear()
+        for s in range(n):
+            L.decode([(token(i + 31 * s, V), i, s, i == a.ctx - 1) for i in range(a.ctx)])
+        last = [token(1000 + s, V) for s in range(n)]
+        t = None
+        for step in range(a.decode + 1):  # step 0 warms up
+            if step == 1:
+                t = time.perf_counter()
+            rows = L.decode([(last[s], a.ctx + step, s, True) for s in range(n)])
+            last = rows.argmax(axis=1).tolist()
+        dec[str(n)] = n * a.decode / (time.perf_counter() - t)
+    out.update(ctx_tokens=a.ctx, decode_steps=a.decode, decode_tps=dec, vm_hwm_kib=vm_hwm_kib())
+    print(json.dumps(out))
+    return 0
+
+
+# ---- driver ---------------------------------------------------------------------------------
+
+def run_json(cmd, env, what: str, timeout: float) -> dict:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {p.returncode}): {' '.join(map(str, cmd))}\n{p.stderr[-3000:]}")
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise SystemExit(f"{what}: no JSON on stdout\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    r = json.loads(lines[-1])
+    r["wall_s"] = time.perf_counter() - t
+    r["loadavg_1min_after"] = os.getloadavg()[0]  # the host is shared: > threads means others were running
+    return r
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="moe-s", choices=["tiny", "moe-s", "qwen3-a3b-8L"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("results.json"))
+    ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--models-dir", type=Path, default=Path("/tmp/moeserve_cpu_vs_llamacpp"))
+    ap.add_argument("--build-dir", type=Path, default=REPO / "build-bench")
+    ap.add_argument("--prompt", type=int, default=512, help="prefill prompt length")
+    ap.add_argument("--ctx", type=int, default=64, help="cached tokens per sequence before decode")
+    ap.add_argument("--decode", type=int, default=32, help="timed decode steps")
+    ap.add_argument("--batches", default="1,4,16,64")
+    ap.add_argument("--bw-gib", type=float, default=1.0)
+    ap.add_argument("--timeout", type=float, default=1800)
+    # worker mode (internal)
+    ap.add_argument("--llama-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--gguf", help=argparse.SUPPRESS)
+    ap.add_argument("--logits-ids", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.llama_worker:
+        return llama_worker(a)
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS="1", OMP_PROC_BIND="false")
+    harness = a.build_dir / "benchmarks" / "moe_engine_bench"
+    if not harness.exists():
+        raise SystemExit(f"{harness} is missing: cmake --build {a.build_dir} --target moe_engine_bench")
+    mdir = a.models_dir / a.shape
+    subprocess.run([sys.executable, str(HERE / "make_models.py"), "--shape", a.shape, "--out", str(mdir)], check=True)
+    shape = json.loads((mdir / "shape.json").read_text())
+    hf, gguf = mdir / "hf", mdir / "model-bf16.gguf"
+    me = [sys.executable, str(Path(__file__).resolve()), "--llama-worker", "--gguf", str(gguf), "--threads",
+          str(a.threads), "--prompt", str(a.prompt), "--ctx", str(a.ctx), "--decode", str(a.decode),
+          "--batches", a.batches]
+
+    # 1. Same model? Logits of a 16-token prompt from both engines.
+    ids = ",".join(str(token(i, shape["vocab_size"])) for i in range(16))
+    import numpy as np
+    ms = np.array(run_json([str(harness), "logits", "--model", str(hf), "--threads", str(a.threads),
+                            "--prompt-ids", ids], env, "moeserve logits", a.timeout)["logits"])
+    ll = np.array(run_json(me + ["--logits-ids", ids], env, "llama.cpp logits", a.timeout)["logits"])
+    check = {"prompt_tokens": 16, "argmax_agree": int((ms.argmax(1) == ll.argmax(1)).sum()),
+             "max_abs_diff": float(np.abs(ms - ll).max()), "logit_std": float(ll.std())}
+    print(f"same model? argmax agrees on {check['argmax_agree']}/16 positions, max |logit diff| "
+          f"{check['max_abs_diff']:.4f} (logit std {check['logit_std']:.3f})", flush=True)
+
+    # 2. A/B/A/B.
+    runs = {"bandwidth": [], "moeserve": [], "llama.cpp": []}
+    for r in range(a.repeats):
+        bw = run_json([str(harness), "bandwidth", "--threads", str(a.threads), "--gib", str(a.bw_gib)], env,
+                      "bandwidth probe", a.timeout)
+        runs["bandwidth"].append(bw)
+        print(f"[{r + 1}/{a.repeats}] read bandwidth {bw['median_gbs']:.1f} GB/s", flush=True)
+        m = run_json([str(harness), "bench", "--model", str(hf), "--threads", str(a.threads), "--prompt", str(a.prompt),
+                      "--ctx", str(a.ctx), "--decode", str(a.decode), "--batches", a.batches], env, "moeserve",
+                     a.timeout)
+        runs["moeserve"].append(m)
+        print(f"[{r + 1}/{a.repeats}] moeserve  prefill {m['prefill_tps']:.1f} tok/s, decode {m['decode_tps']}", flush=True)
+        l = run_json(me, env, "llama.cpp", a.timeout)
+        runs["llama.cpp"].append(l)
+        print(f"[{r + 1}/{a.repeats}] llama.cpp prefill {l['prefill_tps']:.1f} tok/s, decode {l['decode_tps']}", flush=True)
+
+    batches = [int(x) for x in a.batches.split(",")]
+    bw = median([b["median_gbs"] for b in runs["bandwidth"]])
+    bytes_tok = shape["active_weight_bytes_per_token"]
+    roofline = bw * 1e9 / bytes_tok
+    summary = {}
+    for eng in ("moeserve", "llama.cpp"):
+        rs = runs[eng]
+        s = {"prefill_tps": median([x["prefill_tps"] for x in rs]),
+             "decode_tps": {str(n): median([x["decode_tps"][str(n)] for x in rs]) for n in batches},
+             "peak_rss_mib": median([x["vm_hwm_kib"] for x in rs]) / 1024.0}
+        if "1" in s["decode_tps"]:
+            s["decode_bs1_roofline_fraction"] = s["decode_tps"]["1"] / roofline
+        summary[eng] = s
+    result = {
+        "shape": shape, "threads": a.threads, "repeats": a.repeats, "prompt_tokens": a.prompt,
+        "ctx_tokens_per_sequence": a.ctx, "decode_steps": a.decode,
+        "machine": {"cpu": cpu_model(), "nproc": os.cpu_count()},
+        "llama_cpp_python": llama_version(), "moeserve_commit": git_head(),
+        "same_model_check": check,
+        "read_bandwidth_gbs": bw, "active_weight_bytes_per_token": bytes_tok,
+        "decode_bs1_roofline_tps": roofline,
+        "median": summary, "runs": runs,
+    }
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result, batches)
+    if a.plot:
+        plot(result, batches, a.plot)
+        print(f"plot: {a.plot}")
+    print(f"json: {a.out}")
+    return 0
+
+
+def print_table(res: dict, batches) -> None:
+    m, l = res["median"]["moeserve"], res["median"]["llama.cpp"]
+    rows = [("prefill %d tok/s" % res["prompt_tokens"], m["prefill_tps"], l["prefill_tps"])]
+    for n in batches:
+        rows.append((("decode bs 1 tok/s" if n == 1 else f"decode {n} seqs aggregate tok/s"),
+                     m["decode_tps"][str(n)], l["decode_tps"][str(n)]))
+    rows.append(("peak RSS MiB", m["peak_rss_mib"], l["peak_rss_mib"]))
+    if "decode_bs1_roofline_fraction" in m:
+        rows.append(("decode bs 1 / roofline", m["decode_bs1_roofline_fraction"], l["decode_bs1_roofline_fraction"]))
+    print(f"\n{res['shape']['shape']}, {res['threads']} threads, median of {res['repeats']}; read bandwidth "
+          f"{res['read_bandwidth_gbs']:.1f} GB/s, {res['active_weight_bytes_per_token'] / 1e6:.0f} MB of weights "
+          f"per token -> decode bs 1 roofline {res['decode_bs1_roofline_tps']:.1f} tok/s")
+    print(f"{'':34s} {'moeserve':>12s} {'llama.cpp':>12s} {'ratio':>8s}")
+    for name, x, y in rows:
+        print(f"{name:34s} {x:12.3f} {y:12.3f} {x / y if y else float('nan'):8.2f}")
+
+
+def plot(res: dict, batches, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for eng, mk in (("moeserve", "o-"), ("llama.cpp", "s--")):
+        ys = [res["median"][eng]["decode_tps"][str(n)] for n in batches]
+        ax.plot(batches, ys, mk, label=eng)
+        for rr in res["runs"][eng]:  # every repeat, faint
+            ax.plot(batches, [rr["decode_tps"][str(n)] for n in batches], mk[0], alpha=0.25,
+                    color=ax.lines[-1].get_color())
+    ax.axhline(res["decode_bs1_roofline_tps"], color="grey", lw=0.8, ls=":",
+               label=f"bs 1 bandwidth roofline ({res['read_bandwidth_gbs']:.0f} GB/s)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(n) for n in batches])
+    ax.set_xlabel("concurrent sequences (one token each per step)")
+    ax.set_ylabel("aggregate decode tokens/s")
+    ax.set_title(f"{res['shape']['shape']}, bf16, {res['threads']} threads, median of {res['repeats']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def llama_version() -> str:
+    try:
+        import llama_cpp
+        return llama_cpp.__version__
+    except Exception as e:  # noqa: BLE001 - only for the record
+        return f"unknown ({e})"
+
+
+def git_head() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
