@@ -1,27 +1,48 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numeric>
 #include <string>
 
+#include "moe/check.h"
+
 namespace moe {
 
+namespace {
+
+// Top-p without top-k first partially sorts this many candidates, then four times as many each
+// time the prefix mass is still short: peaked distributions cost one O(V) pass, flat ones at
+// worst a full sort.
+constexpr size_t kFirstTopPChunk = 64;
+
+std::string num(float v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%g", static_cast<double>(v));
+    return buf;
+}
+
+}  // namespace
+
 Status validate(const SamplingParams& p) {
-    auto bad = [](const std::string& field, float v, const std::string& limit) {
-        return invalid_argument(field + " must be " + limit + ", got " + std::to_string(v));
+    auto bad = [](const char* field, float v, const char* limit) {
+        return invalid_argument(std::string(field) + " must be " + limit + ", got " + num(v));
     };
-    if (!std::isfinite(p.temperature) || p.temperature < 0 || p.temperature > 100)
-        return bad("temperature", p.temperature, "finite and in [0, 100]");
-    if (p.top_k < -1) return invalid_argument("top_k must be -1 (off), 0 (off) or >= 1, got " + std::to_string(p.top_k));
-    if (!std::isfinite(p.top_p) || p.top_p <= 0 || p.top_p > 1) return bad("top_p", p.top_p, "in (0, 1]");
-    if (!std::isfinite(p.min_p) || p.min_p < 0 || p.min_p > 1) return bad("min_p", p.min_p, "in [0, 1]");
-    if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0 || p.repetition_penalty > 10)
+    // Comparisons are written so that NaN fails them.
+    if (!std::isfinite(p.temperature) || !(p.temperature >= 0) || !(p.temperature <= 100))
+        return bad("temperature", p.temperature, "finite and in [0, 100] (0 = greedy)");
+    if (p.top_k < -1)
+        return invalid_argument("top_k must be -1 or 0 (off) or >= 1, got " + std::to_string(p.top_k));
+    if (!(p.top_p > 0) || !(p.top_p <= 1)) return bad("top_p", p.top_p, "in (0, 1]");
+    if (!(p.min_p >= 0) || !(p.min_p <= 1)) return bad("min_p", p.min_p, "in [0, 1]");
+    if (!(p.repetition_penalty > 0) || !(p.repetition_penalty <= 10))
         return bad("repetition_penalty", p.repetition_penalty, "in (0, 10]");
-    if (!std::isfinite(p.presence_penalty) || p.presence_penalty < -2 || p.presence_penalty > 2)
+    if (!(p.presence_penalty >= -2) || !(p.presence_penalty <= 2))
         return bad("presence_penalty", p.presence_penalty, "in [-2, 2]");
-    if (!std::isfinite(p.frequency_penalty) || p.frequency_penalty < -2 || p.frequency_penalty > 2)
+    if (!(p.frequency_penalty >= -2) || !(p.frequency_penalty <= 2))
         return bad("frequency_penalty", p.frequency_penalty, "in [-2, 2]");
     if (p.logprobs < 0 || p.logprobs > kMaxLogprobs)
         return invalid_argument("logprobs must be in [0, " + std::to_string(kMaxLogprobs) + "], got " +
@@ -30,135 +51,219 @@ Status validate(const SamplingParams& p) {
 }
 
 SequenceSampler::SequenceSampler(const SamplingParams& params, std::span<const int32_t> prompt)
-    : params_(params), rng_(params.seed ? *params.seed : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {
-    seen_.assign(prompt.begin(), prompt.end());
+    : params_(params),
+      rng_(params.seed ? *params.seed : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {
+    if (params_.repetition_penalty != 1.0f) pending_prompt_.assign(prompt.begin(), prompt.end());
+}
+
+bool SequenceSampler::penalized() const {
+    return params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+           params_.frequency_penalty != 0.0f;
+}
+
+double SequenceSampler::next_uniform() {
+    return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+}
+
+void SequenceSampler::record_output(int32_t token) {
+    if (token < 0 || static_cast<size_t>(token) >= output_count_.size()) return;
+    const size_t t = static_cast<size_t>(token);
+    if (output_count_[t] == 0 && !in_prompt_[t]) touched_.push_back(token);
+    ++output_count_[t];
 }
 
 void SequenceSampler::observe(int32_t token) {
-    ++output_counts_[token];
-    if (token >= 0 && static_cast<size_t>(token) < seen_mask_.size()) {
-        if (!seen_mask_[static_cast<size_t>(token)]) {
-            seen_mask_[static_cast<size_t>(token)] = 1;
-            seen_.push_back(token);
-        }
-    } else {
-        seen_.push_back(token);  // mask not built yet: deduplicated when it is
+    if (!penalized()) return;
+    if (vocab_ == 0) {
+        pending_output_.push_back(token);
+        return;
     }
+    record_output(token);
+}
+
+void SequenceSampler::build_penalty_state(size_t vocab) {
+    output_count_.assign(vocab, 0);
+    in_prompt_.assign(vocab, 0);
+    for (int32_t token : pending_prompt_) {
+        if (token < 0 || static_cast<size_t>(token) >= vocab) continue;
+        if (!in_prompt_[static_cast<size_t>(token)]) {
+            in_prompt_[static_cast<size_t>(token)] = 1;
+            touched_.push_back(token);
+        }
+    }
+    for (int32_t token : pending_output_) record_output(token);
+    pending_prompt_ = {};
+    pending_output_ = {};
 }
 
 SampleResult SequenceSampler::sample(const float* logits, int64_t vocab) {
+    MOE_CHECK(vocab > 0);
     const size_t V = static_cast<size_t>(vocab);
-    SampleResult result;
-
-    // ---- raw logprobs (for reporting), in double
-    double max_raw = -std::numeric_limits<double>::infinity();
-    for (size_t i = 0; i < V; ++i) max_raw = std::max(max_raw, static_cast<double>(logits[i]));
-    double sum_raw = 0;
-    for (size_t i = 0; i < V; ++i) sum_raw += std::exp(static_cast<double>(logits[i]) - max_raw);
-    const double log_z = max_raw + std::log(sum_raw);
-    auto raw_logprob = [&](int32_t t) { return static_cast<float>(static_cast<double>(logits[t]) - log_z); };
-
-    // ---- penalties on a working copy
-    work_.assign(logits, logits + V);
-    if (seen_mask_.size() != V) {
-        seen_mask_.assign(V, 0);
-        std::vector<int32_t> dedup;
-        for (int32_t t : seen_)
-            if (t >= 0 && static_cast<size_t>(t) < V && !seen_mask_[static_cast<size_t>(t)]) {
-                seen_mask_[static_cast<size_t>(t)] = 1;
-                dedup.push_back(t);
-            }
-        seen_.swap(dedup);
+    if (vocab_ == 0) {
+        vocab_ = V;
+        if (penalized()) build_penalty_state(V);
     }
-    if (params_.repetition_penalty != 1.0f) {
+    MOE_CHECK_EQ(vocab_, V);
+
+    // ---- penalties on a sanitized working copy
+    work_.resize(V);
+    for (size_t i = 0; i < V; ++i) {
+        const float l = logits[i];
+        work_[i] = std::isnan(l) ? -std::numeric_limits<float>::infinity()
+                                 : std::min(l, std::numeric_limits<float>::max());
+    }
+    if (penalized()) {
         const float rp = params_.repetition_penalty;
-        for (int32_t t : seen_) {
-            float& l = work_[static_cast<size_t>(t)];
-            l = l > 0 ? l / rp : l * rp;
-        }
-    }
-    if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
-        for (const auto& [t, count] : output_counts_) {
-            if (t < 0 || static_cast<size_t>(t) >= V) continue;
-            work_[static_cast<size_t>(t)] -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
+        for (int32_t token : touched_) {
+            const size_t t = static_cast<size_t>(token);
+            float l = work_[t];
+            if (rp != 1.0f) l = l > 0 ? l / rp : l * rp;
+            const int32_t count = output_count_[t];
+            if (count > 0) l -= params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
+            work_[t] = l;
         }
     }
 
-    int32_t chosen = 0;
-    if (params_.temperature == 0.0f) {
-        // Greedy: first index of the maximum.
-        chosen = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
-    } else {
-        // ---- candidates: top-k by modified logit (ties: lower id first), sorted descending
-        const float inv_t = 1.0f / params_.temperature;
-        size_t k = V;
-        if (params_.top_k > 0) k = std::min(V, static_cast<size_t>(params_.top_k));
-        idx_.resize(V);
-        std::iota(idx_.begin(), idx_.end(), 0);
-        auto by_logit = [&](int32_t a, int32_t b) {
-            const float la = work_[static_cast<size_t>(a)], lb = work_[static_cast<size_t>(b)];
-            return la > lb || (la == lb && a < b);
-        };
-        if (k < V) {
-            std::nth_element(idx_.begin(), idx_.begin() + static_cast<std::ptrdiff_t>(k), idx_.end(), by_logit);
-            idx_.resize(k);
-        }
-        std::sort(idx_.begin(), idx_.end(), by_logit);
-        // ---- probabilities over the candidates after temperature
-        const double top = static_cast<double>(work_[static_cast<size_t>(idx_[0])]) * inv_t;
-        std::vector<double> probs(idx_.size());
-        double z = 0;
-        for (size_t i = 0; i < idx_.size(); ++i) {
-            probs[i] = std::exp(static_cast<double>(work_[static_cast<size_t>(idx_[i])]) * inv_t - top);
-            z += probs[i];
-        }
-        for (double& p : probs) p /= z;
-        // ---- top-p: the smallest prefix whose mass reaches top_p (at least one token)
-        size_t keep = probs.size();
-        if (params_.top_p < 1.0f) {
-            double cum = 0;
-            for (size_t i = 0; i < probs.size(); ++i) {
-                cum += probs[i];
-                if (cum >= params_.top_p) {
-                    keep = i + 1;
-                    break;
-                }
-            }
-        }
-        // ---- min-p: drop tokens below min_p * p(max)
-        if (params_.min_p > 0.0f) {
-            const double threshold = params_.min_p * probs[0];
-            size_t n = 0;
-            while (n < keep && probs[n] >= threshold) ++n;
-            keep = std::max<size_t>(1, n);
-        }
-        // ---- one draw
+    const double u = next_uniform();
+    const size_t argmax = static_cast<size_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+    int32_t chosen = static_cast<int32_t>(argmax);
+    const double max_logit = work_[argmax];
+    // All -inf (a fully masked row) has no distribution: fall back to greedy (token 0).
+    if (params_.temperature != 0.0f && max_logit != -std::numeric_limits<double>::infinity()) {
+        chosen = draw(max_logit, u);
+    }
+
+    SampleResult result;
+    result.token = chosen;
+    fill_logprobs(logits, V, chosen, result);
+    if (penalized()) record_output(chosen);
+    return result;
+}
+
+int32_t SequenceSampler::draw(double max_logit, double u) {
+    const size_t V = vocab_;
+    const double inv_t = 1.0 / static_cast<double>(params_.temperature);
+    // Weights relative to the maximum: the top token weighs 1, so min-p keeps weights >= min_p
+    // (min-p's threshold is relative, hence the same before or after renormalization).
+    auto weight = [&](size_t t) { return std::exp((static_cast<double>(work_[t]) - max_logit) * inv_t); };
+    const double min_w = params_.min_p;
+    prob_.resize(V);
+
+    if (params_.top_k <= 0 && params_.top_p >= 1.0f) {
+        // Neither top-k nor top-p: no sorting; one pass for the mass, one for the draw, in id order.
         double mass = 0;
-        for (size_t i = 0; i < keep; ++i) mass += probs[i];
-        const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_) * mass;
+        for (size_t t = 0; t < V; ++t) {
+            const double w = weight(t);
+            prob_[t] = w >= min_w ? w : 0.0;
+            mass += prob_[t];
+        }
+        const double target = u * mass;
         double cum = 0;
-        chosen = idx_[keep - 1];
-        for (size_t i = 0; i < keep; ++i) {
-            cum += probs[i];
-            if (u < cum) {
-                chosen = idx_[i];
+        int32_t chosen = 0;
+        for (size_t t = 0; t < V; ++t) {
+            if (prob_[t] == 0.0) continue;
+            cum += prob_[t];
+            chosen = static_cast<int32_t>(t);
+            if (target < cum) break;
+        }
+        return chosen;
+    }
+
+    auto by_logit = [this](int32_t a, int32_t b) {
+        const float la = work_[static_cast<size_t>(a)], lb = work_[static_cast<size_t>(b)];
+        return la > lb || (la == lb && a < b);
+    };
+    auto at = [this](size_t i) { return idx_.begin() + static_cast<std::ptrdiff_t>(i); };
+    idx_.resize(V);
+    std::iota(idx_.begin(), idx_.end(), 0);
+    // Candidates are idx_[0, n); idx_[0, sorted) is sorted by descending logit (ties: lower id),
+    // and prob_ holds their weights, indexed by token id.
+    size_t n = V, sorted = 0;
+    double z = 0;
+    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < V) {
+        n = static_cast<size_t>(params_.top_k);
+        std::nth_element(idx_.begin(), at(n), idx_.end(), by_logit);
+        std::sort(idx_.begin(), at(n), by_logit);
+        sorted = n;
+        for (size_t i = 0; i < n; ++i) {
+            const size_t t = static_cast<size_t>(idx_[i]);
+            z += prob_[t] = weight(t);
+        }
+    } else {
+        for (size_t t = 0; t < V; ++t) z += prob_[t] = weight(t);
+    }
+
+    // Top-p: the smallest sorted prefix whose mass reaches top_p. Without top-k the prefix is
+    // sorted chunk by chunk (nth_element then sort), only as far as the mass requires.
+    size_t keep = n;
+    if (params_.top_p < 1.0f) {
+        const double needed = static_cast<double>(params_.top_p) * z;
+        double cum = 0;
+        for (size_t i = 0; i < n; ++i) {
+            if (i == sorted) {
+                const size_t target = std::min(n, std::max(kFirstTopPChunk, sorted * 4));
+                if (target < n) std::nth_element(at(sorted), at(target), at(n), by_logit);
+                std::sort(at(sorted), at(target), by_logit);
+                sorted = target;
+            }
+            cum += prob_[static_cast<size_t>(idx_[i])];
+            if (cum >= needed) {
+                keep = i + 1;
                 break;
             }
         }
     }
-    result.token = chosen;
-    result.logprob = raw_logprob(chosen);
-    if (params_.logprobs > 0) {
-        const size_t n = std::min(V, static_cast<size_t>(params_.logprobs));
-        std::vector<int32_t> ids(V);
-        std::iota(ids.begin(), ids.end(), 0);
-        std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(), [&](int32_t a, int32_t b) {
-            return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-        });
-        for (size_t i = 0; i < n; ++i) result.top.push_back({ids[i], raw_logprob(ids[i])});
+
+    // Min-p as a filter on the survivors, then one draw.
+    double mass = 0;
+    for (size_t i = 0; i < keep; ++i) {
+        const double w = prob_[static_cast<size_t>(idx_[i])];
+        if (w >= min_w) mass += w;
     }
-    observe(chosen);
-    return result;
+    const double target = u * mass;
+    double cum = 0;
+    int32_t chosen = idx_[0];
+    for (size_t i = 0; i < keep; ++i) {
+        const double w = prob_[static_cast<size_t>(idx_[i])];
+        if (w < min_w) continue;
+        cum += w;
+        chosen = idx_[i];
+        if (target < cum) break;
+    }
+    return chosen;
+}
+
+void SequenceSampler::fill_logprobs(const float* logits, size_t V, int32_t chosen, SampleResult& result) const {
+    // Raw log_softmax in double over the unmodified logits.
+    double max_raw = -std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < V; ++i) max_raw = std::max(max_raw, static_cast<double>(logits[i]));
+    double sum = 0;
+    for (size_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_raw);
+    const double log_z = max_raw + std::log(sum);
+    auto raw_logprob = [&](int32_t t) {
+        return static_cast<float>(static_cast<double>(logits[static_cast<size_t>(t)]) - log_z);
+    };
+    result.logprob = raw_logprob(chosen);
+    if (params_.logprobs <= 0) return;
+
+    // Top-n by one scan with a small sorted array (n <= kMaxLogprobs): scanning ids in increasing
+    // order and inserting after equal values keeps ties in id order.
+    const size_t n = std::min(V, static_cast<size_t>(params_.logprobs));
+    std::array<int32_t, kMaxLogprobs> best{};
+    size_t filled = 0;
+    for (size_t i = 0; i < V; ++i) {
+        const float l = logits[i];
+        if (std::isnan(l)) continue;
+        if (filled == n && !(l > logits[static_cast<size_t>(best[n - 1])])) continue;
+        size_t pos = filled < n ? filled++ : n - 1;
+        while (pos > 0 && l > logits[static_cast<size_t>(best[pos - 1])]) {
+            best[pos] = best[pos - 1];
+            --pos;
+        }
+        best[pos] = static_cast<int32_t>(i);
+    }
+    result.top.reserve(filled);
+    for (size_t i = 0; i < filled; ++i) result.top.push_back({best[i], raw_logprob(best[i])});
 }
 
 }  // namespace moe

@@ -1,19 +1,31 @@
 // Sampling: turns one sequence's logits into its next token.
 //
 // Order of processing (as vLLM and Hugging Face do it):
-//   penalties (repetition, presence, frequency) -> temperature -> top-k -> top-p -> min-p -> draw.
-// temperature 0 means greedy: argmax after penalties (ties: lowest id).
+//   1. penalties on the logits of the tokens seen so far:
+//        repetition (tokens in the prompt or the output): logit / p if logit > 0, else logit * p;
+//        then frequency and presence (output tokens only): logit -= f * count + (count > 0 ? p : 0);
+//   2. temperature: logit / T (T == 0 is greedy: argmax after penalties, ties to the lowest id);
+//   3. top-k: the k largest logits (ties to the lowest id, so exactly k survive);
+//   4. top-p: the smallest prefix of the candidates, by descending probability, whose mass
+//      reaches top_p (always at least one token);
+//   5. min-p: drop candidates whose probability is below min_p * (the largest probability);
+//   6. one draw from the survivors, renormalized.
+// Softmax runs in double. Without top-k, top-p sorts only as much of the vocabulary as it needs
+// (growing partial sorts), and with neither top-k nor top-p nothing is sorted at all.
+//
 // Reported logprobs are log_softmax of the unmodified logits (vLLM's default "raw" logprobs).
 //
-// Each request has its own SequenceSampler and RNG, so the same seed gives the same tokens
-// whatever else is in the batch. Not thread-safe; the engine thread owns it.
+// Each request owns its SequenceSampler and its RNG, which consumes exactly one 64-bit draw per
+// sampled token (greedy included), so the same seed gives the same tokens whatever else is in
+// the batch. The uniform variate is built from the raw 64 bits, not std::uniform_real_distribution,
+// so a seed gives the same tokens with any standard library. Not thread-safe; the engine thread
+// owns it.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <random>
 #include <span>
-#include <unordered_map>
 #include <vector>
 
 #include "moe/status.h"
@@ -45,30 +57,51 @@ struct TokenLogprob {
 struct SampleResult {
     int32_t token = 0;
     float logprob = 0;              // raw log_softmax of the chosen token
-    std::vector<TokenLogprob> top;  // the top `logprobs` tokens by raw logprob, descending
+    std::vector<TokenLogprob> top;  // the top `logprobs` tokens by raw logprob, descending (ties: lowest id)
 };
 
 class SequenceSampler {
 public:
+    // `params` must have passed validate(). The prompt is kept only when a repetition penalty
+    // needs it.
     SequenceSampler(const SamplingParams& params, std::span<const int32_t> prompt);
 
-    // Samples from logits[0, vocab). Consumes exactly one RNG draw per call when not greedy.
-    // Records the token for the penalties.
+    // Samples from logits[0, vocab). The vocabulary size must be the same on every call.
+    // NaN logits count as -inf and +inf as the largest float, so a broken model row cannot
+    // break the sort. Records the returned token for the penalties.
     SampleResult sample(const float* logits, int64_t vocab);
 
-    // Records an output token chosen elsewhere (penalties count it).
+    // Records an output token chosen elsewhere (penalties count it). Ids outside the vocabulary
+    // are ignored.
     void observe(int32_t token);
 
     const SamplingParams& params() const { return params_; }
 
 private:
+    bool penalized() const;
+    // Builds the per-vocabulary penalty tables on the first sample(), when the size is known.
+    void build_penalty_state(size_t vocab);
+    void record_output(int32_t token);
+    double next_uniform();  // [0, 1), exactly one RNG draw
+    // Temperature, top-k, top-p, min-p and the draw on work_; `max_logit` is work_'s maximum.
+    int32_t draw(double max_logit, double u);
+    void fill_logprobs(const float* logits, size_t vocab, int32_t chosen, SampleResult& result) const;
+
     SamplingParams params_;
     std::mt19937_64 rng_;
-    std::unordered_map<int32_t, int32_t> output_counts_;
-    std::vector<int32_t> seen_;       // distinct tokens of prompt + output (repetition penalty)
-    std::vector<uint8_t> seen_mask_;  // grown to the vocab on first use
-    std::vector<float> work_;         // scratch: modified logits
-    std::vector<int32_t> idx_;        // scratch: candidate ids
+    size_t vocab_ = 0;  // 0 until the first sample()
+
+    // Penalty state, used only when a penalty is active.
+    std::vector<int32_t> pending_prompt_;  // until the vocabulary is known
+    std::vector<int32_t> pending_output_;
+    std::vector<int32_t> output_count_;    // per id
+    std::vector<uint8_t> in_prompt_;       // per id
+    std::vector<int32_t> touched_;         // distinct ids in prompt or output
+
+    // Scratch reused across calls (sized to the vocabulary on the first call).
+    std::vector<float> work_;    // penalized, sanitized logits
+    std::vector<int32_t> idx_;   // candidate ids
+    std::vector<double> prob_;   // unnormalized probabilities
 };
 
 }  // namespace moe
