@@ -15,8 +15,8 @@ KvBlockManager::KvBlockManager(const KvBlockManagerOptions& o)
     for (int64_t b = o.num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
 }
 
-Sha256Digest KvBlockManager::block_hash(const Sha256Digest* parent, std::span<const int32_t> tokens,
-                                        const std::string& salt) const {
+Sha256Digest KvBlockManager::chain_hash(const Sha256Digest* parent, std::span<const int32_t> tokens,
+                                        const std::string& salt) {
     Sha256 h;
     Sha256Digest zero{};
     const Sha256Digest& p = parent ? *parent : zero;
@@ -27,9 +27,6 @@ Sha256Digest KvBlockManager::block_hash(const Sha256Digest* parent, std::span<co
                                static_cast<uint8_t>(u >> 24)};
         h.update(le, 4);
     }
-    // NOTE: the salt's length goes in too, so (tokens, salt) pairs cannot collide by shifting bytes.
-    const uint64_t n = salt.size();
-    h.update(&n, sizeof(n));
     h.update(salt.data(), salt.size());
     return h.finish();
 }
@@ -40,7 +37,7 @@ int64_t KvBlockManager::attach_prefix(SeqId seq, std::span<const int32_t> tokens
     if (!prefix_caching_ || tokens.empty()) return 0;
     const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / block_size_;
     for (int64_t i = 0; i < max_blocks; ++i) {
-        const Sha256Digest h = block_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
+        const Sha256Digest h = chain_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
                                           tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_)),
                                           salt);
         auto it = index_.find(h);
@@ -96,7 +93,7 @@ void KvBlockManager::commit(SeqId seq, std::span<const int32_t> tokens, int64_t 
     SeqBlocks& sb = it->second;
     const int64_t full = std::min<int64_t>(num_computed, static_cast<int64_t>(tokens.size())) / block_size_;
     for (int64_t i = static_cast<int64_t>(sb.hashes.size()); i < full && i < static_cast<int64_t>(sb.table.size()); ++i) {
-        const Sha256Digest h = block_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
+        const Sha256Digest h = chain_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
                                           tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_)),
                                           salt);
         sb.hashes.push_back(h);
@@ -139,35 +136,54 @@ std::span<const int32_t> KvBlockManager::block_table(SeqId seq) const {
     return it->second.table;
 }
 
+bool KvBlockManager::is_cached(int32_t block) const {
+    const Block& b = blocks_[static_cast<size_t>(block)];
+    if (!b.hash) return false;
+    auto it = index_.find(*b.hash);
+    return it != index_.end() && it->second == block;
+}
+
 bool KvBlockManager::check_invariants(std::string* why) const {
-    std::vector<int32_t> refs(blocks_.size(), 0);
-    for (const auto& [seq, sb] : seqs_)
-        for (int32_t b : sb.table) ++refs[static_cast<size_t>(b)];
-    std::vector<int> where(blocks_.size(), 0);
+    auto fail = [&](std::string msg) {
+        *why = std::move(msg);
+        return false;
+    };
+    const size_t n = blocks_.size();
+    std::vector<int32_t> refs(n, 0);
+    for (const auto& [seq, sb] : seqs_) {
+        std::vector<char> seen(n, 0);
+        for (int32_t b : sb.table) {
+            if (b < 0 || static_cast<size_t>(b) >= n) return fail("seq " + std::to_string(seq) + " holds block id " + std::to_string(b));
+            if (seen[static_cast<size_t>(b)]++) return fail("block " + std::to_string(b) + " twice in seq " + std::to_string(seq));
+            ++refs[static_cast<size_t>(b)];
+        }
+        if (sb.hashes.size() > sb.table.size()) return fail("seq " + std::to_string(seq) + " has more hashes than blocks");
+    }
+    std::vector<int> where(n, 0);
     for (int32_t b : free_) where[static_cast<size_t>(b)] += 1;
     for (int32_t b : lru_) where[static_cast<size_t>(b)] += 1;
-    for (size_t b = 0; b < blocks_.size(); ++b) {
-        if (refs[b] != blocks_[b].ref) {
-            *why = "block " + std::to_string(b) + " refcount " + std::to_string(blocks_[b].ref) + " but in " +
-                   std::to_string(refs[b]) + " tables";
-            return false;
-        }
-        const int expected = blocks_[b].ref > 0 ? 0 : 1;
-        if (where[b] != expected) {
-            *why = "block " + std::to_string(b) + " is on " + std::to_string(where[b]) + " free/LRU lists with refcount " +
-                   std::to_string(blocks_[b].ref);
-            return false;
-        }
-        if (blocks_[b].in_lru && blocks_[b].ref > 0) {
-            *why = "block " + std::to_string(b) + " owned and on the LRU list";
-            return false;
-        }
+    int64_t owned = 0;
+    for (size_t b = 0; b < n; ++b) {
+        const std::string name = "block " + std::to_string(b);
+        const Block& blk = blocks_[b];
+        if (refs[b] != blk.ref)
+            return fail(name + " refcount " + std::to_string(blk.ref) + " but in " + std::to_string(refs[b]) + " tables");
+        if (blk.ref > 1 && !is_cached(static_cast<int32_t>(b)))
+            return fail(name + " shared by " + std::to_string(blk.ref) + " tables but not in the prefix index");
+        const int expected = blk.ref > 0 ? 0 : 1;
+        if (where[b] != expected)
+            return fail(name + " is on " + std::to_string(where[b]) + " free/LRU lists with refcount " + std::to_string(blk.ref));
+        if (blk.in_lru && blk.ref > 0) return fail(name + " owned and on the LRU list");
+        if (blk.ref == 0 && blk.in_lru != is_cached(static_cast<int32_t>(b)))
+            return fail(name + (blk.in_lru ? " on the LRU list but not cached" : " cached and unowned but not on the LRU list"));
+        if (blk.ref > 0) ++owned;
     }
+    if (num_free_blocks() + owned != num_total_blocks())
+        return fail("free " + std::to_string(num_free_blocks()) + " + owned " + std::to_string(owned) + " != total " +
+                    std::to_string(num_total_blocks()));
     for (const auto& [h, b] : index_)
-        if (!blocks_[static_cast<size_t>(b)].hash || *blocks_[static_cast<size_t>(b)].hash != h) {
-            *why = "index points at block " + std::to_string(b) + " which does not hold that hash";
-            return false;
-        }
+        if (!blocks_[static_cast<size_t>(b)].hash || *blocks_[static_cast<size_t>(b)].hash != h)
+            return fail("index points at block " + std::to_string(b) + " which does not hold that hash");
     return true;
 }
 

@@ -40,31 +40,48 @@ class KvBlockManager {
 public:
     explicit KvBlockManager(const KvBlockManagerOptions& options);
 
-    // Attaches the longest cached prefix of `tokens` in full blocks, never all of `tokens` (one
-    // token at least must be computed to get logits). Call before the first allocate() of seq.
-    // Returns the number of tokens covered (a multiple of block_size).
+    // Attaches the longest cached prefix of `tokens` in FULL blocks, never all of `tokens` (one
+    // token at least must be computed so the model produces logits): refcount++ on each, and an
+    // unreferenced one leaves the LRU list. Call before the first allocate() of seq (checked).
+    // Returns the number of tokens covered (a multiple of block_size; 0 without prefix caching).
     int64_t attach_prefix(SeqId seq, std::span<const int32_t> tokens, const std::string& salt);
 
     // Grows seq's table to cover num_tokens tokens. All or nothing: false, allocating nothing,
-    // when not enough blocks are free (free + evictable).
+    // when not enough blocks are allocatable (never used first, then unreferenced cached blocks,
+    // least recently freed first; an evicted block leaves the prefix index).
     bool allocate(SeqId seq, int64_t num_tokens);
 
-    // The KV of tokens[0, num_computed) of seq is in the cache: index seq's newly full blocks.
+    // The KV of tokens[0, num_computed) of seq is in the cache: indexes seq's newly full blocks.
+    // When an identical block (same chained hash) is already indexed, that one stays indexed and
+    // seq keeps its own copy unindexed (its table is not rewritten under a running sequence).
     void commit(SeqId seq, std::span<const int32_t> tokens, int64_t num_computed, const std::string& salt);
 
-    // Releases seq's blocks.
+    // Releases seq (unknown seq: no-op). Blocks reaching refcount 0 go to the LRU list if indexed
+    // (tail blocks first, so a prefix's head outlives its tail), else to the free list.
     void free(SeqId seq);
 
-    std::span<const int32_t> block_table(SeqId seq) const;
-    int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size() + lru_.size()); }
+    std::span<const int32_t> block_table(SeqId seq) const;  // empty if unknown
+    int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size() + lru_.size()); }  // free + evictable
     int64_t num_total_blocks() const { return static_cast<int64_t>(blocks_.size()); }
-    int64_t num_cached_blocks() const { return static_cast<int64_t>(index_.size()); }
+    int64_t num_cached_blocks() const { return static_cast<int64_t>(index_.size()); }  // in the prefix index
     int64_t block_size() const { return block_size_; }
     int64_t blocks_for(int64_t num_tokens) const { return (num_tokens + block_size_ - 1) / block_size_; }
-    int32_t ref_count(int32_t block) const { return blocks_[static_cast<size_t>(block)].ref; }
 
-    // Checks every invariant (tests): refcounts equal table occurrences, each block in exactly
-    // one of free / LRU / owned, the index points at blocks holding that hash.
+    // Introspection for tests and metrics.
+    int32_t ref_count(int32_t block) const { return blocks_[static_cast<size_t>(block)].ref; }
+    bool is_cached(int32_t block) const;  // in the prefix index
+    // Cached blocks that would be evicted next, in eviction order.
+    std::vector<int32_t> evictable_blocks() const { return {lru_.begin(), lru_.end()}; }
+
+    // hash = SHA-256(parent || token ids (int32 little-endian) || salt); the first block's parent
+    // is 32 zero bytes. Every field before the salt has a fixed length, so no two (parent,
+    // tokens, salt) triples of one block size feed the same bytes.
+    static Sha256Digest chain_hash(const Sha256Digest* parent, std::span<const int32_t> tokens, const std::string& salt);
+
+    // Checks every invariant (tests): refcounts equal table occurrences; no block twice in one
+    // table; a block in two tables is a cached one (sharing only comes from attach_prefix); each
+    // block in exactly one of free / LRU / owned; free + owned == total; the index points at
+    // blocks holding that hash.
     bool check_invariants(std::string* why) const;
 
 private:
@@ -86,7 +103,6 @@ private:
         }
     };
 
-    Sha256Digest block_hash(const Sha256Digest* parent, std::span<const int32_t> tokens, const std::string& salt) const;
     int32_t take_block();  // caller checked num_free_blocks() > 0
 
     int64_t block_size_;

@@ -35,8 +35,15 @@ Status Scheduler::add(NewRequest r) {
     return ok_status();
 }
 
-void Scheduler::preempt(SeqId id, StepPlan& plan) {
+void Scheduler::preempt(SeqId id, StepPlan& plan, int64_t& budget) {
     SequenceState& st = seqs_.at(id);
+    // A victim scheduled earlier in this step (a decode, when a running prefill chunk needs the
+    // block) leaves the plan and gives its tokens back to the budget.
+    auto in_plan = std::find_if(plan.seqs.begin(), plan.seqs.end(), [&](const ScheduledSeq& s) { return s.id == id; });
+    if (in_plan != plan.seqs.end()) {
+        budget += in_plan->num_tokens;
+        plan.seqs.erase(in_plan);
+    }
     kv_.free(id);
     st.num_computed = 0;
     st.phase = SeqPhase::kWaiting;
@@ -46,49 +53,64 @@ void Scheduler::preempt(SeqId id, StepPlan& plan) {
     plan.preempted.push_back(id);
 }
 
+bool Scheduler::grow_or_preempt(SeqId id, int64_t num_tokens, StepPlan& plan, int64_t& budget) {
+    while (!kv_.allocate(id, num_tokens)) {
+        MOE_CHECK(!running_.empty());
+        const SeqId victim = running_.back();
+        preempt(victim, plan, budget);
+        if (victim == id) return false;
+    }
+    return true;
+}
+
 StepPlan Scheduler::schedule() {
     StepPlan plan;
     int64_t budget = options_.max_batched_tokens;
     auto chunk = [&](int64_t remaining) {
         int64_t n = std::min(remaining, budget);
-        if (remaining > 1 && options_.long_prefill_chunk > 0) n = std::min(n, options_.long_prefill_chunk);
+        if (options_.long_prefill_chunk > 0) n = std::min(n, options_.long_prefill_chunk);
         return n;
     };
-
-    // ---- 1. running sequences, oldest first
-    for (size_t i = 0; i < running_.size(); ++i) {
-        if (budget <= 0 || static_cast<int64_t>(plan.seqs.size()) >= options_.max_seqs) break;
-        const SeqId id = running_[i];
-        SequenceState& st = seqs_.at(id);
-        const int64_t n = chunk(static_cast<int64_t>(st.tokens.size()) - st.num_computed);
-        bool preempted_self = false;
-        while (!kv_.allocate(id, st.num_computed + n)) {
-            const SeqId victim = running_.back();
-            preempt(victim, plan);  // the newest; never scheduled yet this step (it comes later)
-            if (victim == id) {
-                preempted_self = true;
-                break;
-            }
-        }
-        if (preempted_self) break;  // everything after it is gone too
-        plan.seqs.push_back({.id = id,
+    auto full = [&] { return budget <= 0 || static_cast<int64_t>(plan.seqs.size()) >= options_.max_seqs; };
+    auto add_to_plan = [&](const SequenceState& st, int64_t n) {
+        plan.seqs.push_back({.id = st.id,
                              .start = st.num_computed,
                              .num_tokens = n,
                              .samples = st.num_computed + n == static_cast<int64_t>(st.tokens.size())});
         budget -= n;
+    };
+    auto remaining = [](const SequenceState& st) { return static_cast<int64_t>(st.tokens.size()) - st.num_computed; };
+
+    // ---- 1. running decodes (one token each), oldest first: running streams never starve
+    // behind prefill chunks. NOTE: victims are taken from the back of running_, so indices
+    // before i stay valid; when seq i is itself the newest left, everything newer is gone.
+    for (size_t i = 0; i < running_.size() && !full(); ++i) {
+        SequenceState& st = seqs_.at(running_[i]);
+        if (remaining(st) != 1) continue;
+        if (!grow_or_preempt(st.id, st.num_computed + 1, plan, budget)) break;
+        add_to_plan(st, 1);
     }
 
-    // ---- 2. waiting sequences, first come first served (none in a step that preempted)
-    while (plan.preempted.empty() && !waiting_.empty() && budget > 0 &&
-           static_cast<int64_t>(running_.size()) < options_.max_seqs &&
-           static_cast<int64_t>(plan.seqs.size()) < options_.max_seqs) {
+    // ---- 2. running sequences still in (chunked) prefill, oldest first
+    for (size_t i = 0; i < running_.size() && !full(); ++i) {
+        SequenceState& st = seqs_.at(running_[i]);
+        if (remaining(st) <= 1) continue;  // a decode: pass 1 scheduled it (or preempted it)
+        const int64_t n = chunk(remaining(st));
+        if (!grow_or_preempt(st.id, st.num_computed + n, plan, budget)) break;
+        add_to_plan(st, n);
+    }
+
+    // ---- 3. waiting sequences, first come first served; none in a step that preempted (the
+    // blocks just freed belong to the running ones that needed them).
+    while (plan.preempted.empty() && !waiting_.empty() && !full() &&
+           static_cast<int64_t>(running_.size()) < options_.max_seqs) {
         const SeqId id = waiting_.front();
         SequenceState& st = seqs_.at(id);
         const int64_t cached = kv_.attach_prefix(id, st.tokens, st.cache_salt);
         st.num_computed = cached;
-        const int64_t n = chunk(static_cast<int64_t>(st.tokens.size()) - st.num_computed);
+        const int64_t n = chunk(remaining(st));
         if (!kv_.allocate(id, st.num_computed + n)) {
-            kv_.free(id);  // give the attached prefix back; try again next step
+            kv_.free(id);  // give the attached prefix back; FCFS: nobody overtakes it
             st.num_computed = 0;
             break;
         }
@@ -99,11 +121,7 @@ StepPlan Scheduler::schedule() {
         waiting_.pop_front();
         running_.push_back(id);
         st.phase = SeqPhase::kRunning;
-        plan.seqs.push_back({.id = id,
-                             .start = st.num_computed,
-                             .num_tokens = n,
-                             .samples = st.num_computed + n == static_cast<int64_t>(st.tokens.size())});
-        budget -= n;
+        add_to_plan(st, n);
     }
     plan.num_tokens = options_.max_batched_tokens - budget;
     return plan;
@@ -116,7 +134,10 @@ void Scheduler::on_step_done(const StepPlan& plan, std::span<const int32_t> samp
         if (it == seqs_.end()) continue;
         SequenceState& st = it->second;
         st.num_computed = s.start + s.num_tokens;
-        if (s.samples && i < sampled.size()) st.tokens.push_back(sampled[i]);
+        if (s.samples) {
+            MOE_CHECK_LT(i, sampled.size());  // sampled is parallel to plan.seqs
+            st.tokens.push_back(sampled[i]);
+        }
         kv_.commit(s.id, st.tokens, st.num_computed, st.cache_salt);
     }
 }

@@ -2,13 +2,20 @@
 //
 // Pure host logic (no backend, no threads): the engine thread calls schedule(), runs the plan,
 // then on_step_done(). Each step takes, under max_batched_tokens and max_seqs:
-//   1. running sequences first, in admission order (decode: one token; a sequence still in
-//      chunked prefill: its next chunk), so running streams never starve;
-//   2. then waiting sequences, first come first served, as prefill chunks.
+//   1. running decodes (one token each), in admission order, so running streams never starve;
+//   2. running sequences still in chunked prefill, in admission order, their next chunk;
+//   3. waiting sequences, first come first served, as prefill chunks (first admission tries the
+//      prefix cache).
+// A chunk is min(remaining tokens, budget left, long_prefill_chunk if set).
 // When a running sequence needs a block and none is free, the NEWEST running sequence is
-// preempted: its blocks are freed and it goes back to the front of the waiting queue to be
-// recomputed (prompt and generated tokens) later. A running sequence is never preempted to admit
-// a waiting one, and nothing new is admitted in a step that preempted.
+// preempted (even one already placed in this step's plan: it leaves the plan): its blocks are
+// freed, num_computed = 0, and it goes back to the FRONT of the waiting queue to be recomputed
+// (prompt and generated tokens) later. A running sequence is never preempted to admit a waiting
+// one, and nothing new is admitted in a step that preempted.
+//
+// max_tokens: the scheduler never stops a sequence (the engine calls finish() on a stop or at
+// max_tokens); decode grows the block table one slot at a time, and add() guarantees that prompt
+// + max_tokens fits in the whole cache, so a sequence alone can always finish.
 #pragma once
 
 #include <cstdint>
@@ -38,7 +45,9 @@ struct NewRequest {
     std::string cache_salt;
 };
 
-enum class SeqPhase { kWaiting, kRunning };
+// kFinished is never seen through Scheduler::get() (finish() forgets the id); it marks a copy of
+// a SequenceState the caller kept.
+enum class SeqPhase { kWaiting, kRunning, kFinished };
 
 struct SequenceState {
     SeqId id = 0;
@@ -78,8 +87,11 @@ public:
 
     StepPlan schedule();
 
+    // One step's plan. Blocks for every scheduled token are allocated when this returns; the ids
+    // in plan.preempted lost theirs (and may be scheduled again only in a later step).
     // After the model ran `plan`: advances num_computed, appends sampled[i] where plan.seqs[i]
-    // samples, and indexes newly full blocks in the prefix cache.
+    // samples (sampled is parallel to plan.seqs; a shorter span is a caller bug and aborts), and
+    // indexes newly full blocks in the prefix cache. Sequences finished meanwhile are skipped.
     void on_step_done(const StepPlan& plan, std::span<const int32_t> sampled);
 
     // Ends a request in any phase and frees its blocks. False for an unknown id.
@@ -93,7 +105,10 @@ public:
     const SchedulerOptions& options() const { return options_; }
 
 private:
-    void preempt(SeqId id, StepPlan& plan);
+    void preempt(SeqId id, StepPlan& plan, int64_t& budget);
+    // Allocates blocks for id up to num_tokens, preempting the newest running sequences until it
+    // fits. False when id itself was the newest and got preempted.
+    bool grow_or_preempt(SeqId id, int64_t num_tokens, StepPlan& plan, int64_t& budget);
 
     SchedulerOptions options_;
     KvBlockManager& kv_;
