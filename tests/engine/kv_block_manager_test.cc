@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <numeric>
+#include <tuple>
 
 #include "engine/sha256.h"
 
@@ -19,6 +21,21 @@ TEST(Sha256, Fips180Vectors) {
     const std::string m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
     for (char c : m) s.update(&c, 1);
     EXPECT_EQ(Sha256::hex(s.finish()), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+// FIPS 180-2 appendix B.3 (one million 'a', many blocks), and the padding boundaries: a message
+// of 55 bytes still fits its length in the last block, 56..63 need one more block. Expected
+// digests from Python's hashlib.
+TEST(Sha256, LongMessageAndPaddingBoundaries) {
+    EXPECT_EQ(Sha256::hex(Sha256::of(std::string(1000000, 'a'))),
+              "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    const std::pair<size_t, const char*> cases[] = {
+        {55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"},
+        {56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a"},
+        {63, "7d3e74a05d7db15bce4ad9ec0658ea98e3f06eeecf16b4c6fff2da457ddc2f34"},
+        {64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"},
+        {65, "635361c48bb9eab14198e76ea8ab7f1a41685d6ad62aa9146d301d4f17eb0ae0"}};
+    for (const auto& [n, want] : cases) EXPECT_EQ(Sha256::hex(Sha256::of(std::string(n, 'a'))), want) << n << " bytes";
 }
 
 std::vector<int32_t> iota_tokens(int n, int start = 0) {
@@ -101,6 +118,119 @@ TEST(KvBlockManager, IdenticalBlockComputedTwiceKeepsOneIndexEntry) {
     kv.free(1);
     kv.free(2);
     EXPECT_EQ(kv.num_free_blocks(), 8);
+    expect_ok(kv);
+}
+
+// The chained hash is SHA-256 over exactly parent || int32 LE token ids || salt, and the first
+// block's parent is 32 zero bytes.
+TEST(KvBlockManager, ChainHashIsSha256OfParentTokensAndSalt) {
+    const std::vector<int32_t> t0 = {1, 0x01020304, -1, 7}, t1 = {5, 6, 7, 8};
+    auto bytes_of = [](const Sha256Digest& parent, const std::vector<int32_t>& t, const std::string& salt) {
+        std::string b(parent.begin(), parent.end());
+        for (int32_t v : t)
+            for (int k = 0; k < 4; ++k) b.push_back(static_cast<char>((static_cast<uint32_t>(v) >> (8 * k)) & 0xff));
+        return b + salt;
+    };
+    const Sha256Digest h0 = KvBlockManager::chain_hash(nullptr, t0, "s");
+    EXPECT_EQ(h0, Sha256::of(bytes_of(Sha256Digest{}, t0, "s")));
+    EXPECT_EQ(KvBlockManager::chain_hash(&h0, t1, ""), Sha256::of(bytes_of(h0, t1, "")));
+    EXPECT_NE(KvBlockManager::chain_hash(nullptr, t0, ""), h0);  // the salt matters
+    // Spot-check the byte order: 0x01020304 is fed as 04 03 02 01.
+    EXPECT_EQ(bytes_of(Sha256Digest{}, t0, "").substr(36, 4), std::string("\x04\x03\x02\x01", 4));
+}
+
+// Three cached prefixes freed in the order B, A, C are evicted in that order, each tail block
+// before its head; attaching a cached block takes it off the LRU list, and freeing it again
+// puts it at the back (most recently used).
+TEST(KvBlockManager, LruEvictionOrder) {
+    KvBlockManager kv({.num_blocks = 7, .block_size = 2});
+    const auto a = iota_tokens(4, 0), b = iota_tokens(4, 100), c = iota_tokens(4, 200);
+    std::map<char, std::vector<int32_t>> table;
+    for (auto [name, seq, toks] : {std::tuple{'A', 1, &a}, std::tuple{'B', 2, &b}, std::tuple{'C', 3, &c}}) {
+        ASSERT_TRUE(kv.allocate(static_cast<SeqId>(seq), 4));
+        kv.commit(static_cast<SeqId>(seq), *toks, 4, "");
+        const auto t = kv.block_table(static_cast<SeqId>(seq));
+        table[name] = {t.begin(), t.end()};
+    }
+    EXPECT_EQ(kv.num_cached_blocks(), 6);
+    EXPECT_EQ(kv.num_free_blocks(), 1);
+    kv.free(2);  // B
+    kv.free(1);  // A
+    kv.free(3);  // C
+    expect_ok(kv);
+    //   LRU front -> back:  B1 B0 A1 A0 C1 C0   (tail block first within a sequence)
+    EXPECT_EQ(kv.evictable_blocks(), (std::vector<int32_t>{table['B'][1], table['B'][0], table['A'][1], table['A'][0],
+                                                           table['C'][1], table['C'][0]}));
+    // A is used again: its head leaves the LRU list (2 tokens of 4+1 hit: A0 and A1).
+    auto a_longer = a;
+    a_longer.push_back(9);
+    EXPECT_EQ(kv.attach_prefix(4, a_longer, ""), 4);
+    EXPECT_EQ(kv.num_free_blocks(), 5);
+    kv.free(4);  // back of the LRU list now: A1 then A0
+    EXPECT_EQ(kv.evictable_blocks(), (std::vector<int32_t>{table['B'][1], table['B'][0], table['C'][1], table['C'][0],
+                                                           table['A'][1], table['A'][0]}));
+    // One never-used block, then evictions in LRU order: 3 blocks = the free one + B1 + B0.
+    ASSERT_TRUE(kv.allocate(5, 6));
+    EXPECT_EQ(kv.num_cached_blocks(), 4);
+    auto b_longer = b;
+    b_longer.push_back(9);
+    EXPECT_EQ(kv.attach_prefix(6, b_longer, ""), 0);  // B is gone
+    kv.free(6);
+    auto c_longer = c;
+    c_longer.push_back(9);
+    EXPECT_EQ(kv.attach_prefix(7, c_longer, ""), 4);  // C and A survive
+    kv.free(7);
+    // LRU now: A1 A0 C1 C0 (C was used after A). Two more blocks evict A1 then A0.
+    ASSERT_TRUE(kv.allocate(8, 4));
+    EXPECT_EQ(kv.num_cached_blocks(), 2);
+    EXPECT_EQ(kv.attach_prefix(9, a_longer, ""), 0);
+    kv.free(9);
+    EXPECT_EQ(kv.attach_prefix(10, c_longer, ""), 4);
+    expect_ok(kv);
+    for (SeqId s : {5, 8, 10}) kv.free(s);
+    EXPECT_EQ(kv.num_free_blocks(), 7);
+    expect_ok(kv);
+}
+
+TEST(KvBlockManager, WithoutPrefixCachingNothingIsIndexed) {
+    KvBlockManager kv({.num_blocks = 4, .block_size = 2, .prefix_caching = false});
+    const auto t = iota_tokens(5);
+    EXPECT_EQ(kv.attach_prefix(1, t, ""), 0);
+    ASSERT_TRUE(kv.allocate(1, 5));
+    kv.commit(1, t, 5, "");
+    EXPECT_EQ(kv.num_cached_blocks(), 0);
+    kv.free(1);
+    EXPECT_TRUE(kv.evictable_blocks().empty());
+    EXPECT_EQ(kv.attach_prefix(2, t, ""), 0);
+    kv.free(2);
+    EXPECT_EQ(kv.num_free_blocks(), 4);
+    expect_ok(kv);
+}
+
+// Attaching an unreferenced cached block makes it unallocatable; the shared block survives the
+// first owner's free, and a commit that finds its hash already indexed leaves the index alone.
+TEST(KvBlockManager, SharedBlocksOutliveOneOwner) {
+    KvBlockManager kv({.num_blocks = 4, .block_size = 2});
+    const auto t = iota_tokens(5);
+    ASSERT_TRUE(kv.allocate(1, 5));
+    kv.commit(1, t, 4, "");
+    EXPECT_EQ(kv.attach_prefix(2, t, ""), 4);
+    EXPECT_EQ(kv.ref_count(kv.block_table(1)[0]), 2);
+    EXPECT_EQ(kv.num_free_blocks(), 1);
+    ASSERT_TRUE(kv.allocate(2, 5));  // the last free block for seq 2's own tail
+    EXPECT_EQ(kv.num_free_blocks(), 0);
+    EXPECT_FALSE(kv.allocate(3, 1));
+    EXPECT_TRUE(kv.block_table(3).empty());
+    kv.free(3);
+    kv.free(1);  // blocks 0, 1 still owned by seq 2; seq 1's tail block is free
+    EXPECT_EQ(kv.num_free_blocks(), 1);
+    EXPECT_EQ(kv.ref_count(kv.block_table(2)[0]), 1);
+    EXPECT_TRUE(kv.is_cached(kv.block_table(2)[0]));
+    expect_ok(kv);
+    kv.commit(2, t, 5, "");  // nothing new is full; index unchanged
+    EXPECT_EQ(kv.num_cached_blocks(), 2);
+    kv.free(2);
+    EXPECT_EQ(kv.num_free_blocks(), 4);
     expect_ok(kv);
 }
 
