@@ -20,6 +20,7 @@ StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
     std::unique_ptr<CudaBackend> be(new CudaBackend(device));
     MOE_RETURN_IF_ERROR(be->activate());
     MOE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&be->stream_, cudaStreamNonBlocking));
+    MOE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&be->num_sms_, cudaDevAttrMultiProcessorCount, device));
     MOE_CUDA_RETURN_IF_ERROR(cublasCreate(&be->cublas_));
     MOE_CUDA_RETURN_IF_ERROR(cublasSetStream(be->cublas_, be->stream_));
     // NOTE: f32 GEMMs stay in f32 (no TF32 tensor-op shortcut), so they match the reference at

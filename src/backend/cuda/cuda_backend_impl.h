@@ -32,6 +32,8 @@ public:
     Status activate() const;
     cudaStream_t stream() const { return stream_; }
     cublasHandle_t cublas() const { return cublas_; }
+    // Streaming multiprocessors of the device, for launch plans that size grids in waves.
+    int num_sms() const { return num_sms_; }
 
     // Device memory of at least `bytes`, valid until the next scratch() call. Grows (after waiting
     // for the stream, since queued work may still read the old buffer) and never shrinks.
@@ -47,6 +49,7 @@ private:
     explicit CudaBackend(int device);
 
     int device_ = 0;
+    int num_sms_ = 1;
     cudaStream_t stream_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
     kernels::KernelError* error_dev_ = nullptr;
@@ -57,5 +60,7 @@ private:
 
 // Fills `table` with the ops that have CUDA kernels (cuda_ops.cc).
 void register_cuda_ops(OpTable& table);
+// attention and the MoE ops (cuda_moe_ops.cc); called by register_cuda_ops.
+void register_cuda_moe_ops(OpTable& table);
 
 }  // namespace moe::cuda

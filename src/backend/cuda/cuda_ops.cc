@@ -178,6 +178,7 @@ void register_cuda_ops(OpTable& table) {
     table.silu_mul = &silu_mul;
     table.add = &add;
     table.kv_write = &kv_write;
+    register_cuda_moe_ops(table);
 }
 
 }  // namespace moe::cuda
