@@ -14,11 +14,6 @@ namespace moe {
 
 namespace {
 
-// Top-p without top-k first partially sorts this many candidates, then four times as many each
-// time the prefix mass is still short: peaked distributions cost one O(V) pass, flat ones at
-// worst a full sort.
-constexpr size_t kFirstTopPChunk = 64;
-
 std::string num(float v) {
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%g", static_cast<double>(v));
@@ -149,42 +144,25 @@ int32_t SequenceSampler::draw(double max_logit, double u) {
     const double min_w = params_.min_p;
     prob_.resize(V);
 
-    if (params_.top_k <= 0 && params_.top_p >= 1.0f) {
-        // Neither top-k nor top-p: no sorting; one pass for the mass, one for the draw, in id order.
-        double mass = 0;
-        for (size_t t = 0; t < V; ++t) {
-            const double w = weight(t);
-            prob_[t] = w >= min_w ? w : 0.0;
-            mass += prob_[t];
-        }
-        const double target = u * mass;
-        double cum = 0;
-        int32_t chosen = 0;
-        for (size_t t = 0; t < V; ++t) {
-            if (prob_[t] == 0.0) continue;
-            cum += prob_[t];
-            chosen = static_cast<int32_t>(t);
-            if (target < cum) break;
-        }
-        return chosen;
-    }
-
-    auto by_logit = [this](int32_t a, int32_t b) {
+    // A strict total order on ids: higher (sanitized) logit first, ties to the lower id. Top-k
+    // and top-p keep the ids that rank at or before a boundary id in this order.
+    auto before = [this](int32_t a, int32_t b) {
         const float la = work_[static_cast<size_t>(a)], lb = work_[static_cast<size_t>(b)];
         return la > lb || (la == lb && a < b);
     };
     auto at = [this](size_t i) { return idx_.begin() + static_cast<std::ptrdiff_t>(i); };
-    idx_.resize(V);
-    std::iota(idx_.begin(), idx_.end(), 0);
-    // Candidates are idx_[0, n); idx_[0, sorted) is sorted by descending logit (ties: lower id),
-    // and prob_ holds their weights, indexed by token id.
-    size_t n = V, sorted = 0;
+    if ((params_.top_k > 0 && static_cast<size_t>(params_.top_k) < V) || params_.top_p < 1.0f) {
+        idx_.resize(V);
+        std::iota(idx_.begin(), idx_.end(), 0);
+    }
+    // Candidates are idx_[0, n) (unordered); prob_ holds their weights, indexed by id.
+    size_t n = V;
+    int32_t boundary = -1;  // the last surviving id in rank order; -1: every id survives
     double z = 0;
     if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < V) {
         n = static_cast<size_t>(params_.top_k);
-        std::nth_element(idx_.begin(), at(n), idx_.end(), by_logit);
-        std::sort(idx_.begin(), at(n), by_logit);
-        sorted = n;
+        std::nth_element(idx_.begin(), at(n - 1), idx_.end(), before);
+        boundary = idx_[n - 1];
         for (size_t i = 0; i < n; ++i) {
             const size_t t = static_cast<size_t>(idx_[i]);
             z += prob_[t] = weight(t);
@@ -193,43 +171,63 @@ int32_t SequenceSampler::draw(double max_logit, double u) {
         for (size_t t = 0; t < V; ++t) z += prob_[t] = weight(t);
     }
 
-    // Top-p: the smallest sorted prefix whose mass reaches top_p. Without top-k the prefix is
-    // sorted chunk by chunk (nth_element then sort), only as far as the mass requires.
-    size_t keep = n;
     if (params_.top_p < 1.0f) {
+        // Top-p: the smallest rank-ordered prefix whose mass reaches top_p * z. Found by a
+        // quickselect on mass rather than by a sort: partition around a pivot, keep the side that
+        // holds the boundary, and sort only the last few dozen candidates. Expected O(n) for any
+        // distribution, peaked or flat.
         const double needed = static_cast<double>(params_.top_p) * z;
+        size_t lo = 0, hi = n;  // idx_[0, lo) are inside the nucleus, with mass `cum`
         double cum = 0;
-        for (size_t i = 0; i < n; ++i) {
-            if (i == sorted) {
-                const size_t target = std::min(n, std::max(kFirstTopPChunk, sorted * 4));
-                if (target < n) std::nth_element(at(sorted), at(target), at(n), by_logit);
-                std::sort(at(sorted), at(target), by_logit);
-                sorted = target;
+        constexpr size_t kSortBelow = 64;
+        while (hi - lo > kSortBelow) {
+            // Median of three distinct ids: the pivot ranks strictly after one of them and before
+            // another, so both sides are non-empty and the range shrinks.
+            int32_t a = idx_[lo], b = idx_[lo + (hi - lo) / 2], c = idx_[hi - 1];
+            if (before(b, a)) std::swap(a, b);
+            if (before(c, b)) std::swap(b, c);
+            if (before(b, a)) std::swap(a, b);
+            const int32_t pivot = b;
+            const size_t mid = static_cast<size_t>(
+                std::partition(at(lo), at(hi), [&](int32_t t) { return !before(pivot, t); }) - idx_.begin());
+            double left = 0;
+            for (size_t i = lo; i < mid; ++i) left += prob_[static_cast<size_t>(idx_[i])];
+            if (cum + left >= needed) {
+                hi = mid;
+            } else {
+                cum += left;
+                lo = mid;
             }
+        }
+        std::sort(at(lo), at(hi), before);
+        boundary = idx_[hi - 1];  // rounding left the mass just short: keep the whole range
+        for (size_t i = lo; i < hi; ++i) {
             cum += prob_[static_cast<size_t>(idx_[i])];
             if (cum >= needed) {
-                keep = i + 1;
+                boundary = idx_[i];
                 break;
             }
         }
     }
 
-    // Min-p as a filter on the survivors, then one draw.
+    // Min-p as a filter on the survivors, then one draw. The scan goes in id order, so the
+    // token a seed gives does not depend on how the partitions above happened to order idx_.
+    auto survives = [&](size_t t) {
+        return (boundary < 0 || !before(boundary, static_cast<int32_t>(t))) && prob_[t] >= min_w;
+    };
     double mass = 0;
-    for (size_t i = 0; i < keep; ++i) {
-        const double w = prob_[static_cast<size_t>(idx_[i])];
-        if (w >= min_w) mass += w;
-    }
+    for (size_t t = 0; t < V; ++t)
+        if (survives(t)) mass += prob_[t];
     const double target = u * mass;
     double cum = 0;
-    int32_t chosen = idx_[0];
-    for (size_t i = 0; i < keep; ++i) {
-        const double w = prob_[static_cast<size_t>(idx_[i])];
-        if (w < min_w) continue;
-        cum += w;
-        chosen = idx_[i];
+    int32_t chosen = -1;
+    for (size_t t = 0; t < V; ++t) {
+        if (!survives(t) || prob_[t] == 0.0) continue;  // an underflowed weight is never chosen
+        cum += prob_[t];
+        chosen = static_cast<int32_t>(t);
         if (target < cum) break;
     }
+    MOE_CHECK_GE(chosen, 0);  // the top-ranked id always survives with weight 1 >= min_p
     return chosen;
 }
 

@@ -77,6 +77,10 @@ public:
 
     const SamplingParams& params() const { return params_; }
 
+    // The logits of the last sample() after sanitizing and penalties, before temperature: what
+    // greedy takes the argmax of. For tests and debugging.
+    std::span<const float> processed_logits() const { return work_; }
+
 private:
     bool penalized() const;
     // Builds the per-vocabulary penalty tables on the first sample(), when the size is known.
