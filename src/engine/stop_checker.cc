@@ -44,11 +44,12 @@ StopChecker::StopChecker(StopCriteria criteria) : c_(std::move(criteria)) {}
 size_t StopChecker::holdback_length() const {
     size_t best = 0;
     for (const std::string& s : c_.stop_strings) {
-        // Longest k < |s| with held_ ending in s[0, k).
+        // The longest k < |s| with held_ ending in s[0, k): such a suffix starts with s[0], so
+        // only those start positions are compared.
         const size_t max_k = std::min(s.size() - 1, held_.size());
-        for (size_t k = max_k; k > best; --k)
-            if (held_.compare(held_.size() - k, k, s, 0, k) == 0) {
-                best = k;
+        for (size_t p = held_.size() - max_k; p < held_.size() && held_.size() - p > best; ++p)
+            if (held_[p] == s[0] && held_.compare(p, std::string::npos, s, 0, held_.size() - p) == 0) {
+                best = held_.size() - p;
                 break;
             }
     }
@@ -56,34 +57,44 @@ size_t StopChecker::holdback_length() const {
 }
 
 StopUpdate StopChecker::on_token(int32_t token, std::string_view text_delta) {
-    ++generated_;
     StopUpdate u;
+    if (finished_ != FinishReason::kNone) {
+        u.finish = finished_;  // the engine should not call again; say the same thing, emit nothing
+        return u;
+    }
+    ++generated_;
     const bool stops_allowed = generated_ >= c_.min_tokens;
     const bool is_eos = !c_.ignore_eos && std::find(c_.eos_token_ids.begin(), c_.eos_token_ids.end(), token) !=
                                               c_.eos_token_ids.end();
-    const bool is_stop_id = std::find(c_.stop_token_ids.begin(), c_.stop_token_ids.end(), token) != c_.stop_token_ids.end();
+    const bool is_stop_id =
+        std::find(c_.stop_token_ids.begin(), c_.stop_token_ids.end(), token) != c_.stop_token_ids.end();
     if (stops_allowed && (is_eos || is_stop_id)) {
         // The stop token's own text is not emitted; text held for a partial match now is.
         u.text = std::move(held_);
         held_.clear();
-        u.finish = FinishReason::kStop;
+        u.finish = finished_ = FinishReason::kStop;
         u.matched_token = token;
         return u;
     }
     held_.append(text_delta);
     if (stops_allowed && !c_.stop_strings.empty()) {
-        size_t first = std::string::npos;
+        // The match that ends first wins (at the same end, the longer one): that is what the
+        // stream would give if the text came one byte at a time, so it does not depend on how
+        // the text is cut into deltas.
+        size_t best_end = std::string::npos;
         const std::string* which = nullptr;
         for (const std::string& s : c_.stop_strings) {
             const size_t pos = held_.find(s);
-            if (pos != std::string::npos && (pos < first || (pos == first && s.size() < which->size()))) {
-                first = pos;
+            if (pos == std::string::npos) continue;
+            const size_t end = pos + s.size();
+            if (which == nullptr || end < best_end || (end == best_end && s.size() > which->size())) {
+                best_end = end;
                 which = &s;
             }
         }
         if (which != nullptr) {
-            u.text = held_.substr(0, first);
-            u.finish = FinishReason::kStop;
+            u.text = held_.substr(0, best_end - which->size());
+            u.finish = finished_ = FinishReason::kStop;
             u.matched = *which;
             held_.clear();
             return u;
@@ -92,10 +103,12 @@ StopUpdate StopChecker::on_token(int32_t token, std::string_view text_delta) {
     if (generated_ >= c_.max_tokens) {
         u.text = std::move(held_);
         held_.clear();
-        u.finish = FinishReason::kLength;
+        u.finish = finished_ = FinishReason::kLength;
         return u;
     }
-    const size_t keep = stops_allowed ? holdback_length() : 0;
+    // Held back even while min_tokens suppresses matching, so that a stop string completed by
+    // the first token allowed to stop still matches (and is still withheld).
+    const size_t keep = holdback_length();
     u.text = held_.substr(0, held_.size() - keep);
     held_.erase(0, held_.size() - keep);
     return u;

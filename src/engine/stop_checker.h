@@ -2,7 +2,16 @@
 //
 // Stop strings are matched on the accumulated text across token boundaries. Text that could be
 // the start of a stop string is held back until it cannot be; on a match, the stop string and
-// whatever follows it are withheld, the text before it is emitted. Not thread-safe.
+// whatever follows it are withheld, the text before it is emitted. When several stop strings
+// match, the one that ends first wins (at the same end, the longer): the outcome does not depend
+// on how the text is cut into deltas. With valid UTF-8 stop strings and deltas, emitted pieces
+// are whole characters (a held suffix starts where a stop string starts).
+//
+// EOS ids (unless ignore_eos) and stop_token_ids finish with kStop without emitting the token's
+// own text. min_tokens: no stop of any kind until the token that brings the count to min_tokens
+// (vLLM's rule; that token may itself stop). max_tokens finishes with kLength after emitting the
+// last token's text and everything held. Once finished, further calls emit nothing and repeat
+// the finish reason. Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +30,7 @@ inline constexpr size_t kMaxStopTokenIds = 64;
 
 struct StopCriteria {
     int64_t max_tokens = 16;
-    int64_t min_tokens = 0;                // no stop of any kind before this many tokens
+    int64_t min_tokens = 0;                // no stop of any kind before the min_tokens-th token
     std::vector<std::string> stop_strings;
     std::vector<int32_t> stop_token_ids;
     std::vector<int32_t> eos_token_ids;    // filled in by the engine from the model
@@ -60,6 +69,7 @@ private:
 
     StopCriteria c_;
     int64_t generated_ = 0;
+    FinishReason finished_ = FinishReason::kNone;
     std::string held_;
 };
 
