@@ -115,8 +115,16 @@ TEST(KvBlockManager, IdenticalBlockComputedTwiceKeepsOneIndexEntry) {
     kv.commit(1, t, 4, "");
     kv.commit(2, t, 4, "");
     EXPECT_EQ(kv.num_cached_blocks(), 2);
-    kv.free(1);
-    kv.free(2);
+    for (size_t i = 0; i < 2; ++i) {  // the first indexed copy stays; seq 2 keeps its own table
+        EXPECT_TRUE(kv.is_cached(kv.block_table(1)[i]));
+        EXPECT_FALSE(kv.is_cached(kv.block_table(2)[i]));
+    }
+    expect_ok(kv);
+    kv.free(2);  // its copies were never indexed: straight to the free list
+    EXPECT_TRUE(kv.evictable_blocks().empty());
+    EXPECT_EQ(kv.num_free_blocks(), 6);
+    kv.free(1);  // seq 1's are: they wait on the LRU list
+    EXPECT_EQ(kv.evictable_blocks().size(), 2u);
     EXPECT_EQ(kv.num_free_blocks(), 8);
     expect_ok(kv);
 }

@@ -250,31 +250,33 @@ TEST(Scheduler, MaxSeqsCapsAStepAndTheRunningSet) {
 
 TEST(Scheduler, OutOfBlocksPreemptsTheNewestWhichLaterFinishesWithTheSameTokens) {
     // 6 blocks of 4 tokens; two prompts of 8 tokens, 8 new tokens each: 16 tokens = 4 blocks
-    // each, 8 in all, so they cannot both run to the end together.
+    // each, 8 in all, so they cannot both run to the end together. Seq 3 arrives before step 2.
     Harness h({.num_blocks = 6, .block_size = 4}, {.max_batched_tokens = 32});
     ASSERT_TRUE(h.add(1, prompt_of(8, 1), 8).ok());
     ASSERT_TRUE(h.add(2, prompt_of(8, 2), 8).ok());
-    //          seq1 seq2   blocks used
-    // step 1:  P8   P8     4           each samples its 1st token
-    // step 2:  D    D      6           position 8 opens each one's 3rd block
-    // step 3-5 D    D      6           positions 9..11
-    // step 6:  D    x      4           seq 1's position 12 needs a 4th block: seq 2 (newest) goes
-    //                                  back to the front of the queue; its 3rd block is evicted
-    // step 7:  D    -      4+2 free    seq 2 (13 tokens) would need 2 blocks beyond its 2 cached
-    // step 8:  D    -                  ones: not admitted, and seq 1 is never preempted for it;
-    //                                  seq 1 done (8 tokens)
-    // step 9:  -    P5     seq 2 attaches its 2 cached blocks (8 tokens) and recomputes 5
-    //                      (positions 8..12: its own 5 tokens), then samples its 6th token
-    // step 10-11: - D
-    const std::vector<std::string> want = {"P8 P8", "D D", "D D", "D D", "D D", "D x",
-                                           "D -",   "D -", "- P5", "- D", "- D"};
+    //          seq1 seq2 seq3  blocks used
+    // step 1:  P8   P8         4           each samples its 1st token
+    // step 2:  D    D    -     6           position 8 opens each one's 3rd block; seq 3 must wait
+    // step 3-5 D    D    -     6           positions 9..11
+    // step 6:  D    x    -     4           seq 1's position 12 needs a 4th block: seq 2 (newest)
+    //                                      goes back to the FRONT of the queue, before seq 3; its
+    //                                      3rd block is evicted for seq 1
+    // step 7:  D    -    -                 seq 2 (13 tokens) would need 2 blocks beyond its 2
+    // step 8:  D    -    -                 cached ones: not admitted, seq 3 does not overtake it,
+    //                                      and seq 1 is never preempted for them; seq 1 done
+    // step 9:  -    P5   P4    seq 2 attaches its 2 cached blocks (8 tokens) and recomputes 5
+    //                          (positions 8..12: its own 5 tokens), then samples its 6th token
+    // step 10-11: - D    -
+    const std::vector<std::string> want = {"P8 P8 -", "D D -", "D D -", "D D -", "D D -",  "D x -",
+                                           "D - -",   "D - -", "- P5 P4", "- D -", "- D -"};
     for (size_t i = 0; i < want.size(); ++i) {
-        EXPECT_EQ(h.step_row({1, 2}), want[i]) << "step " << i + 1;
+        if (i == 1) ASSERT_TRUE(h.add(3, prompt_of(4, 3), 1).ok());
+        EXPECT_EQ(h.step_row({1, 2, 3}), want[i]) << "step " << i + 1;
         if (i == 5) {
             EXPECT_EQ(h.kv.block_table(1).size(), 4u);
             EXPECT_EQ(h.sched.get(2)->num_output(), 5);  // generated tokens are kept
             EXPECT_EQ(h.sched.get(2)->num_preemptions, 1);
-            EXPECT_EQ(h.sched.num_waiting(), 1u);
+            EXPECT_EQ(h.sched.num_waiting(), 2u);
         }
     }
     EXPECT_FALSE(h.sched.has_work());
@@ -283,6 +285,7 @@ TEST(Scheduler, OutOfBlocksPreemptsTheNewestWhichLaterFinishesWithTheSameTokens)
     EXPECT_EQ(h.cached_prompt.at(2), 0);  // usage counts the first admission's hit only
     EXPECT_EQ(h.outputs.at(1), alone(prompt_of(8, 1), 8));
     EXPECT_EQ(h.outputs.at(2), alone(prompt_of(8, 2), 8));
+    EXPECT_EQ(h.outputs.at(3), alone(prompt_of(4, 3), 1));
     EXPECT_EQ(h.kv.num_free_blocks(), 6);
 }
 
