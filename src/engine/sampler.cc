@@ -56,6 +56,13 @@ bool SequenceSampler::penalized() const {
            params_.frequency_penalty != 0.0f;
 }
 
+SequenceSampler::Scratch& SequenceSampler::scratch() {
+    thread_local Scratch s;
+    return s;
+}
+
+std::span<const float> SequenceSampler::processed_logits() const { return scratch().work; }
+
 double SequenceSampler::next_uniform() {
     return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
 }
@@ -101,31 +108,32 @@ SampleResult SequenceSampler::sample(const float* logits, int64_t vocab) {
     MOE_CHECK_EQ(vocab_, V);
 
     // ---- penalties on a sanitized working copy
-    work_.resize(V);
+    Scratch& sc = scratch();
+    sc.work.resize(V);
     for (size_t i = 0; i < V; ++i) {
         const float l = logits[i];
-        work_[i] = std::isnan(l) ? -std::numeric_limits<float>::infinity()
+        sc.work[i] = std::isnan(l) ? -std::numeric_limits<float>::infinity()
                                  : std::min(l, std::numeric_limits<float>::max());
     }
     if (penalized()) {
         const float rp = params_.repetition_penalty;
         for (int32_t token : touched_) {
             const size_t t = static_cast<size_t>(token);
-            float l = work_[t];
+            float l = sc.work[t];
             if (rp != 1.0f) l = l > 0 ? l / rp : l * rp;
             const int32_t count = output_count_[t];
             if (count > 0) l -= params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
-            work_[t] = l;
+            sc.work[t] = l;
         }
     }
 
     const double u = next_uniform();
-    const size_t argmax = static_cast<size_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+    const size_t argmax = static_cast<size_t>(std::max_element(sc.work.begin(), sc.work.end()) - sc.work.begin());
     int32_t chosen = static_cast<int32_t>(argmax);
-    const double max_logit = work_[argmax];
+    const double max_logit = sc.work[argmax];
     // All -inf (a fully masked row) has no distribution: fall back to greedy (token 0).
     if (params_.temperature != 0.0f && max_logit != -std::numeric_limits<double>::infinity()) {
-        chosen = draw(max_logit, u);
+        chosen = draw(sc, max_logit, u);
     }
 
     SampleResult result;
@@ -135,40 +143,40 @@ SampleResult SequenceSampler::sample(const float* logits, int64_t vocab) {
     return result;
 }
 
-int32_t SequenceSampler::draw(double max_logit, double u) {
+int32_t SequenceSampler::draw(Scratch& sc, double max_logit, double u) {
     const size_t V = vocab_;
     const double inv_t = 1.0 / static_cast<double>(params_.temperature);
     // Weights relative to the maximum: the top token weighs 1, so min-p keeps weights >= min_p
     // (min-p's threshold is relative, hence the same before or after renormalization).
-    auto weight = [&](size_t t) { return std::exp((static_cast<double>(work_[t]) - max_logit) * inv_t); };
+    auto weight = [&](size_t t) { return std::exp((static_cast<double>(sc.work[t]) - max_logit) * inv_t); };
     const double min_w = params_.min_p;
-    prob_.resize(V);
+    sc.prob.resize(V);
 
     // A strict total order on ids: higher (sanitized) logit first, ties to the lower id. Top-k
     // and top-p keep the ids that rank at or before a boundary id in this order.
-    auto before = [this](int32_t a, int32_t b) {
-        const float la = work_[static_cast<size_t>(a)], lb = work_[static_cast<size_t>(b)];
+    auto before = [&sc](int32_t a, int32_t b) {
+        const float la = sc.work[static_cast<size_t>(a)], lb = sc.work[static_cast<size_t>(b)];
         return la > lb || (la == lb && a < b);
     };
-    auto at = [this](size_t i) { return idx_.begin() + static_cast<std::ptrdiff_t>(i); };
+    auto at = [&sc](size_t i) { return sc.idx.begin() + static_cast<std::ptrdiff_t>(i); };
     if ((params_.top_k > 0 && static_cast<size_t>(params_.top_k) < V) || params_.top_p < 1.0f) {
-        idx_.resize(V);
-        std::iota(idx_.begin(), idx_.end(), 0);
+        sc.idx.resize(V);
+        std::iota(sc.idx.begin(), sc.idx.end(), 0);
     }
-    // Candidates are idx_[0, n) (unordered); prob_ holds their weights, indexed by id.
+    // Candidates are sc.idx[0, n) (unordered); sc.prob holds their weights, indexed by id.
     size_t n = V;
     int32_t boundary = -1;  // the last surviving id in rank order; -1: every id survives
     double z = 0;
     if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < V) {
         n = static_cast<size_t>(params_.top_k);
-        std::nth_element(idx_.begin(), at(n - 1), idx_.end(), before);
-        boundary = idx_[n - 1];
+        std::nth_element(sc.idx.begin(), at(n - 1), sc.idx.end(), before);
+        boundary = sc.idx[n - 1];
         for (size_t i = 0; i < n; ++i) {
-            const size_t t = static_cast<size_t>(idx_[i]);
-            z += prob_[t] = weight(t);
+            const size_t t = static_cast<size_t>(sc.idx[i]);
+            z += sc.prob[t] = weight(t);
         }
     } else {
-        for (size_t t = 0; t < V; ++t) z += prob_[t] = weight(t);
+        for (size_t t = 0; t < V; ++t) z += sc.prob[t] = weight(t);
     }
 
     if (params_.top_p < 1.0f) {
@@ -177,21 +185,21 @@ int32_t SequenceSampler::draw(double max_logit, double u) {
         // holds the boundary, and sort only the last few dozen candidates. Expected O(n) for any
         // distribution, peaked or flat.
         const double needed = static_cast<double>(params_.top_p) * z;
-        size_t lo = 0, hi = n;  // idx_[0, lo) are inside the nucleus, with mass `cum`
+        size_t lo = 0, hi = n;  // sc.idx[0, lo) are inside the nucleus, with mass `cum`
         double cum = 0;
         constexpr size_t kSortBelow = 64;
         while (hi - lo > kSortBelow) {
             // Median of three distinct ids: the pivot ranks strictly after one of them and before
             // another, so both sides are non-empty and the range shrinks.
-            int32_t a = idx_[lo], b = idx_[lo + (hi - lo) / 2], c = idx_[hi - 1];
+            int32_t a = sc.idx[lo], b = sc.idx[lo + (hi - lo) / 2], c = sc.idx[hi - 1];
             if (before(b, a)) std::swap(a, b);
             if (before(c, b)) std::swap(b, c);
             if (before(b, a)) std::swap(a, b);
             const int32_t pivot = b;
             const size_t mid = static_cast<size_t>(
-                std::partition(at(lo), at(hi), [&](int32_t t) { return !before(pivot, t); }) - idx_.begin());
+                std::partition(at(lo), at(hi), [&](int32_t t) { return !before(pivot, t); }) - sc.idx.begin());
             double left = 0;
-            for (size_t i = lo; i < mid; ++i) left += prob_[static_cast<size_t>(idx_[i])];
+            for (size_t i = lo; i < mid; ++i) left += sc.prob[static_cast<size_t>(sc.idx[i])];
             if (cum + left >= needed) {
                 hi = mid;
             } else {
@@ -200,30 +208,30 @@ int32_t SequenceSampler::draw(double max_logit, double u) {
             }
         }
         std::sort(at(lo), at(hi), before);
-        boundary = idx_[hi - 1];  // rounding left the mass just short: keep the whole range
+        boundary = sc.idx[hi - 1];  // rounding left the mass just short: keep the whole range
         for (size_t i = lo; i < hi; ++i) {
-            cum += prob_[static_cast<size_t>(idx_[i])];
+            cum += sc.prob[static_cast<size_t>(sc.idx[i])];
             if (cum >= needed) {
-                boundary = idx_[i];
+                boundary = sc.idx[i];
                 break;
             }
         }
     }
 
     // Min-p as a filter on the survivors, then one draw. The scan goes in id order, so the
-    // token a seed gives does not depend on how the partitions above happened to order idx_.
+    // token a seed gives does not depend on how the partitions above happened to order sc.idx.
     auto survives = [&](size_t t) {
-        return (boundary < 0 || !before(boundary, static_cast<int32_t>(t))) && prob_[t] >= min_w;
+        return (boundary < 0 || !before(boundary, static_cast<int32_t>(t))) && sc.prob[t] >= min_w;
     };
     double mass = 0;
     for (size_t t = 0; t < V; ++t)
-        if (survives(t)) mass += prob_[t];
+        if (survives(t)) mass += sc.prob[t];
     const double target = u * mass;
     double cum = 0;
     int32_t chosen = -1;
     for (size_t t = 0; t < V; ++t) {
-        if (!survives(t) || prob_[t] == 0.0) continue;  // an underflowed weight is never chosen
-        cum += prob_[t];
+        if (!survives(t) || sc.prob[t] == 0.0) continue;  // an underflowed weight is never chosen
+        cum += sc.prob[t];
         chosen = static_cast<int32_t>(t);
         if (target < cum) break;
     }

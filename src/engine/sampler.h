@@ -77,18 +77,28 @@ public:
 
     const SamplingParams& params() const { return params_; }
 
-    // The logits of the last sample() after sanitizing and penalties, before temperature: what
-    // greedy takes the argmax of. For tests and debugging.
-    std::span<const float> processed_logits() const { return work_; }
+    // The logits of the last sample() on this thread (by any sampler) after sanitizing and
+    // penalties, before temperature: what greedy takes the argmax of. For tests and debugging.
+    std::span<const float> processed_logits() const;
 
 private:
+    // Per-vocabulary scratch. One per thread, not per request: the engine thread samples one
+    // sequence at a time, and 16 bytes x 152k ids x hundreds of running requests would be
+    // hundreds of MB of idle buffers. Sized on first use, reused after: no allocation per call.
+    struct Scratch {
+        std::vector<float> work;    // penalized, sanitized logits
+        std::vector<int32_t> idx;   // candidate ids
+        std::vector<double> prob;   // unnormalized probabilities, indexed by id
+    };
+    static Scratch& scratch();
+
     bool penalized() const;
     // Builds the per-vocabulary penalty tables on the first sample(), when the size is known.
     void build_penalty_state(size_t vocab);
     void record_output(int32_t token);
     double next_uniform();  // [0, 1), exactly one RNG draw
     // Temperature, top-k, top-p, min-p and the draw on work_; `max_logit` is work_'s maximum.
-    int32_t draw(double max_logit, double u);
+    int32_t draw(Scratch& sc, double max_logit, double u);
     void fill_logprobs(const float* logits, size_t vocab, int32_t chosen, SampleResult& result) const;
 
     SamplingParams params_;
@@ -101,11 +111,6 @@ private:
     std::vector<int32_t> output_count_;    // per id
     std::vector<uint8_t> in_prompt_;       // per id
     std::vector<int32_t> touched_;         // distinct ids in prompt or output
-
-    // Scratch reused across calls (sized to the vocabulary on the first call).
-    std::vector<float> work_;    // penalized, sanitized logits
-    std::vector<int32_t> idx_;   // candidate ids
-    std::vector<double> prob_;   // unnormalized probabilities
 };
 
 }  // namespace moe
