@@ -15,7 +15,8 @@ Status Scheduler::add(NewRequest r) {
     const int64_t n = static_cast<int64_t>(r.prompt.size());
     if (n == 0) return invalid_argument("prompt: empty");
     if (r.max_tokens < 1) return invalid_argument("max_tokens must be >= 1, got " + std::to_string(r.max_tokens));
-    if (n + r.max_tokens > options_.max_model_len)
+    // NOTE: compared without adding, so a huge max_tokens cannot overflow.
+    if (r.max_tokens > options_.max_model_len - n)
         return invalid_argument("prompt (" + std::to_string(n) + " tokens) + max_tokens (" + std::to_string(r.max_tokens) +
                                 ") exceeds max_model_len " + std::to_string(options_.max_model_len));
     if (kv_.blocks_for(n + r.max_tokens) > kv_.num_total_blocks())

@@ -81,14 +81,16 @@ class Scheduler {
 public:
     Scheduler(const SchedulerOptions& options, KvBlockManager& kv);
 
-    // INVALID_ARGUMENT naming the limit (empty prompt, prompt + max_tokens over max_model_len or
-    // over the whole cache, duplicate id); RESOURCE_EXHAUSTED when max_waiting requests wait.
+    // INVALID_ARGUMENT naming the limit (empty prompt, max_tokens < 1, prompt + max_tokens over
+    // max_model_len or over the whole cache, an id still live); RESOURCE_EXHAUSTED when
+    // max_waiting requests wait. On error nothing changes.
     Status add(NewRequest request);
 
+    // One step's plan. Blocks for every scheduled token are allocated when this returns; the ids
+    // in plan.preempted lost theirs (and may be scheduled again only in a later step). A plan
+    // with no seqs means nothing can run now (only when there is no work, given add()'s checks).
     StepPlan schedule();
 
-    // One step's plan. Blocks for every scheduled token are allocated when this returns; the ids
-    // in plan.preempted lost theirs (and may be scheduled again only in a later step).
     // After the model ran `plan`: advances num_computed, appends sampled[i] where plan.seqs[i]
     // samples (sampled is parallel to plan.seqs; a shorter span is a caller bug and aborts), and
     // indexes newly full blocks in the prefix cache. Sequences finished meanwhile are skipped.

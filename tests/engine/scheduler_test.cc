@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -408,6 +409,8 @@ TEST(Scheduler, RejectsWhatCanNeverRunAndAFullQueue) {
     EXPECT_NE(s.message().find("whole cache holds 4"), std::string::npos) << s.message();
     s = h.add(1, prompt_of(60, 1), 10);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("max_model_len 64"), std::string::npos) << s.message();
+    s = h.add(1, prompt_of(2, 1), std::numeric_limits<int64_t>::max());
     EXPECT_NE(s.message().find("max_model_len 64"), std::string::npos) << s.message();
     s = h.add(1, {}, 1);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
