@@ -37,9 +37,9 @@ int64_t KvBlockManager::attach_prefix(SeqId seq, std::span<const int32_t> tokens
     if (!prefix_caching_ || tokens.empty()) return 0;
     const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / block_size_;
     for (int64_t i = 0; i < max_blocks; ++i) {
-        const Sha256Digest h = chain_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
-                                          tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_)),
-                                          salt);
+        const Sha256Digest h =
+            chain_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
+                       tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_)), salt);
         auto it = index_.find(h);
         if (it == index_.end()) break;
         Block& b = blocks_[static_cast<size_t>(it->second)];
@@ -92,14 +92,15 @@ void KvBlockManager::commit(SeqId seq, std::span<const int32_t> tokens, int64_t 
     if (it == seqs_.end()) return;
     SeqBlocks& sb = it->second;
     const int64_t full = std::min<int64_t>(num_computed, static_cast<int64_t>(tokens.size())) / block_size_;
-    for (int64_t i = static_cast<int64_t>(sb.hashes.size()); i < full && i < static_cast<int64_t>(sb.table.size()); ++i) {
-        const Sha256Digest h = chain_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
-                                          tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_)),
-                                          salt);
+    for (int64_t i = static_cast<int64_t>(sb.hashes.size()); i < full && i < static_cast<int64_t>(sb.table.size());
+         ++i) {
+        const Sha256Digest h =
+            chain_hash(sb.hashes.empty() ? nullptr : &sb.hashes.back(),
+                       tokens.subspan(static_cast<size_t>(i * block_size_), static_cast<size_t>(block_size_)), salt);
         sb.hashes.push_back(h);
         const int32_t id = sb.table[static_cast<size_t>(i)];
         Block& b = blocks_[static_cast<size_t>(id)];
-        if (b.hash) continue;  // attached from the cache: already indexed
+        if (b.hash) continue;           // attached from the cache: already indexed
         if (index_.count(h)) continue;  // an identical block is cached elsewhere: keep that one
         index_[h] = id;
         b.hash = h;
@@ -153,11 +154,14 @@ bool KvBlockManager::check_invariants(std::string* why) const {
     for (const auto& [seq, sb] : seqs_) {
         std::vector<char> seen(n, 0);
         for (int32_t b : sb.table) {
-            if (b < 0 || static_cast<size_t>(b) >= n) return fail("seq " + std::to_string(seq) + " holds block id " + std::to_string(b));
-            if (seen[static_cast<size_t>(b)]++) return fail("block " + std::to_string(b) + " twice in seq " + std::to_string(seq));
+            if (b < 0 || static_cast<size_t>(b) >= n)
+                return fail("seq " + std::to_string(seq) + " holds block id " + std::to_string(b));
+            if (seen[static_cast<size_t>(b)]++)
+                return fail("block " + std::to_string(b) + " twice in seq " + std::to_string(seq));
             ++refs[static_cast<size_t>(b)];
         }
-        if (sb.hashes.size() > sb.table.size()) return fail("seq " + std::to_string(seq) + " has more hashes than blocks");
+        if (sb.hashes.size() > sb.table.size())
+            return fail("seq " + std::to_string(seq) + " has more hashes than blocks");
     }
     std::vector<int> where(n, 0);
     for (int32_t b : free_) where[static_cast<size_t>(b)] += 1;
@@ -167,15 +171,18 @@ bool KvBlockManager::check_invariants(std::string* why) const {
         const std::string name = "block " + std::to_string(b);
         const Block& blk = blocks_[b];
         if (refs[b] != blk.ref)
-            return fail(name + " refcount " + std::to_string(blk.ref) + " but in " + std::to_string(refs[b]) + " tables");
+            return fail(name + " refcount " + std::to_string(blk.ref) + " but in " + std::to_string(refs[b]) +
+                        " tables");
         if (blk.ref > 1 && !is_cached(static_cast<int32_t>(b)))
             return fail(name + " shared by " + std::to_string(blk.ref) + " tables but not in the prefix index");
         const int expected = blk.ref > 0 ? 0 : 1;
         if (where[b] != expected)
-            return fail(name + " is on " + std::to_string(where[b]) + " free/LRU lists with refcount " + std::to_string(blk.ref));
+            return fail(name + " is on " + std::to_string(where[b]) + " free/LRU lists with refcount " +
+                        std::to_string(blk.ref));
         if (blk.in_lru && blk.ref > 0) return fail(name + " owned and on the LRU list");
         if (blk.ref == 0 && blk.in_lru != is_cached(static_cast<int32_t>(b)))
-            return fail(name + (blk.in_lru ? " on the LRU list but not cached" : " cached and unowned but not on the LRU list"));
+            return fail(name + (blk.in_lru ? " on the LRU list but not cached"
+                                           : " cached and unowned but not on the LRU list"));
         if (blk.ref > 0) ++owned;
     }
     if (num_free_blocks() + owned != num_total_blocks())

@@ -60,7 +60,7 @@ public:
     // (tail blocks first, so a prefix's head outlives its tail), else to the free list.
     void free(SeqId seq);
 
-    std::span<const int32_t> block_table(SeqId seq) const;  // empty if unknown
+    std::span<const int32_t> block_table(SeqId seq) const;                                        // empty if unknown
     int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size() + lru_.size()); }  // free + evictable
     int64_t num_total_blocks() const { return static_cast<int64_t>(blocks_.size()); }
     int64_t num_cached_blocks() const { return static_cast<int64_t>(index_.size()); }  // in the prefix index
@@ -76,7 +76,8 @@ public:
     // hash = SHA-256(parent || token ids (int32 little-endian) || salt); the first block's parent
     // is 32 zero bytes. Every field before the salt has a fixed length, so no two (parent,
     // tokens, salt) triples of one block size feed the same bytes.
-    static Sha256Digest chain_hash(const Sha256Digest* parent, std::span<const int32_t> tokens, const std::string& salt);
+    static Sha256Digest chain_hash(const Sha256Digest* parent, std::span<const int32_t> tokens,
+                                   const std::string& salt);
 
     // Checks every invariant (tests): refcounts equal table occurrences; no block twice in one
     // table; a block in two tables is a cached one (sharing only comes from attach_prefix); each

@@ -17,8 +17,9 @@ Status Scheduler::add(NewRequest r) {
     if (r.max_tokens < 1) return invalid_argument("max_tokens must be >= 1, got " + std::to_string(r.max_tokens));
     // NOTE: compared without adding, so a huge max_tokens cannot overflow.
     if (r.max_tokens > options_.max_model_len - n)
-        return invalid_argument("prompt (" + std::to_string(n) + " tokens) + max_tokens (" + std::to_string(r.max_tokens) +
-                                ") exceeds max_model_len " + std::to_string(options_.max_model_len));
+        return invalid_argument("prompt (" + std::to_string(n) + " tokens) + max_tokens (" +
+                                std::to_string(r.max_tokens) + ") exceeds max_model_len " +
+                                std::to_string(options_.max_model_len));
     if (kv_.blocks_for(n + r.max_tokens) > kv_.num_total_blocks())
         return invalid_argument("prompt + max_tokens needs " + std::to_string(kv_.blocks_for(n + r.max_tokens)) +
                                 " KV blocks, the whole cache holds " + std::to_string(kv_.num_total_blocks()));

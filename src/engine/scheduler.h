@@ -51,11 +51,11 @@ enum class SeqPhase { kWaiting, kRunning, kFinished };
 
 struct SequenceState {
     SeqId id = 0;
-    std::vector<int32_t> tokens;     // prompt, then generated tokens
+    std::vector<int32_t> tokens;  // prompt, then generated tokens
     int64_t num_prompt = 0;
-    int64_t num_computed = 0;        // tokens whose KV is in the cache
+    int64_t num_computed = 0;  // tokens whose KV is in the cache
     int64_t max_tokens = 0;
-    int64_t num_cached_prompt = 0;   // prefix-cache hit at first admission (usage)
+    int64_t num_cached_prompt = 0;  // prefix-cache hit at first admission (usage)
     int64_t num_preemptions = 0;
     bool admitted_once = false;
     SeqPhase phase = SeqPhase::kWaiting;

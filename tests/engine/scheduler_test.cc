@@ -26,7 +26,8 @@ struct Harness {
     Harness(KvBlockManagerOptions kv_opt, SchedulerOptions opt) : opt(opt), kv(kv_opt), sched(opt, kv) {}
 
     Status add(SeqId id, std::vector<int32_t> prompt, int64_t max_tokens, std::string salt = "") {
-        Status s = sched.add({.id = id, .prompt = std::move(prompt), .max_tokens = max_tokens, .cache_salt = std::move(salt)});
+        Status s =
+            sched.add({.id = id, .prompt = std::move(prompt), .max_tokens = max_tokens, .cache_salt = std::move(salt)});
         if (s.ok()) live.insert(id);
         return s;
     }
@@ -268,7 +269,7 @@ TEST(Scheduler, OutOfBlocksPreemptsTheNewestWhichLaterFinishesWithTheSameTokens)
     // step 9:  -    P5   P4    seq 2 attaches its 2 cached blocks (8 tokens) and recomputes 5
     //                          (positions 8..12: its own 5 tokens), then samples its 6th token
     // step 10-11: - D    -
-    const std::vector<std::string> want = {"P8 P8 -", "D D -", "D D -", "D D -", "D D -",  "D x -",
+    const std::vector<std::string> want = {"P8 P8 -", "D D -", "D D -",   "D D -", "D D -", "D x -",
                                            "D - -",   "D - -", "- P5 P4", "- D -", "- D -"};
     for (size_t i = 0; i < want.size(); ++i) {
         if (i == 1) ASSERT_TRUE(h.add(3, prompt_of(4, 3), 1).ok());
