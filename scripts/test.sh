@@ -23,6 +23,10 @@ echo "== release build"
 export PATH=$PATH:/usr/local/cuda/bin   # nvcc's usual place: the CUDA backend is compiled when found
 cmake --preset release >/dev/null
 cmake --build build/release -j"$JOBS"
+if [[ -d build/release/kernels ]]; then  # the CUDA backend was configured (nvcc found)
+  echo "== CUDA kernels: ptxas spill check (sm_80, sm_90)"
+  cmake --build build/release --target check_ptxas_spills
+fi
 
 echo "== tests (release)"
 ctest --test-dir build/release --output-on-failure -j"$JOBS" --timeout 600
