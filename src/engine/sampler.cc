@@ -29,8 +29,7 @@ Status validate(const SamplingParams& p) {
     // Comparisons are written so that NaN fails them.
     if (!std::isfinite(p.temperature) || !(p.temperature >= 0) || !(p.temperature <= 100))
         return bad("temperature", p.temperature, "finite and in [0, 100] (0 = greedy)");
-    if (p.top_k < -1)
-        return invalid_argument("top_k must be -1 or 0 (off) or >= 1, got " + std::to_string(p.top_k));
+    if (p.top_k < -1) return invalid_argument("top_k must be -1 or 0 (off) or >= 1, got " + std::to_string(p.top_k));
     if (!(p.top_p > 0) || !(p.top_p <= 1)) return bad("top_p", p.top_p, "in (0, 1]");
     if (!(p.min_p >= 0) || !(p.min_p <= 1)) return bad("min_p", p.min_p, "in [0, 1]");
     if (!(p.repetition_penalty > 0) || !(p.repetition_penalty <= 10))
@@ -52,8 +51,7 @@ SequenceSampler::SequenceSampler(const SamplingParams& params, std::span<const i
 }
 
 bool SequenceSampler::penalized() const {
-    return params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f ||
-           params_.frequency_penalty != 0.0f;
+    return params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f;
 }
 
 SequenceSampler::Scratch& SequenceSampler::scratch() {
@@ -61,7 +59,9 @@ SequenceSampler::Scratch& SequenceSampler::scratch() {
     return s;
 }
 
-std::span<const float> SequenceSampler::processed_logits() const { return scratch().work; }
+std::span<const float> SequenceSampler::processed_logits() const {
+    return scratch().work;
+}
 
 double SequenceSampler::next_uniform() {
     return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
@@ -112,8 +112,8 @@ SampleResult SequenceSampler::sample(const float* logits, int64_t vocab) {
     sc.work.resize(V);
     for (size_t i = 0; i < V; ++i) {
         const float l = logits[i];
-        sc.work[i] = std::isnan(l) ? -std::numeric_limits<float>::infinity()
-                                 : std::min(l, std::numeric_limits<float>::max());
+        sc.work[i] =
+            std::isnan(l) ? -std::numeric_limits<float>::infinity() : std::min(l, std::numeric_limits<float>::max());
     }
     if (penalized()) {
         const float rp = params_.repetition_penalty;
@@ -122,7 +122,10 @@ SampleResult SequenceSampler::sample(const float* logits, int64_t vocab) {
             float l = sc.work[t];
             if (rp != 1.0f) l = l > 0 ? l / rp : l * rp;
             const int32_t count = output_count_[t];
-            if (count > 0) l -= params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
+            if (count > 0) {  // two subtractions in this order, as vLLM rounds them
+                l -= params_.frequency_penalty * static_cast<float>(count);
+                l -= params_.presence_penalty;
+            }
             sc.work[t] = l;
         }
     }

@@ -86,9 +86,9 @@ private:
     // sequence at a time, and 16 bytes x 152k ids x hundreds of running requests would be
     // hundreds of MB of idle buffers. Sized on first use, reused after: no allocation per call.
     struct Scratch {
-        std::vector<float> work;    // penalized, sanitized logits
-        std::vector<int32_t> idx;   // candidate ids
-        std::vector<double> prob;   // unnormalized probabilities, indexed by id
+        std::vector<float> work;   // penalized, sanitized logits
+        std::vector<int32_t> idx;  // candidate ids
+        std::vector<double> prob;  // unnormalized probabilities, indexed by id
     };
     static Scratch& scratch();
 
@@ -108,9 +108,9 @@ private:
     // Penalty state, used only when a penalty is active.
     std::vector<int32_t> pending_prompt_;  // until the vocabulary is known
     std::vector<int32_t> pending_output_;
-    std::vector<int32_t> output_count_;    // per id
-    std::vector<uint8_t> in_prompt_;       // per id
-    std::vector<int32_t> touched_;         // distinct ids in prompt or output
+    std::vector<int32_t> output_count_;  // per id
+    std::vector<uint8_t> in_prompt_;     // per id
+    std::vector<int32_t> touched_;       // distinct ids in prompt or output
 };
 
 }  // namespace moe

@@ -6,19 +6,24 @@ namespace moe {
 
 const char* finish_reason_name(FinishReason reason) {
     switch (reason) {
-        case FinishReason::kNone: return "none";
-        case FinishReason::kStop: return "stop";
-        case FinishReason::kLength: return "length";
-        case FinishReason::kCancelled: return "cancelled";
-        case FinishReason::kError: return "error";
+        case FinishReason::kNone:
+            return "none";
+        case FinishReason::kStop:
+            return "stop";
+        case FinishReason::kLength:
+            return "length";
+        case FinishReason::kCancelled:
+            return "cancelled";
+        case FinishReason::kError:
+            return "error";
     }
     return "?";
 }
 
 Status validate(const StopCriteria& c, int64_t max_model_len) {
     if (c.max_tokens < 1 || c.max_tokens > max_model_len)
-        return invalid_argument("max_tokens must be in [1, " + std::to_string(max_model_len) + "] (the context length), got " +
-                                std::to_string(c.max_tokens));
+        return invalid_argument("max_tokens must be in [1, " + std::to_string(max_model_len) +
+                                "] (the context length), got " + std::to_string(c.max_tokens));
     if (c.min_tokens < 0 || c.min_tokens > c.max_tokens)
         return invalid_argument("min_tokens must be in [0, max_tokens = " + std::to_string(c.max_tokens) + "], got " +
                                 std::to_string(c.min_tokens));
@@ -64,8 +69,8 @@ StopUpdate StopChecker::on_token(int32_t token, std::string_view text_delta) {
     }
     ++generated_;
     const bool stops_allowed = generated_ >= c_.min_tokens;
-    const bool is_eos = !c_.ignore_eos && std::find(c_.eos_token_ids.begin(), c_.eos_token_ids.end(), token) !=
-                                              c_.eos_token_ids.end();
+    const bool is_eos =
+        !c_.ignore_eos && std::find(c_.eos_token_ids.begin(), c_.eos_token_ids.end(), token) != c_.eos_token_ids.end();
     const bool is_stop_id =
         std::find(c_.stop_token_ids.begin(), c_.stop_token_ids.end(), token) != c_.stop_token_ids.end();
     if (stops_allowed && (is_eos || is_stop_id)) {

@@ -30,10 +30,10 @@ inline constexpr size_t kMaxStopTokenIds = 64;
 
 struct StopCriteria {
     int64_t max_tokens = 16;
-    int64_t min_tokens = 0;                // no stop of any kind before the min_tokens-th token
+    int64_t min_tokens = 0;  // no stop of any kind before the min_tokens-th token
     std::vector<std::string> stop_strings;
     std::vector<int32_t> stop_token_ids;
-    std::vector<int32_t> eos_token_ids;    // filled in by the engine from the model
+    std::vector<int32_t> eos_token_ids;  // filled in by the engine from the model
     bool ignore_eos = false;
 };
 
@@ -44,7 +44,7 @@ enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
 const char* finish_reason_name(FinishReason reason);
 
 struct StopUpdate {
-    std::string text;                      // safe to emit now
+    std::string text;  // safe to emit now
     FinishReason finish = FinishReason::kNone;
     std::string matched;                   // the stop string that matched
     std::optional<int32_t> matched_token;  // the EOS or stop token that matched

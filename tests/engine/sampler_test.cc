@@ -71,7 +71,8 @@ TEST(Sampler, FrequenciesFollowTheTemperedSoftmax) {
         double chi2 = 0;
         for (int i = 0; i < 5; ++i) {
             const double expected = n * std::exp(logits[i] / t) / z;
-            chi2 += (counts[static_cast<size_t>(i)] - expected) * (counts[static_cast<size_t>(i)] - expected) / expected;
+            chi2 +=
+                (counts[static_cast<size_t>(i)] - expected) * (counts[static_cast<size_t>(i)] - expected) / expected;
         }
         EXPECT_LT(chi2, 20.0) << "temperature " << t;
     }
@@ -168,7 +169,9 @@ double chi_square(const std::map<int32_t, int>& counts, const std::map<int32_t, 
 // Upper bound for a chi-square with `df` degrees of freedom: mean + 5 standard deviations
 // (tail probability well below 1e-4 for the df used here), so a correct sampler with a fixed
 // seed passes and a wrong distribution (off by a few percent in any bin) fails.
-double chi_square_bound(size_t df) { return static_cast<double>(df) + 5 * std::sqrt(2.0 * static_cast<double>(df)); }
+double chi_square_bound(size_t df) {
+    return static_cast<double>(df) + 5 * std::sqrt(2.0 * static_cast<double>(df));
+}
 
 std::map<int32_t, int> draw_counts(SequenceSampler& s, const std::vector<float>& logits, int n) {
     std::map<int32_t, int> counts;
@@ -242,22 +245,24 @@ TEST(Sampler, TopKKeepsExactlyKWithTiesToTheLowestId) {
 }
 
 // Top-p without top-k on a vocabulary whose nucleus (a few hundred tokens) is far larger than
-// the range the sampler's mass quickselect finishes with a sort: the support is exactly the reference nucleus (computed with a
-// full sort here) and the frequencies follow the renormalized nucleus.
+// the range the sampler's mass quickselect finishes with a sort: the support is exactly the reference nucleus (computed
+// with a full sort here) and the frequencies follow the renormalized nucleus.
 TEST(Sampler, TopPOverALargeVocabularyMatchesAFullSortReference) {
     const size_t V = 5000;
     std::vector<int32_t> perm(V);
     std::iota(perm.begin(), perm.end(), 0);
     std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
     std::vector<float> logits(V);
-    for (size_t rank = 0; rank < V; ++rank) logits[static_cast<size_t>(perm[rank])] = -0.002f * static_cast<float>(rank);
+    for (size_t rank = 0; rank < V; ++rank)
+        logits[static_cast<size_t>(perm[rank])] = -0.002f * static_cast<float>(rank);
     const float top_p = 0.5f;
 
     std::vector<double> x(logits.begin(), logits.end());
     const auto pr = softmax(x);
     std::vector<int32_t> order(V);
     std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return pr[static_cast<size_t>(a)] > pr[static_cast<size_t>(b)]; });
+    std::sort(order.begin(), order.end(),
+              [&](int32_t a, int32_t b) { return pr[static_cast<size_t>(a)] > pr[static_cast<size_t>(b)]; });
     std::vector<int32_t> nucleus;
     double cum = 0;
     for (int32_t t : order) {
@@ -375,7 +380,9 @@ TEST(Sampler, LogprobsOnALargeVocabularyEqualDoubleLogSoftmax) {
     for (size_t i = 0; i < logits.size(); ++i) lp[i] = logits[i] - m - std::log(z);
     std::vector<int32_t> order(logits.size());
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)]; });
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+        return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)];
+    });
 
     // Temperature and penalties change what is sampled, not the reported (raw) logprobs.
     SamplingParams p = params(0.7f, 4);
@@ -435,7 +442,10 @@ TEST(Sampler, TimingOnA152kVocabulary) {
     std::normal_distribution<float> nd(0, 2);
     std::vector<float> logits(151936);
     for (float& l : logits) l = nd(gen);
-    struct Case { const char* name; SamplingParams p; };
+    struct Case {
+        const char* name;
+        SamplingParams p;
+    };
     std::vector<Case> cases(5);
     cases[0] = {"greedy", params(0)};
     cases[1] = {"temperature only", params(0.8f)};
@@ -454,7 +464,8 @@ TEST(Sampler, TimingOnA152kVocabulary) {
         const int reps = 20;
         const auto t0 = std::chrono::steady_clock::now();
         for (int i = 0; i < reps; ++i) s.sample(logits.data(), static_cast<int64_t>(logits.size()));
-        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / reps;
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / reps;
         std::printf("  sample() on 151936 logits, %-26s %7.3f ms\n", c.name, ms);
     }
 }

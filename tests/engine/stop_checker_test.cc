@@ -126,7 +126,7 @@ TEST(StopChecker, TheMatchThatEndsFirstWinsWhateverTheChunking) {
 TEST(StopChecker, PrefixStopStringsHoldBackOnlyWhatCanStillMatch) {
     StopChecker sc(criteria({"ab", "abc"}));
     StopUpdate u = sc.on_token(1, "xa");
-    EXPECT_EQ(u.text, "x");  // "a" may start either
+    EXPECT_EQ(u.text, "x");   // "a" may start either
     u = sc.on_token(2, "c");  // "ac": neither
     EXPECT_EQ(u.text, "ac");
     EXPECT_EQ(u.finish, FinishReason::kNone);
