@@ -2,7 +2,7 @@
 // tokens/s at batch 1 and at a few batch sizes, for a model directory or a random model shape.
 //
 //   forward_bench --model tests/reference/fixtures/qwen3_moe [--threads 2]
-//   forward_bench --random moe-s --dtype bf16 --prompt 128 --decode 16 --batches 1,4,16 [--no-gemv]
+//   forward_bench --random moe-s --dtype bf16 --prompt 128 --decode 16 --batches 1,4,16 [--tiles-max-rows N] (0: every bf16 GEMM on oneDNN)
 //
 // Prints one line per figure plus the machine's CPU model and flags. Not a peer comparison:
 // benchmarks/cpu_vs_llamacpp (issue 6) measures against llama.cpp in the same run.
@@ -46,7 +46,7 @@ int fail(const Status& s) {
 int main(int argc, char** argv) {
     std::string model_dir, random_shape, dtype_name_arg = "auto", batches_arg = "1,4,16";
     int threads = 2, prompt_len = 64, decode_steps = 16, repeats = 3;
-    bool decode_gemv = true;
+    int64_t tiles_max_rows = cpu::GemmEngine::kDefaultTilesMaxRows;
     for (int i = 1; i < argc; ++i) {
         auto next = [&](const char* flag) -> std::string {
             if (i + 1 >= argc) {
@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
         else if (a == "--decode") decode_steps = std::stoi(next("--decode"));
         else if (a == "--batches") batches_arg = next("--batches");
         else if (a == "--repeats") repeats = std::stoi(next("--repeats"));
-        else if (a == "--no-gemv") decode_gemv = false;
+        else if (a == "--tiles-max-rows") tiles_max_rows = std::stoll(next("--tiles-max-rows"));
         else {
             std::fprintf(stderr, "unknown flag %s\n", a.c_str());
             return 2;
@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
     }
     WeightDType wd = dtype_name_arg == "bf16" ? WeightDType::kBF16 : dtype_name_arg == "f32" ? WeightDType::kF32 : WeightDType::kAuto;
     auto backend = make_cpu_backend({.num_threads = threads});
-    cpu::as_cpu(*backend).gemm_engine().set_decode_gemv(decode_gemv);
+    cpu::as_cpu(*backend).gemm_engine().set_bf16_tiles_max_rows(tiles_max_rows);
     std::unique_ptr<MoeTransformer> model;
     std::string what;
     if (!model_dir.empty()) {

@@ -1,7 +1,8 @@
-// Decode-shaped bf16 GEMMs (M = 1..4 rows, weights streamed from DRAM): the decode GEMV against
-// oneDNN's matmul, alternated in one run. Prints GB/s of weights read.
+// bf16 GEMMs with weights streamed from DRAM: our AVX512-BF16 tiles (gemv_bf16.h) against
+// oneDNN's matmul, alternated in one run, for decode-shaped M (1, 2, 4: prints GB/s of weights
+// read) and prefill-shaped M (16, 64, 512: prints GFLOP/s).
 //
-//   gemm_decode_bench [--threads 2] [--n 4096] [--k 2048] [--matrices 16] [--repeats 5]
+//   gemm_decode_bench [--threads 2] [--n 4096] [--k 2048] [--matrices 16] [--repeats 5] [--ms 1,2,4,16,64,512]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -17,6 +18,7 @@ using namespace moe;
 int main(int argc, char** argv) {
     int threads = 2, repeats = 5;
     int64_t n = 4096, k = 2048, matrices = 16;
+    std::vector<int64_t> ms = {1, 2, 4, 16, 64, 512};
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
         if (a == "--threads") threads = std::stoi(argv[i + 1]);
@@ -24,6 +26,15 @@ int main(int argc, char** argv) {
         else if (a == "--k") k = std::stoll(argv[i + 1]);
         else if (a == "--matrices") matrices = std::stoll(argv[i + 1]);
         else if (a == "--repeats") repeats = std::stoi(argv[i + 1]);
+        else if (a == "--ms") {
+            ms.clear();
+            for (size_t pos = 0; pos < std::string(argv[i + 1]).size();) {
+                const std::string list = argv[i + 1];
+                const size_t comma = list.find(',', pos);
+                ms.push_back(std::stoll(list.substr(pos, comma - pos)));
+                pos = comma == std::string::npos ? list.size() : comma + 1;
+            }
+        }
     }
     auto be = make_cpu_backend({.num_threads = threads});
     auto& engine = cpu::as_cpu(*be).gemm_engine();
@@ -31,16 +42,17 @@ int main(int argc, char** argv) {
     std::vector<std::vector<uint16_t>> w(static_cast<size_t>(matrices), std::vector<uint16_t>(static_cast<size_t>(n * k)));
     for (size_t i = 0; i < w.size(); ++i)
         for (size_t j = 0; j < w[i].size(); ++j) w[i][j] = f32_to_bf16(static_cast<float>((i * 31 + j * 7) % 13) * 0.01f);
-    std::vector<float> x(static_cast<size_t>(4 * k), 0.5f), y(static_cast<size_t>(4 * n));
+    const int64_t max_m = *std::max_element(ms.begin(), ms.end());
+    std::vector<float> x(static_cast<size_t>(max_m * k), 0.5f), y(static_cast<size_t>(max_m * n));
     const double bytes = static_cast<double>(matrices) * static_cast<double>(n * k) * 2;
     std::printf("cpu: %s, %d threads; %lld matrices of %lld x %lld bf16 (%.0f MB)\n",
                 cpu::cpu_features().to_string().c_str(), threads, static_cast<long long>(matrices),
                 static_cast<long long>(n), static_cast<long long>(k), bytes / 1e6);
-    for (int64_t m : {1, 2, 4}) {
+    for (int64_t m : ms) {
         std::vector<double> gbs[2];
         for (int rep = 0; rep < repeats; ++rep) {
-            for (int path = 0; path < 2; ++path) {  // 0: GEMV, 1: oneDNN, alternated
-                engine.set_decode_gemv(path == 0);
+            for (int path = 0; path < 2; ++path) {  // 0: tiles, 1: oneDNN, alternated
+                engine.set_bf16_tiles_max_rows(path == 0 ? INT64_MAX : 0);
                 const auto t0 = std::chrono::steady_clock::now();
                 for (int64_t i = 0; i < matrices; ++i) {
                     GemmArgs a{.x = TensorView::make(x.data(), DType::kF32, {m, k}),
@@ -55,8 +67,15 @@ int main(int argc, char** argv) {
         }
         for (auto& v : gbs) std::sort(v.begin(), v.end());
         const double g = gbs[0][gbs[0].size() / 2], d = gbs[1][gbs[1].size() / 2];
-        std::printf("M=%lld: decode GEMV %.1f GB/s, oneDNN %.1f GB/s (median of %d), ratio %.2fx\n",
-                    static_cast<long long>(m), g, d, repeats, g / d);
+        if (m <= 4) {
+            std::printf("M=%lld: tiles %.1f GB/s, oneDNN %.1f GB/s (median of %d), ratio %.2fx\n",
+                        static_cast<long long>(m), g, d, repeats, g / d);
+        } else {
+            // FLOPs per weight byte: 2 * m per bf16 element = m per byte.
+            std::printf("M=%lld: tiles %.1f GFLOP/s, oneDNN %.1f GFLOP/s (median of %d), ratio %.2fx\n",
+                        static_cast<long long>(m), g * static_cast<double>(m), d * static_cast<double>(m), repeats,
+                        g / d);
+        }
     }
     return 0;
 }

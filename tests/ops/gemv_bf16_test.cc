@@ -1,7 +1,10 @@
-// The decode GEMV (bf16 weights, M <= 4) against the naive reference: exact on small integers,
-// within bf16 rounding of x on random floats; odd N and K (K tails), bias and accumulate.
+// The bf16 tiles (gemv_bf16.h, bf16_tiles.h) against the naive reference: exact on small
+// integers, within bf16 rounding of x on random floats; decode and prefill row counts (tile
+// remainders, row blocks), odd N and K (K tails), bias and accumulate; and batch invariance.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <cstring>
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
@@ -59,8 +62,9 @@ void run_case(Backend& be, const Case& c, bool integers, uint32_t seed) {
 TEST(CpuGemvBf16, MatchesTheReferenceForEveryRowCountAndKTail) {
     if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: the GEMV path is not used";
     auto be = make_cpu_backend({.num_threads = 2});
+    cpu::as_cpu(*be).gemm_engine().set_bf16_tiles_max_rows(INT64_MAX);
     uint32_t seed = 1;
-    for (int64_t m = 1; m <= cpu::kGemvMaxRows; ++m)
+    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 9, 66, 131})
         for (int64_t n : {1, 5, 19, 111})
             for (int64_t k : {1, 31, 32, 77, 130})
                 for (bool bias : {false, true})
@@ -68,6 +72,38 @@ TEST(CpuGemvBf16, MatchesTheReferenceForEveryRowCountAndKTail) {
                         run_case(*be, {m, n, k, bias, acc}, true, seed++);
                         run_case(*be, {m, n, k, bias, acc}, false, seed++);
                     }
+}
+
+// A row's result does not depend on which other rows share the call, nor on the thread count.
+TEST(CpuGemvBf16, RowsAreBatchAndThreadInvariant) {
+    if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: the tiles are not used";
+    const int64_t m = 70, n = 37, k = 333;
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(m * k));
+    std::vector<uint16_t> w(static_cast<size_t>(n * k));
+    for (auto& v : x) v = normal(rng);
+    for (auto& v : w) v = f32_to_bf16(normal(rng));
+    auto run = [&](int threads, int64_t rows, int64_t first_row) {
+        auto be = make_cpu_backend({.num_threads = threads});
+        cpu::as_cpu(*be).gemm_engine().set_bf16_tiles_max_rows(INT64_MAX);
+        std::vector<float> y(static_cast<size_t>(rows * n));
+        GemmArgs a{.x = TensorView::make(x.data() + first_row * k, DType::kF32, {rows, k}),
+                   .w = TensorView::make(w.data(), DType::kBF16, {n, k}),
+                   .bias = {},
+                   .y = TensorView::make(y.data(), DType::kF32, {rows, n})};
+        EXPECT_TRUE(ops::run(*be, a).ok());
+        return y;
+    };
+    const std::vector<float> all = run(2, m, 0);
+    for (int threads : {1, 2, 3}) {
+        for (int64_t rows : {1, 2, 3, 4, 5, 65}) {
+            const int64_t first = m - rows;
+            const std::vector<float> part = run(threads, rows, first);
+            ASSERT_EQ(std::memcmp(part.data(), all.data() + first * n, part.size() * sizeof(float)), 0)
+                << "threads " << threads << ", rows " << rows;
+        }
+    }
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // moe_route, moe_permute, moe_experts and moe_unpermute on every backend vs the reference.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <algorithm>
 #include <numeric>
 
@@ -104,14 +106,17 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
         auto be = factory.make();
         uint32_t seed = 1300;
         for (DType dt : {DType::kF32, DType::kBF16}) {
-            for (int64_t hidden : {19, 64}) {
+            // The last shape has experts above the CPU tiles' 64-row block and several 64-column
+            // work items per matrix, with K tails on both products.
+            for (int64_t hidden : {19, 64, 130}) {
                 ++seed;
                 SCOPED_TRACE(factory.name + " " + dtype_name(dt) + " H=" + std::to_string(hidden) + " seed=" +
                              std::to_string(seed));
                 Rng rng(seed);
-                const int64_t inter = 23;
+                const int64_t inter = hidden == 130 ? 150 : 23;
                 // Expert 1 has no rows and no weights (as on another rank): it must not be read.
-                std::vector<int32_t> offsets = {0, 5, 5, 6, 25};
+                std::vector<int32_t> offsets = hidden == 130 ? std::vector<int32_t>{0, 70, 70, 71, 140}
+                                                             : std::vector<int32_t>{0, 5, 5, 6, 25};
                 const int64_t num_experts = 4, rows = offsets.back();
                 auto x = rng.uniform(static_cast<size_t>(rows * hidden), -1, 1);
                 std::vector<std::vector<float>> w[3];
@@ -162,8 +167,13 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                 if (dt == DType::kF32) {
                     expect_close(runs[0], ref, 1e-5, 1e-4, "out_permuted");
                 } else {
-                    // x and the SwiGLU activations are rounded to bf16 before each product.
-                    expect_close(runs[0], ref, 2e-2, 2e-2, "out_permuted");
+                    // x and the SwiGLU activations are rounded to bf16 before each product: the
+                    // error grows with the size of the terms summed, i.e. with the outputs' rms
+                    // (~7 on the largest shape), not with each output's own magnitude.
+                    double sq = 0;
+                    for (float v : ref) sq += static_cast<double>(v) * v;
+                    const double rms = std::sqrt(sq / static_cast<double>(ref.size()));
+                    expect_close(runs[0], ref, 2e-2 + 1e-2 * rms, 2e-2, "out_permuted");
                 }
                 expect_bitwise_equal(runs[0], runs[1], "out_permuted");
             }

@@ -67,7 +67,7 @@ Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
     if (p.w_dtype == DType::kF32) return run_f32(p);
     if (p.w_dtype == DType::kBF16) {
-        if (decode_gemv_ && gemv_bf16_applies(p)) {
+        if (gemv_bf16_applies(p, tiles_max_rows_)) {
             gemv_bf16(p, pool_);
             return ok_status();
         }

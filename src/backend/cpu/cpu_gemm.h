@@ -34,6 +34,8 @@ struct GemmProblem {
 
 class GemmEngine {
 public:
+    static constexpr int64_t kDefaultTilesMaxRows = 64;
+
     GemmEngine(int num_threads, ThreadPool* pool);
     ~GemmEngine();
     GemmEngine(const GemmEngine&) = delete;
@@ -46,9 +48,13 @@ public:
     const std::string& last_bf16_impl() const;
     // oneDNN primitives built so far (one per distinct shape / bias / accumulate / ldy).
     size_t cached_primitives() const;
-    // The decode GEMV for bf16 weights and M <= 4 (on by default where the CPU has
-    // AVX512-BF16); off sends those shapes to oneDNN too. For A/B benchmarks.
-    void set_decode_gemv(bool on) { decode_gemv_ = on; }
+    // bf16 problems with M <= this many rows go to our AVX512-BF16 tiles (gemv_bf16.h), larger
+    // ones to oneDNN. benchmarks/gemm_decode_bench on the 2-core EPYC (AVX512-BF16, no AMX):
+    // tiles 1.3x oneDNN at M = 1-2 (25 vs 19 GB/s), 1.1x at M = 8-16, even at M = 64, 0.75-0.85x
+    // from M = 128 up (oneDNN's packed-B brgemm wins once weights are reused enough). 0 sends
+    // everything to oneDNN. For A/B benchmarks and tests.
+    void set_bf16_tiles_max_rows(int64_t rows) { tiles_max_rows_ = rows; }
+    int64_t bf16_tiles_max_rows() const { return tiles_max_rows_; }
 
 private:
     Status run_f32(const GemmProblem& p);
@@ -59,7 +65,7 @@ private:
     int num_threads_;
     ThreadPool* pool_;
     std::unique_ptr<Dnnl> dnnl_;
-    bool decode_gemv_ = true;
+    int64_t tiles_max_rows_ = kDefaultTilesMaxRows;
 };
 
 }  // namespace moe::cpu

@@ -1,109 +1,53 @@
 #include "backend/cpu/gemv_bf16.h"
 
-// GCC 12 warns inside its own AVX-512 headers (_mm512_reduce_add_ps) about an intentionally
-// undefined vector; the warning is a known false positive.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <vector>
 
-#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/bf16_tiles.h"
 
 namespace moe::cpu {
-namespace {
 
-constexpr int64_t kColsPerIter = 8;  // weight rows streamed together (a multiple of every C below)
-
-// Output columns [n_begin, n_end) for all M rows. xb: M rows of bf16 x, each k_pad long (zero
-// padded to a multiple of 32).
-// C weight rows in flight: 8 for M <= 2, 4 above (M * C accumulators must fit in 32 registers).
-template <int M, int C>
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_block(const GemmProblem& p, const uint16_t* xb,
-                                                                       int64_t k_pad, int64_t n_begin, int64_t n_end) {
-    const auto* w = static_cast<const uint16_t*>(p.w);
-    const int64_t k = p.k;
-    const int64_t k_full = k / 32 * 32;
-    const __mmask32 tail_mask = static_cast<__mmask32>((k - k_full) >= 32 ? ~0u : ((1u << (k - k_full)) - 1u));
-    int64_t n = n_begin;
-    for (; n < n_end; n += C) {
-        const int64_t cols = std::min<int64_t>(C, n_end - n);
-        __m512 acc[M][C];
-        for (int m = 0; m < M; ++m)
-            for (int j = 0; j < C; ++j) acc[m][j] = _mm512_setzero_ps();
-        const uint16_t* rows[C];
-        for (int j = 0; j < C; ++j) rows[j] = w + (n + std::min<int64_t>(j, cols - 1)) * k;
-        for (int64_t kk = 0; kk < k_full; kk += 32) {
-            __m512i wv[C];
-            for (int j = 0; j < C; ++j) wv[j] = _mm512_loadu_si512(rows[j] + kk);
-            for (int m = 0; m < M; ++m) {
-                const __m512i xv = _mm512_loadu_si512(xb + m * k_pad + kk);
-                for (int j = 0; j < C; ++j)
-                    acc[m][j] = _mm512_dpbf16_ps(acc[m][j], (__m512bh)xv, (__m512bh)wv[j]);
-            }
-        }
-        if (k_full < k) {
-            __m512i wv[C];
-            for (int j = 0; j < C; ++j) wv[j] = _mm512_maskz_loadu_epi16(tail_mask, rows[j] + k_full);
-            for (int m = 0; m < M; ++m) {
-                const __m512i xv = _mm512_loadu_si512(xb + m * k_pad + k_full);
-                for (int j = 0; j < C; ++j)
-                    acc[m][j] = _mm512_dpbf16_ps(acc[m][j], (__m512bh)xv, (__m512bh)wv[j]);
-            }
-        }
-        for (int m = 0; m < M; ++m) {
-            float* y = p.y + m * p.ldy + n;
-            for (int64_t j = 0; j < cols; ++j) {
-                float v = _mm512_reduce_add_ps(acc[m][j]);
-                if (p.bias != nullptr) v += p.bias[n + j];
-                y[j] = p.accumulate ? y[j] + v : v;
-            }
-        }
-    }
-}
-
-}  // namespace
-
-bool gemv_bf16_applies(const GemmProblem& p) {
-    return p.w_dtype == DType::kBF16 && p.m >= 1 && p.m <= kGemvMaxRows && p.k > 0 && cpu_features().avx512_bf16;
+bool gemv_bf16_applies(const GemmProblem& p, int64_t max_rows) {
+    return p.w_dtype == DType::kBF16 && p.m >= 1 && p.m <= max_rows && p.k > 0 && bf16_tiles_available();
 }
 
 void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
-    const int64_t k_pad = (p.k + 31) / 32 * 32;
+    const int64_t k_pad = bf16_padded_k(p.k);
     // NOTE: thread_local scratch: the backend is used by one thread at a time, and this keeps
-    // the decode path free of per-call allocation once warmed up.
+    // the step free of allocation once warmed up.
     thread_local std::vector<uint16_t> xb;
-    xb.assign(static_cast<size_t>(p.m * k_pad), 0);
-    for (int64_t m = 0; m < p.m; ++m)
-        for (int64_t i = 0; i < p.k; ++i) xb[static_cast<size_t>(m * k_pad + i)] = f32_to_bf16(p.x[m * p.ldx + i]);
-    // NOTE: a plain pointer: a lambda naming the thread_local itself would see the worker
+    if (xb.size() < static_cast<size_t>(p.m * k_pad)) xb.resize(static_cast<size_t>(p.m * k_pad));
+    // NOTE: plain pointers: a lambda naming the thread_local itself would see the worker
     // thread's own (empty) instance.
-    const uint16_t* x_bf16 = xb.data();
-    // Column blocks of kColsPerIter, split evenly over the pool's threads.
-    const int64_t groups = (p.n + kColsPerIter - 1) / kColsPerIter;
-    auto body = [&](int64_t g_begin, int64_t g_end) {
-        const int64_t n0 = g_begin * kColsPerIter, n1 = std::min(p.n, g_end * kColsPerIter);
-        switch (p.m) {
-            case 1: gemv_block<1, 8>(p, x_bf16, k_pad, n0, n1); break;
-            case 2: gemv_block<2, 8>(p, x_bf16, k_pad, n0, n1); break;
-            case 3: gemv_block<3, 4>(p, x_bf16, k_pad, n0, n1); break;
-            default: gemv_block<4, 4>(p, x_bf16, k_pad, n0, n1); break;
-        }
-    };
-    // NOTE: OpenMP, not the pool: a decode step runs hundreds of these small calls, and OpenMP's
-    // threads (kept warm by oneDNN, which uses them too) start far faster than the pool's
-    // condition-variable wake-up. The static split keeps results deterministic.
+    uint16_t* x_bf16 = xb.data();
+    const int64_t groups = (p.n + kBf16ColGroup - 1) / kBf16ColGroup;
     const int threads = pool != nullptr ? static_cast<int>(std::min<int64_t>(pool->size(), groups)) : 1;
+    auto body = [&](int t, int nt) {
+        // Each thread converts its share of x's rows, then (after the barrier) computes its
+        // share of the columns for all rows.
+        const int64_t r0 = p.m * t / nt, r1 = p.m * (t + 1) / nt;
+        f32_rows_to_bf16(p.x + r0 * p.ldx, p.ldx, r1 - r0, p.k, x_bf16 + r0 * k_pad, k_pad);
+        if (nt > 1) {
+#pragma omp barrier
+        }
+        const int64_t n0 = std::min(p.n, groups * t / nt * kBf16ColGroup);
+        const int64_t n1 = std::min(p.n, groups * (t + 1) / nt * kBf16ColGroup);
+        if (n0 >= n1) return;
+        float* y = p.y + n0;
+        bf16_dot_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w), p.k, n0, n1, y, p.ldy, p.accumulate);
+        if (p.bias != nullptr)
+            for (int64_t i = 0; i < p.m; ++i)
+                for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];
+    };
+    // NOTE: OpenMP, not the pool's parallel_for: the barrier between converting x and the
+    // products needs one region. Static splits keep results deterministic.
     if (threads > 1) {
 #pragma omp parallel num_threads(threads)
-        {
-            const int t = omp_get_thread_num();
-            const int nt = omp_get_num_threads();
-            body(groups * t / nt, groups * (t + 1) / nt);
-        }
+        body(omp_get_thread_num(), omp_get_num_threads());
     } else {
-        body(0, groups);
+        body(0, 1);
     }
 }
 

@@ -1,22 +1,22 @@
-// Decode-shaped GEMM with bf16 weights: y[M, N] (+)= x[M, K] * w[N, K]^T for M <= 4.
+// GEMM with bf16 weights on our own AVX512-BF16 tiles (bf16_tiles.h): y[M, N] (+)= x[M, K] *
+// w[N, K]^T (+ bias), x rounded to bf16, f32 accumulation.
 //
 // At decode, M (tokens per weight matrix) is 1 to a few and the step is bound by reading the
-// weights from DRAM. oneDNN's matmul reaches a fraction of the bandwidth there (PERF_NOTES: 5.6
-// GB/s at M=1, 1 thread), so this kernel streams each weight row once for all M rows of x with
-// AVX512-BF16 dot products, four weight rows in flight per thread, split over N across the pool.
-// x is rounded to bf16 (as the oneDNN path does); accumulation is f32.
+// weights from DRAM; oneDNN's matmul reaches a fraction of the bandwidth there (PERF_NOTES: 5.6
+// GB/s at M=1, 1 thread). The tiles stream each weight row once for all M rows, eight weight
+// rows in flight per thread. For larger M they are also the prefill kernel: one OpenMP region
+// per call, no per-shape primitive to build, batch invariant. Columns are split evenly over
+// the pool's threads.
 #pragma once
 
 #include "backend/cpu/cpu_gemm.h"
 
 namespace moe::cpu {
 
-inline constexpr int64_t kGemvMaxRows = 4;
+// Whether gemv_bf16 can run `p` on this CPU (AVX512-BF16 present, bf16 weights, M <= max_rows).
+bool gemv_bf16_applies(const GemmProblem& p, int64_t max_rows);
 
-// Whether gemv_bf16 can run `p` on this CPU (AVX512-BF16 present, M <= kGemvMaxRows, bf16 w).
-bool gemv_bf16_applies(const GemmProblem& p);
-
-// Runs `p`; deterministic for a given N split (the pool size).
+// Runs `p`; bitwise deterministic and independent of the pool size.
 void gemv_bf16(const GemmProblem& p, ThreadPool* pool);
 
 }  // namespace moe::cpu

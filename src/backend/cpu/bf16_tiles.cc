@@ -1,0 +1,196 @@
+#include "backend/cpu/bf16_tiles.h"
+
+// GCC 12 warns inside its own AVX-512 headers about intentionally undefined vectors; the
+// warning is a known false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "backend/cpu/cpu_features.h"
+#include "moe/dtype.h"
+
+#define MOE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+
+namespace moe::cpu {
+namespace {
+
+// Lane sums of a, b, c, d as [sum a, sum b, sum c, sum d].
+MOE_BF16_TARGET inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    // Per lane: [a, b, c, d] partial sums.
+    const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 s2 = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(s2), _mm256_extractf128_ps(s2, 1));
+}
+
+// M rows of x against C weight rows (wrows; entries past `cols` repeat the last valid row and
+// their sums are dropped). y: M rows of stride ldy, `cols` columns written.
+template <int M, int C>
+MOE_BF16_TARGET void tile(const uint16_t* x, int64_t ldx, const uint16_t* const* wrows, int64_t k, float* y,
+                          int64_t ldy, int64_t cols, bool accumulate) {
+    static_assert(C % 4 == 0);
+    const int64_t k_full = k / 32 * 32;
+    __m512 acc[M][C];
+    for (int m = 0; m < M; ++m)
+        for (int j = 0; j < C; ++j) acc[m][j] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < k_full; kk += 32) {
+        __m512i wv[C];
+        for (int j = 0; j < C; ++j) wv[j] = _mm512_loadu_si512(wrows[j] + kk);
+        for (int m = 0; m < M; ++m) {
+            const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + m * ldx + kk);
+            for (int j = 0; j < C; ++j) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], xv, (__m512bh)wv[j]);
+        }
+    }
+    if (k_full < k) {
+        const __mmask32 tail = static_cast<__mmask32>((1u << (k - k_full)) - 1u);
+        __m512i wv[C];
+        for (int j = 0; j < C; ++j) wv[j] = _mm512_maskz_loadu_epi16(tail, wrows[j] + k_full);
+        for (int m = 0; m < M; ++m) {
+            // x is zero padded to a multiple of 32, so its full load is in bounds and adds zeros.
+            const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + m * ldx + k_full);
+            for (int j = 0; j < C; ++j) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], xv, (__m512bh)wv[j]);
+        }
+    }
+    for (int m = 0; m < M; ++m) {
+        float* yr = y + m * ldy;
+        for (int j = 0; j < C; j += 4) {
+            if (j >= cols) break;
+            alignas(16) float s[4];
+            _mm_store_ps(s, hsum4(acc[m][j], acc[m][j + 1], acc[m][j + 2], acc[m][j + 3]));
+            const int64_t n = std::min<int64_t>(4, cols - j);
+            for (int64_t i = 0; i < n; ++i) yr[j + i] = accumulate ? yr[j + i] + s[i] : s[i];
+        }
+    }
+}
+
+MOE_BF16_TARGET void rows_to_bf16_avx512(const float* x, int64_t ldx, int64_t rows, int64_t k, uint16_t* out,
+                                         int64_t ldo) {
+    const int64_t kp = bf16_padded_k(k);
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * ldx;
+        uint16_t* o = out + r * ldo;
+        for (int64_t i = 0; i < kp; i += 16) {
+            const int64_t left = k - i;
+            const __mmask16 mask = left >= 16  ? static_cast<__mmask16>(0xffff)
+                                   : left <= 0 ? static_cast<__mmask16>(0)
+                                               : static_cast<__mmask16>((1u << left) - 1u);
+            const __m512 v = _mm512_maskz_loadu_ps(mask, xr + i);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), (__m256i)_mm512_cvtneps_pbh(v));
+        }
+    }
+}
+
+// exp(x) for x in f32: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by Taylor to degree 6, times 2^n.
+MOE_BF16_TARGET inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2 high bits
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);  // ln2 low bits
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+}  // namespace
+
+MOE_BF16_TARGET void silu_mul_to_bf16(const float* g, const float* u, int64_t n, uint16_t* out) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t left = n - i;
+        const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+        const __m512 gv = _mm512_maskz_loadu_ps(mask, g + i);
+        const __m512 uv = _mm512_maskz_loadu_ps(mask, u + i);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        const __m512 s = _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), uv);
+        _mm256_mask_storeu_epi16(out + i, mask, (__m256i)_mm512_cvtneps_pbh(s));
+    }
+}
+
+bool bf16_tiles_available() {
+    return cpu_features().avx512_bf16;
+}
+
+void f32_rows_to_bf16(const float* x, int64_t ldx, int64_t rows, int64_t k, uint16_t* out, int64_t ldo) {
+    if (bf16_tiles_available()) {
+        rows_to_bf16_avx512(x, ldx, rows, k, out, ldo);
+        return;
+    }
+    const int64_t kp = bf16_padded_k(k);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < k; ++i) out[r * ldo + i] = f32_to_bf16(x[r * ldx + i]);
+        for (int64_t i = k; i < kp; ++i) out[r * ldo + i] = 0;
+    }
+}
+
+void bf16_dot_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* w, int64_t k, int64_t n_begin,
+                    int64_t n_end, float* y, int64_t ldy, bool accumulate) {
+    constexpr int64_t G = kBf16ColGroup;
+    static_assert(G == 8);
+    if (rows > kBf16RowBlock) {
+        for (int64_t r0 = 0; r0 < rows; r0 += kBf16RowBlock)
+            bf16_dot_block(x + r0 * ldx, ldx, std::min(kBf16RowBlock, rows - r0), w, k, n_begin, n_end, y + r0 * ldy,
+                           ldy, accumulate);
+        return;
+    }
+    for (int64_t n = n_begin; n < n_end; n += G) {
+        const int64_t cols = std::min<int64_t>(G, n_end - n);
+        const uint16_t* wr[G];
+        for (int64_t j = 0; j < G; ++j) wr[j] = w + (n + std::min<int64_t>(j, cols - 1)) * k;
+        float* yc = y + (n - n_begin);
+        if (rows == 1) {
+            tile<1, 8>(x, ldx, wr, k, yc, ldy, cols, accumulate);
+        } else if (rows == 2) {
+            tile<2, 8>(x, ldx, wr, k, yc, ldy, cols, accumulate);
+        } else {
+            // Two halves of 4 weight rows, each held in L1 while all rows of x pass.
+            for (int64_t h = 0; h < G && h < cols; h += 4) {
+                const int64_t hc = std::min<int64_t>(4, cols - h);
+                const uint16_t* const* wh = wr + h;
+                float* yh = yc + h;
+                int64_t r = 0;
+                for (; r + 4 <= rows; r += 4) tile<4, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
+                switch (rows - r) {
+                    case 1:
+                        tile<1, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
+                        break;
+                    case 2:
+                        tile<2, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
+                        break;
+                    case 3:
+                        tile<3, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
+                        break;
+                    default:
+                        break;
+                }
+            }
+        }
+    }
+}
+
+void split_by_cost(const int64_t* costs, int64_t num_items, int parts, int64_t* bounds) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < num_items; ++i) total += std::max<int64_t>(costs[i], 0);
+    bounds[0] = 0;
+    int p = 0;  // the part the next item goes to
+    int64_t before = 0;
+    for (int64_t i = 0; i < num_items; ++i) {
+        const int64_t c = std::max<int64_t>(costs[i], 0);
+        // Item i goes to the part its midpoint falls in.
+        const int64_t part =
+            total > 0 ? std::min<int64_t>(parts - 1, (2 * before + c) * parts / (2 * total)) : i * parts / num_items;
+        while (p < part) bounds[++p] = i;
+        before += c;
+    }
+    while (p < parts) bounds[++p] = num_items;
+}
+
+}  // namespace moe::cpu
