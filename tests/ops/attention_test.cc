@@ -17,7 +17,8 @@ TEST(OpsKvWrite, CopiesEveryTokenToItsSlotExactly) {
         for (DType dt : {DType::kF32, DType::kBF16}) {
             for (int64_t t : {1, 19}) {
                 ++seed;
-                SCOPED_TRACE(factory.name + " " + dtype_name(dt) + " T=" + std::to_string(t) + " seed=" + std::to_string(seed));
+                SCOPED_TRACE(factory.name + " " + dtype_name(dt) + " T=" + std::to_string(t) +
+                             " seed=" + std::to_string(seed));
                 Rng rng(seed);
                 const int64_t blocks = 7, block_size = 4, heads = 2, head_dim = 19;
                 const int64_t cache_elems = blocks * block_size * heads * head_dim;
@@ -34,7 +35,8 @@ TEST(OpsKvWrite, CopiesEveryTokenToItsSlotExactly) {
                 convert_to_f32(k_cache0.data(), DType::kBF16, k_cache0_f.data(), k_cache0.size());
                 convert_to_f32(v_cache0.data(), DType::kBF16, v_cache0_f.data(), v_cache0.size());
 
-                auto run = [&](auto& kc, auto& vc, bool on_backend) -> std::pair<std::vector<uint8_t>, std::vector<uint8_t>> {
+                auto run = [&](auto& kc, auto& vc,
+                               bool on_backend) -> std::pair<std::vector<uint8_t>, std::vector<uint8_t>> {
                     using T = typename std::decay_t<decltype(kc)>::value_type;
                     auto as_bytes = [](const std::vector<T>& x) {
                         std::vector<uint8_t> b(x.size() * sizeof(T));
@@ -43,17 +45,19 @@ TEST(OpsKvWrite, CopiesEveryTokenToItsSlotExactly) {
                     };
                     if (!on_backend) {
                         auto kc_copy = kc, vc_copy = vc;
-                        Status s = ref::kv_write({host_view(k.data(), DType::kF32, {t, heads, head_dim}),
-                                                  host_view(v.data(), DType::kF32, {t, heads, head_dim}),
-                                                  host_view(slots.data(), DType::kI64, {t}),
-                                                  host_view(kc_copy.data(), dt, {blocks, block_size, heads, head_dim}),
-                                                  host_view(vc_copy.data(), dt, {blocks, block_size, heads, head_dim})});
+                        Status s =
+                            ref::kv_write({host_view(k.data(), DType::kF32, {t, heads, head_dim}),
+                                           host_view(v.data(), DType::kF32, {t, heads, head_dim}),
+                                           host_view(slots.data(), DType::kI64, {t}),
+                                           host_view(kc_copy.data(), dt, {blocks, block_size, heads, head_dim}),
+                                           host_view(vc_copy.data(), dt, {blocks, block_size, heads, head_dim})});
                         EXPECT_TRUE(s.ok()) << s.to_string();
                         return {as_bytes(kc_copy), as_bytes(vc_copy)};
                     }
                     DeviceArena arena(*be);
-                    KvWriteArgs a{arena.put(k, DType::kF32, {t, heads, head_dim}), arena.put(v, DType::kF32, {t, heads, head_dim}),
-                                  arena.put(slots, DType::kI64, {t}), arena.put(kc, dt, {blocks, block_size, heads, head_dim}),
+                    KvWriteArgs a{arena.put(k, DType::kF32, {t, heads, head_dim}),
+                                  arena.put(v, DType::kF32, {t, heads, head_dim}), arena.put(slots, DType::kI64, {t}),
+                                  arena.put(kc, dt, {blocks, block_size, heads, head_dim}),
                                   arena.put(vc, dt, {blocks, block_size, heads, head_dim})};
                     Status s = ops::run(*be, a);
                     EXPECT_TRUE(s.ok()) << s.to_string();
@@ -92,7 +96,9 @@ void run_attention_case(Backend& be, const std::string& backend_name, const Attn
     Rng rng(seed);
     const int64_t num_seqs = static_cast<int64_t>(c.kv_lens.size());
     std::vector<int32_t> query_start(static_cast<size_t>(num_seqs) + 1, 0);
-    for (int64_t s = 0; s < num_seqs; ++s) query_start[static_cast<size_t>(s) + 1] = query_start[static_cast<size_t>(s)] + c.q_lens[static_cast<size_t>(s)];
+    for (int64_t s = 0; s < num_seqs; ++s)
+        query_start[static_cast<size_t>(s) + 1] =
+            query_start[static_cast<size_t>(s)] + c.q_lens[static_cast<size_t>(s)];
     const int64_t tokens = query_start.back();
     int64_t max_blocks = 1, used_blocks = 0;
     for (int32_t len : c.kv_lens) {
@@ -165,6 +171,9 @@ TEST(OpsAttention, MatchesReference) {
         {"sliding window 5", {12, 1}, {40, 33}, 4, 2, 32, 4, 5, DType::kF32},
         {"sliding window 16 bf16", {19, 1, 2}, {19, 50, 111}, 2, 1, 19, 8, 16, DType::kBF16},
         {"single token head_dim 1", {1}, {1}, 1, 1, 1, 1, 0, DType::kF32},
+        // Query blocks of 16 and chunks of 32 positions inside 64-position pages (CPU tiles).
+        {"long prefill gqa4 hd128 pages of 64", {40, 1}, {100, 70}, 8, 2, 128, 64, 0, DType::kF32},
+        {"long prefill window 37 bf16", {35}, {90}, 4, 2, 64, 64, 37, DType::kBF16},
     };
     for (const auto& factory : backend_factories()) {
         auto be = factory.make();

@@ -34,7 +34,7 @@ struct GemmProblem {
 
 class GemmEngine {
 public:
-    static constexpr int64_t kDefaultTilesMaxRows = 64;
+    static constexpr int64_t kDefaultTilesMaxRows = INT64_MAX;
 
     GemmEngine(int num_threads, ThreadPool* pool);
     ~GemmEngine();

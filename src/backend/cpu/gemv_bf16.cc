@@ -1,7 +1,5 @@
 #include "backend/cpu/gemv_bf16.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -23,15 +21,12 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
     // thread's own (empty) instance.
     uint16_t* x_bf16 = xb.data();
     const int64_t groups = (p.n + kBf16ColGroup - 1) / kBf16ColGroup;
-    const int threads = pool != nullptr ? static_cast<int>(std::min<int64_t>(pool->size(), groups)) : 1;
-    auto body = [&](int t, int nt) {
+    auto body = [&](int t, int nt, const ThreadPool::Region* region) {
         // Each thread converts its share of x's rows, then (after the barrier) computes its
         // share of the columns for all rows.
         const int64_t r0 = p.m * t / nt, r1 = p.m * (t + 1) / nt;
         f32_rows_to_bf16(p.x + r0 * p.ldx, p.ldx, r1 - r0, p.k, x_bf16 + r0 * k_pad, k_pad);
-        if (nt > 1) {
-#pragma omp barrier
-        }
+        if (region != nullptr) region->barrier();
         const int64_t n0 = std::min(p.n, groups * t / nt * kBf16ColGroup);
         const int64_t n1 = std::min(p.n, groups * (t + 1) / nt * kBf16ColGroup);
         if (n0 >= n1) return;
@@ -41,13 +36,12 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
             for (int64_t i = 0; i < p.m; ++i)
                 for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];
     };
-    // NOTE: OpenMP, not the pool's parallel_for: the barrier between converting x and the
-    // products needs one region. Static splits keep results deterministic.
-    if (threads > 1) {
-#pragma omp parallel num_threads(threads)
-        body(omp_get_thread_num(), omp_get_num_threads());
+    // One region: the barrier between converting x and the products needs it. Static splits
+    // keep results deterministic.
+    if (pool != nullptr && pool->size() > 1 && groups > 1) {
+        pool->run([&](const ThreadPool::Region& r) { body(r.thread(), r.threads(), &r); });
     } else {
-        body(0, 1);
+        body(0, 1, nullptr);
     }
 }
 

@@ -1,7 +1,7 @@
 // Grouped expert MLP.
 //
-// bf16 weights on an AVX512-BF16 CPU (the served case): every expert of the layer in ONE OpenMP
-// region, three phases separated by barriers:
+// bf16 weights on an AVX512-BF16 CPU (the served case): every expert of the layer in ONE region
+// of the backend's pool, three phases separated by barriers:
 //   1. x_permuted -> bf16 (rows split over the threads);
 //   2. for (expert, block of intermediate columns) items: the gate and up products for all of
 //      the expert's rows, silu(gate) * up rounded to bf16 into h (fused SwiGLU: gate and up
@@ -17,8 +17,6 @@
 //
 // f32 weights (or no AVX512-BF16): per expert, GEMMs through the backend's GemmEngine (BLAS
 // for f32, oneDNN for bf16), silu * up between.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -87,15 +85,16 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
     const float* x = a.x_permuted.ptr<const float>();
     float* out = a.out_permuted.ptr<float>();
 
-    auto body = [&](int t, int nt) {
+    auto body = [&](int t, int nt, const ThreadPool::Region* region) {
         // Phase 1: this thread's share of the rows to bf16.
         const int64_t r0 = total * t / nt, r1 = total * (t + 1) / nt;
         f32_rows_to_bf16(x + r0 * hidden, hidden, r1 - r0, hidden, xb + r0 * kph, kph);
-#pragma omp barrier
+        if (region != nullptr) region->barrier();
         // Phase 2: gate, up and SwiGLU per (expert, intermediate block).
         alignas(64) float g[kBf16RowBlock * kItemCols];
         alignas(64) float u[kBf16RowBlock * kItemCols];
-        for (int64_t i = gu_bounds[t]; i < gu_bounds[t + 1]; ++i) {
+        // NOTE: the bounds were made for `threads` parts; a nested call runs with nt = 1.
+        for (int64_t i = gu_bounds[t * threads / nt]; i < gu_bounds[(t + 1) * threads / nt]; ++i) {
             const Item& it = gate_up[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
@@ -115,9 +114,9 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
                 }
             }
         }
-#pragma omp barrier
+        if (region != nullptr) region->barrier();
         // Phase 3: down per (expert, hidden block), straight into out_permuted.
-        for (int64_t i = down_bounds[t]; i < down_bounds[t + 1]; ++i) {
+        for (int64_t i = down_bounds[t * threads / nt]; i < down_bounds[(t + 1) * threads / nt]; ++i) {
             const Item& it = down[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
@@ -126,10 +125,9 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
         }
     };
     if (threads > 1) {
-#pragma omp parallel num_threads(threads)
-        body(omp_get_thread_num(), omp_get_num_threads());
+        cpu.pool().run([&](const ThreadPool::Region& r) { body(r.thread(), r.threads(), &r); });
     } else {
-        body(0, 1);
+        body(0, 1, nullptr);
     }
     return ok_status();
 }
