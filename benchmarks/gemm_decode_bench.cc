@@ -2,6 +2,9 @@
 // oneDNN's matmul, alternated in one run, for decode-shaped M (1, 2, 4: prints GB/s of weights
 // read) and prefill-shaped M (16, 64, 512: prints GFLOP/s).
 //
+// Run with OMP_WAIT_POLICY=passive: oneDNN runs on OpenMP, whose threads otherwise keep spinning
+// into the tiles' passes (the tiles run on the backend's own pool) and halve their figures.
+//
 //   gemm_decode_bench [--threads 2] [--n 4096] [--k 2048] [--matrices 16] [--repeats 5] [--ms 1,2,4,16,64,512]
 #include <algorithm>
 #include <chrono>

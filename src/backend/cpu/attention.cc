@@ -57,6 +57,9 @@ void for_each_position(const TensorView& cache, const AttentionArgs& a, const Ge
 
 constexpr int64_t kQueryBlock = 16;  // query tokens per task
 constexpr int64_t kPosChunk = 32;    // cache positions per chunk (two vectors of scores)
+// Rows (query tokens x heads of the group) from which K is transposed into a tile; below,
+// scores are dot products straight from the cache (decode: one token x the group).
+constexpr int64_t kTransposeMinRows = 12;
 
 // Scratch of one task, reused across tasks on the same thread.
 struct TileScratch {
@@ -99,51 +102,90 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     const bool bf16 = a.k_cache.dtype == DType::kBF16;
     float* kt = sc.kt.data();
     float* vbuf = sc.v.data();
+    const float* vrows[kPosChunk];
     for (int64_t c0 = lo_min; c0 <= hi_max;) {
         // A chunk: positions [c0, c1) inside one page, at most kPosChunk of them.
         const int64_t page = c0 / g.block_size;
         const int64_t c1 = std::min({hi_max + 1, (page + 1) * g.block_size, c0 + kPosChunk});
         const int64_t n = c1 - c0;
         const int64_t base = (static_cast<int64_t>(table[page]) * g.block_size + c0 % g.block_size) * g.row + kvh * hd;
-        // K transposed to kt[j][p] (zero beyond n), V rows to vbuf[p][:], both f32.
-        for (int64_t p = 0; p < kPosChunk; ++p) {
-            if (p < n) {
-                const int64_t off = base + p * g.row;
-                if (bf16) {
-                    const uint16_t* k = a.k_cache.ptr<const uint16_t>() + off;
-                    const uint16_t* v = a.v_cache.ptr<const uint16_t>() + off;
-                    for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = bf16_to_f32(k[j]);
-                    for (int64_t j = 0; j < hd; ++j) vbuf[p * hd16 + j] = bf16_to_f32(v[j]);
-                } else {
-                    const float* k = a.k_cache.ptr<const float>() + off;
-                    const float* v = a.v_cache.ptr<const float>() + off;
-                    for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = k[j];
-                    for (int64_t j = 0; j < hd; ++j) vbuf[p * hd16 + j] = v[j];
-                }
+        // V rows: straight from an f32 cache, widened into vbuf from bf16.
+        for (int64_t p = 0; p < n; ++p) {
+            const int64_t off = base + p * g.row;
+            if (bf16) {
+                const uint16_t* v = a.v_cache.ptr<const uint16_t>() + off;
+                for (int64_t j = 0; j < hd; ++j) vbuf[p * hd16 + j] = bf16_to_f32(v[j]);
+                vrows[p] = vbuf + p * hd16;
             } else {
-                for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = 0.0f;
+                vrows[p] = a.v_cache.ptr<const float>() + off;
             }
         }
-        // Scores for 4 rows at a time: 8 accumulators of 16 positions.
-        for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-            const int64_t nr = std::min<int64_t>(4, rows - r0);
-            const float* qr[4];
-            for (int64_t i = 0; i < 4; ++i) qr[i] = q_row(r0 + std::min<int64_t>(i, nr - 1));
-            __m512 acc[4][2];
-            for (auto& x : acc) x[0] = x[1] = _mm512_setzero_ps();
-            for (int64_t j = 0; j < hd; ++j) {
-                const __m512 k0 = _mm512_loadu_ps(kt + j * kPosChunk);
-                const __m512 k1 = _mm512_loadu_ps(kt + j * kPosChunk + 16);
-                for (int i = 0; i < 4; ++i) {
-                    const __m512 qv = _mm512_set1_ps(qr[i][j]);
-                    acc[i][0] = _mm512_fmadd_ps(qv, k0, acc[i][0]);
-                    acc[i][1] = _mm512_fmadd_ps(qv, k1, acc[i][1]);
+        if (rows >= kTransposeMinRows) {
+            // Many rows share each K row: transpose K into kt[j][p] (zero beyond n) once, then
+            // scores for 4 rows at a time as 8 accumulators of 16 positions.
+            for (int64_t p = 0; p < kPosChunk; ++p) {
+                const int64_t off = base + p * g.row;
+                if (p >= n) {
+                    for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = 0.0f;
+                } else if (bf16) {
+                    const uint16_t* k = a.k_cache.ptr<const uint16_t>() + off;
+                    for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = bf16_to_f32(k[j]);
+                } else {
+                    const float* k = a.k_cache.ptr<const float>() + off;
+                    for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = k[j];
                 }
             }
-            for (int64_t i = 0; i < nr; ++i) {
-                float* srow = sc.s.data() + (r0 + i) * kPosChunk;
-                _mm512_storeu_ps(srow, _mm512_mul_ps(acc[i][0], _mm512_set1_ps(a.scale)));
-                _mm512_storeu_ps(srow + 16, _mm512_mul_ps(acc[i][1], _mm512_set1_ps(a.scale)));
+            for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+                const int64_t nr = std::min<int64_t>(4, rows - r0);
+                const float* qr[4];
+                for (int64_t i = 0; i < 4; ++i) qr[i] = q_row(r0 + std::min<int64_t>(i, nr - 1));
+                __m512 acc[4][2];
+                for (auto& x : acc) x[0] = x[1] = _mm512_setzero_ps();
+                for (int64_t j = 0; j < hd; ++j) {
+                    const __m512 k0 = _mm512_loadu_ps(kt + j * kPosChunk);
+                    const __m512 k1 = _mm512_loadu_ps(kt + j * kPosChunk + 16);
+                    for (int i = 0; i < 4; ++i) {
+                        const __m512 qv = _mm512_set1_ps(qr[i][j]);
+                        acc[i][0] = _mm512_fmadd_ps(qv, k0, acc[i][0]);
+                        acc[i][1] = _mm512_fmadd_ps(qv, k1, acc[i][1]);
+                    }
+                }
+                for (int64_t i = 0; i < nr; ++i) {
+                    float* srow = sc.s.data() + (r0 + i) * kPosChunk;
+                    _mm512_storeu_ps(srow, _mm512_mul_ps(acc[i][0], _mm512_set1_ps(a.scale)));
+                    _mm512_storeu_ps(srow + 16, _mm512_mul_ps(acc[i][1], _mm512_set1_ps(a.scale)));
+                }
+            }
+        } else {
+            // Few rows (decode): a transposition would cost more than the products. Each K row
+            // against 4 query rows at a time, dot products over the head dimension.
+            for (int64_t p = 0; p < n; ++p) {
+                const int64_t off = base + p * g.row;
+                const float* k;
+                if (bf16) {
+                    const uint16_t* kb = a.k_cache.ptr<const uint16_t>() + off;
+                    for (int64_t j = 0; j < hd; ++j) kt[j] = bf16_to_f32(kb[j]);
+                    k = kt;
+                } else {
+                    k = a.k_cache.ptr<const float>() + off;
+                }
+                for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+                    const int64_t nr = std::min<int64_t>(4, rows - r0);
+                    const float* qr[4];
+                    for (int64_t i = 0; i < 4; ++i) qr[i] = q_row(r0 + std::min<int64_t>(i, nr - 1));
+                    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                                     _mm512_setzero_ps()};
+                    for (int64_t j = 0; j < hd; j += 16) {
+                        const __mmask16 m = lanes16(hd - j);
+                        const __m512 kv = _mm512_maskz_loadu_ps(m, k + j);
+                        for (int i = 0; i < 4; ++i)
+                            acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qr[i] + j), kv, acc[i]);
+                    }
+                    alignas(16) float d[4];
+                    _mm_store_ps(d, hsum4(acc[0], acc[1], acc[2], acc[3]));
+                    for (int64_t i = 0; i < nr; ++i)
+                        sc.s[static_cast<size_t>((r0 + i) * kPosChunk + p)] = d[i] * a.scale;
+                }
             }
         }
         // Online softmax and P * V per row; positions outside [lo, pos] of the row are masked.
@@ -171,9 +213,10 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
             l = l * alpha + sum;
             float* o = sc.o.data() + r * hd16;
             for (int64_t j = 0; j < hd16; j += 16) {
+                const __mmask16 mj = lanes16(hd - j);
                 __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(o + j), _mm512_set1_ps(alpha));
                 for (int64_t p = first; p < last; ++p)
-                    acc = _mm512_fmadd_ps(_mm512_set1_ps(srow[p]), _mm512_loadu_ps(vbuf + p * hd16 + j), acc);
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(srow[p]), _mm512_maskz_loadu_ps(mj, vrows[p] + j), acc);
                 _mm512_storeu_ps(o + j, acc);
             }
         }

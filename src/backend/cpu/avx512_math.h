@@ -30,6 +30,19 @@ MOE_AVX512_TARGET inline __m512 exp512(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
+// Lane sums of a, b, c, d as [sum a, sum b, sum c, sum d]: a shuffle tree, the same order of
+// additions for each of the four.
+MOE_AVX512_TARGET inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    // Per lane: [a, b, c, d] partial sums.
+    const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 s2 = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(s2), _mm256_extractf128_ps(s2, 1));
+}
+
 // Mask of the first n lanes (n clamped to [0, 16]).
 inline __mmask16 lanes16(long n) {
     return n >= 16  ? static_cast<__mmask16>(0xffff)

@@ -51,8 +51,10 @@ public:
     // bf16 problems with M <= this many rows go to our AVX512-BF16 tiles (gemv_bf16.h), larger
     // ones to oneDNN. benchmarks/gemm_decode_bench on the 2-core EPYC (AVX512-BF16, no AMX):
     // tiles 1.3x oneDNN at M = 1-2 (25 vs 19 GB/s), 1.1x at M = 8-16, even at M = 64, 0.75-0.85x
-    // from M = 128 up (oneDNN's packed-B brgemm wins once weights are reused enough). 0 sends
-    // everything to oneDNN. For A/B benchmarks and tests.
+    // from M = 128 up (oneDNN's packed-B brgemm wins once weights are reused enough). The
+    // default is still every M: oneDNN runs on OpenMP's team, whose threads (spinning under
+    // OMP_WAIT_POLICY=active) fight the backend's own pool for the cores; a whole moe-s prefill
+    // was faster on the tiles alone. 0 sends everything to oneDNN. For A/B benchmarks and tests.
     void set_bf16_tiles_max_rows(int64_t rows) { tiles_max_rows_ = rows; }
     int64_t bf16_tiles_max_rows() const { return tiles_max_rows_; }
 
