@@ -105,6 +105,12 @@ void f32_rows_to_bf16(const float* x, int64_t ldx, int64_t rows, int64_t k, uint
 
 // Up to this many rows, tiles of 2 rows x 8 weight rows; above, 4 x 4 (more reuse per load).
 constexpr int64_t kSmallRows = 8;
+// Rows per tile above kSmallRows: 6 x 4 = 24 accumulators + 4 weight vectors + 1 x vector fit
+// the 32 registers, 10 loads per 24 VDPBF16PS (4 x 4: 8 per 16).
+#ifndef MOE_BIG_TILE_ROWS
+#define MOE_BIG_TILE_ROWS 6
+#endif
+constexpr int kBigTileRows = MOE_BIG_TILE_ROWS;
 
 void bf16_dot_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* w, int64_t k, int64_t n_begin,
                     int64_t n_end, float* y, int64_t ldy, bool accumulate) {
@@ -135,7 +141,8 @@ void bf16_dot_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t
                 const uint16_t* const* wh = wr + h;
                 float* yh = yc + h;
                 int64_t r = 0;
-                for (; r + 4 <= rows; r += 4) tile<4, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
+                for (; r + kBigTileRows <= rows; r += kBigTileRows)
+                    tile<kBigTileRows, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
                 switch (rows - r) {
                     case 1:
                         tile<1, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
@@ -145,6 +152,12 @@ void bf16_dot_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t
                         break;
                     case 3:
                         tile<3, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
+                        break;
+                    case 4:
+                        tile<4, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
+                        break;
+                    case 5:
+                        tile<5, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
                         break;
                     default:
                         break;

@@ -1,4 +1,5 @@
 #include "backend/cpu/cpu_gemm.h"
+#include "backend/cpu/gemm_f32_narrow.h"
 #include "backend/cpu/gemv_bf16.h"
 
 #include <cblas.h>
@@ -65,7 +66,13 @@ size_t GemmEngine::cached_primitives() const { return dnnl_->cache.size(); }
 
 Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
-    if (p.w_dtype == DType::kF32) return run_f32(p);
+    if (p.w_dtype == DType::kF32) {
+        if (f32_narrow_applies(p)) {
+            f32_narrow_gemm(p, pool_);
+            return ok_status();
+        }
+        return run_f32(p);
+    }
     if (p.w_dtype == DType::kBF16) {
         if (gemv_bf16_applies(p, tiles_max_rows_)) {
             gemv_bf16(p, pool_);

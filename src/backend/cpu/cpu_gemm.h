@@ -1,5 +1,6 @@
 // The GEMM engine behind the gemm op and the expert MLPs:
-//   f32 weights  -> OpenBLAS cblas_sgemm
+//   f32 weights  -> N <= 512 (routers, gates): our AVX-512 kernel on the pool (gemm_f32_narrow.h);
+//                   wider: OpenBLAS cblas_sgemm
 //   bf16 weights -> oneDNN matmul (x rounded to bf16, f32 accumulation and output; oneDNN picks
 //                   AMX or AVX512-BF16 kernels where present), with primitives cached by shape.
 // If oneDNN cannot build a bf16 matmul on this machine, the weights are widened to f32 in
