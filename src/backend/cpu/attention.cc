@@ -13,7 +13,7 @@
 //
 // With AVX-512 (attention_tiles below), a task is (sequence, KV head, block of up to 16 query
 // tokens): its rows (tokens x the group's query heads, up to 64 for Qwen3) go through the
-// cache in chunks of up to 32 positions (one page run, K transposed into a small tile), with
+// cache in chunks of up to 32 positions (across pages, K transposed into a small tile), with
 // an online softmax (running max and sum per row, as in FlashAttention), so each K/V row is
 // read once per 16 query tokens instead of once per token, and scores are 32-wide FMAs.
 #include <algorithm>
@@ -63,8 +63,9 @@ constexpr int64_t kTransposeMinRows = 12;
 
 // Scratch of one task, reused across tasks on the same thread.
 struct TileScratch {
-    std::vector<float> o, m, l, s, kt, v;
-    std::vector<int64_t> pos, lo;
+    std::vector<float> o, m, l, s, kt, k, v;
+    std::vector<int64_t> pos, lo, first, last;
+    std::vector<float> alpha;
 };
 
 // One task: rows r = (token i of the block) * group + (head h of the group).
@@ -81,9 +82,13 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     sc.l.assign(static_cast<size_t>(rows), 0.0f);
     sc.s.resize(static_cast<size_t>(rows * kPosChunk));
     sc.kt.resize(static_cast<size_t>(hd * kPosChunk));
+    sc.k.resize(static_cast<size_t>(kPosChunk * hd16));
     sc.v.resize(static_cast<size_t>(kPosChunk * hd16));
     sc.pos.resize(static_cast<size_t>(rows));
     sc.lo.resize(static_cast<size_t>(rows));
+    sc.first.resize(static_cast<size_t>(rows));
+    sc.last.resize(static_cast<size_t>(rows));
+    sc.alpha.resize(static_cast<size_t>(rows));
     int64_t lo_min = INT64_MAX, hi_max = -1;
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t t = t_begin + r / g.group;
@@ -101,40 +106,40 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     const int32_t* table = a.block_tables.ptr<const int32_t>() + s * g.max_blocks;
     const bool bf16 = a.k_cache.dtype == DType::kBF16;
     float* kt = sc.kt.data();
+    float* kbuf = sc.k.data();
     float* vbuf = sc.v.data();
     const float* vrows[kPosChunk];
     for (int64_t c0 = lo_min; c0 <= hi_max;) {
-        // A chunk: positions [c0, c1) inside one page, at most kPosChunk of them.
-        const int64_t page = c0 / g.block_size;
-        const int64_t c1 = std::min({hi_max + 1, (page + 1) * g.block_size, c0 + kPosChunk});
+        // A chunk: positions [c0, c1), at most kPosChunk of them, across pages.
+        const int64_t c1 = std::min(hi_max + 1, c0 + kPosChunk);
         const int64_t n = c1 - c0;
-        const int64_t base = (static_cast<int64_t>(table[page]) * g.block_size + c0 % g.block_size) * g.row + kvh * hd;
-        // V rows: straight from an f32 cache, widened into vbuf from bf16.
+        int64_t off[kPosChunk];  // element offset of each position's K/V row for this KV head
         for (int64_t p = 0; p < n; ++p) {
-            const int64_t off = base + p * g.row;
+            const int64_t c = c0 + p;
+            off[p] =
+                (static_cast<int64_t>(table[c / g.block_size]) * g.block_size + c % g.block_size) * g.row + kvh * hd;
+        }
+        // K and V rows: straight from an f32 cache, widened into kbuf / vbuf from bf16.
+        const float* krows[kPosChunk];
+        for (int64_t p = 0; p < n; ++p) {
             if (bf16) {
-                const uint16_t* v = a.v_cache.ptr<const uint16_t>() + off;
+                const uint16_t* k = a.k_cache.ptr<const uint16_t>() + off[p];
+                const uint16_t* v = a.v_cache.ptr<const uint16_t>() + off[p];
+                for (int64_t j = 0; j < hd; ++j) kbuf[p * hd16 + j] = bf16_to_f32(k[j]);
                 for (int64_t j = 0; j < hd; ++j) vbuf[p * hd16 + j] = bf16_to_f32(v[j]);
+                krows[p] = kbuf + p * hd16;
                 vrows[p] = vbuf + p * hd16;
             } else {
-                vrows[p] = a.v_cache.ptr<const float>() + off;
+                krows[p] = a.k_cache.ptr<const float>() + off[p];
+                vrows[p] = a.v_cache.ptr<const float>() + off[p];
             }
         }
         if (rows >= kTransposeMinRows) {
-            // Many rows share each K row: transpose K into kt[j][p] (zero beyond n) once, then
-            // scores for 4 rows at a time as 8 accumulators of 16 positions.
-            for (int64_t p = 0; p < kPosChunk; ++p) {
-                const int64_t off = base + p * g.row;
-                if (p >= n) {
-                    for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = 0.0f;
-                } else if (bf16) {
-                    const uint16_t* k = a.k_cache.ptr<const uint16_t>() + off;
-                    for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = bf16_to_f32(k[j]);
-                } else {
-                    const float* k = a.k_cache.ptr<const float>() + off;
-                    for (int64_t j = 0; j < hd; ++j) kt[j * kPosChunk + p] = k[j];
-                }
-            }
+            // Many rows share each K row: transpose K into kt[j][p] once (j outer: contiguous
+            // stores), then scores for 4 rows at a time as 8 accumulators of 16 positions.
+            // Columns p >= n hold stale values: their scores are masked out below.
+            for (int64_t j = 0; j < hd; ++j)
+                for (int64_t p = 0; p < n; ++p) kt[j * kPosChunk + p] = krows[p][j];
             for (int64_t r0 = 0; r0 < rows; r0 += 4) {
                 const int64_t nr = std::min<int64_t>(4, rows - r0);
                 const float* qr[4];
@@ -160,15 +165,7 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
             // Few rows (decode): a transposition would cost more than the products. Each K row
             // against 4 query rows at a time, dot products over the head dimension.
             for (int64_t p = 0; p < n; ++p) {
-                const int64_t off = base + p * g.row;
-                const float* k;
-                if (bf16) {
-                    const uint16_t* kb = a.k_cache.ptr<const uint16_t>() + off;
-                    for (int64_t j = 0; j < hd; ++j) kt[j] = bf16_to_f32(kb[j]);
-                    k = kt;
-                } else {
-                    k = a.k_cache.ptr<const float>() + off;
-                }
+                const float* k = krows[p];
                 for (int64_t r0 = 0; r0 < rows; r0 += 4) {
                     const int64_t nr = std::min<int64_t>(4, rows - r0);
                     const float* qr[4];
@@ -188,20 +185,26 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
                 }
             }
         }
-        // Online softmax and P * V per row; positions outside [lo, pos] of the row are masked.
+        // Online softmax per row; positions outside [lo, pos] of the row get probability 0
+        // (rows with none in this chunk: alpha 1, all zeros).
         for (int64_t r = 0; r < rows; ++r) {
-            const int64_t first = std::max<int64_t>(0, sc.lo[static_cast<size_t>(r)] - c0);
-            const int64_t last = std::min<int64_t>(n, sc.pos[static_cast<size_t>(r)] - c0 + 1);  // exclusive
-            if (first >= last) continue;
+            const size_t ri = static_cast<size_t>(r);
+            const int64_t first = std::max<int64_t>(0, sc.lo[ri] - c0);
+            const int64_t last = std::min<int64_t>(n, sc.pos[ri] - c0 + 1);  // exclusive
             float* srow = sc.s.data() + r * kPosChunk;
+            sc.first[ri] = first;
+            sc.last[ri] = last;
+            if (first >= last) {
+                std::fill(srow, srow + kPosChunk, 0.0f);
+                sc.alpha[ri] = 1.0f;
+                continue;
+            }
             float mx = -INFINITY;
             for (int64_t p = first; p < last; ++p) mx = std::max(mx, srow[p]);
-            float& m = sc.m[static_cast<size_t>(r)];
-            float& l = sc.l[static_cast<size_t>(r)];
+            float& m = sc.m[ri];
             const float m_new = std::max(m, mx);
             const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
             m = m_new;
-            // p in [first, last): e^(s - m); others 0.
             float sum = 0.0f;
             for (int64_t h = 0; h < kPosChunk; h += 16) {
                 const __mmask16 valid = static_cast<__mmask16>(lanes16(last - h) & ~lanes16(first - h));
@@ -210,14 +213,38 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
                 _mm512_storeu_ps(srow + h, pv);
                 sum += _mm512_reduce_add_ps(pv);
             }
-            l = l * alpha + sum;
-            float* o = sc.o.data() + r * hd16;
+            sc.l[ri] = sc.l[ri] * alpha + sum;
+            sc.alpha[ri] = alpha;
+        }
+        // O = alpha * O + P * V, 4 rows at a time: each V vector loaded once for the 4.
+        for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+            const int64_t nr = std::min<int64_t>(4, rows - r0);
+            int64_t p0 = kPosChunk, p1 = 0;
+            for (int64_t i = 0; i < nr; ++i) {
+                const size_t ri = static_cast<size_t>(r0 + i);
+                if (sc.first[ri] >= sc.last[ri]) continue;
+                p0 = std::min(p0, sc.first[ri]);
+                p1 = std::max(p1, sc.last[ri]);
+            }
+            if (p0 >= p1) continue;  // alpha is 1 for all of them: O unchanged
+            const float* srow[4];
+            float* o[4];
+            __m512 alpha[4];
+            for (int64_t i = 0; i < 4; ++i) {
+                const int64_t r = r0 + std::min<int64_t>(i, nr - 1);
+                srow[i] = sc.s.data() + r * kPosChunk;
+                o[i] = sc.o.data() + r * hd16;
+                alpha[i] = _mm512_set1_ps(sc.alpha[static_cast<size_t>(r)]);
+            }
             for (int64_t j = 0; j < hd16; j += 16) {
                 const __mmask16 mj = lanes16(hd - j);
-                __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(o + j), _mm512_set1_ps(alpha));
-                for (int64_t p = first; p < last; ++p)
-                    acc = _mm512_fmadd_ps(_mm512_set1_ps(srow[p]), _mm512_maskz_loadu_ps(mj, vrows[p] + j), acc);
-                _mm512_storeu_ps(o + j, acc);
+                __m512 acc[4];
+                for (int i = 0; i < 4; ++i) acc[i] = _mm512_mul_ps(_mm512_loadu_ps(o[i] + j), alpha[i]);
+                for (int64_t p = p0; p < p1; ++p) {
+                    const __m512 v = _mm512_maskz_loadu_ps(mj, vrows[p] + j);
+                    for (int i = 0; i < 4; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(srow[i][p]), v, acc[i]);
+                }
+                for (int64_t i = 0; i < nr; ++i) _mm512_storeu_ps(o[i] + j, acc[i]);  // padding rows dropped
             }
         }
         c0 = c1;
