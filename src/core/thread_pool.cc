@@ -83,22 +83,27 @@ void ThreadPool::worker(int idx) {
         }
         seen = generation_.load(std::memory_order_acquire);
         if (stop_) return;
-        (*job_)(Region(this, idx, num_threads_));
+        job_invoke_(job_ctx_, Region(this, idx, num_threads_));
         pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
 }
 
-void ThreadPool::run(const std::function<void(const Region&)>& fn) {
+bool ThreadPool::in_region() {
+    return t_in_region;
+}
+
+void ThreadPool::run_impl(Invoke invoke, void* ctx) {
     if (num_threads_ == 1 || t_in_region) {
-        fn(Region(this, 0, 1));
+        invoke(ctx, Region(this, 0, 1));
         return;
     }
-    job_ = &fn;
+    job_invoke_ = invoke;
+    job_ctx_ = ctx;
     pending_.store(num_threads_ - 1, std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(&generation_);
     t_in_region = true;
-    fn(Region(this, 0, num_threads_));
+    invoke(ctx, Region(this, 0, num_threads_));
     t_in_region = false;
     spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
 }
@@ -115,36 +120,6 @@ void ThreadPool::region_barrier() {
         return;
     }
     spin_until([&] { return barrier_generation_.load(std::memory_order_acquire) != gen; });
-}
-
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-    if (n <= 0) return;
-    const int64_t chunks = std::min<int64_t>(n, num_threads_);
-    if (chunks == 1 || t_in_region) {
-        fn(0, n);
-        return;
-    }
-    // Chunk c is [n * c / chunks, n * (c + 1) / chunks): a pure function of n and the size, so
-    // results are deterministic whichever thread runs which chunk.
-    run([&](const Region& r) {
-        for (int64_t c = r.thread(); c < chunks; c += r.threads()) {
-            const int64_t begin = n * c / chunks;
-            const int64_t end = n * (c + 1) / chunks;
-            if (begin < end) fn(begin, end);
-        }
-    });
-}
-
-void ThreadPool::parallel_tasks(int64_t num_tasks, const std::function<void(int64_t)>& fn) {
-    if (num_tasks <= 0) return;
-    if (num_threads_ == 1 || num_tasks == 1 || t_in_region) {
-        for (int64_t i = 0; i < num_tasks; ++i) fn(i);
-        return;
-    }
-    std::atomic<int64_t> next{0};
-    run([&](const Region&) {
-        for (int64_t i = next.fetch_add(1); i < num_tasks; i = next.fetch_add(1)) fn(i);
-    });
 }
 
 }  // namespace moe

@@ -20,8 +20,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace moe {
@@ -55,23 +55,62 @@ public:
     };
 
     // Runs fn(region) once on each thread (the caller is thread 0) and returns when all are done.
-    void run(const std::function<void(const Region&)>& fn);
+    // Templates over the callable (no std::function): a loop costs no heap allocation.
+    template <typename Fn>
+    void run(Fn&& fn) {
+        auto invoke = [](void* ctx, const Region& r) { (*static_cast<std::remove_reference_t<Fn>*>(ctx))(r); };
+        run_impl(invoke, const_cast<void*>(static_cast<const void*>(&fn)));
+    }
 
     // Splits [0, n) into at most size() contiguous chunks and runs fn(begin, end) on each.
     // Chunks are a pure function of n and size(), so results are deterministic.
-    void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+    template <typename Fn>
+    void parallel_for(int64_t n, Fn&& fn) {
+        if (n <= 0) return;
+        const int64_t chunks = n < num_threads_ ? n : num_threads_;
+        if (chunks == 1 || in_region()) {
+            fn(int64_t{0}, n);
+            return;
+        }
+        // Chunk c is [n * c / chunks, n * (c + 1) / chunks): a pure function of n and the size,
+        // so results are deterministic whichever thread runs which chunk.
+        run([&](const Region& r) {
+            for (int64_t c = r.thread(); c < chunks; c += r.threads()) {
+                const int64_t begin = n * c / chunks;
+                const int64_t end = n * (c + 1) / chunks;
+                if (begin < end) fn(begin, end);
+            }
+        });
+    }
 
     // Runs fn(i) for i in [0, num_tasks), tasks handed out dynamically.
-    void parallel_tasks(int64_t num_tasks, const std::function<void(int64_t)>& fn);
+    template <typename Fn>
+    void parallel_tasks(int64_t num_tasks, Fn&& fn) {
+        if (num_tasks <= 0) return;
+        if (num_threads_ == 1 || num_tasks == 1 || in_region()) {
+            for (int64_t i = 0; i < num_tasks; ++i) fn(i);
+            return;
+        }
+        std::atomic<int64_t> next{0};
+        run([&](const Region&) {
+            for (int64_t i = next.fetch_add(1); i < num_tasks; i = next.fetch_add(1)) fn(i);
+        });
+    }
+
+    // Whether the calling thread is inside a region of some pool (loops then run inline).
+    static bool in_region();
 
 private:
+    using Invoke = void (*)(void*, const Region&);
+    void run_impl(Invoke invoke, void* ctx);
     void worker(int idx);
     void region_barrier();
 
     int num_threads_;
     int spin_us_;
     std::vector<std::thread> workers_;
-    const std::function<void(const Region&)>* job_ = nullptr;
+    Invoke job_invoke_ = nullptr;
+    void* job_ctx_ = nullptr;
     bool stop_ = false;
     // Bumped once per job; workers wait for it to change (spinning, then futex).
     alignas(64) std::atomic<uint32_t> generation_{0};

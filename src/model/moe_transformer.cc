@@ -18,7 +18,7 @@ struct MoeTransformer::Layer {
     TensorView bq, bk, bv;             // f32 or empty
     TensorView q_norm, k_norm;         // f32 or empty
     bool is_moe = false;
-    TensorView router;                 // [E, H]
+    TensorView router;  // [E, H]
     std::vector<TensorView> w_gate, w_up, w_down;
     TensorView shared_gate, shared_up, shared_down, shared_expert_gate;  // Qwen2-MoE
     TensorView mlp_gate, mlp_up, mlp_down;                               // dense layers
@@ -113,9 +113,8 @@ int64_t MoeTransformer::owned_weight_bytes() const {
 }
 
 StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::create(const ModelConfig& config,
-                                                                  std::shared_ptr<const WeightSource> weights,
-                                                                  Backend& backend,
-                                                                  const ModelLoadOptions& options) {
+                                                                 std::shared_ptr<const WeightSource> weights,
+                                                                 Backend& backend, const ModelLoadOptions& options) {
     if (!config.supported)
         return unimplemented(config.architecture + " cannot be served by this build: " + config.unsupported_reason);
     std::unique_ptr<MoeTransformer> m(new MoeTransformer());
@@ -131,9 +130,15 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
     // The matrices' dtype: as the embedding is stored unless overridden.
     MOE_ASSIGN_OR_RETURN(WeightRef embed_ref, source_->get("model.embed_tokens.weight"));
     switch (options.weight_dtype) {
-        case WeightDType::kF32: matrix_dtype_ = DType::kF32; break;
-        case WeightDType::kBF16: matrix_dtype_ = DType::kBF16; break;
-        case WeightDType::kAuto: matrix_dtype_ = embed_ref.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32; break;
+        case WeightDType::kF32:
+            matrix_dtype_ = DType::kF32;
+            break;
+        case WeightDType::kBF16:
+            matrix_dtype_ = DType::kBF16;
+            break;
+        case WeightDType::kAuto:
+            matrix_dtype_ = embed_ref.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
+            break;
     }
     const DType mat = matrix_dtype_;
     const DType f32 = DType::kF32;
@@ -213,10 +218,13 @@ struct MoeTransformer::Workspace {
     int64_t capacity_seqs = 0;
     int64_t capacity_blocks = 0;
     // [T, ...] activations
-    DeviceBuffer h, x, q, k, v, attn, y, mlp_gate, mlp_up, router_logits, topk_ids, topk_w, x_perm, out_perm,
-        row_of, token_of, offsets, shared_logit, ids, positions, slots, final_rows, logits;
+    DeviceBuffer h, x, q, k, v, attn, y, mlp_gate, mlp_up, router_logits, topk_ids, topk_w, x_perm, out_perm, row_of,
+        token_of, offsets, shared_logit, ids, positions, slots, final_rows, logits;
     // per sequence
     DeviceBuffer query_start, kv_lens, block_tables;
+    // Host-side step metadata, kept across steps so a steady decode step allocates nothing.
+    std::vector<int32_t> host_ids, host_positions, host_query_start, host_kv_lens, host_tables;
+    std::vector<int64_t> host_slots, host_logit_rows;
 
     Status reserve(DeviceBuffer& b, size_t bytes) {
         if (b.size() >= bytes && b.data() != nullptr) return ok_status();
@@ -258,9 +266,9 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
                                     std::to_string(c.max_position_embeddings));
         const int64_t need_blocks = (kv_len + bs - 1) / bs;
         if (static_cast<int64_t>(in.block_table.size()) < need_blocks)
-            return invalid_argument("forward: sequence " + std::to_string(s) + " needs " +
-                                    std::to_string(need_blocks) + " blocks for " + std::to_string(kv_len) +
-                                    " tokens, block table has " + std::to_string(in.block_table.size()));
+            return invalid_argument("forward: sequence " + std::to_string(s) + " needs " + std::to_string(need_blocks) +
+                                    " blocks for " + std::to_string(kv_len) + " tokens, block table has " +
+                                    std::to_string(in.block_table.size()));
         for (int64_t i = 0; i < need_blocks; ++i) {
             const int32_t b = in.block_table[static_cast<size_t>(i)];
             if (b < 0 || b >= cache.num_blocks())
@@ -276,12 +284,27 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
         R += in.all_logits ? n : 1;
         max_blocks = std::max(max_blocks, need_blocks);
     }
-    std::vector<int32_t> ids(static_cast<size_t>(T)), positions(static_cast<size_t>(T));
-    std::vector<int64_t> slots(static_cast<size_t>(T));
-    std::vector<int32_t> query_start(static_cast<size_t>(S + 1)), kv_lens(static_cast<size_t>(S));
-    std::vector<int32_t> tables(static_cast<size_t>(S * max_blocks), 0);
-    std::vector<int64_t> logit_rows;  // token index of each logits row
+    if (!ws_) {
+        ws_ = std::make_unique<Workspace>();
+        ws_->be = &be;
+    }
+    Workspace& w = *ws_;
+    std::vector<int32_t>& ids = w.host_ids;
+    std::vector<int32_t>& positions = w.host_positions;
+    std::vector<int64_t>& slots = w.host_slots;
+    std::vector<int32_t>& query_start = w.host_query_start;
+    std::vector<int32_t>& kv_lens = w.host_kv_lens;
+    std::vector<int32_t>& tables = w.host_tables;
+    std::vector<int64_t>& logit_rows = w.host_logit_rows;  // token index of each logits row
+    ids.resize(static_cast<size_t>(T));
+    positions.resize(static_cast<size_t>(T));
+    slots.resize(static_cast<size_t>(T));
+    query_start.resize(static_cast<size_t>(S + 1));
+    kv_lens.resize(static_cast<size_t>(S));
+    tables.assign(static_cast<size_t>(S * max_blocks), 0);
+    logit_rows.clear();
     ForwardOutput out;
+    out.row_start.reserve(static_cast<size_t>(S + 1));
     out.vocab_size = c.vocab_size;
     out.row_start.push_back(0);
     int64_t t = 0;
@@ -305,15 +328,10 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
     query_start[static_cast<size_t>(S)] = static_cast<int32_t>(T);
 
     // ---- buffers
-    if (!ws_) {
-        ws_ = std::make_unique<Workspace>();
-        ws_->be = &be;
-    }
-    Workspace& w = *ws_;
     const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
     const int64_t K = std::max<int64_t>(1, c.num_experts_per_tok), E = std::max<int64_t>(1, c.num_experts);
-    const int64_t I = std::max({c.intermediate_size, c.moe_intermediate_size, c.shared_expert_intermediate_size,
-                                int64_t{1}});
+    const int64_t I =
+        std::max({c.intermediate_size, c.moe_intermediate_size, c.shared_expert_intermediate_size, int64_t{1}});
     const auto f = [](int64_t n) { return static_cast<size_t>(n) * 4; };
     MOE_RETURN_IF_ERROR(w.reserve(w.h, f(T * H)));
     MOE_RETURN_IF_ERROR(w.reserve(w.x, f(T * H)));
@@ -361,13 +379,14 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
 
     for (int64_t r = 0; r < R; ++r) {
         const size_t row_bytes = f(H);
-        MOE_RETURN_IF_ERROR(be.copy(static_cast<char*>(w.final_rows.data()) + static_cast<size_t>(r) * row_bytes, dev,
-                                    static_cast<const char*>(w.h.data()) +
-                                        static_cast<size_t>(logit_rows[static_cast<size_t>(r)]) * row_bytes,
-                                    dev, row_bytes));
+        MOE_RETURN_IF_ERROR(be.copy(
+            static_cast<char*>(w.final_rows.data()) + static_cast<size_t>(r) * row_bytes, dev,
+            static_cast<const char*>(w.h.data()) + static_cast<size_t>(logit_rows[static_cast<size_t>(r)]) * row_bytes,
+            dev, row_bytes));
     }
     const TensorView rows = view(w.final_rows, DType::kF32, {R, H}, dev);
-    MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = rows, .weight = final_norm_, .out = rows, .eps = c.rms_norm_eps}));
+    MOE_RETURN_IF_ERROR(
+        ops::run(be, RmsNormArgs{.x = rows, .weight = final_norm_, .out = rows, .eps = c.rms_norm_eps}));
     const TensorView logits = view(w.logits, DType::kF32, {R, c.vocab_size}, dev);
     MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = rows, .w = lm_head_, .bias = {}, .y = logits}));
     out.logits.resize(static_cast<size_t>(R * c.vocab_size));
@@ -420,18 +439,19 @@ Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t 
                                                  .k_cache = cache.k(layer_idx),
                                                  .v_cache = cache.v(layer_idx)}));
     const TensorView attn3 = view(w.attn, DType::kF32, {T, nh, hd}, dev);
+    MOE_RETURN_IF_ERROR(
+        ops::run(be, AttentionArgs{.q = q3,
+                                   .k_cache = cache.k(layer_idx),
+                                   .v_cache = cache.v(layer_idx),
+                                   .block_tables = view(w.block_tables, DType::kI32, {S, meta_.max_blocks}, dev),
+                                   .query_start = view(w.query_start, DType::kI32, {S + 1}, dev),
+                                   .kv_lens = view(w.kv_lens, DType::kI32, {S}, dev),
+                                   .out = attn3,
+                                   .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
+                                   .sliding_window = static_cast<int>(c.sliding_window)}));
     MOE_RETURN_IF_ERROR(ops::run(
-        be, AttentionArgs{.q = q3,
-                          .k_cache = cache.k(layer_idx),
-                          .v_cache = cache.v(layer_idx),
-                          .block_tables = view(w.block_tables, DType::kI32, {S, meta_.max_blocks}, dev),
-                          .query_start = view(w.query_start, DType::kI32, {S + 1}, dev),
-                          .kv_lens = view(w.kv_lens, DType::kI32, {S}, dev),
-                          .out = attn3,
-                          .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
-                          .sliding_window = static_cast<int>(c.sliding_window)}));
-    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = view(w.attn, DType::kF32, {T, nh * hd}, dev), .w = L.wo, .bias = {},
-                                              .y = h, .accumulate = true}));
+        be, GemmArgs{
+                .x = view(w.attn, DType::kF32, {T, nh * hd}, dev), .w = L.wo, .bias = {}, .y = h, .accumulate = true}));
 
     // ---- MLP or MoE
     MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = h, .weight = L.post_norm, .out = x, .eps = eps}));
@@ -471,11 +491,9 @@ Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t 
                                                     .w_up = L.w_up,
                                                     .w_down = L.w_down,
                                                     .out_permuted = out_perm}));
-    MOE_RETURN_IF_ERROR(ops::run(be, MoeUnpermuteArgs{.out_permuted = out_perm,
-                                                      .row_of = row_of,
-                                                      .topk_weights = weights,
-                                                      .y = y,
-                                                      .accumulate = false}));
+    MOE_RETURN_IF_ERROR(ops::run(
+        be, MoeUnpermuteArgs{
+                .out_permuted = out_perm, .row_of = row_of, .topk_weights = weights, .y = y, .accumulate = false}));
     if (c.shared_expert_intermediate_size > 0) {
         const int64_t SI = c.shared_expert_intermediate_size;
         const TensorView g = view(w.mlp_gate, DType::kF32, {T, SI}, dev);

@@ -299,7 +299,8 @@ Status validate(const MoeExpertsArgs& a) {
             const int64_t this_inter = views[k]->dim(1 - h_dim);
             if (inter < 0) {
                 inter = this_inter;
-                MOE_RETURN_IF_ERROR(check_positive(op, (name + " intermediate size").c_str(), inter));
+                // NOTE: the name is built only on failure: validation runs every step.
+                if (inter <= 0) MOE_RETURN_IF_ERROR(check_positive(op, (name + " intermediate size").c_str(), inter));
             } else {
                 MOE_RETURN_IF_ERROR(check_dim(op, name.c_str(), *views[k], 1 - h_dim, inter,
                                               "the intermediate size of the other experts"));

@@ -134,7 +134,14 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
 
 Status moe_experts_gemm(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t* off, int64_t num_experts,
                         int64_t hidden, int64_t inter, int64_t max_rows) {
-    std::vector<float> gate(static_cast<size_t>(max_rows * inter)), up(static_cast<size_t>(max_rows * inter));
+    thread_local std::vector<float> gate, up;  // no allocation per step once warmed up
+    if (gate.size() < static_cast<size_t>(max_rows * inter)) {
+        gate.resize(static_cast<size_t>(max_rows * inter));
+        up.resize(static_cast<size_t>(max_rows * inter));
+    }
+    // NOTE: plain pointers: a lambda naming the thread_locals would see a worker's own.
+    float* gate_buf = gate.data();
+    const float* up_buf = up.data();
     for (int64_t e = 0; e < num_experts; ++e) {
         const int64_t rows = off[e + 1] - off[e];
         if (rows == 0) continue;
@@ -157,8 +164,8 @@ Status moe_experts_gemm(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
 
         cpu.pool().parallel_for(rows, [&](int64_t begin, int64_t end) {
             for (int64_t idx = begin * inter; idx < end * inter; ++idx) {
-                const float g = gate[static_cast<size_t>(idx)];
-                gate[static_cast<size_t>(idx)] = g / (1.0f + std::exp(-g)) * up[static_cast<size_t>(idx)];
+                const float g = gate_buf[idx];
+                gate_buf[idx] = g / (1.0f + std::exp(-g)) * up_buf[idx];
             }
         });
 

@@ -18,7 +18,8 @@ Status moe_permute(Backend& be, const MoePermuteArgs& a) {
     auto* row_of = a.row_of.ptr<int32_t>();
     auto* token_of = a.token_of.ptr<int32_t>();
 
-    std::vector<int32_t> cursor(static_cast<size_t>(a.num_experts) + 1, 0);
+    thread_local std::vector<int32_t> cursor;  // no allocation per step once warmed up
+    cursor.assign(static_cast<size_t>(a.num_experts) + 1, 0);
     for (int64_t p = 0; p < pairs; ++p) ++cursor[static_cast<size_t>(ids[p]) + 1];
     for (int32_t e = 0; e < a.num_experts; ++e) cursor[static_cast<size_t>(e) + 1] += cursor[static_cast<size_t>(e)];
     std::memcpy(offsets, cursor.data(), cursor.size() * sizeof(int32_t));

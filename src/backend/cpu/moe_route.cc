@@ -12,8 +12,11 @@ namespace moe::cpu {
 Status moe_route(Backend& be, const MoeRouteArgs& a) {
     const int64_t num_experts = a.logits.dim(1);
     as_cpu(be).pool().parallel_for(a.logits.dim(0), [&](int64_t begin, int64_t end) {
-        std::vector<float> prob(static_cast<size_t>(num_experts));
-        std::vector<uint8_t> taken(static_cast<size_t>(num_experts));
+        // NOTE: thread_local: no allocation per step once warmed up.
+        thread_local std::vector<float> prob;
+        thread_local std::vector<uint8_t> taken;
+        prob.resize(static_cast<size_t>(num_experts));
+        taken.resize(static_cast<size_t>(num_experts));
         for (int64_t t = begin; t < end; ++t) {
             const float* logits = a.logits.ptr<const float>() + t * num_experts;
             float max_logit = -INFINITY;

@@ -32,23 +32,30 @@ void rotate_heads(float* x, int64_t num_heads, int64_t head_dim, const float* co
 Status rope(Backend& be, const RopeArgs& a) {
     MOE_RETURN_IF_ERROR(ops::check_rope_data(a));
     const int half = a.rotary_dim / 2;
-    std::vector<float> inv_freq(static_cast<size_t>(half));
+    // NOTE: thread_local scratch throughout: no allocation per step once warmed up.
+    thread_local std::vector<float> inv_freq_buf;
+    inv_freq_buf.resize(static_cast<size_t>(half));
+    float* inv_freq = inv_freq_buf.data();
     for (int i = 0; i < half; ++i) {
         const float exponent = static_cast<float>(2 * i) / static_cast<float>(a.rotary_dim);
-        inv_freq[static_cast<size_t>(i)] = 1.0f / std::pow(a.theta, exponent);
+        inv_freq[i] = 1.0f / std::pow(a.theta, exponent);
     }
     const int64_t head_dim = a.q.dim(2);
     as_cpu(be).pool().parallel_for(a.q.dim(0), [&](int64_t begin, int64_t end) {
-        std::vector<float> cos(static_cast<size_t>(half)), sin(static_cast<size_t>(half));
+        thread_local std::vector<float> cos, sin;
+        cos.resize(static_cast<size_t>(half));
+        sin.resize(static_cast<size_t>(half));
         for (int64_t t = begin; t < end; ++t) {
             const float pos = static_cast<float>(a.positions.ptr<const int32_t>()[t]);
             for (int i = 0; i < half; ++i) {
-                const float angle = pos * inv_freq[static_cast<size_t>(i)];
+                const float angle = pos * inv_freq[i];
                 cos[static_cast<size_t>(i)] = std::cos(angle);
                 sin[static_cast<size_t>(i)] = std::sin(angle);
             }
-            rotate_heads(a.q.ptr<float>() + t * a.q.dim(1) * head_dim, a.q.dim(1), head_dim, cos.data(), sin.data(), half);
-            rotate_heads(a.k.ptr<float>() + t * a.k.dim(1) * head_dim, a.k.dim(1), head_dim, cos.data(), sin.data(), half);
+            rotate_heads(a.q.ptr<float>() + t * a.q.dim(1) * head_dim, a.q.dim(1), head_dim, cos.data(), sin.data(),
+                         half);
+            rotate_heads(a.k.ptr<float>() + t * a.k.dim(1) * head_dim, a.k.dim(1), head_dim, cos.data(), sin.data(),
+                         half);
         }
     });
     return ok_status();
