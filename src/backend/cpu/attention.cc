@@ -17,6 +17,7 @@
 // an online softmax (running max and sum per row, as in FlashAttention), so each K/V row is
 // read once per 16 query tokens instead of once per token, and scores are 32-wide FMAs.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -273,13 +274,33 @@ Status attention_tiles(Backend& be, const AttentionArgs& a, const Geometry& g) {
     const int64_t* seq_of = task_seq.data();
     const int64_t* t0_of = task_t0.data();
     const int64_t blocks = static_cast<int64_t>(task_seq.size());
-    as_cpu(be).pool().parallel_tasks(blocks * g.num_kv_heads, [&](int64_t task) {
-        const int64_t b = task / g.num_kv_heads, kvh = task % g.num_kv_heads;
-        const int64_t s = seq_of[b];
-        const int64_t t0 = t0_of[b];
-        const int64_t t1 = std::min<int64_t>(qs[s + 1], t0 + kQueryBlock);
-        thread_local TileScratch sc;
-        attention_task(a, g, s, kvh, t0, t1, sc);
+    // One scratch per pool thread, sized here on the calling thread for the largest task, so
+    // that whichever thread picks which task (dynamic), no task allocates.
+    ThreadPool& pool = as_cpu(be).pool();
+    thread_local std::vector<TileScratch> scratch;
+    if (scratch.size() < static_cast<size_t>(pool.size())) scratch.resize(static_cast<size_t>(pool.size()));
+    const size_t max_rows = static_cast<size_t>(kQueryBlock * g.group);
+    const size_t hd16 = static_cast<size_t>((g.head_dim + 15) / 16 * 16);
+    for (TileScratch& sc : scratch) {
+        for (auto* v : {&sc.m, &sc.l, &sc.alpha}) v->reserve(max_rows);
+        for (auto* v : {&sc.pos, &sc.lo, &sc.first, &sc.last}) v->reserve(max_rows);
+        sc.o.reserve(max_rows * hd16);
+        sc.s.reserve(max_rows * kPosChunk);
+        sc.kt.reserve(static_cast<size_t>(g.head_dim * kPosChunk));
+        sc.k.reserve(kPosChunk * hd16);
+        sc.v.reserve(kPosChunk * hd16);
+    }
+    TileScratch* per_thread = scratch.data();
+    std::atomic<int64_t> next{0};
+    const int64_t num_tasks = blocks * g.num_kv_heads;
+    pool.run([&](const ThreadPool::Region& r) {
+        for (int64_t task = next.fetch_add(1); task < num_tasks; task = next.fetch_add(1)) {
+            const int64_t b = task / g.num_kv_heads, kvh = task % g.num_kv_heads;
+            const int64_t s = seq_of[b];
+            const int64_t t0 = t0_of[b];
+            const int64_t t1 = std::min<int64_t>(qs[s + 1], t0 + kQueryBlock);
+            attention_task(a, g, s, kvh, t0, t1, per_thread[r.thread()]);
+        }
     });
     return ok_status();
 }
