@@ -11,24 +11,41 @@
 //   moe_engine_bench bandwidth [--threads 2] [--gib 1] [--passes 5]
 //       DRAM read bandwidth: each thread streams its slice of one --gib GiB array with many
 //       independent accumulators (one plain stream per core gets much less than the DRAM can give).
+//   moe_engine_bench engine --model DIR [--threads 2] --num-requests N --concurrency C
+//                           --input-len L --output-len O [--input-len-max L2] [--output-len-max O2]
+//                           [--seed S] [--kv-cache-bytes B] [--warmup-requests W] [--bare-loop 1]
+//       `moeserve bench`'s closed-loop workload (the same prompt ids for the same seed, temperature
+//       0, ignore_eos, C requests in flight) on an in-process Engine built as `moeserve serve`
+//       builds it, without gRPC: benchmarks/served_vs_engine compares the two. With --bare-loop 1
+//       (default) the same requests are then run again through a plain schedule -> forward ->
+//       sample loop over the engine's own Scheduler, with the forward passes timed, to split the
+//       engine's time into model forward and everything around it.
 //
 // Every mode ends its JSON with "vm_hwm_kib": the process's peak resident set (/proc/self/status).
 #include <immintrin.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
+#include "engine/engine.h"
 #include "model/moe_transformer.h"
 
 using namespace moe;
@@ -66,6 +83,11 @@ struct Flags {
     std::string batches = "1,4,16,64";
     int threads = 2, prompt = 512, ctx = 64, decode = 32, passes = 5;
     double gib = 1.0;
+    // engine mode: `moeserve bench`'s flags and defaults.
+    int num_requests = 32, concurrency = 1, input_len = 32, input_len_max = 0, output_len = 32, output_len_max = 0;
+    int warmup_requests = 0, bare_loop = 1;
+    uint64_t seed = 0;
+    int64_t kv_cache_bytes = 0;
 };
 
 // ---- bandwidth probe ------------------------------------------------------------------------
@@ -144,13 +166,13 @@ int run_bandwidth(const Flags& f) {
 
 // ---- the engine -----------------------------------------------------------------------------
 
-struct Engine {
+struct LoadedModel {
     std::unique_ptr<Backend> backend;
     std::unique_ptr<MoeTransformer> model;
 };
 
-StatusOr<Engine> load_engine(const Flags& f) {
-    Engine e;
+StatusOr<LoadedModel> load_engine(const Flags& f) {
+    LoadedModel e;
     e.backend = make_cpu_backend({.num_threads = f.threads});
     MOE_ASSIGN_OR_RETURN(e.model, MoeTransformer::load(f.model, *e.backend, {.weight_dtype = WeightDType::kBF16}));
     return e;
@@ -281,11 +303,406 @@ int run_bench(const Flags& f) {
     return 0;
 }
 
+// ---- engine: `moeserve bench`'s workload on an in-process Engine -----------------------------
+//
+// Mirrors src/cli/cmd_bench.cc (synthetic prompts, closed loop) and src/cli/cmd_serve.cc (how the
+// model, backend and EngineOptions are built), so that the only difference from
+// `moeserve bench` against `moeserve serve` is gRPC: serialization, the server's handler and
+// reactor threads, the client's threads, and the network round trip between one request's end
+// and the next one's start in a closed loop.
+
+using Clock = std::chrono::steady_clock;
+
+struct Job {
+    std::vector<int32_t> ids;
+    int max_tokens = 0;
+};
+
+// The same generator, distributions and draw order as `moeserve bench` (cmd_bench.cc), so a seed
+// gives the same prompts and lengths there and here.
+std::vector<Job> make_jobs(const Flags& f, uint64_t seed, int num_requests, int64_t vocab_size) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab_size - 1));
+    std::uniform_int_distribution<int> in_len(f.input_len, std::max(f.input_len, f.input_len_max));
+    std::uniform_int_distribution<int> out_len(f.output_len, std::max(f.output_len, f.output_len_max));
+    std::vector<Job> jobs;
+    for (int i = 0; i < num_requests; ++i) {
+        Job job;
+        job.ids.resize(static_cast<size_t>(in_len(rng)));
+        for (int32_t& id : job.ids) id = token(rng);
+        job.max_tokens = out_len(rng);
+        jobs.push_back(std::move(job));
+    }
+    return jobs;
+}
+
+struct RequestResult {
+    double ttft_s = -1;         // submit -> first delta, seen by the submitting thread's sink
+    double e2e_s = 0;           // submit -> the submitting thread woke up on the final
+    std::vector<double> itl_s;  // per token after the first, as `moeserve bench` counts them
+    std::vector<int32_t> tokens;
+    int64_t prompt_tokens = 0;
+    FinalEvent final_event;
+    std::string error;
+};
+
+// Records a request's deltas as `moeserve bench` does with its stream (one ITL sample per token:
+// the gap between deltas divided over the later delta's tokens), and wakes the submitter on the
+// final event. on_delta / on_final run on the engine thread; the submitter reads only after
+// wait(), whose mutex orders those writes before its reads.
+class TimingSink final : public RequestSink {
+public:
+    explicit TimingSink(Clock::time_point start) : start_(start), last_(start) {}
+
+    void on_delta(DeltaEvent&& delta) override {
+        const auto now = Clock::now();
+        const size_t n = delta.tokens.size();
+        if (n == 0) return;
+        if (r_.ttft_s < 0) {
+            r_.ttft_s = std::chrono::duration<double>(now - start_).count();
+            for (size_t i = 1; i < n; ++i) r_.itl_s.push_back(0.0);
+        } else {
+            const double gap = std::chrono::duration<double>(now - last_).count() / static_cast<double>(n);
+            for (size_t i = 0; i < n; ++i) r_.itl_s.push_back(gap);
+        }
+        for (const TokenEvent& t : delta.tokens) r_.tokens.push_back(t.token);
+        last_ = now;
+    }
+
+    void on_final(FinalEvent&& final_event) override {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            r_.final_event = std::move(final_event);
+            done_ = true;
+        }
+        cv_.notify_one();
+    }
+
+    RequestResult wait() {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return done_; });
+        r_.e2e_s = std::chrono::duration<double>(Clock::now() - start_).count();
+        return std::move(r_);
+    }
+
+private:
+    Clock::time_point start_, last_;
+    RequestResult r_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool done_ = false;
+};
+
+RequestResult run_request(Engine& engine, const Job& job) {
+    GenerateParams p;
+    p.prompt_ids = job.ids;
+    p.sampling.temperature = 0.0f;  // what `moeserve bench` asks for
+    p.stopping.max_tokens = job.max_tokens;
+    p.stopping.ignore_eos = true;
+    const auto start = Clock::now();
+    p.deadline = start + std::chrono::seconds(600);  // `moeserve bench`'s default --timeout
+    auto sink = std::make_shared<TimingSink>(start);
+    StatusOr<std::string> id = engine.submit(std::move(p), sink);
+    if (!id.ok()) {
+        RequestResult r;
+        r.error = id.status().to_string();
+        return r;
+    }
+    RequestResult r = sink->wait();
+    r.prompt_tokens = r.final_event.prompt_tokens;
+    if (r.final_event.reason == FinishReason::kError || r.final_event.reason == FinishReason::kCancelled)
+        r.error = std::string(finish_reason_name(r.final_event.reason)) + ": " + r.final_event.error.to_string();
+    return r;
+}
+
+// Closed loop as in `moeserve bench --concurrency C`: C threads, each submits its next request
+// when its previous one has ended. Returns the wall time from the first submit to the last final.
+double run_closed_loop(Engine& engine, const std::vector<Job>& jobs, int concurrency,
+                       std::vector<RequestResult>& results) {
+    results.assign(jobs.size(), RequestResult{});
+    std::atomic<size_t> next{0};
+    const auto t0 = Clock::now();
+    std::vector<std::thread> workers;
+    for (int w = 0; w < std::min<int>(concurrency, static_cast<int>(jobs.size())); ++w) {
+        workers.emplace_back([&] {
+            for (size_t i; (i = next.fetch_add(1)) < jobs.size();) results[i] = run_request(engine, jobs[i]);
+        });
+    }
+    for (auto& t : workers) t.join();
+    return seconds_since(t0);
+}
+
+double percentile(std::vector<double> v, double p) {
+    if (v.empty()) return NAN;
+    std::sort(v.begin(), v.end());
+    const double rank = p / 100.0 * static_cast<double>(v.size() - 1);
+    const size_t lo = static_cast<size_t>(std::floor(rank));
+    const size_t hi = std::min(lo + 1, v.size() - 1);
+    return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
+}
+
+double mean(const std::vector<double>& v) {
+    if (v.empty()) return NAN;
+    double s = 0;
+    for (double x : v) s += x;
+    return s / static_cast<double>(v.size());
+}
+
+nlohmann::json num(double x) {
+    return std::isnan(x) ? nlohmann::json() : nlohmann::json(x);
+}
+
+// User + system CPU seconds of the whole process so far (every thread). Less sensitive than wall
+// time to other tenants of a shared host (what it adds is the work done, not the waiting).
+double process_cpu_s() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    auto s = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) * 1e-6; };
+    return s(ru.ru_utime) + s(ru.ru_stime);
+}
+
+// The bare loop: the engine's own Scheduler and KV block manager (same options and block count)
+// drive the model directly, with no engine thread, inbox, sinks, stop checker or client
+// threads. Finished requests are replaced before the next step (an ideal closed loop with zero
+// client latency). Times the forward passes, the sampling and the scheduler calls separately.
+struct BareLoopTimes {
+    double wall_s = 0, cpu_s = 0, forward_s = 0, sample_s = 0, scheduler_s = 0;
+    int64_t steps = 0, output_tokens = 0, preemptions = 0;
+};
+
+Status bare_loop(MoeTransformer& model, KvCache& cache, Scheduler& scheduler, const std::vector<Job>& jobs,
+                 int concurrency, SeqId& next_seq, BareLoopTimes& t, std::vector<std::vector<int32_t>>& tokens) {
+    struct Live {
+        size_t job_idx = 0;
+        std::unique_ptr<SequenceSampler> sampler;
+        int64_t generated = 0;
+    };
+    tokens.assign(jobs.size(), {});
+    std::unordered_map<SeqId, Live> live;
+    size_t next_job = 0;
+    SamplingParams sampling;
+    sampling.temperature = 0.0f;
+    auto admit = [&]() -> Status {
+        const Job& job = jobs[next_job];
+        const SeqId seq = next_seq++;
+        MOE_RETURN_IF_ERROR(scheduler.add(NewRequest{.id = seq, .prompt = job.ids, .max_tokens = job.max_tokens}));
+        live[seq] = Live{.job_idx = next_job, .sampler = std::make_unique<SequenceSampler>(sampling, job.ids)};
+        ++next_job;
+        return ok_status();
+    };
+    const auto t0 = Clock::now();
+    const double cpu0 = process_cpu_s();
+    while (next_job < jobs.size() && static_cast<int>(live.size()) < concurrency) MOE_RETURN_IF_ERROR(admit());
+    while (!live.empty()) {
+        auto ts = Clock::now();
+        StepPlan plan = scheduler.schedule();
+        t.scheduler_s += seconds_since(ts);
+        if (plan.empty()) return internal_error("bare loop: the scheduler planned nothing with work pending");
+        t.preemptions += static_cast<int64_t>(plan.preempted.size());
+        ++t.steps;
+        // Built as Engine::Impl::step builds it.
+        BatchView batch;
+        batch.sequences.reserve(plan.seqs.size());
+        for (const ScheduledSeq& s : plan.seqs) {
+            const SequenceState* st = scheduler.get(s.id);
+            batch.sequences.push_back(
+                {.token_ids = std::span<const int32_t>(st->tokens.data() + s.start, static_cast<size_t>(s.num_tokens)),
+                 .num_cached = s.start,
+                 .block_table = scheduler.kv().block_table(s.id),
+                 .all_logits = false});
+        }
+        ts = Clock::now();
+        auto out = model.forward(batch, cache);
+        t.forward_s += seconds_since(ts);
+        if (!out.ok()) return out.status();
+        ts = Clock::now();
+        std::vector<int32_t> sampled(plan.seqs.size(), -1);
+        for (size_t i = 0; i < plan.seqs.size(); ++i)
+            if (plan.seqs[i].samples)
+                sampled[i] = live.at(plan.seqs[i].id).sampler->sample(out->last_row(i), out->vocab_size).token;
+        t.sample_s += seconds_since(ts);
+        ts = Clock::now();
+        scheduler.on_step_done(plan, sampled);
+        for (size_t i = 0; i < plan.seqs.size(); ++i) {
+            if (!plan.seqs[i].samples) continue;
+            Live& l = live.at(plan.seqs[i].id);
+            tokens[l.job_idx].push_back(sampled[i]);
+            ++t.output_tokens;
+            if (++l.generated < jobs[l.job_idx].max_tokens) continue;
+            scheduler.finish(plan.seqs[i].id);
+            live.erase(plan.seqs[i].id);
+            if (next_job < jobs.size()) MOE_RETURN_IF_ERROR(admit());
+        }
+        t.scheduler_s += seconds_since(ts);
+    }
+    t.wall_s = seconds_since(t0);
+    t.cpu_s = process_cpu_s() - cpu0;
+    return ok_status();
+}
+
+int run_engine(const Flags& f) {
+    if (f.num_requests < 1 || f.concurrency < 1 || f.input_len < 1 || f.output_len < 1 || f.warmup_requests < 0)
+        return fail("--num-requests, --concurrency, --input-len, --output-len must be >= 1, --warmup-requests >= 0");
+    if ((f.input_len_max != 0 && f.input_len_max < f.input_len) ||
+        (f.output_len_max != 0 && f.output_len_max < f.output_len))
+        return fail("--input-len-max / --output-len-max must be >= --input-len / --output-len");
+    if (f.kv_cache_bytes < 0) return fail("--kv-cache-bytes must be >= 0");
+
+    // As `moeserve serve --model DIR --threads N` builds it (default flags otherwise).
+    const auto t_load = std::chrono::steady_clock::now();
+    auto backend = make_cpu_backend({.num_threads = f.threads});
+    auto model_or = MoeTransformer::load(f.model, *backend, {.weight_dtype = WeightDType::kAuto});
+    if (!model_or.ok()) return fail(model_or.status().to_string());
+    const ModelConfig config = (*model_or)->config();
+    const std::string matrix_dtype = dtype_name((*model_or)->matrix_dtype());
+    EngineOptions eo;
+    eo.kv_cache_bytes = f.kv_cache_bytes;
+    eo.scheduler.max_model_len = 0;  // serve's --max-model-len default: the model's context length
+    auto engine_or = Engine::create(std::move(model_or).value(), nullptr, eo);
+    if (!engine_or.ok()) return fail(engine_or.status().to_string());
+    std::unique_ptr<Engine> engine = std::move(engine_or).value();
+    if (Status s = engine->start(); !s.ok()) return fail(s.to_string());
+    const double load_s = seconds_since(t_load);
+
+    const std::vector<Job> warmup = make_jobs(f, f.seed + 1, f.warmup_requests, config.vocab_size);
+    const std::vector<Job> jobs = make_jobs(f, f.seed, f.num_requests, config.vocab_size);
+    std::vector<RequestResult> results;
+    if (!warmup.empty()) {
+        run_closed_loop(*engine, warmup, std::min(f.concurrency, f.warmup_requests), results);
+        for (const RequestResult& r : results)
+            if (!r.error.empty()) return fail("warm-up request failed: " + r.error);
+    }
+    const EngineLoad before = engine->load();
+    const double cpu0 = process_cpu_s();
+    const double wall = run_closed_loop(*engine, jobs, f.concurrency, results);
+    const double cpu_s = process_cpu_s() - cpu0;
+    const EngineLoad after = engine->load();
+    const int64_t hwm = vm_hwm_kib();
+
+    std::vector<double> ttft, itl, e2e, engine_ttft, engine_queue;
+    int64_t out_tokens = 0, in_tokens = 0;
+    int errors = 0;
+    std::string first_error;
+    for (const RequestResult& r : results) {
+        if (!r.error.empty()) {
+            if (errors++ == 0) first_error = r.error;
+            continue;
+        }
+        if (r.ttft_s >= 0) ttft.push_back(r.ttft_s);
+        itl.insert(itl.end(), r.itl_s.begin(), r.itl_s.end());
+        e2e.push_back(r.e2e_s);
+        engine_ttft.push_back(r.final_event.ttft_seconds);
+        engine_queue.push_back(r.final_event.queue_seconds);
+        out_tokens += static_cast<int64_t>(r.tokens.size());
+        in_tokens += r.prompt_tokens;
+    }
+    const int ok = static_cast<int>(results.size()) - errors;
+    const int64_t steps = after.steps - before.steps;
+
+    nlohmann::json j;
+    j["mode"] = "engine";
+    j["engine"] = "moeserve Engine in-process (scheduler + sampler + model, no gRPC)";
+    j["model"] = f.model;
+    j["threads"] = f.threads;
+    j["load_s"] = load_s;
+    j["matrix_dtype"] = matrix_dtype;
+    j["kv_blocks_total"] = after.kv_blocks_total;
+    j["kv_block_size"] = after.kv_block_size;
+    j["max_model_len"] = engine->max_model_len();
+    j["config"] = {{"num_requests", f.num_requests},
+                   {"concurrency", f.concurrency},
+                   {"input_len", f.input_len},
+                   {"input_len_max", f.input_len_max},
+                   {"output_len", f.output_len},
+                   {"output_len_max", f.output_len_max},
+                   {"seed", f.seed},
+                   {"kv_cache_bytes", f.kv_cache_bytes},
+                   {"warmup_requests", f.warmup_requests}};
+    j["requests"] = results.size();
+    j["completed"] = ok;
+    j["errors"] = errors;
+    j["first_error"] = first_error;
+    j["wall_s"] = wall;
+    j["cpu_s"] = cpu_s;
+    j["request_throughput"] = ok / wall;
+    j["output_tokens_per_second"] = static_cast<double>(out_tokens) / wall;
+    j["prompt_tokens"] = in_tokens;
+    j["output_tokens"] = out_tokens;
+    j["ttft_mean_s"] = num(mean(ttft));
+    j["itl_mean_s"] = num(mean(itl));
+    j["e2e_mean_s"] = num(mean(e2e));
+    for (auto [name, v] : {std::pair{"ttft", &ttft}, {"itl", &itl}, {"e2e", &e2e}})
+        for (int p : {50, 90, 99}) j[std::string(name) + "_p" + std::to_string(p) + "_s"] = num(percentile(*v, p));
+    j["engine_ttft_mean_s"] = num(mean(engine_ttft));  // the engine's own FinalEvent figures
+    j["engine_queue_mean_s"] = num(mean(engine_queue));
+    j["engine_steps"] = steps;
+    j["engine_generated_tokens"] = after.generated_tokens - before.generated_tokens;
+    j["engine_preemptions"] = after.num_preemptions - before.num_preemptions;
+    j["vm_hwm_kib"] = hwm;
+    std::fprintf(stderr, "moe_engine_bench: engine, concurrency %d: %.1f output tok/s, %d errors, %lld steps\n",
+                 f.concurrency, static_cast<double>(out_tokens) / wall, errors, static_cast<long long>(steps));
+    const int64_t num_blocks = after.kv_blocks_total, max_model_len = engine->max_model_len();
+    engine->stop();
+    engine.reset();  // frees the model and the KV cache before the bare loop loads its own
+
+    if (f.bare_loop == 0) {
+        j["bare_loop"] = nullptr;
+    } else {
+        auto model = MoeTransformer::load(f.model, *backend, {.weight_dtype = WeightDType::kAuto});
+        if (!model.ok()) return fail(model.status().to_string());
+        auto cache = KvCache::create(*backend, config,
+                                     {.num_blocks = num_blocks, .block_size = eo.kv_block_size, .dtype = eo.kv_dtype});
+        if (!cache.ok()) return fail(cache.status().to_string());
+        KvBlockManager kv(
+            {.num_blocks = num_blocks, .block_size = eo.kv_block_size, .prefix_caching = eo.prefix_caching});
+        SchedulerOptions so = eo.scheduler;  // as Engine::create sets it up
+        so.max_model_len = max_model_len;
+        so.max_waiting = std::max<int64_t>(so.max_waiting, eo.max_pending);
+        Scheduler scheduler(so, kv);
+        SeqId next_seq = 1;
+        std::vector<std::vector<int32_t>> tokens;
+        BareLoopTimes t;
+        if (!warmup.empty()) {
+            Status s = bare_loop(**model, *cache, scheduler, warmup, std::min(f.concurrency, f.warmup_requests),
+                                 next_seq, t, tokens);
+            if (!s.ok()) return fail(s.to_string());
+            t = BareLoopTimes{};
+        }
+        Status s = bare_loop(**model, *cache, scheduler, jobs, f.concurrency, next_seq, t, tokens);
+        if (!s.ok()) return fail(s.to_string());
+        int same = 0;
+        for (size_t i = 0; i < jobs.size(); ++i) same += tokens[i] == results[i].tokens ? 1 : 0;
+        const double other = t.wall_s - t.forward_s - t.sample_s - t.scheduler_s;
+        j["bare_loop"] = {
+            {"what",
+             "the engine's Scheduler driving model.forward directly (no engine thread, sinks or client "
+             "threads), finished requests replaced before the next step; forward passes timed"},
+            {"wall_s", t.wall_s},
+            {"cpu_s", t.cpu_s},
+            {"forward_s", t.forward_s},
+            {"sample_s", t.sample_s},
+            {"scheduler_s", t.scheduler_s},
+            {"other_s", other},
+            {"steps", t.steps},
+            {"preemptions", t.preemptions},
+            {"output_tokens", t.output_tokens},
+            {"output_tokens_per_second", static_cast<double>(t.output_tokens) / t.wall_s},
+            {"forward_only_output_tokens_per_second", static_cast<double>(t.output_tokens) / t.forward_s},
+            {"forward_fraction", t.forward_s / t.wall_s},
+            {"requests_with_engine_tokens", same},
+        };
+        std::fprintf(stderr, "moe_engine_bench: bare loop: %.1f output tok/s, forward %.1f%% of its wall time\n",
+                     static_cast<double>(t.output_tokens) / t.wall_s, 100.0 * t.forward_s / t.wall_s);
+    }
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     Flags f;
-    if (argc < 2) return fail("usage: moe_engine_bench bench|logits|bandwidth [flags] (see the file's comment)");
+    if (argc < 2) return fail("usage: moe_engine_bench bench|logits|bandwidth|engine [flags] (see the file's comment)");
     f.mode = argv[1];
     try {
         for (int i = 2; i < argc; ++i) {
@@ -301,6 +718,16 @@ int main(int argc, char** argv) {
             else if (a == "--prompt-ids") f.prompt_ids = v;
             else if (a == "--gib") f.gib = std::stod(v);
             else if (a == "--passes") f.passes = std::stoi(v);
+            else if (a == "--num-requests") f.num_requests = std::stoi(v);
+            else if (a == "--concurrency") f.concurrency = std::stoi(v);
+            else if (a == "--input-len") f.input_len = std::stoi(v);
+            else if (a == "--input-len-max") f.input_len_max = std::stoi(v);
+            else if (a == "--output-len") f.output_len = std::stoi(v);
+            else if (a == "--output-len-max") f.output_len_max = std::stoi(v);
+            else if (a == "--seed") f.seed = std::stoull(v);
+            else if (a == "--kv-cache-bytes") f.kv_cache_bytes = std::stoll(v);
+            else if (a == "--warmup-requests") f.warmup_requests = std::stoi(v);
+            else if (a == "--bare-loop") f.bare_loop = std::stoi(v);
             else return fail("unknown flag " + a);
         }
     } catch (const std::exception& ex) {
@@ -310,5 +737,6 @@ int main(int argc, char** argv) {
     if (f.model.empty()) return fail("--model DIR is needed");
     if (f.mode == "logits") return run_logits(f);
     if (f.mode == "bench") return run_bench(f);
-    return fail("unknown mode " + f.mode + " (bench, logits, bandwidth)");
+    if (f.mode == "engine") return run_engine(f);
+    return fail("unknown mode " + f.mode + " (bench, logits, bandwidth, engine)");
 }
