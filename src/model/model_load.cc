@@ -31,6 +31,9 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::load(const std::filesy
         return unimplemented(dir.string() + ": " + config.architecture +
                              " cannot be served by this build: " + config.unsupported_reason);
     MOE_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open(dir));
+    // On the CPU the mapped file is the weights: map it all now rather than page-faulting on each
+    // expert's first use while serving (llama.cpp does the same with MAP_POPULATE).
+    if (backend.device().kind == DeviceKind::kCpu) store.populate();
     auto source = std::make_shared<StoreSource>(std::move(store));
     MOE_ASSIGN_OR_RETURN(auto model, create(config, source, backend, options));
     log::model().info("loaded {} ({} layers, {} experts, top-{}) from {}: matrices {}", config.architecture,

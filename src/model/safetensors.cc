@@ -69,7 +69,7 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::file
     std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
     f->path_ = path;
     f->size_ = size;
-    f->map_ = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.fd, 0);
+    f->map_ = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.fd, 0);  // pages mapped on use; see populate()
     if (f->map_ == MAP_FAILED) {
         f->map_ = nullptr;
         return internal_error(name + ": mmap of " + std::to_string(size) + " bytes failed: " + std::strerror(errno));
@@ -181,6 +181,14 @@ Status SafetensorsFile::parse_header(const char* header, uint64_t header_len) {
 
 SafetensorsFile::~SafetensorsFile() {
     if (map_) ::munmap(map_, size_);
+}
+
+void SafetensorsFile::populate() const {
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+    if (map_ == nullptr || size_ == 0) return;
+    if (::madvise(map_, size_, MADV_POPULATE_READ) != 0) ::madvise(map_, size_, MADV_WILLNEED);
 }
 
 }  // namespace moe

@@ -54,6 +54,9 @@ public:
     const std::map<std::string, std::string>& metadata() const { return metadata_; }
     const std::filesystem::path& path() const { return path_; }
     uint64_t file_size() const { return size_; }
+    // Maps every page of the file now (MADV_POPULATE_READ; MADV_WILLNEED where the kernel lacks
+    // it), so that serving does not page-fault on the first use of each expert. Best effort.
+    void populate() const;
 
 private:
     SafetensorsFile() = default;

@@ -135,4 +135,8 @@ uint64_t WeightStore::total_bytes() const {
     return total;
 }
 
+void WeightStore::populate() const {
+    for (const auto& f : files_) f->populate();
+}
+
 }  // namespace moe

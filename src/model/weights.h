@@ -43,6 +43,8 @@ public:
     std::vector<std::string> names() const;  // sorted
     uint64_t total_bytes() const;             // sum of tensor payloads
     size_t num_files() const { return files_.size(); }
+    // SafetensorsFile::populate for every file.
+    void populate() const;
     const std::filesystem::path& dir() const { return dir_; }
 
 private:

@@ -4,7 +4,9 @@
 // and prefill (many rows, bound by VDPBF16PS throughput).
 //
 // bf16_dot_block computes y[r, n] = sum_k x[r, k] * w[n, k] for a block of rows and columns.
-// Columns go outer in groups of C weight rows, rows inner in groups of 4, so each group of C
+// Up to 8 rows (decode), the weight rows are read one after another, each against up to 4 rows
+// of x: one sequential stream per thread, which the prefetchers follow best. Above, columns go
+// outer in groups of C weight rows, rows inner in groups of 6, so each group of C
 // weight rows (C * K * 2 bytes: 16 KB at C = 4, K = 2048) is read from DRAM once and stays in
 // L1 while every row of x streams past it; M * C independent accumulators hide the VDPBF16PS
 // latency, and the final horizontal sums are a shuffle tree (4 outputs per reduction).

@@ -1,11 +1,18 @@
 #include "backend/cpu/gemv_bf16.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "backend/cpu/bf16_tiles.h"
 
 namespace moe::cpu {
+namespace {
+
+// Columns per dynamically scheduled chunk (a multiple of kBf16ColGroup).
+constexpr int64_t kChunkCols = 64;
+
+}  // namespace
 
 bool gemv_bf16_applies(const GemmProblem& p, int64_t max_rows) {
     return p.w_dtype == DType::kBF16 && p.m >= 1 && p.m <= max_rows && p.k > 0 && bf16_tiles_available();
@@ -21,23 +28,31 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
     // thread's own (empty) instance.
     uint16_t* x_bf16 = xb.data();
     const int64_t groups = (p.n + kBf16ColGroup - 1) / kBf16ColGroup;
+    // Columns are handed out in chunks from a shared counter, not split in halves: when one
+    // core runs slower (a neighbour on the host, a page fault), the other takes more chunks
+    // instead of waiting at the end. Each output is still computed whole by one tile call, so
+    // results do not depend on who took which chunk.
+    const int64_t chunk_groups = std::max<int64_t>(1, kChunkCols / kBf16ColGroup);
+    const int64_t num_chunks = (groups + chunk_groups - 1) / chunk_groups;
+    std::atomic<int64_t> next{0};
     auto body = [&](int t, int nt, const ThreadPool::Region* region) {
-        // Each thread converts its share of x's rows, then (after the barrier) computes its
-        // share of the columns for all rows.
+        // Each thread converts its share of x's rows, then (after the barrier) takes chunks of
+        // columns for all rows.
         const int64_t r0 = p.m * t / nt, r1 = p.m * (t + 1) / nt;
         f32_rows_to_bf16(p.x + r0 * p.ldx, p.ldx, r1 - r0, p.k, x_bf16 + r0 * k_pad, k_pad);
         if (region != nullptr) region->barrier();
-        const int64_t n0 = std::min(p.n, groups * t / nt * kBf16ColGroup);
-        const int64_t n1 = std::min(p.n, groups * (t + 1) / nt * kBf16ColGroup);
-        if (n0 >= n1) return;
-        float* y = p.y + n0;
-        bf16_dot_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w), p.k, n0, n1, y, p.ldy, p.accumulate);
-        if (p.bias != nullptr)
-            for (int64_t i = 0; i < p.m; ++i)
-                for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];
+        for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < num_chunks;
+             c = next.fetch_add(1, std::memory_order_relaxed)) {
+            const int64_t n0 = std::min(p.n, c * chunk_groups * kBf16ColGroup);
+            const int64_t n1 = std::min(p.n, (c + 1) * chunk_groups * kBf16ColGroup);
+            bf16_dot_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w), p.k, n0, n1, p.y + n0, p.ldy,
+                           p.accumulate);
+            if (p.bias != nullptr)
+                for (int64_t i = 0; i < p.m; ++i)
+                    for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];
+        }
     };
-    // One region: the barrier between converting x and the products needs it. Static splits
-    // keep results deterministic.
+    // One region: the barrier between converting x and the products needs it.
     if (pool != nullptr && pool->size() > 1 && groups > 1) {
         pool->run([&](const ThreadPool::Region& r) { body(r.thread(), r.threads(), &r); });
     } else {

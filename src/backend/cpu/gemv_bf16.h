@@ -5,8 +5,8 @@
 // weights from DRAM; oneDNN's matmul reaches a fraction of the bandwidth there (PERF_NOTES: 5.6
 // GB/s at M=1, 1 thread). The tiles stream each weight row once for all M rows, eight weight
 // rows in flight per thread. For larger M they are also the prefill kernel: one OpenMP region
-// per call, no per-shape primitive to build, batch invariant. Columns are split evenly over
-// the pool's threads.
+// per call, no per-shape primitive to build, batch invariant. Columns are spread over
+// the pool's threads in 64-column chunks taken from a shared counter.
 #pragma once
 
 #include "backend/cpu/cpu_gemm.h"
