@@ -45,6 +45,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
+#include "cli/bench_workload.h"
 #include "engine/engine.h"
 #include "model/moe_transformer.h"
 
@@ -318,21 +319,13 @@ struct Job {
     int max_tokens = 0;
 };
 
-// The same generator, distributions and draw order as `moeserve bench` (cmd_bench.cc), so a seed
-// gives the same prompts and lengths there and here.
+// `moeserve bench`'s own generator (cli/bench_workload.h): a seed gives the same prompts and
+// lengths there and here.
 std::vector<Job> make_jobs(const Flags& f, uint64_t seed, int num_requests, int64_t vocab_size) {
     std::mt19937_64 rng(seed);
-    std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab_size - 1));
-    std::uniform_int_distribution<int> in_len(f.input_len, std::max(f.input_len, f.input_len_max));
-    std::uniform_int_distribution<int> out_len(f.output_len, std::max(f.output_len, f.output_len_max));
     std::vector<Job> jobs;
-    for (int i = 0; i < num_requests; ++i) {
-        Job job;
-        job.ids.resize(static_cast<size_t>(in_len(rng)));
-        for (int32_t& id : job.ids) id = token(rng);
-        job.max_tokens = out_len(rng);
-        jobs.push_back(std::move(job));
-    }
+    cli::append_synthetic_jobs(rng, num_requests, vocab_size, f.input_len, f.input_len_max, f.output_len,
+                               f.output_len_max, jobs);
     return jobs;
 }
 
@@ -430,15 +423,6 @@ double run_closed_loop(Engine& engine, const std::vector<Job>& jobs, int concurr
     }
     for (auto& t : workers) t.join();
     return seconds_since(t0);
-}
-
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return NAN;
-    std::sort(v.begin(), v.end());
-    const double rank = p / 100.0 * static_cast<double>(v.size() - 1);
-    const size_t lo = static_cast<size_t>(std::floor(rank));
-    const size_t hi = std::min(lo + 1, v.size() - 1);
-    return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
 }
 
 double mean(const std::vector<double>& v) {
@@ -632,7 +616,7 @@ int run_engine(const Flags& f) {
     j["itl_mean_s"] = num(mean(itl));
     j["e2e_mean_s"] = num(mean(e2e));
     for (auto [name, v] : {std::pair{"ttft", &ttft}, {"itl", &itl}, {"e2e", &e2e}})
-        for (int p : {50, 90, 99}) j[std::string(name) + "_p" + std::to_string(p) + "_s"] = num(percentile(*v, p));
+        for (int p : {50, 90, 99}) j[std::string(name) + "_p" + std::to_string(p) + "_s"] = num(cli::percentile(*v, p));
     j["engine_ttft_mean_s"] = num(mean(engine_ttft));  // the engine's own FinalEvent figures
     j["engine_queue_mean_s"] = num(mean(engine_queue));
     j["engine_steps"] = steps;

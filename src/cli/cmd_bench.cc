@@ -18,6 +18,7 @@
 #include <random>
 #include <thread>
 
+#include "cli/bench_workload.h"
 #include "cli/command.h"
 #include "cli/grpc_client_util.h"
 #include "moe/v1/control.grpc.pb.h"
@@ -91,15 +92,6 @@ StatusOr<std::vector<Job>> load_dataset(const std::string& path) {
     }
     if (jobs.empty()) return invalid_argument("--dataset: " + path + " has no requests");
     return jobs;
-}
-
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return NAN;
-    std::sort(v.begin(), v.end());
-    const double rank = p / 100.0 * static_cast<double>(v.size() - 1);
-    const size_t lo = static_cast<size_t>(std::floor(rank));
-    const size_t hi = std::min(lo + 1, v.size() - 1);
-    return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
 }
 
 Result run_one(v1::Inference::Stub& stub, const Job& job, int index, Clock::time_point t0, double timeout_s) {
@@ -194,16 +186,8 @@ int bench(const BenchFlags& f) {
         if (!ds.ok()) return fail(ds.status().message());
         for (int i = 0; i < f.num_requests; ++i) jobs.push_back(ds.value()[static_cast<size_t>(i) % ds.value().size()]);
     } else {
-        std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(info.vocab_size() - 1));
-        std::uniform_int_distribution<int> in_len(f.input_len, std::max(f.input_len, f.input_len_max));
-        std::uniform_int_distribution<int> out_len(f.output_len, std::max(f.output_len, f.output_len_max));
-        for (int i = 0; i < f.num_requests; ++i) {
-            Job job;
-            job.ids.resize(static_cast<size_t>(in_len(rng)));
-            for (int32_t& id : job.ids) id = token(rng);
-            job.max_tokens = out_len(rng);
-            jobs.push_back(std::move(job));
-        }
+        append_synthetic_jobs(rng, f.num_requests, info.vocab_size(), f.input_len, f.input_len_max, f.output_len,
+                              f.output_len_max, jobs);
     }
 
     auto stub = v1::Inference::NewStub(channel);

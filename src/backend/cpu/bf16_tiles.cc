@@ -6,10 +6,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "backend/cpu/avx512_math.h"
 #include "backend/cpu/cpu_features.h"
-#include "moe/dtype.h"
 
 #define MOE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 
@@ -101,10 +101,7 @@ MOE_BF16_TARGET void rows_to_bf16_avx512(const float* x, int64_t ldx, int64_t ro
         const float* xr = x + r * ldx;
         uint16_t* o = out + r * ldo;
         for (int64_t i = 0; i < kp; i += 16) {
-            const int64_t left = k - i;
-            const __mmask16 mask = left >= 16  ? static_cast<__mmask16>(0xffff)
-                                   : left <= 0 ? static_cast<__mmask16>(0)
-                                               : static_cast<__mmask16>((1u << left) - 1u);
+            const __mmask16 mask = lanes16(k - i);
             const __m512 v = _mm512_maskz_loadu_ps(mask, xr + i);
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), (__m256i)_mm512_cvtneps_pbh(v));
         }
@@ -115,8 +112,7 @@ MOE_BF16_TARGET void rows_to_bf16_avx512(const float* x, int64_t ldx, int64_t ro
 
 MOE_BF16_TARGET void silu_mul_to_bf16(const float* g, const float* u, int64_t n, uint16_t* out) {
     for (int64_t i = 0; i < n; i += 16) {
-        const int64_t left = n - i;
-        const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+        const __mmask16 mask = lanes16(n - i);
         const __m512 gv = _mm512_maskz_loadu_ps(mask, g + i);
         const __m512 uv = _mm512_maskz_loadu_ps(mask, u + i);
         const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
@@ -130,25 +126,27 @@ bool bf16_tiles_available() {
 }
 
 void f32_rows_to_bf16(const float* x, int64_t ldx, int64_t rows, int64_t k, uint16_t* out, int64_t ldo) {
-    if (bf16_tiles_available()) {
-        rows_to_bf16_avx512(x, ldx, rows, k, out, ldo);
-        return;
-    }
-    const int64_t kp = bf16_padded_k(k);
-    for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t i = 0; i < k; ++i) out[r * ldo + i] = f32_to_bf16(x[r * ldx + i]);
-        for (int64_t i = k; i < kp; ++i) out[r * ldo + i] = 0;
-    }
+    rows_to_bf16_avx512(x, ldx, rows, k, out, ldo);
 }
 
 // Up to this many rows, weight rows streamed one after another (tile_seq); above, 6 x 4 tiles.
 constexpr int64_t kSmallRows = 8;
 // Rows per tile above kSmallRows: 6 x 4 = 24 accumulators + 4 weight vectors + 1 x vector fit
 // the 32 registers, 10 loads per 24 VDPBF16PS (4 x 4: 8 per 16).
-#ifndef MOE_BIG_TILE_ROWS
-#define MOE_BIG_TILE_ROWS 6
-#endif
-constexpr int kBigTileRows = MOE_BIG_TILE_ROWS;
+constexpr int kBigTileRows = 6;
+
+// Calls fn(std::integral_constant<int, R>) for R = rows, 1 <= rows <= kMax (nothing otherwise):
+// a run-time row count to a tile's compile-time one.
+template <int kMax, int R = 1, typename Fn>
+void with_rows(int64_t rows, Fn&& fn) {
+    if constexpr (R <= kMax) {
+        if (rows == R) {
+            fn(std::integral_constant<int, R>{});
+        } else {
+            with_rows<kMax, R + 1>(rows, fn);
+        }
+    }
+}
 
 void bf16_dot_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* w, int64_t k, int64_t n_begin,
                     int64_t n_end, float* y, int64_t ldy, bool accumulate) {
@@ -171,38 +169,11 @@ void bf16_dot_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t
             // the weights in L1/L2. Interleaving the 8 rows instead (tile<1, 8>) streamed 30-45%
             // slower in moe_engine_bench on Qwen3-30B-A3B-shaped layers.
             const int64_t first = std::min<int64_t>(rows, 4);
-            switch (first) {
-                case 1:
-                    tile_seq<1>(x, ldx, wr, k, yc, ldy, cols, accumulate);
-                    break;
-                case 2:
-                    tile_seq<2>(x, ldx, wr, k, yc, ldy, cols, accumulate);
-                    break;
-                case 3:
-                    tile_seq<3>(x, ldx, wr, k, yc, ldy, cols, accumulate);
-                    break;
-                default:
-                    tile_seq<4>(x, ldx, wr, k, yc, ldy, cols, accumulate);
-                    break;
-            }
-            const uint16_t* x2 = x + 4 * ldx;
-            float* y2 = yc + 4 * ldy;
-            switch (rows - first) {
-                case 1:
-                    tile_seq<1>(x2, ldx, wr, k, y2, ldy, cols, accumulate);
-                    break;
-                case 2:
-                    tile_seq<2>(x2, ldx, wr, k, y2, ldy, cols, accumulate);
-                    break;
-                case 3:
-                    tile_seq<3>(x2, ldx, wr, k, y2, ldy, cols, accumulate);
-                    break;
-                case 4:
-                    tile_seq<4>(x2, ldx, wr, k, y2, ldy, cols, accumulate);
-                    break;
-                default:
-                    break;
-            }
+            with_rows<4>(first,
+                         [&](auto m) { tile_seq<decltype(m)::value>(x, ldx, wr, k, yc, ldy, cols, accumulate); });
+            with_rows<4>(rows - first, [&](auto m) {
+                tile_seq<decltype(m)::value>(x + 4 * ldx, ldx, wr, k, yc + 4 * ldy, ldy, cols, accumulate);
+            });
         } else {
             // Two halves of 4 weight rows, each held in L1 while all rows of x pass.
             for (int64_t h = 0; h < G && h < cols; h += 4) {
@@ -212,25 +183,9 @@ void bf16_dot_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t
                 int64_t r = 0;
                 for (; r + kBigTileRows <= rows; r += kBigTileRows)
                     tile<kBigTileRows, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
-                switch (rows - r) {
-                    case 1:
-                        tile<1, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
-                        break;
-                    case 2:
-                        tile<2, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
-                        break;
-                    case 3:
-                        tile<3, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
-                        break;
-                    case 4:
-                        tile<4, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
-                        break;
-                    case 5:
-                        tile<5, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
-                        break;
-                    default:
-                        break;
-                }
+                with_rows<kBigTileRows - 1>(rows - r, [&](auto m) {
+                    tile<decltype(m)::value, 4>(x + r * ldx, ldx, wh, k, yh + r * ldy, ldy, hc, accumulate);
+                });
             }
         }
     }

@@ -36,7 +36,7 @@ inline int64_t bf16_padded_k(int64_t k) {
 bool bf16_tiles_available();
 
 // x[rows, k] f32 (row stride ldx) -> out[rows, padded_k] bf16, rounded to nearest even, zero
-// padded; out row stride ldo >= bf16_padded_k(k).
+// padded; out row stride ldo >= bf16_padded_k(k). Requires bf16_tiles_available().
 void f32_rows_to_bf16(const float* x, int64_t ldx, int64_t rows, int64_t k, uint16_t* out, int64_t ldo);
 
 // y[r * ldy + (n - n_begin)] (+)= sum_k x[r * ldx + k] * w[n * k + k'] for r in [0, rows),
