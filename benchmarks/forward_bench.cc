@@ -3,6 +3,7 @@
 //
 //   forward_bench --model tests/reference/fixtures/qwen3_moe [--threads 2]
 //   forward_bench --random moe-s --dtype bf16 --prompt 128 --decode 16 --batches 1,4,16 [--tiles-max-rows N] (0: every bf16 GEMM on oneDNN)
+//       [--pack 0|1] (1, the default: bf16 matrices packed into column panels at load)
 //
 // Prints one line per figure plus the machine's CPU model and flags. Not a peer comparison:
 // benchmarks/cpu_vs_llamacpp (issue 6) measures against llama.cpp in the same run.
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
     std::string model_dir, random_shape, dtype_name_arg = "auto", batches_arg = "1,4,16";
     int threads = 2, prompt_len = 64, decode_steps = 16, repeats = 3;
     int64_t tiles_max_rows = cpu::GemmEngine::kDefaultTilesMaxRows;
+    bool pack = true;
     for (int i = 1; i < argc; ++i) {
         auto next = [&](const char* flag) -> std::string {
             if (i + 1 >= argc) {
@@ -65,13 +67,14 @@ int main(int argc, char** argv) {
         else if (a == "--batches") batches_arg = next("--batches");
         else if (a == "--repeats") repeats = std::stoi(next("--repeats"));
         else if (a == "--tiles-max-rows") tiles_max_rows = std::stoll(next("--tiles-max-rows"));
+        else if (a == "--pack") pack = next("--pack") != "0";
         else {
             std::fprintf(stderr, "unknown flag %s\n", a.c_str());
             return 2;
         }
     }
     WeightDType wd = dtype_name_arg == "bf16" ? WeightDType::kBF16 : dtype_name_arg == "f32" ? WeightDType::kF32 : WeightDType::kAuto;
-    auto backend = make_cpu_backend({.num_threads = threads});
+    auto backend = make_cpu_backend({.num_threads = threads, .pack_weights = pack});
     cpu::as_cpu(*backend).gemm_engine().set_bf16_tiles_max_rows(tiles_max_rows);
     std::unique_ptr<MoeTransformer> model;
     std::string what;

@@ -50,40 +50,6 @@ struct OpTable {
     Status (*moe_unpermute)(Backend&, const MoeUnpermuteArgs&) = nullptr;
 };
 
-class Backend {
-public:
-    virtual ~Backend() = default;
-    Backend(const Backend&) = delete;
-    Backend& operator=(const Backend&) = delete;
-
-    // "cpu", "cuda"
-    virtual const char* name() const = 0;
-    virtual Device device() const = 0;
-
-    // Allocates `bytes` of device memory aligned to at least 64 bytes. Never returns null on OK.
-    virtual StatusOr<void*> allocate(size_t bytes) = 0;
-    virtual void deallocate(void* ptr) = 0;
-    // Copies between host and this device (or within it). Synchronous on the CPU backend.
-    virtual Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) = 0;
-    // Waits for all queued work.
-    virtual Status synchronize() = 0;
-    // Threads the backend's kernels use (1 for devices that manage their own).
-    virtual int num_threads() const { return 1; }
-
-    const OpTable& ops() const { return ops_; }
-
-protected:
-    Backend() = default;
-    OpTable ops_;
-};
-
-struct CpuBackendOptions {
-    int num_threads = 0;  // 0: all cores the process may use
-};
-
-// The CPU backend (AVX-512/AMX where present, oneDNN and OpenBLAS for GEMMs).
-std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});
-
 // Owned device buffer, freed through its backend.
 class DeviceBuffer {
 public:
@@ -104,5 +70,51 @@ private:
     void* data_ = nullptr;
     size_t size_ = 0;
 };
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    Backend(const Backend&) = delete;
+    Backend& operator=(const Backend&) = delete;
+
+    // "cpu", "cuda"
+    virtual const char* name() const = 0;
+    virtual Device device() const = 0;
+
+    // Allocates `bytes` of device memory aligned to at least 64 bytes. Never returns null on OK.
+    virtual StatusOr<void*> allocate(size_t bytes) = 0;
+    virtual void deallocate(void* ptr) = 0;
+    // Copies between host and this device (or within it). Synchronous on the CPU backend.
+    virtual Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) = 0;
+    // Waits for all queued work.
+    virtual Status synchronize() = 0;
+    // Threads the backend's kernels use (1 for devices that manage their own).
+    virtual int num_threads() const { return 1; }
+    // A copy of matrix `w` (2-D, on this device) in a layout this backend's kernels read
+    // faster, to be set as w.packed by the caller, who owns it for as long as w is used; an
+    // empty buffer when the backend keeps no such layout for w (the default). Called once per
+    // matrix at model load.
+    virtual StatusOr<DeviceBuffer> pack_matrix(const TensorView& w) {
+        (void)w;
+        return DeviceBuffer{};
+    }
+
+    const OpTable& ops() const { return ops_; }
+
+protected:
+    Backend() = default;
+    OpTable ops_;
+};
+
+struct CpuBackendOptions {
+    int num_threads = 0;  // 0: all cores the process may use
+    // bf16 matrices packed into column panels at model load (pack_matrix) where the CPU has
+    // AVX512-BF16; false keeps every kernel on the checkpoint layout (for A/B runs and tests).
+    bool pack_weights = true;
+};
+
+// The CPU backend (AVX-512/AMX where present, oneDNN and OpenBLAS for GEMMs).
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});
+
 
 }  // namespace moe

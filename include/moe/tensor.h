@@ -31,6 +31,11 @@ struct TensorView {
     int ndim = 0;
     std::array<int64_t, kMaxDims> shape{};
     std::array<int64_t, kMaxDims> strides{};  // in elements
+    // Optional: the same whole matrix in a layout of the backend's own, made once at load by
+    // Backend::pack_matrix (the CPU backend's bf16 column panels, bf16_panels.h). Kernels that
+    // know the layout read it instead of `data`; everything else reads `data`, which stays
+    // valid. Describes the whole view: code that takes a sub-view of a weight must clear it.
+    const void* packed = nullptr;
 
     // Contiguous row-major view.
     static TensorView make(void* data, DType dtype, std::initializer_list<int64_t> shape, Device device = {});

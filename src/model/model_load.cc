@@ -17,6 +17,7 @@ public:
     }
     bool has(const std::string& name) const override { return store_.has(name); }
     std::string describe() const override { return store_.dir().string(); }
+    void release(const void* data, size_t bytes) const override { store_.release(data, bytes); }
 
 private:
     WeightStore store_;

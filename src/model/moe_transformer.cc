@@ -98,6 +98,27 @@ public:
         return view;
     }
 
+    // get() for a matrix the backend may keep packed in its own layout as well (view.packed).
+    // A packed copy of a mapped tensor replaces it in memory: the mapped pages are released.
+    StatusOr<TensorView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
+        MOE_ASSIGN_OR_RETURN(TensorView view, get(name, shape, dtype));
+        MOE_ASSIGN_OR_RETURN(bool packed, pack(view));
+        if (packed) {
+            MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
+            if (w.data == view.data) src_.release(w.data, view.nbytes());
+        }
+        return view;
+    }
+
+    // Sets view.packed if the backend packs this matrix; true if it did.
+    StatusOr<bool> pack(TensorView& view) {
+        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, be_.pack_matrix(view));
+        if (buf.data() == nullptr) return false;
+        view.packed = buf.data();
+        owned_.push_back(std::move(buf));
+        return true;
+    }
+
 private:
     const WeightSource& src_;
     Backend& be_;
@@ -148,9 +169,10 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
     MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));
     MOE_ASSIGN_OR_RETURN(final_norm_, wl.get("model.norm.weight", {H}, f32));
     if (c.tie_word_embeddings && !source_->has("lm_head.weight")) {
-        lm_head_ = embed_;
+        lm_head_ = embed_;  // the embedding's rows stay in use: not released
+        MOE_RETURN_IF_ERROR(wl.pack(lm_head_).status());
     } else {
-        MOE_ASSIGN_OR_RETURN(lm_head_, wl.get("lm_head.weight", {c.vocab_size, H}, mat));
+        MOE_ASSIGN_OR_RETURN(lm_head_, wl.matrix("lm_head.weight", {c.vocab_size, H}, mat));
     }
     const Names en = expert_names(c.family);
     layers_.resize(static_cast<size_t>(c.num_layers));
@@ -159,10 +181,10 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         MOE_ASSIGN_OR_RETURN(L.input_norm, wl.get(p + "input_layernorm.weight", {H}, f32));
         MOE_ASSIGN_OR_RETURN(L.post_norm, wl.get(p + "post_attention_layernorm.weight", {H}, f32));
-        MOE_ASSIGN_OR_RETURN(L.wq, wl.get(p + "self_attn.q_proj.weight", {nh * hd, H}, mat));
-        MOE_ASSIGN_OR_RETURN(L.wk, wl.get(p + "self_attn.k_proj.weight", {nkv * hd, H}, mat));
-        MOE_ASSIGN_OR_RETURN(L.wv, wl.get(p + "self_attn.v_proj.weight", {nkv * hd, H}, mat));
-        MOE_ASSIGN_OR_RETURN(L.wo, wl.get(p + "self_attn.o_proj.weight", {H, nh * hd}, mat));
+        MOE_ASSIGN_OR_RETURN(L.wq, wl.matrix(p + "self_attn.q_proj.weight", {nh * hd, H}, mat));
+        MOE_ASSIGN_OR_RETURN(L.wk, wl.matrix(p + "self_attn.k_proj.weight", {nkv * hd, H}, mat));
+        MOE_ASSIGN_OR_RETURN(L.wv, wl.matrix(p + "self_attn.v_proj.weight", {nkv * hd, H}, mat));
+        MOE_ASSIGN_OR_RETURN(L.wo, wl.matrix(p + "self_attn.o_proj.weight", {H, nh * hd}, mat));
         if (c.attention_bias) {
             MOE_ASSIGN_OR_RETURN(L.bq, wl.get(p + "self_attn.q_proj.bias", {nh * hd}, f32));
             MOE_ASSIGN_OR_RETURN(L.bk, wl.get(p + "self_attn.k_proj.bias", {nkv * hd}, f32));
@@ -185,25 +207,25 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + "gate.weight", {E, H}, f32));
             for (int64_t e = 0; e < E; ++e) {
                 const std::string ep = mp + "experts." + std::to_string(e) + ".";
-                MOE_ASSIGN_OR_RETURN(TensorView g, wl.get(ep + en.gate + ".weight", {I, H}, mat));
-                MOE_ASSIGN_OR_RETURN(TensorView u, wl.get(ep + en.up + ".weight", {I, H}, mat));
-                MOE_ASSIGN_OR_RETURN(TensorView d, wl.get(ep + en.down + ".weight", {H, I}, mat));
+                MOE_ASSIGN_OR_RETURN(TensorView g, wl.matrix(ep + en.gate + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(TensorView u, wl.matrix(ep + en.up + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(TensorView d, wl.matrix(ep + en.down + ".weight", {H, I}, mat));
                 L.w_gate.push_back(g);
                 L.w_up.push_back(u);
                 L.w_down.push_back(d);
             }
             if (c.shared_expert_intermediate_size > 0) {
                 const int64_t SI = c.shared_expert_intermediate_size;
-                MOE_ASSIGN_OR_RETURN(L.shared_gate, wl.get(mp + "shared_expert.gate_proj.weight", {SI, H}, mat));
-                MOE_ASSIGN_OR_RETURN(L.shared_up, wl.get(mp + "shared_expert.up_proj.weight", {SI, H}, mat));
-                MOE_ASSIGN_OR_RETURN(L.shared_down, wl.get(mp + "shared_expert.down_proj.weight", {H, SI}, mat));
+                MOE_ASSIGN_OR_RETURN(L.shared_gate, wl.matrix(mp + "shared_expert.gate_proj.weight", {SI, H}, mat));
+                MOE_ASSIGN_OR_RETURN(L.shared_up, wl.matrix(mp + "shared_expert.up_proj.weight", {SI, H}, mat));
+                MOE_ASSIGN_OR_RETURN(L.shared_down, wl.matrix(mp + "shared_expert.down_proj.weight", {H, SI}, mat));
                 MOE_ASSIGN_OR_RETURN(L.shared_expert_gate, wl.get(mp + "shared_expert_gate.weight", {1, H}, f32));
             }
         } else {
             const int64_t I = c.intermediate_size;
-            MOE_ASSIGN_OR_RETURN(L.mlp_gate, wl.get(p + "mlp.gate_proj.weight", {I, H}, mat));
-            MOE_ASSIGN_OR_RETURN(L.mlp_up, wl.get(p + "mlp.up_proj.weight", {I, H}, mat));
-            MOE_ASSIGN_OR_RETURN(L.mlp_down, wl.get(p + "mlp.down_proj.weight", {H, I}, mat));
+            MOE_ASSIGN_OR_RETURN(L.mlp_gate, wl.matrix(p + "mlp.gate_proj.weight", {I, H}, mat));
+            MOE_ASSIGN_OR_RETURN(L.mlp_up, wl.matrix(p + "mlp.up_proj.weight", {I, H}, mat));
+            MOE_ASSIGN_OR_RETURN(L.mlp_down, wl.matrix(p + "mlp.down_proj.weight", {H, I}, mat));
         }
     }
     return ok_status();

@@ -191,4 +191,15 @@ void SafetensorsFile::populate() const {
     if (::madvise(map_, size_, MADV_POPULATE_READ) != 0) ::madvise(map_, size_, MADV_WILLNEED);
 }
 
+void SafetensorsFile::release(const void* data, size_t bytes) const {
+    if (map_ == nullptr || size_ == 0 || data == nullptr) return;
+    const auto base = reinterpret_cast<uintptr_t>(map_);
+    const auto begin = reinterpret_cast<uintptr_t>(data);
+    if (begin < base || begin - base > size_ || bytes > size_ - (begin - base)) return;
+    const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (begin + page - 1) / page * page;  // whole pages only: neighbours
+    const uintptr_t last = (begin + bytes) / page * page;      // may still be in use
+    if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 }  // namespace moe

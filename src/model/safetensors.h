@@ -57,6 +57,11 @@ public:
     // Maps every page of the file now (MADV_POPULATE_READ; MADV_WILLNEED where the kernel lacks
     // it), so that serving does not page-fault on the first use of each expert. Best effort.
     void populate() const;
+    // Drops the whole pages inside [data, data + bytes) from this process's memory if that
+    // range lies in this file's mapping (nothing otherwise): the mapping is private and never
+    // written, so a later read maps the file's bytes back in. For tensors copied elsewhere
+    // (packed weights) so that they do not count twice in the resident set.
+    void release(const void* data, size_t bytes) const;
 
 private:
     SafetensorsFile() = default;

@@ -139,4 +139,8 @@ void WeightStore::populate() const {
     for (const auto& f : files_) f->populate();
 }
 
+void WeightStore::release(const void* data, size_t bytes) const {
+    for (const auto& f : files_) f->release(data, bytes);
+}
+
 }  // namespace moe

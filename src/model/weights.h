@@ -45,6 +45,8 @@ public:
     size_t num_files() const { return files_.size(); }
     // SafetensorsFile::populate for every file.
     void populate() const;
+    // SafetensorsFile::release on the file that maps [data, data + bytes), if any.
+    void release(const void* data, size_t bytes) const;
     const std::filesystem::path& dir() const { return dir_; }
 
 private:

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <string>
 
 #include "model/safetensors.h"
 #include "model/test_files.h"
@@ -51,6 +52,43 @@ TEST(Safetensors, GoodFileReadsBackExactBytes) {
     EXPECT_EQ(t.at("empty").nbytes, 0u);
     EXPECT_EQ((*f)->metadata().at("format"), "pt");
     EXPECT_EQ(ta.file, (dir / "x.safetensors").string());
+}
+
+// Resident set of this process in KiB (VmRSS).
+long resident_kib() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+// release() drops a copied tensor's pages from the resident set; its bytes (and a neighbour
+// sharing its first and last page) still read back exactly afterwards; a pointer outside the
+// mapping is ignored.
+TEST(Safetensors, ReleaseDropsPagesAndKeepsBytes) {
+    ScratchDir dir;
+    std::string big(16 << 20, '\0');
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 + 7);
+    const std::string small = "\x09\x08\x07\x06";
+    write_safetensors(dir / "x.safetensors", {{"small", "BF16", {2}, small}, {"big", "BF16", {8 << 20}, big}});
+    auto f = SafetensorsFile::open(dir / "x.safetensors");
+    ASSERT_TRUE(f.ok()) << f.status().to_string();
+    (*f)->populate();
+    const TensorInfo& tb = (*f)->tensors().at("big");
+    const TensorInfo& ts = (*f)->tensors().at("small");
+    const long before = resident_kib();
+    (*f)->release(tb.data, tb.nbytes);
+    const long after = resident_kib();
+    ASSERT_GT(before, 0);
+    EXPECT_GT(before - after, 15 * 1024) << "resident KiB before " << before << ", after " << after;
+    EXPECT_EQ(std::memcmp(tb.data, big.data(), big.size()), 0);
+    EXPECT_EQ(std::string(static_cast<const char*>(ts.data), ts.nbytes), small);
+    int outside = 0;
+    (*f)->release(&outside, sizeof(outside));
+    (*f)->release(static_cast<const char*>(tb.data) + 4096, tb.nbytes);  // runs past the end
+    EXPECT_EQ(outside, 0);
+    EXPECT_EQ(std::memcmp(tb.data, big.data(), big.size()), 0);
 }
 
 TEST(Safetensors, MissingFile) {

@@ -1,12 +1,14 @@
-// The bf16 tiles (gemv_bf16.h, bf16_tiles.h) against the naive reference: exact on small
-// integers, within bf16 rounding of x on random floats; decode and prefill row counts (tile
-// remainders, row blocks), odd N and K (K tails), bias and accumulate; and batch invariance.
+// The bf16 tiles (gemv_bf16.h, bf16_tiles.h) and the packed column panels (bf16_panels.h)
+// against the naive reference: exact on small integers, within bf16 rounding of x on random
+// floats; decode and prefill row counts (tile remainders, row blocks), odd N and K (K tails),
+// bias and accumulate; batch and thread invariance; which matrices the backend packs.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstring>
 #include <random>
 
+#include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/gemv_bf16.h"
@@ -20,9 +22,20 @@ struct Case {
     bool bias, accumulate;
 };
 
-void run_case(Backend& be, const Case& c, bool integers, uint32_t seed) {
+// Sets w.packed from the backend's packing of w; the buffer must outlive the view's use.
+DeviceBuffer pack(Backend& be, TensorView& w) {
+    auto packed = be.pack_matrix(w);
+    EXPECT_TRUE(packed.ok());
+    if (!packed.ok()) return {};
+    EXPECT_NE(packed.value().data(), nullptr) << "bf16 matrix not packed";
+    w.packed = packed.value().data();
+    return std::move(packed.value());
+}
+
+void run_case(Backend& be, const Case& c, bool integers, uint32_t seed, bool packed = false) {
     SCOPED_TRACE("m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
-                 " bias=" + std::to_string(c.bias) + " acc=" + std::to_string(c.accumulate) + " seed=" + std::to_string(seed));
+                 " bias=" + std::to_string(c.bias) + " acc=" + std::to_string(c.accumulate) + " seed=" + std::to_string(seed) +
+                 " packed=" + std::to_string(packed));
     std::mt19937 rng(seed);
     std::uniform_int_distribution<int> small(-4, 4);
     std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -41,6 +54,8 @@ void run_case(Backend& be, const Case& c, bool integers, uint32_t seed) {
                .bias = c.bias ? TensorView::make(bias.data(), DType::kF32, {c.n}) : TensorView{},
                .y = TensorView::make(y.data(), DType::kF32, {c.m, c.n}),
                .accumulate = c.accumulate};
+    DeviceBuffer panels;
+    if (packed) panels = pack(be, a.w);
     ASSERT_TRUE(ops::run(be, a).ok());
     std::vector<float> first = y;
     // determinism: the same call again gives the same bits
@@ -68,16 +83,18 @@ TEST(CpuGemvBf16, MatchesTheReferenceForEveryRowCountAndKTail) {
         for (int64_t n : {1, 5, 19, 111})
             for (int64_t k : {1, 31, 32, 77, 130})
                 for (bool bias : {false, true})
-                    for (bool acc : {false, true}) {
-                        run_case(*be, {m, n, k, bias, acc}, true, seed++);
-                        run_case(*be, {m, n, k, bias, acc}, false, seed++);
-                    }
+                    for (bool acc : {false, true})
+                        for (bool packed : {false, true}) {
+                            run_case(*be, {m, n, k, bias, acc}, true, seed++, packed);
+                            run_case(*be, {m, n, k, bias, acc}, false, seed++, packed);
+                        }
 }
 
-// A row's result does not depend on which other rows share the call, nor on the thread count.
-TEST(CpuGemvBf16, RowsAreBatchAndThreadInvariant) {
-    if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: the tiles are not used";
-    const int64_t m = 70, n = 37, k = 333;
+// A row's result does not depend on which other rows share the call, nor on the thread count,
+// on either layout.
+void check_invariance(bool packed) {
+    SCOPED_TRACE(packed ? "packed panels" : "checkpoint layout");
+    const int64_t m = 70, n = 137, k = 333;
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> x(static_cast<size_t>(m * k));
@@ -92,18 +109,67 @@ TEST(CpuGemvBf16, RowsAreBatchAndThreadInvariant) {
                    .w = TensorView::make(w.data(), DType::kBF16, {n, k}),
                    .bias = {},
                    .y = TensorView::make(y.data(), DType::kF32, {rows, n})};
+        DeviceBuffer panels;
+        if (packed) panels = pack(*be, a.w);
         EXPECT_TRUE(ops::run(*be, a).ok());
         return y;
     };
     const std::vector<float> all = run(2, m, 0);
     for (int threads : {1, 2, 3}) {
-        for (int64_t rows : {1, 2, 3, 4, 5, 65}) {
+        for (int64_t rows : {1, 2, 3, 4, 5, 7, 8, 9, 65}) {
             const int64_t first = m - rows;
             const std::vector<float> part = run(threads, rows, first);
             ASSERT_EQ(std::memcmp(part.data(), all.data() + first * n, part.size() * sizeof(float)), 0)
                 << "threads " << threads << ", rows " << rows;
         }
     }
+}
+
+TEST(CpuGemvBf16, RowsAreBatchAndThreadInvariant) {
+    if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: the tiles are not used";
+    check_invariance(false);
+    check_invariance(true);
+}
+
+// Element (n, k) lands where bf16_panels.h says, and the padding is zeros.
+TEST(CpuPackedBf16, LayoutIsTheDocumentedOne) {
+    const int64_t n = 70, k = 5, k2 = 3;
+    std::vector<uint16_t> w(static_cast<size_t>(n * k));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint16_t>(i + 1);
+    std::vector<uint16_t> out(static_cast<size_t>(cpu::bf16_panels_elems(n, k)), 0xffff);
+    ASSERT_EQ(out.size(), static_cast<size_t>(128 * 6));
+    cpu::pack_bf16_panels(w.data(), n, k, out.data());
+    for (int64_t c = 0; c < 128; ++c)
+        for (int64_t kk = 0; kk < 6; ++kk) {
+            const size_t at = static_cast<size_t>((c / 64) * k2 * 128 + (kk / 2) * 128 + (c % 64) * 2 + kk % 2);
+            const uint16_t want = c < n && kk < k ? w[static_cast<size_t>(c * k + kk)] : 0;
+            ASSERT_EQ(out[at], want) << "column " << c << ", k " << kk;
+        }
+}
+
+// The backend packs 2-D bf16 matrices when it has AVX512-BF16 and packing is on; nothing else.
+TEST(CpuPackedBf16, PacksOnlyBf16MatricesWhenEnabled) {
+    std::vector<uint16_t> wb(64 * 40);
+    std::vector<float> wf(64 * 40);
+    auto be = make_cpu_backend({.num_threads = 2});
+    auto f32 = be->pack_matrix(TensorView::make(wf.data(), DType::kF32, {64, 40}));
+    ASSERT_TRUE(f32.ok());
+    EXPECT_EQ(f32.value().data(), nullptr);
+    auto vec = be->pack_matrix(TensorView::make(wb.data(), DType::kBF16, {64 * 40}));
+    ASSERT_TRUE(vec.ok());
+    EXPECT_EQ(vec.value().data(), nullptr);
+    auto bf16 = be->pack_matrix(TensorView::make(wb.data(), DType::kBF16, {64, 40}));
+    ASSERT_TRUE(bf16.ok());
+    if (cpu::cpu_features().avx512_bf16) {
+        ASSERT_NE(bf16.value().data(), nullptr);
+        EXPECT_EQ(bf16.value().size(), static_cast<size_t>(cpu::bf16_panels_elems(64, 40)) * 2);
+    } else {
+        EXPECT_EQ(bf16.value().data(), nullptr) << "panels need AVX512-BF16";
+    }
+    auto off = make_cpu_backend({.num_threads = 2, .pack_weights = false});
+    auto none = off->pack_matrix(TensorView::make(wb.data(), DType::kBF16, {64, 40}));
+    ASSERT_TRUE(none.ok());
+    EXPECT_EQ(none.value().data(), nullptr);
 }
 
 }  // namespace

@@ -144,8 +144,13 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                 MOE_ASSERT_OK(ref::moe_experts({host_view(x.data(), DType::kF32, {rows, hidden}),
                                                 host_view(offsets.data(), DType::kI32, {num_experts + 1}), hg, hu, hd,
                                                 host_view(ref.data(), DType::kF32, {rows, hidden})}));
-                std::vector<float> runs[2];
-                for (auto& out : runs) {
+                // Runs 0 and 1 on the weights as given, run 2 with them packed by the backend
+                // (the CPU's bf16 column panels; backends that keep no packed layout run the
+                // same kernels again).
+                std::vector<float> runs[3];
+                for (int run = 0; run < 3; ++run) {
+                    std::vector<float>& out = runs[run];
+                    std::vector<DeviceBuffer> packs;
                     DeviceArena arena(*be);
                     std::vector<TensorView> dw[3];
                     for (int m = 0; m < 3; ++m)
@@ -157,6 +162,12 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                             const size_t i = static_cast<size_t>(e);
                             const int64_t d0 = m == 2 ? hidden : inter, d1 = m == 2 ? inter : hidden;
                             dw[m].push_back(dt == DType::kF32 ? arena.put(w[m][i], dt, {d0, d1}) : arena.put(wb[m][i], dt, {d0, d1}));
+                            if (run == 2) {
+                                auto packed = be->pack_matrix(dw[m].back());
+                                MOE_ASSERT_OK(packed.status());
+                                dw[m].back().packed = packed.value().data();
+                                packs.push_back(std::move(packed.value()));
+                            }
                         }
                     MoeExpertsArgs a{arena.put(x, DType::kF32, {rows, hidden}),
                                      arena.put(offsets, DType::kI32, {num_experts + 1}), dw[0], dw[1], dw[2],
@@ -166,6 +177,7 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                 }
                 if (dt == DType::kF32) {
                     expect_close(runs[0], ref, 1e-5, 1e-4, "out_permuted");
+                    expect_bitwise_equal(runs[0], runs[2], "out_permuted (f32 is never packed)");
                 } else {
                     // x and the SwiGLU activations are rounded to bf16 before each product: the
                     // error grows with the size of the terms summed, i.e. with the outputs' rms
@@ -174,6 +186,7 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                     for (float v : ref) sq += static_cast<double>(v) * v;
                     const double rms = std::sqrt(sq / static_cast<double>(ref.size()));
                     expect_close(runs[0], ref, 2e-2 + 1e-2 * rms, 2e-2, "out_permuted");
+                    expect_close(runs[2], ref, 2e-2 + 1e-2 * rms, 2e-2, "out_permuted, packed weights");
                 }
                 expect_bitwise_equal(runs[0], runs[1], "out_permuted");
             }

@@ -7,6 +7,8 @@
 #include <string>
 #include <thread>
 
+#include "backend/cpu/bf16_panels.h"
+#include "backend/cpu/bf16_tiles.h"
 #include "core/allocator.h"
 
 namespace moe {
@@ -26,7 +28,7 @@ int resolve_threads(int requested) {
 }  // namespace
 
 CpuBackend::CpuBackend(const CpuBackendOptions& options)
-    : pool_(resolve_threads(options.num_threads)), gemm_(pool_.size(), &pool_) {
+    : pack_weights_(options.pack_weights), pool_(resolve_threads(options.num_threads)), gemm_(pool_.size(), &pool_) {
     ops_.embedding = &cpu::embedding;
     ops_.rms_norm = &cpu::rms_norm;
     ops_.rope = &cpu::rope;
@@ -56,6 +58,27 @@ Status CpuBackend::copy(void* dst, Device dst_device, const void* src, Device sr
     if (dst == nullptr || src == nullptr) return invalid_argument("cpu backend copy: null pointer for " + std::to_string(bytes) + " bytes");
     std::memmove(dst, src, bytes);
     return ok_status();
+}
+
+StatusOr<DeviceBuffer> CpuBackend::pack_matrix(const TensorView& w) {
+    if (!pack_weights_ || w.dtype != DType::kBF16 || w.ndim != 2 || !w.is_contiguous() || w.data == nullptr ||
+        w.device.kind != DeviceKind::kCpu || !bf16_tiles_available())
+        return DeviceBuffer{};
+    const int64_t n = w.dim(0), k = w.dim(1);
+    MOE_ASSIGN_OR_RETURN(DeviceBuffer buf,
+                         DeviceBuffer::allocate(*this, static_cast<size_t>(bf16_panels_elems(n, k)) * sizeof(uint16_t)));
+    // Panels are independent: split them over the pool (a 151936 x 2048 lm_head is 600 MB).
+    const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
+    const auto* src = static_cast<const uint16_t*>(w.data);
+    auto* dst = static_cast<uint16_t*>(buf.data());
+    const int64_t panel_elems = bf16_panels_elems(kBf16PanelCols, k);
+    pool_.parallel_for(panels, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+            const int64_t c0 = p * kBf16PanelCols;
+            pack_bf16_panels(src + c0 * k, std::min(kBf16PanelCols, n - c0), k, dst + p * panel_elems);
+        }
+    });
+    return buf;
 }
 
 }  // namespace cpu

@@ -25,11 +25,15 @@ public:
     Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
     Status synchronize() override { return ok_status(); }
     int num_threads() const override { return pool_.size(); }
+    // bf16 [N, K] matrices -> column panels (bf16_panels.h) when options.pack_weights and the
+    // CPU has AVX512-BF16; anything else: an empty buffer (not packed).
+    StatusOr<DeviceBuffer> pack_matrix(const TensorView& w) override;
 
     ThreadPool& pool() { return pool_; }
     GemmEngine& gemm_engine() { return gemm_; }
 
 private:
+    bool pack_weights_;
     ThreadPool pool_;
     GemmEngine gemm_;
 };

@@ -26,6 +26,7 @@ struct GemmProblem {
     const float* x = nullptr;
     int64_t ldx = 0;
     const void* w = nullptr;  // [N, K] contiguous
+    const void* w_packed = nullptr;  // optional: w as bf16 column panels (bf16_panels.h)
     DType w_dtype = DType::kF32;
     const float* bias = nullptr;  // optional, [N]
     float* y = nullptr;

@@ -4,13 +4,15 @@
 #include <atomic>
 #include <vector>
 
+#include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 
 namespace moe::cpu {
 namespace {
 
-// Columns per dynamically scheduled chunk (a multiple of kBf16ColGroup).
+// Columns per dynamically scheduled chunk (a multiple of kBf16ColGroup; one panel).
 constexpr int64_t kChunkCols = 64;
+static_assert(kChunkCols % kBf16PanelCols == 0);
 
 }  // namespace
 
@@ -45,8 +47,13 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
              c = next.fetch_add(1, std::memory_order_relaxed)) {
             const int64_t n0 = std::min(p.n, c * chunk_groups * kBf16ColGroup);
             const int64_t n1 = std::min(p.n, (c + 1) * chunk_groups * kBf16ColGroup);
-            bf16_dot_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w), p.k, n0, n1, p.y + n0, p.ldy,
-                           p.accumulate);
+            if (p.w_packed != nullptr) {
+                bf16_panel_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w_packed), p.n, p.k, n0, n1,
+                                 p.y + n0, p.ldy, p.accumulate);
+            } else {
+                bf16_dot_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w), p.k, n0, n1, p.y + n0, p.ldy,
+                               p.accumulate);
+            }
             if (p.bias != nullptr)
                 for (int64_t i = 0; i < p.m; ++i)
                     for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/cpu_backend.h"
 #include "ops/data_checks.h"
@@ -31,6 +32,19 @@ namespace {
 // Output columns per work item: a multiple of kBf16ColGroup; 64 bf16 weight rows of K = 2048
 // are 256 KB, within L2 while the item's row blocks pass.
 constexpr int64_t kItemCols = 64;
+static_assert(kItemCols % kBf16PanelCols == 0, "items start on a panel");
+
+// y (+)= x * w[n_begin:n_end]^T over w's packed panels when it has them, else its checkpoint
+// layout.
+void dot(const uint16_t* x, int64_t ldx, int64_t rows, const TensorView& w, int64_t n_begin, int64_t n_end, float* y,
+         int64_t ldy) {
+    if (w.packed != nullptr) {
+        bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(w.packed), w.dim(0), w.dim(1), n_begin, n_end, y,
+                         ldy, false);
+    } else {
+        bf16_dot_block(x, ldx, rows, static_cast<const uint16_t*>(w.data), w.dim(1), n_begin, n_end, y, ldy, false);
+    }
+}
 
 struct Item {
     int32_t expert;
@@ -99,13 +113,11 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
             const int64_t cols = it.col_end - it.col_begin;
-            const auto* wg = static_cast<const uint16_t*>(a.w_gate[e].data);
-            const auto* wu = static_cast<const uint16_t*>(a.w_up[e].data);
             for (int64_t rb = 0; rb < rows; rb += kBf16RowBlock) {
                 const int64_t n = std::min(kBf16RowBlock, rows - rb);
                 const uint16_t* xr = xb + (off[e] + rb) * kph;
-                bf16_dot_block(xr, kph, n, wg, hidden, it.col_begin, it.col_end, g, kItemCols, false);
-                bf16_dot_block(xr, kph, n, wu, hidden, it.col_begin, it.col_end, u, kItemCols, false);
+                dot(xr, kph, n, a.w_gate[e], it.col_begin, it.col_end, g, kItemCols);
+                dot(xr, kph, n, a.w_up[e], it.col_begin, it.col_end, u, kItemCols);
                 for (int64_t r = 0; r < n; ++r) {
                     uint16_t* hr = hb + (off[e] + rb + r) * kpi;
                     silu_mul_to_bf16(g + r * kItemCols, u + r * kItemCols, cols, hr + it.col_begin);
@@ -120,8 +132,8 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
             const Item& it = down[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
-            bf16_dot_block(hb + off[e] * kpi, kpi, rows, static_cast<const uint16_t*>(a.w_down[e].data), inter,
-                           it.col_begin, it.col_end, out + off[e] * hidden + it.col_begin, hidden, false);
+            dot(hb + off[e] * kpi, kpi, rows, a.w_down[e], it.col_begin, it.col_end, out + off[e] * hidden + it.col_begin,
+                hidden);
         }
     };
     if (threads > 1) {

@@ -1,0 +1,105 @@
+#include "backend/cpu/bf16_panels.h"
+
+// GCC 12 warns inside its own AVX-512 headers about intentionally undefined vectors; the
+// warning is a known false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "backend/cpu/avx512_math.h"
+
+#define MOE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+
+namespace moe::cpu {
+namespace {
+
+constexpr int64_t kPairStride = 2 * kBf16PanelCols;  // elements per k pair in a panel
+// Rows per tile: 6 x 4 = 24 accumulators + 4 weight vectors + 1 broadcast fit 32 registers.
+constexpr int kTileRows = 6;
+
+// M rows of x against one panel (64 columns, `cols` of them kept). k2: k pairs.
+template <int M>
+MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* wp, int64_t k2, float* y, int64_t ldy,
+                                int64_t cols, bool accumulate) {
+    __m512 acc[M][4];
+    for (int m = 0; m < M; ++m)
+        for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
+    for (int64_t kp = 0; kp < k2; ++kp) {
+        const uint16_t* w = wp + kp * kPairStride;
+        const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w);
+        const __m512bh w1 = (__m512bh)_mm512_loadu_si512(w + 32);
+        const __m512bh w2 = (__m512bh)_mm512_loadu_si512(w + 64);
+        const __m512bh w3 = (__m512bh)_mm512_loadu_si512(w + 96);
+        for (int m = 0; m < M; ++m) {
+            int32_t pair;
+            std::memcpy(&pair, x + m * ldx + 2 * kp, sizeof(pair));
+            const __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
+            acc[m][0] = _mm512_dpbf16_ps(acc[m][0], xb, w0);
+            acc[m][1] = _mm512_dpbf16_ps(acc[m][1], xb, w1);
+            acc[m][2] = _mm512_dpbf16_ps(acc[m][2], xb, w2);
+            acc[m][3] = _mm512_dpbf16_ps(acc[m][3], xb, w3);
+        }
+    }
+    for (int m = 0; m < M; ++m) {
+        float* yr = y + m * ldy;
+        for (int j = 0; j < 4; ++j) {
+            const __mmask16 mask = lanes16(cols - 16 * j);
+            if (mask == 0) break;
+            __m512 v = acc[m][j];
+            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yr + 16 * j));
+            _mm512_mask_storeu_ps(yr + 16 * j, mask, v);
+        }
+    }
+}
+
+// Calls fn(std::integral_constant<int, R>) for R = rows, 1 <= rows <= kMax.
+template <int kMax, int R = 1, typename Fn>
+void with_rows(int64_t rows, Fn&& fn) {
+    if constexpr (R <= kMax) {
+        if (rows == R) {
+            fn(std::integral_constant<int, R>{});
+        } else {
+            with_rows<kMax, R + 1>(rows, fn);
+        }
+    }
+}
+
+}  // namespace
+
+void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out) {
+    const int64_t k2 = (k + 1) / 2;
+    const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
+    for (int64_t p = 0; p < panels; ++p) {
+        uint16_t* dst = out + p * k2 * kPairStride;
+        std::memset(dst, 0, static_cast<size_t>(k2 * kPairStride) * sizeof(uint16_t));
+        const int64_t c1 = std::min(kBf16PanelCols, n - p * kBf16PanelCols);
+        for (int64_t c = 0; c < c1; ++c) {
+            const uint16_t* src = w + (p * kBf16PanelCols + c) * k;
+            for (int64_t kk = 0; kk < k; ++kk) dst[(kk / 2) * kPairStride + c * 2 + (kk & 1)] = src[kk];
+        }
+    }
+}
+
+void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* wp, int64_t n, int64_t k,
+                      int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate) {
+    const int64_t k2 = (k + 1) / 2;
+    n_end = std::min(n_end, n);
+    for (int64_t c0 = n_begin; c0 < n_end; c0 += kBf16PanelCols) {
+        const uint16_t* panel = wp + (c0 / kBf16PanelCols) * k2 * kPairStride;
+        const int64_t cols = std::min(kBf16PanelCols, n_end - c0);
+        float* yc = y + (c0 - n_begin);
+        // Rows in tiles of 6: the panel (k2 * 256 bytes) is read from DRAM by the first tile and
+        // from L2 by the rest.
+        int64_t r = 0;
+        for (; r + kTileRows <= rows; r += kTileRows)
+            panel_tile<kTileRows>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols, accumulate);
+        with_rows<kTileRows - 1>(rows - r, [&](auto m) {
+            panel_tile<decltype(m)::value>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols, accumulate);
+        });
+    }
+}
+
+}  // namespace moe::cpu

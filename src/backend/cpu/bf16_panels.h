@@ -1,0 +1,43 @@
+// bf16 matrices packed once at load into column panels for broadcast VDPBF16PS, and the
+// kernel over them (AVX512-BF16).
+//
+// Layout: a [N, K] bf16 matrix becomes ceil(N / 64) panels of 64 columns. Panel p holds, for
+// each pair of k (kp = 0 .. ceil(K / 2) - 1), 64 columns x 2 values: element (n, k) sits at
+//   p * (K2 * 128) + (k / 2) * 128 + (n % 64) * 2 + (k % 2),   p = n / 64, K2 = ceil(K / 2).
+// Columns past N and the odd K's last value are zeros. One 64-byte vector is 16 columns x one k
+// pair, so a broadcast pair of x against it is one VDPBF16PS with no horizontal sums, and a
+// panel is one contiguous run of K2 * 256 bytes: decode streams it front to back (one
+// sequential stream per thread), prefill holds it in L2 while 6-row tiles of x pass.
+//
+// Why pack: on the 2-core EPYC (AVX512-BF16, no AMX) benchmarks/tile_layout_bench measured
+// 226-228 GFLOP/s for a 6 x 64 broadcast tile on this layout against 146-178 for the dot-product
+// tiles over the checkpoint layout (bf16_tiles.h), one thread.
+//
+// Every output element is the sum over k pairs in increasing order in one f32 lane, started
+// from zero, whatever the row count, tile height, column range or thread: results are bitwise
+// independent of batch composition and thread count (batch invariant). They differ from
+// bf16_tiles.h's (another summation order) by float rounding only.
+#pragma once
+
+#include <cstdint>
+
+namespace moe::cpu {
+
+inline constexpr int64_t kBf16PanelCols = 64;
+
+// Elements (uint16_t) of the packed form of an [n, k] matrix.
+inline int64_t bf16_panels_elems(int64_t n, int64_t k) {
+    return (n + kBf16PanelCols - 1) / kBf16PanelCols * kBf16PanelCols * ((k + 1) / 2 * 2);
+}
+
+// w [n, k] bf16 row-major -> out (bf16_panels_elems(n, k) elements), the layout above.
+void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out);
+
+// y[r * ldy + (c - n_begin)] (+)= sum_k x[r * ldx + k] * w[c, k] for r in [0, rows),
+// c in [n_begin, n_end), with w packed as above (wp: the whole matrix, n columns). n_begin must
+// be a multiple of kBf16PanelCols. x: bf16 rows zero padded to an even length (f32_rows_to_bf16
+// pads to 32). accumulate: add to y instead of overwriting it. Requires bf16_tiles_available().
+void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* wp, int64_t n, int64_t k,
+                      int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate);
+
+}  // namespace moe::cpu
