@@ -1,8 +1,9 @@
-// Why the CPU backend keeps bf16 weights in their checkpoint layout instead of packing them at
-// load: the kernel over [N, K] weights (bf16_tiles.h, dot products + shuffle-tree sums) against
-// a kernel over weights packed for broadcast FMAs (VNNI pairs, [N/16][K/2][16][2]: one vector
-// holds 16 columns x 2 k, x pairs are broadcast), the layout oneDNN and llama.cpp repack into.
-// One thread, operands in L2, so the figure is the kernel's compute rate, not DRAM.
+// Why the CPU backend packs bf16 weights at load: the kernel over [N, K] checkpoint weights
+// (bf16_tiles.h, dot products + shuffle-tree sums) against a kernel over weights packed for
+// broadcast FMAs (VNNI pairs, [N/16][K/2][16][2]: one vector holds 16 columns x 2 k, x pairs are
+// broadcast), the layout oneDNN and llama.cpp repack into and, in 64-column panels, the one
+// bf16_panels.h packs into at load. One thread, operands in L2, so the figure is the kernel's
+// compute rate, not DRAM.
 //
 //   tile_layout_bench [--m 64] [--n 512] [--k 1024] [--iters 200] [--repeats 5]
 //

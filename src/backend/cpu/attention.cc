@@ -110,10 +110,30 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     float* kbuf = sc.k.data();
     float* vbuf = sc.v.data();
     const float* vrows[kPosChunk];
+    // The K and V rows of positions [c, c + kPosChunk) into the cache hierarchy ahead of use:
+    // one KV head's rows are scattered over pages at a stride of all heads' rows, too irregular
+    // for the hardware prefetchers, and a decode task does too little work per row for
+    // out-of-order execution to keep more than a few misses in flight.
+    const int64_t row_bytes = hd * static_cast<int64_t>(dtype_size(a.k_cache.dtype));
+    auto prefetch_chunk = [&](int64_t c) {
+        const int64_t end = std::min(hi_max + 1, c + kPosChunk);
+        for (; c < end; ++c) {
+            const int64_t off =
+                (static_cast<int64_t>(table[c / g.block_size]) * g.block_size + c % g.block_size) * g.row + kvh * hd;
+            const char* k = static_cast<const char*>(a.k_cache.data) + off * static_cast<int64_t>(dtype_size(a.k_cache.dtype));
+            const char* v = static_cast<const char*>(a.v_cache.data) + off * static_cast<int64_t>(dtype_size(a.v_cache.dtype));
+            for (int64_t b = 0; b < row_bytes; b += 64) {
+                _mm_prefetch(k + b, _MM_HINT_T0);
+                _mm_prefetch(v + b, _MM_HINT_T0);
+            }
+        }
+    };
+    prefetch_chunk(lo_min);
     for (int64_t c0 = lo_min; c0 <= hi_max;) {
         // A chunk: positions [c0, c1), at most kPosChunk of them, across pages.
         const int64_t c1 = std::min(hi_max + 1, c0 + kPosChunk);
         const int64_t n = c1 - c0;
+        if (c1 <= hi_max) prefetch_chunk(c1);
         int64_t off[kPosChunk];  // element offset of each position's K/V row for this KV head
         for (int64_t p = 0; p < n; ++p) {
             const int64_t c = c0 + p;

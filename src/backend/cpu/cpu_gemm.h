@@ -1,8 +1,11 @@
 // The GEMM engine behind the gemm op and the expert MLPs:
 //   f32 weights  -> N <= 512 (routers, gates): our AVX-512 kernel on the pool (gemm_f32_narrow.h);
 //                   wider: OpenBLAS cblas_sgemm
-//   bf16 weights -> oneDNN matmul (x rounded to bf16, f32 accumulation and output; oneDNN picks
-//                   AMX or AVX512-BF16 kernels where present), with primitives cached by shape.
+//   bf16 weights -> with AVX512-BF16 (x rounded to bf16, f32 accumulation and output): our
+//                   kernels on the pool (gemv_bf16.h), over the packed column panels when the
+//                   matrix has them (bf16_panels.h), else its checkpoint layout (bf16_tiles.h);
+//                   without it, or above bf16_tiles_max_rows: oneDNN matmul (AMX or
+//                   AVX512-BF16 kernels where present), with primitives cached by shape.
 // If oneDNN cannot build a bf16 matmul on this machine, the weights are widened to f32 in
 // panels and go through BLAS instead (slower, same contract).
 //

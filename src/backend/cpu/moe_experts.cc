@@ -13,7 +13,8 @@
 // with a few active experts still keeps every thread streaming. One region per layer instead
 // of one or two per expert matrix: thread wake-ups per step drop from hundreds to a few dozen.
 // Each output element is computed by exactly one tile call, so the result does not depend on
-// the split (nor on the thread count).
+// the split (nor on the thread count). The products read each matrix's packed column panels
+// (bf16_panels.h; an item is one panel) when the loader made them, else the checkpoint layout.
 //
 // f32 weights (or no AVX512-BF16): per expert, GEMMs through the backend's GemmEngine (BLAS
 // for f32, oneDNN for bf16), silu * up between.
