@@ -70,15 +70,27 @@ void with_rows(int64_t rows, Fn&& fn) {
 }  // namespace
 
 void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out) {
-    const int64_t k2 = (k + 1) / 2;
+    const int64_t k2 = (k + 1) / 2, full_pairs = k / 2;
     const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
     for (int64_t p = 0; p < panels; ++p) {
         uint16_t* dst = out + p * k2 * kPairStride;
-        std::memset(dst, 0, static_cast<size_t>(k2 * kPairStride) * sizeof(uint16_t));
         const int64_t c1 = std::min(kBf16PanelCols, n - p * kBf16PanelCols);
-        for (int64_t c = 0; c < c1; ++c) {
-            const uint16_t* src = w + (p * kBf16PanelCols + c) * k;
-            for (int64_t kk = 0; kk < k; ++kk) dst[(kk / 2) * kPairStride + c * 2 + (kk & 1)] = src[kk];
+        const uint16_t* src = w + p * kBf16PanelCols * k;
+        // k pairs outer, columns inner: the panel is written front to back, and the 64 source
+        // rows are read 4 bytes at a time (their current lines stay in L1).
+        for (int64_t kp = 0; kp < k2; ++kp) {
+            uint16_t* d = dst + kp * kPairStride;
+            for (int64_t c = 0; c < c1; ++c) {
+                const uint16_t* s = src + c * k + 2 * kp;
+                if (kp < full_pairs) {
+                    std::memcpy(d + 2 * c, s, 2 * sizeof(uint16_t));
+                } else {
+                    d[2 * c] = s[0];  // odd k: the last value, paired with a zero
+                    d[2 * c + 1] = 0;
+                }
+            }
+            if (c1 < kBf16PanelCols)
+                std::memset(d + 2 * c1, 0, static_cast<size_t>(kBf16PanelCols - c1) * 2 * sizeof(uint16_t));
         }
     }
 }
