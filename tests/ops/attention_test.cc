@@ -174,6 +174,15 @@ TEST(OpsAttention, MatchesReference) {
         // Query blocks of 16 and chunks of 32 positions inside 64-position pages (CPU tiles).
         {"long prefill gqa4 hd128 pages of 64", {40, 1}, {100, 70}, 8, 2, 128, 64, 0, DType::kF32},
         {"long prefill window 37 bf16", {35}, {90}, 4, 2, 64, 64, 37, DType::kBF16},
+        // Enough decode rows for the CPU to give each sequence's KV heads to one task (whole
+        // cache rows): groups of 4, of 3 (4-row groups that span two KV heads) with a window and
+        // a prefill in the batch, and of 1 with an odd head_dim.
+        {"many decode seqs gqa4", {1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, {1, 17, 40, 64, 65, 100, 3, 33, 16, 90}, 8, 2, 64,
+         16, 0, DType::kF32},
+        {"many decode seqs gqa3 window bf16", {1, 1, 1, 1, 5, 1, 1, 1, 1, 1}, {9, 30, 1, 44, 20, 77, 8, 21, 50, 13}, 6,
+         2, 32, 8, 20, DType::kBF16},
+        {"many decode seqs mha hd19", {1, 1, 1, 1, 1, 1, 1, 1, 1}, {5, 9, 12, 1, 40, 31, 7, 26, 18}, 4, 4, 19, 4, 0,
+         DType::kF32},
     };
     for (const auto& factory : backend_factories()) {
         auto be = factory.make();

@@ -69,11 +69,17 @@ struct TileScratch {
     std::vector<float> alpha;
 };
 
-// One task: rows r = (token i of the block) * group + (head h of the group).
-MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g, int64_t s, int64_t kvh,
+// One task: KV heads [kvh, kvh + nk) of sequence s for query tokens [t_begin, t_end); rows
+// r = ((token i of the block) * nk + (KV head j of the task)) * group + (head h of the group),
+// i.e. the task's query heads in order for each token. nk > 1 only for one decode token with
+// a group below kTransposeMinRows: then the task walks whole cache rows (all of its KV heads
+// at a position are adjacent), which the prefetchers follow, instead of one head's slice at the
+// stride of a row.
+MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g, int64_t s, int64_t kvh, int64_t nk,
                                       int64_t t_begin, int64_t t_end, TileScratch& sc) {
     const int64_t hd = g.head_dim;
-    const int64_t rows = (t_end - t_begin) * g.group;
+    const int64_t heads = nk * g.group;  // query heads per token in this task
+    const int64_t rows = (t_end - t_begin) * heads;
     const int64_t hd16 = (hd + 15) / 16 * 16;
     const auto* qs = a.query_start.ptr<const int32_t>();
     const auto* kv_lens = a.kv_lens.ptr<const int32_t>();
@@ -83,8 +89,8 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     sc.l.assign(static_cast<size_t>(rows), 0.0f);
     sc.s.resize(static_cast<size_t>(rows * kPosChunk));
     sc.kt.resize(static_cast<size_t>(hd * kPosChunk));
-    sc.k.resize(static_cast<size_t>(kPosChunk * hd16));
-    sc.v.resize(static_cast<size_t>(kPosChunk * hd16));
+    sc.k.resize(static_cast<size_t>(kPosChunk * nk * hd16));
+    sc.v.resize(static_cast<size_t>(kPosChunk * nk * hd16));
     sc.pos.resize(static_cast<size_t>(rows));
     sc.lo.resize(static_cast<size_t>(rows));
     sc.first.resize(static_cast<size_t>(rows));
@@ -92,7 +98,7 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     sc.alpha.resize(static_cast<size_t>(rows));
     int64_t lo_min = INT64_MAX, hi_max = -1;
     for (int64_t r = 0; r < rows; ++r) {
-        const int64_t t = t_begin + r / g.group;
+        const int64_t t = t_begin + r / heads;
         const int64_t pos = kv_lens[s] - q_len + (t - qs[s]);
         const int64_t lo = a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
         sc.pos[static_cast<size_t>(r)] = pos;
@@ -100,10 +106,11 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
         lo_min = std::min(lo_min, lo);
         hi_max = std::max(hi_max, pos);
     }
-    // Query rows: q[t, kvh * group + h, :] for t in the block, h in the group.
-    auto q_row = [&](int64_t r) {
-        return a.q.ptr<const float>() + ((t_begin + r / g.group) * g.num_q_heads + kvh * g.group + r % g.group) * hd;
-    };
+    // Query rows: q[t, kvh * group + (r % heads), :] for t in the block.
+    auto head_index = [&](int64_t r) { return (t_begin + r / heads) * g.num_q_heads + kvh * g.group + r % heads; };
+    auto q_row = [&](int64_t r) { return a.q.ptr<const float>() + head_index(r) * hd; };
+    // The task's KV head (0 .. nk - 1) of row r.
+    auto kv_of = [&](int64_t r) { return (r % heads) / g.group; };
     const int32_t* table = a.block_tables.ptr<const int32_t>() + s * g.max_blocks;
     const bool bf16 = a.k_cache.dtype == DType::kBF16;
     float* kt = sc.kt.data();
@@ -114,7 +121,7 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     // one KV head's rows are scattered over pages at a stride of all heads' rows, too irregular
     // for the hardware prefetchers, and a decode task does too little work per row for
     // out-of-order execution to keep more than a few misses in flight.
-    const int64_t row_bytes = hd * static_cast<int64_t>(dtype_size(a.k_cache.dtype));
+    const int64_t row_bytes = nk * hd * static_cast<int64_t>(dtype_size(a.k_cache.dtype));
     auto prefetch_chunk = [&](int64_t c) {
         const int64_t end = std::min(hi_max + 1, c + kPosChunk);
         for (; c < end; ++c) {
@@ -134,28 +141,33 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
         const int64_t c1 = std::min(hi_max + 1, c0 + kPosChunk);
         const int64_t n = c1 - c0;
         if (c1 <= hi_max) prefetch_chunk(c1);
-        int64_t off[kPosChunk];  // element offset of each position's K/V row for this KV head
+        int64_t off[kPosChunk];  // element offset of each position's K/V row for the task's first KV head
         for (int64_t p = 0; p < n; ++p) {
             const int64_t c = c0 + p;
             off[p] =
                 (static_cast<int64_t>(table[c / g.block_size]) * g.block_size + c % g.block_size) * g.row + kvh * hd;
         }
-        // K and V rows: straight from an f32 cache, widened into kbuf / vbuf from bf16.
+        // K and V rows of the task's first KV head: straight from an f32 cache (the task's
+        // next heads follow at hd), widened into kbuf / vbuf from bf16 (next heads at hd16).
         const float* krows[kPosChunk];
         for (int64_t p = 0; p < n; ++p) {
             if (bf16) {
                 const uint16_t* k = a.k_cache.ptr<const uint16_t>() + off[p];
                 const uint16_t* v = a.v_cache.ptr<const uint16_t>() + off[p];
-                for (int64_t j = 0; j < hd; ++j) kbuf[p * hd16 + j] = bf16_to_f32(k[j]);
-                for (int64_t j = 0; j < hd; ++j) vbuf[p * hd16 + j] = bf16_to_f32(v[j]);
-                krows[p] = kbuf + p * hd16;
-                vrows[p] = vbuf + p * hd16;
+                for (int64_t kv = 0; kv < nk; ++kv)
+                    for (int64_t j = 0; j < hd; ++j) {
+                        kbuf[(p * nk + kv) * hd16 + j] = bf16_to_f32(k[kv * hd + j]);
+                        vbuf[(p * nk + kv) * hd16 + j] = bf16_to_f32(v[kv * hd + j]);
+                    }
+                krows[p] = kbuf + p * nk * hd16;
+                vrows[p] = vbuf + p * nk * hd16;
             } else {
                 krows[p] = a.k_cache.ptr<const float>() + off[p];
                 vrows[p] = a.v_cache.ptr<const float>() + off[p];
             }
         }
-        if (rows >= kTransposeMinRows) {
+        const int64_t head_stride = bf16 ? hd16 : hd;  // from one KV head's row to the next's
+        if (nk == 1 && rows >= kTransposeMinRows) {
             // Many rows share each K row: transpose K into kt[j][p] once (j outer: contiguous
             // stores), then scores for 4 rows at a time as 8 accumulators of 16 positions.
             // Columns p >= n hold stale values: their scores are masked out below.
@@ -185,19 +197,25 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
         } else {
             // Few rows (decode): a transposition would cost more than the products. Each K row
             // against 4 query rows at a time, dot products over the head dimension.
+            // With several KV heads in the task, 4 consecutive rows may span two of them: each
+            // row takes its own head's K row (the same address, from L1, when they share it).
             for (int64_t p = 0; p < n; ++p) {
-                const float* k = krows[p];
                 for (int64_t r0 = 0; r0 < rows; r0 += 4) {
                     const int64_t nr = std::min<int64_t>(4, rows - r0);
                     const float* qr[4];
-                    for (int64_t i = 0; i < 4; ++i) qr[i] = q_row(r0 + std::min<int64_t>(i, nr - 1));
+                    const float* kr[4];
+                    for (int64_t i = 0; i < 4; ++i) {
+                        const int64_t r = r0 + std::min<int64_t>(i, nr - 1);
+                        qr[i] = q_row(r);
+                        kr[i] = krows[p] + kv_of(r) * head_stride;
+                    }
                     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                                      _mm512_setzero_ps()};
                     for (int64_t j = 0; j < hd; j += 16) {
                         const __mmask16 m = lanes16(hd - j);
-                        const __m512 kv = _mm512_maskz_loadu_ps(m, k + j);
                         for (int i = 0; i < 4; ++i)
-                            acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qr[i] + j), kv, acc[i]);
+                            acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qr[i] + j),
+                                                     _mm512_maskz_loadu_ps(m, kr[i] + j), acc[i]);
                     }
                     alignas(16) float d[4];
                     _mm_store_ps(d, hsum4(acc[0], acc[1], acc[2], acc[3]));
@@ -251,19 +269,30 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
             const float* srow[4];
             float* o[4];
             __m512 alpha[4];
+            int64_t vo[4];  // offset of each row's KV head within a position's V row(s)
+            bool one_head = true;
             for (int64_t i = 0; i < 4; ++i) {
                 const int64_t r = r0 + std::min<int64_t>(i, nr - 1);
                 srow[i] = sc.s.data() + r * kPosChunk;
                 o[i] = sc.o.data() + r * hd16;
                 alpha[i] = _mm512_set1_ps(sc.alpha[static_cast<size_t>(r)]);
+                vo[i] = kv_of(r) * head_stride;
+                one_head = one_head && vo[i] == vo[0];
             }
             for (int64_t j = 0; j < hd16; j += 16) {
                 const __mmask16 mj = lanes16(hd - j);
                 __m512 acc[4];
                 for (int i = 0; i < 4; ++i) acc[i] = _mm512_mul_ps(_mm512_loadu_ps(o[i] + j), alpha[i]);
-                for (int64_t p = p0; p < p1; ++p) {
-                    const __m512 v = _mm512_maskz_loadu_ps(mj, vrows[p] + j);
-                    for (int i = 0; i < 4; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(srow[i][p]), v, acc[i]);
+                if (one_head) {
+                    for (int64_t p = p0; p < p1; ++p) {
+                        const __m512 v = _mm512_maskz_loadu_ps(mj, vrows[p] + vo[0] + j);
+                        for (int i = 0; i < 4; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(srow[i][p]), v, acc[i]);
+                    }
+                } else {
+                    for (int64_t p = p0; p < p1; ++p)
+                        for (int i = 0; i < 4; ++i)
+                            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(srow[i][p]),
+                                                     _mm512_maskz_loadu_ps(mj, vrows[p] + vo[i] + j), acc[i]);
                 }
                 for (int64_t i = 0; i < nr; ++i) _mm512_storeu_ps(o[i] + j, acc[i]);  // padding rows dropped
             }
@@ -271,7 +300,7 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
         c0 = c1;
     }
     for (int64_t r = 0; r < rows; ++r) {
-        float* out = a.out.ptr<float>() + ((t_begin + r / g.group) * g.num_q_heads + kvh * g.group + r % g.group) * hd;
+        float* out = a.out.ptr<float>() + head_index(r) * hd;
         const float inv = 1.0f / sc.l[static_cast<size_t>(r)];
         const float* o = sc.o.data() + r * hd16;
         for (int64_t j = 0; j < hd; ++j) out[j] = o[j] * inv;
@@ -283,23 +312,32 @@ Status attention_tiles(Backend& be, const AttentionArgs& a, const Geometry& g) {
     const auto* qs = a.query_start.ptr<const int32_t>();
     // Tasks: (sequence, KV head, query block), longest contexts first is not needed: tasks are
     // handed out dynamically.
-    thread_local std::vector<int64_t> task_seq, task_t0;
-    task_seq.clear();
-    task_t0.clear();
-    for (int64_t s = 0; s < num_seqs; ++s)
-        for (int64_t t = qs[s]; t < qs[s + 1]; t += kQueryBlock) {
-            task_seq.push_back(s);
-            task_t0.push_back(t);
+    ThreadPool& pool = as_cpu(be).pool();
+    // Decode rows take all KV heads of their sequence in one task (whole cache rows, see
+    // attention_task) when there are enough sequences to keep every thread busy; otherwise,
+    // and for prefill blocks, one task per KV head.
+    int64_t decode_seqs = 0;
+    for (int64_t s = 0; s < num_seqs; ++s) decode_seqs += qs[s + 1] - qs[s] == 1 ? 1 : 0;
+    const bool whole_rows = g.group < kTransposeMinRows && decode_seqs >= 4 * static_cast<int64_t>(pool.size());
+    struct Task {
+        int64_t seq, t0, kvh, nk;
+    };
+    thread_local std::vector<Task> tasks;
+    tasks.clear();
+    for (int64_t s = 0; s < num_seqs; ++s) {
+        if (whole_rows && qs[s + 1] - qs[s] == 1) {
+            tasks.push_back({s, qs[s], 0, g.num_kv_heads});
+            continue;
         }
-    const int64_t* seq_of = task_seq.data();
-    const int64_t* t0_of = task_t0.data();
-    const int64_t blocks = static_cast<int64_t>(task_seq.size());
+        for (int64_t t = qs[s]; t < qs[s + 1]; t += kQueryBlock)
+            for (int64_t kvh = 0; kvh < g.num_kv_heads; ++kvh) tasks.push_back({s, t, kvh, 1});
+    }
+    const Task* task_of = tasks.data();
     // One scratch per pool thread, sized here on the calling thread for the largest task, so
     // that whichever thread picks which task (dynamic), no task allocates.
-    ThreadPool& pool = as_cpu(be).pool();
     thread_local std::vector<TileScratch> scratch;
     if (scratch.size() < static_cast<size_t>(pool.size())) scratch.resize(static_cast<size_t>(pool.size()));
-    const size_t max_rows = static_cast<size_t>(kQueryBlock * g.group);
+    const size_t max_rows = static_cast<size_t>(std::max(kQueryBlock * g.group, g.num_q_heads));
     const size_t hd16 = static_cast<size_t>((g.head_dim + 15) / 16 * 16);
     for (TileScratch& sc : scratch) {
         for (auto* v : {&sc.m, &sc.l, &sc.alpha}) v->reserve(max_rows);
@@ -307,19 +345,17 @@ Status attention_tiles(Backend& be, const AttentionArgs& a, const Geometry& g) {
         sc.o.reserve(max_rows * hd16);
         sc.s.reserve(max_rows * kPosChunk);
         sc.kt.reserve(static_cast<size_t>(g.head_dim * kPosChunk));
-        sc.k.reserve(kPosChunk * hd16);
-        sc.v.reserve(kPosChunk * hd16);
+        sc.k.reserve(static_cast<size_t>(kPosChunk * g.num_kv_heads) * hd16);
+        sc.v.reserve(static_cast<size_t>(kPosChunk * g.num_kv_heads) * hd16);
     }
     TileScratch* per_thread = scratch.data();
     std::atomic<int64_t> next{0};
-    const int64_t num_tasks = blocks * g.num_kv_heads;
+    const int64_t num_tasks = static_cast<int64_t>(tasks.size());
     pool.run([&](const ThreadPool::Region& r) {
-        for (int64_t task = next.fetch_add(1); task < num_tasks; task = next.fetch_add(1)) {
-            const int64_t b = task / g.num_kv_heads, kvh = task % g.num_kv_heads;
-            const int64_t s = seq_of[b];
-            const int64_t t0 = t0_of[b];
-            const int64_t t1 = std::min<int64_t>(qs[s + 1], t0 + kQueryBlock);
-            attention_task(a, g, s, kvh, t0, t1, per_thread[r.thread()]);
+        for (int64_t i = next.fetch_add(1); i < num_tasks; i = next.fetch_add(1)) {
+            const Task& t = task_of[i];
+            const int64_t t1 = std::min<int64_t>(qs[t.seq + 1], t.t0 + kQueryBlock);
+            attention_task(a, g, t.seq, t.kvh, t.nk, t.t0, t1, per_thread[r.thread()]);
         }
     });
     return ok_status();
