@@ -402,6 +402,26 @@ TEST(Sampler, LogprobsOnALargeVocabularyEqualDoubleLogSoftmax) {
     EXPECT_EQ(s.sample(logits.data(), static_cast<int64_t>(logits.size())).top[0].token, 5);
 }
 
+// The chosen token's logprob over a Qwen3-sized vocabulary with a wide spread (many logits
+// more than 87 below the maximum, where the f32 exp is clamped) against log_softmax in double.
+TEST(Sampler, ChosenLogprobOnA152kVocabularyWithAWideSpread) {
+    std::mt19937 gen(11);
+    std::normal_distribution<float> nd(0, 30);
+    std::vector<float> logits(151936);
+    for (float& l : logits) l = nd(gen);
+    const double m = *std::max_element(logits.begin(), logits.end());
+    double z = 0;
+    for (float l : logits) z += std::exp(static_cast<double>(l) - m);
+    for (float temperature : {0.0f, 1.0f}) {
+        SequenceSampler s(params(temperature, 9), {});
+        for (int step = 0; step < 4; ++step) {
+            const SampleResult r = s.sample(logits.data(), static_cast<int64_t>(logits.size()));
+            const double want = static_cast<double>(logits[static_cast<size_t>(r.token)]) - m - std::log(z);
+            EXPECT_NEAR(r.logprob, want, 1e-6 * (1 + std::abs(want))) << "token " << r.token;
+        }
+    }
+}
+
 TEST(Sampler, LogprobsFewerThanRequestedOnATinyVocabulary) {
     SamplingParams p = params(0);
     p.logprobs = 5;
