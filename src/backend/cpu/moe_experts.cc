@@ -10,7 +10,9 @@
 //      out_permuted.
 // Items are split over the threads by cost (weights streamed + rows x columns), contiguous, so
 // each expert's weights are read once per step for all tokens routed to it, and a decode step
-// with a few active experts still keeps every thread streaming. One region per layer instead
+// with a few active experts still keeps every thread streaming; a thread done with its part
+// takes the others' remaining items from their ends (work stealing), so one slowed thread does
+// not hold the rest at the barrier. One region per layer instead
 // of one or two per expert matrix: thread wake-ups per step drop from hundreds to a few dozen.
 // Each output element is computed by exactly one tile call, so the result does not depend on
 // the split (nor on the thread count). The products read each matrix's packed column panels
@@ -19,7 +21,9 @@
 // f32 weights (or no AVX512-BF16): per expert, GEMMs through the backend's GemmEngine (BLAS
 // for f32, oneDNN for bf16), silu * up between.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "backend/cpu/bf16_panels.h"
@@ -52,11 +56,52 @@ struct Item {
     int32_t col_begin, col_end;
 };
 
+// The items of one thread's part, [front, back) in one word: the owner takes from the front,
+// a thread that has run out of its own items takes from the back (work stealing), and a
+// compare-and-swap on the pair means no item is taken twice.
+class ItemRange {
+public:
+    void reset(int64_t front, int64_t back) {
+        v_.store(static_cast<uint64_t>(front) << 32 | static_cast<uint64_t>(back), std::memory_order_relaxed);
+    }
+    bool take_front(int64_t& item) { return take(item, true); }
+    bool take_back(int64_t& item) { return take(item, false); }
+
+private:
+    bool take(int64_t& item, bool front) {
+        uint64_t v = v_.load(std::memory_order_relaxed);
+        for (;;) {
+            const uint64_t f = v >> 32, b = v & 0xffffffffu;
+            if (f >= b) return false;
+            const uint64_t next = front ? (f + 1) << 32 | b : f << 32 | (b - 1);
+            if (v_.compare_exchange_weak(v, next, std::memory_order_relaxed)) {
+                item = static_cast<int64_t>(front ? f : b - 1);
+                return true;
+            }
+        }
+    }
+    std::atomic<uint64_t> v_{0};
+};
+
 struct Scratch {
     std::vector<uint16_t> xb, hb;
     std::vector<Item> gate_up, down;
     std::vector<int64_t> costs, gate_up_bounds, down_bounds;
+    std::unique_ptr<ItemRange[]> gate_up_ranges, down_ranges;
+    int ranges = 0;
 };
+
+// Thread t of nt runs its own part's items front to back, then takes what is left of the other
+// parts from their backs, so a thread slowed down (a neighbour on the host, a page fault) does
+// not hold the others at the next barrier.
+template <typename Fn>
+void run_items(ItemRange* ranges, int parts, int t, int nt, Fn&& fn) {
+    const int own = t * parts / nt;  // nt < parts only in a nested call (nt = 1): it takes all
+    int64_t i;
+    while (ranges[own].take_front(i)) fn(i);
+    for (int q = 1; q < parts; ++q)
+        while (ranges[(own + q) % parts].take_back(i)) fn(i);
+}
 
 // Items over [0, cols) for every expert with rows; costs: weight bytes streamed plus MACs.
 void make_items(const int32_t* off, int64_t num_experts, int64_t cols, int64_t k, int64_t matrices, int parts,
@@ -90,13 +135,24 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
     const int threads = std::max(1, cpu.pool().size());
     make_items(off, num_experts, inter, hidden, 2, threads, s.gate_up, s.costs, s.gate_up_bounds);
     make_items(off, num_experts, hidden, inter, 1, threads, s.down, s.costs, s.down_bounds);
+    if (s.ranges < threads) {
+        s.gate_up_ranges = std::make_unique<ItemRange[]>(static_cast<size_t>(threads));
+        s.down_ranges = std::make_unique<ItemRange[]>(static_cast<size_t>(threads));
+        s.ranges = threads;
+    }
+    for (int p = 0; p < threads; ++p) {
+        s.gate_up_ranges[static_cast<size_t>(p)].reset(s.gate_up_bounds[static_cast<size_t>(p)],
+                                                      s.gate_up_bounds[static_cast<size_t>(p) + 1]);
+        s.down_ranges[static_cast<size_t>(p)].reset(s.down_bounds[static_cast<size_t>(p)],
+                                                   s.down_bounds[static_cast<size_t>(p) + 1]);
+    }
+    ItemRange* gu_ranges = s.gate_up_ranges.get();
+    ItemRange* down_ranges = s.down_ranges.get();
 
     uint16_t* xb = s.xb.data();
     uint16_t* hb = s.hb.data();
     const Item* gate_up = s.gate_up.data();
     const Item* down = s.down.data();
-    const int64_t* gu_bounds = s.gate_up_bounds.data();
-    const int64_t* down_bounds = s.down_bounds.data();
     const float* x = a.x_permuted.ptr<const float>();
     float* out = a.out_permuted.ptr<float>();
 
@@ -108,8 +164,7 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
         // Phase 2: gate, up and SwiGLU per (expert, intermediate block).
         alignas(64) float g[kBf16RowBlock * kItemCols];
         alignas(64) float u[kBf16RowBlock * kItemCols];
-        // NOTE: the bounds were made for `threads` parts; a nested call runs with nt = 1.
-        for (int64_t i = gu_bounds[t * threads / nt]; i < gu_bounds[(t + 1) * threads / nt]; ++i) {
+        run_items(gu_ranges, threads, t, nt, [&](int64_t i) {
             const Item& it = gate_up[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
@@ -126,16 +181,16 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
                         for (int64_t c = inter; c < kpi; ++c) hr[c] = 0;  // the tiles' zero padding
                 }
             }
-        }
+        });
         if (region != nullptr) region->barrier();
         // Phase 3: down per (expert, hidden block), straight into out_permuted.
-        for (int64_t i = down_bounds[t * threads / nt]; i < down_bounds[(t + 1) * threads / nt]; ++i) {
+        run_items(down_ranges, threads, t, nt, [&](int64_t i) {
             const Item& it = down[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
             dot(hb + off[e] * kpi, kpi, rows, a.w_down[e], it.col_begin, it.col_end, out + off[e] * hidden + it.col_begin,
                 hidden);
-        }
+        });
     };
     if (threads > 1) {
         cpu.pool().run([&](const ThreadPool::Region& r) { body(r.thread(), r.threads(), &r); });
