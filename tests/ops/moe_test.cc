@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "backend/cpu/cpu_features.h"
 #include "ops/op_test_util.h"
 
 namespace moe::testing {
@@ -191,6 +192,50 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                 expect_bitwise_equal(runs[0], runs[1], "out_permuted");
             }
         }
+    }
+}
+
+// The CPU's bf16 experts split items over the threads and let a thread that finishes early
+// take the rest of another's items: with 1, 3 and 5 threads on a 2-core machine (threads get
+// descheduled, so taking happens), the packed and unpacked results are bitwise those of one
+// thread, run after run: every item is computed exactly once.
+TEST(OpsMoeExperts, CpuBf16SameBitsWhateverTheThreadsAndWhoTakesWhichItem) {
+    if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: the bf16 experts do not run";
+    const int64_t hidden = 200, inter = 320, num_experts = 6;
+    const std::vector<int32_t> offsets = {0, 9, 9, 40, 41, 47, 90};
+    const int64_t rows = offsets.back();
+    Rng rng(77);
+    auto x = rng.uniform(static_cast<size_t>(rows * hidden), -1, 1);
+    std::vector<std::vector<uint16_t>> w[3];
+    for (int m = 0; m < 3; ++m)
+        for (int64_t e = 0; e < num_experts; ++e)
+            w[m].push_back(to_bf16(rng.uniform(static_cast<size_t>(inter * hidden), -0.5f, 0.5f)));
+    auto run = [&](int threads, bool packed) {
+        auto be = make_cpu_backend({.num_threads = threads, .pack_weights = packed});
+        std::vector<TensorView> views[3];
+        std::vector<DeviceBuffer> packs;
+        for (int m = 0; m < 3; ++m)
+            for (int64_t e = 0; e < num_experts; ++e) {
+                auto& data = w[m][static_cast<size_t>(e)];
+                views[m].push_back(m == 2 ? host_view(data.data(), DType::kBF16, {hidden, inter})
+                                          : host_view(data.data(), DType::kBF16, {inter, hidden}));
+                auto p = be->pack_matrix(views[m].back());
+                EXPECT_TRUE(p.ok());
+                views[m].back().packed = p.value().data();
+                packs.push_back(std::move(p.value()));
+            }
+        std::vector<float> out(static_cast<size_t>(rows * hidden), -1.0f);
+        MoeExpertsArgs a{host_view(x.data(), DType::kF32, {rows, hidden}),
+                         host_view(const_cast<int32_t*>(offsets.data()), DType::kI32, {num_experts + 1}), views[0],
+                         views[1], views[2], host_view(out.data(), DType::kF32, {rows, hidden})};
+        EXPECT_TRUE(ops::run(*be, a).ok());
+        return out;
+    };
+    for (bool packed : {false, true}) {
+        SCOPED_TRACE(packed ? "packed" : "checkpoint layout");
+        const std::vector<float> one = run(1, packed);
+        for (int threads : {3, 5})
+            for (int rep = 0; rep < 4; ++rep) expect_bitwise_equal(run(threads, packed), one, "out_permuted");
     }
 }
 
