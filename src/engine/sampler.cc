@@ -298,8 +298,7 @@ void SequenceSampler::fill_logprobs(const float* logits, size_t V, int32_t chose
     if (finite && V > 0) {
         log_z = log_sum_exp(logits, V, max_f);
     } else {
-        double max_raw = -std::numeric_limits<double>::infinity();
-        for (size_t i = 0; i < V; ++i) max_raw = std::max(max_raw, static_cast<double>(logits[i]));
+        const double max_raw = static_cast<double>(max_f);  // the same maximum, exactly
         double sum = 0;
         for (size_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_raw);
         log_z = max_raw + std::log(sum);

@@ -51,8 +51,11 @@ public:
     WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned)
         : src_(src), be_(be), owned_(owned) {}
 
-    // A tensor of exactly `shape`, converted to `dtype` (f32, bf16).
-    StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
+    // A tensor of exactly `shape`, converted to `dtype` (f32, bf16). *mapped (if given): whether
+    // the view is the source's own memory rather than a converted copy.
+    StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype,
+                             bool* mapped = nullptr) {
+        if (mapped != nullptr) *mapped = false;
         MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
         const std::vector<int64_t> want(shape);
         if (w.shape != want)
@@ -76,6 +79,7 @@ public:
         const bool host_backend = be_.device().kind == DeviceKind::kCpu;
         if (w.dtype == dtype && host_backend) {
             view.data = const_cast<void*>(w.data);  // NOTE: weights are read-only; ops never write them
+            if (mapped != nullptr) *mapped = true;
             return view;
         }
         const size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
@@ -101,12 +105,10 @@ public:
     // get() for a matrix the backend may keep packed in its own layout as well (view.packed).
     // A packed copy of a mapped tensor replaces it in memory: the mapped pages are released.
     StatusOr<TensorView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
-        MOE_ASSIGN_OR_RETURN(TensorView view, get(name, shape, dtype));
+        bool mapped = false;
+        MOE_ASSIGN_OR_RETURN(TensorView view, get(name, shape, dtype, &mapped));
         MOE_ASSIGN_OR_RETURN(bool packed, pack(view));
-        if (packed) {
-            MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
-            if (w.data == view.data) src_.release(w.data, view.nbytes());
-        }
+        if (packed && mapped) src_.release(view.data, view.nbytes());
         return view;
     }
 

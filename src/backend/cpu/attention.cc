@@ -121,14 +121,18 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     // one KV head's rows are scattered over pages at a stride of all heads' rows, too irregular
     // for the hardware prefetchers, and a decode task does too little work per row for
     // out-of-order execution to keep more than a few misses in flight.
-    const int64_t row_bytes = nk * hd * static_cast<int64_t>(dtype_size(a.k_cache.dtype));
+    // Element offset of position c's K/V row for the task's first KV head.
+    auto row_offset = [&](int64_t c) {
+        return (static_cast<int64_t>(table[c / g.block_size]) * g.block_size + c % g.block_size) * g.row + kvh * hd;
+    };
+    const int64_t elem_bytes = static_cast<int64_t>(dtype_size(a.k_cache.dtype));  // K and V share it
+    const int64_t row_bytes = nk * hd * elem_bytes;
     auto prefetch_chunk = [&](int64_t c) {
         const int64_t end = std::min(hi_max + 1, c + kPosChunk);
         for (; c < end; ++c) {
-            const int64_t off =
-                (static_cast<int64_t>(table[c / g.block_size]) * g.block_size + c % g.block_size) * g.row + kvh * hd;
-            const char* k = static_cast<const char*>(a.k_cache.data) + off * static_cast<int64_t>(dtype_size(a.k_cache.dtype));
-            const char* v = static_cast<const char*>(a.v_cache.data) + off * static_cast<int64_t>(dtype_size(a.v_cache.dtype));
+            const int64_t off = row_offset(c) * elem_bytes;
+            const char* k = static_cast<const char*>(a.k_cache.data) + off;
+            const char* v = static_cast<const char*>(a.v_cache.data) + off;
             for (int64_t b = 0; b < row_bytes; b += 64) {
                 _mm_prefetch(k + b, _MM_HINT_T0);
                 _mm_prefetch(v + b, _MM_HINT_T0);
@@ -141,12 +145,8 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
         const int64_t c1 = std::min(hi_max + 1, c0 + kPosChunk);
         const int64_t n = c1 - c0;
         if (c1 <= hi_max) prefetch_chunk(c1);
-        int64_t off[kPosChunk];  // element offset of each position's K/V row for the task's first KV head
-        for (int64_t p = 0; p < n; ++p) {
-            const int64_t c = c0 + p;
-            off[p] =
-                (static_cast<int64_t>(table[c / g.block_size]) * g.block_size + c % g.block_size) * g.row + kvh * hd;
-        }
+        int64_t off[kPosChunk];
+        for (int64_t p = 0; p < n; ++p) off[p] = row_offset(c0 + p);
         // K and V rows of the task's first KV head: straight from an f32 cache (the task's
         // next heads follow at hd), widened into kbuf / vbuf from bf16 (next heads at hd16).
         const float* krows[kPosChunk];

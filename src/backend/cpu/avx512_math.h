@@ -2,12 +2,17 @@
 // AVX-512F only (target attribute), so callers must check cpu_features().avx512f first.
 #pragma once
 
+#include <cstdint>
+#include <type_traits>
+
 // GCC 12 warns inside its own AVX-512 headers about intentionally undefined vectors; the
 // warning is a known false positive.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #define MOE_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+// Kernels using VDPBF16PS; callers must check cpu_features().avx512_bf16.
+#define MOE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 
 namespace moe::cpu {
 
@@ -48,6 +53,19 @@ inline __mmask16 lanes16(long n) {
     return n >= 16  ? static_cast<__mmask16>(0xffff)
            : n <= 0 ? static_cast<__mmask16>(0)
                     : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// Calls fn(std::integral_constant<int, R>) for R = rows, 1 <= rows <= kMax (nothing otherwise):
+// a run-time row count to a tile's compile-time one.
+template <int kMax, int R = 1, typename Fn>
+void with_rows(int64_t rows, Fn&& fn) {
+    if constexpr (R <= kMax) {
+        if (rows == R) {
+            fn(std::integral_constant<int, R>{});
+        } else {
+            with_rows<kMax, R + 1>(rows, fn);
+        }
+    }
 }
 
 }  // namespace moe::cpu

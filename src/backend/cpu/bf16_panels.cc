@@ -1,17 +1,9 @@
 #include "backend/cpu/bf16_panels.h"
 
-// GCC 12 warns inside its own AVX-512 headers about intentionally undefined vectors; the
-// warning is a known false positive.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 
 #include "backend/cpu/avx512_math.h"
-
-#define MOE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 
 namespace moe::cpu {
 namespace {
@@ -51,18 +43,6 @@ MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* 
             __m512 v = acc[m][j];
             if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yr + 16 * j));
             _mm512_mask_storeu_ps(yr + 16 * j, mask, v);
-        }
-    }
-}
-
-// Calls fn(std::integral_constant<int, R>) for R = rows, 1 <= rows <= kMax.
-template <int kMax, int R = 1, typename Fn>
-void with_rows(int64_t rows, Fn&& fn) {
-    if constexpr (R <= kMax) {
-        if (rows == R) {
-            fn(std::integral_constant<int, R>{});
-        } else {
-            with_rows<kMax, R + 1>(rows, fn);
         }
     }
 }

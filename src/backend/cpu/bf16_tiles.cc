@@ -1,17 +1,9 @@
 #include "backend/cpu/bf16_tiles.h"
 
-// GCC 12 warns inside its own AVX-512 headers about intentionally undefined vectors; the
-// warning is a known false positive.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
-#include <type_traits>
 
 #include "backend/cpu/avx512_math.h"
 #include "backend/cpu/cpu_features.h"
-
-#define MOE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 
 namespace moe::cpu {
 namespace {
@@ -134,19 +126,6 @@ constexpr int64_t kSmallRows = 8;
 // Rows per tile above kSmallRows: 6 x 4 = 24 accumulators + 4 weight vectors + 1 x vector fit
 // the 32 registers, 10 loads per 24 VDPBF16PS (4 x 4: 8 per 16).
 constexpr int kBigTileRows = 6;
-
-// Calls fn(std::integral_constant<int, R>) for R = rows, 1 <= rows <= kMax (nothing otherwise):
-// a run-time row count to a tile's compile-time one.
-template <int kMax, int R = 1, typename Fn>
-void with_rows(int64_t rows, Fn&& fn) {
-    if constexpr (R <= kMax) {
-        if (rows == R) {
-            fn(std::integral_constant<int, R>{});
-        } else {
-            with_rows<kMax, R + 1>(rows, fn);
-        }
-    }
-}
 
 void bf16_dot_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* w, int64_t k, int64_t n_begin,
                     int64_t n_end, float* y, int64_t ldy, bool accumulate) {
