@@ -176,11 +176,14 @@ TEST(OpsAttention, MatchesReference) {
         {"long prefill window 37 bf16", {35}, {90}, 4, 2, 64, 64, 37, DType::kBF16},
         // Enough decode rows for the CPU to give each sequence's KV heads to one task (whole
         // cache rows): groups of 4, of 3 (4-row groups that span two KV heads) with a window and
-        // a prefill in the batch, and of 1 with an odd head_dim.
+        // a prefill in the batch, and of 1 with an odd head_dim. Groups of 4 with whole vectors
+        // take the decode fast path (the K/V rows read in place, bf16 widened in registers).
         {"many decode seqs gqa4", {1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, {1, 17, 40, 64, 65, 100, 3, 33, 16, 90}, 8, 2, 64,
          16, 0, DType::kF32},
         {"many decode seqs gqa3 window bf16", {1, 1, 1, 1, 5, 1, 1, 1, 1, 1}, {9, 30, 1, 44, 20, 77, 8, 21, 50, 13}, 6,
          2, 32, 8, 20, DType::kBF16},
+        {"many decode seqs gqa4 hd128 bf16", {1, 1, 1, 1, 1, 1, 1, 1, 1}, {70, 5, 33, 64, 1, 40, 97, 12, 50}, 8, 2, 128,
+         16, 0, DType::kBF16},
         {"many decode seqs mha hd19", {1, 1, 1, 1, 1, 1, 1, 1, 1}, {5, 9, 12, 1, 40, 31, 7, 26, 18}, 4, 4, 19, 4, 0,
          DType::kF32},
     };
