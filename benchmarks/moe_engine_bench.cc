@@ -2,7 +2,7 @@
 // stdout, so that run.py can alternate it with llama.cpp and read each engine's peak RSS.
 //
 //   moe_engine_bench bench --model DIR [--threads 2] [--prompt 512] [--ctx 64] [--decode 32]
-//                          [--batches 1,4,16,64]
+//                          [--batches 1,4,16,64] [--kv-cache-dtype auto|f32|bf16]
 //       prefill tokens/s of one --prompt-token prompt (one forward step), then for each batch N:
 //       N sequences each prefilled with --ctx tokens, then --decode steps of one token per
 //       sequence (a ragged batch of N decode rows per forward, as the engine runs it).
@@ -13,7 +13,8 @@
 //       independent accumulators (one plain stream per core gets much less than the DRAM can give).
 //   moe_engine_bench engine --model DIR [--threads 2] --num-requests N --concurrency C
 //                           --input-len L --output-len O [--input-len-max L2] [--output-len-max O2]
-//                           [--seed S] [--kv-cache-bytes B] [--warmup-requests W] [--bare-loop 1]
+//                           [--seed S] [--kv-cache-bytes B] [--kv-cache-dtype auto|f32|bf16]
+//                           [--warmup-requests W] [--bare-loop 1]
 //       `moeserve bench`'s closed-loop workload (the same prompt ids for the same seed, temperature
 //       0, ignore_eos, C requests in flight) on an in-process Engine built as `moeserve serve`
 //       builds it, without gRPC: benchmarks/served_vs_engine compares the two. With --bare-loop 1
@@ -90,6 +91,7 @@ struct Flags {
     int warmup_requests = 0, bare_loop = 1;
     uint64_t seed = 0;
     int64_t kv_cache_bytes = 0;
+    std::string kv_cache_dtype = "auto";  // as `moeserve serve --kv-cache-dtype`
 };
 
 // ---- bandwidth probe ------------------------------------------------------------------------
@@ -224,7 +226,9 @@ int run_bench(const Flags& f) {
     const int64_t seq_blocks = (f.ctx + f.decode + 1 + bs - 1) / bs;  // + the warm-up step
     const int64_t prompt_blocks = (f.prompt + bs - 1) / bs;
     const int64_t num_blocks = std::max<int64_t>(seq_blocks * max_batch, prompt_blocks);
-    auto cache_or = KvCache::create(*e->backend, c, {.num_blocks = num_blocks, .block_size = bs});
+    auto kv_dtype = kv_cache_dtype_from_name(f.kv_cache_dtype, model.matrix_dtype());
+    if (!kv_dtype.ok()) return fail(kv_dtype.status().to_string());
+    auto cache_or = KvCache::create(*e->backend, c, {.num_blocks = num_blocks, .block_size = bs, .dtype = *kv_dtype});
     if (!cache_or.ok()) return fail(cache_or.status().to_string());
     KvCache cache = std::move(cache_or).value();
     auto token = [&](int64_t i) { return static_cast<int32_t>((i * 7919 + 13) % c.vocab_size); };
@@ -546,6 +550,9 @@ int run_engine(const Flags& f) {
     const std::string matrix_dtype = dtype_name((*model_or)->matrix_dtype());
     EngineOptions eo;
     eo.kv_cache_bytes = f.kv_cache_bytes;
+    auto kv_dtype = kv_cache_dtype_from_name(f.kv_cache_dtype, (*model_or)->matrix_dtype());
+    if (!kv_dtype.ok()) return fail(kv_dtype.status().to_string());
+    eo.kv_dtype = *kv_dtype;
     eo.scheduler.max_model_len = 0;  // serve's --max-model-len default: the model's context length
     auto engine_or = Engine::create(std::move(model_or).value(), nullptr, eo);
     if (!engine_or.ok()) return fail(engine_or.status().to_string());
@@ -606,6 +613,7 @@ int run_engine(const Flags& f) {
                    {"output_len_max", f.output_len_max},
                    {"seed", f.seed},
                    {"kv_cache_bytes", f.kv_cache_bytes},
+                   {"kv_cache_dtype", dtype_name(eo.kv_dtype)},
                    {"warmup_requests", f.warmup_requests}};
     j["requests"] = results.size();
     j["completed"] = ok;
@@ -715,6 +723,7 @@ int main(int argc, char** argv) {
             else if (a == "--output-len-max") f.output_len_max = std::stoi(v);
             else if (a == "--seed") f.seed = std::stoull(v);
             else if (a == "--kv-cache-bytes") f.kv_cache_bytes = std::stoll(v);
+            else if (a == "--kv-cache-dtype") f.kv_cache_dtype = v;
             else if (a == "--warmup-requests") f.warmup_requests = std::stoi(v);
             else if (a == "--bare-loop") f.bare_loop = std::stoi(v);
             else return fail("unknown flag " + a);

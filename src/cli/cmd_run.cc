@@ -12,6 +12,7 @@
 #include "cli/backend_select.h"
 #include "cli/command.h"
 #include "core/logging.h"
+#include "engine/engine.h"
 #include "model/moe_transformer.h"
 #include "model/random_model.h"
 
@@ -27,6 +28,7 @@ struct RunFlags {
     int threads = 0;
     std::string dtype = "auto";
     int block_size = 16;
+    std::string kv_cache_dtype = "auto";
     std::string device = "cpu";
 };
 
@@ -81,7 +83,10 @@ Status run(const RunFlags& f) {
                                 std::to_string(f.max_tokens) + ") exceeds the context length " +
                                 std::to_string(c.max_position_embeddings));
     const int64_t bs = f.block_size;
-    MOE_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(*backend, c, {.num_blocks = (total + bs - 1) / bs, .block_size = bs}));
+    MOE_ASSIGN_OR_RETURN(DType kv_dtype, kv_cache_dtype_from_name(f.kv_cache_dtype, model->matrix_dtype()));
+    MOE_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(*backend, c,
+                                                        {.num_blocks = (total + bs - 1) / bs, .block_size = bs,
+                                                         .dtype = kv_dtype}));
     std::vector<int32_t> table(static_cast<size_t>(cache.num_blocks()));
     for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
 
@@ -146,6 +151,10 @@ const Registrar kRegistrar("run", [](CLI::App& app, int& exit_code) {
     cmd->add_option("--device", flags->device, "cpu, cuda or cuda:N")->capture_default_str()->envname("MOESERVE_DEVICE");
     cmd->add_option("--dtype", flags->dtype, "weight dtype: auto, f32, bf16")->capture_default_str();
     cmd->add_option("--kv-block-size", flags->block_size, "tokens per KV block")->check(CLI::Range(1, 1024));
+    cmd->add_option("--kv-cache-dtype", flags->kv_cache_dtype,
+                    "KV cache dtype: auto (bf16 for a model served in bf16, else f32), f32 or bf16")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "f32", "bf16"}));
     cmd->callback([flags, &exit_code] {
         Status s = run(*flags);
         if (!s.ok()) {

@@ -37,6 +37,7 @@ struct ServeFlags {
     int64_t kv_cache_bytes = 0;
     double kv_cache_fraction = 0.25;
     int64_t kv_block_size = 16;
+    std::string kv_cache_dtype = "auto";
     int64_t max_batched_tokens = 2048;
     int64_t max_seqs = 256;
     int64_t max_model_len = 0;
@@ -95,6 +96,7 @@ std::map<std::string, std::string> effective_config(const ServeFlags& f, const E
         {"kv_cache_bytes", std::to_string(eo.kv_cache_bytes)},
         {"kv_cache_fraction", std::to_string(eo.kv_cache_fraction)},
         {"kv_block_size", std::to_string(eo.kv_block_size)},
+        {"kv_cache_dtype", dtype_name(eo.kv_dtype)},
         {"max_batched_tokens", std::to_string(eo.scheduler.max_batched_tokens)},
         {"max_seqs", std::to_string(eo.scheduler.max_seqs)},
         {"max_model_len", std::to_string(eo.scheduler.max_model_len)},
@@ -143,6 +145,7 @@ Status serve(const ServeFlags& f) {
     eo.kv_cache_bytes = f.kv_cache_bytes;
     eo.kv_cache_fraction = f.kv_cache_fraction;
     eo.kv_block_size = f.kv_block_size;
+    MOE_ASSIGN_OR_RETURN(eo.kv_dtype, kv_cache_dtype_from_name(f.kv_cache_dtype, model->matrix_dtype()));
     eo.prefix_caching = !f.no_prefix_caching;
     eo.max_pending = f.max_pending;
     eo.scheduler.max_batched_tokens = f.max_batched_tokens;
@@ -205,6 +208,9 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
         ->check(CLI::Range(0.0, 1.0));
     opt("--kv-block-size", f->kv_block_size, "tokens per KV block", "MOESERVE_KV_BLOCK_SIZE")
         ->check(CLI::Range(1, 1024));
+    opt("--kv-cache-dtype", f->kv_cache_dtype,
+        "KV cache dtype: auto (bf16 for a model served in bf16, else f32), f32 or bf16", "MOESERVE_KV_CACHE_DTYPE")
+        ->check(CLI::IsMember({"auto", "f32", "bf16"}));
     opt("--max-batched-tokens", f->max_batched_tokens, "tokens per engine step (prefill chunks + decodes)",
         "MOESERVE_MAX_BATCHED_TOKENS")
         ->check(CLI::PositiveNumber);

@@ -93,6 +93,13 @@ struct Engine::Impl {
 
 // ---- creation ----------------------------------------------------------------------------------
 
+StatusOr<DType> kv_cache_dtype_from_name(std::string_view name, DType matrix_dtype) {
+    if (name == "auto") return matrix_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
+    if (name == "f32") return DType::kF32;
+    if (name == "bf16") return DType::kBF16;
+    return invalid_argument("--kv-cache-dtype must be auto, f32 or bf16, got \"" + std::string(name) + "\"");
+}
+
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Engine::~Engine() { stop(); }

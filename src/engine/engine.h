@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/sampler.h"
@@ -32,7 +33,7 @@ struct EngineOptions {
     double kv_cache_fraction = 0.25;
     int64_t kv_block_size = 16;
     bool prefix_caching = true;
-    DType kv_dtype = DType::kF32;
+    DType kv_dtype = DType::kF32;     // f32 or bf16; kv_cache_dtype_from_name resolves a flag
     int64_t max_pending = 1024;       // submitted but not finished; beyond: RESOURCE_EXHAUSTED
 };
 
@@ -94,6 +95,11 @@ struct EngineLoad {
     int64_t generated_tokens = 0;    // since start
     bool draining = false;
 };
+
+// The KV cache dtype for a --kv-cache-dtype flag: "f32", "bf16", or "auto": the dtype the model's
+// matrices are served in when that is bf16 (as vLLM's auto takes the model's dtype; K and V are
+// then rounded to bf16 as a bf16 model in transformers rounds them), else f32.
+StatusOr<DType> kv_cache_dtype_from_name(std::string_view name, DType matrix_dtype);
 
 class Engine {
 public:

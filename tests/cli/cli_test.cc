@@ -83,6 +83,10 @@ TEST(CliRun, BadInputGetsAClearError) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.out.find("context length"), std::string::npos) << r.out;
 
+    r = run("run --model " + fixture("qwen3_moe") + " --prompt-ids 1 --kv-cache-dtype f16");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("--kv-cache-dtype"), std::string::npos) << r.out;
+
     r = run("run --model /nonexistent/model --prompt-ids 1");
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.out.find("/nonexistent/model"), std::string::npos) << r.out;

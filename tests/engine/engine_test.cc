@@ -135,6 +135,45 @@ TEST_F(EngineTest, PreemptionUnderASmallCacheKeepsGreedyOutputs) {
     EXPECT_EQ(engine->load().kv_blocks_free, engine->load().kv_blocks_total);
 }
 
+TEST(KvCacheDtype, AutoFollowsTheServedMatricesAndBadNamesSaySo) {
+    EXPECT_EQ(kv_cache_dtype_from_name("auto", DType::kBF16).value(), DType::kBF16);
+    EXPECT_EQ(kv_cache_dtype_from_name("auto", DType::kF32).value(), DType::kF32);
+    EXPECT_EQ(kv_cache_dtype_from_name("f32", DType::kBF16).value(), DType::kF32);
+    EXPECT_EQ(kv_cache_dtype_from_name("bf16", DType::kF32).value(), DType::kBF16);
+    auto bad = kv_cache_dtype_from_name("f16", DType::kBF16);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find("--kv-cache-dtype"), std::string::npos) << bad.status().to_string();
+    EXPECT_NE(bad.status().message().find("f16"), std::string::npos) << bad.status().to_string();
+}
+
+// A bf16 cache holds twice the blocks in the same bytes, and the engine serves from it.
+TEST_F(EngineTest, Bf16KvCacheHoldsTwiceTheBlocksAndServes) {
+    const ModelConfig probe = [&] {
+        auto m = MoeTransformer::load(fixture_dir("qwen3_moe"), *backend_, {});
+        return (*m)->config();
+    }();
+    const int64_t bytes = 100 * KvCache::bytes_per_block(probe, 16, DType::kF32);
+    auto f32 = fixture_engine("qwen3_moe", {.kv_cache_bytes = bytes, .kv_dtype = DType::kF32});
+    auto bf16 = fixture_engine("qwen3_moe", {.kv_cache_bytes = bytes, .kv_dtype = DType::kBF16});
+    EXPECT_EQ(f32->load().kv_blocks_total, 100);
+    EXPECT_EQ(bf16->load().kv_blocks_total, 200);
+    const Reference ref = load_reference("qwen3_moe");
+    std::vector<std::shared_ptr<CollectSink>> sinks;
+    for (size_t i = 0; i < ref.prompts.size(); ++i) {
+        sinks.push_back(std::make_shared<CollectSink>());
+        ASSERT_TRUE(bf16->submit(greedy_params(ref.prompts[i], 16), sinks.back()).ok());
+    }
+    // K and V rounded to bf16 may flip a near-tied greedy choice, so the tokens are not compared
+    // with transformers' here (the reference test bounds the logits); the requests must finish.
+    for (auto& s : sinks) {
+        ASSERT_TRUE(s->wait());
+        EXPECT_EQ(s->tokens().size(), 16u);
+        EXPECT_EQ(s->final_event().reason, FinishReason::kLength);
+    }
+    ASSERT_TRUE(bf16->wait_idle(std::chrono::seconds(5)));
+    EXPECT_EQ(bf16->load().kv_blocks_free, bf16->load().kv_blocks_total);
+}
+
 TEST_F(EngineTest, CancelFreesEveryBlock) {
     auto engine = fixture_engine("qwen3_moe", {.kv_cache_bytes = 4 << 20});
     const Reference ref = load_reference("qwen3_moe");
