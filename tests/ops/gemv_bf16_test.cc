@@ -79,7 +79,7 @@ TEST(CpuGemvBf16, MatchesTheReferenceForEveryRowCountAndKTail) {
     auto be = make_cpu_backend({.num_threads = 2});
     cpu::as_cpu(*be).gemm_engine().set_bf16_tiles_max_rows(INT64_MAX);
     uint32_t seed = 1;
-    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 9, 66, 131})
+    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 9, 16, 48, 49, 66, 131})
         for (int64_t n : {1, 5, 19, 111})
             for (int64_t k : {1, 31, 32, 77, 130})
                 for (bool bias : {false, true})
@@ -116,7 +116,7 @@ void check_invariance(bool packed) {
     };
     const std::vector<float> all = run(2, m, 0);
     for (int threads : {1, 2, 3}) {
-        for (int64_t rows : {1, 2, 3, 4, 5, 7, 8, 9, 65}) {
+        for (int64_t rows : {1, 2, 3, 4, 5, 7, 8, 9, 16, 48, 49, 65}) {
             const int64_t first = m - rows;
             const std::vector<float> part = run(threads, rows, first);
             ASSERT_EQ(std::memcmp(part.data(), all.data() + first * n, part.size() * sizeof(float)), 0)
