@@ -63,6 +63,36 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) double log_sum_exp(
     return static_cast<double>(max) + std::log(sum);
 }
 
+// A token's sampling weight relative to the maximum logit: exp((x - max) * inv_t) in f32, and
+// exactly 0 below e^-87 (exp_nonpositive clamps there), so a -inf (masked or NaN) logit weighs
+// nothing and is never drawn. The same function for the vectorized loop and single ids.
+inline float tempered_weight(float x, float max, float inv_t) {
+    const float y = (x - max) * inv_t;
+    return y < -87.0f ? 0.0f : exp_nonpositive(y);
+}
+
+// prob[i] = tempered_weight(x[i]) for i in [0, n); returns their sum, in 16 double partial sums
+// in a fixed order (deterministic). A double exp per id cost ~1 ms per token at 152k ids.
+__attribute__((target_clones("avx512f", "avx2", "default"))) double tempered_weights(const float* x, size_t n,
+                                                                                     float max, float inv_t,
+                                                                                     double* prob) {
+    constexpr size_t kLanes = 16;
+    double acc[kLanes] = {};
+    size_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+        float e[kLanes];
+        for (size_t l = 0; l < kLanes; ++l) e[l] = tempered_weight(x[i + l], max, inv_t);
+        for (size_t l = 0; l < kLanes; ++l) {
+            prob[i + l] = static_cast<double>(e[l]);
+            acc[l] += static_cast<double>(e[l]);
+        }
+    }
+    for (; i < n; ++i) acc[0] += prob[i] = static_cast<double>(tempered_weight(x[i], max, inv_t));
+    double sum = 0;
+    for (double a : acc) sum += a;
+    return sum;
+}
+
 }  // namespace
 
 Status validate(const SamplingParams& p) {
@@ -191,10 +221,11 @@ SampleResult SequenceSampler::sample(const float* logits, int64_t vocab) {
 
 int32_t SequenceSampler::draw(Scratch& sc, double max_logit, double u) {
     const size_t V = vocab_;
-    const double inv_t = 1.0 / static_cast<double>(params_.temperature);
+    const float inv_t = 1.0f / params_.temperature;
+    const float max_f = static_cast<float>(max_logit);
     // Weights relative to the maximum: the top token weighs 1, so min-p keeps weights >= min_p
     // (min-p's threshold is relative, hence the same before or after renormalization).
-    auto weight = [&](size_t t) { return std::exp((static_cast<double>(sc.work[t]) - max_logit) * inv_t); };
+    auto weight = [&](size_t t) { return static_cast<double>(tempered_weight(sc.work[t], max_f, inv_t)); };
     const double min_w = params_.min_p;
     sc.prob.resize(V);
 
@@ -205,24 +236,55 @@ int32_t SequenceSampler::draw(Scratch& sc, double max_logit, double u) {
         return la > lb || (la == lb && a < b);
     };
     auto at = [&sc](size_t i) { return sc.idx.begin() + static_cast<std::ptrdiff_t>(i); };
-    if ((params_.top_k > 0 && static_cast<size_t>(params_.top_k) < V) || params_.top_p < 1.0f) {
-        sc.idx.resize(V);
-        std::iota(sc.idx.begin(), sc.idx.end(), 0);
-    }
+    const bool top_k = params_.top_k > 0 && static_cast<size_t>(params_.top_k) < V;
     // Candidates are sc.idx[0, n) (unordered); sc.prob holds their weights, indexed by id.
     size_t n = V;
     int32_t boundary = -1;  // the last surviving id in rank order; -1: every id survives
     double z = 0;
-    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < V) {
+    if (top_k) {
+        // The k best ids in one pass: a heap of the best so far whose root is the worst of
+        // them, so almost every id is turned away by one comparison with the root (a selection
+        // over all V ids cost ~1.5 ms at 152k).
         n = static_cast<size_t>(params_.top_k);
-        std::nth_element(sc.idx.begin(), at(n - 1), sc.idx.end(), before);
-        boundary = sc.idx[n - 1];
+        sc.idx.resize(n);
+        std::iota(sc.idx.begin(), sc.idx.end(), 0);
+        std::make_heap(sc.idx.begin(), sc.idx.end(), before);
+        for (size_t t = n; t < V; ++t) {
+            if (!before(static_cast<int32_t>(t), sc.idx.front())) continue;
+            std::pop_heap(sc.idx.begin(), sc.idx.end(), before);
+            sc.idx.back() = static_cast<int32_t>(t);
+            std::push_heap(sc.idx.begin(), sc.idx.end(), before);
+        }
+        boundary = sc.idx.front();
         for (size_t i = 0; i < n; ++i) {
             const size_t t = static_cast<size_t>(sc.idx[i]);
             z += sc.prob[t] = weight(t);
         }
     } else {
-        for (size_t t = 0; t < V; ++t) z += sc.prob[t] = weight(t);
+        z = tempered_weights(sc.work.data(), V, max_f, inv_t, sc.prob.data());
+        if (params_.top_p < 1.0f) {
+            // Candidates for the nucleus: the ids weighing at least tau (relative to the top's
+            // 1) when they already hold top_p of the mass. Weights never fall as the rank rises,
+            // so those ids are the rank order's first ones and the nucleus is among them; the
+            // quickselect below then runs over a few thousand ids instead of all V (for a
+            // peaked distribution, a few). Else a smaller tau, else every id.
+            const double needed = static_cast<double>(params_.top_p) * z;
+            sc.idx.clear();
+            for (const double tau : {1e-3, 1e-6}) {
+                double held = 0;
+                for (size_t t = 0; t < V; ++t)
+                    if (sc.prob[t] >= tau) held += sc.prob[t];
+                if (held < needed) continue;
+                for (size_t t = 0; t < V; ++t)
+                    if (sc.prob[t] >= tau) sc.idx.push_back(static_cast<int32_t>(t));
+                break;
+            }
+            if (sc.idx.empty()) {
+                sc.idx.resize(V);
+                std::iota(sc.idx.begin(), sc.idx.end(), 0);
+            }
+            n = sc.idx.size();
+        }
     }
 
     if (params_.top_p < 1.0f) {
@@ -266,16 +328,22 @@ int32_t SequenceSampler::draw(Scratch& sc, double max_logit, double u) {
 
     // Min-p as a filter on the survivors, then one draw. The scan goes in id order, so the
     // token a seed gives does not depend on how the partitions above happened to order sc.idx.
+    // With top-k every survivor is among the k candidates (the rest rank after the boundary):
+    // the scans go over those, sorted by id, instead of all V ids.
     auto survives = [&](size_t t) {
         return (boundary < 0 || !before(boundary, static_cast<int32_t>(t))) && sc.prob[t] >= min_w;
     };
+    if (top_k) std::sort(sc.idx.begin(), sc.idx.begin() + static_cast<std::ptrdiff_t>(n));
+    const size_t scan = top_k ? n : V;
+    auto id_at = [&](size_t i) { return top_k ? static_cast<size_t>(sc.idx[i]) : i; };
     double mass = 0;
-    for (size_t t = 0; t < V; ++t)
-        if (survives(t)) mass += sc.prob[t];
+    for (size_t i = 0; i < scan; ++i)
+        if (survives(id_at(i))) mass += sc.prob[id_at(i)];
     const double target = u * mass;
     double cum = 0;
     int32_t chosen = -1;
-    for (size_t t = 0; t < V; ++t) {
+    for (size_t i = 0; i < scan; ++i) {
+        const size_t t = id_at(i);
         if (!survives(t) || sc.prob[t] == 0.0) continue;  // an underflowed weight is never chosen
         cum += sc.prob[t];
         chosen = static_cast<int32_t>(t);
