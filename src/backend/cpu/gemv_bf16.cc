@@ -13,6 +13,11 @@ namespace {
 // Columns per dynamically scheduled chunk (a multiple of kBf16ColGroup; one panel).
 constexpr int64_t kChunkCols = 64;
 static_assert(kChunkCols % kBf16PanelCols == 0);
+// With packed panels and decode batches of 13-64 rows: chunks of 4 panels, so that a panel's
+// later row tiles can prefetch the next one (bf16_panel_block), which the same thread then
+// takes. Prefill keeps one-panel chunks (compute bound; finer balance between the threads).
+constexpr int64_t kPrefetchChunkCols = 4 * kBf16PanelCols;
+static_assert(kPrefetchChunkCols % kBf16ColGroup == 0);
 
 }  // namespace
 
@@ -34,7 +39,8 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
     // core runs slower (a neighbour on the host, a page fault), the other takes more chunks
     // instead of waiting at the end. Each output is still computed whole by one tile call, so
     // results do not depend on who took which chunk.
-    const int64_t chunk_groups = std::max<int64_t>(1, kChunkCols / kBf16ColGroup);
+    const int64_t chunk_cols = p.w_packed != nullptr && p.m > 12 && p.m <= 64 ? kPrefetchChunkCols : kChunkCols;
+    const int64_t chunk_groups = std::max<int64_t>(1, chunk_cols / kBf16ColGroup);
     const int64_t num_chunks = (groups + chunk_groups - 1) / chunk_groups;
     std::atomic<int64_t> next{0};
     auto body = [&](int t, int nt, const ThreadPool::Region* region) {
