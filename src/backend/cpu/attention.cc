@@ -59,14 +59,6 @@ void for_each_position(const TensorView& cache, const AttentionArgs& a, const Ge
 }
 
 // dst[0, n) = the f32 values of bf16 src[0, n) (exact: a bf16 is the top half of an f32).
-MOE_AVX512_TARGET inline void widen_bf16(const uint16_t* src, int64_t n, float* dst) {
-    for (int64_t j = 0; j < n; j += 16) {
-        const __mmask16 m = lanes16(n - j);
-        const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, src + j));
-        _mm512_mask_storeu_ps(dst + j, m, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
-    }
-}
-
 // 16 floats from f32 or bf16 (widened), all or the lanes of m.
 MOE_AVX512_TARGET inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 MOE_AVX512_TARGET inline __m512 load16(const uint16_t* p) {
@@ -75,6 +67,14 @@ MOE_AVX512_TARGET inline __m512 load16(const uint16_t* p) {
 MOE_AVX512_TARGET inline __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
 MOE_AVX512_TARGET inline __m512 load16(__mmask16 m, const uint16_t* p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+// dst[0, n) = the f32 values of bf16 src[0, n) (exact: a bf16 is the top half of an f32).
+MOE_AVX512_TARGET inline void widen_bf16(const uint16_t* src, int64_t n, float* dst) {
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 m = lanes16(n - j);
+        _mm512_mask_storeu_ps(dst + j, m, load16(m, src + j));
+    }
 }
 
 constexpr int64_t kQueryBlock = 16;  // query tokens per task
@@ -160,21 +160,14 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     // NOTE: these helpers must be inlined (always_inline). GCC's pure-const analysis counts a
     // function whose only effect is __builtin_prefetch as having none, and deletes the calls
     // to it when it is left out of line: from 3f52f51 to here no prefetch was ever emitted.
-    auto prefetch_position = [&](int64_t c) MOE_AVX512_TARGET __attribute__((always_inline)) {
-        const int64_t off = row_offset(c) * elem_bytes;
-        const char* k = static_cast<const char*>(a.k_cache.data) + off;
-        const char* v = static_cast<const char*>(a.v_cache.data) + off;
-        for (int64_t b = 0; b < row_bytes; b += 64) {
-            __builtin_prefetch(k + b, 0, 1);
-            __builtin_prefetch(v + b, 0, 1);
-        }
-    };
-    // The same for one KV head's slice of the rows (head h of the task, hd elements).
-    auto prefetch_head = [&](int64_t c, int64_t h) MOE_AVX512_TARGET __attribute__((always_inline)) {
+    // Heads [h, h + heads) of the task (all of them: the whole rows).
+    auto prefetch_position = [&](int64_t c, int64_t h = 0, int64_t heads = -1)
+                                 MOE_AVX512_TARGET __attribute__((always_inline)) {
         const int64_t off = (row_offset(c) + h * hd) * elem_bytes;
+        const int64_t bytes = heads < 0 ? row_bytes : heads * hd * elem_bytes;
         const char* k = static_cast<const char*>(a.k_cache.data) + off;
         const char* v = static_cast<const char*>(a.v_cache.data) + off;
-        for (int64_t b = 0; b < hd * elem_bytes; b += 64) {
+        for (int64_t b = 0; b < bytes; b += 64) {
             __builtin_prefetch(k + b, 0, 1);
             __builtin_prefetch(v + b, 0, 1);
         }
@@ -267,7 +260,7 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
                     for (int64_t p = 0; p < n; ++p) {
                         // Each head's first group fetches that head's slice of the next
                         // chunk's rows: spread over every group's pass, not one burst.
-                        if (r0 % g.group == 0 && p < spread_end) prefetch_head(c1 + p, kv_of(r0));
+                        if (r0 % g.group == 0 && p < spread_end) prefetch_position(c1 + p, kv_of(r0), 1);
                         const auto* kr = k_rows[p] + ko;
                         __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
                         for (int64_t j = 0; j < hd; j += 16) {

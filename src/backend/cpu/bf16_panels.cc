@@ -13,8 +13,8 @@ constexpr int64_t kPairStride = 2 * kBf16PanelCols;  // elements per k pair in a
 constexpr int kTileRows = 6;
 
 // M rows of x against one panel (64 columns, `cols` of them kept). k2: k pairs.
-// PF lines (0, 2 or 4) of the next panel toward L2 per k pair, from line pf_first of each of its
-// 256-byte k pair rows (pf: the next panel, or null): see bf16_panel_block.
+// PF lines (0 or 2) of the next panel toward L2 per k pair, from line pf_first of each of its
+// 256-byte k pair rows (pf: the next panel): see bf16_panel_block.
 template <int M, int PF = 0>
 MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* wp, int64_t k2, float* y, int64_t ldy,
                                 int64_t cols, bool accumulate, const uint16_t* pf = nullptr, int pf_first = 0) {
@@ -96,13 +96,13 @@ void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16
         // 1536 x 1024, 16 rows: 292-310 -> 345-349 GFLOP/s. With one later tile (7-12 rows) the
         // prefetches outran the arithmetic: 8 rows went 249 -> 180, 12 rows no change; so none.
         // The tiles' arithmetic is unchanged.
+        static_assert(kBf16PanelPrefetchMinRows == 2 * kTileRows + 1, "two later tiles");
         const uint16_t* next = c0 + kBf16PanelCols < n_end ? panel + k2 * kPairStride : nullptr;
-        const int64_t later = (rows + kTileRows - 1) / kTileRows - 1;  // tiles after the first
         int64_t r = 0;
         auto tile = [&](auto m) {
             constexpr int M = decltype(m)::value;
             const int64_t pass = r / kTileRows;  // 0: the first tile
-            if (next == nullptr || later < 2 || pass == 0 || pass > 2) {
+            if (next == nullptr || rows < kBf16PanelPrefetchMinRows || pass == 0 || pass > 2) {
                 panel_tile<M>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols, accumulate);
             } else {
                 panel_tile<M, 2>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols, accumulate, next,

@@ -24,6 +24,9 @@
 namespace moe::cpu {
 
 inline constexpr int64_t kBf16PanelCols = 64;
+// From this many rows (three row tiles or more), bf16_panel_block's later tiles prefetch the
+// next panel of its column range while they compute (see bf16_panels.cc).
+inline constexpr int64_t kBf16PanelPrefetchMinRows = 13;
 
 // Elements (uint16_t) of the packed form of an [n, k] matrix.
 inline int64_t bf16_panels_elems(int64_t n, int64_t k) {

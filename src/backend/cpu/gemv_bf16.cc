@@ -39,7 +39,8 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
     // core runs slower (a neighbour on the host, a page fault), the other takes more chunks
     // instead of waiting at the end. Each output is still computed whole by one tile call, so
     // results do not depend on who took which chunk.
-    const int64_t chunk_cols = p.w_packed != nullptr && p.m > 12 && p.m <= 64 ? kPrefetchChunkCols : kChunkCols;
+    const int64_t chunk_cols =
+        p.w_packed != nullptr && p.m >= kBf16PanelPrefetchMinRows && p.m <= 64 ? kPrefetchChunkCols : kChunkCols;
     const int64_t chunk_groups = std::max<int64_t>(1, chunk_cols / kBf16ColGroup);
     const int64_t num_chunks = (groups + chunk_groups - 1) / chunk_groups;
     std::atomic<int64_t> next{0};
