@@ -41,7 +41,14 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
     // results do not depend on who took which chunk.
     const int64_t chunk_cols =
         p.w_packed != nullptr && p.m >= kBf16PanelPrefetchMinRows && p.m <= 64 ? kPrefetchChunkCols : kChunkCols;
-    const int64_t chunk_groups = std::max<int64_t>(1, chunk_cols / kBf16ColGroup);
+    // A narrow matrix still gets at least two chunks per thread: K and V projections (256 or 512
+    // columns: 4-8 panels) otherwise made one or two chunks, which left a thread idle. Chunks
+    // stay whole panels when the weights are packed.
+    const int threads = pool != nullptr ? pool->size() : 1;
+    const int64_t unit = p.w_packed != nullptr ? kBf16PanelCols / kBf16ColGroup : 1;
+    const int64_t units = (groups + unit - 1) / unit;
+    const int64_t chunk_groups =
+        unit * std::clamp<int64_t>(units / (2 * threads), 1, std::max<int64_t>(1, chunk_cols / kBf16ColGroup / unit));
     const int64_t num_chunks = (groups + chunk_groups - 1) / chunk_groups;
     std::atomic<int64_t> next{0};
     auto body = [&](int t, int nt, const ThreadPool::Region* region) {
