@@ -36,6 +36,10 @@ struct TensorView {
     // know the layout read it instead of `data`; everything else reads `data`, which stays
     // valid. Describes the whole view: code that takes a sub-view of a weight must clear it.
     const void* packed = nullptr;
+    // Which of the backend's layouts `packed` holds (backend-defined; 0: its default). The CPU
+    // backend: 0 bf16 column panels, 1 their lossless 12-bit form for streamed weights
+    // (pack_streamed_matrix, bf16_panels.h).
+    uint8_t packed_layout = 0;
 
     // Contiguous row-major view.
     static TensorView make(void* data, DType dtype, std::initializer_list<int64_t> shape, Device device = {});
@@ -48,7 +52,9 @@ struct TensorView {
     bool empty() const { return data == nullptr; }
 
     template <typename T>
-    T* ptr() const { return static_cast<T*>(data); }
+    T* ptr() const {
+        return static_cast<T*>(data);
+    }
 
     // "bf16[4, 64] cpu"
     std::string to_string() const;

@@ -1,9 +1,8 @@
 // moe_route, moe_permute, moe_experts and moe_unpermute on every backend vs the reference.
 #include <gtest/gtest.h>
 
-#include <cmath>
-
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "backend/cpu/cpu_features.h"
@@ -37,8 +36,9 @@ TEST(OpsMoeRoute, IdsExactWeightsClose) {
                     std::vector<float> w[2];
                     for (int run = 0; run < 2; ++run) {
                         DeviceArena arena(*be);
-                        MoeRouteArgs a{arena.put(logits, DType::kF32, {t, experts}), arena.alloc(DType::kI32, {t, top_k}),
-                                       arena.alloc(DType::kF32, {t, top_k}), top_k, renorm};
+                        MoeRouteArgs a{arena.put(logits, DType::kF32, {t, experts}),
+                                       arena.alloc(DType::kI32, {t, top_k}), arena.alloc(DType::kF32, {t, top_k}),
+                                       top_k, renorm};
                         MOE_ASSERT_OK(ops::run(*be, a));
                         ids[run] = arena.get<int32_t>(a.topk_ids);
                         w[run] = arena.get<float>(a.topk_weights);
@@ -60,8 +60,8 @@ TEST(OpsMoePermute, GroupsByExpertExactly) {
         for (int64_t t : {1, 19, 111}) {
             for (int64_t top_k : {1, 2, 3}) {
                 ++seed;
-                SCOPED_TRACE(factory.name + " T=" + std::to_string(t) + " k=" + std::to_string(top_k) + " seed=" +
-                             std::to_string(seed));
+                SCOPED_TRACE(factory.name + " T=" + std::to_string(t) + " k=" + std::to_string(top_k) +
+                             " seed=" + std::to_string(seed));
                 Rng rng(seed);
                 const int num_experts = 9, hidden = 19;
                 // Experts 0..7 only: expert 8 never gets a row.
@@ -69,7 +69,8 @@ TEST(OpsMoePermute, GroupsByExpertExactly) {
                 auto x = rng.uniform(static_cast<size_t>(t * hidden), -1, 1);
                 const int64_t pairs = t * top_k;
                 std::vector<float> ref_xp(static_cast<size_t>(pairs * hidden));
-                std::vector<int32_t> ref_off(num_experts + 1), ref_row(static_cast<size_t>(pairs)), ref_tok(static_cast<size_t>(pairs));
+                std::vector<int32_t> ref_off(num_experts + 1), ref_row(static_cast<size_t>(pairs)),
+                    ref_tok(static_cast<size_t>(pairs));
                 MOE_ASSERT_OK(ref::moe_permute({host_view(x.data(), DType::kF32, {t, hidden}),
                                                 host_view(ids.data(), DType::kI32, {t, top_k}), num_experts,
                                                 host_view(ref_xp.data(), DType::kF32, {pairs, hidden}),
@@ -81,9 +82,12 @@ TEST(OpsMoePermute, GroupsByExpertExactly) {
                 std::vector<int32_t> off[2], row[2], tok[2];
                 for (int run = 0; run < 2; ++run) {
                     DeviceArena arena(*be);
-                    MoePermuteArgs a{arena.put(x, DType::kF32, {t, hidden}), arena.put(ids, DType::kI32, {t, top_k}),
-                                     num_experts, arena.alloc(DType::kF32, {pairs, hidden}),
-                                     arena.alloc(DType::kI32, {num_experts + 1}), arena.alloc(DType::kI32, {pairs}),
+                    MoePermuteArgs a{arena.put(x, DType::kF32, {t, hidden}),
+                                     arena.put(ids, DType::kI32, {t, top_k}),
+                                     num_experts,
+                                     arena.alloc(DType::kF32, {pairs, hidden}),
+                                     arena.alloc(DType::kI32, {num_experts + 1}),
+                                     arena.alloc(DType::kI32, {pairs}),
                                      arena.alloc(DType::kI32, {pairs})};
                     MOE_ASSERT_OK(ops::run(*be, a));
                     xp[run] = arena.get<float>(a.x_permuted);
@@ -111,13 +115,13 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
             // work items per matrix, with K tails on both products.
             for (int64_t hidden : {19, 64, 130}) {
                 ++seed;
-                SCOPED_TRACE(factory.name + " " + dtype_name(dt) + " H=" + std::to_string(hidden) + " seed=" +
-                             std::to_string(seed));
+                SCOPED_TRACE(factory.name + " " + dtype_name(dt) + " H=" + std::to_string(hidden) +
+                             " seed=" + std::to_string(seed));
                 Rng rng(seed);
                 const int64_t inter = hidden == 130 ? 150 : 23;
                 // Expert 1 has no rows and no weights (as on another rank): it must not be read.
-                std::vector<int32_t> offsets = hidden == 130 ? std::vector<int32_t>{0, 70, 70, 71, 140}
-                                                             : std::vector<int32_t>{0, 5, 5, 6, 25};
+                std::vector<int32_t> offsets =
+                    hidden == 130 ? std::vector<int32_t>{0, 70, 70, 71, 140} : std::vector<int32_t>{0, 5, 5, 6, 25};
                 const int64_t num_experts = 4, rows = offsets.back();
                 auto x = rng.uniform(static_cast<size_t>(rows * hidden), -1, 1);
                 std::vector<std::vector<float>> w[3];
@@ -136,7 +140,8 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                         }
                         void* data = dt == DType::kF32 ? static_cast<void*>(w[m][static_cast<size_t>(e)].data())
                                                        : wb[m][static_cast<size_t>(e)].data();
-                        views.push_back(m == 2 ? host_view(data, dt, {hidden, inter}) : host_view(data, dt, {inter, hidden}));
+                        views.push_back(m == 2 ? host_view(data, dt, {hidden, inter})
+                                               : host_view(data, dt, {inter, hidden}));
                     }
                     return views;
                 };
@@ -147,9 +152,10 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                                                 host_view(ref.data(), DType::kF32, {rows, hidden})}));
                 // Runs 0 and 1 on the weights as given, run 2 with them packed by the backend
                 // (the CPU's bf16 column panels; backends that keep no packed layout run the
-                // same kernels again).
-                std::vector<float> runs[3];
-                for (int run = 0; run < 3; ++run) {
+                // same kernels again), run 3 packed as streamed matrices (the CPU's 12-bit
+                // panels).
+                std::vector<float> runs[4];
+                for (int run = 0; run < 4; ++run) {
                     std::vector<float>& out = runs[run];
                     std::vector<DeviceBuffer> packs;
                     DeviceArena arena(*be);
@@ -162,16 +168,23 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                             }
                             const size_t i = static_cast<size_t>(e);
                             const int64_t d0 = m == 2 ? hidden : inter, d1 = m == 2 ? inter : hidden;
-                            dw[m].push_back(dt == DType::kF32 ? arena.put(w[m][i], dt, {d0, d1}) : arena.put(wb[m][i], dt, {d0, d1}));
-                            if (run == 2) {
-                                auto packed = be->pack_matrix(dw[m].back());
+                            dw[m].push_back(dt == DType::kF32 ? arena.put(w[m][i], dt, {d0, d1})
+                                                              : arena.put(wb[m][i], dt, {d0, d1}));
+                            if (run >= 2) {
+                                uint8_t layout = 0;
+                                auto packed = run == 2 ? be->pack_matrix(dw[m].back())
+                                                       : be->pack_streamed_matrix(dw[m].back(), &layout);
                                 MOE_ASSERT_OK(packed.status());
                                 dw[m].back().packed = packed.value().data();
+                                dw[m].back().packed_layout = layout;
                                 packs.push_back(std::move(packed.value()));
                             }
                         }
                     MoeExpertsArgs a{arena.put(x, DType::kF32, {rows, hidden}),
-                                     arena.put(offsets, DType::kI32, {num_experts + 1}), dw[0], dw[1], dw[2],
+                                     arena.put(offsets, DType::kI32, {num_experts + 1}),
+                                     dw[0],
+                                     dw[1],
+                                     dw[2],
                                      arena.alloc(DType::kF32, {rows, hidden})};
                     MOE_ASSERT_OK(ops::run(*be, a));
                     out = arena.get<float>(a.out_permuted);
@@ -179,6 +192,7 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                 if (dt == DType::kF32) {
                     expect_close(runs[0], ref, 1e-5, 1e-4, "out_permuted");
                     expect_bitwise_equal(runs[0], runs[2], "out_permuted (f32 is never packed)");
+                    expect_bitwise_equal(runs[0], runs[3], "out_permuted (f32 is never packed)");
                 } else {
                     // x and the SwiGLU activations are rounded to bf16 before each product: the
                     // error grows with the size of the terms summed, i.e. with the outputs' rms
@@ -188,6 +202,9 @@ TEST(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                     const double rms = std::sqrt(sq / static_cast<double>(ref.size()));
                     expect_close(runs[0], ref, 2e-2 + 1e-2 * rms, 2e-2, "out_permuted");
                     expect_close(runs[2], ref, 2e-2 + 1e-2 * rms, 2e-2, "out_permuted, packed weights");
+                    expect_close(runs[3], ref, 2e-2 + 1e-2 * rms, 2e-2, "out_permuted, 12-bit packed weights");
+                    // The same bf16 values: only the f32 order of the few exception terms differs.
+                    expect_close(runs[3], runs[2], 1e-4, 1e-5, "out_permuted, 12-bit against plain panels");
                 }
                 expect_bitwise_equal(runs[0], runs[1], "out_permuted");
             }
@@ -210,8 +227,9 @@ TEST(OpsMoeExperts, CpuBf16SameBitsWhateverTheThreadsAndWhoTakesWhichItem) {
     for (int m = 0; m < 3; ++m)
         for (int64_t e = 0; e < num_experts; ++e)
             w[m].push_back(to_bf16(rng.uniform(static_cast<size_t>(inter * hidden), -0.5f, 0.5f)));
-    auto run = [&](int threads, bool packed) {
-        auto be = make_cpu_backend({.num_threads = threads, .pack_weights = packed});
+    // layout: 0 checkpoint, 1 bf16 panels, 2 12-bit panels
+    auto run = [&](int threads, int layout) {
+        auto be = make_cpu_backend({.num_threads = threads, .pack_weights = layout > 0});
         std::vector<TensorView> views[3];
         std::vector<DeviceBuffer> packs;
         for (int m = 0; m < 3; ++m)
@@ -219,23 +237,30 @@ TEST(OpsMoeExperts, CpuBf16SameBitsWhateverTheThreadsAndWhoTakesWhichItem) {
                 auto& data = w[m][static_cast<size_t>(e)];
                 views[m].push_back(m == 2 ? host_view(data.data(), DType::kBF16, {hidden, inter})
                                           : host_view(data.data(), DType::kBF16, {inter, hidden}));
-                auto p = be->pack_matrix(views[m].back());
+                uint8_t packed_layout = 0;
+                auto p = layout == 2 ? be->pack_streamed_matrix(views[m].back(), &packed_layout)
+                                     : be->pack_matrix(views[m].back());
                 EXPECT_TRUE(p.ok());
+                EXPECT_EQ(packed_layout, layout == 2 ? 1 : 0);
                 views[m].back().packed = p.value().data();
+                views[m].back().packed_layout = packed_layout;
                 packs.push_back(std::move(p.value()));
             }
         std::vector<float> out(static_cast<size_t>(rows * hidden), -1.0f);
         MoeExpertsArgs a{host_view(x.data(), DType::kF32, {rows, hidden}),
-                         host_view(const_cast<int32_t*>(offsets.data()), DType::kI32, {num_experts + 1}), views[0],
-                         views[1], views[2], host_view(out.data(), DType::kF32, {rows, hidden})};
+                         host_view(const_cast<int32_t*>(offsets.data()), DType::kI32, {num_experts + 1}),
+                         views[0],
+                         views[1],
+                         views[2],
+                         host_view(out.data(), DType::kF32, {rows, hidden})};
         EXPECT_TRUE(ops::run(*be, a).ok());
         return out;
     };
-    for (bool packed : {false, true}) {
-        SCOPED_TRACE(packed ? "packed" : "checkpoint layout");
-        const std::vector<float> one = run(1, packed);
+    for (int layout : {0, 1, 2}) {
+        SCOPED_TRACE(layout == 0 ? "checkpoint layout" : layout == 1 ? "packed" : "12-bit packed");
+        const std::vector<float> one = run(1, layout);
         for (int threads : {3, 5})
-            for (int rep = 0; rep < 4; ++rep) expect_bitwise_equal(run(threads, packed), one, "out_permuted");
+            for (int rep = 0; rep < 4; ++rep) expect_bitwise_equal(run(threads, layout), one, "out_permuted");
     }
 }
 
@@ -265,9 +290,9 @@ TEST(OpsMoeUnpermute, WeightedCombineInSlotOrder) {
                     std::vector<float> runs[2];
                     for (auto& out : runs) {
                         DeviceArena arena(*be);
-                        MoeUnpermuteArgs a{arena.put(outp, DType::kF32, {pairs, hidden}), arena.put(row_of, DType::kI32, {pairs}),
-                                           arena.put(weights, DType::kF32, {t, top_k}), arena.put(y0, DType::kF32, {t, hidden}),
-                                           acc};
+                        MoeUnpermuteArgs a{
+                            arena.put(outp, DType::kF32, {pairs, hidden}), arena.put(row_of, DType::kI32, {pairs}),
+                            arena.put(weights, DType::kF32, {t, top_k}), arena.put(y0, DType::kF32, {t, hidden}), acc};
                         MOE_ASSERT_OK(ops::run(*be, a));
                         out = arena.get<float>(a.y);
                     }

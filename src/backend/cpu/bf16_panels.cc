@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "backend/cpu/avx512_math.h"
+#include "moe/dtype.h"
 
 namespace moe::cpu {
 namespace {
@@ -11,6 +13,22 @@ namespace {
 constexpr int64_t kPairStride = 2 * kBf16PanelCols;  // elements per k pair in a panel
 // Rows per tile: 6 x 4 = 24 accumulators + 4 weight vectors + 1 broadcast fit 32 registers.
 constexpr int kTileRows = 6;
+
+// y[m][0, cols) (+)= acc[m].
+template <int M>
+MOE_BF16_TARGET __attribute__((always_inline)) inline void store_tile(const __m512 (&acc)[M][4], float* y, int64_t ldy,
+                                                                      int64_t cols, bool accumulate) {
+    for (int m = 0; m < M; ++m) {
+        float* yr = y + m * ldy;
+        for (int j = 0; j < 4; ++j) {
+            const __mmask16 mask = lanes16(cols - 16 * j);
+            if (mask == 0) break;
+            __m512 v = acc[m][j];
+            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yr + 16 * j));
+            _mm512_mask_storeu_ps(yr + 16 * j, mask, v);
+        }
+    }
+}
 
 // M rows of x against one panel (64 columns, `cols` of them kept). k2: k pairs.
 // PF lines (0 or 2) of the next panel toward L2 per k pair, from line pf_first of each of its
@@ -41,16 +59,113 @@ MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* 
             acc[m][3] = _mm512_dpbf16_ps(acc[m][3], xb, w3);
         }
     }
-    for (int m = 0; m < M; ++m) {
-        float* yr = y + m * ldy;
-        for (int j = 0; j < 4; ++j) {
-            const __mmask16 mask = lanes16(cols - 16 * j);
-            if (mask == 0) break;
-            __m512 v = acc[m][j];
-            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yr + 16 * j));
-            _mm512_mask_storeu_ps(yr + 16 * j, mask, v);
+    store_tile<M>(acc, y, ldy, cols, accumulate);
+}
+
+// ---- 12-bit panels
+
+constexpr int64_t kPair12Bytes = 192;  // one k pair row: 128 low bytes, 64 code bytes
+constexpr int64_t kHeader12Bytes = 128;
+constexpr uint32_t kPanels12Magic = 0x32315a4du;  // "MZ12"
+constexpr uint8_t kEscapeCode = 15;
+
+struct Header12 {
+    uint32_t magic;
+    uint32_t reserved;
+    int64_t n, k, exceptions;
+    uint8_t pad[32];
+    uint8_t table[64];  // the 16 entries, once per 128-bit lane (VPSHUFB looks up per lane)
+};
+static_assert(sizeof(Header12) <= kHeader12Bytes);
+
+struct Exception12 {
+    int32_t kp;    // k pair
+    uint8_t slot;  // value within the pair row: column * 2 + (k % 2)
+    uint8_t pad;
+    uint16_t value;  // the exact bf16
+};
+static_assert(sizeof(Exception12) == 8);
+
+// Byte position, within its 64-byte half of the low-byte plane (and within the code plane), of
+// value e (0..127) of a pair row. Values are stored so that VPUNPCKLBW / VPUNPCKHBW of a half
+// with its high bytes, which interleave per 128-bit lane, give values 0-31 and 32-63 of the half
+// in order: byte 16 * (q / 8) + q % 8 holds value q, byte 16 * (q / 8) + 8 + q % 8 value 32 + q.
+inline int byte_pos12(int e) {
+    const int h = e % 64;
+    const int q = h % 32;
+    return 16 * (q / 8) + (h >= 32 ? 8 : 0) + q % 8;
+}
+
+const Header12& header12(const uint8_t* packed) {
+    return *reinterpret_cast<const Header12*>(packed);
+}
+const uint8_t* panel12(const uint8_t* packed, int64_t p, int64_t k2) {
+    return packed + kHeader12Bytes + p * k2 * kPair12Bytes;
+}
+int64_t panels12(int64_t n) {
+    return (n + kBf16PanelCols - 1) / kBf16PanelCols;
+}
+const int32_t* exc_offsets12(const uint8_t* packed, int64_t n, int64_t k) {
+    return reinterpret_cast<const int32_t*>(panel12(packed, panels12(n), (k + 1) / 2));
+}
+int64_t exc_list_offset12(int64_t n, int64_t k) {
+    const int64_t offsets_end = kHeader12Bytes + panels12(n) * ((k + 1) / 2) * kPair12Bytes +
+                                (panels12(n) + 1) * static_cast<int64_t>(sizeof(int32_t));
+    return (offsets_end + 7) / 8 * 8;
+}
+const Exception12* exceptions12(const uint8_t* packed, int64_t n, int64_t k) {
+    return reinterpret_cast<const Exception12*>(packed + exc_list_offset12(n, k));
+}
+
+// One pair row of the 12-bit form back to the four weight vectors of the plain panel.
+MOE_BF16_TARGET __attribute__((always_inline)) inline void decode_pair12(const uint8_t* b, __m512i table,
+                                                                         __m512i (&w)[4]) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const __m512i lo0 = _mm512_loadu_si512(b), lo1 = _mm512_loadu_si512(b + 64);
+    const __m512i codes = _mm512_loadu_si512(b + 128);
+    const __m512i hi0 = _mm512_shuffle_epi8(table, _mm512_and_si512(codes, low4));
+    const __m512i hi1 = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(codes, 4), low4));
+    w[0] = _mm512_unpacklo_epi8(lo0, hi0);
+    w[1] = _mm512_unpackhi_epi8(lo0, hi0);
+    w[2] = _mm512_unpacklo_epi8(lo1, hi1);
+    w[3] = _mm512_unpackhi_epi8(lo1, hi1);
+}
+
+// panel_tile over one 12-bit panel (exceptions read as +0.0: the caller adds them). With
+// plain != nullptr it also stores the decoded panel there (in the plain layout, exceptions
+// still +0.0), for the next row tiles to read from L2.
+template <int M>
+MOE_BF16_TARGET void panel12_tile(const uint16_t* x, int64_t ldx, const uint8_t* wp, int64_t k2, const uint8_t* table64,
+                                  float* y, int64_t ldy, int64_t cols, bool accumulate, uint16_t* plain = nullptr) {
+    __m512 acc[M][4];
+    for (int m = 0; m < M; ++m)
+        for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
+    const __m512i table = _mm512_loadu_si512(table64);
+    for (int64_t kp = 0; kp < k2; ++kp) {
+        __m512i w[4];
+        decode_pair12(wp + kp * kPair12Bytes, table, w);
+        if (plain != nullptr)
+            for (int j = 0; j < 4; ++j) _mm512_storeu_si512(plain + kp * kPairStride + 32 * j, w[j]);
+        for (int m = 0; m < M; ++m) {
+            int32_t pair;
+            std::memcpy(&pair, x + m * ldx + 2 * kp, sizeof(pair));
+            const __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
+            for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], xb, (__m512bh)w[j]);
         }
     }
+    store_tile<M>(acc, y, ldy, cols, accumulate);
+}
+
+// A 12-bit panel to the plain layout, exceptions patched in.
+MOE_BF16_TARGET void decode_panel12(const uint8_t* wp, int64_t k2, const uint8_t* table64, const Exception12* exc,
+                                    const Exception12* exc_end, uint16_t* out) {
+    const __m512i table = _mm512_loadu_si512(table64);
+    for (int64_t kp = 0; kp < k2; ++kp) {
+        __m512i w[4];
+        decode_pair12(wp + kp * kPair12Bytes, table, w);
+        for (int j = 0; j < 4; ++j) _mm512_storeu_si512(out + kp * kPairStride + 32 * j, w[j]);
+    }
+    for (; exc < exc_end; ++exc) out[exc->kp * kPairStride + exc->slot] = exc->value;
 }
 
 }  // namespace
@@ -111,6 +226,146 @@ void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16
         };
         for (; r + kTileRows <= rows; r += kTileRows) tile(std::integral_constant<int, kTileRows>{});
         with_rows<kTileRows - 1>(rows - r, tile);
+    }
+}
+
+// ---- 12-bit panels
+
+Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k) {
+    Bf16Panels12Plan plan;
+    plan.n = n;
+    plan.k = k;
+    // The 15 most common high bytes get codes 0-14; code 15 reads as 0x00 with a zero low byte.
+    std::vector<int64_t> hist(256, 0);
+    for (int64_t i = 0; i < n * k; ++i) ++hist[w[i] >> 8];
+    std::vector<int> order(256);
+    for (int i = 0; i < 256; ++i) order[static_cast<size_t>(i)] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return hist[static_cast<size_t>(a)] > hist[static_cast<size_t>(b)]; });
+    for (int c = 0; c < kEscapeCode; ++c) plan.table[c] = static_cast<uint8_t>(order[static_cast<size_t>(c)]);
+    plan.table[kEscapeCode] = 0;
+    bool coded[256] = {};
+    for (int c = 0; c < kEscapeCode; ++c) coded[plan.table[c]] = true;
+    const int64_t panels = panels12(n);
+    plan.exc_offsets.assign(static_cast<size_t>(panels + 1), 0);
+    int64_t total = 0;
+    for (int64_t p = 0; p < panels; ++p) {
+        plan.exc_offsets[static_cast<size_t>(p)] = static_cast<int32_t>(total);
+        const int64_t c1 = std::min(n, (p + 1) * kBf16PanelCols);
+        for (int64_t c = p * kBf16PanelCols; c < c1; ++c)
+            for (int64_t i = 0; i < k; ++i) {
+                const uint16_t v = w[c * k + i];
+                if (!coded[v >> 8] && v != 0) ++total;
+            }
+    }
+    plan.exc_offsets[static_cast<size_t>(panels)] = static_cast<int32_t>(total);
+    plan.bytes = exc_list_offset12(n, k) + total * static_cast<int64_t>(sizeof(Exception12));
+    return plan;
+}
+
+void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t p_begin, int64_t p_end, uint8_t* out) {
+    const int64_t n = plan.n, k = plan.k, k2 = (k + 1) / 2;
+    if (p_begin == 0) {
+        Header12 h{};
+        h.magic = kPanels12Magic;
+        h.n = n;
+        h.k = k;
+        h.exceptions = plan.exc_offsets.back();
+        for (int lane = 0; lane < 4; ++lane) std::memcpy(h.table + 16 * lane, plan.table, sizeof(plan.table));
+        std::memset(out, 0, kHeader12Bytes);
+        std::memcpy(out, &h, sizeof(h));
+        auto* offs = reinterpret_cast<int32_t*>(out + kHeader12Bytes + panels12(n) * k2 * kPair12Bytes);
+        std::memcpy(offs, plan.exc_offsets.data(), plan.exc_offsets.size() * sizeof(int32_t));
+    }
+    int8_t code_of[256];
+    std::memset(code_of, -1, sizeof(code_of));
+    for (int c = kEscapeCode - 1; c >= 0; --c) code_of[plan.table[c]] = static_cast<int8_t>(c);
+    auto* exc = reinterpret_cast<Exception12*>(out + exc_list_offset12(n, k));
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        uint8_t* dst = out + kHeader12Bytes + p * k2 * kPair12Bytes;
+        Exception12* e = exc + plan.exc_offsets[static_cast<size_t>(p)];
+        const int64_t c1 = std::min(kBf16PanelCols, n - p * kBf16PanelCols);
+        for (int64_t kp = 0; kp < k2; ++kp) {
+            uint8_t* lo = dst + kp * kPair12Bytes;
+            uint8_t* codes = lo + 128;
+            std::memset(lo, 0, kPair12Bytes);
+            for (int slot = 0; slot < 2 * kBf16PanelCols; ++slot) {
+                const int64_t c = slot / 2, kk = 2 * kp + slot % 2;
+                const uint16_t v = c < c1 && kk < k ? w[(p * kBf16PanelCols + c) * k + kk] : 0;
+                const int8_t code = code_of[v >> 8];
+                const int pos = byte_pos12(slot);
+                uint8_t nibble = kEscapeCode;
+                if (code >= 0) {
+                    lo[(slot >= 64 ? 64 : 0) + pos] = static_cast<uint8_t>(v & 0xff);
+                    nibble = static_cast<uint8_t>(code);
+                } else if (v != 0) {
+                    *e++ = Exception12{static_cast<int32_t>(kp), static_cast<uint8_t>(slot), 0, v};
+                }
+                codes[pos] |= static_cast<uint8_t>(slot >= 64 ? nibble << 4 : nibble);
+            }
+        }
+    }
+}
+
+int64_t bf16_panels12_exceptions(const uint8_t* packed) {
+    return header12(packed).exceptions;
+}
+
+void unpack_bf16_panels12(const uint8_t* packed, uint16_t* panels) {
+    const Header12& h = header12(packed);
+    const int64_t k2 = (h.k + 1) / 2;
+    const int32_t* offs = exc_offsets12(packed, h.n, h.k);
+    const Exception12* exc = exceptions12(packed, h.n, h.k);
+    const uint8_t* table = h.table;
+    for (int64_t p = 0; p < panels12(h.n); ++p)
+        decode_panel12(panel12(packed, p, k2), k2, table, exc + offs[p], exc + offs[p + 1],
+                       panels + p * k2 * kPairStride);
+}
+
+void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint8_t* packed, int64_t n_begin,
+                         int64_t n_end, float* y, int64_t ldy, bool accumulate) {
+    const Header12& h = header12(packed);
+    const int64_t n = h.n, k2 = (h.k + 1) / 2;
+    const int32_t* offs = exc_offsets12(packed, n, h.k);
+    const Exception12* exc = exceptions12(packed, n, h.k);
+    const uint8_t* table = h.table;
+    n_end = std::min(n_end, n);
+    // One row tile decodes the panel as it goes. With more, the first also stores the decoded
+    // panel (L2), and the rest run the plain tiles over that copy. Either way every output is
+    // the tile's sum with the exceptions as +0.0, then the exceptions in their order: the same
+    // bits whatever the row count, the row's tile or the thread (batch invariant).
+    thread_local std::vector<uint16_t> plain;
+    for (int64_t c0 = n_begin; c0 < n_end; c0 += kBf16PanelCols) {
+        const int64_t p = c0 / kBf16PanelCols;
+        const uint8_t* wp = panel12(packed, p, k2);
+        const int64_t cols = std::min(kBf16PanelCols, n_end - c0);
+        float* yc = y + (c0 - n_begin);
+        const Exception12* e0 = exc + offs[p];
+        const Exception12* e1 = exc + offs[p + 1];
+        if (rows > kTileRows) {
+            if (plain.size() < static_cast<size_t>(k2 * kPairStride))
+                plain.resize(static_cast<size_t>(k2 * kPairStride));
+            panel12_tile<kTileRows>(x, ldx, wp, k2, table, yc, ldy, cols, accumulate, plain.data());
+            int64_t r = kTileRows;
+            auto tile = [&](auto m) {
+                panel_tile<decltype(m)::value>(x + r * ldx, ldx, plain.data(), k2, yc + r * ldy, ldy, cols, accumulate);
+            };
+            for (; r + kTileRows <= rows; r += kTileRows) tile(std::integral_constant<int, kTileRows>{});
+            with_rows<kTileRows - 1>(rows - r, tile);
+        } else {
+            with_rows<kTileRows>(rows, [&](auto m) {
+                panel12_tile<decltype(m)::value>(x, ldx, wp, k2, table, yc, ldy, cols, accumulate);
+            });
+        }
+        // The exceptions, read as +0.0 by the tile: exact bf16 products (8 x 8 significant bits
+        // fit f32's 24), added after the panel's sum.
+        for (const Exception12* e = e0; e < e1; ++e) {
+            const int64_t c = e->slot / 2;
+            if (c >= cols) continue;
+            const int64_t kk = 2 * static_cast<int64_t>(e->kp) + e->slot % 2;
+            const float wv = bf16_to_f32(e->value);
+            for (int64_t r = 0; r < rows; ++r) yc[r * ldy + c] += bf16_to_f32(x[r * ldx + kk]) * wv;
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace moe::cpu {
 
@@ -42,5 +43,40 @@ void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out);
 // pads to 32). accumulate: add to y instead of overwriting it. Requires bf16_tiles_available().
 void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* wp, int64_t n, int64_t k,
                       int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate);
+
+
+// ---- 12-bit panels: the same layout, lossless, for weights streamed at a few rows a step ----
+//
+// A decode step streams each active expert's weights from DRAM for two or three rows, so its
+// time is the bytes read, and the arithmetic has room to spare. The 12-bit form stores each
+// k pair row of a panel (128 bf16 values, 256 bytes) in 192: the 128 low bytes, then 64 bytes of
+// 4-bit codes of the high bytes (sign and 7 exponent bits), which a 16-entry table per matrix
+// maps back (one VPSHUFB). Weights' exponents cluster: on the random moe-s experts the 15 most
+// common high bytes cover 99.98% of the values. The rest (and -0.0) are exceptions: coded as
+// +0.0 in the panel and kept exactly in a per-panel list that the kernel adds on (few rows) or
+// patches into a decoded copy of the panel (more rows). Nothing is rounded: the products use the
+// checkpoint's bf16 values; only the f32 summation order of the exception terms differs.
+//
+// Buffer: a 64-byte header (n, k, table), the panels (ceil(n / 64) x ceil(k / 2) x 192 bytes),
+// the exception offsets per panel (int32, panels + 1), the exceptions.
+struct Bf16Panels12Plan {
+    int64_t n = 0, k = 0;
+    uint8_t table[16] = {};            // code -> high byte; code 15 is the escape (+0.0)
+    std::vector<int32_t> exc_offsets;  // per panel, into the exception list (panels + 1)
+    int64_t bytes = 0;                 // of the whole buffer
+};
+
+// Counts what a [n, k] bf16 matrix needs in the 12-bit form (one pass over w).
+Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k);
+// Writes the header and panels [p_begin, p_end) with their exceptions into out (plan.bytes,
+// 64-byte aligned). Panels are independent: ranges may be packed by different threads.
+void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t p_begin, int64_t p_end, uint8_t* out);
+int64_t bf16_panels12_exceptions(const uint8_t* packed);
+// The plain panels (bf16_panels_elems(n, k) elements) that `packed` encodes, exceptions included.
+void unpack_bf16_panels12(const uint8_t* packed, uint16_t* panels);
+
+// bf16_panel_block over the 12-bit form (same arguments; n and k come from the header).
+void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint8_t* packed, int64_t n_begin,
+                         int64_t n_end, float* y, int64_t ldy, bool accumulate);
 
 }  // namespace moe::cpu

@@ -28,7 +28,10 @@ int resolve_threads(int requested) {
 }  // namespace
 
 CpuBackend::CpuBackend(const CpuBackendOptions& options)
-    : pack_weights_(options.pack_weights), pool_(resolve_threads(options.num_threads)), gemm_(pool_.size(), &pool_) {
+    : pack_weights_(options.pack_weights),
+      compress_streamed_(options.compress_streamed),
+      pool_(resolve_threads(options.num_threads)),
+      gemm_(pool_.size(), &pool_) {
     ops_.embedding = &cpu::embedding;
     ops_.rms_norm = &cpu::rms_norm;
     ops_.rope = &cpu::rope;
@@ -46,27 +49,55 @@ CpuBackend::CpuBackend(const CpuBackendOptions& options)
 
 CpuBackend::~CpuBackend() = default;
 
-StatusOr<void*> CpuBackend::allocate(size_t bytes) { return CpuAllocator::allocate(bytes); }
+StatusOr<void*> CpuBackend::allocate(size_t bytes) {
+    return CpuAllocator::allocate(bytes);
+}
 
-void CpuBackend::deallocate(void* ptr) { CpuAllocator::deallocate(ptr); }
+void CpuBackend::deallocate(void* ptr) {
+    CpuAllocator::deallocate(ptr);
+}
 
 Status CpuBackend::copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
     if (dst_device.kind != DeviceKind::kCpu || src_device.kind != DeviceKind::kCpu)
         return invalid_argument("cpu backend copy: from " + src_device.to_string() + " to " + dst_device.to_string() +
                                 ", but the cpu backend only copies within host memory");
     if (bytes == 0) return ok_status();
-    if (dst == nullptr || src == nullptr) return invalid_argument("cpu backend copy: null pointer for " + std::to_string(bytes) + " bytes");
+    if (dst == nullptr || src == nullptr)
+        return invalid_argument("cpu backend copy: null pointer for " + std::to_string(bytes) + " bytes");
     std::memmove(dst, src, bytes);
     return ok_status();
 }
 
-StatusOr<DeviceBuffer> CpuBackend::pack_matrix(const TensorView& w) {
-    if (!pack_weights_ || w.dtype != DType::kBF16 || w.ndim != 2 || !w.is_contiguous() || w.data == nullptr ||
-        w.device.kind != DeviceKind::kCpu || !bf16_tiles_available())
-        return DeviceBuffer{};
+namespace {
+
+bool packable(const TensorView& w) {
+    return w.dtype == DType::kBF16 && w.ndim == 2 && w.is_contiguous() && w.data != nullptr &&
+           w.device.kind == DeviceKind::kCpu && bf16_tiles_available();
+}
+
+}  // namespace
+
+StatusOr<DeviceBuffer> CpuBackend::pack_streamed_matrix(const TensorView& w, uint8_t* layout) {
+    *layout = 0;
+    if (!pack_weights_ || !compress_streamed_ || !packable(w)) return pack_matrix(w);
     const int64_t n = w.dim(0), k = w.dim(1);
-    MOE_ASSIGN_OR_RETURN(DeviceBuffer buf,
-                         DeviceBuffer::allocate(*this, static_cast<size_t>(bf16_panels_elems(n, k)) * sizeof(uint16_t)));
+    const auto* src = static_cast<const uint16_t*>(w.data);
+    const Bf16Panels12Plan plan = plan_bf16_panels12(src, n, k);
+    MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, static_cast<size_t>(plan.bytes)));
+    auto* dst = static_cast<uint8_t*>(buf.data());
+    const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
+    pack_bf16_panels12(src, plan, 0, 1, dst);  // the header, the offsets and panel 0
+    pool_.parallel_for(panels - 1,
+                       [&](int64_t begin, int64_t end) { pack_bf16_panels12(src, plan, 1 + begin, 1 + end, dst); });
+    *layout = 1;
+    return buf;
+}
+
+StatusOr<DeviceBuffer> CpuBackend::pack_matrix(const TensorView& w) {
+    if (!pack_weights_ || !packable(w)) return DeviceBuffer{};
+    const int64_t n = w.dim(0), k = w.dim(1);
+    MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(
+                                               *this, static_cast<size_t>(bf16_panels_elems(n, k)) * sizeof(uint16_t)));
     // Panels are independent: split them over the pool (a 151936 x 2048 lm_head is 600 MB).
     const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
     const auto* src = static_cast<const uint16_t*>(w.data);

@@ -28,18 +28,23 @@ public:
     // bf16 [N, K] matrices -> column panels (bf16_panels.h) when options.pack_weights and the
     // CPU has AVX512-BF16; anything else: an empty buffer (not packed).
     StatusOr<DeviceBuffer> pack_matrix(const TensorView& w) override;
+    // Experts: the 12-bit panels (layout 1) when compress_streamed, else pack_matrix.
+    StatusOr<DeviceBuffer> pack_streamed_matrix(const TensorView& w, uint8_t* layout) override;
 
     ThreadPool& pool() { return pool_; }
     GemmEngine& gemm_engine() { return gemm_; }
 
 private:
     bool pack_weights_;
+    bool compress_streamed_;
     ThreadPool pool_;
     GemmEngine gemm_;
 };
 
 // Table entries are only installed on a CpuBackend, so the downcast is safe.
-inline CpuBackend& as_cpu(Backend& be) { return static_cast<CpuBackend&>(be); }
+inline CpuBackend& as_cpu(Backend& be) {
+    return static_cast<CpuBackend&>(be);
+}
 
 Status embedding(Backend& be, const EmbeddingArgs& a);
 Status rms_norm(Backend& be, const RmsNormArgs& a);

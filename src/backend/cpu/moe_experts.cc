@@ -16,7 +16,9 @@
 // of one or two per expert matrix: thread wake-ups per step drop from hundreds to a few dozen.
 // Each output element is computed by exactly one tile call, so the result does not depend on
 // the split (nor on the thread count). The products read each matrix's packed column panels
-// (bf16_panels.h; an item is one panel) when the loader made them, else the checkpoint layout.
+// (bf16_panels.h; an item is one panel) when the loader made them, in their lossless 12-bit form
+// when it packed them as streamed matrices (packed_layout 1: a quarter fewer bytes per decode
+// step), else the checkpoint layout.
 //
 // f32 weights (or no AVX512-BF16): per expert, GEMMs through the backend's GemmEngine (BLAS
 // for f32, oneDNN for bf16), silu * up between.
@@ -43,7 +45,9 @@ static_assert(kItemCols % kBf16PanelCols == 0, "items start on a panel");
 // layout.
 void dot(const uint16_t* x, int64_t ldx, int64_t rows, const TensorView& w, int64_t n_begin, int64_t n_end, float* y,
          int64_t ldy) {
-    if (w.packed != nullptr) {
+    if (w.packed != nullptr && w.packed_layout == 1) {
+        bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.packed), n_begin, n_end, y, ldy, false);
+    } else if (w.packed != nullptr) {
         bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(w.packed), w.dim(0), w.dim(1), n_begin, n_end, y,
                          ldy, false);
     } else {
@@ -142,9 +146,9 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
     }
     for (int p = 0; p < threads; ++p) {
         s.gate_up_ranges[static_cast<size_t>(p)].reset(s.gate_up_bounds[static_cast<size_t>(p)],
-                                                      s.gate_up_bounds[static_cast<size_t>(p) + 1]);
+                                                       s.gate_up_bounds[static_cast<size_t>(p) + 1]);
         s.down_ranges[static_cast<size_t>(p)].reset(s.down_bounds[static_cast<size_t>(p)],
-                                                   s.down_bounds[static_cast<size_t>(p) + 1]);
+                                                    s.down_bounds[static_cast<size_t>(p) + 1]);
     }
     ItemRange* gu_ranges = s.gate_up_ranges.get();
     ItemRange* down_ranges = s.down_ranges.get();
@@ -188,8 +192,8 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
             const Item& it = down[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
-            dot(hb + off[e] * kpi, kpi, rows, a.w_down[e], it.col_begin, it.col_end, out + off[e] * hidden + it.col_begin,
-                hidden);
+            dot(hb + off[e] * kpi, kpi, rows, a.w_down[e], it.col_begin, it.col_end,
+                out + off[e] * hidden + it.col_begin, hidden);
         });
     };
     if (threads > 1) {
