@@ -240,8 +240,12 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k) {
     for (int64_t i = 0; i < n * k; ++i) ++hist[w[i] >> 8];
     std::vector<int> order(256);
     for (int i = 0; i < 256; ++i) order[static_cast<size_t>(i)] = i;
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int a, int b) { return hist[static_cast<size_t>(a)] > hist[static_cast<size_t>(b)]; });
+    // NOTE: std::sort with the byte as tie-break (deterministic); stable_sort would take a
+    // temporary buffer from nothrow new.
+    std::sort(order.begin(), order.end(), [&](int a, int b) {
+        const int64_t ha = hist[static_cast<size_t>(a)], hb = hist[static_cast<size_t>(b)];
+        return ha != hb ? ha > hb : a < b;
+    });
     for (int c = 0; c < kEscapeCode; ++c) plan.table[c] = static_cast<uint8_t>(order[static_cast<size_t>(c)]);
     plan.table[kEscapeCode] = 0;
     bool coded[256] = {};
