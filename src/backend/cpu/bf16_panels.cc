@@ -66,14 +66,11 @@ MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* 
 
 constexpr int64_t kPair12Bytes = 192;  // one k pair row: 128 low bytes, 64 code bytes
 constexpr int64_t kHeader12Bytes = 128;
-constexpr uint32_t kPanels12Magic = 0x32315a4du;  // "MZ12"
 constexpr uint8_t kEscapeCode = 15;
 
 struct Header12 {
-    uint32_t magic;
-    uint32_t reserved;
     int64_t n, k, exceptions;
-    uint8_t pad[32];
+    uint8_t pad[40];
     uint8_t table[64];  // the 16 entries, once per 128-bit lane (VPSHUFB looks up per lane)
 };
 static_assert(sizeof(Header12) <= kHeader12Bytes);
@@ -248,8 +245,8 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k) {
     });
     for (int c = 0; c < kEscapeCode; ++c) plan.table[c] = static_cast<uint8_t>(order[static_cast<size_t>(c)]);
     plan.table[kEscapeCode] = 0;
-    bool coded[256] = {};
-    for (int c = 0; c < kEscapeCode; ++c) coded[plan.table[c]] = true;
+    std::memset(plan.code_of, -1, sizeof(plan.code_of));
+    for (int c = kEscapeCode - 1; c >= 0; --c) plan.code_of[plan.table[c]] = static_cast<int8_t>(c);
     const int64_t panels = panels12(n);
     plan.exc_offsets.assign(static_cast<size_t>(panels + 1), 0);
     int64_t total = 0;
@@ -259,7 +256,7 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k) {
         for (int64_t c = p * kBf16PanelCols; c < c1; ++c)
             for (int64_t i = 0; i < k; ++i) {
                 const uint16_t v = w[c * k + i];
-                if (!coded[v >> 8] && v != 0) ++total;
+                if (plan.code_of[v >> 8] < 0 && v != 0) ++total;
             }
     }
     plan.exc_offsets[static_cast<size_t>(panels)] = static_cast<int32_t>(total);
@@ -271,7 +268,6 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
     const int64_t n = plan.n, k = plan.k, k2 = (k + 1) / 2;
     if (p_begin == 0) {
         Header12 h{};
-        h.magic = kPanels12Magic;
         h.n = n;
         h.k = k;
         h.exceptions = plan.exc_offsets.back();
@@ -281,9 +277,6 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
         auto* offs = reinterpret_cast<int32_t*>(out + kHeader12Bytes + panels12(n) * k2 * kPair12Bytes);
         std::memcpy(offs, plan.exc_offsets.data(), plan.exc_offsets.size() * sizeof(int32_t));
     }
-    int8_t code_of[256];
-    std::memset(code_of, -1, sizeof(code_of));
-    for (int c = kEscapeCode - 1; c >= 0; --c) code_of[plan.table[c]] = static_cast<int8_t>(c);
     auto* exc = reinterpret_cast<Exception12*>(out + exc_list_offset12(n, k));
     for (int64_t p = p_begin; p < p_end; ++p) {
         uint8_t* dst = out + kHeader12Bytes + p * k2 * kPair12Bytes;
@@ -296,7 +289,7 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
             for (int slot = 0; slot < 2 * kBf16PanelCols; ++slot) {
                 const int64_t c = slot / 2, kk = 2 * kp + slot % 2;
                 const uint16_t v = c < c1 && kk < k ? w[(p * kBf16PanelCols + c) * k + kk] : 0;
-                const int8_t code = code_of[v >> 8];
+                const int8_t code = plan.code_of[v >> 8];
                 const int pos = byte_pos12(slot);
                 uint8_t nibble = kEscapeCode;
                 if (code >= 0) {

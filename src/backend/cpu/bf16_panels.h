@@ -44,6 +44,9 @@ void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out);
 void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* wp, int64_t n, int64_t k,
                       int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate);
 
+// TensorView::packed_layout of the CPU backend's packed matrices.
+inline constexpr uint8_t kPackedLayoutPanels = 0;    // bf16_panels_elems uint16_t, above
+inline constexpr uint8_t kPackedLayoutPanels12 = 1;  // the 12-bit form below
 
 // ---- 12-bit panels: the same layout, lossless, for weights streamed at a few rows a step ----
 //
@@ -53,15 +56,17 @@ void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16
 // 4-bit codes of the high bytes (sign and 7 exponent bits), which a 16-entry table per matrix
 // maps back (one VPSHUFB). Weights' exponents cluster: on the random moe-s experts the 15 most
 // common high bytes cover 99.98% of the values. The rest (and -0.0) are exceptions: coded as
-// +0.0 in the panel and kept exactly in a per-panel list that the kernel adds on (few rows) or
-// patches into a decoded copy of the panel (more rows). Nothing is rounded: the products use the
-// checkpoint's bf16 values; only the f32 summation order of the exception terms differs.
+// +0.0 in the panel and kept exactly in a per-panel list whose terms the kernel adds after each
+// tile's sum, whatever the row count (a row's bits do not depend on the other rows). Nothing is
+// rounded: the products use the checkpoint's bf16 values; only the f32 summation order of the
+// exception terms differs from the plain panels.
 //
-// Buffer: a 64-byte header (n, k, table), the panels (ceil(n / 64) x ceil(k / 2) x 192 bytes),
+// Buffer: a 128-byte header (n, k, table), the panels (ceil(n / 64) x ceil(k / 2) x 192 bytes),
 // the exception offsets per panel (int32, panels + 1), the exceptions.
 struct Bf16Panels12Plan {
     int64_t n = 0, k = 0;
     uint8_t table[16] = {};            // code -> high byte; code 15 is the escape (+0.0)
+    int8_t code_of[256] = {};          // high byte -> code, -1: an exception unless the value is +0.0
     std::vector<int32_t> exc_offsets;  // per panel, into the exception list (panels + 1)
     int64_t bytes = 0;                 // of the whole buffer
 };

@@ -78,7 +78,7 @@ bool packable(const TensorView& w) {
 }  // namespace
 
 StatusOr<DeviceBuffer> CpuBackend::pack_streamed_matrix(const TensorView& w, uint8_t* layout) {
-    *layout = 0;
+    *layout = kPackedLayoutPanels;
     if (!pack_weights_ || !compress_streamed_ || !packable(w)) return pack_matrix(w);
     const int64_t n = w.dim(0), k = w.dim(1);
     const auto* src = static_cast<const uint16_t*>(w.data);
@@ -86,10 +86,9 @@ StatusOr<DeviceBuffer> CpuBackend::pack_streamed_matrix(const TensorView& w, uin
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, static_cast<size_t>(plan.bytes)));
     auto* dst = static_cast<uint8_t*>(buf.data());
     const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
-    pack_bf16_panels12(src, plan, 0, 1, dst);  // the header, the offsets and panel 0
-    pool_.parallel_for(panels - 1,
-                       [&](int64_t begin, int64_t end) { pack_bf16_panels12(src, plan, 1 + begin, 1 + end, dst); });
-    *layout = 1;
+    // The range that starts at panel 0 also writes the header and the exception offsets.
+    pool_.parallel_for(panels, [&](int64_t begin, int64_t end) { pack_bf16_panels12(src, plan, begin, end, dst); });
+    *layout = kPackedLayoutPanels12;
     return buf;
 }
 

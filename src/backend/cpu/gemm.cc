@@ -1,3 +1,4 @@
+#include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/cpu_backend.h"
 
 namespace moe::cpu {
@@ -11,7 +12,8 @@ Status gemm(Backend& be, const GemmArgs& a) {
     // A 1-row view may carry any stride; BLAS wants ld >= K.
     p.ldx = p.m > 1 ? a.x.stride(0) : p.k;
     p.w = a.w.data;
-    p.w_packed = a.w.packed_layout == 0 ? a.w.packed : nullptr;  // GEMMs read the plain panels only
+    // GEMMs read the plain panels only
+    p.w_packed = a.w.packed_layout == kPackedLayoutPanels ? a.w.packed : nullptr;
     p.w_dtype = a.w.dtype;
     p.bias = a.bias.empty() ? nullptr : a.bias.ptr<const float>();
     p.y = a.y.ptr<float>();

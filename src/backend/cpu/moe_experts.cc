@@ -45,7 +45,7 @@ static_assert(kItemCols % kBf16PanelCols == 0, "items start on a panel");
 // layout.
 void dot(const uint16_t* x, int64_t ldx, int64_t rows, const TensorView& w, int64_t n_begin, int64_t n_end, float* y,
          int64_t ldy) {
-    if (w.packed != nullptr && w.packed_layout == 1) {
+    if (w.packed != nullptr && w.packed_layout == kPackedLayoutPanels12) {
         bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.packed), n_begin, n_end, y, ldy, false);
     } else if (w.packed != nullptr) {
         bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(w.packed), w.dim(0), w.dim(1), n_begin, n_end, y,
