@@ -30,20 +30,62 @@ MOE_BF16_TARGET __attribute__((always_inline)) inline void store_tile(const __m5
     }
 }
 
+// The 12-bit form (bf16_panels.h): its records here, as the plain tiles also add its exceptions.
+constexpr int64_t kPair12Bytes = 192;  // one k pair row: 128 low bytes, 64 code bytes
+constexpr int64_t kHeader12Bytes = 128;
+constexpr uint8_t kEscapeCode = 15;
+
+struct Header12 {
+    int64_t n, k, exceptions;
+    uint8_t pad[40];
+    uint8_t table[64];  // the 16 entries, once per 128-bit lane (VPSHUFB looks up per lane)
+};
+static_assert(sizeof(Header12) <= kHeader12Bytes);
+
+// A panel's exceptions are sorted by column group of 16 (slot / 32), then k pair, then slot: the
+// order add_exceptions needs to reach each group's accumulators in turn.
+struct Exception12 {
+    int32_t kp;    // k pair
+    uint8_t slot;  // value within the pair row: column * 2 + (k % 2)
+    uint8_t pad;
+    uint16_t value;  // the exact bf16
+};
+static_assert(sizeof(Exception12) == 8);
+
+// The exceptions of a 12-bit panel [e, e_end) (sorted by column group of 16, then k pair) that
+// the tile read as +0.0: the exact bf16 products (8 x 8 significant bits fit f32's 24) added to
+// the tile's sums in that order, in registers (a fused multiply-add of an exact product rounds
+// as the add alone). The same terms in the same order whatever M, so a row's bits do not depend
+// on its tile.
+template <int M>
+MOE_BF16_TARGET __attribute__((always_inline)) inline void add_exceptions(__m512 (&acc)[M][4], const uint16_t* x,
+                                                                          int64_t ldx, const Exception12* e,
+                                                                          const Exception12* e_end) {
+    for (int j = 0; j < 4; ++j) {
+        for (; e < e_end && e->slot / 32 == j; ++e) {
+            const __mmask16 lane = static_cast<__mmask16>(1u << (e->slot / 2 % 16));
+            const __m512 wv = _mm512_set1_ps(bf16_to_f32(e->value));
+            const int64_t kk = 2 * static_cast<int64_t>(e->kp) + e->slot % 2;
+            for (int m = 0; m < M; ++m)
+                acc[m][j] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(bf16_to_f32(x[m * ldx + kk])), wv, acc[m][j], lane);
+        }
+    }
+}
+
 // M rows of x against one panel (64 columns, `cols` of them kept). k2: k pairs.
-// PF lines (0 or 2) of the next panel toward L2 per k pair, from line pf_first of each of its
-// 256-byte k pair rows (pf: the next panel): see bf16_panel_block.
+// PF lines (0, 1 or 2) toward L2 per k pair from pf + kp * pf_stride (bytes): the caller's next
+// panel, see bf16_panel_block. [exc, exc_end): a 12-bit panel's exceptions (add_exceptions).
 template <int M, int PF = 0>
 MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* wp, int64_t k2, float* y, int64_t ldy,
-                                int64_t cols, bool accumulate, const uint16_t* pf = nullptr, int pf_first = 0) {
+                                int64_t cols, bool accumulate, const char* pf = nullptr, int64_t pf_stride = 0,
+                                const Exception12* exc = nullptr, const Exception12* exc_end = nullptr) {
     __m512 acc[M][4];
     for (int m = 0; m < M; ++m)
         for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
     for (int64_t kp = 0; kp < k2; ++kp) {
         const uint16_t* w = wp + kp * kPairStride;
         if constexpr (PF > 0) {
-            const char* q = reinterpret_cast<const char*>(pf + kp * kPairStride) + 64 * pf_first;
-            for (int l = 0; l < PF; ++l) _mm_prefetch(q + 64 * l, _MM_HINT_T2);
+            for (int l = 0; l < PF; ++l) _mm_prefetch(pf + kp * pf_stride + 64 * l, _MM_HINT_T2);
         }
         const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w);
         const __m512bh w1 = (__m512bh)_mm512_loadu_si512(w + 32);
@@ -59,29 +101,11 @@ MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* 
             acc[m][3] = _mm512_dpbf16_ps(acc[m][3], xb, w3);
         }
     }
+    add_exceptions<M>(acc, x, ldx, exc, exc_end);
     store_tile<M>(acc, y, ldy, cols, accumulate);
 }
 
 // ---- 12-bit panels
-
-constexpr int64_t kPair12Bytes = 192;  // one k pair row: 128 low bytes, 64 code bytes
-constexpr int64_t kHeader12Bytes = 128;
-constexpr uint8_t kEscapeCode = 15;
-
-struct Header12 {
-    int64_t n, k, exceptions;
-    uint8_t pad[40];
-    uint8_t table[64];  // the 16 entries, once per 128-bit lane (VPSHUFB looks up per lane)
-};
-static_assert(sizeof(Header12) <= kHeader12Bytes);
-
-struct Exception12 {
-    int32_t kp;    // k pair
-    uint8_t slot;  // value within the pair row: column * 2 + (k % 2)
-    uint8_t pad;
-    uint16_t value;  // the exact bf16
-};
-static_assert(sizeof(Exception12) == 8);
 
 // Byte position, within its 64-byte half of the low-byte plane (and within the code plane), of
 // value e (0..127) of a pair row. Values are stored so that VPUNPCKLBW / VPUNPCKHBW of a half
@@ -128,12 +152,13 @@ MOE_BF16_TARGET __attribute__((always_inline)) inline void decode_pair12(const u
     w[3] = _mm512_unpackhi_epi8(lo1, hi1);
 }
 
-// panel_tile over one 12-bit panel (exceptions read as +0.0: the caller adds them). With
-// plain != nullptr it also stores the decoded panel there (in the plain layout, exceptions
-// still +0.0), for the next row tiles to read from L2.
+// panel_tile over one 12-bit panel, its exceptions [exc, exc_end) read as +0.0 and then added
+// (add_exceptions). With plain != nullptr it also stores the decoded panel there (in the plain
+// layout, exceptions still +0.0), for the next row tiles to read from L2.
 template <int M>
 MOE_BF16_TARGET void panel12_tile(const uint16_t* x, int64_t ldx, const uint8_t* wp, int64_t k2, const uint8_t* table64,
-                                  float* y, int64_t ldy, int64_t cols, bool accumulate, uint16_t* plain = nullptr) {
+                                  float* y, int64_t ldy, int64_t cols, bool accumulate, const Exception12* exc,
+                                  const Exception12* exc_end, uint16_t* plain = nullptr) {
     __m512 acc[M][4];
     for (int m = 0; m < M; ++m)
         for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
@@ -150,6 +175,7 @@ MOE_BF16_TARGET void panel12_tile(const uint16_t* x, int64_t ldx, const uint8_t*
             for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], xb, (__m512bh)w[j]);
         }
     }
+    add_exceptions<M>(acc, x, ldx, exc, exc_end);
     store_tile<M>(acc, y, ldy, cols, accumulate);
 }
 
@@ -193,36 +219,56 @@ void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out) {
     }
 }
 
+namespace {
+
+// The rows of one panel in tiles of 6, the tiles after the first prefetching `next` (the panel
+// the caller computes next; lines_per_pair 64-byte lines per k pair at pair_stride bytes) toward
+// L2: the second tile the first two lines of each k pair, the third the rest. tile(M, r, PF,
+// pf, pf_stride) runs M rows from row r. Nothing is prefetched below kBf16PanelPrefetchMinRows
+// rows or without a next panel.
+template <int LinesPerPair, typename Tile>
+void panel_row_tiles(int64_t rows, const char* next, int64_t pair_stride, int64_t r, Tile&& tile) {
+    static_assert(LinesPerPair >= 3 && LinesPerPair <= 4, "two passes of at most two lines");
+    auto one = [&](auto m) {
+        const int64_t pass = r / kTileRows;  // 0: the first tile
+        if (next == nullptr || rows < kBf16PanelPrefetchMinRows || pass == 0 || pass > 2) {
+            tile(m, r, std::integral_constant<int, 0>{}, nullptr, 0);
+        } else if (pass == 1) {
+            tile(m, r, std::integral_constant<int, 2>{}, next, pair_stride);
+        } else {
+            tile(m, r, std::integral_constant<int, LinesPerPair - 2>{}, next + 2 * 64, pair_stride);
+        }
+    };
+    for (; r + kTileRows <= rows; r += kTileRows) one(std::integral_constant<int, kTileRows>{});
+    with_rows<kTileRows - 1>(rows - r, one);
+}
+
+}  // namespace
+
 void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* wp, int64_t n, int64_t k,
-                      int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate) {
+                      int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate, bool prefetch_following) {
     const int64_t k2 = (k + 1) / 2;
+    const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
     n_end = std::min(n_end, n);
     for (int64_t c0 = n_begin; c0 < n_end; c0 += kBf16PanelCols) {
-        const uint16_t* panel = wp + (c0 / kBf16PanelCols) * k2 * kPairStride;
+        const int64_t p = c0 / kBf16PanelCols;
+        const uint16_t* panel = wp + p * k2 * kPairStride;
         const int64_t cols = std::min(kBf16PanelCols, n_end - c0);
         float* yc = y + (c0 - n_begin);
         // Rows in tiles of 6: the panel (k2 * 256 bytes) is read from DRAM by the first tile and
         // from L2 by the rest. With 13 rows or more, the second and third tiles, which compute
-        // with the memory idle, prefetch half of the next panel of the range each toward L2, so
-        // that its first tile computes instead of waiting for DRAM. gemm_decode_bench --packed 1,
+        // with the memory idle, prefetch half of the next panel each toward L2, so that its
+        // first tile computes instead of waiting for DRAM. gemm_decode_bench --packed 1,
         // 1536 x 1024, 16 rows: 292-310 -> 345-349 GFLOP/s. With one later tile (7-12 rows) the
         // prefetches outran the arithmetic: 8 rows went 249 -> 180, 12 rows no change; so none.
         // The tiles' arithmetic is unchanged.
         static_assert(kBf16PanelPrefetchMinRows == 2 * kTileRows + 1, "two later tiles");
-        const uint16_t* next = c0 + kBf16PanelCols < n_end ? panel + k2 * kPairStride : nullptr;
-        int64_t r = 0;
-        auto tile = [&](auto m) {
-            constexpr int M = decltype(m)::value;
-            const int64_t pass = r / kTileRows;  // 0: the first tile
-            if (next == nullptr || rows < kBf16PanelPrefetchMinRows || pass == 0 || pass > 2) {
-                panel_tile<M>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols, accumulate);
-            } else {
-                panel_tile<M, 2>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols, accumulate, next,
-                                 static_cast<int>(2 * (pass - 1)));
-            }
-        };
-        for (; r + kTileRows <= rows; r += kTileRows) tile(std::integral_constant<int, kTileRows>{});
-        with_rows<kTileRows - 1>(rows - r, tile);
+        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panels);
+        const char* next = has_next ? reinterpret_cast<const char*>(panel + k2 * kPairStride) : nullptr;
+        panel_row_tiles<4>(rows, next, kPairStride * 2, 0, [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
+            panel_tile<decltype(m)::value, decltype(pf)::value>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols,
+                                                                accumulate, pfp, pfs);
+        });
     }
 }
 
@@ -278,9 +324,10 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
         std::memcpy(offs, plan.exc_offsets.data(), plan.exc_offsets.size() * sizeof(int32_t));
     }
     auto* exc = reinterpret_cast<Exception12*>(out + exc_list_offset12(n, k));
+    std::vector<Exception12> found;
     for (int64_t p = p_begin; p < p_end; ++p) {
         uint8_t* dst = out + kHeader12Bytes + p * k2 * kPair12Bytes;
-        Exception12* e = exc + plan.exc_offsets[static_cast<size_t>(p)];
+        found.clear();
         const int64_t c1 = std::min(kBf16PanelCols, n - p * kBf16PanelCols);
         for (int64_t kp = 0; kp < k2; ++kp) {
             uint8_t* lo = dst + kp * kPair12Bytes;
@@ -296,11 +343,16 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
                     lo[(slot >= 64 ? 64 : 0) + pos] = static_cast<uint8_t>(v & 0xff);
                     nibble = static_cast<uint8_t>(code);
                 } else if (v != 0) {
-                    *e++ = Exception12{static_cast<int32_t>(kp), static_cast<uint8_t>(slot), 0, v};
+                    found.push_back(Exception12{static_cast<int32_t>(kp), static_cast<uint8_t>(slot), 0, v});
                 }
                 codes[pos] |= static_cast<uint8_t>(slot >= 64 ? nibble << 4 : nibble);
             }
         }
+        // Found in (k pair, slot) order; stored by column group first (Exception12).
+        Exception12* e = exc + plan.exc_offsets[static_cast<size_t>(p)];
+        for (int group = 0; group < 4; ++group)
+            for (const Exception12& f : found)
+                if (f.slot / 32 == group) *e++ = f;
     }
 }
 
@@ -320,7 +372,7 @@ void unpack_bf16_panels12(const uint8_t* packed, uint16_t* panels) {
 }
 
 void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint8_t* packed, int64_t n_begin,
-                         int64_t n_end, float* y, int64_t ldy, bool accumulate) {
+                         int64_t n_end, float* y, int64_t ldy, bool accumulate, bool prefetch_following) {
     const Header12& h = header12(packed);
     const int64_t n = h.n, k2 = (h.k + 1) / 2;
     const int32_t* offs = exc_offsets12(packed, n, h.k);
@@ -328,9 +380,10 @@ void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uin
     const uint8_t* table = h.table;
     n_end = std::min(n_end, n);
     // One row tile decodes the panel as it goes. With more, the first also stores the decoded
-    // panel (L2), and the rest run the plain tiles over that copy. Either way every output is
-    // the tile's sum with the exceptions as +0.0, then the exceptions in their order: the same
-    // bits whatever the row count, the row's tile or the thread (batch invariant).
+    // panel (L2), and the rest run the plain tiles over that copy, prefetching the next 12-bit
+    // panel as bf16_panel_block does. Every tile adds the panel's exceptions to its sums in
+    // the same order, so a row's bits do not depend on the row count, its tile or the thread
+    // (batch invariant).
     thread_local std::vector<uint16_t> plain;
     for (int64_t c0 = n_begin; c0 < n_end; c0 += kBf16PanelCols) {
         const int64_t p = c0 / kBf16PanelCols;
@@ -342,26 +395,19 @@ void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uin
         if (rows > kTileRows) {
             if (plain.size() < static_cast<size_t>(k2 * kPairStride))
                 plain.resize(static_cast<size_t>(k2 * kPairStride));
-            panel12_tile<kTileRows>(x, ldx, wp, k2, table, yc, ldy, cols, accumulate, plain.data());
-            int64_t r = kTileRows;
-            auto tile = [&](auto m) {
-                panel_tile<decltype(m)::value>(x + r * ldx, ldx, plain.data(), k2, yc + r * ldy, ldy, cols, accumulate);
-            };
-            for (; r + kTileRows <= rows; r += kTileRows) tile(std::integral_constant<int, kTileRows>{});
-            with_rows<kTileRows - 1>(rows - r, tile);
+            uint16_t* copy = plain.data();
+            panel12_tile<kTileRows>(x, ldx, wp, k2, table, yc, ldy, cols, accumulate, e0, e1, copy);
+            const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panels12(n));
+            const char* next = has_next ? reinterpret_cast<const char*>(panel12(packed, p + 1, k2)) : nullptr;
+            panel_row_tiles<3>(rows, next, kPair12Bytes, kTileRows,
+                               [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
+                panel_tile<decltype(m)::value, decltype(pf)::value>(x + r * ldx, ldx, copy, k2, yc + r * ldy, ldy,
+                                                                    cols, accumulate, pfp, pfs, e0, e1);
+            });
         } else {
             with_rows<kTileRows>(rows, [&](auto m) {
-                panel12_tile<decltype(m)::value>(x, ldx, wp, k2, table, yc, ldy, cols, accumulate);
+                panel12_tile<decltype(m)::value>(x, ldx, wp, k2, table, yc, ldy, cols, accumulate, e0, e1);
             });
-        }
-        // The exceptions, read as +0.0 by the tile: exact bf16 products (8 x 8 significant bits
-        // fit f32's 24), added after the panel's sum.
-        for (const Exception12* e = e0; e < e1; ++e) {
-            const int64_t c = e->slot / 2;
-            if (c >= cols) continue;
-            const int64_t kk = 2 * static_cast<int64_t>(e->kp) + e->slot % 2;
-            const float wv = bf16_to_f32(e->value);
-            for (int64_t r = 0; r < rows; ++r) yc[r * ldy + c] += bf16_to_f32(x[r * ldx + kk]) * wv;
         }
     }
 }

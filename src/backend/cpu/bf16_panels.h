@@ -41,8 +41,12 @@ void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out);
 // c in [n_begin, n_end), with w packed as above (wp: the whole matrix, n columns). n_begin must
 // be a multiple of kBf16PanelCols. x: bf16 rows zero padded to an even length (f32_rows_to_bf16
 // pads to 32). accumulate: add to y instead of overwriting it. Requires bf16_tiles_available().
+// With kBf16PanelPrefetchMinRows rows or more, each panel's later row tiles prefetch the next
+// panel of the range toward L2; prefetch_following: also the matrix's panel after n_end (the
+// caller's next call reads it: one MoE work item is one panel).
 void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* wp, int64_t n, int64_t k,
-                      int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate);
+                      int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate,
+                      bool prefetch_following = false);
 
 // TensorView::packed_layout of the CPU backend's packed matrices.
 inline constexpr uint8_t kPackedLayoutPanels = 0;    // bf16_panels_elems uint16_t, above
@@ -56,10 +60,11 @@ inline constexpr uint8_t kPackedLayoutPanels12 = 1;  // the 12-bit form below
 // 4-bit codes of the high bytes (sign and 7 exponent bits), which a 16-entry table per matrix
 // maps back (one VPSHUFB). Weights' exponents cluster: on the random moe-s experts the 15 most
 // common high bytes cover 99.98% of the values. The rest (and -0.0) are exceptions: coded as
-// +0.0 in the panel and kept exactly in a per-panel list whose terms the kernel adds after each
-// tile's sum, whatever the row count (a row's bits do not depend on the other rows). Nothing is
-// rounded: the products use the checkpoint's bf16 values; only the f32 summation order of the
-// exception terms differs from the plain panels.
+// +0.0 in the panel and kept exactly in a per-panel list whose terms the kernel adds to each
+// tile's sums in registers before it stores them, in the same order whatever the row count (a
+// row's bits do not depend on the other rows). Nothing is rounded: the products use the
+// checkpoint's bf16 values; only the f32 summation order of the exception terms differs from
+// the plain panels.
 //
 // Buffer: a 128-byte header (n, k, table), the panels (ceil(n / 64) x ceil(k / 2) x 192 bytes),
 // the exception offsets per panel (int32, panels + 1), the exceptions.
@@ -82,6 +87,6 @@ void unpack_bf16_panels12(const uint8_t* packed, uint16_t* panels);
 
 // bf16_panel_block over the 12-bit form (same arguments; n and k come from the header).
 void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint8_t* packed, int64_t n_begin,
-                         int64_t n_end, float* y, int64_t ldy, bool accumulate);
+                         int64_t n_end, float* y, int64_t ldy, bool accumulate, bool prefetch_following = false);
 
 }  // namespace moe::cpu

@@ -41,15 +41,17 @@ namespace {
 constexpr int64_t kItemCols = 64;
 static_assert(kItemCols % kBf16PanelCols == 0, "items start on a panel");
 
-// y (+)= x * w[n_begin:n_end]^T over w's packed panels when it has them, else its checkpoint
-// layout.
+// y = x * w[n_begin:n_end]^T over w's packed panels when it has them, else its checkpoint
+// layout. A thread's next item is mostly the same matrix's next panel: prefill-sized row counts
+// prefetch it (bf16_panel_block's prefetch_following).
 void dot(const uint16_t* x, int64_t ldx, int64_t rows, const TensorView& w, int64_t n_begin, int64_t n_end, float* y,
          int64_t ldy) {
     if (w.packed != nullptr && w.packed_layout == kPackedLayoutPanels12) {
-        bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.packed), n_begin, n_end, y, ldy, false);
+        bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.packed), n_begin, n_end, y, ldy, false,
+                            true);
     } else if (w.packed != nullptr) {
         bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(w.packed), w.dim(0), w.dim(1), n_begin, n_end, y,
-                         ldy, false);
+                         ldy, false, true);
     } else {
         bf16_dot_block(x, ldx, rows, static_cast<const uint16_t*>(w.data), w.dim(1), n_begin, n_end, y, ldy, false);
     }
