@@ -48,8 +48,8 @@ Names expert_names(ModelFamily family) {
 // backend reads host memory.
 class WeightLoader {
 public:
-    WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned)
-        : src_(src), be_(be), owned_(owned) {}
+    WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned, int64_t& compact)
+        : src_(src), be_(be), owned_(owned), compact_(compact) {}
 
     // A tensor of exactly `shape`, converted to `dtype` (f32, bf16). *mapped (if given): whether
     // the view is the source's own memory rather than a converted copy.
@@ -127,6 +127,7 @@ public:
         if (buf.data() == nullptr) return false;
         view.packed = buf.data();
         view.packed_layout = layout;
+        if (layout != 0) ++compact_;
         owned_.push_back(std::move(buf));
         return true;
     }
@@ -135,6 +136,7 @@ private:
     const WeightSource& src_;
     Backend& be_;
     std::vector<DeviceBuffer>& owned_;
+    int64_t& compact_;
 };
 
 MoeTransformer::~MoeTransformer() = default;
@@ -175,7 +177,7 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
     }
     const DType mat = matrix_dtype_;
     const DType f32 = DType::kF32;
-    WeightLoader wl(*source_, *backend_, owned_);
+    WeightLoader wl(*source_, *backend_, owned_, compact_matrices_);
     const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
 
     MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));

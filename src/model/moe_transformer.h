@@ -55,6 +55,9 @@ public:
     DType matrix_dtype() const { return matrix_dtype_; }
     // Bytes held by weights the model owns (converted ones), not counting mapped files.
     int64_t owned_weight_bytes() const;
+    // Expert matrices the backend keeps in a compact layout of its own (packed_layout != 0: the
+    // CPU's lossless 12-bit panels).
+    int64_t compact_matrices() const { return compact_matrices_; }
 
 private:
     struct Layer;
@@ -67,6 +70,7 @@ private:
     Backend* backend_ = nullptr;
     DType matrix_dtype_ = DType::kF32;
     std::vector<DeviceBuffer> owned_;
+    int64_t compact_matrices_ = 0;
     std::vector<Layer> layers_;
     TensorView embed_;
     TensorView final_norm_;

@@ -92,6 +92,38 @@ TEST(CliRun, BadInputGetsAClearError) {
     EXPECT_NE(r.out.find("/nonexistent/model"), std::string::npos) << r.out;
 }
 
+bool cpu_has_avx512_bf16() {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("flags", 0) == 0) return line.find(" avx512_bf16") != std::string::npos;
+    return false;
+}
+
+// --compress-experts: on by default (the experts load in the 12-bit form, which the load log
+// says), off keeps plain panels; both serve the same bf16 values, so the same greedy ids.
+TEST(CliRun, CompressExpertsSwitchesTheExpertLayout) {
+    const std::string base = "run --model " + fixture("qwen3_moe") +
+                             " --dtype bf16 --prompt-ids 6,147,254,31 --max-tokens 8 --ignore-eos --threads 2 --json "
+                             "--log-level info";
+    Result on = run(base);
+    Result off = run(base + " --compress-experts false");
+    ASSERT_EQ(on.exit_code, 0) << on.out;
+    ASSERT_EQ(off.exit_code, 0) << off.out;
+    EXPECT_EQ(off.out.find("12-bit form"), std::string::npos) << off.out;
+    auto ids = [](const std::string& out) {
+        const size_t at = out.find("{\"");
+        return at == std::string::npos ? nlohmann::json() : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at))["ids"];
+    };
+    EXPECT_EQ(ids(on.out), ids(off.out)) << on.out << "\n" << off.out;
+    EXPECT_EQ(ids(on.out).size(), 8u) << on.out;
+    Result bad = run(base + " --compress-experts maybe");
+    EXPECT_NE(bad.exit_code, 0);
+    EXPECT_NE(bad.out.find("--compress-experts"), std::string::npos) << bad.out;
+    if (!cpu_has_avx512_bf16()) GTEST_SKIP() << "no AVX512-BF16: the CPU backend packs no expert panels here";
+    EXPECT_NE(on.out.find("expert matrices in the lossless 12-bit form"), std::string::npos) << on.out;
+}
+
 TEST(CliRun, ConfigWithoutWeightsSaysSo) {
     const auto dir = std::filesystem::temp_directory_path() / "moe_cli_no_weights";
     std::filesystem::create_directories(dir);
