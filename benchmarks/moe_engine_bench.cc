@@ -3,9 +3,12 @@
 //
 //   moe_engine_bench bench --model DIR [--threads 2] [--prompt 512] [--ctx 64] [--decode 32]
 //                          [--batches 1,4,16,64] [--kv-cache-dtype auto|f32|bf16] [--compress-experts 1]
+//                          [--bs1-probe-gib 0.5]
 //       prefill tokens/s of one --prompt-token prompt (one forward step), then for each batch N:
 //       N sequences each prefilled with --ctx tokens, then --decode steps of one token per
-//       sequence (a ragged batch of N decode rows per forward, as the engine runs it).
+//       sequence (a ragged batch of N decode rows per forward, as the engine runs it). With
+//       --bs1-probe-gib, the bandwidth probe (below) also runs right before and right after batch
+//       1's timed steps ("bs1_bandwidth": before_gbs, after_gbs), for its roofline.
 //   moe_engine_bench logits --model DIR --prompt-ids 1,2,3 [--threads 2]
 //       logits of every prompt position (for checking the GGUF against the safetensors).
 //   moe_engine_bench bandwidth [--threads 2] [--gib 1] [--passes 5]
@@ -95,6 +98,7 @@ struct Flags {
     // 0: expert matrices in the plain bf16 panels instead of their 12-bit form (for A/B runs;
     // CpuBackendOptions::compress_streamed). Every mode that loads a model.
     bool compress_experts = true;
+    double bs1_probe_gib = 0;  // bench: bandwidth probes of this size around batch 1 (0: none)
 };
 
 // ---- bandwidth probe ------------------------------------------------------------------------
@@ -128,28 +132,28 @@ float sum_scalar(const float* p, size_t n) {
     return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
 }
 
-int run_bandwidth(const Flags& f) {
-    if (f.gib < 0.25 || f.gib > 64) return fail("--gib must be in [0.25, 64]");
-    if (f.threads < 1 || f.threads > 256) return fail("--threads must be in [1, 256]");
-    const size_t n = static_cast<size_t>(f.gib * (1ull << 30)) / sizeof(float) / 1024 * 1024;
-    // The engine's own allocator: 2 MiB-aligned MADV_HUGEPAGE mappings, as moeserve's packed
-    // weights get, so the probe is not held back by TLB misses the engine does not take.
+// Read GB/s of `passes` passes (after one warm-up pass) of `threads` threads each summing its
+// slice of a fresh `bytes` array from the engine's allocator (2 MiB-aligned MADV_HUGEPAGE
+// mappings, as moeserve's packed weights get, so that the probe is not held back by TLB misses
+// the engine does not take). Empty on an allocation failure.
+std::vector<double> bandwidth_passes(int threads, size_t bytes, int passes) {
+    const size_t n = bytes / sizeof(float) / 1024 * 1024;
     auto mem = CpuAllocator::allocate(n * sizeof(float));
-    if (!mem.ok()) return fail(mem.status().to_string());
+    if (!mem.ok()) return {};
     auto* data = static_cast<float*>(*mem);
     for (size_t i = 0; i < n; ++i) data[i] = static_cast<float>(i & 1023) * 1e-3f;  // touch every page
     const bool avx512 = __builtin_cpu_supports("avx512f");
     std::vector<double> gbs;
     volatile float sink = 0;
-    for (int pass = 0; pass < f.passes + 1; ++pass) {  // pass 0 warms up
-        std::vector<float> part(static_cast<size_t>(f.threads));
+    for (int pass = 0; pass < passes + 1; ++pass) {  // pass 0 warms up
+        std::vector<float> part(static_cast<size_t>(threads));
         std::vector<std::thread> ts;
-        const size_t chunk = n / static_cast<size_t>(f.threads) / 128 * 128;
+        const size_t chunk = n / static_cast<size_t>(threads) / 128 * 128;
         const auto t0 = std::chrono::steady_clock::now();
-        for (int t = 0; t < f.threads; ++t) {
+        for (int t = 0; t < threads; ++t) {
             ts.emplace_back([&, t] {
                 const size_t b = chunk * static_cast<size_t>(t);
-                const size_t len = t == f.threads - 1 ? n - b : chunk;
+                const size_t len = t == threads - 1 ? n - b : chunk;
                 part[static_cast<size_t>(t)] = avx512 ? sum_avx512(data + b, len) : sum_scalar(data + b, len);
             });
         }
@@ -159,13 +163,32 @@ int run_bandwidth(const Flags& f) {
         if (pass > 0) gbs.push_back(static_cast<double>(n * sizeof(float)) / s / 1e9);
     }
     CpuAllocator::deallocate(data);
+    return gbs;
+}
+
+double median_of(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+const char* probe_kernel() {
+    return __builtin_cpu_supports("avx512f") ? "avx512 f32 sum, 8 accumulators per thread"
+                                             : "scalar f32 sum, 8 accumulators";
+}
+
+int run_bandwidth(const Flags& f) {
+    if (f.gib < 0.25 || f.gib > 64) return fail("--gib must be in [0.25, 64]");
+    if (f.threads < 1 || f.threads > 256) return fail("--threads must be in [1, 256]");
+    const size_t bytes = static_cast<size_t>(f.gib * (1ull << 30));
+    const std::vector<double> gbs = bandwidth_passes(f.threads, bytes, f.passes);
+    if (gbs.empty()) return fail("cannot allocate the --gib array");
     std::vector<double> sorted = gbs;
     std::sort(sorted.begin(), sorted.end());
     nlohmann::json j;
     j["mode"] = "bandwidth";
     j["threads"] = f.threads;
-    j["bytes"] = n * sizeof(float);
-    j["kernel"] = avx512 ? "avx512 f32 sum, 8 accumulators per thread" : "scalar f32 sum, 8 accumulators";
+    j["bytes"] = bytes / sizeof(float) / 1024 * 1024 * sizeof(float);
+    j["kernel"] = probe_kernel();
     j["memory"] = "CpuAllocator (2 MiB-aligned, MADV_HUGEPAGE)";
     j["passes_gbs"] = gbs;
     j["median_gbs"] = sorted[sorted.size() / 2];
@@ -224,6 +247,8 @@ int run_bench(const Flags& f) {
     const ModelConfig& c = model.config();
     const std::vector<int> batches = parse_ints(f.batches);
     if (batches.empty() || f.prompt < 1 || f.ctx < 1 || f.decode < 1) return fail("--prompt, --ctx, --decode, --batches must be positive");
+    if (f.bs1_probe_gib != 0 && (f.bs1_probe_gib < 0.25 || f.bs1_probe_gib > 64))
+        return fail("--bs1-probe-gib must be 0 (no probe) or in [0.25, 64]");
     const int max_batch = *std::max_element(batches.begin(), batches.end());
     const int64_t bs = 16;
     const int64_t seq_blocks = (f.ctx + f.decode + 1 + bs - 1) / bs;  // + the warm-up step
@@ -273,6 +298,9 @@ int run_bench(const Flags& f) {
     for (int s = 0; s < max_batch; ++s)
         for (int64_t b = 0; b < seq_blocks; ++b) tables[static_cast<size_t>(s)].push_back(static_cast<int32_t>(s * seq_blocks + b));
     nlohmann::json dec = nlohmann::json::object();
+    nlohmann::json bs1_probe = nlohmann::json::object();
+    int64_t hwm_before_probe = 0;
+    const size_t probe_bytes = static_cast<size_t>(f.bs1_probe_gib * (1ull << 30));
     for (int n : batches) {
         // The cached context, prefilled kCtxGroup sequences per step (untimed; only sets up the cache).
         constexpr int kCtxGroup = 16;
@@ -290,8 +318,18 @@ int run_bench(const Flags& f) {
         std::vector<int32_t> last(static_cast<size_t>(n));
         for (int s = 0; s < n; ++s) last[static_cast<size_t>(s)] = token(1000 + s);
         // Step 0 is a warm-up (first decode shapes); steps 1..decode are timed.
+        const bool probe_after = n == 1 && f.bs1_probe_gib > 0;
         std::chrono::steady_clock::time_point t0;
         for (int step = 0; step <= f.decode; ++step) {
+            if (step == 1 && probe_after) {
+                // The host's DRAM bandwidth swings by 1.5x within minutes; the roofline of batch 1
+                // is honest only against a probe taken next to it: right before and right after
+                // its timed steps. The peak RSS before the probes is kept (hwm_before_probe).
+                hwm_before_probe = vm_hwm_kib();
+                bs1_probe["before_gbs"] = median_of(bandwidth_passes(f.threads, probe_bytes, 3));
+                bs1_probe["bytes"] = probe_bytes;
+                bs1_probe["kernel"] = probe_kernel();
+            }
             if (step == 1) t0 = std::chrono::steady_clock::now();
             BatchView b;
             for (int s = 0; s < n; ++s)
@@ -306,13 +344,25 @@ int run_bench(const Flags& f) {
             }
         }
         const double s = seconds_since(t0);
+        if (n == 1 && probe_after) {
+            // The probe right after batch 1's decode (see probe_before).
+            bs1_probe["after_gbs"] = median_of(bandwidth_passes(f.threads, probe_bytes, 3));
+            // The probe's array is freed; keep it out of the reported peak RSS.
+            std::ofstream clear("/proc/self/clear_refs");
+            clear << "5";
+            clear.close();
+            bs1_probe["rss_reset"] = static_cast<bool>(clear);
+        }
         dec[std::to_string(n)] = static_cast<double>(n) * (f.decode) / s;
         std::fprintf(stderr, "moe_engine_bench: decode %d sequences: %.1f tok/s\n", n, static_cast<double>(n) * f.decode / s);
     }
     j["ctx_tokens"] = f.ctx;
     j["decode_steps"] = f.decode;
     j["decode_tps"] = dec;
-    j["vm_hwm_kib"] = vm_hwm_kib();
+    if (!bs1_probe.empty()) j["bs1_bandwidth"] = bs1_probe;
+    // Peak RSS: with the batch-1 probes, the larger of the peak before them and the peak since
+    // the reset after them (the probes' own array left out).
+    j["vm_hwm_kib"] = std::max(hwm_before_probe, vm_hwm_kib());
     std::printf("%s\n", j.dump().c_str());
     return 0;
 }
@@ -729,6 +779,7 @@ int main(int argc, char** argv) {
             else if (a == "--kv-cache-bytes") f.kv_cache_bytes = std::stoll(v);
             else if (a == "--kv-cache-dtype") f.kv_cache_dtype = v;
             else if (a == "--compress-experts") f.compress_experts = v != "0";
+            else if (a == "--bs1-probe-gib") f.bs1_probe_gib = std::stod(v);
             else if (a == "--warmup-requests") f.warmup_requests = std::stoi(v);
             else if (a == "--bare-loop") f.bare_loop = std::stoi(v);
             else return fail("unknown flag " + a);

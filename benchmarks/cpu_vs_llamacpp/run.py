@@ -11,8 +11,10 @@ bandwidth probe, moeserve (build-bench/benchmarks/moe_engine_bench), llama.cpp (
   decode tokens/s at batch 1 and aggregate decode tokens/s with N concurrent sequences (each with
   --ctx cached tokens, one new token per sequence per step, greedy feedback),
   peak RSS (VmHWM of its process).
-The decode batch-1 roofline is active weight bytes per token / the probe's read bandwidth.
-moeserve stores expert weights in a lossless 12-bit form, so it reads fewer bytes than that;
+The decode batch-1 roofline is active weight bytes per token / the probe's read bandwidth. The
+host's bandwidth swings by 1.5x within minutes, so each engine also probes right before and right
+after its own batch-1 decode ("bs1_bandwidth"); the "adjacent" fraction divides by the faster of
+those two (median over repeats). moeserve stores expert weights in a lossless 12-bit form, so it reads fewer bytes than that;
 the JSON also has its fraction of the roofline of the bytes it reads.
 Figures are medians over the repeats; the JSON keeps every repeat.
 """
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+BS1_PROBE_GIB = 0.5  # the probes right before and after each engine's batch-1 decode
 CTX_GROUP = 16  # sequences prefilled per call when setting up the decode context (as moe_engine_bench)
 REPO = HERE.parent.parent
 
@@ -95,6 +98,15 @@ class Llama:
         return np.ctypeslib.as_array(ptr, shape=(n_out, self.vocab))
 
 
+def probe_gbs(a) -> float:
+    """The bandwidth probe in its own process (its array stays out of this one's peak RSS)."""
+    p = subprocess.run([a.probe_harness, "bandwidth", "--threads", str(a.threads), "--gib", str(BS1_PROBE_GIB),
+                        "--passes", "3"], capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise SystemExit(f"bandwidth probe failed: {p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])["median_gbs"]
+
+
 def llama_worker(a) -> int:
     import numpy as np
     base_kib = vm_hwm_kib()
@@ -129,12 +141,17 @@ def llama_worker(a) -> int:
                       for s in range(s0, min(n, s0 + CTX_GROUP)) for i in range(a.ctx)])
         last = [token(1000 + s, V) for s in range(n)]
         t = None
+        probe = n == 1 and a.probe_harness
         for step in range(a.decode + 1):  # step 0 warms up
             if step == 1:
+                if probe:  # as moe_engine_bench --bs1-probe-gib: a probe right before and right after
+                    out["bs1_bandwidth"] = {"before_gbs": probe_gbs(a)}
                 t = time.perf_counter()
             rows = L.decode([(last[s], a.ctx + step, s, True) for s in range(n)])
             last = rows.argmax(axis=1).tolist()
         dec[str(n)] = n * a.decode / (time.perf_counter() - t)
+        if probe:
+            out["bs1_bandwidth"]["after_gbs"] = probe_gbs(a)
     out.update(ctx_tokens=a.ctx, decode_steps=a.decode, decode_tps=dec, vm_hwm_kib=vm_hwm_kib())
     print(json.dumps(out))
     return 0
@@ -181,6 +198,7 @@ def main() -> int:
     ap.add_argument("--llama-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--gguf", help=argparse.SUPPRESS)
     ap.add_argument("--logits-ids", help=argparse.SUPPRESS)
+    ap.add_argument("--probe-harness", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.llama_worker:
         return llama_worker(a)
@@ -200,7 +218,7 @@ def main() -> int:
     hf, gguf = mdir / "hf", mdir / "model-bf16.gguf"
     me = [sys.executable, str(Path(__file__).resolve()), "--llama-worker", "--gguf", str(gguf), "--threads",
           str(a.threads), "--prompt", str(a.prompt), "--ctx", str(a.ctx), "--decode", str(a.decode),
-          "--batches", a.batches]
+          "--batches", a.batches, "--probe-harness", str(harness)]
 
     # 1. Same model? Logits of a 16-token prompt from both engines.
     ids = ",".join(str(token(i, shape["vocab_size"])) for i in range(16))
@@ -225,7 +243,8 @@ def main() -> int:
         runs["bandwidth"].append(bw)
         print(f"[{r + 1}/{a.repeats}] read bandwidth {bw['median_gbs']:.1f} GB/s", flush=True)
         m = run_json([str(harness), "bench", "--model", str(hf), "--threads", str(a.threads), "--prompt", str(a.prompt),
-                      "--ctx", str(a.ctx), "--decode", str(a.decode), "--batches", a.batches], env, "moeserve",
+                      "--ctx", str(a.ctx), "--decode", str(a.decode), "--batches", a.batches,
+                      "--bs1-probe-gib", str(BS1_PROBE_GIB)], env, "moeserve",
                      a.timeout)
         runs["moeserve"].append(m)
         print(f"[{r + 1}/{a.repeats}] moeserve  prefill {m['prefill_tps']:.1f} tok/s, decode {m['decode_tps']}", flush=True)
@@ -245,6 +264,9 @@ def main() -> int:
              "peak_rss_mib": median([x["vm_hwm_kib"] for x in rs]) / 1024.0}
         if "1" in s["decode_tps"]:
             s["decode_bs1_roofline_fraction"] = s["decode_tps"]["1"] / roofline
+            # Against the probes taken right before and after each repeat's batch-1 decode (the
+            # faster of the two: the harsher roofline), median over repeats.
+            s["decode_bs1_adjacent_roofline_fraction"] = median([adjacent_fraction(x, bytes_tok) for x in rs])
         summary[eng] = s
     # moeserve keeps expert matrices in a lossless 12-bit form (bf16_panels.h): it reads 3/4 of
     # the experts' bf16 bytes (plus ~0.02% exceptions, left out here). Its fraction of the
@@ -256,6 +278,8 @@ def main() -> int:
     if "1" in summary["moeserve"]["decode_tps"]:
         summary["moeserve"]["decode_bs1_own_bytes_roofline_fraction"] = (
             summary["moeserve"]["decode_tps"]["1"] * own_bytes_tok / (bw * 1e9))
+        summary["moeserve"]["decode_bs1_own_bytes_adjacent_roofline_fraction"] = median(
+            [adjacent_fraction(x, own_bytes_tok) for x in runs["moeserve"]])
     result = {
         "shape": shape, "threads": a.threads, "omp_wait_policy": a.omp_wait_policy, "repeats": a.repeats,
         "prompt_tokens": a.prompt,
@@ -277,6 +301,12 @@ def main() -> int:
     return 0
 
 
+def adjacent_fraction(run: dict, bytes_tok: int) -> float:
+    """Batch-1 tok/s of one repeat over the roofline of the faster of its two adjacent probes."""
+    gbs = max(run["bs1_bandwidth"]["before_gbs"], run["bs1_bandwidth"]["after_gbs"])
+    return run["decode_tps"]["1"] * bytes_tok / (gbs * 1e9)
+
+
 def expert_bytes_per_token(s: dict) -> int:
     """bf16 bytes of one token's top-k experts over all layers (part of active_weight_bytes)."""
     return 2 * s["num_layers"] * s["num_experts_per_tok"] * 3 * s["moe_intermediate_size"] * s["hidden_size"]
@@ -291,6 +321,8 @@ def print_table(res: dict, batches) -> None:
     rows.append(("peak RSS MiB", m["peak_rss_mib"], l["peak_rss_mib"]))
     if "decode_bs1_roofline_fraction" in m:
         rows.append(("decode bs 1 / roofline", m["decode_bs1_roofline_fraction"], l["decode_bs1_roofline_fraction"]))
+        rows.append(("decode bs 1 / adjacent roofline", m["decode_bs1_adjacent_roofline_fraction"],
+                     l["decode_bs1_adjacent_roofline_fraction"]))
     print(f"\n{res['shape']['shape']}, {res['threads']} threads, median of {res['repeats']}; read bandwidth "
           f"{res['read_bandwidth_gbs']:.1f} GB/s, {res['active_weight_bytes_per_token'] / 1e6:.0f} MB of weights "
           f"per token -> decode bs 1 roofline {res['decode_bs1_roofline_tps']:.1f} tok/s")
@@ -299,7 +331,8 @@ def print_table(res: dict, batches) -> None:
         print(f"{name:34s} {x:12.3f} {y:12.3f} {x / y if y else float('nan'):8.2f}")
     if "decode_bs1_own_bytes_roofline_fraction" in m:
         print(f"moeserve reads {res['moeserve_bytes_read_per_token'] / 1e6:.0f} MB per token (12-bit experts): "
-              f"decode bs 1 at {m['decode_bs1_own_bytes_roofline_fraction']:.2f} of that roofline")
+              f"decode bs 1 at {m['decode_bs1_own_bytes_roofline_fraction']:.2f} of that roofline, "
+              f"{m['decode_bs1_own_bytes_adjacent_roofline_fraction']:.2f} against the adjacent probes")
 
 
 def plot(res: dict, batches, path: Path) -> None:
