@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "backend/cpu/avx512_math.h"
+#include "core/thread_pool.h"
 #include "moe/dtype.h"
 
 namespace moe::cpu {
@@ -274,13 +276,30 @@ void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16
 
 // ---- 12-bit panels
 
-Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k) {
+Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k, ThreadPool* pool) {
     Bf16Panels12Plan plan;
     plan.n = n;
     plan.k = k;
+    const int64_t panels = panels12(n);
+    // Ranges of panels (columns), on the pool when given: each range's counts are its own, and
+    // the merge below adds them in a fixed order.
+    auto over_panels = [&](auto&& fn) {
+        if (pool != nullptr) {
+            pool->parallel_for(panels, fn);
+        } else {
+            fn(int64_t{0}, panels);
+        }
+    };
     // The 15 most common high bytes get codes 0-14; code 15 reads as 0x00 with a zero low byte.
     std::vector<int64_t> hist(256, 0);
-    for (int64_t i = 0; i < n * k; ++i) ++hist[w[i] >> 8];
+    std::mutex merge;
+    over_panels([&](int64_t p0, int64_t p1) {
+        int64_t local[256] = {};
+        const uint16_t* end = w + std::min(n, p1 * kBf16PanelCols) * k;
+        for (const uint16_t* v = w + p0 * kBf16PanelCols * k; v < end; ++v) ++local[*v >> 8];
+        std::lock_guard<std::mutex> lock(merge);
+        for (int i = 0; i < 256; ++i) hist[static_cast<size_t>(i)] += local[i];
+    });
     std::vector<int> order(256);
     for (int i = 0; i < 256; ++i) order[static_cast<size_t>(i)] = i;
     // NOTE: std::sort with the byte as tie-break (deterministic); stable_sort would take a
@@ -293,25 +312,24 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k) {
     plan.table[kEscapeCode] = 0;
     std::memset(plan.code_of, -1, sizeof(plan.code_of));
     for (int c = kEscapeCode - 1; c >= 0; --c) plan.code_of[plan.table[c]] = static_cast<int8_t>(c);
-    const int64_t panels = panels12(n);
+    // Exceptions per panel, then their offsets.
     plan.exc_offsets.assign(static_cast<size_t>(panels + 1), 0);
-    int64_t total = 0;
-    for (int64_t p = 0; p < panels; ++p) {
-        plan.exc_offsets[static_cast<size_t>(p)] = static_cast<int32_t>(total);
-        const int64_t c1 = std::min(n, (p + 1) * kBf16PanelCols);
-        for (int64_t c = p * kBf16PanelCols; c < c1; ++c)
-            for (int64_t i = 0; i < k; ++i) {
-                const uint16_t v = w[c * k + i];
-                if (plan.code_of[v >> 8] < 0 && v != 0) ++total;
-            }
-    }
-    plan.exc_offsets[static_cast<size_t>(panels)] = static_cast<int32_t>(total);
-    plan.bytes = exc_list_offset12(n, k) + total * static_cast<int64_t>(sizeof(Exception12));
+    over_panels([&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            int32_t count = 0;
+            const uint16_t* end = w + std::min(n, (p + 1) * kBf16PanelCols) * k;
+            for (const uint16_t* v = w + p * kBf16PanelCols * k; v < end; ++v)
+                count += plan.code_of[*v >> 8] < 0 && *v != 0;
+            plan.exc_offsets[static_cast<size_t>(p + 1)] = count;
+        }
+    });
+    for (int64_t p = 0; p < panels; ++p) plan.exc_offsets[static_cast<size_t>(p + 1)] += plan.exc_offsets[static_cast<size_t>(p)];
+    plan.bytes = exc_list_offset12(n, k) + plan.exc_offsets.back() * static_cast<int64_t>(sizeof(Exception12));
     return plan;
 }
 
 void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t p_begin, int64_t p_end, uint8_t* out) {
-    const int64_t n = plan.n, k = plan.k, k2 = (k + 1) / 2;
+    const int64_t n = plan.n, k = plan.k, k2 = (k + 1) / 2, full_pairs = k / 2;
     if (p_begin == 0) {
         Header12 h{};
         h.n = n;
@@ -323,29 +341,43 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
         auto* offs = reinterpret_cast<int32_t*>(out + kHeader12Bytes + panels12(n) * k2 * kPair12Bytes);
         std::memcpy(offs, plan.exc_offsets.data(), plan.exc_offsets.size() * sizeof(int32_t));
     }
+    // Value e of a pair row and value e + 64 share code byte byte_pos12(e) (low and high nibble)
+    // and sit at that position of the two halves of the low-byte plane.
+    uint8_t pos[64];
+    for (int e = 0; e < 64; ++e) pos[e] = static_cast<uint8_t>(byte_pos12(e));
     auto* exc = reinterpret_cast<Exception12*>(out + exc_list_offset12(n, k));
     std::vector<Exception12> found;
+    uint16_t row[2 * kBf16PanelCols];  // one pair row in the plain layout
     for (int64_t p = p_begin; p < p_end; ++p) {
         uint8_t* dst = out + kHeader12Bytes + p * k2 * kPair12Bytes;
         found.clear();
         const int64_t c1 = std::min(kBf16PanelCols, n - p * kBf16PanelCols);
+        const uint16_t* src = w + p * kBf16PanelCols * k;
         for (int64_t kp = 0; kp < k2; ++kp) {
+            for (int64_t c = 0; c < c1; ++c) {
+                const uint16_t* s = src + c * k + 2 * kp;
+                row[2 * c] = s[0];
+                row[2 * c + 1] = kp < full_pairs ? s[1] : 0;  // odd k: the last value, paired with a zero
+            }
+            std::fill(row + 2 * c1, row + 2 * kBf16PanelCols, uint16_t{0});
             uint8_t* lo = dst + kp * kPair12Bytes;
             uint8_t* codes = lo + 128;
-            std::memset(lo, 0, kPair12Bytes);
-            for (int slot = 0; slot < 2 * kBf16PanelCols; ++slot) {
-                const int64_t c = slot / 2, kk = 2 * kp + slot % 2;
-                const uint16_t v = c < c1 && kk < k ? w[(p * kBf16PanelCols + c) * k + kk] : 0;
-                const int8_t code = plan.code_of[v >> 8];
-                const int pos = byte_pos12(slot);
-                uint8_t nibble = kEscapeCode;
-                if (code >= 0) {
-                    lo[(slot >= 64 ? 64 : 0) + pos] = static_cast<uint8_t>(v & 0xff);
-                    nibble = static_cast<uint8_t>(code);
-                } else if (v != 0) {
-                    found.push_back(Exception12{static_cast<int32_t>(kp), static_cast<uint8_t>(slot), 0, v});
+            uint8_t nib[2];
+            for (int e = 0; e < 64; ++e) {
+                for (int half = 0; half < 2; ++half) {
+                    const int slot = e + 64 * half;
+                    const uint16_t v = row[slot];
+                    const int8_t code = plan.code_of[v >> 8];
+                    if (code >= 0) {
+                        lo[64 * half + pos[e]] = static_cast<uint8_t>(v & 0xff);
+                        nib[half] = static_cast<uint8_t>(code);
+                    } else {
+                        lo[64 * half + pos[e]] = 0;
+                        nib[half] = kEscapeCode;
+                        if (v != 0) found.push_back(Exception12{static_cast<int32_t>(kp), static_cast<uint8_t>(slot), 0, v});
+                    }
                 }
-                codes[pos] |= static_cast<uint8_t>(slot >= 64 ? nibble << 4 : nibble);
+                codes[pos[e]] = static_cast<uint8_t>(nib[0] | nib[1] << 4);
             }
         }
         // Found in (k pair, slot) order; stored by column group first (Exception12).

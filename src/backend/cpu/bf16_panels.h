@@ -22,6 +22,10 @@
 #include <cstdint>
 #include <vector>
 
+namespace moe {
+class ThreadPool;
+}
+
 namespace moe::cpu {
 
 inline constexpr int64_t kBf16PanelCols = 64;
@@ -76,8 +80,9 @@ struct Bf16Panels12Plan {
     int64_t bytes = 0;                 // of the whole buffer
 };
 
-// Counts what a [n, k] bf16 matrix needs in the 12-bit form (one pass over w).
-Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k);
+// Counts what a [n, k] bf16 matrix needs in the 12-bit form (two passes over w, over ranges of
+// panels on `pool` when given; the same plan either way).
+Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k, ThreadPool* pool = nullptr);
 // Writes the header and panels [p_begin, p_end) with their exceptions into out (plan.bytes,
 // 64-byte aligned). Panels are independent: ranges may be packed by different threads.
 void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t p_begin, int64_t p_end, uint8_t* out);

@@ -82,7 +82,7 @@ StatusOr<DeviceBuffer> CpuBackend::pack_streamed_matrix(const TensorView& w, uin
     if (!pack_weights_ || !compress_streamed_ || !packable(w)) return pack_matrix(w);
     const int64_t n = w.dim(0), k = w.dim(1);
     const auto* src = static_cast<const uint16_t*>(w.data);
-    const Bf16Panels12Plan plan = plan_bf16_panels12(src, n, k);
+    const Bf16Panels12Plan plan = plan_bf16_panels12(src, n, k, &pool_);
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, static_cast<size_t>(plan.bytes)));
     auto* dst = static_cast<uint8_t*>(buf.data());
     const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
