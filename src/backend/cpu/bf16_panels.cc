@@ -56,8 +56,8 @@ static_assert(sizeof(Exception12) == 8);
 
 // The exceptions of a 12-bit panel [e, e_end) (sorted by column group of 16, then k pair) that
 // the tile read as +0.0: the exact bf16 products (8 x 8 significant bits fit f32's 24) added to
-// the tile's sums in that order, in registers (a fused multiply-add of an exact product rounds
-// as the add alone). The same terms in the same order whatever M, so a row's bits do not depend
+// the tile's sums in that order, in registers (a fused multiply-add of a product that f32 holds
+// exactly rounds as the add alone). The same terms in the same order whatever M, so a row's bits do not depend
 // on its tile.
 template <int M>
 MOE_BF16_TARGET __attribute__((always_inline)) inline void add_exceptions(__m512 (&acc)[M][4], const uint16_t* x,
