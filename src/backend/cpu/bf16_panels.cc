@@ -32,7 +32,7 @@ MOE_BF16_TARGET __attribute__((always_inline)) inline void store_tile(const __m5
     }
 }
 
-// The 12-bit form (bf16_panels.h): its records here, as the plain tiles also add its exceptions.
+// The 12-bit form (bf16_panels.h): its records.
 constexpr int64_t kPair12Bytes = 192;  // one k pair row: 128 low bytes, 64 code bytes
 constexpr int64_t kHeader12Bytes = 128;
 constexpr uint8_t kEscapeCode = 15;
@@ -76,11 +76,10 @@ MOE_BF16_TARGET __attribute__((always_inline)) inline void add_exceptions(__m512
 
 // M rows of x against one panel (64 columns, `cols` of them kept). k2: k pairs.
 // PF lines (0, 1 or 2) toward L2 per k pair from pf + kp * pf_stride (bytes): the caller's next
-// panel, see bf16_panel_block. [exc, exc_end): a 12-bit panel's exceptions (add_exceptions).
+// panel, see bf16_panel_block.
 template <int M, int PF = 0>
 MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* wp, int64_t k2, float* y, int64_t ldy,
-                                int64_t cols, bool accumulate, const char* pf = nullptr, int64_t pf_stride = 0,
-                                const Exception12* exc = nullptr, const Exception12* exc_end = nullptr) {
+                                int64_t cols, bool accumulate, const char* pf = nullptr, int64_t pf_stride = 0) {
     __m512 acc[M][4];
     for (int m = 0; m < M; ++m)
         for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
@@ -103,7 +102,6 @@ MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* 
             acc[m][3] = _mm512_dpbf16_ps(acc[m][3], xb, w3);
         }
     }
-    add_exceptions<M>(acc, x, ldx, exc, exc_end);
     store_tile<M>(acc, y, ldy, cols, accumulate);
 }
 
@@ -154,22 +152,22 @@ MOE_BF16_TARGET __attribute__((always_inline)) inline void decode_pair12(const u
     w[3] = _mm512_unpackhi_epi8(lo1, hi1);
 }
 
-// panel_tile over one 12-bit panel, its exceptions [exc, exc_end) read as +0.0 and then added
-// (add_exceptions). With plain != nullptr it also stores the decoded panel there (in the plain
-// layout, exceptions still +0.0), for the next row tiles to read from L2.
-template <int M>
+// panel_tile over one 12-bit panel, decoded as it goes, its exceptions [exc, exc_end) read as
+// +0.0 and then added (add_exceptions). PF, pf, pf_stride: as panel_tile's.
+template <int M, int PF = 0>
 MOE_BF16_TARGET void panel12_tile(const uint16_t* x, int64_t ldx, const uint8_t* wp, int64_t k2, const uint8_t* table64,
                                   float* y, int64_t ldy, int64_t cols, bool accumulate, const Exception12* exc,
-                                  const Exception12* exc_end, uint16_t* plain = nullptr) {
+                                  const Exception12* exc_end, const char* pf = nullptr, int64_t pf_stride = 0) {
     __m512 acc[M][4];
     for (int m = 0; m < M; ++m)
         for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
     const __m512i table = _mm512_loadu_si512(table64);
     for (int64_t kp = 0; kp < k2; ++kp) {
         __m512i w[4];
+        if constexpr (PF > 0) {
+            for (int l = 0; l < PF; ++l) _mm_prefetch(pf + kp * pf_stride + 64 * l, _MM_HINT_T2);
+        }
         decode_pair12(wp + kp * kPair12Bytes, table, w);
-        if (plain != nullptr)
-            for (int j = 0; j < 4; ++j) _mm512_storeu_si512(plain + kp * kPairStride + 32 * j, w[j]);
         for (int m = 0; m < M; ++m) {
             int32_t pair;
             std::memcpy(&pair, x + m * ldx + 2 * kp, sizeof(pair));
@@ -411,12 +409,12 @@ void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uin
     const Exception12* exc = exceptions12(packed, n, h.k);
     const uint8_t* table = h.table;
     n_end = std::min(n_end, n);
-    // One row tile decodes the panel as it goes. With more, the first also stores the decoded
-    // panel (L2), and the rest run the plain tiles over that copy, prefetching the next 12-bit
-    // panel as bf16_panel_block does. Every tile adds the panel's exceptions to its sums in
-    // the same order, so a row's bits do not depend on the row count, its tile or the thread
-    // (batch invariant).
-    thread_local std::vector<uint16_t> plain;
+    // Every row tile decodes the panel as it goes: the later ones from L2, where the first
+    // brought it, prefetching the next panel as bf16_panel_block's do. (A first tile that also
+    // stored the decoded panel for the later ones to read plain, as this did before, ran 8-row
+    // items at 0.70 of this and 32-64 rows at 0.93-0.97: moe_experts_bench.) Every tile adds the
+    // panel's exceptions to its sums in the same order, so a row's bits do not depend on the row
+    // count, its tile or the thread (batch invariant).
     for (int64_t c0 = n_begin; c0 < n_end; c0 += kBf16PanelCols) {
         const int64_t p = c0 / kBf16PanelCols;
         const uint8_t* wp = panel12(packed, p, k2);
@@ -424,23 +422,12 @@ void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uin
         float* yc = y + (c0 - n_begin);
         const Exception12* e0 = exc + offs[p];
         const Exception12* e1 = exc + offs[p + 1];
-        if (rows > kTileRows) {
-            if (plain.size() < static_cast<size_t>(k2 * kPairStride))
-                plain.resize(static_cast<size_t>(k2 * kPairStride));
-            uint16_t* copy = plain.data();
-            panel12_tile<kTileRows>(x, ldx, wp, k2, table, yc, ldy, cols, accumulate, e0, e1, copy);
-            const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panels12(n));
-            const char* next = has_next ? reinterpret_cast<const char*>(panel12(packed, p + 1, k2)) : nullptr;
-            panel_row_tiles<3>(rows, next, kPair12Bytes, kTileRows,
-                               [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
-                panel_tile<decltype(m)::value, decltype(pf)::value>(x + r * ldx, ldx, copy, k2, yc + r * ldy, ldy,
-                                                                    cols, accumulate, pfp, pfs, e0, e1);
-            });
-        } else {
-            with_rows<kTileRows>(rows, [&](auto m) {
-                panel12_tile<decltype(m)::value>(x, ldx, wp, k2, table, yc, ldy, cols, accumulate, e0, e1);
-            });
-        }
+        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panels12(n));
+        const char* next = has_next ? reinterpret_cast<const char*>(panel12(packed, p + 1, k2)) : nullptr;
+        panel_row_tiles<3>(rows, next, kPair12Bytes, 0, [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
+            panel12_tile<decltype(m)::value, decltype(pf)::value>(x + r * ldx, ldx, wp, k2, table, yc + r * ldy, ldy,
+                                                                  cols, accumulate, e0, e1, pfp, pfs);
+        });
     }
 }
 
