@@ -257,6 +257,9 @@ def main() -> int:
     bytes_tok = shape["active_weight_bytes_per_token"]
     roofline = bw * 1e9 / bytes_tok
     summary = {}
+    if any(not x.get("bs1_bandwidth", {}).get("rss_reset", True) for x in runs["moeserve"]):
+        print("warning: /proc/self/clear_refs was not writable: moeserve's peak RSS includes its "
+              f"{BS1_PROBE_GIB} GiB batch-1 bandwidth probe", file=sys.stderr)
     for eng in ("moeserve", "llama.cpp"):
         rs = runs[eng]
         s = {"prefill_tps": median([x["prefill_tps"] for x in rs]),
