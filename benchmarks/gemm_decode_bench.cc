@@ -16,6 +16,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
+#include "bench_args.h"
 #include "ops/ops.h"
 
 using namespace moe;
@@ -33,15 +34,7 @@ int main(int argc, char** argv) {
         else if (a == "--matrices") matrices = std::stoll(argv[i + 1]);
         else if (a == "--repeats") repeats = std::stoi(argv[i + 1]);
         else if (a == "--packed") packed = std::string(argv[i + 1]) != "0";
-        else if (a == "--ms") {
-            ms.clear();
-            for (size_t pos = 0; pos < std::string(argv[i + 1]).size();) {
-                const std::string list = argv[i + 1];
-                const size_t comma = list.find(',', pos);
-                ms.push_back(std::stoll(list.substr(pos, comma - pos)));
-                pos = comma == std::string::npos ? list.size() : comma + 1;
-            }
-        }
+        else if (a == "--ms") ms = bench::parse_int_list(argv[i + 1]);
     }
     auto be = make_cpu_backend({.num_threads = threads});
     auto& engine = cpu::as_cpu(*be).gemm_engine();

@@ -23,22 +23,13 @@
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
+#include "bench_args.h"
 #include "moe/dtype.h"
 #include "ops/ops.h"
 
 using namespace moe;
 
 namespace {
-
-std::vector<int64_t> parse_list(const std::string& s) {
-    std::vector<int64_t> v;
-    for (size_t pos = 0; pos < s.size();) {
-        const size_t comma = s.find(',', pos);
-        v.push_back(std::stoll(s.substr(pos, comma - pos)));
-        pos = comma == std::string::npos ? s.size() : comma + 1;
-    }
-    return v;
-}
 
 struct Layer {
     std::vector<DeviceBuffer> buffers;           // the packed matrices
@@ -60,7 +51,7 @@ int main(int argc, char** argv) {
         else if (a == "--inter") inter = std::stoll(v);
         else if (a == "--experts") experts = std::stoll(v);
         else if (a == "--top-k") top_k = std::stoll(v);
-        else if (a == "--tokens") token_counts = parse_list(v);
+        else if (a == "--tokens") token_counts = bench::parse_int_list(v);
         else if (a == "--layers") layers = std::stoll(v);
         else if (a == "--repeats") repeats = std::stoi(v);
         else {

@@ -16,6 +16,29 @@ constexpr int64_t kPairStride = 2 * kBf16PanelCols;  // elements per k pair in a
 // Rows per tile: 6 x 4 = 24 accumulators + 4 weight vectors + 1 broadcast fit 32 registers.
 constexpr int kTileRows = 6;
 
+// Panels of an n-column matrix.
+int64_t panel_count(int64_t n) {
+    return (n + kBf16PanelCols - 1) / kBf16PanelCols;
+}
+
+// k pair kp of the panel whose first column is src (columns c1 <= 64 of them, rows of k values)
+// in the plain layout: out[2 * c + i] = src[c * k + 2 * kp + i], zero past the last column and,
+// for an odd k, past the last value.
+inline void gather_pair_row(const uint16_t* src, int64_t k, int64_t c1, int64_t kp, uint16_t* out) {
+    const bool full = 2 * kp + 1 < k;
+    for (int64_t c = 0; c < c1; ++c) {
+        const uint16_t* s = src + c * k + 2 * kp;
+        if (full) {
+            std::memcpy(out + 2 * c, s, 2 * sizeof(uint16_t));
+        } else {
+            out[2 * c] = s[0];  // odd k: the last value, paired with a zero
+            out[2 * c + 1] = 0;
+        }
+    }
+    if (c1 < kBf16PanelCols)
+        std::memset(out + 2 * c1, 0, static_cast<size_t>(kBf16PanelCols - c1) * 2 * sizeof(uint16_t));
+}
+
 // y[m][0, cols) (+)= acc[m].
 template <int M>
 MOE_BF16_TARGET __attribute__((always_inline)) inline void store_tile(const __m512 (&acc)[M][4], float* y, int64_t ldy,
@@ -28,48 +51,6 @@ MOE_BF16_TARGET __attribute__((always_inline)) inline void store_tile(const __m5
             __m512 v = acc[m][j];
             if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yr + 16 * j));
             _mm512_mask_storeu_ps(yr + 16 * j, mask, v);
-        }
-    }
-}
-
-// The 12-bit form (bf16_panels.h): its records.
-constexpr int64_t kPair12Bytes = 192;  // one k pair row: 128 low bytes, 64 code bytes
-constexpr int64_t kHeader12Bytes = 128;
-constexpr uint8_t kEscapeCode = 15;
-
-struct Header12 {
-    int64_t n, k, exceptions;
-    uint8_t pad[40];
-    uint8_t table[64];  // the 16 entries, once per 128-bit lane (VPSHUFB looks up per lane)
-};
-static_assert(sizeof(Header12) <= kHeader12Bytes);
-
-// A panel's exceptions are sorted by column group of 16 (slot / 32), then k pair, then slot: the
-// order add_exceptions needs to reach each group's accumulators in turn.
-struct Exception12 {
-    int32_t kp;    // k pair
-    uint8_t slot;  // value within the pair row: column * 2 + (k % 2)
-    uint8_t pad;
-    uint16_t value;  // the exact bf16
-};
-static_assert(sizeof(Exception12) == 8);
-
-// The exceptions of a 12-bit panel [e, e_end) (sorted by column group of 16, then k pair) that
-// the tile read as +0.0: the exact bf16 products (8 x 8 significant bits fit f32's 24) added to
-// the tile's sums in that order, in registers (a fused multiply-add of a product that f32 holds
-// exactly rounds as the add alone). The same terms in the same order whatever M, so a row's bits do not depend
-// on its tile.
-template <int M>
-MOE_BF16_TARGET __attribute__((always_inline)) inline void add_exceptions(__m512 (&acc)[M][4], const uint16_t* x,
-                                                                          int64_t ldx, const Exception12* e,
-                                                                          const Exception12* e_end) {
-    for (int j = 0; j < 4; ++j) {
-        for (; e < e_end && e->slot / 32 == j; ++e) {
-            const __mmask16 lane = static_cast<__mmask16>(1u << (e->slot / 2 % 16));
-            const __m512 wv = _mm512_set1_ps(bf16_to_f32(e->value));
-            const int64_t kk = 2 * static_cast<int64_t>(e->kp) + e->slot % 2;
-            for (int m = 0; m < M; ++m)
-                acc[m][j] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(bf16_to_f32(x[m * ldx + kk])), wv, acc[m][j], lane);
         }
     }
 }
@@ -107,6 +88,47 @@ MOE_BF16_TARGET void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* 
 
 // ---- 12-bit panels
 
+constexpr int64_t kPair12Bytes = 192;  // one k pair row: 128 low bytes, 64 code bytes
+constexpr int64_t kHeader12Bytes = 128;
+constexpr uint8_t kEscapeCode = 15;
+
+struct Header12 {
+    int64_t n, k, exceptions;
+    uint8_t pad[40];
+    uint8_t table[64];  // the 16 entries, once per 128-bit lane (VPSHUFB looks up per lane)
+};
+static_assert(sizeof(Header12) <= kHeader12Bytes);
+
+// A panel's exceptions are sorted by column group of 16 (slot / 32), then k pair, then slot: the
+// order add_exceptions needs to reach each group's accumulators in turn.
+struct Exception12 {
+    int32_t kp;    // k pair
+    uint8_t slot;  // value within the pair row: column * 2 + (k % 2)
+    uint8_t pad;
+    uint16_t value;  // the exact bf16
+};
+static_assert(sizeof(Exception12) == 8);
+
+// The exceptions of a 12-bit panel [e, e_end) (sorted by column group of 16, then k pair) that
+// the tile read as +0.0: the exact bf16 products (8 x 8 significant bits fit f32's 24) added to
+// the tile's sums in that order, in registers (a fused multiply-add of a product that f32 holds
+// exactly rounds as the add alone). The same terms in the same order whatever M, so a row's bits
+// do not depend on its tile.
+template <int M>
+MOE_BF16_TARGET __attribute__((always_inline)) inline void add_exceptions(__m512 (&acc)[M][4], const uint16_t* x,
+                                                                          int64_t ldx, const Exception12* e,
+                                                                          const Exception12* e_end) {
+    for (int j = 0; j < 4; ++j) {
+        for (; e < e_end && e->slot / 32 == j; ++e) {
+            const __mmask16 lane = static_cast<__mmask16>(1u << (e->slot / 2 % 16));
+            const __m512 wv = _mm512_set1_ps(bf16_to_f32(e->value));
+            const int64_t kk = 2 * static_cast<int64_t>(e->kp) + e->slot % 2;
+            for (int m = 0; m < M; ++m)
+                acc[m][j] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(bf16_to_f32(x[m * ldx + kk])), wv, acc[m][j], lane);
+        }
+    }
+}
+
 // Byte position, within its 64-byte half of the low-byte plane (and within the code plane), of
 // value e (0..127) of a pair row. Values are stored so that VPUNPCKLBW / VPUNPCKHBW of a half
 // with its high bytes, which interleave per 128-bit lane, give values 0-31 and 32-63 of the half
@@ -123,15 +145,12 @@ const Header12& header12(const uint8_t* packed) {
 const uint8_t* panel12(const uint8_t* packed, int64_t p, int64_t k2) {
     return packed + kHeader12Bytes + p * k2 * kPair12Bytes;
 }
-int64_t panels12(int64_t n) {
-    return (n + kBf16PanelCols - 1) / kBf16PanelCols;
-}
 const int32_t* exc_offsets12(const uint8_t* packed, int64_t n, int64_t k) {
-    return reinterpret_cast<const int32_t*>(panel12(packed, panels12(n), (k + 1) / 2));
+    return reinterpret_cast<const int32_t*>(panel12(packed, panel_count(n), (k + 1) / 2));
 }
 int64_t exc_list_offset12(int64_t n, int64_t k) {
-    const int64_t offsets_end = kHeader12Bytes + panels12(n) * ((k + 1) / 2) * kPair12Bytes +
-                                (panels12(n) + 1) * static_cast<int64_t>(sizeof(int32_t));
+    const int64_t offsets_end = kHeader12Bytes + panel_count(n) * ((k + 1) / 2) * kPair12Bytes +
+                                (panel_count(n) + 1) * static_cast<int64_t>(sizeof(int32_t));
     return (offsets_end + 7) / 8 * 8;
 }
 const Exception12* exceptions12(const uint8_t* packed, int64_t n, int64_t k) {
@@ -194,28 +213,14 @@ MOE_BF16_TARGET void decode_panel12(const uint8_t* wp, int64_t k2, const uint8_t
 }  // namespace
 
 void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out) {
-    const int64_t k2 = (k + 1) / 2, full_pairs = k / 2;
-    const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
-    for (int64_t p = 0; p < panels; ++p) {
+    const int64_t k2 = (k + 1) / 2;
+    for (int64_t p = 0; p < panel_count(n); ++p) {
         uint16_t* dst = out + p * k2 * kPairStride;
         const int64_t c1 = std::min(kBf16PanelCols, n - p * kBf16PanelCols);
-        const uint16_t* src = w + p * kBf16PanelCols * k;
         // k pairs outer, columns inner: the panel is written front to back, and the 64 source
         // rows are read 4 bytes at a time (their current lines stay in L1).
-        for (int64_t kp = 0; kp < k2; ++kp) {
-            uint16_t* d = dst + kp * kPairStride;
-            for (int64_t c = 0; c < c1; ++c) {
-                const uint16_t* s = src + c * k + 2 * kp;
-                if (kp < full_pairs) {
-                    std::memcpy(d + 2 * c, s, 2 * sizeof(uint16_t));
-                } else {
-                    d[2 * c] = s[0];  // odd k: the last value, paired with a zero
-                    d[2 * c + 1] = 0;
-                }
-            }
-            if (c1 < kBf16PanelCols)
-                std::memset(d + 2 * c1, 0, static_cast<size_t>(kBf16PanelCols - c1) * 2 * sizeof(uint16_t));
-        }
+        for (int64_t kp = 0; kp < k2; ++kp)
+            gather_pair_row(w + p * kBf16PanelCols * k, k, c1, kp, dst + kp * kPairStride);
     }
 }
 
@@ -227,8 +232,9 @@ namespace {
 // pf, pf_stride) runs M rows from row r. Nothing is prefetched below kBf16PanelPrefetchMinRows
 // rows or without a next panel.
 template <int LinesPerPair, typename Tile>
-void panel_row_tiles(int64_t rows, const char* next, int64_t pair_stride, int64_t r, Tile&& tile) {
+void panel_row_tiles(int64_t rows, const char* next, int64_t pair_stride, Tile&& tile) {
     static_assert(LinesPerPair >= 3 && LinesPerPair <= 4, "two passes of at most two lines");
+    int64_t r = 0;
     auto one = [&](auto m) {
         const int64_t pass = r / kTileRows;  // 0: the first tile
         if (next == nullptr || rows < kBf16PanelPrefetchMinRows || pass == 0 || pass > 2) {
@@ -248,7 +254,6 @@ void panel_row_tiles(int64_t rows, const char* next, int64_t pair_stride, int64_
 void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* wp, int64_t n, int64_t k,
                       int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate, bool prefetch_following) {
     const int64_t k2 = (k + 1) / 2;
-    const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
     n_end = std::min(n_end, n);
     for (int64_t c0 = n_begin; c0 < n_end; c0 += kBf16PanelCols) {
         const int64_t p = c0 / kBf16PanelCols;
@@ -263,9 +268,9 @@ void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16
         // prefetches outran the arithmetic: 8 rows went 249 -> 180, 12 rows no change; so none.
         // The tiles' arithmetic is unchanged.
         static_assert(kBf16PanelPrefetchMinRows == 2 * kTileRows + 1, "two later tiles");
-        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panels);
+        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panel_count(n));
         const char* next = has_next ? reinterpret_cast<const char*>(panel + k2 * kPairStride) : nullptr;
-        panel_row_tiles<4>(rows, next, kPairStride * 2, 0, [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
+        panel_row_tiles<4>(rows, next, kPairStride * 2, [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
             panel_tile<decltype(m)::value, decltype(pf)::value>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols,
                                                                 accumulate, pfp, pfs);
         });
@@ -278,9 +283,9 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k, Thr
     Bf16Panels12Plan plan;
     plan.n = n;
     plan.k = k;
-    const int64_t panels = panels12(n);
-    // Ranges of panels (columns), on the pool when given: each range's counts are its own, and
-    // the merge below adds them in a fixed order.
+    const int64_t panels = panel_count(n);
+    // Ranges of panels (columns), on the pool when given. Each range counts into its own
+    // histogram; integer counts merge to the same totals whichever range finishes first.
     auto over_panels = [&](auto&& fn) {
         if (pool != nullptr) {
             pool->parallel_for(panels, fn);
@@ -327,7 +332,7 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k, Thr
 }
 
 void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t p_begin, int64_t p_end, uint8_t* out) {
-    const int64_t n = plan.n, k = plan.k, k2 = (k + 1) / 2, full_pairs = k / 2;
+    const int64_t n = plan.n, k = plan.k, k2 = (k + 1) / 2;
     if (p_begin == 0) {
         Header12 h{};
         h.n = n;
@@ -336,7 +341,7 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
         for (int lane = 0; lane < 4; ++lane) std::memcpy(h.table + 16 * lane, plan.table, sizeof(plan.table));
         std::memset(out, 0, kHeader12Bytes);
         std::memcpy(out, &h, sizeof(h));
-        auto* offs = reinterpret_cast<int32_t*>(out + kHeader12Bytes + panels12(n) * k2 * kPair12Bytes);
+        auto* offs = reinterpret_cast<int32_t*>(out + kHeader12Bytes + panel_count(n) * k2 * kPair12Bytes);
         std::memcpy(offs, plan.exc_offsets.data(), plan.exc_offsets.size() * sizeof(int32_t));
     }
     // Value e of a pair row and value e + 64 share code byte byte_pos12(e) (low and high nibble)
@@ -352,12 +357,7 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
         const int64_t c1 = std::min(kBf16PanelCols, n - p * kBf16PanelCols);
         const uint16_t* src = w + p * kBf16PanelCols * k;
         for (int64_t kp = 0; kp < k2; ++kp) {
-            for (int64_t c = 0; c < c1; ++c) {
-                const uint16_t* s = src + c * k + 2 * kp;
-                row[2 * c] = s[0];
-                row[2 * c + 1] = kp < full_pairs ? s[1] : 0;  // odd k: the last value, paired with a zero
-            }
-            std::fill(row + 2 * c1, row + 2 * kBf16PanelCols, uint16_t{0});
+            gather_pair_row(src, k, c1, kp, row);
             uint8_t* lo = dst + kp * kPair12Bytes;
             uint8_t* codes = lo + 128;
             uint8_t nib[2];
@@ -396,7 +396,7 @@ void unpack_bf16_panels12(const uint8_t* packed, uint16_t* panels) {
     const int32_t* offs = exc_offsets12(packed, h.n, h.k);
     const Exception12* exc = exceptions12(packed, h.n, h.k);
     const uint8_t* table = h.table;
-    for (int64_t p = 0; p < panels12(h.n); ++p)
+    for (int64_t p = 0; p < panel_count(h.n); ++p)
         decode_panel12(panel12(packed, p, k2), k2, table, exc + offs[p], exc + offs[p + 1],
                        panels + p * k2 * kPairStride);
 }
@@ -422,9 +422,9 @@ void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uin
         float* yc = y + (c0 - n_begin);
         const Exception12* e0 = exc + offs[p];
         const Exception12* e1 = exc + offs[p + 1];
-        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panels12(n));
+        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panel_count(n));
         const char* next = has_next ? reinterpret_cast<const char*>(panel12(packed, p + 1, k2)) : nullptr;
-        panel_row_tiles<3>(rows, next, kPair12Bytes, 0, [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
+        panel_row_tiles<3>(rows, next, kPair12Bytes, [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
             panel12_tile<decltype(m)::value, decltype(pf)::value>(x + r * ldx, ldx, wp, k2, table, yc + r * ldy, ldy,
                                                                   cols, accumulate, e0, e1, pfp, pfs);
         });
