@@ -8,12 +8,19 @@
 //   gemm_decode_bench [--threads 2] [--n 4096] [--k 2048] [--matrices 16] [--repeats 5] [--ms 1,2,4,16,64,512]
 //       [--packed 1] (instead of oneDNN, the second path is our tiles on weights packed into
 //       panels at load, bf16_panels.h: the two layouts of our own kernel, alternated)
+//       [--packed 12] (the plain panels against the lossless 12-bit panels, bf16_panels.h)
+//
+// Weights are drawn like a checkpoint's (normal, std 0.02), so that the 12-bit form keeps as
+// many exceptions as it would on a model. GB/s and GFLOP/s count the bf16 bytes (2 per weight)
+// for every path: a higher figure is a faster pass whatever the layout reads.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
 #include "bench_args.h"
@@ -23,7 +30,7 @@ using namespace moe;
 
 int main(int argc, char** argv) {
     int threads = 2, repeats = 5;
-    bool packed = false;
+    int packed = 0;
     int64_t n = 4096, k = 2048, matrices = 16;
     std::vector<int64_t> ms = {1, 2, 4, 16, 64, 512};
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -33,27 +40,37 @@ int main(int argc, char** argv) {
         else if (a == "--k") k = std::stoll(argv[i + 1]);
         else if (a == "--matrices") matrices = std::stoll(argv[i + 1]);
         else if (a == "--repeats") repeats = std::stoi(argv[i + 1]);
-        else if (a == "--packed") packed = std::string(argv[i + 1]) != "0";
+        else if (a == "--packed") packed = std::stoi(argv[i + 1]);
         else if (a == "--ms") ms = bench::parse_int_list(argv[i + 1]);
     }
     auto be = make_cpu_backend({.num_threads = threads});
     auto& engine = cpu::as_cpu(*be).gemm_engine();
     // Weights well past the last-level cache so every pass reads DRAM.
     std::vector<std::vector<uint16_t>> w(static_cast<size_t>(matrices), std::vector<uint16_t>(static_cast<size_t>(n * k)));
-    for (size_t i = 0; i < w.size(); ++i)
-        for (size_t j = 0; j < w[i].size(); ++j) w[i][j] = f32_to_bf16(static_cast<float>((i * 31 + j * 7) % 13) * 0.01f);
-    std::vector<DeviceBuffer> panels;
-    if (packed) {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> dist(0.0f, 0.02f);
+    for (auto& wi : w)
+        for (auto& v : wi) v = f32_to_bf16(dist(rng));
+    // panels[0]: the plain panels (--packed 1 and 12), panels[1]: the 12-bit form (--packed 12).
+    std::vector<DeviceBuffer> panels[2];
+    std::vector<uint8_t> layouts[2];
+    if (packed != 0) {
         for (auto& wi : w) {
-            auto pm = be->pack_matrix(TensorView::make(wi.data(), DType::kBF16, {n, k}));
-            if (!pm.ok() || pm.value().data() == nullptr) {
-                std::fprintf(stderr, "--packed: this backend packs no bf16 matrix (no AVX512-BF16?)\n");
-                return 1;
+            for (int f = 0; f < (packed == 12 ? 2 : 1); ++f) {
+                const TensorView view = TensorView::make(wi.data(), DType::kBF16, {n, k});
+                uint8_t layout = 0;
+                auto pm = f == 0 ? be->pack_matrix(view) : be->pack_streamed_matrix(view, &layout);
+                if (!pm.ok() || pm.value().data() == nullptr || layout != (f == 0 ? 0 : cpu::kPackedLayoutPanels12)) {
+                    std::fprintf(stderr, "--packed: this backend does not pack bf16 matrices so (no AVX512-BF16?)\n");
+                    return 1;
+                }
+                panels[f].push_back(std::move(pm.value()));
+                layouts[f].push_back(layout);
             }
-            panels.push_back(std::move(pm.value()));
         }
     }
-    const char* second = packed ? "panels" : "oneDNN";
+    const char* first = packed == 12 ? "panels" : "tiles";
+    const char* second = packed == 12 ? "12-bit" : packed ? "panels" : "oneDNN";
     const int64_t max_m = *std::max_element(ms.begin(), ms.end());
     std::vector<float> x(static_cast<size_t>(max_m * k), 0.5f), y(static_cast<size_t>(max_m * n));
     const double bytes = static_cast<double>(matrices) * static_cast<double>(n * k) * 2;
@@ -63,15 +80,19 @@ int main(int argc, char** argv) {
     for (int64_t m : ms) {
         std::vector<double> gbs[2];
         for (int rep = 0; rep < repeats; ++rep) {
-            for (int path = 0; path < 2; ++path) {  // 0: tiles, 1: oneDNN or panels, alternated
-                engine.set_bf16_tiles_max_rows(path == 0 || packed ? INT64_MAX : 0);
+            for (int path = 0; path < 2; ++path) {  // 0: first, 1: second, alternated
+                engine.set_bf16_tiles_max_rows(path == 0 || packed != 0 ? INT64_MAX : 0);
                 const auto t0 = std::chrono::steady_clock::now();
                 for (int64_t i = 0; i < matrices; ++i) {
                     GemmArgs a{.x = TensorView::make(x.data(), DType::kF32, {m, k}),
                                .w = TensorView::make(w[static_cast<size_t>(i)].data(), DType::kBF16, {n, k}),
                                .bias = {},
                                .y = TensorView::make(y.data(), DType::kF32, {m, n})};
-                    if (path == 1 && packed) a.w.packed = panels[static_cast<size_t>(i)].data();
+                    const int form = packed == 12 ? path : path - 1;  // into panels[], -1: none
+                    if (packed != 0 && form >= 0) {
+                        a.w.packed = panels[form][static_cast<size_t>(i)].data();
+                        a.w.packed_layout = layouts[form][static_cast<size_t>(i)];
+                    }
                     if (!ops::run(*be, a).ok()) return 1;
                 }
                 const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -81,12 +102,12 @@ int main(int argc, char** argv) {
         for (auto& v : gbs) std::sort(v.begin(), v.end());
         const double g = gbs[0][gbs[0].size() / 2], d = gbs[1][gbs[1].size() / 2];
         if (m <= 4) {
-            std::printf("M=%lld: tiles %.1f GB/s, %s %.1f GB/s (median of %d), ratio %.2fx\n",
-                        static_cast<long long>(m), g, second, d, repeats, g / d);
+            std::printf("M=%lld: %s %.1f GB/s, %s %.1f GB/s (median of %d), ratio %.2fx\n",
+                        static_cast<long long>(m), first, g, second, d, repeats, g / d);
         } else {
             // FLOPs per weight byte: 2 * m per bf16 element = m per byte.
-            std::printf("M=%lld: tiles %.1f GFLOP/s, %s %.1f GFLOP/s (median of %d), ratio %.2fx\n",
-                        static_cast<long long>(m), g * static_cast<double>(m), second, d * static_cast<double>(m), repeats,
+            std::printf("M=%lld: %s %.1f GFLOP/s, %s %.1f GFLOP/s (median of %d), ratio %.2fx\n",
+                        static_cast<long long>(m), first, g * static_cast<double>(m), second, d * static_cast<double>(m), repeats,
                         g / d);
         }
     }

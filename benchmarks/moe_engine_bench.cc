@@ -2,7 +2,7 @@
 // stdout, so that run.py can alternate it with llama.cpp and read each engine's peak RSS.
 //
 //   moe_engine_bench bench --model DIR [--threads 2] [--prompt 512] [--ctx 64] [--decode 32]
-//                          [--batches 1,4,16,64] [--kv-cache-dtype auto|f32|bf16] [--compress-experts 1]
+//                          [--batches 1,4,16,64] [--kv-cache-dtype auto|f32|bf16] [--compress-weights 1]
 //                          [--bs1-probe-gib 0.5]
 //       prefill tokens/s of one --prompt-token prompt (one forward step), then for each batch N:
 //       N sequences each prefilled with --ctx tokens, then --decode steps of one token per
@@ -95,9 +95,10 @@ struct Flags {
     uint64_t seed = 0;
     int64_t kv_cache_bytes = 0;
     std::string kv_cache_dtype = "auto";  // as `moeserve serve --kv-cache-dtype`
-    // 0: expert matrices in the plain bf16 panels instead of their 12-bit form (for A/B runs;
-    // CpuBackendOptions::compress_streamed). Every mode that loads a model.
-    bool compress_experts = true;
+    // 0: matrices in the plain bf16 panels instead of their 12-bit form (for A/B runs;
+    // CpuBackendOptions::compress_streamed; --compress-experts is its earlier name). Every mode
+    // that loads a model.
+    bool compress_weights = true;
     double bs1_probe_gib = 0;  // bench: bandwidth probes of this size around batch 1 (0: none)
 };
 
@@ -207,7 +208,7 @@ struct LoadedModel {
 
 StatusOr<LoadedModel> load_engine(const Flags& f) {
     LoadedModel e;
-    e.backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_experts});
+    e.backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_weights});
     MOE_ASSIGN_OR_RETURN(e.model, MoeTransformer::load(f.model, *e.backend, {.weight_dtype = WeightDType::kBF16}));
     return e;
 }
@@ -268,7 +269,7 @@ int run_bench(const Flags& f) {
     j["load_s"] = load_s;
     j["matrix_dtype"] = dtype_name(model.matrix_dtype());
     j["kv_dtype"] = dtype_name(cache.dtype());
-    j["compress_experts"] = f.compress_experts;
+    j["compress_weights"] = f.compress_weights;
 
     // Prefill: one prompt in one step; the first step warms up (first-touch of the weights,
     // packing), the second is timed.
@@ -597,7 +598,7 @@ int run_engine(const Flags& f) {
 
     // As `moeserve serve --model DIR --threads N` builds it (default flags otherwise).
     const auto t_load = std::chrono::steady_clock::now();
-    auto backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_experts});
+    auto backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_weights});
     auto model_or = MoeTransformer::load(f.model, *backend, {.weight_dtype = WeightDType::kAuto});
     if (!model_or.ok()) return fail(model_or.status().to_string());
     const ModelConfig config = (*model_or)->config();
@@ -778,7 +779,7 @@ int main(int argc, char** argv) {
             else if (a == "--seed") f.seed = std::stoull(v);
             else if (a == "--kv-cache-bytes") f.kv_cache_bytes = std::stoll(v);
             else if (a == "--kv-cache-dtype") f.kv_cache_dtype = v;
-            else if (a == "--compress-experts") f.compress_experts = v != "0";
+            else if (a == "--compress-weights" || a == "--compress-experts") f.compress_weights = v != "0";
             else if (a == "--bs1-probe-gib") f.bs1_probe_gib = std::stod(v);
             else if (a == "--warmup-requests") f.warmup_requests = std::stoi(v);
             else if (a == "--bare-loop") f.bare_loop = std::stoi(v);

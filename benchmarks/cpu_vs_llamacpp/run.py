@@ -14,8 +14,9 @@ bandwidth probe, moeserve (build-bench/benchmarks/moe_engine_bench), llama.cpp (
 The decode batch-1 roofline is active weight bytes per token / the probe's read bandwidth. The
 host's bandwidth swings by 1.5x within minutes, so each engine also probes right before and right
 after its own batch-1 decode ("bs1_bandwidth"); the "adjacent" fraction divides by the faster of
-those two (median over repeats). moeserve stores expert weights in a lossless 12-bit form, so it reads fewer bytes than that;
-the JSON also has its fraction of the roofline of the bytes it reads.
+those two (median over repeats). moeserve stores its weight matrices (attention, experts, lm_head)
+in a lossless 12-bit form, so it reads fewer bytes than that; the JSON also has its fraction of the
+roofline of the bytes it reads.
 Figures are medians over the repeats; the JSON keeps every repeat.
 """
 from __future__ import annotations
@@ -271,12 +272,14 @@ def main() -> int:
             # faster of the two: the harsher roofline), median over repeats.
             s["decode_bs1_adjacent_roofline_fraction"] = median([adjacent_fraction(x, bytes_tok) for x in rs])
         summary[eng] = s
-    # moeserve keeps expert matrices in a lossless 12-bit form (bf16_panels.h): it reads 3/4 of
-    # the experts' bf16 bytes (plus ~0.02% exceptions, left out here). Its fraction of the
-    # roofline of the bytes it actually reads is the honest efficiency figure; the one above
-    # (bf16 bytes) can pass 1.
+    # moeserve keeps its matrices in a lossless 12-bit form (bf16_panels.h): it reads 3/4 of their
+    # bf16 bytes (plus ~0.02% exceptions, left out here). Its fraction of the roofline of the bytes
+    # it actually reads is the honest efficiency figure; the one above (bf16 bytes) can pass 1.
+    # Runs before the attention projections and lm_head took the form said "compress_experts".
     own_bytes_tok = bytes_tok
-    if all(x.get("compress_experts", False) for x in runs["moeserve"]):
+    if all(x.get("compress_weights", False) for x in runs["moeserve"]):
+        own_bytes_tok = bytes_tok - matrix_bytes_per_token(shape) // 4
+    elif all(x.get("compress_experts", False) for x in runs["moeserve"]):
         own_bytes_tok = bytes_tok - expert_bytes_per_token(shape) // 4
     if "1" in summary["moeserve"]["decode_tps"]:
         summary["moeserve"]["decode_bs1_own_bytes_roofline_fraction"] = (
@@ -313,6 +316,14 @@ def adjacent_fraction(run: dict, bytes_tok: int) -> float:
 def expert_bytes_per_token(s: dict) -> int:
     """bf16 bytes of one token's top-k experts over all layers (part of active_weight_bytes)."""
     return 2 * s["num_layers"] * s["num_experts_per_tok"] * 3 * s["moe_intermediate_size"] * s["hidden_size"]
+
+
+def matrix_bytes_per_token(s: dict) -> int:
+    """bf16 bytes of one token's weight matrices in the 12-bit form: the attention projections, its
+    top-k experts and lm_head (not the router, which runs in f32, nor the norms)."""
+    H, hd = s["hidden_size"], s["head_dim"]
+    attn = H * hd * (2 * s["num_heads"] + 2 * s["num_kv_heads"])
+    return 2 * (s["num_layers"] * attn + s["vocab_size"] * H) + expert_bytes_per_token(s)
 
 
 def print_table(res: dict, batches) -> None:

@@ -98,9 +98,10 @@ public:
         (void)w;
         return DeviceBuffer{};
     }
-    // pack_matrix for a matrix that decode streams from memory for a few rows a step (MoE
-    // experts): the backend may choose a smaller layout that costs more arithmetic per byte.
-    // *layout gets the value for w.packed_layout.
+    // pack_matrix for a matrix that decode streams from memory for a few rows a step (the model
+    // loads every matrix so: attention projections, experts, lm_head): the backend may choose a
+    // smaller layout that costs more arithmetic per byte. *layout gets the value for
+    // w.packed_layout.
     virtual StatusOr<DeviceBuffer> pack_streamed_matrix(const TensorView& w, uint8_t* layout) {
         *layout = 0;
         return pack_matrix(w);
@@ -118,7 +119,7 @@ struct CpuBackendOptions {
     // bf16 matrices packed into column panels at model load (pack_matrix) where the CPU has
     // AVX512-BF16; false keeps every kernel on the checkpoint layout (for A/B runs and tests).
     bool pack_weights = true;
-    // With pack_weights: MoE expert matrices in the lossless 12-bit form of the panels
+    // With pack_weights: matrices in the lossless 12-bit form of the panels
     // (pack_streamed_matrix): 25% fewer bytes streamed per decode step, the same bf16 values.
     bool compress_streamed = true;
 };

@@ -37,8 +37,8 @@ struct TensorView {
     // valid. Describes the whole view: code that takes a sub-view of a weight must clear it.
     const void* packed = nullptr;
     // Which of the backend's layouts `packed` holds (backend-defined; 0: its default). The CPU
-    // backend: 0 bf16 column panels, 1 their lossless 12-bit form for streamed weights
-    // (pack_streamed_matrix, bf16_panels.h).
+    // backend: 0 bf16 column panels, 1 their lossless 12-bit form (pack_streamed_matrix,
+    // bf16_panels.h).
     uint8_t packed_layout = 0;
 
     // Contiguous row-major view.

@@ -6,8 +6,8 @@
 
 namespace moe::cli {
 
-StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int cpu_threads, bool compress_experts) {
-    if (device == "cpu") return make_cpu_backend({.num_threads = cpu_threads, .compress_streamed = compress_experts});
+StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int cpu_threads, bool compress_weights) {
+    if (device == "cpu") return make_cpu_backend({.num_threads = cpu_threads, .compress_streamed = compress_weights});
     if (device.rfind("cuda", 0) != 0)
         return invalid_argument("--device must be cpu, cuda or cuda:N, got \"" + device + "\"");
     int index = 0;

@@ -30,7 +30,7 @@ struct RunFlags {
     int block_size = 16;
     std::string kv_cache_dtype = "auto";
     std::string device = "cpu";
-    bool compress_experts = true;
+    bool compress_weights = true;
 };
 
 StatusOr<std::vector<int32_t>> parse_ids(const std::string& s) {
@@ -65,7 +65,7 @@ Status run(const RunFlags& f) {
     if (f.dtype == "f32") dtype = WeightDType::kF32;
     else if (f.dtype == "bf16") dtype = WeightDType::kBF16;
     else if (f.dtype != "auto") return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
-    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads, f.compress_experts));
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads, f.compress_weights));
     std::unique_ptr<MoeTransformer> model;
     if (f.model.empty()) {
         // The built-in demo model: random weights, so that the command works with nothing else.
@@ -156,9 +156,9 @@ const Registrar kRegistrar("run", [](CLI::App& app, int& exit_code) {
                     "KV cache dtype: auto (bf16 for a model served in bf16, else f32), f32 or bf16")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "f32", "bf16"}));
-    cmd->add_option("--compress-experts", flags->compress_experts, kCompressExpertsHelp)
+    cmd->add_option("--compress-weights,--compress-experts", flags->compress_weights, kCompressWeightsHelp)
         ->capture_default_str()
-        ->envname("MOESERVE_COMPRESS_EXPERTS");
+        ->envname("MOESERVE_COMPRESS_WEIGHTS");
     cmd->callback([flags, &exit_code] {
         Status s = run(*flags);
         if (!s.ok()) {

@@ -44,7 +44,7 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::load(const std::filesy
                       config.num_layers, config.num_experts, config.num_experts_per_tok, dir.string(),
                       dtype_name(model->matrix_dtype()),
                       model->compact_matrices() > 0
-                          ? fmt::format(", {} expert matrices in the lossless 12-bit form", model->compact_matrices())
+                          ? fmt::format(", {} in the lossless 12-bit form", model->compact_matrices())
                           : std::string());
     return model;
 }

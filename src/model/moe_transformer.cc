@@ -104,26 +104,20 @@ public:
 
     // get() for a matrix the backend may keep packed in its own layout as well (view.packed).
     // A packed copy of a mapped tensor replaces it in memory: the mapped pages are released.
-    // streamed: a matrix decode streams for a few rows a step (an expert's), for which the
-    // backend may keep a smaller layout (Backend::pack_streamed_matrix).
-    StatusOr<TensorView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype,
-                                bool streamed = false) {
+    StatusOr<TensorView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
         bool mapped = false;
         MOE_ASSIGN_OR_RETURN(TensorView view, get(name, shape, dtype, &mapped));
-        MOE_ASSIGN_OR_RETURN(bool packed, pack(view, streamed));
+        MOE_ASSIGN_OR_RETURN(bool packed, pack(view));
         if (packed && mapped) src_.release(view.data, view.nbytes());
         return view;
     }
 
     // Sets view.packed (and packed_layout) if the backend packs this matrix; true if it did.
-    StatusOr<bool> pack(TensorView& view, bool streamed) {
+    // Every matrix of the model is one a decode step streams from memory for a few rows (the
+    // attention projections, the experts, lm_head): Backend::pack_streamed_matrix.
+    StatusOr<bool> pack(TensorView& view) {
         uint8_t layout = 0;
-        DeviceBuffer buf;
-        if (streamed) {
-            MOE_ASSIGN_OR_RETURN(buf, be_.pack_streamed_matrix(view, &layout));
-        } else {
-            MOE_ASSIGN_OR_RETURN(buf, be_.pack_matrix(view));
-        }
+        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, be_.pack_streamed_matrix(view, &layout));
         if (buf.data() == nullptr) return false;
         view.packed = buf.data();
         view.packed_layout = layout;
@@ -184,7 +178,7 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
     MOE_ASSIGN_OR_RETURN(final_norm_, wl.get("model.norm.weight", {H}, f32));
     if (c.tie_word_embeddings && !source_->has("lm_head.weight")) {
         lm_head_ = embed_;  // the embedding's rows stay in use: not released
-        MOE_RETURN_IF_ERROR(wl.pack(lm_head_, false).status());
+        MOE_RETURN_IF_ERROR(wl.pack(lm_head_).status());
     } else {
         MOE_ASSIGN_OR_RETURN(lm_head_, wl.matrix("lm_head.weight", {c.vocab_size, H}, mat));
     }
@@ -221,9 +215,9 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + "gate.weight", {E, H}, f32));
             for (int64_t e = 0; e < E; ++e) {
                 const std::string ep = mp + "experts." + std::to_string(e) + ".";
-                MOE_ASSIGN_OR_RETURN(TensorView g, wl.matrix(ep + en.gate + ".weight", {I, H}, mat, true));
-                MOE_ASSIGN_OR_RETURN(TensorView u, wl.matrix(ep + en.up + ".weight", {I, H}, mat, true));
-                MOE_ASSIGN_OR_RETURN(TensorView d, wl.matrix(ep + en.down + ".weight", {H, I}, mat, true));
+                MOE_ASSIGN_OR_RETURN(TensorView g, wl.matrix(ep + en.gate + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(TensorView u, wl.matrix(ep + en.up + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(TensorView d, wl.matrix(ep + en.down + ".weight", {H, I}, mat));
                 L.w_gate.push_back(g);
                 L.w_up.push_back(u);
                 L.w_down.push_back(d);

@@ -55,8 +55,8 @@ public:
     DType matrix_dtype() const { return matrix_dtype_; }
     // Bytes held by weights the model owns (converted ones), not counting mapped files.
     int64_t owned_weight_bytes() const;
-    // Expert matrices the backend keeps in a compact layout of its own (packed_layout != 0: the
-    // CPU's lossless 12-bit panels).
+    // Matrices the backend keeps in a compact layout of its own (packed_layout != 0: the CPU's
+    // lossless 12-bit panels).
     int64_t compact_matrices() const { return compact_matrices_; }
 
 private:

@@ -100,28 +100,34 @@ bool cpu_has_avx512_bf16() {
     return false;
 }
 
-// --compress-experts: on by default (the experts load in the 12-bit form, which the load log
-// says), off keeps plain panels; both serve the same bf16 values, so the same greedy ids.
-TEST(CliRun, CompressExpertsSwitchesTheExpertLayout) {
+// --compress-weights: on by default (every matrix loads in the 12-bit form, which the load log
+// counts), off keeps plain panels; both serve the same bf16 values, so the same greedy ids.
+// --compress-experts, its earlier name, still works.
+TEST(CliRun, CompressWeightsSwitchesTheMatrixLayout) {
     const std::string base = "run --model " + fixture("qwen3_moe") +
                              " --dtype bf16 --prompt-ids 6,147,254,31 --max-tokens 8 --ignore-eos --threads 2 --json "
                              "--log-level info";
     Result on = run(base);
-    Result off = run(base + " --compress-experts false");
+    Result off = run(base + " --compress-weights false");
+    Result off_old_name = run(base + " --compress-experts false");
     ASSERT_EQ(on.exit_code, 0) << on.out;
     ASSERT_EQ(off.exit_code, 0) << off.out;
+    ASSERT_EQ(off_old_name.exit_code, 0) << off_old_name.out;
     EXPECT_EQ(off.out.find("12-bit form"), std::string::npos) << off.out;
+    EXPECT_EQ(off_old_name.out.find("12-bit form"), std::string::npos) << off_old_name.out;
     auto ids = [](const std::string& out) {
         const size_t at = out.find("{\"");
         return at == std::string::npos ? nlohmann::json() : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at))["ids"];
     };
     EXPECT_EQ(ids(on.out), ids(off.out)) << on.out << "\n" << off.out;
     EXPECT_EQ(ids(on.out).size(), 8u) << on.out;
-    Result bad = run(base + " --compress-experts maybe");
+    Result bad = run(base + " --compress-weights maybe");
     EXPECT_NE(bad.exit_code, 0);
-    EXPECT_NE(bad.out.find("--compress-experts"), std::string::npos) << bad.out;
-    if (!cpu_has_avx512_bf16()) GTEST_SKIP() << "no AVX512-BF16: the CPU backend packs no expert panels here";
-    EXPECT_NE(on.out.find("expert matrices in the lossless 12-bit form"), std::string::npos) << on.out;
+    EXPECT_NE(bad.out.find("--compress-weights"), std::string::npos) << bad.out;
+    if (!cpu_has_avx512_bf16()) GTEST_SKIP() << "no AVX512-BF16: the CPU backend packs no panels here";
+    // The fixture: 3 layers of 4 attention projections, two MoE layers of 8 experts x 3 matrices,
+    // one dense MLP layer (mlp_only_layers) of 3, and lm_head: 12 + 48 + 3 + 1.
+    EXPECT_NE(on.out.find(", 64 in the lossless 12-bit form"), std::string::npos) << on.out;
 }
 
 TEST(CliRun, ConfigWithoutWeightsSaysSo) {

@@ -1,5 +1,5 @@
-// The bf16 tiles (gemv_bf16.h, bf16_tiles.h) and the packed column panels (bf16_panels.h)
-// against the naive reference: exact on small integers, within bf16 rounding of x on random
+// The bf16 tiles (gemv_bf16.h, bf16_tiles.h), the packed column panels and their 12-bit form
+// (bf16_panels.h) through the gemm op, against the naive reference: exact on small integers, within bf16 rounding of x on random
 // floats; decode and prefill row counts (tile remainders, row blocks), odd N and K (K tails),
 // bias and accumulate; batch and thread invariance; which matrices the backend packs.
 #include <gtest/gtest.h>
@@ -22,20 +22,53 @@ struct Case {
     bool bias, accumulate;
 };
 
-// Sets w.packed from the backend's packing of w; the buffer must outlive the view's use.
-DeviceBuffer pack(Backend& be, TensorView& w) {
-    auto packed = be.pack_matrix(w);
-    EXPECT_TRUE(packed.ok());
-    if (!packed.ok()) return {};
-    EXPECT_NE(packed.value().data(), nullptr) << "bf16 matrix not packed";
-    w.packed = packed.value().data();
-    return std::move(packed.value());
+// The layouts the gemm op reads a bf16 matrix in.
+enum class Form { kCheckpoint, kPanels, kPanels12 };
+
+// A packed copy of a matrix, which must outlive the view's use.
+struct Packed {
+    DeviceBuffer panels;
+    std::vector<uint8_t> panels12;
+    std::vector<uint16_t> poison;  // what w.data points to once packed
+};
+
+// Sets w.packed (and packed_layout) to `form` of w, and then points w.data at NaNs: the kernels
+// must read the packed form alone. The 12-bit form is packed directly, exceptions and all,
+// since the backend keeps plain panels for a matrix with as many as random N(0, 1) values have.
+Packed pack(Backend& be, TensorView& w, Form form) {
+    Packed p;
+    if (form == Form::kCheckpoint) return p;
+    const auto* src = static_cast<const uint16_t*>(w.data);
+    const int64_t n = w.dim(0), k = w.dim(1);
+    if (form == Form::kPanels) {
+        auto packed = be.pack_matrix(w);
+        EXPECT_TRUE(packed.ok());
+        if (!packed.ok()) return p;
+        EXPECT_NE(packed.value().data(), nullptr) << "bf16 matrix not packed";
+        p.panels = std::move(packed.value());
+        w.packed = p.panels.data();
+        w.packed_layout = cpu::kPackedLayoutPanels;
+    } else {
+        const cpu::Bf16Panels12Plan plan = cpu::plan_bf16_panels12(src, n, k);
+        p.panels12.resize(static_cast<size_t>(plan.bytes) + 64);
+        uint8_t* at = p.panels12.data() + (64 - reinterpret_cast<uintptr_t>(p.panels12.data()) % 64) % 64;
+        cpu::pack_bf16_panels12(src, plan, 0, (n + cpu::kBf16PanelCols - 1) / cpu::kBf16PanelCols, at);
+        w.packed = at;
+        w.packed_layout = cpu::kPackedLayoutPanels12;
+    }
+    p.poison.assign(static_cast<size_t>(n * k), 0x7fc0);  // bf16 NaN
+    w.data = p.poison.data();
+    return p;
 }
 
-void run_case(Backend& be, const Case& c, bool integers, uint32_t seed, bool packed = false) {
+const char* form_name(Form f) {
+    return f == Form::kCheckpoint ? "checkpoint layout" : f == Form::kPanels ? "panels" : "12-bit panels";
+}
+
+void run_case(Backend& be, const Case& c, bool integers, uint32_t seed, Form form) {
     SCOPED_TRACE("m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
                  " bias=" + std::to_string(c.bias) + " acc=" + std::to_string(c.accumulate) + " seed=" + std::to_string(seed) +
-                 " packed=" + std::to_string(packed));
+                 " " + form_name(form));
     std::mt19937 rng(seed);
     std::uniform_int_distribution<int> small(-4, 4);
     std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -54,8 +87,7 @@ void run_case(Backend& be, const Case& c, bool integers, uint32_t seed, bool pac
                .bias = c.bias ? TensorView::make(bias.data(), DType::kF32, {c.n}) : TensorView{},
                .y = TensorView::make(y.data(), DType::kF32, {c.m, c.n}),
                .accumulate = c.accumulate};
-    DeviceBuffer panels;
-    if (packed) panels = pack(be, a.w);
+    const Packed packed = pack(be, a.w, form);
     ASSERT_TRUE(ops::run(be, a).ok());
     std::vector<float> first = y;
     // determinism: the same call again gives the same bits
@@ -63,6 +95,7 @@ void run_case(Backend& be, const Case& c, bool integers, uint32_t seed, bool pac
     ASSERT_TRUE(ops::run(be, a).ok());
     ASSERT_EQ(std::memcmp(first.data(), y.data(), y.size() * 4), 0);
     GemmArgs r = a;
+    r.w = TensorView::make(w.data(), DType::kBF16, {c.n, c.k});
     r.y = TensorView::make(y_ref.data(), DType::kF32, {c.m, c.n});
     ASSERT_TRUE(ref::gemm(r).ok());
     for (size_t i = 0; i < y.size(); ++i) {
@@ -84,16 +117,16 @@ TEST(CpuGemvBf16, MatchesTheReferenceForEveryRowCountAndKTail) {
             for (int64_t k : {1, 31, 32, 77, 130})
                 for (bool bias : {false, true})
                     for (bool acc : {false, true})
-                        for (bool packed : {false, true}) {
-                            run_case(*be, {m, n, k, bias, acc}, true, seed++, packed);
-                            run_case(*be, {m, n, k, bias, acc}, false, seed++, packed);
+                        for (Form form : {Form::kCheckpoint, Form::kPanels, Form::kPanels12}) {
+                            run_case(*be, {m, n, k, bias, acc}, true, seed++, form);
+                            run_case(*be, {m, n, k, bias, acc}, false, seed++, form);
                         }
 }
 
 // A row's result does not depend on which other rows share the call, nor on the thread count,
-// on either layout.
-void check_invariance(bool packed) {
-    SCOPED_TRACE(packed ? "packed panels" : "checkpoint layout");
+// on every layout.
+void check_invariance(Form form) {
+    SCOPED_TRACE(form_name(form));
     const int64_t m = 70, n = 137, k = 333;
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -109,8 +142,7 @@ void check_invariance(bool packed) {
                    .w = TensorView::make(w.data(), DType::kBF16, {n, k}),
                    .bias = {},
                    .y = TensorView::make(y.data(), DType::kF32, {rows, n})};
-        DeviceBuffer panels;
-        if (packed) panels = pack(*be, a.w);
+        const Packed packed = pack(*be, a.w, form);
         EXPECT_TRUE(ops::run(*be, a).ok());
         return y;
     };
@@ -127,8 +159,9 @@ void check_invariance(bool packed) {
 
 TEST(CpuGemvBf16, RowsAreBatchAndThreadInvariant) {
     if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: the tiles are not used";
-    check_invariance(false);
-    check_invariance(true);
+    check_invariance(Form::kCheckpoint);
+    check_invariance(Form::kPanels);
+    check_invariance(Form::kPanels12);
 }
 
 // Element (n, k) lands where bf16_panels.h says, and the padding is zeros.

@@ -70,6 +70,8 @@ Status CpuBackend::copy(void* dst, Device dst_device, const void* src, Device sr
 
 namespace {
 
+constexpr int64_t kPanels12MaxExceptionsPer = 256;
+
 bool packable(const TensorView& w) {
     return w.dtype == DType::kBF16 && w.ndim == 2 && w.is_contiguous() && w.data != nullptr &&
            w.device.kind == DeviceKind::kCpu && bf16_tiles_available();
@@ -83,6 +85,9 @@ StatusOr<DeviceBuffer> CpuBackend::pack_streamed_matrix(const TensorView& w, uin
     const int64_t n = w.dim(0), k = w.dim(1);
     const auto* src = static_cast<const uint16_t*>(w.data);
     const Bf16Panels12Plan plan = plan_bf16_panels12(src, n, k, &pool_);
+    // A matrix whose high bytes spread wider than 16 values would keep many exceptions (8 bytes
+    // and a scalar term each): past 1 in 256 values (3% more bytes than none) keep it plain.
+    if (plan.exc_offsets.back() > n * k / kPanels12MaxExceptionsPer) return pack_matrix(w);
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, static_cast<size_t>(plan.bytes)));
     auto* dst = static_cast<uint8_t*>(buf.data());
     const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;

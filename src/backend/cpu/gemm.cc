@@ -12,8 +12,8 @@ Status gemm(Backend& be, const GemmArgs& a) {
     // A 1-row view may carry any stride; BLAS wants ld >= K.
     p.ldx = p.m > 1 ? a.x.stride(0) : p.k;
     p.w = a.w.data;
-    // GEMMs read the plain panels only
-    p.w_packed = a.w.packed_layout == kPackedLayoutPanels ? a.w.packed : nullptr;
+    p.w_packed = a.w.packed;
+    p.w_packed_layout = a.w.packed_layout;
     p.w_dtype = a.w.dtype;
     p.bias = a.bias.empty() ? nullptr : a.bias.ptr<const float>();
     p.y = a.y.ptr<float>();

@@ -61,7 +61,10 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
              c = next.fetch_add(1, std::memory_order_relaxed)) {
             const int64_t n0 = std::min(p.n, c * chunk_groups * kBf16ColGroup);
             const int64_t n1 = std::min(p.n, (c + 1) * chunk_groups * kBf16ColGroup);
-            if (p.w_packed != nullptr) {
+            if (p.w_packed != nullptr && p.w_packed_layout == kPackedLayoutPanels12) {
+                bf16_panels12_block(x_bf16, k_pad, p.m, static_cast<const uint8_t*>(p.w_packed), n0, n1, p.y + n0,
+                                    p.ldy, p.accumulate);
+            } else if (p.w_packed != nullptr) {
                 bf16_panel_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w_packed), p.n, p.k, n0, n1,
                                  p.y + n0, p.ldy, p.accumulate);
             } else {
