@@ -344,7 +344,7 @@ def print_table(res: dict, batches) -> None:
     for name, x, y in rows:
         print(f"{name:34s} {x:12.3f} {y:12.3f} {x / y if y else float('nan'):8.2f}")
     if "decode_bs1_own_bytes_roofline_fraction" in m:
-        print(f"moeserve reads {res['moeserve_bytes_read_per_token'] / 1e6:.0f} MB per token (12-bit experts): "
+        print(f"moeserve reads {res['moeserve_bytes_read_per_token'] / 1e6:.0f} MB per token (12-bit matrices): "
               f"decode bs 1 at {m['decode_bs1_own_bytes_roofline_fraction']:.2f} of that roofline, "
               f"{m['decode_bs1_own_bytes_adjacent_roofline_fraction']:.2f} against the adjacent probes")
 
