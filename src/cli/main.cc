@@ -1,6 +1,7 @@
 // moeserve: one binary, several subcommands (see command.h).
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/command.h"
 #include "core/logging.h"
@@ -20,6 +21,10 @@ int main(int argc, char** argv) {
     std::string log_level = "info";
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
         ->envname("MOESERVE_LOG_LEVEL");
+    // MOESERVE_COMPRESS_EXPERTS: the earlier name of MOESERVE_COMPRESS_WEIGHTS (--compress-weights),
+    // still honoured when the new one is not set.
+    if (const char* old = std::getenv("MOESERVE_COMPRESS_EXPERTS"); old != nullptr)
+        setenv("MOESERVE_COMPRESS_WEIGHTS", old, /*overwrite=*/0);
     int exit_code = 0;
     auto& reg = moe::cli::registry();
     std::sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.first < b.first; });

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -102,7 +103,7 @@ bool cpu_has_avx512_bf16() {
 
 // --compress-weights: on by default (every matrix loads in the 12-bit form, which the load log
 // counts), off keeps plain panels; both serve the same bf16 values, so the same greedy ids.
-// --compress-experts, its earlier name, still works.
+// --compress-experts and MOESERVE_COMPRESS_EXPERTS, the earlier names, still work.
 TEST(CliRun, CompressWeightsSwitchesTheMatrixLayout) {
     const std::string base = "run --model " + fixture("qwen3_moe") +
                              " --dtype bf16 --prompt-ids 6,147,254,31 --max-tokens 8 --ignore-eos --threads 2 --json "
@@ -115,6 +116,19 @@ TEST(CliRun, CompressWeightsSwitchesTheMatrixLayout) {
     ASSERT_EQ(off_old_name.exit_code, 0) << off_old_name.out;
     EXPECT_EQ(off.out.find("12-bit form"), std::string::npos) << off.out;
     EXPECT_EQ(off_old_name.out.find("12-bit form"), std::string::npos) << off_old_name.out;
+    // The environment variables, the old name too (the new one wins when both are set).
+    setenv("MOESERVE_COMPRESS_EXPERTS", "false", 1);
+    Result off_old_env = run(base);
+    setenv("MOESERVE_COMPRESS_WEIGHTS", "true", 1);
+    Result on_both_env = run(base);
+    unsetenv("MOESERVE_COMPRESS_EXPERTS");
+    setenv("MOESERVE_COMPRESS_WEIGHTS", "false", 1);
+    Result off_env = run(base);
+    unsetenv("MOESERVE_COMPRESS_WEIGHTS");
+    ASSERT_EQ(off_old_env.exit_code, 0) << off_old_env.out;
+    ASSERT_EQ(off_env.exit_code, 0) << off_env.out;
+    EXPECT_EQ(off_old_env.out.find("12-bit form"), std::string::npos) << off_old_env.out;
+    EXPECT_EQ(off_env.out.find("12-bit form"), std::string::npos) << off_env.out;
     auto ids = [](const std::string& out) {
         const size_t at = out.find("{\"");
         return at == std::string::npos ? nlohmann::json() : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at))["ids"];
@@ -128,6 +142,7 @@ TEST(CliRun, CompressWeightsSwitchesTheMatrixLayout) {
     // The fixture: 3 layers of 4 attention projections, two MoE layers of 8 experts x 3 matrices,
     // one dense MLP layer (mlp_only_layers) of 3, and lm_head: 12 + 48 + 3 + 1.
     EXPECT_NE(on.out.find(", 64 in the lossless 12-bit form"), std::string::npos) << on.out;
+    EXPECT_NE(on_both_env.out.find(", 64 in the lossless 12-bit form"), std::string::npos) << on_both_env.out;
 }
 
 TEST(CliRun, ConfigWithoutWeightsSaysSo) {
