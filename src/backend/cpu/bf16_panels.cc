@@ -1,6 +1,7 @@
 #include "backend/cpu/bf16_panels.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -326,8 +327,16 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k, Thr
             plan.exc_offsets[static_cast<size_t>(p + 1)] = count;
         }
     });
+    // The offsets are int32: a matrix of more than 2^31 values could overflow them. Count in
+    // int64 first; past INT32_MAX the plan says so and leaves the offsets unset.
+    for (int64_t p = 0; p < panels; ++p) plan.exceptions += plan.exc_offsets[static_cast<size_t>(p + 1)];
+    if (plan.exceptions > INT32_MAX) {
+        plan.exc_offsets.clear();
+        plan.bytes = -1;
+        return plan;
+    }
     for (int64_t p = 0; p < panels; ++p) plan.exc_offsets[static_cast<size_t>(p + 1)] += plan.exc_offsets[static_cast<size_t>(p)];
-    plan.bytes = exc_list_offset12(n, k) + plan.exc_offsets.back() * static_cast<int64_t>(sizeof(Exception12));
+    plan.bytes = exc_list_offset12(n, k) + plan.exceptions * static_cast<int64_t>(sizeof(Exception12));
     return plan;
 }
 
@@ -337,7 +346,7 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
         Header12 h{};
         h.n = n;
         h.k = k;
-        h.exceptions = plan.exc_offsets.back();
+        h.exceptions = plan.exceptions;
         for (int lane = 0; lane < 4; ++lane) std::memcpy(h.table + 16 * lane, plan.table, sizeof(plan.table));
         std::memset(out, 0, kHeader12Bytes);
         std::memcpy(out, &h, sizeof(h));

@@ -77,7 +77,9 @@ struct Bf16Panels12Plan {
     uint8_t table[16] = {};            // code -> high byte; code 15 is the escape (+0.0)
     int8_t code_of[256] = {};          // high byte -> code, -1: an exception unless the value is +0.0
     std::vector<int32_t> exc_offsets;  // per panel, into the exception list (panels + 1)
-    int64_t bytes = 0;                 // of the whole buffer
+    int64_t exceptions = 0;            // values kept aside
+    int64_t bytes = 0;                 // of the whole buffer; -1: exceptions past INT32_MAX (not
+                                       // representable: offsets empty, do not pack)
 };
 
 // Counts what a [n, k] bf16 matrix needs in the 12-bit form (two passes over w, over ranges of

@@ -87,7 +87,7 @@ StatusOr<DeviceBuffer> CpuBackend::pack_streamed_matrix(const TensorView& w, uin
     const Bf16Panels12Plan plan = plan_bf16_panels12(src, n, k, &pool_);
     // A matrix whose high bytes spread wider than 16 values would keep many exceptions (8 bytes
     // and a scalar term each): past 1 in 256 values (3% more bytes than none) keep it plain.
-    if (plan.exc_offsets.back() > n * k / kPanels12MaxExceptionsPer) return pack_matrix(w);
+    if (plan.bytes < 0 || plan.exceptions > n * k / kPanels12MaxExceptionsPer) return pack_matrix(w);
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, static_cast<size_t>(plan.bytes)));
     auto* dst = static_cast<uint8_t*>(buf.data());
     const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
