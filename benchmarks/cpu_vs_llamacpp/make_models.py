@@ -262,13 +262,25 @@ def shape_of(name: str, s: dict, st: SafetensorsReader, hf_of: dict):
     }[kind]
 
 
-def active_weight_bytes_per_token(s: dict) -> int:
-    """Bytes of bf16 weights one decode token reads: attention, router, its top-k experts, lm_head
-    and the norms; one embedding row (not the table)."""
-    H, hd, V, I = s["hidden_size"], s["head_dim"], s["vocab_size"], s["moe_intermediate_size"]
+def expert_bytes_per_token(s: dict) -> int:
+    """bf16 bytes of one token's top-k experts over all layers."""
+    return 2 * s["num_layers"] * s["num_experts_per_tok"] * 3 * s["moe_intermediate_size"] * s["hidden_size"]
+
+
+def matrix_bytes_per_token(s: dict) -> int:
+    """bf16 bytes of the weight matrices one decode token reads: the attention projections, its
+    top-k experts and lm_head (what moeserve keeps in the 12-bit form; not the router or norms)."""
+    H, hd = s["hidden_size"], s["head_dim"]
     attn = H * hd * (2 * s["num_heads"] + 2 * s["num_kv_heads"])
-    layer = attn + s["num_experts"] * H + s["num_experts_per_tok"] * 3 * I * H + 2 * H + 2 * hd
-    return 2 * (s["num_layers"] * layer + V * H + H + H)
+    return 2 * (s["num_layers"] * attn + s["vocab_size"] * H) + expert_bytes_per_token(s)
+
+
+def active_weight_bytes_per_token(s: dict) -> int:
+    """Bytes of bf16 weights one decode token reads: the matrices above, the router and the norms;
+    one embedding row (not the table)."""
+    H, hd = s["hidden_size"], s["head_dim"]
+    per_layer_rest = s["num_experts"] * H + 2 * H + 2 * hd  # router, two norms, q/k norms
+    return matrix_bytes_per_token(s) + 2 * (s["num_layers"] * per_layer_rest + H + H)
 
 
 def main() -> int:

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from make_models import expert_bytes_per_token, matrix_bytes_per_token
+
 HERE = Path(__file__).resolve().parent
 BS1_PROBE_GIB = 0.5  # the probes right before and after each engine's batch-1 decode
 CTX_GROUP = 16  # sequences prefilled per call when setting up the decode context (as moe_engine_bench)
@@ -311,19 +313,6 @@ def adjacent_fraction(run: dict, bytes_tok: int) -> float:
     """Batch-1 tok/s of one repeat over the roofline of the faster of its two adjacent probes."""
     gbs = max(run["bs1_bandwidth"]["before_gbs"], run["bs1_bandwidth"]["after_gbs"])
     return run["decode_tps"]["1"] * bytes_tok / (gbs * 1e9)
-
-
-def expert_bytes_per_token(s: dict) -> int:
-    """bf16 bytes of one token's top-k experts over all layers (part of active_weight_bytes)."""
-    return 2 * s["num_layers"] * s["num_experts_per_tok"] * 3 * s["moe_intermediate_size"] * s["hidden_size"]
-
-
-def matrix_bytes_per_token(s: dict) -> int:
-    """bf16 bytes of one token's weight matrices in the 12-bit form: the attention projections, its
-    top-k experts and lm_head (not the router, which runs in f32, nor the norms)."""
-    H, hd = s["hidden_size"], s["head_dim"]
-    attn = H * hd * (2 * s["num_heads"] + 2 * s["num_kv_heads"])
-    return 2 * (s["num_layers"] * attn + s["vocab_size"] * H) + expert_bytes_per_token(s)
 
 
 def print_table(res: dict, batches) -> None:

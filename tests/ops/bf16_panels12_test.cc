@@ -13,6 +13,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
 #include "ops/op_test_util.h"
+#include "ops/panels12_test_util.h"
 
 namespace moe::testing {
 namespace {
@@ -33,18 +34,6 @@ std::vector<uint16_t> weights(int64_t n, int64_t k, int outliers, uint32_t seed)
     return w;
 }
 
-std::vector<uint8_t> pack12(const std::vector<uint16_t>& w, int64_t n, int64_t k) {
-    const cpu::Bf16Panels12Plan plan = cpu::plan_bf16_panels12(w.data(), n, k);
-    std::vector<uint8_t> out(static_cast<size_t>(plan.bytes) + 64);
-    // 64-byte aligned, as the backend's allocations are
-    uint8_t* at = out.data() + (64 - reinterpret_cast<uintptr_t>(out.data()) % 64) % 64;
-    const int64_t panels = (n + cpu::kBf16PanelCols - 1) / cpu::kBf16PanelCols;
-    cpu::pack_bf16_panels12(w.data(), plan, 0, 1, at);
-    cpu::pack_bf16_panels12(w.data(), plan, 1, panels, at);  // panels in two ranges, as threads do
-    std::vector<uint8_t> aligned(at, at + plan.bytes);
-    return aligned;
-}
-
 TEST(CpuPanels12, DecodesToThePlainPanelsBitForBit) {
     if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: the panels are not used";
     struct Shape {
@@ -58,7 +47,7 @@ TEST(CpuPanels12, DecodesToThePlainPanelsBitForBit) {
         const auto w = weights(s.n, s.k, s.outliers, static_cast<uint32_t>(s.n * 31 + s.k));
         std::vector<uint16_t> plain(static_cast<size_t>(cpu::bf16_panels_elems(s.n, s.k)));
         cpu::pack_bf16_panels(w.data(), s.n, s.k, plain.data());
-        const auto packed = pack12(w, s.n, s.k);
+        const auto packed = pack_panels12(w.data(), s.n, s.k);
         std::vector<uint16_t> decoded(plain.size(), 0xffff);
         cpu::unpack_bf16_panels12(packed.data(), decoded.data());
         for (size_t i = 0; i < plain.size(); ++i) ASSERT_EQ(decoded[i], plain[i]) << "element " << i;
@@ -86,7 +75,7 @@ TEST(CpuPanels12, BlockMatchesThePlainPanels) {
     const auto w = weights(n, k, 10, 11);
     std::vector<uint16_t> plain(static_cast<size_t>(cpu::bf16_panels_elems(n, k)));
     cpu::pack_bf16_panels(w.data(), n, k, plain.data());
-    const auto packed = pack12(w, n, k);
+    const auto packed = pack_panels12(w.data(), n, k);
     ASSERT_GT(cpu::bf16_panels12_exceptions(packed.data()), 10);
     const int64_t ldx = 128;  // k padded to an even length (and beyond)
     std::mt19937 rng(3);

@@ -15,6 +15,7 @@
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/gemv_bf16.h"
 #include "ops/op_test_util.h"
+#include "ops/panels12_test_util.h"
 
 namespace moe::testing {
 namespace {
@@ -30,7 +31,7 @@ enum class Form { kCheckpoint, kPanels, kPanels12 };
 // A packed copy of a matrix, which must outlive the view's use.
 struct Packed {
     DeviceBuffer panels;
-    std::vector<uint8_t> panels12;
+    Packed12 panels12;
     std::vector<uint16_t> poison;  // what w.data points to once packed
 };
 
@@ -51,11 +52,8 @@ Packed pack(Backend& be, TensorView& w, Form form) {
         w.packed = p.panels.data();
         w.packed_layout = cpu::kPackedLayoutPanels;
     } else {
-        const cpu::Bf16Panels12Plan plan = cpu::plan_bf16_panels12(src, n, k);
-        p.panels12.resize(static_cast<size_t>(plan.bytes) + 64);
-        uint8_t* at = p.panels12.data() + (64 - reinterpret_cast<uintptr_t>(p.panels12.data()) % 64) % 64;
-        cpu::pack_bf16_panels12(src, plan, 0, (n + cpu::kBf16PanelCols - 1) / cpu::kBf16PanelCols, at);
-        w.packed = at;
+        p.panels12 = pack_panels12(src, n, k);
+        w.packed = p.panels12.data();
         w.packed_layout = cpu::kPackedLayoutPanels12;
     }
     p.poison.assign(static_cast<size_t>(n * k), 0x7fc0);  // bf16 NaN

@@ -17,11 +17,6 @@ constexpr int64_t kPairStride = 2 * kBf16PanelCols;  // elements per k pair in a
 // Rows per tile: 6 x 4 = 24 accumulators + 4 weight vectors + 1 broadcast fit 32 registers.
 constexpr int kTileRows = 6;
 
-// Panels of an n-column matrix.
-int64_t panel_count(int64_t n) {
-    return (n + kBf16PanelCols - 1) / kBf16PanelCols;
-}
-
 // k pair kp of the panel whose first column is src (columns c1 <= 64 of them, rows of k values)
 // in the plain layout: out[2 * c + i] = src[c * k + 2 * kp + i], zero past the last column and,
 // for an odd k, past the last value.
@@ -147,11 +142,11 @@ const uint8_t* panel12(const uint8_t* packed, int64_t p, int64_t k2) {
     return packed + kHeader12Bytes + p * k2 * kPair12Bytes;
 }
 const int32_t* exc_offsets12(const uint8_t* packed, int64_t n, int64_t k) {
-    return reinterpret_cast<const int32_t*>(panel12(packed, panel_count(n), (k + 1) / 2));
+    return reinterpret_cast<const int32_t*>(panel12(packed, bf16_panel_count(n), (k + 1) / 2));
 }
 int64_t exc_list_offset12(int64_t n, int64_t k) {
-    const int64_t offsets_end = kHeader12Bytes + panel_count(n) * ((k + 1) / 2) * kPair12Bytes +
-                                (panel_count(n) + 1) * static_cast<int64_t>(sizeof(int32_t));
+    const int64_t offsets_end = kHeader12Bytes + bf16_panel_count(n) * ((k + 1) / 2) * kPair12Bytes +
+                                (bf16_panel_count(n) + 1) * static_cast<int64_t>(sizeof(int32_t));
     return (offsets_end + 7) / 8 * 8;
 }
 const Exception12* exceptions12(const uint8_t* packed, int64_t n, int64_t k) {
@@ -215,7 +210,7 @@ MOE_BF16_TARGET void decode_panel12(const uint8_t* wp, int64_t k2, const uint8_t
 
 void pack_bf16_panels(const uint16_t* w, int64_t n, int64_t k, uint16_t* out) {
     const int64_t k2 = (k + 1) / 2;
-    for (int64_t p = 0; p < panel_count(n); ++p) {
+    for (int64_t p = 0; p < bf16_panel_count(n); ++p) {
         uint16_t* dst = out + p * k2 * kPairStride;
         const int64_t c1 = std::min(kBf16PanelCols, n - p * kBf16PanelCols);
         // k pairs outer, columns inner: the panel is written front to back, and the 64 source
@@ -269,7 +264,7 @@ void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16
         // prefetches outran the arithmetic: 8 rows went 249 -> 180, 12 rows no change; so none.
         // The tiles' arithmetic is unchanged.
         static_assert(kBf16PanelPrefetchMinRows == 2 * kTileRows + 1, "two later tiles");
-        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panel_count(n));
+        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < bf16_panel_count(n));
         const char* next = has_next ? reinterpret_cast<const char*>(panel + k2 * kPairStride) : nullptr;
         panel_row_tiles<4>(rows, next, kPairStride * 2, [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
             panel_tile<decltype(m)::value, decltype(pf)::value>(x + r * ldx, ldx, panel, k2, yc + r * ldy, ldy, cols,
@@ -284,7 +279,7 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k, Thr
     Bf16Panels12Plan plan;
     plan.n = n;
     plan.k = k;
-    const int64_t panels = panel_count(n);
+    const int64_t panels = bf16_panel_count(n);
     // Ranges of panels (columns), on the pool when given. Each range counts into its own
     // histogram; integer counts merge to the same totals whichever range finishes first.
     auto over_panels = [&](auto&& fn) {
@@ -327,15 +322,17 @@ Bf16Panels12Plan plan_bf16_panels12(const uint16_t* w, int64_t n, int64_t k, Thr
             plan.exc_offsets[static_cast<size_t>(p + 1)] = count;
         }
     });
-    // The offsets are int32: a matrix of more than 2^31 values could overflow them. Count in
-    // int64 first; past INT32_MAX the plan says so and leaves the offsets unset.
-    for (int64_t p = 0; p < panels; ++p) plan.exceptions += plan.exc_offsets[static_cast<size_t>(p + 1)];
-    if (plan.exceptions > INT32_MAX) {
-        plan.exc_offsets.clear();
-        plan.bytes = -1;
-        return plan;
+    // Counts to offsets. The offsets are int32: a matrix of more than 2^31 values could overflow
+    // them, so the running total is int64, and past INT32_MAX the plan says so.
+    for (int64_t p = 0; p < panels; ++p) {
+        plan.exceptions += plan.exc_offsets[static_cast<size_t>(p + 1)];
+        if (plan.exceptions > INT32_MAX) {
+            plan.exc_offsets.clear();
+            plan.bytes = -1;
+            return plan;
+        }
+        plan.exc_offsets[static_cast<size_t>(p + 1)] = static_cast<int32_t>(plan.exceptions);
     }
-    for (int64_t p = 0; p < panels; ++p) plan.exc_offsets[static_cast<size_t>(p + 1)] += plan.exc_offsets[static_cast<size_t>(p)];
     plan.bytes = exc_list_offset12(n, k) + plan.exceptions * static_cast<int64_t>(sizeof(Exception12));
     return plan;
 }
@@ -350,7 +347,7 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
         for (int lane = 0; lane < 4; ++lane) std::memcpy(h.table + 16 * lane, plan.table, sizeof(plan.table));
         std::memset(out, 0, kHeader12Bytes);
         std::memcpy(out, &h, sizeof(h));
-        auto* offs = reinterpret_cast<int32_t*>(out + kHeader12Bytes + panel_count(n) * k2 * kPair12Bytes);
+        auto* offs = reinterpret_cast<int32_t*>(out + kHeader12Bytes + bf16_panel_count(n) * k2 * kPair12Bytes);
         std::memcpy(offs, plan.exc_offsets.data(), plan.exc_offsets.size() * sizeof(int32_t));
     }
     // Value e of a pair row and value e + 64 share code byte byte_pos12(e) (low and high nibble)
@@ -405,7 +402,7 @@ void unpack_bf16_panels12(const uint8_t* packed, uint16_t* panels) {
     const int32_t* offs = exc_offsets12(packed, h.n, h.k);
     const Exception12* exc = exceptions12(packed, h.n, h.k);
     const uint8_t* table = h.table;
-    for (int64_t p = 0; p < panel_count(h.n); ++p)
+    for (int64_t p = 0; p < bf16_panel_count(h.n); ++p)
         decode_panel12(panel12(packed, p, k2), k2, table, exc + offs[p], exc + offs[p + 1],
                        panels + p * k2 * kPairStride);
 }
@@ -431,7 +428,7 @@ void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uin
         float* yc = y + (c0 - n_begin);
         const Exception12* e0 = exc + offs[p];
         const Exception12* e1 = exc + offs[p + 1];
-        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < panel_count(n));
+        const bool has_next = c0 + kBf16PanelCols < n_end || (prefetch_following && p + 1 < bf16_panel_count(n));
         const char* next = has_next ? reinterpret_cast<const char*>(panel12(packed, p + 1, k2)) : nullptr;
         panel_row_tiles<3>(rows, next, kPair12Bytes, [&](auto m, int64_t r, auto pf, const char* pfp, int64_t pfs) {
             panel12_tile<decltype(m)::value, decltype(pf)::value>(x + r * ldx, ldx, wp, k2, table, yc + r * ldy, ldy,

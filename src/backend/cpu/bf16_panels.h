@@ -33,9 +33,14 @@ inline constexpr int64_t kBf16PanelCols = 64;
 // next panel of its column range while they compute (see bf16_panels.cc).
 inline constexpr int64_t kBf16PanelPrefetchMinRows = 13;
 
+// Panels of an n-column matrix.
+inline int64_t bf16_panel_count(int64_t n) {
+    return (n + kBf16PanelCols - 1) / kBf16PanelCols;
+}
+
 // Elements (uint16_t) of the packed form of an [n, k] matrix.
 inline int64_t bf16_panels_elems(int64_t n, int64_t k) {
-    return (n + kBf16PanelCols - 1) / kBf16PanelCols * kBf16PanelCols * ((k + 1) / 2 * 2);
+    return bf16_panel_count(n) * kBf16PanelCols * ((k + 1) / 2 * 2);
 }
 
 // w [n, k] bf16 row-major -> out (bf16_panels_elems(n, k) elements), the layout above.

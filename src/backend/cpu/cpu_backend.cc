@@ -90,7 +90,7 @@ StatusOr<DeviceBuffer> CpuBackend::pack_streamed_matrix(const TensorView& w, uin
     if (plan.bytes < 0 || plan.exceptions > n * k / kPanels12MaxExceptionsPer) return pack_matrix(w);
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, static_cast<size_t>(plan.bytes)));
     auto* dst = static_cast<uint8_t*>(buf.data());
-    const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
+    const int64_t panels = bf16_panel_count(n);
     // The range that starts at panel 0 also writes the header and the exception offsets.
     pool_.parallel_for(panels, [&](int64_t begin, int64_t end) { pack_bf16_panels12(src, plan, begin, end, dst); });
     *layout = kPackedLayoutPanels12;
@@ -103,7 +103,7 @@ StatusOr<DeviceBuffer> CpuBackend::pack_matrix(const TensorView& w) {
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(
                                                *this, static_cast<size_t>(bf16_panels_elems(n, k)) * sizeof(uint16_t)));
     // Panels are independent: split them over the pool (a 151936 x 2048 lm_head is 600 MB).
-    const int64_t panels = (n + kBf16PanelCols - 1) / kBf16PanelCols;
+    const int64_t panels = bf16_panel_count(n);
     const auto* src = static_cast<const uint16_t*>(w.data);
     auto* dst = static_cast<uint16_t*>(buf.data());
     const int64_t panel_elems = bf16_panels_elems(kBf16PanelCols, k);
