@@ -3,6 +3,7 @@
 //
 //   moe_engine_bench bench --model DIR [--threads 2] [--prompt 512] [--ctx 64] [--decode 32]
 //                          [--batches 1,4,16,64] [--kv-cache-dtype auto|f32|bf16] [--compress-weights 1]
+//                          [--matmul auto|own|onednn|onednn-prefill]
 //                          [--bs1-probe-gib 0.5]
 //       prefill tokens/s of one --prompt-token prompt (one forward step), then for each batch N:
 //       N sequences each prefilled with --ctx tokens, then --decode steps of one token per
@@ -99,8 +100,18 @@ struct Flags {
     // CpuBackendOptions::compress_streamed; --compress-experts is its earlier name). Every mode
     // that loads a model.
     bool compress_weights = true;
+    // CpuBackendOptions::matmul: auto, own, onednn or onednn-prefill (oneDNN over the same panels).
+    std::string matmul = "auto";
     double bs1_probe_gib = 0;  // bench: bandwidth probes of this size around batch 1 (0: none)
 };
+
+CpuMatmul cpu_matmul(const std::string& v) {
+    if (v == "own") return CpuMatmul::kOwn;
+    if (v == "onednn") return CpuMatmul::kOnednn;
+    if (v == "onednn-prefill") return CpuMatmul::kOnednnPrefill;
+    if (v != "auto") throw std::invalid_argument("--matmul must be auto, own, onednn or onednn-prefill, got " + v);
+    return CpuMatmul::kAuto;
+}
 
 // ---- bandwidth probe ------------------------------------------------------------------------
 
@@ -208,7 +219,7 @@ struct LoadedModel {
 
 StatusOr<LoadedModel> load_engine(const Flags& f) {
     LoadedModel e;
-    e.backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_weights});
+    e.backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_weights, .matmul = cpu_matmul(f.matmul)});
     MOE_ASSIGN_OR_RETURN(e.model, MoeTransformer::load(f.model, *e.backend, {.weight_dtype = WeightDType::kBF16}));
     return e;
 }
@@ -270,6 +281,7 @@ int run_bench(const Flags& f) {
     j["matrix_dtype"] = dtype_name(model.matrix_dtype());
     j["kv_dtype"] = dtype_name(cache.dtype());
     j["compress_weights"] = f.compress_weights;
+    j["matmul"] = cpu::as_cpu(*e->backend).matmul();
 
     // Prefill: one prompt in one step; the first step warms up (first-touch of the weights,
     // packing), the second is timed.
@@ -598,7 +610,7 @@ int run_engine(const Flags& f) {
 
     // As `moeserve serve --model DIR --threads N` builds it (default flags otherwise).
     const auto t_load = std::chrono::steady_clock::now();
-    auto backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_weights});
+    auto backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_weights, .matmul = cpu_matmul(f.matmul)});
     auto model_or = MoeTransformer::load(f.model, *backend, {.weight_dtype = WeightDType::kAuto});
     if (!model_or.ok()) return fail(model_or.status().to_string());
     const ModelConfig config = (*model_or)->config();
@@ -780,6 +792,7 @@ int main(int argc, char** argv) {
             else if (a == "--kv-cache-bytes") f.kv_cache_bytes = std::stoll(v);
             else if (a == "--kv-cache-dtype") f.kv_cache_dtype = v;
             else if (a == "--compress-weights" || a == "--compress-experts") f.compress_weights = v != "0";
+            else if (a == "--matmul") f.matmul = v;
             else if (a == "--bs1-probe-gib") f.bs1_probe_gib = std::stod(v);
             else if (a == "--warmup-requests") f.warmup_requests = std::stoi(v);
             else if (a == "--bare-loop") f.bare_loop = std::stoi(v);

@@ -1,13 +1,35 @@
 #include "cli/backend_select.h"
 
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_features.h"
+#include "core/logging.h"
+
 #ifdef MOE_WITH_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
 
 namespace moe::cli {
 
-StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int cpu_threads, bool compress_weights) {
-    if (device == "cpu") return make_cpu_backend({.num_threads = cpu_threads, .compress_streamed = compress_weights});
+StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int cpu_threads, bool compress_weights,
+                                                const std::string& cpu_matmul) {
+    if (device == "cpu") {
+        CpuMatmul matmul = CpuMatmul::kAuto;
+        if (cpu_matmul == "own")
+            matmul = CpuMatmul::kOwn;
+        else if (cpu_matmul == "onednn")
+            matmul = CpuMatmul::kOnednn;
+        else if (cpu_matmul == "onednn-prefill")
+            matmul = CpuMatmul::kOnednnPrefill;
+        else if (cpu_matmul != "auto")
+            return invalid_argument("--cpu-matmul must be auto, own, onednn or onednn-prefill, got \"" + cpu_matmul +
+                                    "\"");
+        auto be = make_cpu_backend(
+            {.num_threads = cpu_threads, .compress_streamed = compress_weights, .matmul = matmul});
+        const auto& cpu = static_cast<const cpu::CpuBackend&>(*be);
+        log::backend().info("cpu backend: {} threads, {}; bf16 products: {} (--cpu-matmul {})", cpu.num_threads(),
+                            cpu::cpu_features().to_string(), cpu.matmul(), cpu_matmul);
+        return be;
+    }
     if (device.rfind("cuda", 0) != 0)
         return invalid_argument("--device must be cpu, cuda or cuda:N, got \"" + device + "\"");
     int index = 0;

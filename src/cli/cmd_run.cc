@@ -31,6 +31,7 @@ struct RunFlags {
     std::string kv_cache_dtype = "auto";
     std::string device = "cpu";
     bool compress_weights = true;
+    std::string cpu_matmul = "auto";
 };
 
 StatusOr<std::vector<int32_t>> parse_ids(const std::string& s) {
@@ -65,7 +66,7 @@ Status run(const RunFlags& f) {
     if (f.dtype == "f32") dtype = WeightDType::kF32;
     else if (f.dtype == "bf16") dtype = WeightDType::kBF16;
     else if (f.dtype != "auto") return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
-    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads, f.compress_weights));
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads, f.compress_weights, f.cpu_matmul));
     std::unique_ptr<MoeTransformer> model;
     if (f.model.empty()) {
         // The built-in demo model: random weights, so that the command works with nothing else.
@@ -159,6 +160,10 @@ const Registrar kRegistrar("run", [](CLI::App& app, int& exit_code) {
     cmd->add_option("--compress-weights,--compress-experts", flags->compress_weights, kCompressWeightsHelp)
         ->capture_default_str()
         ->envname("MOESERVE_COMPRESS_WEIGHTS");
+    cmd->add_option("--cpu-matmul", flags->cpu_matmul, kCpuMatmulHelp)
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "own", "onednn", "onednn-prefill"}))
+        ->envname("MOESERVE_CPU_MATMUL");
     cmd->callback([flags, &exit_code] {
         Status s = run(*flags);
         if (!s.ok()) {

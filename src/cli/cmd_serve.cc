@@ -39,6 +39,7 @@ struct ServeFlags {
     int64_t kv_block_size = 16;
     std::string kv_cache_dtype = "auto";
     bool compress_weights = true;
+    std::string cpu_matmul = "auto";
     int64_t max_batched_tokens = 2048;
     int64_t max_seqs = 256;
     int64_t max_model_len = 0;
@@ -99,6 +100,7 @@ std::map<std::string, std::string> effective_config(const ServeFlags& f, const E
         {"kv_block_size", std::to_string(eo.kv_block_size)},
         {"kv_cache_dtype", dtype_name(eo.kv_dtype)},
         {"compress_weights", b(f.compress_weights)},
+        {"cpu_matmul", f.cpu_matmul},
         {"max_batched_tokens", std::to_string(eo.scheduler.max_batched_tokens)},
         {"max_seqs", std::to_string(eo.scheduler.max_seqs)},
         {"max_model_len", std::to_string(eo.scheduler.max_model_len)},
@@ -123,7 +125,7 @@ Status serve(const ServeFlags& f) {
         return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
     if (f.drain_grace_seconds < 0) return invalid_argument("--drain-grace-seconds must be >= 0");
 
-    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads, f.compress_weights));
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads, f.compress_weights, f.cpu_matmul));
     std::unique_ptr<MoeTransformer> model;
     std::unique_ptr<Tokenizer> tokenizer;
     if (f.model.empty()) {
@@ -214,6 +216,8 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
         "KV cache dtype: auto (bf16 for a model served in bf16, else f32), f32 or bf16", "MOESERVE_KV_CACHE_DTYPE")
         ->check(CLI::IsMember({"auto", "f32", "bf16"}));
     opt("--compress-weights,--compress-experts", f->compress_weights, kCompressWeightsHelp, "MOESERVE_COMPRESS_WEIGHTS");
+    opt("--cpu-matmul", f->cpu_matmul, kCpuMatmulHelp, "MOESERVE_CPU_MATMUL")
+        ->check(CLI::IsMember({"auto", "own", "onednn", "onednn-prefill"}));
     opt("--max-batched-tokens", f->max_batched_tokens, "tokens per engine step (prefill chunks + decodes)",
         "MOESERVE_MAX_BATCHED_TOKENS")
         ->check(CLI::PositiveNumber);

@@ -145,6 +145,45 @@ TEST(CliRun, CompressWeightsSwitchesTheMatrixLayout) {
     EXPECT_NE(on_both_env.out.find(", 64 in the lossless 12-bit form"), std::string::npos) << on_both_env.out;
 }
 
+// --cpu-matmul: the log names who multiplies by the panels; own, onednn and onednn-prefill give
+// the same greedy ids on the fixture (the same bf16 products, summed in another f32 order); auto names the route
+// it took; a bad value is refused with the choices; MOESERVE_CPU_MATMUL sets it too.
+TEST(CliRun, CpuMatmulPicksWhoMultipliesByThePanels) {
+    const std::string base = "run --model " + fixture("qwen3_moe") +
+                             " --dtype bf16 --prompt-ids 6,147,254,31 --max-tokens 8 --ignore-eos --threads 2 --json "
+                             "--log-level info";
+    auto ids = [](const std::string& out) {
+        const size_t at = out.find("{\"");
+        return at == std::string::npos ? nlohmann::json() : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at))["ids"];
+    };
+    Result bad = run(base + " --cpu-matmul amx");
+    EXPECT_NE(bad.exit_code, 0);
+    EXPECT_NE(bad.out.find("--cpu-matmul"), std::string::npos) << bad.out;
+    EXPECT_NE(bad.out.find("onednn"), std::string::npos) << bad.out;
+    Result automatic = run(base);
+    ASSERT_EQ(automatic.exit_code, 0) << automatic.out;
+    EXPECT_NE(automatic.out.find("bf16 products: "), std::string::npos) << automatic.out;
+    EXPECT_NE(automatic.out.find("(--cpu-matmul auto)"), std::string::npos) << automatic.out;
+    if (!cpu_has_avx512_bf16()) GTEST_SKIP() << "no AVX512-BF16: the CPU backend packs no panels here";
+    Result own = run(base + " --cpu-matmul own");
+    setenv("MOESERVE_CPU_MATMUL", "onednn", 1);
+    Result onednn = run(base);
+    unsetenv("MOESERVE_CPU_MATMUL");
+    Result prefill = run(base + " --cpu-matmul onednn-prefill");
+    ASSERT_EQ(prefill.exit_code, 0) << prefill.out;
+    EXPECT_NE(prefill.out.find("over the packed panels from 64 rows, own AVX512-BF16 kernels below"),
+              std::string::npos)
+        << prefill.out;
+    EXPECT_EQ(ids(own.out), ids(prefill.out)) << own.out << "\n" << prefill.out;
+    ASSERT_EQ(own.exit_code, 0) << own.out;
+    ASSERT_EQ(onednn.exit_code, 0) << onednn.out;
+    EXPECT_NE(own.out.find("bf16 products: own AVX512-BF16 kernels (--cpu-matmul own)"), std::string::npos) << own.out;
+    EXPECT_NE(onednn.out.find("bf16 products: oneDNN brg:"), std::string::npos) << onednn.out;
+    EXPECT_NE(onednn.out.find("over the packed panels (--cpu-matmul onednn)"), std::string::npos) << onednn.out;
+    EXPECT_EQ(ids(own.out).size(), 8u) << own.out;
+    EXPECT_EQ(ids(own.out), ids(onednn.out)) << own.out << "\n" << onednn.out;
+}
+
 TEST(CliRun, ConfigWithoutWeightsSaysSo) {
     const auto dir = std::filesystem::temp_directory_path() / "moe_cli_no_weights";
     std::filesystem::create_directories(dir);

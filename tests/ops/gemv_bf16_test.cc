@@ -109,7 +109,7 @@ void run_case(Backend& be, const Case& c, bool integers, uint32_t seed, Form for
 
 TEST(CpuGemvBf16, MatchesTheReferenceForEveryRowCountAndKTail) {
     if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: the GEMV path is not used";
-    auto be = make_cpu_backend({.num_threads = 2});
+    auto be = make_cpu_backend({.num_threads = 2, .matmul = CpuMatmul::kOwn});
     cpu::as_cpu(*be).gemm_engine().set_bf16_tiles_max_rows(INT64_MAX);
     uint32_t seed = 1;
     for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 9, 16, 48, 49, 66, 131})
@@ -135,7 +135,7 @@ void check_invariance(Form form) {
     for (auto& v : x) v = normal(rng);
     for (auto& v : w) v = f32_to_bf16(normal(rng));
     auto run = [&](int threads, int64_t rows, int64_t first_row) {
-        auto be = make_cpu_backend({.num_threads = threads});
+        auto be = make_cpu_backend({.num_threads = threads, .matmul = CpuMatmul::kOwn});
         cpu::as_cpu(*be).gemm_engine().set_bf16_tiles_max_rows(INT64_MAX);
         std::vector<float> y(static_cast<size_t>(rows * n));
         GemmArgs a{.x = TensorView::make(x.data() + first_row * k, DType::kF32, {rows, k}),
@@ -170,7 +170,7 @@ TEST(CpuGemvBf16, RowsAreBatchAndThreadInvariant) {
 // The bound is the f32 rounding of the terms, far tighter than the reference check's.
 TEST(CpuGemvBf16, TwelveBitPanelsAgreeWithThePlainPanels) {
     if (!cpu::cpu_features().avx512_bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16: no panels";
-    auto be = make_cpu_backend({.num_threads = 2});
+    auto be = make_cpu_backend({.num_threads = 2, .matmul = CpuMatmul::kOwn});
     const int64_t n = 320, k = 1030;
     std::mt19937 rng(11);
     std::normal_distribution<float> normal(0.0f, 0.02f);
@@ -230,7 +230,7 @@ TEST(CpuPackedBf16, LayoutIsTheDocumentedOne) {
 TEST(CpuPackedBf16, PacksOnlyBf16MatricesWhenEnabled) {
     std::vector<uint16_t> wb(64 * 40);
     std::vector<float> wf(64 * 40);
-    auto be = make_cpu_backend({.num_threads = 2});
+    auto be = make_cpu_backend({.num_threads = 2, .matmul = CpuMatmul::kOwn});
     auto f32 = be->pack_matrix(TensorView::make(wf.data(), DType::kF32, {64, 40}));
     ASSERT_TRUE(f32.ok());
     EXPECT_EQ(f32.value().data(), nullptr);

@@ -229,7 +229,7 @@ TEST(OpsMoeExperts, CpuBf16SameBitsWhateverTheThreadsAndWhoTakesWhichItem) {
             w[m].push_back(to_bf16(rng.uniform(static_cast<size_t>(inter * hidden), -0.5f, 0.5f)));
     // layout: 0 checkpoint, 1 bf16 panels, 2 12-bit panels
     auto run = [&](int threads, int layout) {
-        auto be = make_cpu_backend({.num_threads = threads, .pack_weights = layout > 0});
+        auto be = make_cpu_backend({.num_threads = threads, .pack_weights = layout > 0, .matmul = CpuMatmul::kOwn});
         std::vector<TensorView> views[3];
         std::vector<DeviceBuffer> packs;
         for (int m = 0; m < 3; ++m)

@@ -34,7 +34,10 @@ struct BackendFactory {
 inline std::vector<BackendFactory> backend_factories() {
     // Two threads: the machines that run the tests are small, and more than one thread makes
     // the determinism checks meaningful.
-    return {{"cpu", [] { return make_cpu_backend({.num_threads = 2}); }}};
+    // "cpu-onednn": oneDNN multiplies by the packed panels (the route CpuMatmul::kAuto takes on
+    // a CPU with AMX), so every op test covers both routes whatever this CPU has.
+    return {{"cpu", [] { return make_cpu_backend({.num_threads = 2, .matmul = CpuMatmul::kOwn}); }},
+            {"cpu-onednn", [] { return make_cpu_backend({.num_threads = 2, .matmul = CpuMatmul::kOnednn}); }}};
 }
 
 // Backend memory for a test case. Each buffer gets kPad canary bytes before and after it;

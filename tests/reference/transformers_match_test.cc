@@ -4,6 +4,8 @@
 
 #include <cstdio>
 
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/onednn_panels.h"
 #include "reference/fixture.h"
 
 namespace moe::testing {
@@ -119,8 +121,9 @@ protected:
         fixture_ = load_fixture(GetParam());
         backend_ = make_cpu_backend({.num_threads = 2});
     }
-    std::unique_ptr<MoeTransformer> load(WeightDType dtype) {
-        auto m = MoeTransformer::load(fixture_.dir, *backend_, {.weight_dtype = dtype});
+    std::unique_ptr<MoeTransformer> load(WeightDType dtype) { return load_on(*backend_, dtype); }
+    std::unique_ptr<MoeTransformer> load_on(Backend& backend, WeightDType dtype) {
+        auto m = MoeTransformer::load(fixture_.dir, backend, {.weight_dtype = dtype});
         EXPECT_TRUE(m.ok()) << m.status().to_string();
         return m.ok() ? std::move(m).value() : nullptr;
     }
@@ -202,8 +205,13 @@ TEST_P(TransformersMatch, ChunkedPrefillEqualsWholePrefill) {
     EXPECT_LE(worst, kBatchInvariance);
 }
 
+// bf16 weights on both CPU routes for their products: our AVX512-BF16 kernels and oneDNN over
+// the same packed panels (CpuMatmul::kOnednn; kAuto's choice on a CPU with AMX).
 TEST_P(TransformersMatch, Bf16WeightsWithinTolerance) {
-    auto model = load(WeightDType::kBF16);
+    for (CpuMatmul matmul : {CpuMatmul::kOwn, CpuMatmul::kOnednn}) {
+    SCOPED_TRACE(matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN");
+    auto backend = make_cpu_backend({.num_threads = 2, .matmul = matmul});
+    auto model = load_on(*backend, WeightDType::kBF16);
     ASSERT_NE(model, nullptr);
     EXPECT_EQ(model->matrix_dtype(), DType::kBF16);
     // With the KV cache in f32 and in bf16 (what `moeserve serve` uses for a bf16 model: K and V
@@ -237,10 +245,43 @@ TEST_P(TransformersMatch, Bf16WeightsWithinTolerance) {
     const double within = static_cast<double>(std::count_if(row_errors.begin(), row_errors.end(),
                                                             [](double e) { return e <= kBf16Tolerance; })) /
                           static_cast<double>(row_errors.size());
-    std::printf("[ figures  ] %s bf16 weights, %s KV cache, prefill rows: median %.3g, max %.3g, %.1f%% within %.0e\n",
-                GetParam().c_str(), dtype_name(kv), median, row_errors.back(), 100 * within, kBf16Tolerance);
+    std::printf("[ figures  ] %s bf16 weights (%s), %s KV cache, prefill rows: median %.3g, max %.3g, %.1f%% within %.0e\n",
+                GetParam().c_str(), matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN", dtype_name(kv), median,
+                row_errors.back(), 100 * within, kBf16Tolerance);
     EXPECT_LE(median, 1e-2);
     EXPECT_GE(within, 0.95);
+    }
+    }
+}
+
+// With bf16 weights, on both routes: a sequence's logits do not depend on its batch-mates (the
+// products' row counts change with the batch; their results must not).
+TEST_P(TransformersMatch, Bf16BatchInvarianceOnBothMatmulRoutes) {
+    for (CpuMatmul matmul : {CpuMatmul::kOwn, CpuMatmul::kOnednn}) {
+        SCOPED_TRACE(matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN");
+        auto backend = make_cpu_backend({.num_threads = 2, .matmul = matmul});
+        auto model = load_on(*backend, WeightDType::kBF16);
+        ASSERT_NE(model, nullptr);
+        const int64_t calls = cpu::onednn_panels_calls();
+        RunResult batch = run_greedy(*model, fixture_.prompts, {.block_size = 4, .block_seed = 7});
+        double worst = 0;
+        for (size_t p = 0; p < fixture_.prompts.size(); ++p) {
+            RunResult alone = run_greedy(*model, {fixture_.prompts[p]}, {.block_size = 4, .block_seed = 3});
+            ASSERT_EQ(alone.prefill[0].size(), batch.prefill[p].size());
+            worst = std::max(worst, max_rel_error(batch.prefill[p].data(), alone.prefill[0].data(),
+                                                  static_cast<int64_t>(alone.prefill[0].size())));
+            // Decode logits are comparable while the two runs chose the same tokens.
+            if (alone.tokens[0] == batch.tokens[p])
+                worst = std::max(worst, max_rel_error(batch.decode[p].data(), alone.decode[0].data(),
+                                                      static_cast<int64_t>(alone.decode[0].size())));
+            else
+                ADD_FAILURE() << "prompt " << p << ": greedy tokens differ alone and in the batch";
+        }
+        if (matmul == CpuMatmul::kOnednn && cpu::cpu_features().avx512_bf16)
+            EXPECT_GT(cpu::onednn_panels_calls(), calls) << "no product went through oneDNN";
+        std::printf("[ figures  ] %s bf16 (%s) batch vs alone: max rel diff = %.3g\n", GetParam().c_str(),
+                    matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN", worst);
+        EXPECT_LE(worst, kBatchInvariance);
     }
 }
 

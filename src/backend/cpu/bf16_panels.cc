@@ -397,14 +397,25 @@ int64_t bf16_panels12_exceptions(const uint8_t* packed) {
 }
 
 void unpack_bf16_panels12(const uint8_t* packed, uint16_t* panels) {
+    unpack_bf16_panels12_range(packed, 0, bf16_panel_count(header12(packed).n), panels);
+}
+
+void unpack_bf16_panels12_range(const uint8_t* packed, int64_t p_begin, int64_t p_end, uint16_t* panels) {
     const Header12& h = header12(packed);
     const int64_t k2 = (h.k + 1) / 2;
     const int32_t* offs = exc_offsets12(packed, h.n, h.k);
     const Exception12* exc = exceptions12(packed, h.n, h.k);
-    const uint8_t* table = h.table;
-    for (int64_t p = 0; p < bf16_panel_count(h.n); ++p)
-        decode_panel12(panel12(packed, p, k2), k2, table, exc + offs[p], exc + offs[p + 1],
-                       panels + p * k2 * kPairStride);
+    for (int64_t p = p_begin; p < p_end; ++p)
+        decode_panel12(panel12(packed, p, k2), k2, h.table, exc + offs[p], exc + offs[p + 1],
+                       panels + (p - p_begin) * k2 * kPairStride);
+}
+
+int64_t bf16_panels12_n(const uint8_t* packed) {
+    return header12(packed).n;
+}
+
+int64_t bf16_panels12_k(const uint8_t* packed) {
+    return header12(packed).k;
 }
 
 void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint8_t* packed, int64_t n_begin,

@@ -9,7 +9,10 @@
 
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/onednn_panels.h"
 #include "core/allocator.h"
+#include "core/logging.h"
 
 namespace moe {
 namespace cpu {
@@ -45,6 +48,38 @@ CpuBackend::CpuBackend(const CpuBackendOptions& options)
     ops_.moe_permute = &cpu::moe_permute;
     ops_.moe_experts = &cpu::moe_experts;
     ops_.moe_unpermute = &cpu::moe_unpermute;
+    resolve_matmul(options.matmul);
+    log::backend().debug("cpu backend: {} threads, cpu features: {}; bf16 matrix products: {}", pool_.size(),
+                        cpu_features().to_string(), matmul_);
+}
+
+void CpuBackend::resolve_matmul(CpuMatmul requested) {
+    const CpuFeatures& f = cpu_features();
+    matmul_ = "own AVX512-BF16 kernels";
+    if (!pack_weights_ || !bf16_tiles_available()) {
+        matmul_ = bf16_tiles_available() ? "own AVX512-BF16 kernels on the checkpoint layout"
+                                         : "oneDNN / OpenBLAS on the checkpoint layout (no AVX512-BF16)";
+        if (requested == CpuMatmul::kOnednn || requested == CpuMatmul::kOnednnPrefill)
+            log::backend().warn("cpu matmul onednn: needs packed panels and AVX512-BF16; using {}", matmul_);
+        return;
+    }
+    const CpuMatmul choice =
+        requested == CpuMatmul::kAuto ? (f.amx_bf16 ? CpuMatmul::kOnednnPrefill : CpuMatmul::kOwn) : requested;
+    if (choice == CpuMatmul::kOwn) return;
+    StatusOr<std::string> impl = onednn_panels_probe();
+    if (!impl.ok()) {
+        log::backend().warn("cpu matmul {}: {}; using our own AVX512-BF16 kernels",
+                            requested == CpuMatmul::kAuto ? "auto (AMX present)" : "onednn", impl.status().message());
+        // NOTE: the route stays kOwn.
+        return;
+    }
+    gemm_.set_panel_route(choice == CpuMatmul::kOnednn ? PanelRoute::kOnednn : PanelRoute::kOnednnPrefill);
+    if (choice == CpuMatmul::kOnednnPrefill) {
+        matmul_ = "oneDNN " + *impl + " over the packed panels from " + std::to_string(kOnednnPrefillMinRows) +
+                  " rows, own AVX512-BF16 kernels below";
+        return;
+    }
+    matmul_ = "oneDNN " + *impl + " over the packed panels";
 }
 
 CpuBackend::~CpuBackend() = default;

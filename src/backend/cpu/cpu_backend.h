@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "backend/cpu/cpu_gemm.h"
 #include "core/thread_pool.h"
@@ -32,14 +33,21 @@ public:
     // values as exceptions, else pack_matrix.
     StatusOr<DeviceBuffer> pack_streamed_matrix(const TensorView& w, uint8_t* layout) override;
 
+    // Who multiplies by bf16 matrices: "own AVX512-BF16 kernels", "oneDNN brg:avx512_core_amx
+    // over the packed panels", ... (CpuBackendOptions::matmul as resolved on this CPU).
+    const std::string& matmul() const { return matmul_; }
+
     ThreadPool& pool() { return pool_; }
     GemmEngine& gemm_engine() { return gemm_; }
 
 private:
+    void resolve_matmul(CpuMatmul requested);
+
     bool pack_weights_;
     bool compress_streamed_;
     ThreadPool pool_;
     GemmEngine gemm_;
+    std::string matmul_;
 };
 
 // Table entries are only installed on a CpuBackend, so the downcast is safe.

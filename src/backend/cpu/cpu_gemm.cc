@@ -75,8 +75,7 @@ Status GemmEngine::run(const GemmProblem& p) {
     }
     if (p.w_dtype == DType::kBF16) {
         if (gemv_bf16_applies(p, tiles_max_rows_)) {
-            gemv_bf16(p, pool_);
-            return ok_status();
+            return gemv_bf16(p, pool_, route_);
         }
         if (!dnnl_->unavailable) return run_bf16(p);
         return run_bf16_fallback(p);

@@ -4,6 +4,8 @@
 //   bf16 weights -> with AVX512-BF16 (x rounded to bf16, f32 accumulation and output): our
 //                   kernels on the pool (gemv_bf16.h), over the packed column panels when the
 //                   matrix has them (bf16_panels.h), else its checkpoint layout (bf16_tiles.h);
+//                   with PanelRoute::kOnednn, oneDNN reads the panels instead, per pool thread
+//                   (onednn_panels.h: AMX tiles where present);
 //                   without it, or above bf16_tiles_max_rows: oneDNN matmul (AMX or
 //                   AVX512-BF16 kernels where present), with primitives cached by shape.
 // If oneDNN cannot build a bf16 matmul on this machine, the weights are widened to f32 in
@@ -18,6 +20,7 @@
 #include <string>
 
 #include "core/thread_pool.h"
+#include "moe/backend.h"
 #include "moe/dtype.h"
 #include "moe/status.h"
 
@@ -37,6 +40,18 @@ struct GemmProblem {
     int64_t ldy = 0;
     bool accumulate = false;
 };
+
+// Who multiplies by packed panels (CpuMatmul, resolved by the backend).
+enum class PanelRoute : uint8_t {
+    kOwn,
+    kOnednn,         // every row count
+    kOnednnPrefill,  // products of kOnednnPrefillMinRows rows or more (moe/backend.h)
+};
+
+// Whether a product of `rows` rows over packed panels goes to oneDNN on `route`.
+inline bool panel_route_onednn(PanelRoute route, int64_t rows) {
+    return route == PanelRoute::kOnednn || (route == PanelRoute::kOnednnPrefill && rows >= kOnednnPrefillMinRows);
+}
 
 class GemmEngine {
 public:
@@ -63,6 +78,11 @@ public:
     // was faster on the tiles alone. 0 sends everything to oneDNN. For A/B benchmarks and tests.
     void set_bf16_tiles_max_rows(int64_t rows) { tiles_max_rows_ = rows; }
     int64_t bf16_tiles_max_rows() const { return tiles_max_rows_; }
+    // kOnednn / kOnednnPrefill: products over packed panels (every row count / from
+    // kOnednnPrefillMinRows rows; matrices with K % 32 == 0) go to oneDNN on each pool thread
+    // (onednn_panels.h); the rest stays on our kernels.
+    void set_panel_route(PanelRoute route) { route_ = route; }
+    PanelRoute panel_route() const { return route_; }
 
 private:
     Status run_f32(const GemmProblem& p);
@@ -74,6 +94,7 @@ private:
     ThreadPool* pool_;
     std::unique_ptr<Dnnl> dnnl_;
     int64_t tiles_max_rows_ = kDefaultTilesMaxRows;
+    PanelRoute route_ = PanelRoute::kOwn;
 };
 
 }  // namespace moe::cpu

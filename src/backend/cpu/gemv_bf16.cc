@@ -6,6 +6,7 @@
 
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
+#include "backend/cpu/onednn_panels.h"
 
 namespace moe::cpu {
 namespace {
@@ -25,7 +26,7 @@ bool gemv_bf16_applies(const GemmProblem& p, int64_t max_rows) {
     return p.w_dtype == DType::kBF16 && p.m >= 1 && p.m <= max_rows && p.k > 0 && bf16_tiles_available();
 }
 
-void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
+Status gemv_bf16(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
     const int64_t k_pad = bf16_padded_k(p.k);
     // NOTE: thread_local scratch: the backend is used by one thread at a time, and this keeps
     // the step free of allocation once warmed up.
@@ -47,10 +48,16 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
     const int threads = pool != nullptr ? pool->size() : 1;
     const int64_t unit = p.w_packed != nullptr ? kBf16PanelCols / kBf16ColGroup : 1;
     const int64_t units = (groups + unit - 1) / unit;
+    const bool onednn = panel_route_onednn(route, p.m) && p.w_packed != nullptr && onednn_panels_usable(p.k);
+    // oneDNN: about two chunks per thread. A call costs ~3 us whatever its size, which on
+    // one-panel chunks at decode (a few us of streaming each) cost more than the products.
     const int64_t chunk_groups =
-        unit * std::clamp<int64_t>(units / (2 * threads), 1, std::max<int64_t>(1, chunk_cols / kBf16ColGroup / unit));
+        unit * (onednn ? std::max<int64_t>(1, (units + 2 * threads - 1) / (2 * threads))
+                       : std::clamp<int64_t>(units / (2 * threads), 1,
+                                             std::max<int64_t>(1, chunk_cols / kBf16ColGroup / unit)));
     const int64_t num_chunks = (groups + chunk_groups - 1) / chunk_groups;
     std::atomic<int64_t> next{0};
+    FirstError error;
     auto body = [&](int t, int nt, const ThreadPool::Region* region) {
         // Each thread converts its share of x's rows, then (after the barrier) takes chunks of
         // columns for all rows.
@@ -61,7 +68,10 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
              c = next.fetch_add(1, std::memory_order_relaxed)) {
             const int64_t n0 = std::min(p.n, c * chunk_groups * kBf16ColGroup);
             const int64_t n1 = std::min(p.n, (c + 1) * chunk_groups * kBf16ColGroup);
-            if (p.w_packed != nullptr && p.w_packed_layout == kPackedLayoutPanels12) {
+            if (onednn) {
+                error.keep(onednn_panel_block(x_bf16, k_pad, p.m, p.w_packed, p.w_packed_layout, p.n, p.k, n0, n1,
+                                              p.y + n0, p.ldy, p.accumulate));
+            } else if (p.w_packed != nullptr && p.w_packed_layout == kPackedLayoutPanels12) {
                 bf16_panels12_block(x_bf16, k_pad, p.m, static_cast<const uint8_t*>(p.w_packed), n0, n1, p.y + n0,
                                     p.ldy, p.accumulate);
             } else if (p.w_packed != nullptr) {
@@ -82,6 +92,7 @@ void gemv_bf16(const GemmProblem& p, ThreadPool* pool) {
     } else {
         body(0, 1, nullptr);
     }
+    return error.take();
 }
 
 }  // namespace moe::cpu

@@ -18,7 +18,8 @@
 // the split (nor on the thread count). The products read each matrix's packed column panels
 // (bf16_panels.h; an item is one panel) when the loader made them, in their lossless 12-bit form
 // when it packed them as streamed matrices (packed_layout 1: a quarter fewer bytes per decode
-// step), else the checkpoint layout.
+// step), else the checkpoint layout. With PanelRoute::kOnednn, oneDNN does the products over the
+// panels instead (onednn_panels.h: AMX tiles where present), inside the same items.
 //
 // f32 weights (or no AVX512-BF16): per expert, GEMMs through the backend's GemmEngine (BLAS
 // for f32, oneDNN for bf16), silu * up between.
@@ -31,22 +32,30 @@
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/onednn_panels.h"
 #include "ops/data_checks.h"
 
 namespace moe::cpu {
 namespace {
 
 // Output columns per work item: a multiple of kBf16ColGroup; 64 bf16 weight rows of K = 2048
-// are 256 KB, within L2 while the item's row blocks pass.
+// are 256 KB, within L2 while the item's row blocks pass. The oneDNN route takes 4 panels per
+// item: one oneDNN call costs ~3 us whatever its size, which on one 64-column panel at decode
+// (~6 us of streaming) left moe-s decode at 0.6x of our kernels.
 constexpr int64_t kItemCols = 64;
-static_assert(kItemCols % kBf16PanelCols == 0, "items start on a panel");
+constexpr int64_t kOnednnItemCols = 256;
+static_assert(kItemCols % kBf16PanelCols == 0 && kOnednnItemCols % kBf16PanelCols == 0, "items start on a panel");
 
 // y = x * w[n_begin:n_end]^T over w's packed panels when it has them, else its checkpoint
 // layout. A thread's next item is mostly the same matrix's next panel: prefill-sized row counts
-// prefetch it (bf16_panel_block's prefetch_following).
+// prefetch it (bf16_panel_block's prefetch_following). onednn: packed panels go through oneDNN
+// (onednn_panels.h) when their K allows; its errors go to `error`.
 void dot(const uint16_t* x, int64_t ldx, int64_t rows, const TensorView& w, int64_t n_begin, int64_t n_end, float* y,
-         int64_t ldy) {
-    if (w.packed != nullptr && w.packed_layout == kPackedLayoutPanels12) {
+         int64_t ldy, bool onednn, FirstError& error) {
+    if (onednn && w.packed != nullptr && onednn_panels_usable(w.dim(1))) {
+        error.keep(onednn_panel_block(x, ldx, rows, w.packed, w.packed_layout, w.dim(0), w.dim(1), n_begin, n_end, y,
+                                      ldy, false));
+    } else if (w.packed != nullptr && w.packed_layout == kPackedLayoutPanels12) {
         bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.packed), n_begin, n_end, y, ldy, false,
                             true);
     } else if (w.packed != nullptr) {
@@ -111,14 +120,14 @@ void run_items(ItemRange* ranges, int parts, int t, int nt, Fn&& fn) {
 
 // Items over [0, cols) for every expert with rows; costs: weight bytes streamed plus MACs.
 void make_items(const int32_t* off, int64_t num_experts, int64_t cols, int64_t k, int64_t matrices, int parts,
-                std::vector<Item>& items, std::vector<int64_t>& costs, std::vector<int64_t>& bounds) {
+                int64_t item_cols, std::vector<Item>& items, std::vector<int64_t>& costs, std::vector<int64_t>& bounds) {
     items.clear();
     costs.clear();
     for (int64_t e = 0; e < num_experts; ++e) {
         const int64_t rows = off[e + 1] - off[e];
         if (rows == 0) continue;
-        for (int64_t c = 0; c < cols; c += kItemCols) {
-            const int64_t c1 = std::min(cols, c + kItemCols);
+        for (int64_t c = 0; c < cols; c += item_cols) {
+            const int64_t c1 = std::min(cols, c + item_cols);
             items.push_back({static_cast<int32_t>(e), static_cast<int32_t>(c), static_cast<int32_t>(c1)});
             // NOTE: streaming a weight row costs about as much as 8 rows of x against it once it
             // is in cache (decode is bound by the first, prefill by the second).
@@ -139,8 +148,13 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
     if (s.xb.size() < static_cast<size_t>(total * kph)) s.xb.resize(static_cast<size_t>(total * kph));
     if (s.hb.size() < static_cast<size_t>(total * kpi)) s.hb.resize(static_cast<size_t>(total * kpi));
     const int threads = std::max(1, cpu.pool().size());
-    make_items(off, num_experts, inter, hidden, 2, threads, s.gate_up, s.costs, s.gate_up_bounds);
-    make_items(off, num_experts, hidden, inter, 1, threads, s.down, s.costs, s.down_bounds);
+    // The route is chosen per expert, by its row count (all of an expert's rows take one route).
+    const PanelRoute route = cpu.gemm_engine().panel_route();
+    int64_t max_rows = 0;
+    for (int64_t e = 0; e < num_experts; ++e) max_rows = std::max<int64_t>(max_rows, off[e + 1] - off[e]);
+    const int64_t item_cols = panel_route_onednn(route, max_rows) ? kOnednnItemCols : kItemCols;
+    make_items(off, num_experts, inter, hidden, 2, threads, item_cols, s.gate_up, s.costs, s.gate_up_bounds);
+    make_items(off, num_experts, hidden, inter, 1, threads, item_cols, s.down, s.costs, s.down_bounds);
     if (s.ranges < threads) {
         s.gate_up_ranges = std::make_unique<ItemRange[]>(static_cast<size_t>(threads));
         s.down_ranges = std::make_unique<ItemRange[]>(static_cast<size_t>(threads));
@@ -161,6 +175,7 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
     const Item* down = s.down.data();
     const float* x = a.x_permuted.ptr<const float>();
     float* out = a.out_permuted.ptr<float>();
+    FirstError error;
 
     auto body = [&](int t, int nt, const ThreadPool::Region* region) {
         // Phase 1: this thread's share of the rows to bf16.
@@ -168,21 +183,22 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
         f32_rows_to_bf16(x + r0 * hidden, hidden, r1 - r0, hidden, xb + r0 * kph, kph);
         if (region != nullptr) region->barrier();
         // Phase 2: gate, up and SwiGLU per (expert, intermediate block).
-        alignas(64) float g[kBf16RowBlock * kItemCols];
-        alignas(64) float u[kBf16RowBlock * kItemCols];
+        alignas(64) float g[kBf16RowBlock * kOnednnItemCols];
+        alignas(64) float u[kBf16RowBlock * kOnednnItemCols];
         run_items(gu_ranges, threads, t, nt, [&](int64_t i) {
             const Item& it = gate_up[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
             const int64_t cols = it.col_end - it.col_begin;
+            const bool onednn = panel_route_onednn(route, rows);
             for (int64_t rb = 0; rb < rows; rb += kBf16RowBlock) {
                 const int64_t n = std::min(kBf16RowBlock, rows - rb);
                 const uint16_t* xr = xb + (off[e] + rb) * kph;
-                dot(xr, kph, n, a.w_gate[e], it.col_begin, it.col_end, g, kItemCols);
-                dot(xr, kph, n, a.w_up[e], it.col_begin, it.col_end, u, kItemCols);
+                dot(xr, kph, n, a.w_gate[e], it.col_begin, it.col_end, g, item_cols, onednn, error);
+                dot(xr, kph, n, a.w_up[e], it.col_begin, it.col_end, u, item_cols, onednn, error);
                 for (int64_t r = 0; r < n; ++r) {
                     uint16_t* hr = hb + (off[e] + rb + r) * kpi;
-                    silu_mul_to_bf16(g + r * kItemCols, u + r * kItemCols, cols, hr + it.col_begin);
+                    silu_mul_to_bf16(g + r * item_cols, u + r * item_cols, cols, hr + it.col_begin);
                     if (it.col_end == inter)
                         for (int64_t c = inter; c < kpi; ++c) hr[c] = 0;  // the tiles' zero padding
                 }
@@ -195,7 +211,7 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
             dot(hb + off[e] * kpi, kpi, rows, a.w_down[e], it.col_begin, it.col_end,
-                out + off[e] * hidden + it.col_begin, hidden);
+                out + off[e] * hidden + it.col_begin, hidden, panel_route_onednn(route, rows), error);
         });
     };
     if (threads > 1) {
@@ -203,7 +219,7 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
     } else {
         body(0, 1, nullptr);
     }
-    return ok_status();
+    return error.take();
 }
 
 Status moe_experts_gemm(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t* off, int64_t num_experts,

@@ -1,0 +1,205 @@
+#include "backend/cpu/onednn_panels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <exception>
+#include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/cpu/bf16_panels.h"
+
+namespace moe::cpu {
+namespace {
+
+using dnnl::memory;
+
+// Everything that changes the primitive. oneDNN 2.6's brgemm matmul takes only dense source
+// and destination rows (ld == K, ld == N; anything else goes to its reference implementation,
+// ~100x slower), so run() gives it dense rows and applies strides and accumulation itself.
+struct Key {
+    int64_t rows, cols, k;
+    bool operator==(const Key&) const = default;
+};
+
+struct KeyHash {
+    size_t operator()(const Key& key) const {
+        return (std::hash<int64_t>()(key.rows) * 1000003u ^ std::hash<int64_t>()(key.cols)) * 1000003u ^
+               std::hash<int64_t>()(key.k);
+    }
+};
+
+struct Entry {
+    dnnl::matmul prim;
+    memory src, wei, dst, scratch;
+};
+
+// Primitives kept per thread. Rows vary per call (an expert's tokens), so the set of shapes
+// grows with the traffic seen; past this many the cache starts over (a rebuild is ~0.15 ms).
+constexpr size_t kMaxPrimitives = 512;
+// Plain panels decoded from the 12-bit form per oneDNN call (~1 MB: within L2 on most cores, and
+// enough work per call to hide its ~3 us).
+constexpr int64_t kDecodeBytes = int64_t{1} << 20;
+
+struct AlignedFree {
+    void operator()(void* p) const { std::free(p); }
+};
+
+// A 64-byte aligned buffer that only grows.
+struct Buffer {
+    std::unique_ptr<uint8_t, AlignedFree> data;
+    size_t bytes = 0;
+    uint8_t* reserve(size_t want) {
+        if (want > bytes) {
+            const size_t rounded = (want + 63) / 64 * 64;
+            data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, rounded)));
+            if (data == nullptr) throw std::bad_alloc();
+            bytes = rounded;
+        }
+        return data.get();
+    }
+};
+
+struct ThreadState {
+    dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+    dnnl::stream stream{engine};
+    std::unordered_map<Key, Entry, KeyHash> cache;
+    Buffer scratch, plain, x_dense, y_dense;
+};
+
+ThreadState& thread_state() {
+    // NOTE: per thread, so pool workers never share a primitive, a scratchpad or a buffer.
+    thread_local std::unique_ptr<ThreadState> state;
+    if (state == nullptr) state = std::make_unique<ThreadState>();
+    return *state;
+}
+
+Entry& entry_for(ThreadState& s, const Key& key) {
+    auto it = s.cache.find(key);
+    if (it != s.cache.end()) return it->second;
+    if (s.cache.size() >= kMaxPrimitives) s.cache.clear();
+    const memory::desc src_md({key.rows, key.k}, memory::data_type::bf16, memory::format_tag::ab);
+    const memory::desc wei_md({key.k, key.cols}, memory::data_type::bf16, memory::format_tag::BA16a64b2a);
+    const memory::desc dst_md({key.rows, key.cols}, memory::data_type::f32, memory::format_tag::ab);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_md, dst_md), attr, s.engine);
+    // Never the reference implementation: correct, but it would turn a step into minutes.
+    const std::string impl = pd.impl_info_str();
+    if (impl.rfind("ref", 0) == 0)
+        throw std::runtime_error("oneDNN offers only its reference matmul (" + impl + ") for " +
+                                 std::to_string(key.rows) + " x " + std::to_string(key.k) + " by " +
+                                 std::to_string(key.cols) + " columns of packed panels");
+    Entry e{dnnl::matmul(pd), memory(src_md, s.engine, nullptr), memory(wei_md, s.engine, nullptr),
+            memory(dst_md, s.engine, nullptr), memory(pd.scratchpad_desc(), s.engine, nullptr)};
+    return s.cache.emplace(key, std::move(e)).first->second;
+}
+
+std::atomic<int64_t> g_calls{0};
+
+void run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels, int64_t cols, int64_t k,
+         float* y, int64_t ldy, bool accumulate) {
+    Entry& e = entry_for(s, Key{rows, cols, k});
+    if (ldx != k) {
+        auto* dense = reinterpret_cast<uint16_t*>(s.x_dense.reserve(static_cast<size_t>(rows * k) * sizeof(uint16_t)));
+        for (int64_t r = 0; r < rows; ++r)
+            std::memcpy(dense + r * k, x + r * ldx, static_cast<size_t>(k) * sizeof(uint16_t));
+        x = dense;
+    }
+    const bool direct = !accumulate && ldy == cols;
+    float* out = direct ? y : reinterpret_cast<float*>(s.y_dense.reserve(static_cast<size_t>(rows * cols) * sizeof(float)));
+    e.src.set_data_handle(const_cast<uint16_t*>(x));
+    e.wei.set_data_handle(const_cast<uint16_t*>(panels));
+    e.dst.set_data_handle(out);
+    e.scratch.set_data_handle(s.scratch.reserve(std::max<size_t>(1, e.scratch.get_desc().get_size())));
+    e.prim.execute(s.stream, {{DNNL_ARG_SRC, e.src},
+                              {DNNL_ARG_WEIGHTS, e.wei},
+                              {DNNL_ARG_DST, e.dst},
+                              {DNNL_ARG_SCRATCHPAD, e.scratch}});
+    s.stream.wait();
+    g_calls.fetch_add(1, std::memory_order_relaxed);
+    if (direct) return;
+    for (int64_t r = 0; r < rows; ++r) {
+        float* yr = y + r * ldy;
+        const float* o = out + r * cols;
+        if (accumulate) {
+            for (int64_t c = 0; c < cols; ++c) yr[c] += o[c];
+        } else {
+            std::memcpy(yr, o, static_cast<size_t>(cols) * sizeof(float));
+        }
+    }
+}
+
+}  // namespace
+
+StatusOr<std::string> onednn_panels_probe() {
+    try {
+        ThreadState& s = thread_state();
+        const memory::desc src_md({16, 64}, memory::data_type::bf16, memory::format_tag::ab);
+        const memory::desc wei_md({64, 64}, memory::data_type::bf16, memory::format_tag::BA16a64b2a);
+        const memory::desc dst_md({16, 64}, memory::data_type::f32, memory::format_tag::ab);
+        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_md, dst_md), s.engine);
+        const std::string impl = pd.impl_info_str();
+        if (impl.rfind("ref", 0) == 0)
+            return unimplemented("oneDNN offers only its reference matmul (" + impl + ") over packed panels here");
+        return impl;
+    } catch (const dnnl::error& e) {
+        return unimplemented(std::string("oneDNN cannot build a bf16 matmul over packed panels here: ") + e.what());
+    } catch (const std::exception& e) {
+        return internal_error(std::string("oneDNN probe: ") + e.what());
+    }
+}
+
+Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const void* packed, uint8_t layout, int64_t n,
+                          int64_t k, int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate) {
+    n_end = std::min(n_end, n);
+    if (rows <= 0 || n_begin >= n_end) return ok_status();
+    // oneDNN runs its OpenMP loops on the calling thread alone: the pool has the other cores.
+    // Set on every call: GemmEngine::run_bf16 raises it on the thread that calls the backend.
+    omp_set_num_threads(1);
+    const int64_t panel_elems = bf16_panels_elems(kBf16PanelCols, k);
+    // oneDNN reports errors as exceptions; none may leave this module.
+    try {
+        ThreadState& s = thread_state();
+        if (layout == kPackedLayoutPanels) {
+            // One call over the whole range: the panels are contiguous, the last one zero padded
+            // past n (as BA16a64b2a pads N to 64).
+            run(s, x, ldx, rows, static_cast<const uint16_t*>(packed) + n_begin / kBf16PanelCols * panel_elems,
+                n_end - n_begin, k, y, ldy, accumulate);
+            return ok_status();
+        }
+        if (layout != kPackedLayoutPanels12) return internal_error("onednn_panel_block: unknown panel layout");
+        const auto* p12 = static_cast<const uint8_t*>(packed);
+        const int64_t per_call =
+            std::max<int64_t>(1, kDecodeBytes / (panel_elems * static_cast<int64_t>(sizeof(uint16_t))));
+        auto* plain = reinterpret_cast<uint16_t*>(
+            s.plain.reserve(static_cast<size_t>(per_call * panel_elems) * sizeof(uint16_t)));
+        for (int64_t p0 = n_begin / kBf16PanelCols; p0 * kBf16PanelCols < n_end; p0 += per_call) {
+            const int64_t c0 = p0 * kBf16PanelCols;
+            const int64_t c1 = std::min(n_end, c0 + per_call * kBf16PanelCols);
+            unpack_bf16_panels12_range(p12, p0, bf16_panel_count(c1), plain);
+            run(s, x, ldx, rows, plain, c1 - c0, k, y + (c0 - n_begin), ldy, accumulate);
+        }
+        return ok_status();
+    } catch (const dnnl::error& e) {
+        return internal_error(std::string("cpu gemm: oneDNN matmul over packed panels failed: ") + e.what());
+    } catch (const std::exception& e) {
+        return internal_error(std::string("cpu gemm over packed panels: ") + e.what());
+    }
+}
+
+int64_t onednn_panels_calls() {
+    return g_calls.load(std::memory_order_relaxed);
+}
+
+int64_t onednn_panels_cached_primitives() {
+    return static_cast<int64_t>(thread_state().cache.size());
+}
+
+}  // namespace moe::cpu

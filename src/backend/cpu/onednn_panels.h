@@ -1,0 +1,69 @@
+// oneDNN matmul over the packed bf16 panels, read in place: the route to AMX.
+//
+// For K a multiple of 32, the plain panel layout (bf16_panels.h: element (n, k) at
+// (n / 64) * K2 * 128 + (k / 2) * 128 + (n % 64) * 2 + k % 2) is exactly oneDNN's BA16a64b2a
+// layout of the K x N weights: N blocks of 64 outer, K blocks of 32 next, then 16 k pairs x 64
+// columns x 2. That is the blocked B its brgemm matmul kernels read without a copy, on AMX
+// tiles where the CPU has them and on AVX512-BF16 elsewhere. So the weights packed once at load
+// serve both our kernels and oneDNN's, with no second copy in memory. The 12-bit form is decoded
+// back to plain panels a few at a time into a per-thread buffer first.
+//
+// Each call runs on the calling thread (oneDNN with one OpenMP thread): the backend's pool
+// splits the columns, as for our own kernels, and oneDNN's OpenMP team never runs beside the
+// pool. Primitives are built per (rows, columns, K) and cached per thread; strided rows and
+// accumulation go through dense per-thread buffers (oneDNN 2.6's brgemm takes dense rows only).
+//
+// Batch invariance: measured on the AVX512-BF16 brgemm (tests/ops/onednn_panels_test.cc), a
+// row's result is bitwise the same whatever the row count and the column range of the call. The
+// same test checks it on AMX wherever it runs on a CPU that has AMX; this machine has none.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "moe/status.h"
+
+namespace moe::cpu {
+
+// Whether oneDNN can read the panels of a matrix with reduction length k (k % 32 == 0).
+inline bool onednn_panels_usable(int64_t k) {
+    return k > 0 && k % 32 == 0;
+}
+
+// Builds a small bf16 matmul over BA16a64b2a weights on this thread: the oneDNN implementation
+// it picked ("brg:avx512_core_amx", "brg:avx512_core_bf16", ...), or why it cannot.
+StatusOr<std::string> onednn_panels_probe();
+
+// bf16_panel_block's contract (bf16_panels.h) through oneDNN: y[r * ldy + (c - n_begin)] (+)=
+// sum_k x[r * ldx + k] * w[c, k] for r in [0, rows), c in [n_begin, n_end). packed: the matrix's
+// plain panels (layout kPackedLayoutPanels; n and k given) or its 12-bit form
+// (kPackedLayoutPanels12; n and k must match its header). n_begin a multiple of kBf16PanelCols;
+// x bf16 rows, ldx >= k; requires onednn_panels_usable(k). Errors (oneDNN's, memory) come back
+// as a Status; y may then be partly written.
+Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const void* packed, uint8_t layout, int64_t n,
+                          int64_t k, int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate);
+
+// The first error of the calls that the pool's threads make (one op's worth).
+class FirstError {
+public:
+    void keep(Status status) {
+        if (status.ok()) return;
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (first_.ok()) first_ = std::move(status);
+    }
+    Status take() { return std::move(first_); }
+
+private:
+    std::mutex mutex_;
+    Status first_;
+};
+
+// oneDNN matmuls run by onednn_panel_block in this process (for tests: the route was taken).
+int64_t onednn_panels_calls();
+
+// Primitives this thread has built (for tests: the cache must stay bounded).
+int64_t onednn_panels_cached_primitives();
+
+}  // namespace moe::cpu
