@@ -77,6 +77,8 @@ const char* layout_name(uint8_t layout) {
 // (1.1e-5 there). A misread layout or a lost exception is off by O(1).
 TEST(OnednnPanels, MatchesTheExactProductOnBothLayouts) {
     MOE_SKIP_WITHOUT_BF16();
+    const int64_t refused = cpu::onednn_panels_refused();
+    const int64_t calls = cpu::onednn_panels_calls();
     uint32_t seed = 1;
     for (int64_t k : {32, 96, 2048})
         for (int64_t n : {64, 200})
@@ -107,6 +109,32 @@ TEST(OnednnPanels, MatchesTheExactProductOnBothLayouts) {
                             }
                         EXPECT_LT(worst, 4 * std::sqrt(static_cast<double>(k)) * std::ldexp(1.0, -24));
                     }
+    // Every shape above went through oneDNN, none fell back to our kernels.
+    EXPECT_EQ(cpu::onednn_panels_refused(), refused);
+    EXPECT_GE(cpu::onednn_panels_calls() - calls, 3 * 2 * 3 * 2 * 2);
+}
+
+// A shape oneDNN refuses runs on our kernels: the same bits as bf16_panel_block's (and the 12-bit
+// block's), counted.
+TEST(OnednnPanels, RefusedShapesRunOnOurKernels) {
+    MOE_SKIP_WITHOUT_BF16();
+    const Problem p(200, 96, 20, 3);
+    for (uint8_t layout : {cpu::kPackedLayoutPanels, cpu::kPackedLayoutPanels12}) {
+        SCOPED_TRACE(layout_name(layout));
+        std::vector<float> ours(static_cast<size_t>(20 * 136), NAN);
+        if (layout == cpu::kPackedLayoutPanels)
+            cpu::bf16_panel_block(p.x.data(), p.ldx, 20, p.panels.data(), 200, 96, 64, 200, ours.data(), 136, false);
+        else
+            cpu::bf16_panels12_block(p.x.data(), p.ldx, 20, p.panels12.data(), 64, 200, ours.data(), 136, false);
+        const int64_t refused = cpu::onednn_panels_refused();
+        const int64_t calls = cpu::onednn_panels_calls();
+        cpu::onednn_panels_refuse_for_testing(true);
+        const std::vector<float> got = p.onednn(layout, 0, 20, 64, 200, false);
+        cpu::onednn_panels_refuse_for_testing(false);
+        EXPECT_EQ(cpu::onednn_panels_refused(), refused + 1);
+        EXPECT_EQ(cpu::onednn_panels_calls(), calls);
+        ASSERT_EQ(std::memcmp(got.data(), ours.data(), ours.size() * sizeof(float)), 0);
+    }
 }
 
 // A row's bits do not depend on the other rows of the call, nor on the column range a thread

@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <stdexcept>
 #include <exception>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/bf16_panels.h"
+#include "core/logging.h"
 
 namespace moe::cpu {
 namespace {
@@ -38,6 +38,7 @@ struct KeyHash {
 struct Entry {
     dnnl::matmul prim;
     memory src, wei, dst, scratch;
+    bool refused = false;  // oneDNN had only its reference matmul, or none, for this shape
 };
 
 // Primitives kept per thread. Rows vary per call (an expert's tokens), so the set of shapes
@@ -80,6 +81,12 @@ ThreadState& thread_state() {
     return *state;
 }
 
+std::atomic<int64_t> g_refused{0};
+std::atomic<bool> g_refuse_for_testing{false};
+
+// The primitive for `key`, built on first use. A shape oneDNN refuses (no implementation, or only
+// its reference one: correct, but ~100x slower) is remembered as refused; the caller then runs
+// our kernels instead. The probe at backend creation makes that the exception, not the rule.
 Entry& entry_for(ThreadState& s, const Key& key) {
     auto it = s.cache.find(key);
     if (it != s.cache.end()) return it->second;
@@ -89,23 +96,37 @@ Entry& entry_for(ThreadState& s, const Key& key) {
     const memory::desc dst_md({key.rows, key.cols}, memory::data_type::f32, memory::format_tag::ab);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_md, dst_md), attr, s.engine);
-    // Never the reference implementation: correct, but it would turn a step into minutes.
-    const std::string impl = pd.impl_info_str();
-    if (impl.rfind("ref", 0) == 0)
-        throw std::runtime_error("oneDNN offers only its reference matmul (" + impl + ") for " +
-                                 std::to_string(key.rows) + " x " + std::to_string(key.k) + " by " +
-                                 std::to_string(key.cols) + " columns of packed panels");
-    Entry e{dnnl::matmul(pd), memory(src_md, s.engine, nullptr), memory(wei_md, s.engine, nullptr),
-            memory(dst_md, s.engine, nullptr), memory(pd.scratchpad_desc(), s.engine, nullptr)};
-    return s.cache.emplace(key, std::move(e)).first->second;
+    std::string why;
+    try {
+        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_md, dst_md), attr, s.engine);
+        const std::string impl = pd.impl_info_str();
+        if (impl.rfind("ref", 0) != 0) {
+            Entry e{dnnl::matmul(pd), memory(src_md, s.engine, nullptr), memory(wei_md, s.engine, nullptr),
+                    memory(dst_md, s.engine, nullptr), memory(pd.scratchpad_desc(), s.engine, nullptr)};
+            return s.cache.emplace(key, std::move(e)).first->second;
+        }
+        why = "only its reference matmul (" + impl + ")";
+    } catch (const dnnl::error& e) {
+        if (e.status != dnnl_unimplemented) throw;
+        why = "no matmul";
+    }
+    if (g_refused.fetch_add(1, std::memory_order_relaxed) == 0)
+        log::backend().warn("oneDNN has {} for {} rows x K {} by {} columns of packed panels: our kernels take such "
+                            "products (further shapes are counted, not logged)",
+                            why, key.rows, key.k, key.cols);
+    Entry refused;
+    refused.refused = true;
+    return s.cache.emplace(key, std::move(refused)).first->second;
 }
 
 std::atomic<int64_t> g_calls{0};
 
-void run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels, int64_t cols, int64_t k,
+// One oneDNN product over `cols` columns of plain panels; false (nothing written) if oneDNN
+// refuses the shape.
+bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels, int64_t cols, int64_t k,
          float* y, int64_t ldy, bool accumulate) {
     Entry& e = entry_for(s, Key{rows, cols, k});
+    if (e.refused) return false;
     if (ldx != k) {
         auto* dense = reinterpret_cast<uint16_t*>(s.x_dense.reserve(static_cast<size_t>(rows * k) * sizeof(uint16_t)));
         for (int64_t r = 0; r < rows; ++r)
@@ -124,7 +145,7 @@ void run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uin
                               {DNNL_ARG_SCRATCHPAD, e.scratch}});
     s.stream.wait();
     g_calls.fetch_add(1, std::memory_order_relaxed);
-    if (direct) return;
+    if (direct) return true;
     for (int64_t r = 0; r < rows; ++r) {
         float* yr = y + r * ldy;
         const float* o = out + r * cols;
@@ -134,6 +155,7 @@ void run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uin
             std::memcpy(yr, o, static_cast<size_t>(cols) * sizeof(float));
         }
     }
+    return true;
 }
 
 }  // namespace
@@ -164,17 +186,34 @@ Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const vo
     // Set on every call: GemmEngine::run_bf16 raises it on the thread that calls the backend.
     omp_set_num_threads(1);
     const int64_t panel_elems = bf16_panels_elems(kBf16PanelCols, k);
+    if (layout != kPackedLayoutPanels && layout != kPackedLayoutPanels12)
+        return internal_error("onednn_panel_block: unknown panel layout " + std::to_string(layout));
+    // Our kernels, for a range oneDNN refused (same contract: x rows padded to
+    // bf16_padded_k(k) == k here).
+    auto own = [&](int64_t c0, int64_t c1) {
+        if (layout == kPackedLayoutPanels12)
+            bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(packed), c0, c1, y + (c0 - n_begin), ldy,
+                                accumulate);
+        else
+            bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(packed), n, k, c0, c1, y + (c0 - n_begin), ldy,
+                             accumulate);
+    };
+    if (g_refuse_for_testing.load(std::memory_order_relaxed)) {
+        g_refused.fetch_add(1, std::memory_order_relaxed);
+        own(n_begin, n_end);
+        return ok_status();
+    }
     // oneDNN reports errors as exceptions; none may leave this module.
     try {
         ThreadState& s = thread_state();
         if (layout == kPackedLayoutPanels) {
             // One call over the whole range: the panels are contiguous, the last one zero padded
             // past n (as BA16a64b2a pads N to 64).
-            run(s, x, ldx, rows, static_cast<const uint16_t*>(packed) + n_begin / kBf16PanelCols * panel_elems,
-                n_end - n_begin, k, y, ldy, accumulate);
+            if (!run(s, x, ldx, rows, static_cast<const uint16_t*>(packed) + n_begin / kBf16PanelCols * panel_elems,
+                     n_end - n_begin, k, y, ldy, accumulate))
+                own(n_begin, n_end);
             return ok_status();
         }
-        if (layout != kPackedLayoutPanels12) return internal_error("onednn_panel_block: unknown panel layout");
         const auto* p12 = static_cast<const uint8_t*>(packed);
         const int64_t per_call =
             std::max<int64_t>(1, kDecodeBytes / (panel_elems * static_cast<int64_t>(sizeof(uint16_t))));
@@ -183,6 +222,10 @@ Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const vo
         for (int64_t p0 = n_begin / kBf16PanelCols; p0 * kBf16PanelCols < n_end; p0 += per_call) {
             const int64_t c0 = p0 * kBf16PanelCols;
             const int64_t c1 = std::min(n_end, c0 + per_call * kBf16PanelCols);
+            if (entry_for(s, Key{rows, c1 - c0, k}).refused) {
+                own(c0, c1);
+                continue;
+            }
             unpack_bf16_panels12_range(p12, p0, bf16_panel_count(c1), plain);
             run(s, x, ldx, rows, plain, c1 - c0, k, y + (c0 - n_begin), ldy, accumulate);
         }
@@ -192,6 +235,14 @@ Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const vo
     } catch (const std::exception& e) {
         return internal_error(std::string("cpu gemm over packed panels: ") + e.what());
     }
+}
+
+int64_t onednn_panels_refused() {
+    return g_refused.load(std::memory_order_relaxed);
+}
+
+void onednn_panels_refuse_for_testing(bool refuse) {
+    g_refuse_for_testing.store(refuse, std::memory_order_relaxed);
 }
 
 int64_t onednn_panels_calls() {

@@ -40,8 +40,10 @@ StatusOr<std::string> onednn_panels_probe();
 // sum_k x[r * ldx + k] * w[c, k] for r in [0, rows), c in [n_begin, n_end). packed: the matrix's
 // plain panels (layout kPackedLayoutPanels; n and k given) or its 12-bit form
 // (kPackedLayoutPanels12; n and k must match its header). n_begin a multiple of kBf16PanelCols;
-// x bf16 rows, ldx >= k; requires onednn_panels_usable(k). Errors (oneDNN's, memory) come back
-// as a Status; y may then be partly written.
+// x bf16 rows, ldx >= k; requires onednn_panels_usable(k). A shape oneDNN refuses (no matmul, or
+// only its reference one) runs on our kernels instead (bf16_panel_block's), with one warning per
+// process and a count (onednn_panels_refused). Errors (oneDNN's at run time, memory) come back as
+// a Status; y may then be partly written.
 Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const void* packed, uint8_t layout, int64_t n,
                           int64_t k, int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate);
 
@@ -62,6 +64,11 @@ private:
 
 // oneDNN matmuls run by onednn_panel_block in this process (for tests: the route was taken).
 int64_t onednn_panels_calls();
+// Shapes (per thread) oneDNN refused, and calls made to refuse for testing: products that ran on
+// our kernels instead.
+int64_t onednn_panels_refused();
+// Tests only: every later call takes the refused path (our kernels), until called with false.
+void onednn_panels_refuse_for_testing(bool refuse);
 
 // Primitives this thread has built (for tests: the cache must stay bounded).
 int64_t onednn_panels_cached_primitives();
