@@ -9,6 +9,9 @@
 //       [--packed 1] (instead of oneDNN, the second path is our tiles on weights packed into
 //       panels at load, bf16_panels.h: the two layouts of our own kernel, alternated)
 //       [--packed 12] (the plain panels against the lossless 12-bit panels, bf16_panels.h)
+//       [--outliers P] (with --packed 12: P in 1000 weights drawn 3000x wider, so that the 12-bit
+//       form keeps them as exceptions; it is then packed directly, past the backend's bound of 1
+//       exception in 1024 values, to measure what exceptions cost)
 //
 // Weights are drawn like a checkpoint's (normal, std 0.02), so that the 12-bit form keeps as
 // many exceptions as it would on a model. GB/s and GFLOP/s count the bf16 bytes (2 per weight)
@@ -31,6 +34,7 @@ using namespace moe;
 int main(int argc, char** argv) {
     int threads = 2, repeats = 5;
     int packed = 0;
+    double outliers = 0;
     int64_t n = 4096, k = 2048, matrices = 16;
     std::vector<int64_t> ms = {1, 2, 4, 16, 64, 512};
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -41,6 +45,7 @@ int main(int argc, char** argv) {
         else if (a == "--matrices") matrices = std::stoll(argv[i + 1]);
         else if (a == "--repeats") repeats = std::stoi(argv[i + 1]);
         else if (a == "--packed") packed = std::stoi(argv[i + 1]);
+        else if (a == "--outliers") outliers = std::stod(argv[i + 1]);
         else if (a == "--ms") ms = bench::parse_int_list(argv[i + 1]);
     }
     auto be = make_cpu_backend({.num_threads = threads});
@@ -49,8 +54,11 @@ int main(int argc, char** argv) {
     std::vector<std::vector<uint16_t>> w(static_cast<size_t>(matrices), std::vector<uint16_t>(static_cast<size_t>(n * k)));
     std::mt19937 rng(7);
     std::normal_distribution<float> dist(0.0f, 0.02f);
+    std::uniform_real_distribution<double> pick(0.0, 1000.0);
     for (auto& wi : w)
-        for (auto& v : wi) v = f32_to_bf16(dist(rng));
+        for (auto& v : wi) v = f32_to_bf16(outliers > 0 && pick(rng) < outliers ? dist(rng) * 3000.0f : dist(rng));
+    // The 12-bit form packed directly (--outliers): 64-byte aligned storage per matrix.
+    int64_t exceptions = 0;
     // panels[0]: the plain panels (--packed 1 and 12), panels[1]: the 12-bit form (--packed 12).
     std::vector<DeviceBuffer> panels[2];
     std::vector<uint8_t> layouts[2];
@@ -59,6 +67,18 @@ int main(int argc, char** argv) {
             for (int f = 0; f < (packed == 12 ? 2 : 1); ++f) {
                 const TensorView view = TensorView::make(wi.data(), DType::kBF16, {n, k});
                 uint8_t layout = 0;
+                if (f == 1 && outliers > 0) {
+                    const cpu::Bf16Panels12Plan plan = cpu::plan_bf16_panels12(wi.data(), n, k);
+                    if (plan.bytes < 0) return 1;
+                    auto buf = DeviceBuffer::allocate(*be, static_cast<size_t>(plan.bytes));
+                    if (!buf.ok()) return 1;
+                    cpu::pack_bf16_panels12(wi.data(), plan, 0, cpu::bf16_panel_count(n),
+                                            static_cast<uint8_t*>(buf.value().data()));
+                    exceptions += plan.exceptions;
+                    panels[f].push_back(std::move(buf.value()));
+                    layouts[f].push_back(cpu::kPackedLayoutPanels12);
+                    continue;
+                }
                 auto pm = f == 0 ? be->pack_matrix(view) : be->pack_streamed_matrix(view, &layout);
                 if (!pm.ok() || pm.value().data() == nullptr || layout != (f == 0 ? 0 : cpu::kPackedLayoutPanels12)) {
                     std::fprintf(stderr, "--packed: this backend does not pack bf16 matrices so (no AVX512-BF16?)\n");
@@ -77,6 +97,10 @@ int main(int argc, char** argv) {
     std::printf("cpu: %s, %d threads; %lld matrices of %lld x %lld bf16 (%.0f MB)\n",
                 cpu::cpu_features().to_string().c_str(), threads, static_cast<long long>(matrices),
                 static_cast<long long>(n), static_cast<long long>(k), bytes / 1e6);
+    if (outliers > 0)
+        std::printf("12-bit form packed directly: %.4f%% of the values are exceptions (1 in %.0f)\n",
+                    100.0 * static_cast<double>(exceptions) / static_cast<double>(matrices * n * k),
+                    static_cast<double>(matrices * n * k) / static_cast<double>(std::max<int64_t>(1, exceptions)));
     for (int64_t m : ms) {
         std::vector<double> gbs[2];
         for (int rep = 0; rep < repeats; ++rep) {

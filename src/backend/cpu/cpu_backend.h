@@ -29,7 +29,7 @@ public:
     // bf16 [N, K] matrices -> column panels (bf16_panels.h) when options.pack_weights and the
     // CPU has AVX512-BF16; anything else: an empty buffer (not packed).
     StatusOr<DeviceBuffer> pack_matrix(const TensorView& w) override;
-    // The 12-bit panels (layout 1) when compress_streamed and the matrix keeps at most 1 in 256
+    // The 12-bit panels (layout 1) when compress_streamed and the matrix keeps at most 1 in 1024
     // values as exceptions, else pack_matrix.
     StatusOr<DeviceBuffer> pack_streamed_matrix(const TensorView& w, uint8_t* layout) override;
 
