@@ -122,7 +122,8 @@ enum class CpuMatmul {
     // Our AVX512-BF16 kernels for every product (bf16_panels.h): batch invariant bitwise.
     kOwn,
     // oneDNN for every product, reading the same panels in place (onednn_panels.h): batch
-    // invariant bitwise, but decode runs at ~0.5x of kOwn (measured on AVX512-BF16, moe-s).
+    // invariant bitwise, but decode runs at ~0.5x of kOwn (measured on AVX512-BF16, moe-s), and
+    // oneDNN allocates a few small blocks inside every execute (so a decode step does too).
     kOnednn,
     // oneDNN (AMX tiles where present) for products of at least kOnednnPrefillMinRows rows,
     // our kernels below: prefill on AMX, decode on our fused 12-bit kernels. A row's result can
