@@ -3,6 +3,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <cstdint>
 
@@ -16,6 +20,21 @@ uint64_t read_xcr0() {
     uint32_t eax = 0, edx = 0;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
     return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+
+// Linux (5.16+) hands out AMX tile data per process, on request: without it the first tile
+// instruction faults. true when granted (or not needed: no Linux).
+bool request_amx_permission() {
+#if defined(__linux__) && defined(__x86_64__)
+    constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023;
+    constexpr unsigned long kXtileData = 18;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXtileData) != 0) return false;
+    unsigned long granted = 0;
+    if (syscall(SYS_arch_prctl, kArchGetXcompPerm, &granted) != 0) return false;
+    return (granted >> kXtileData) & 1u;
+#else
+    return true;
+#endif
 }
 
 CpuFeatures detect() {
@@ -32,6 +51,9 @@ CpuFeatures detect() {
     const unsigned max_subleaf = eax;
     f.avx512f = zmm_state && ((ebx >> 16) & 1u);
     f.amx_bf16 = tile_state && ((edx >> 22) & 1u) && ((edx >> 24) & 1u);  // AMX-BF16 and AMX-TILE
+    // Usable only once the kernel grants this process the tile state (oneDNN asks too; asking
+    // twice is harmless). Refused: report no AMX, so nothing picks a route that needs it.
+    if (f.amx_bf16) f.amx_bf16 = request_amx_permission();
     if (max_subleaf >= 1) {
         __cpuid_count(7, 1, eax, ebx, ecx, edx);
         f.avx512_bf16 = f.avx512f && ((eax >> 5) & 1u);

@@ -9,7 +9,8 @@ namespace moe::cpu {
 struct CpuFeatures {
     bool avx512f = false;      // CPU and OS (ZMM state enabled in XCR0)
     bool avx512_bf16 = false;  // VCVTNE2PS2BF16, VDPBF16PS
-    bool amx_bf16 = false;     // AMX tiles with bf16; the OS must enable tile state too
+    bool amx_bf16 = false;     // AMX tiles with bf16; the OS enables tile state and granted it
+                               // to this process (arch_prctl, requested at detection)
 
     // "avx512f avx512_bf16" or "none"
     std::string to_string() const;
