@@ -133,6 +133,10 @@ enum class CpuMatmul {
 };
 inline constexpr int64_t kOnednnPrefillMinRows = 64;
 
+// "auto", "own", "onednn" or "onednn-prefill" (--cpu-matmul) -> CpuMatmul; anything else:
+// kInvalidArgument naming the choices.
+StatusOr<CpuMatmul> parse_cpu_matmul(const std::string& name);
+
 struct CpuBackendOptions {
     int num_threads = 0;  // 0: all cores the process may use
     // bf16 matrices packed into column panels at model load (pack_matrix) where the CPU has

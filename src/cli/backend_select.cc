@@ -13,16 +13,7 @@ namespace moe::cli {
 StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int cpu_threads, bool compress_weights,
                                                 const std::string& cpu_matmul) {
     if (device == "cpu") {
-        CpuMatmul matmul = CpuMatmul::kAuto;
-        if (cpu_matmul == "own")
-            matmul = CpuMatmul::kOwn;
-        else if (cpu_matmul == "onednn")
-            matmul = CpuMatmul::kOnednn;
-        else if (cpu_matmul == "onednn-prefill")
-            matmul = CpuMatmul::kOnednnPrefill;
-        else if (cpu_matmul != "auto")
-            return invalid_argument("--cpu-matmul must be auto, own, onednn or onednn-prefill, got \"" + cpu_matmul +
-                                    "\"");
+        MOE_ASSIGN_OR_RETURN(const CpuMatmul matmul, parse_cpu_matmul(cpu_matmul));
         auto be = make_cpu_backend(
             {.num_threads = cpu_threads, .compress_streamed = compress_weights, .matmul = matmul});
         const auto& cpu = static_cast<const cpu::CpuBackend&>(*be);

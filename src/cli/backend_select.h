@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "moe/backend.h"
 
@@ -21,7 +22,8 @@ inline constexpr const char* kCompressWeightsHelp =
     "CPU: keep bf16 weight matrices in a lossless 12-bit form (the same bf16 values, 25% fewer bytes "
     "read per decode step; a slower load). false: plain bf16 panels";
 
-// The --cpu-matmul option of run and serve.
+// The --cpu-matmul option of run and serve: its values (parse_cpu_matmul's) and help.
+inline const std::vector<std::string> kCpuMatmulValues = {"auto", "own", "onednn", "onednn-prefill"};
 inline constexpr const char* kCpuMatmulHelp =
     "CPU: who multiplies by the bf16 weight panels: auto (onednn-prefill where the CPU has AMX, else "
     "own), own (our AVX512-BF16 kernels), onednn (oneDNN for every product: bitwise batch invariant, "

@@ -162,7 +162,7 @@ const Registrar kRegistrar("run", [](CLI::App& app, int& exit_code) {
         ->envname("MOESERVE_COMPRESS_WEIGHTS");
     cmd->add_option("--cpu-matmul", flags->cpu_matmul, kCpuMatmulHelp)
         ->capture_default_str()
-        ->check(CLI::IsMember({"auto", "own", "onednn", "onednn-prefill"}))
+        ->check(CLI::IsMember(kCpuMatmulValues))
         ->envname("MOESERVE_CPU_MATMUL");
     cmd->callback([flags, &exit_code] {
         Status s = run(*flags);

@@ -217,7 +217,7 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
         ->check(CLI::IsMember({"auto", "f32", "bf16"}));
     opt("--compress-weights,--compress-experts", f->compress_weights, kCompressWeightsHelp, "MOESERVE_COMPRESS_WEIGHTS");
     opt("--cpu-matmul", f->cpu_matmul, kCpuMatmulHelp, "MOESERVE_CPU_MATMUL")
-        ->check(CLI::IsMember({"auto", "own", "onednn", "onednn-prefill"}));
+        ->check(CLI::IsMember(kCpuMatmulValues));
     opt("--max-batched-tokens", f->max_batched_tokens, "tokens per engine step (prefill chunks + decodes)",
         "MOESERVE_MAX_BATCHED_TOKENS")
         ->check(CLI::PositiveNumber);

@@ -230,22 +230,10 @@ TEST(OpsMoeExperts, CpuBf16SameBitsWhateverTheThreadsAndWhoTakesWhichItem) {
     // layout: 0 checkpoint, 1 bf16 panels, 2 12-bit panels
     auto run = [&](int threads, int layout) {
         auto be = make_cpu_backend({.num_threads = threads, .pack_weights = layout > 0, .matmul = CpuMatmul::kOwn});
-        std::vector<TensorView> views[3];
-        std::vector<DeviceBuffer> packs;
-        for (int m = 0; m < 3; ++m)
-            for (int64_t e = 0; e < num_experts; ++e) {
-                auto& data = w[m][static_cast<size_t>(e)];
-                views[m].push_back(m == 2 ? host_view(data.data(), DType::kBF16, {hidden, inter})
-                                          : host_view(data.data(), DType::kBF16, {inter, hidden}));
-                uint8_t packed_layout = 0;
-                auto p = layout == 2 ? be->pack_streamed_matrix(views[m].back(), &packed_layout)
-                                     : be->pack_matrix(views[m].back());
-                EXPECT_TRUE(p.ok());
-                EXPECT_EQ(packed_layout, layout == 2 ? 1 : 0);
-                views[m].back().packed = p.value().data();
-                views[m].back().packed_layout = packed_layout;
-                packs.push_back(std::move(p.value()));
-            }
+        PackedExperts pe = pack_experts(*be, w, hidden, inter, layout == 2);
+        for (const auto& vs : pe.views)
+            for (const TensorView& v : vs) EXPECT_EQ(v.packed_layout, layout == 2 ? 1 : 0);
+        auto& views = pe.views;
         std::vector<float> out(static_cast<size_t>(rows * hidden), -1.0f);
         MoeExpertsArgs a{host_view(x.data(), DType::kF32, {rows, hidden}),
                          host_view(const_cast<int32_t*>(offsets.data()), DType::kI32, {num_experts + 1}),

@@ -278,20 +278,8 @@ TEST(OnednnPanels, ExpertsAreBatchInvariant) {
     auto x = rng.uniform(static_cast<size_t>(80 * hidden), -1, 1);
     auto run = [&](CpuMatmul matmul, int threads, const std::vector<int32_t>& offsets) {
         auto be = backend(matmul, threads);
-        std::vector<TensorView> views[3];
-        std::vector<DeviceBuffer> packs;
-        for (int m = 0; m < 3; ++m)
-            for (int64_t e = 0; e < num_experts; ++e) {
-                auto& data = w[m][static_cast<size_t>(e)];
-                views[m].push_back(m == 2 ? host_view(data.data(), DType::kBF16, {hidden, inter})
-                                          : host_view(data.data(), DType::kBF16, {inter, hidden}));
-                uint8_t layout = 0;
-                auto p = be->pack_streamed_matrix(views[m].back(), &layout);
-                EXPECT_TRUE(p.ok());
-                views[m].back().packed = p.value().data();
-                views[m].back().packed_layout = layout;
-                packs.push_back(std::move(p.value()));
-            }
+        PackedExperts pe = pack_experts(*be, w, hidden, inter, true);
+        auto& views = pe.views;
         const int64_t rows = offsets.back();
         std::vector<float> out(static_cast<size_t>(rows * hidden), -1.0f);
         MoeExpertsArgs a{host_view(x.data(), DType::kF32, {rows, hidden}),

@@ -206,6 +206,34 @@ void expect_bitwise_equal(const std::vector<T>& a, const std::vector<T>& b, cons
     EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(T)), 0) << what << ": two runs differ (not deterministic)";
 }
 
+// Experts' bf16 weights (w[0] gate and w[1] up [inter, hidden], w[2] down [hidden, inter], one
+// vector per expert) as host views with the packed forms `be` makes of them: as streamed
+// matrices (pack_streamed_matrix) or not (pack_matrix). packs own the packed buffers.
+struct PackedExperts {
+    std::vector<TensorView> views[3];
+    std::vector<DeviceBuffer> packs;
+};
+
+inline PackedExperts pack_experts(Backend& be, std::vector<std::vector<uint16_t>> (&w)[3], int64_t hidden,
+                                  int64_t inter, bool streamed) {
+    PackedExperts pe;
+    for (int m = 0; m < 3; ++m)
+        for (auto& data : w[m]) {
+            TensorView v = m == 2 ? host_view(data.data(), DType::kBF16, {hidden, inter})
+                                  : host_view(data.data(), DType::kBF16, {inter, hidden});
+            uint8_t layout = 0;
+            auto p = streamed ? be.pack_streamed_matrix(v, &layout) : be.pack_matrix(v);
+            EXPECT_TRUE(p.ok());
+            if (p.ok()) {
+                v.packed = p.value().data();
+                v.packed_layout = layout;
+                pe.packs.push_back(std::move(p.value()));
+            }
+            pe.views[m].push_back(v);
+        }
+    return pe;
+}
+
 // Elements [r, c < cols] of a row-strided host buffer, packed.
 inline std::vector<float> pack_rows(const std::vector<float>& strided, int64_t rows, int64_t cols, int64_t ld) {
     std::vector<float> out(static_cast<size_t>(rows * cols));

@@ -115,6 +115,11 @@ RunResult run_greedy(MoeTransformer& model, const std::vector<std::vector<int32_
     return r;
 }
 
+// The CPU matmul routes these tests compare, by name.
+const char* route_name(CpuMatmul matmul) {
+    return matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN";
+}
+
 class TransformersMatch : public ::testing::TestWithParam<std::string> {
 protected:
     void SetUp() override {
@@ -209,7 +214,7 @@ TEST_P(TransformersMatch, ChunkedPrefillEqualsWholePrefill) {
 // the same packed panels (CpuMatmul::kOnednn; kAuto's choice on a CPU with AMX).
 TEST_P(TransformersMatch, Bf16WeightsWithinTolerance) {
     for (CpuMatmul matmul : {CpuMatmul::kOwn, CpuMatmul::kOnednn}) {
-    SCOPED_TRACE(matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN");
+    SCOPED_TRACE(route_name(matmul));
     auto backend = make_cpu_backend({.num_threads = 2, .matmul = matmul});
     auto model = load_on(*backend, WeightDType::kBF16);
     ASSERT_NE(model, nullptr);
@@ -246,7 +251,7 @@ TEST_P(TransformersMatch, Bf16WeightsWithinTolerance) {
                                                             [](double e) { return e <= kBf16Tolerance; })) /
                           static_cast<double>(row_errors.size());
     std::printf("[ figures  ] %s bf16 weights (%s), %s KV cache, prefill rows: median %.3g, max %.3g, %.1f%% within %.0e\n",
-                GetParam().c_str(), matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN", dtype_name(kv), median,
+                GetParam().c_str(), route_name(matmul), dtype_name(kv), median,
                 row_errors.back(), 100 * within, kBf16Tolerance);
     EXPECT_LE(median, 1e-2);
     EXPECT_GE(within, 0.95);
@@ -258,7 +263,7 @@ TEST_P(TransformersMatch, Bf16WeightsWithinTolerance) {
 // products' row counts change with the batch; their results must not).
 TEST_P(TransformersMatch, Bf16BatchInvarianceOnBothMatmulRoutes) {
     for (CpuMatmul matmul : {CpuMatmul::kOwn, CpuMatmul::kOnednn}) {
-        SCOPED_TRACE(matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN");
+        SCOPED_TRACE(route_name(matmul));
         auto backend = make_cpu_backend({.num_threads = 2, .matmul = matmul});
         auto model = load_on(*backend, WeightDType::kBF16);
         ASSERT_NE(model, nullptr);
@@ -280,7 +285,7 @@ TEST_P(TransformersMatch, Bf16BatchInvarianceOnBothMatmulRoutes) {
         if (matmul == CpuMatmul::kOnednn && cpu::cpu_features().avx512_bf16)
             EXPECT_GT(cpu::onednn_panels_calls(), calls) << "no product went through oneDNN";
         std::printf("[ figures  ] %s bf16 (%s) batch vs alone: max rel diff = %.3g\n", GetParam().c_str(),
-                    matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN", worst);
+                    route_name(matmul), worst);
         EXPECT_LE(worst, kBatchInvariance);
     }
 }

@@ -410,14 +410,6 @@ void unpack_bf16_panels12_range(const uint8_t* packed, int64_t p_begin, int64_t 
                        panels + (p - p_begin) * k2 * kPairStride);
 }
 
-int64_t bf16_panels12_n(const uint8_t* packed) {
-    return header12(packed).n;
-}
-
-int64_t bf16_panels12_k(const uint8_t* packed) {
-    return header12(packed).k;
-}
-
 void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint8_t* packed, int64_t n_begin,
                          int64_t n_end, float* y, int64_t ldy, bool accumulate, bool prefetch_following) {
     const Header12& h = header12(packed);

@@ -99,9 +99,6 @@ void unpack_bf16_panels12(const uint8_t* packed, uint16_t* panels);
 // Panels [p_begin, p_end) of that plain form, one after another from `panels`
 // ((p_end - p_begin) * bf16_panels_elems(kBf16PanelCols, k) elements).
 void unpack_bf16_panels12_range(const uint8_t* packed, int64_t p_begin, int64_t p_end, uint16_t* panels);
-// n and k of a 12-bit buffer (from its header).
-int64_t bf16_panels12_n(const uint8_t* packed);
-int64_t bf16_panels12_k(const uint8_t* packed);
 
 // bf16_panel_block over the 12-bit form (same arguments; n and k come from the header).
 void bf16_panels12_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint8_t* packed, int64_t n_begin,

@@ -158,6 +158,14 @@ StatusOr<DeviceBuffer> CpuBackend::pack_matrix(const TensorView& w) {
 
 }  // namespace cpu
 
+StatusOr<CpuMatmul> parse_cpu_matmul(const std::string& name) {
+    if (name == "auto") return CpuMatmul::kAuto;
+    if (name == "own") return CpuMatmul::kOwn;
+    if (name == "onednn") return CpuMatmul::kOnednn;
+    if (name == "onednn-prefill") return CpuMatmul::kOnednnPrefill;
+    return invalid_argument("--cpu-matmul must be auto, own, onednn or onednn-prefill, got \"" + name + "\"");
+}
+
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
     return std::make_unique<cpu::CpuBackend>(options);
 }

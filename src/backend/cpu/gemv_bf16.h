@@ -16,9 +16,9 @@ namespace moe::cpu {
 // Whether gemv_bf16 can run `p` on this CPU (AVX512-BF16 present, bf16 weights, M <= max_rows).
 bool gemv_bf16_applies(const GemmProblem& p, int64_t max_rows);
 
-// Runs `p`; bitwise deterministic and independent of the pool size. route kOnednn: packed
-// panels with K % 32 == 0 go through oneDNN on each thread (onednn_panels.h); its errors come
-// back here.
+// Runs `p`; bitwise deterministic and independent of the pool size. Where panel_route_onednn(route,
+// M), packed panels with K % 32 == 0 go through oneDNN on each thread (onednn_panels.h); its
+// errors come back here.
 Status gemv_bf16(const GemmProblem& p, ThreadPool* pool, PanelRoute route = PanelRoute::kOwn);
 
 }  // namespace moe::cpu

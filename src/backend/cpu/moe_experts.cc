@@ -139,7 +139,7 @@ void make_items(const int32_t* off, int64_t num_experts, int64_t cols, int64_t k
 }
 
 Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t* off, int64_t num_experts,
-                        int64_t hidden, int64_t inter) {
+                        int64_t hidden, int64_t inter, int64_t max_rows) {
     const int64_t total = off[num_experts];
     const int64_t kph = bf16_padded_k(hidden), kpi = bf16_padded_k(inter);
     // NOTE: thread_local on the calling thread (one caller at a time per backend): no
@@ -150,8 +150,6 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
     const int threads = std::max(1, cpu.pool().size());
     // The route is chosen per expert, by its row count (all of an expert's rows take one route).
     const PanelRoute route = cpu.gemm_engine().panel_route();
-    int64_t max_rows = 0;
-    for (int64_t e = 0; e < num_experts; ++e) max_rows = std::max<int64_t>(max_rows, off[e + 1] - off[e]);
     const int64_t item_cols = panel_route_onednn(route, max_rows) ? kOnednnItemCols : kItemCols;
     make_items(off, num_experts, inter, hidden, 2, threads, item_cols, s.gate_up, s.costs, s.gate_up_bounds);
     make_items(off, num_experts, hidden, inter, 1, threads, item_cols, s.down, s.costs, s.down_bounds);
@@ -295,7 +293,7 @@ Status moe_experts(Backend& be, const MoeExpertsArgs& a) {
     }
     if (max_rows == 0) return ok_status();
     if (all_bf16 && bf16_tiles_available() && cpu.gemm_engine().bf16_tiles_max_rows() > 0)
-        return moe_experts_bf16(cpu, a, off, num_experts, hidden, inter);
+        return moe_experts_bf16(cpu, a, off, num_experts, hidden, inter, max_rows);
     return moe_experts_gemm(cpu, a, off, num_experts, hidden, inter, max_rows);
 }
 

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <optional>
+#include <string>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
 #include <vector>
@@ -87,35 +89,44 @@ ThreadState& thread_state() {
 std::atomic<int64_t> g_refused{0};
 std::atomic<bool> g_refuse_for_testing{false};
 
-// The primitive for `key`, built on first use. A shape oneDNN refuses (no implementation, or only
-// its reference one: correct, but ~100x slower) is remembered as refused; the caller then runs
-// our kernels instead. The probe at backend creation makes that the exception, not the rule.
-Entry& entry_for(ThreadState& s, const Key& key) {
-    auto it = s.cache.find(key);
-    if (it != s.cache.end()) return it->second;
-    if (s.cache.size() >= kMaxPrimitives) s.cache.clear();
+// The matmul over `key.cols` columns of BA16a64b2a panels (dense rows, user scratchpad), or
+// nothing with *why set when oneDNN has none for the shape or only its reference one (correct,
+// but ~100x slower). Other oneDNN errors are thrown.
+std::optional<dnnl::matmul::primitive_desc> panel_matmul_pd(const dnnl::engine& engine, const Key& key,
+                                                            std::string* why) {
     const memory::desc src_md({key.rows, key.k}, memory::data_type::bf16, memory::format_tag::ab);
     const memory::desc wei_md({key.k, key.cols}, memory::data_type::bf16, memory::format_tag::BA16a64b2a);
     const memory::desc dst_md({key.rows, key.cols}, memory::data_type::f32, memory::format_tag::ab);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    std::string why;
     try {
-        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_md, dst_md), attr, s.engine);
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_md, dst_md), attr, engine);
         const std::string impl = pd.impl_info_str();
-        if (impl.rfind("ref", 0) != 0) {
-            Entry e{dnnl::matmul(pd), memory(src_md, s.engine, nullptr), memory(wei_md, s.engine, nullptr),
-                    memory(dst_md, s.engine, nullptr), memory(pd.scratchpad_desc(), s.engine, nullptr)};
-            e.args[0] = {DNNL_ARG_SRC, e.src.get()};
-            e.args[1] = {DNNL_ARG_WEIGHTS, e.wei.get()};
-            e.args[2] = {DNNL_ARG_DST, e.dst.get()};
-            e.args[3] = {DNNL_ARG_SCRATCHPAD, e.scratch.get()};
-            return s.cache.emplace(key, std::move(e)).first->second;
-        }
-        why = "only its reference matmul (" + impl + ")";
+        if (impl.rfind("ref", 0) != 0) return pd;
+        *why = "only its reference matmul (" + impl + ")";
     } catch (const dnnl::error& e) {
         if (e.status != dnnl_unimplemented) throw;
-        why = "no matmul";
+        *why = "no matmul";
+    }
+    return std::nullopt;
+}
+
+// The primitive for `key`, built on first use. A shape oneDNN refuses is remembered as refused;
+// the caller then runs our kernels instead. The probe at backend creation makes that the
+// exception, not the rule.
+Entry& entry_for(ThreadState& s, const Key& key) {
+    auto it = s.cache.find(key);
+    if (it != s.cache.end()) return it->second;
+    if (s.cache.size() >= kMaxPrimitives) s.cache.clear();
+    std::string why;
+    if (const auto pd = panel_matmul_pd(s.engine, key, &why)) {
+        Entry e{dnnl::matmul(*pd), memory(pd->src_desc(), s.engine, nullptr), memory(pd->weights_desc(), s.engine, nullptr),
+                memory(pd->dst_desc(), s.engine, nullptr), memory(pd->scratchpad_desc(), s.engine, nullptr)};
+        e.args[0] = {DNNL_ARG_SRC, e.src.get()};
+        e.args[1] = {DNNL_ARG_WEIGHTS, e.wei.get()};
+        e.args[2] = {DNNL_ARG_DST, e.dst.get()};
+        e.args[3] = {DNNL_ARG_SCRATCHPAD, e.scratch.get()};
+        return s.cache.emplace(key, std::move(e)).first->second;
     }
     if (g_refused.fetch_add(1, std::memory_order_relaxed) == 0)
         log::backend().warn("oneDNN has {} for {} rows x K {} by {} columns of packed panels: our kernels take such "
@@ -166,15 +177,10 @@ bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uin
 
 StatusOr<std::string> onednn_panels_probe() {
     try {
-        ThreadState& s = thread_state();
-        const memory::desc src_md({16, 64}, memory::data_type::bf16, memory::format_tag::ab);
-        const memory::desc wei_md({64, 64}, memory::data_type::bf16, memory::format_tag::BA16a64b2a);
-        const memory::desc dst_md({16, 64}, memory::data_type::f32, memory::format_tag::ab);
-        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_md, dst_md), s.engine);
-        const std::string impl = pd.impl_info_str();
-        if (impl.rfind("ref", 0) == 0)
-            return unimplemented("oneDNN offers only its reference matmul (" + impl + ") over packed panels here");
-        return impl;
+        std::string why;
+        const auto pd = panel_matmul_pd(thread_state().engine, Key{16, 64, 64}, &why);
+        if (!pd) return unimplemented("oneDNN has " + why + " over packed panels here");
+        return std::string(pd->impl_info_str());
     } catch (const dnnl::error& e) {
         return unimplemented(std::string("oneDNN cannot build a bf16 matmul over packed panels here: ") + e.what());
     } catch (const std::exception& e) {
