@@ -50,12 +50,16 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
+#include "bandwidth_probe.h"
 #include "cli/bench_workload.h"
 #include "core/allocator.h"
 #include "engine/engine.h"
 #include "model/moe_transformer.h"
 
 using namespace moe;
+using bench::bandwidth_passes;
+using bench::median_of;
+using bench::probe_kernel;
 
 namespace {
 
@@ -105,88 +109,16 @@ struct Flags {
     double bs1_probe_gib = 0;  // bench: bandwidth probes of this size around batch 1 (0: none)
 };
 
+// --matmul: parse_cpu_matmul, its error thrown (the flag parser reports it).
 CpuMatmul cpu_matmul(const std::string& v) {
-    if (v == "own") return CpuMatmul::kOwn;
-    if (v == "onednn") return CpuMatmul::kOnednn;
-    if (v == "onednn-prefill") return CpuMatmul::kOnednnPrefill;
-    if (v != "auto") throw std::invalid_argument("--matmul must be auto, own, onednn or onednn-prefill, got " + v);
-    return CpuMatmul::kAuto;
+    auto m = parse_cpu_matmul(v);
+    if (!m.ok()) throw std::invalid_argument(m.status().message());
+    return *m;
 }
 
 // ---- bandwidth probe ------------------------------------------------------------------------
 
-__attribute__((target("avx512f"))) float sum_avx512(const float* p, size_t n) {
-    // 8 independent accumulators: enough misses in flight per core to approach DRAM speed.
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    size_t i = 0;
-    for (; i + 128 <= n; i += 128) {
-        a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
-        a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
-        a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
-        a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
-        a4 = _mm512_add_ps(a4, _mm512_load_ps(p + i + 64));
-        a5 = _mm512_add_ps(a5, _mm512_load_ps(p + i + 80));
-        a6 = _mm512_add_ps(a6, _mm512_load_ps(p + i + 96));
-        a7 = _mm512_add_ps(a7, _mm512_load_ps(p + i + 112));
-    }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                                                 _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7))));
-    for (; i < n; ++i) s += p[i];
-    return s;
-}
-
-float sum_scalar(const float* p, size_t n) {
-    float s[8] = {};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; ++k) s[k] += p[i + k];
-    for (; i < n; ++i) s[0] += p[i];
-    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-}
-
-// Read GB/s of `passes` passes (after one warm-up pass) of `threads` threads each summing its
-// slice of a fresh `bytes` array from the engine's allocator (2 MiB-aligned MADV_HUGEPAGE
-// mappings, as moeserve's packed weights get, so that the probe is not held back by TLB misses
-// the engine does not take). Empty on an allocation failure.
-std::vector<double> bandwidth_passes(int threads, size_t bytes, int passes) {
-    const size_t n = bytes / sizeof(float) / 1024 * 1024;
-    auto mem = CpuAllocator::allocate(n * sizeof(float));
-    if (!mem.ok()) return {};
-    auto* data = static_cast<float*>(*mem);
-    for (size_t i = 0; i < n; ++i) data[i] = static_cast<float>(i & 1023) * 1e-3f;  // touch every page
-    const bool avx512 = __builtin_cpu_supports("avx512f");
-    std::vector<double> gbs;
-    volatile float sink = 0;
-    for (int pass = 0; pass < passes + 1; ++pass) {  // pass 0 warms up
-        std::vector<float> part(static_cast<size_t>(threads));
-        std::vector<std::thread> ts;
-        const size_t chunk = n / static_cast<size_t>(threads) / 128 * 128;
-        const auto t0 = std::chrono::steady_clock::now();
-        for (int t = 0; t < threads; ++t) {
-            ts.emplace_back([&, t] {
-                const size_t b = chunk * static_cast<size_t>(t);
-                const size_t len = t == threads - 1 ? n - b : chunk;
-                part[static_cast<size_t>(t)] = avx512 ? sum_avx512(data + b, len) : sum_scalar(data + b, len);
-            });
-        }
-        for (auto& t : ts) t.join();
-        const double s = seconds_since(t0);
-        for (float p : part) sink = sink + p;
-        if (pass > 0) gbs.push_back(static_cast<double>(n * sizeof(float)) / s / 1e9);
-    }
-    CpuAllocator::deallocate(data);
-    return gbs;
-}
-
-double median_of(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-const char* probe_kernel() {
-    return __builtin_cpu_supports("avx512f") ? "avx512 f32 sum, 8 accumulators per thread"
-                                             : "scalar f32 sum, 8 accumulators";
-}
+// bandwidth_passes, median_of, probe_kernel: bandwidth_probe.h.
 
 int run_bandwidth(const Flags& f) {
     if (f.gib < 0.25 || f.gib > 64) return fail("--gib must be in [0.25, 64]");
@@ -792,7 +724,10 @@ int main(int argc, char** argv) {
             else if (a == "--kv-cache-bytes") f.kv_cache_bytes = std::stoll(v);
             else if (a == "--kv-cache-dtype") f.kv_cache_dtype = v;
             else if (a == "--compress-weights" || a == "--compress-experts") f.compress_weights = v != "0";
-            else if (a == "--matmul") f.matmul = v;
+            else if (a == "--matmul") {
+                cpu_matmul(v);  // a bad name throws here, where flag errors are reported
+                f.matmul = v;
+            }
             else if (a == "--bs1-probe-gib") f.bs1_probe_gib = std::stod(v);
             else if (a == "--warmup-requests") f.warmup_requests = std::stoi(v);
             else if (a == "--bare-loop") f.bare_loop = std::stoi(v);
