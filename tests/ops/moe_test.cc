@@ -233,16 +233,7 @@ TEST(OpsMoeExperts, CpuBf16SameBitsWhateverTheThreadsAndWhoTakesWhichItem) {
         PackedExperts pe = pack_experts(*be, w, hidden, inter, layout == 2);
         for (const auto& vs : pe.views)
             for (const TensorView& v : vs) EXPECT_EQ(v.packed_layout, layout == 2 ? 1 : 0);
-        auto& views = pe.views;
-        std::vector<float> out(static_cast<size_t>(rows * hidden), -1.0f);
-        MoeExpertsArgs a{host_view(x.data(), DType::kF32, {rows, hidden}),
-                         host_view(const_cast<int32_t*>(offsets.data()), DType::kI32, {num_experts + 1}),
-                         views[0],
-                         views[1],
-                         views[2],
-                         host_view(out.data(), DType::kF32, {rows, hidden})};
-        EXPECT_TRUE(ops::run(*be, a).ok());
-        return out;
+        return run_packed_experts(*be, pe, x, offsets, hidden);
     };
     for (int layout : {0, 1, 2}) {
         SCOPED_TRACE(layout == 0 ? "checkpoint layout" : layout == 1 ? "packed" : "12-bit packed");

@@ -279,17 +279,7 @@ TEST(OnednnPanels, ExpertsAreBatchInvariant) {
     auto run = [&](CpuMatmul matmul, int threads, const std::vector<int32_t>& offsets) {
         auto be = backend(matmul, threads);
         PackedExperts pe = pack_experts(*be, w, hidden, inter, true);
-        auto& views = pe.views;
-        const int64_t rows = offsets.back();
-        std::vector<float> out(static_cast<size_t>(rows * hidden), -1.0f);
-        MoeExpertsArgs a{host_view(x.data(), DType::kF32, {rows, hidden}),
-                         host_view(const_cast<int32_t*>(offsets.data()), DType::kI32, {num_experts + 1}),
-                         views[0],
-                         views[1],
-                         views[2],
-                         host_view(out.data(), DType::kF32, {rows, hidden})};
-        EXPECT_TRUE(ops::run(*be, a).ok());
-        return out;
+        return run_packed_experts(*be, pe, x, offsets, hidden);
     };
     const std::vector<int32_t> big = {0, 45, 70, 80};
     const int64_t calls = cpu::onednn_panels_calls();

@@ -234,6 +234,23 @@ inline PackedExperts pack_experts(Backend& be, std::vector<std::vector<uint16_t>
     return pe;
 }
 
+// ops::moe_experts over pe's views for the rows of x that `offsets` (num_experts + 1) assigns,
+// on host memory; the output rows (offsets.back() x hidden).
+inline std::vector<float> run_packed_experts(Backend& be, const PackedExperts& pe, const std::vector<float>& x,
+                                             const std::vector<int32_t>& offsets, int64_t hidden) {
+    const int64_t rows = offsets.back();
+    const int64_t num_experts = static_cast<int64_t>(offsets.size()) - 1;
+    std::vector<float> out(static_cast<size_t>(rows * hidden), -1.0f);
+    MoeExpertsArgs a{host_view(const_cast<float*>(x.data()), DType::kF32, {rows, hidden}),
+                     host_view(const_cast<int32_t*>(offsets.data()), DType::kI32, {num_experts + 1}),
+                     pe.views[0],
+                     pe.views[1],
+                     pe.views[2],
+                     host_view(out.data(), DType::kF32, {rows, hidden})};
+    EXPECT_TRUE(ops::run(be, a).ok());
+    return out;
+}
+
 // Elements [r, c < cols] of a row-strided host buffer, packed.
 inline std::vector<float> pack_rows(const std::vector<float>& strided, int64_t rows, int64_t cols, int64_t ld) {
     std::vector<float> out(static_cast<size_t>(rows * cols));

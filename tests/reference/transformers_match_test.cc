@@ -214,48 +214,52 @@ TEST_P(TransformersMatch, ChunkedPrefillEqualsWholePrefill) {
 // the same packed panels (CpuMatmul::kOnednn; kAuto's choice on a CPU with AMX).
 TEST_P(TransformersMatch, Bf16WeightsWithinTolerance) {
     for (CpuMatmul matmul : {CpuMatmul::kOwn, CpuMatmul::kOnednn}) {
-    SCOPED_TRACE(route_name(matmul));
-    auto backend = make_cpu_backend({.num_threads = 2, .matmul = matmul});
-    auto model = load_on(*backend, WeightDType::kBF16);
-    ASSERT_NE(model, nullptr);
-    EXPECT_EQ(model->matrix_dtype(), DType::kBF16);
-    // With the KV cache in f32 and in bf16 (what `moeserve serve` uses for a bf16 model: K and V
-    // rounded to bf16, as transformers' bf16 models store them), the same bounds.
-    for (DType kv : {DType::kF32, DType::kBF16}) {
-    SCOPED_TRACE(std::string("KV cache ") + dtype_name(kv));
-    std::vector<size_t> idx;
-    for (size_t p = 0; p < fixture_.prompts.size(); ++p) idx.push_back(p);
-    RunResult r = run_greedy(*model, fixture_.prompts, {.kv_dtype = kv});
-    // bf16 rounding can flip a near-tied expert choice, and a flip moves that position's logits
-    // far more than rounding does: mixtral prompt 1 position 14 moves by 0.235 of max|ref|, and
-    // transformers itself, run with the same bf16-rounded weights, moves by the same 0.235 there.
-    // So per prefill row: the median error must stay under 1e-2 and almost every row within 2e-2; the
-    // worst row is printed. Greedy tokens are not compared (a close choice may flip).
-    std::vector<double> row_errors;
-    for (size_t p = 0; p < idx.size(); ++p) {
-        int64_t rows, vocab;
-        const float* ref = fixture_.logits("prefill", p, &rows, &vocab);
-        for (int64_t i = 0; i < rows; ++i) {
-            const double e = max_rel_error(r.prefill[p].data() + i * vocab, ref + i * vocab, vocab);
-            // normalize by the whole prompt's max|ref|, as the f32 figures are
-            double max_ref = 0;
-            for (int64_t k = 0; k < rows * vocab; ++k) max_ref = std::max(max_ref, std::abs(static_cast<double>(ref[k])));
-            double row_max_ref = 0;
-            for (int64_t k = 0; k < vocab; ++k) row_max_ref = std::max(row_max_ref, std::abs(static_cast<double>(ref[i * vocab + k])));
-            row_errors.push_back(e * row_max_ref / max_ref);
+        SCOPED_TRACE(route_name(matmul));
+        auto backend = make_cpu_backend({.num_threads = 2, .matmul = matmul});
+        auto model = load_on(*backend, WeightDType::kBF16);
+        ASSERT_NE(model, nullptr);
+        EXPECT_EQ(model->matrix_dtype(), DType::kBF16);
+        // With the KV cache in f32 and in bf16 (what `moeserve serve` uses for a bf16 model: K and V
+        // rounded to bf16, as transformers' bf16 models store them), the same bounds.
+        for (DType kv : {DType::kF32, DType::kBF16}) {
+            SCOPED_TRACE(std::string("KV cache ") + dtype_name(kv));
+            std::vector<size_t> idx;
+            for (size_t p = 0; p < fixture_.prompts.size(); ++p) idx.push_back(p);
+            RunResult r = run_greedy(*model, fixture_.prompts, {.kv_dtype = kv});
+            // bf16 rounding can flip a near-tied expert choice, and a flip moves that position's logits
+            // far more than rounding does: mixtral prompt 1 position 14 moves by 0.235 of max|ref|, and
+            // transformers itself, run with the same bf16-rounded weights, moves by the same 0.235 there.
+            // So per prefill row: the median error must stay under 1e-2 and almost every row within 2e-2; the
+            // worst row is printed. Greedy tokens are not compared (a close choice may flip).
+            std::vector<double> row_errors;
+            for (size_t p = 0; p < idx.size(); ++p) {
+                int64_t rows, vocab;
+                const float* ref = fixture_.logits("prefill", p, &rows, &vocab);
+                // normalize by the whole prompt's max|ref|, as the f32 figures are
+                double max_ref = 0;
+                for (int64_t k = 0; k < rows * vocab; ++k)
+                    max_ref = std::max(max_ref, std::abs(static_cast<double>(ref[k])));
+                for (int64_t i = 0; i < rows; ++i) {
+                    const double e = max_rel_error(r.prefill[p].data() + i * vocab, ref + i * vocab, vocab);
+                    double row_max_ref = 0;
+                    for (int64_t k = 0; k < vocab; ++k)
+                        row_max_ref = std::max(row_max_ref, std::abs(static_cast<double>(ref[i * vocab + k])));
+                    row_errors.push_back(e * row_max_ref / max_ref);
+                }
+            }
+            std::sort(row_errors.begin(), row_errors.end());
+            const double median = row_errors[row_errors.size() / 2];
+            const double within = static_cast<double>(std::count_if(row_errors.begin(), row_errors.end(),
+                                                                    [](double e) { return e <= kBf16Tolerance; })) /
+                                  static_cast<double>(row_errors.size());
+            std::printf(
+                "[ figures  ] %s bf16 weights (%s), %s KV cache, prefill rows: median %.3g, max %.3g, %.1f%% within "
+                "%.0e\n",
+                GetParam().c_str(), route_name(matmul), dtype_name(kv), median, row_errors.back(), 100 * within,
+                kBf16Tolerance);
+            EXPECT_LE(median, 1e-2);
+            EXPECT_GE(within, 0.95);
         }
-    }
-    std::sort(row_errors.begin(), row_errors.end());
-    const double median = row_errors[row_errors.size() / 2];
-    const double within = static_cast<double>(std::count_if(row_errors.begin(), row_errors.end(),
-                                                            [](double e) { return e <= kBf16Tolerance; })) /
-                          static_cast<double>(row_errors.size());
-    std::printf("[ figures  ] %s bf16 weights (%s), %s KV cache, prefill rows: median %.3g, max %.3g, %.1f%% within %.0e\n",
-                GetParam().c_str(), route_name(matmul), dtype_name(kv), median,
-                row_errors.back(), 100 * within, kBf16Tolerance);
-    EXPECT_LE(median, 1e-2);
-    EXPECT_GE(within, 0.95);
-    }
     }
 }
 
