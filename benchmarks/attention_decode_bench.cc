@@ -37,17 +37,28 @@ int main(int argc, char** argv) {
     std::string dtypes_arg = "f32,bf16";
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i], v = argv[i + 1];
-        if (a == "--threads") threads = std::stoi(v);
-        else if (a == "--repeats") repeats = std::stoi(v);
-        else if (a == "--seqs") seqs = std::stoll(v);
-        else if (a == "--ctx") ctx = std::stoll(v);
-        else if (a == "--q-heads") q_heads = std::stoll(v);
-        else if (a == "--kv-heads") kv_heads = std::stoll(v);
-        else if (a == "--head-dim") head_dim = std::stoll(v);
-        else if (a == "--block-size") block_size = std::stoll(v);
-        else if (a == "--layers") layers = std::stoll(v);
-        else if (a == "--dtypes") dtypes_arg = v;
-        else return fail("unknown flag " + a);
+        if (a == "--threads")
+            threads = std::stoi(v);
+        else if (a == "--repeats")
+            repeats = std::stoi(v);
+        else if (a == "--seqs")
+            seqs = std::stoll(v);
+        else if (a == "--ctx")
+            ctx = std::stoll(v);
+        else if (a == "--q-heads")
+            q_heads = std::stoll(v);
+        else if (a == "--kv-heads")
+            kv_heads = std::stoll(v);
+        else if (a == "--head-dim")
+            head_dim = std::stoll(v);
+        else if (a == "--block-size")
+            block_size = std::stoll(v);
+        else if (a == "--layers")
+            layers = std::stoll(v);
+        else if (a == "--dtypes")
+            dtypes_arg = v;
+        else
+            return fail("unknown flag " + a);
     }
     if (seqs < 1 || ctx < 1 || kv_heads < 1 || q_heads % kv_heads != 0 || head_dim < 1 || block_size < 1 ||
         layers < 1 || repeats < 1)
@@ -72,7 +83,8 @@ int main(int argc, char** argv) {
     for (int64_t s = 0; s < seqs; ++s)
         for (int64_t b = 0; b < blocks_per_seq; ++b)
             tables[static_cast<size_t>(s * blocks_per_seq + b)] = static_cast<int32_t>(b * seqs + s);
-    std::vector<int32_t> query_start(static_cast<size_t>(seqs + 1)), kv_lens(static_cast<size_t>(seqs), static_cast<int32_t>(ctx + 1));
+    std::vector<int32_t> query_start(static_cast<size_t>(seqs + 1)),
+        kv_lens(static_cast<size_t>(seqs), static_cast<int32_t>(ctx + 1));
     std::iota(query_start.begin(), query_start.end(), 0);
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
@@ -91,7 +103,8 @@ int main(int argc, char** argv) {
                 if (!buf.ok()) return fail(buf.status().to_string());
                 // Any finite values: bf16 0x3c00..0x3fff / the same bits as f32 halves.
                 auto* p = static_cast<uint16_t*>(buf.value().data());
-                for (size_t i = 0; i < bytes / 2; ++i) p[i] = static_cast<uint16_t>(0x3c00 + (i * 2654435761u >> 22) % 0x400);
+                for (size_t i = 0; i < bytes / 2; ++i)
+                    p[i] = static_cast<uint16_t>(0x3c00 + (i * 2654435761u >> 22) % 0x400);
                 list->push_back(std::move(buf.value()));
             }
         }
@@ -117,11 +130,12 @@ int main(int argc, char** argv) {
             if (r > 0) us[d].push_back(s * 1e6 / static_cast<double>(layers));
         }
     }
-    std::printf("attention decode: %lld seqs x %lld cached, %lld/%lld heads, head_dim %lld, pages of %lld, %lld layers, "
-                "%d threads\n",
-                static_cast<long long>(seqs), static_cast<long long>(ctx + 1), static_cast<long long>(q_heads),
-                static_cast<long long>(kv_heads), static_cast<long long>(head_dim), static_cast<long long>(block_size),
-                static_cast<long long>(layers), threads);
+    std::printf(
+        "attention decode: %lld seqs x %lld cached, %lld/%lld heads, head_dim %lld, pages of %lld, %lld layers, "
+        "%d threads\n",
+        static_cast<long long>(seqs), static_cast<long long>(ctx + 1), static_cast<long long>(q_heads),
+        static_cast<long long>(kv_heads), static_cast<long long>(head_dim), static_cast<long long>(block_size),
+        static_cast<long long>(layers), threads);
     for (size_t d = 0; d < dtypes.size(); ++d) {
         std::sort(us[d].begin(), us[d].end());
         const double med = us[d][us[d].size() / 2];

@@ -2,7 +2,8 @@
 // tokens/s at batch 1 and at a few batch sizes, for a model directory or a random model shape.
 //
 //   forward_bench --model tests/reference/fixtures/qwen3_moe [--threads 2]
-//   forward_bench --random moe-s --dtype bf16 --prompt 128 --decode 16 --batches 1,4,16 [--tiles-max-rows N] (0: every bf16 GEMM on oneDNN)
+//   forward_bench --random moe-s --dtype bf16 --prompt 128 --decode 16 --batches 1,4,16 [--tiles-max-rows N] (0: every
+//   bf16 GEMM on oneDNN)
 //       [--pack 0|1] (1, the default: bf16 matrices packed into column panels at load)
 //
 // Prints one line per figure plus the machine's CPU model and flags. Not a peer comparison:
@@ -58,22 +59,34 @@ int main(int argc, char** argv) {
             return argv[++i];
         };
         const std::string a = argv[i];
-        if (a == "--model") model_dir = next("--model");
-        else if (a == "--random") random_shape = next("--random");
-        else if (a == "--dtype") dtype_name_arg = next("--dtype");
-        else if (a == "--threads") threads = std::stoi(next("--threads"));
-        else if (a == "--prompt") prompt_len = std::stoi(next("--prompt"));
-        else if (a == "--decode") decode_steps = std::stoi(next("--decode"));
-        else if (a == "--batches") batches_arg = next("--batches");
-        else if (a == "--repeats") repeats = std::stoi(next("--repeats"));
-        else if (a == "--tiles-max-rows") tiles_max_rows = std::stoll(next("--tiles-max-rows"));
-        else if (a == "--pack") pack = next("--pack") != "0";
+        if (a == "--model")
+            model_dir = next("--model");
+        else if (a == "--random")
+            random_shape = next("--random");
+        else if (a == "--dtype")
+            dtype_name_arg = next("--dtype");
+        else if (a == "--threads")
+            threads = std::stoi(next("--threads"));
+        else if (a == "--prompt")
+            prompt_len = std::stoi(next("--prompt"));
+        else if (a == "--decode")
+            decode_steps = std::stoi(next("--decode"));
+        else if (a == "--batches")
+            batches_arg = next("--batches");
+        else if (a == "--repeats")
+            repeats = std::stoi(next("--repeats"));
+        else if (a == "--tiles-max-rows")
+            tiles_max_rows = std::stoll(next("--tiles-max-rows"));
+        else if (a == "--pack")
+            pack = next("--pack") != "0";
         else {
             std::fprintf(stderr, "unknown flag %s\n", a.c_str());
             return 2;
         }
     }
-    WeightDType wd = dtype_name_arg == "bf16" ? WeightDType::kBF16 : dtype_name_arg == "f32" ? WeightDType::kF32 : WeightDType::kAuto;
+    WeightDType wd = dtype_name_arg == "bf16"  ? WeightDType::kBF16
+                     : dtype_name_arg == "f32" ? WeightDType::kF32
+                                               : WeightDType::kAuto;
     auto backend = make_cpu_backend({.num_threads = threads, .pack_weights = pack});
     cpu::as_cpu(*backend).gemm_engine().set_bf16_tiles_max_rows(tiles_max_rows);
     std::unique_ptr<MoeTransformer> model;
@@ -86,8 +99,15 @@ int main(int argc, char** argv) {
     } else {
         RandomModelShape shape;
         if (random_shape == "moe-s") {
-            shape = {.vocab_size = 32000, .hidden_size = 1024, .num_layers = 16, .num_heads = 16, .num_kv_heads = 4,
-                     .head_dim = 64, .num_experts = 32, .num_experts_per_tok = 4, .moe_intermediate_size = 512};
+            shape = {.vocab_size = 32000,
+                     .hidden_size = 1024,
+                     .num_layers = 16,
+                     .num_heads = 16,
+                     .num_kv_heads = 4,
+                     .head_dim = 64,
+                     .num_experts = 32,
+                     .num_experts_per_tok = 4,
+                     .moe_intermediate_size = 512};
         } else if (random_shape != "tiny" && !random_shape.empty()) {
             std::fprintf(stderr, "--random: tiny or moe-s\n");
             return 2;
@@ -113,16 +133,19 @@ int main(int argc, char** argv) {
     auto cache_or = KvCache::create(*backend, c, {.num_blocks = per_seq_blocks * max_batch, .block_size = bs});
     if (!cache_or.ok()) return fail(cache_or.status());
     KvCache cache = std::move(cache_or).value();
-    std::printf("machine: %s, %d threads\nmodel: %s (%s, %lld layers, %lld experts top-%lld, hidden %lld), matrices %s\n",
-                cpu_model().c_str(), threads, what.c_str(), c.architecture.c_str(), static_cast<long long>(c.num_layers),
-                static_cast<long long>(c.num_experts), static_cast<long long>(c.num_experts_per_tok),
-                static_cast<long long>(c.hidden_size), dtype_name(model->matrix_dtype()));
+    std::printf(
+        "machine: %s, %d threads\nmodel: %s (%s, %lld layers, %lld experts top-%lld, hidden %lld), matrices %s\n",
+        cpu_model().c_str(), threads, what.c_str(), c.architecture.c_str(), static_cast<long long>(c.num_layers),
+        static_cast<long long>(c.num_experts), static_cast<long long>(c.num_experts_per_tok),
+        static_cast<long long>(c.hidden_size), dtype_name(model->matrix_dtype()));
 
     std::vector<std::vector<int32_t>> tables(static_cast<size_t>(max_batch));
     for (int s = 0; s < max_batch; ++s)
-        for (int64_t b = 0; b < per_seq_blocks; ++b) tables[static_cast<size_t>(s)].push_back(static_cast<int32_t>(s * per_seq_blocks + b));
+        for (int64_t b = 0; b < per_seq_blocks; ++b)
+            tables[static_cast<size_t>(s)].push_back(static_cast<int32_t>(s * per_seq_blocks + b));
     std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
-    for (int i = 0; i < prompt_len; ++i) prompt[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7919 + 13) % c.vocab_size);
+    for (int i = 0; i < prompt_len; ++i)
+        prompt[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7919 + 13) % c.vocab_size);
 
     for (int batch : batches) {
         std::vector<double> prefill_tps, decode_tps;
@@ -131,7 +154,8 @@ int main(int argc, char** argv) {
             double prefill_s = 0;
             for (int s = 0; s < batch; ++s) {
                 BatchView b;
-                b.sequences.push_back({.token_ids = prompt, .num_cached = 0, .block_table = tables[static_cast<size_t>(s)]});
+                b.sequences.push_back(
+                    {.token_ids = prompt, .num_cached = 0, .block_table = tables[static_cast<size_t>(s)]});
                 const auto t0 = std::chrono::steady_clock::now();
                 auto out = model->forward(b, cache);
                 prefill_s += seconds_since(t0);
@@ -155,8 +179,10 @@ int main(int argc, char** argv) {
         std::sort(prefill_tps.begin(), prefill_tps.end());
         std::sort(decode_tps.begin(), decode_tps.end());
         if (batch == batches.front())
-            std::printf("prefill %d tokens: %.1f tok/s (median of %d)\n", prompt_len, prefill_tps[prefill_tps.size() / 2], repeats);
-        std::printf("decode batch %d: %.1f tok/s aggregate (median of %d)\n", batch, decode_tps[decode_tps.size() / 2], repeats);
+            std::printf("prefill %d tokens: %.1f tok/s (median of %d)\n", prompt_len,
+                        prefill_tps[prefill_tps.size() / 2], repeats);
+        std::printf("decode batch %d: %.1f tok/s aggregate (median of %d)\n", batch, decode_tps[decode_tps.size() / 2],
+                    repeats);
     }
     return 0;
 }

@@ -39,19 +39,28 @@ int main(int argc, char** argv) {
     std::vector<int64_t> ms = {1, 2, 4, 16, 64, 512};
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
-        if (a == "--threads") threads = std::stoi(argv[i + 1]);
-        else if (a == "--n") n = std::stoll(argv[i + 1]);
-        else if (a == "--k") k = std::stoll(argv[i + 1]);
-        else if (a == "--matrices") matrices = std::stoll(argv[i + 1]);
-        else if (a == "--repeats") repeats = std::stoi(argv[i + 1]);
-        else if (a == "--packed") packed = std::stoi(argv[i + 1]);
-        else if (a == "--outliers") outliers = std::stod(argv[i + 1]);
-        else if (a == "--ms") ms = bench::parse_int_list(argv[i + 1]);
+        if (a == "--threads")
+            threads = std::stoi(argv[i + 1]);
+        else if (a == "--n")
+            n = std::stoll(argv[i + 1]);
+        else if (a == "--k")
+            k = std::stoll(argv[i + 1]);
+        else if (a == "--matrices")
+            matrices = std::stoll(argv[i + 1]);
+        else if (a == "--repeats")
+            repeats = std::stoi(argv[i + 1]);
+        else if (a == "--packed")
+            packed = std::stoi(argv[i + 1]);
+        else if (a == "--outliers")
+            outliers = std::stod(argv[i + 1]);
+        else if (a == "--ms")
+            ms = bench::parse_int_list(argv[i + 1]);
     }
     auto be = make_cpu_backend({.num_threads = threads});
     auto& engine = cpu::as_cpu(*be).gemm_engine();
     // Weights well past the last-level cache so every pass reads DRAM.
-    std::vector<std::vector<uint16_t>> w(static_cast<size_t>(matrices), std::vector<uint16_t>(static_cast<size_t>(n * k)));
+    std::vector<std::vector<uint16_t>> w(static_cast<size_t>(matrices),
+                                         std::vector<uint16_t>(static_cast<size_t>(n * k)));
     std::mt19937 rng(7);
     std::normal_distribution<float> dist(0.0f, 0.02f);
     std::uniform_real_distribution<double> pick(0.0, 1000.0);
@@ -126,13 +135,13 @@ int main(int argc, char** argv) {
         for (auto& v : gbs) std::sort(v.begin(), v.end());
         const double g = gbs[0][gbs[0].size() / 2], d = gbs[1][gbs[1].size() / 2];
         if (m <= 4) {
-            std::printf("M=%lld: %s %.1f GB/s, %s %.1f GB/s (median of %d), ratio %.2fx\n",
-                        static_cast<long long>(m), first, g, second, d, repeats, g / d);
+            std::printf("M=%lld: %s %.1f GB/s, %s %.1f GB/s (median of %d), ratio %.2fx\n", static_cast<long long>(m),
+                        first, g, second, d, repeats, g / d);
         } else {
             // FLOPs per weight byte: 2 * m per bf16 element = m per byte.
             std::printf("M=%lld: %s %.1f GFLOP/s, %s %.1f GFLOP/s (median of %d), ratio %.2fx\n",
-                        static_cast<long long>(m), first, g * static_cast<double>(m), second, d * static_cast<double>(m), repeats,
-                        g / d);
+                        static_cast<long long>(m), first, g * static_cast<double>(m), second,
+                        d * static_cast<double>(m), repeats, g / d);
         }
     }
     return 0;

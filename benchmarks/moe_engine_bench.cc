@@ -40,14 +40,13 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
 #include "bandwidth_probe.h"
@@ -151,7 +150,8 @@ struct LoadedModel {
 
 StatusOr<LoadedModel> load_engine(const Flags& f) {
     LoadedModel e;
-    e.backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_weights, .matmul = cpu_matmul(f.matmul)});
+    e.backend = make_cpu_backend(
+        {.num_threads = f.threads, .compress_streamed = f.compress_weights, .matmul = cpu_matmul(f.matmul)});
     MOE_ASSIGN_OR_RETURN(e.model, MoeTransformer::load(f.model, *e.backend, {.weight_dtype = WeightDType::kBF16}));
     return e;
 }
@@ -176,7 +176,8 @@ int run_logits(const Flags& f) {
     j["vocab_size"] = out->vocab_size;
     j["logits"] = nlohmann::json::array();
     for (size_t r = 0; r < ids.size(); ++r)
-        j["logits"].push_back(std::vector<float>(out->row(static_cast<int64_t>(r)), out->row(static_cast<int64_t>(r)) + out->vocab_size));
+        j["logits"].push_back(
+            std::vector<float>(out->row(static_cast<int64_t>(r)), out->row(static_cast<int64_t>(r)) + out->vocab_size));
     j["vm_hwm_kib"] = vm_hwm_kib();
     std::printf("%s\n", j.dump().c_str());
     return 0;
@@ -190,7 +191,8 @@ int run_bench(const Flags& f) {
     MoeTransformer& model = *e->model;
     const ModelConfig& c = model.config();
     const std::vector<int> batches = parse_ints(f.batches);
-    if (batches.empty() || f.prompt < 1 || f.ctx < 1 || f.decode < 1) return fail("--prompt, --ctx, --decode, --batches must be positive");
+    if (batches.empty() || f.prompt < 1 || f.ctx < 1 || f.decode < 1)
+        return fail("--prompt, --ctx, --decode, --batches must be positive");
     if (f.bs1_probe_gib != 0 && (f.bs1_probe_gib < 0.25 || f.bs1_probe_gib > 64))
         return fail("--bs1-probe-gib must be 0 (no probe) or in [0.25, 64]");
     const int max_batch = *std::max_element(batches.begin(), batches.end());
@@ -241,7 +243,8 @@ int run_bench(const Flags& f) {
     // Decode: N sequences, each with --ctx cached tokens, one new token per sequence per step.
     std::vector<std::vector<int32_t>> tables(static_cast<size_t>(max_batch));
     for (int s = 0; s < max_batch; ++s)
-        for (int64_t b = 0; b < seq_blocks; ++b) tables[static_cast<size_t>(s)].push_back(static_cast<int32_t>(s * seq_blocks + b));
+        for (int64_t b = 0; b < seq_blocks; ++b)
+            tables[static_cast<size_t>(s)].push_back(static_cast<int32_t>(s * seq_blocks + b));
     nlohmann::json dec = nlohmann::json::object();
     nlohmann::json bs1_probe = nlohmann::json::object();
     int64_t hwm_before_probe = 0;
@@ -254,7 +257,8 @@ int run_bench(const Flags& f) {
             BatchView b;
             for (int s = s0; s < std::min(n, s0 + kCtxGroup); ++s) {
                 for (int i = 0; i < f.ctx; ++i) ctx[static_cast<size_t>(s)][static_cast<size_t>(i)] = token(i + 31 * s);
-                b.sequences.push_back({.token_ids = ctx[static_cast<size_t>(s)], .num_cached = 0,
+                b.sequences.push_back({.token_ids = ctx[static_cast<size_t>(s)],
+                                       .num_cached = 0,
                                        .block_table = tables[static_cast<size_t>(s)]});
             }
             auto out = model.forward(b, cache);
@@ -279,7 +283,8 @@ int run_bench(const Flags& f) {
             BatchView b;
             for (int s = 0; s < n; ++s)
                 b.sequences.push_back({.token_ids = std::span<const int32_t>(&last[static_cast<size_t>(s)], 1),
-                                       .num_cached = f.ctx + step, .block_table = tables[static_cast<size_t>(s)]});
+                                       .num_cached = f.ctx + step,
+                                       .block_table = tables[static_cast<size_t>(s)]});
             auto out = model.forward(b, cache);
             if (!out.ok()) return fail(out.status().to_string());
             // Feed back the greedy token, as a server would (keeps routing input-dependent).
@@ -299,7 +304,8 @@ int run_bench(const Flags& f) {
             bs1_probe["rss_reset"] = static_cast<bool>(clear);
         }
         dec[std::to_string(n)] = static_cast<double>(n) * (f.decode) / s;
-        std::fprintf(stderr, "moe_engine_bench: decode %d sequences: %.1f tok/s\n", n, static_cast<double>(n) * f.decode / s);
+        std::fprintf(stderr, "moe_engine_bench: decode %d sequences: %.1f tok/s\n", n,
+                     static_cast<double>(n) * f.decode / s);
     }
     j["ctx_tokens"] = f.ctx;
     j["decode_steps"] = f.decode;
@@ -542,7 +548,8 @@ int run_engine(const Flags& f) {
 
     // As `moeserve serve --model DIR --threads N` builds it (default flags otherwise).
     const auto t_load = std::chrono::steady_clock::now();
-    auto backend = make_cpu_backend({.num_threads = f.threads, .compress_streamed = f.compress_weights, .matmul = cpu_matmul(f.matmul)});
+    auto backend = make_cpu_backend(
+        {.num_threads = f.threads, .compress_streamed = f.compress_weights, .matmul = cpu_matmul(f.matmul)});
     auto model_or = MoeTransformer::load(f.model, *backend, {.weight_dtype = WeightDType::kAuto});
     if (!model_or.ok()) return fail(model_or.status().to_string());
     const ModelConfig config = (*model_or)->config();
@@ -705,33 +712,55 @@ int main(int argc, char** argv) {
             const std::string a = argv[i];
             if (i + 1 >= argc) return fail(a + " needs a value");
             const std::string v = argv[++i];
-            if (a == "--model") f.model = v;
-            else if (a == "--threads") f.threads = std::stoi(v);
-            else if (a == "--prompt") f.prompt = std::stoi(v);
-            else if (a == "--ctx") f.ctx = std::stoi(v);
-            else if (a == "--decode") f.decode = std::stoi(v);
-            else if (a == "--batches") f.batches = v;
-            else if (a == "--prompt-ids") f.prompt_ids = v;
-            else if (a == "--gib") f.gib = std::stod(v);
-            else if (a == "--passes") f.passes = std::stoi(v);
-            else if (a == "--num-requests") f.num_requests = std::stoi(v);
-            else if (a == "--concurrency") f.concurrency = std::stoi(v);
-            else if (a == "--input-len") f.input_len = std::stoi(v);
-            else if (a == "--input-len-max") f.input_len_max = std::stoi(v);
-            else if (a == "--output-len") f.output_len = std::stoi(v);
-            else if (a == "--output-len-max") f.output_len_max = std::stoi(v);
-            else if (a == "--seed") f.seed = std::stoull(v);
-            else if (a == "--kv-cache-bytes") f.kv_cache_bytes = std::stoll(v);
-            else if (a == "--kv-cache-dtype") f.kv_cache_dtype = v;
-            else if (a == "--compress-weights" || a == "--compress-experts") f.compress_weights = v != "0";
+            if (a == "--model")
+                f.model = v;
+            else if (a == "--threads")
+                f.threads = std::stoi(v);
+            else if (a == "--prompt")
+                f.prompt = std::stoi(v);
+            else if (a == "--ctx")
+                f.ctx = std::stoi(v);
+            else if (a == "--decode")
+                f.decode = std::stoi(v);
+            else if (a == "--batches")
+                f.batches = v;
+            else if (a == "--prompt-ids")
+                f.prompt_ids = v;
+            else if (a == "--gib")
+                f.gib = std::stod(v);
+            else if (a == "--passes")
+                f.passes = std::stoi(v);
+            else if (a == "--num-requests")
+                f.num_requests = std::stoi(v);
+            else if (a == "--concurrency")
+                f.concurrency = std::stoi(v);
+            else if (a == "--input-len")
+                f.input_len = std::stoi(v);
+            else if (a == "--input-len-max")
+                f.input_len_max = std::stoi(v);
+            else if (a == "--output-len")
+                f.output_len = std::stoi(v);
+            else if (a == "--output-len-max")
+                f.output_len_max = std::stoi(v);
+            else if (a == "--seed")
+                f.seed = std::stoull(v);
+            else if (a == "--kv-cache-bytes")
+                f.kv_cache_bytes = std::stoll(v);
+            else if (a == "--kv-cache-dtype")
+                f.kv_cache_dtype = v;
+            else if (a == "--compress-weights" || a == "--compress-experts")
+                f.compress_weights = v != "0";
             else if (a == "--matmul") {
                 cpu_matmul(v);  // a bad name throws here, where flag errors are reported
                 f.matmul = v;
-            }
-            else if (a == "--bs1-probe-gib") f.bs1_probe_gib = std::stod(v);
-            else if (a == "--warmup-requests") f.warmup_requests = std::stoi(v);
-            else if (a == "--bare-loop") f.bare_loop = std::stoi(v);
-            else return fail("unknown flag " + a);
+            } else if (a == "--bs1-probe-gib")
+                f.bs1_probe_gib = std::stod(v);
+            else if (a == "--warmup-requests")
+                f.warmup_requests = std::stoi(v);
+            else if (a == "--bare-loop")
+                f.bare_loop = std::stoi(v);
+            else
+                return fail("unknown flag " + a);
         }
     } catch (const std::exception& ex) {
         return fail(std::string("bad flag value: ") + ex.what());

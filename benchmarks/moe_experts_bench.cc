@@ -32,10 +32,10 @@ using namespace moe;
 namespace {
 
 struct Layer {
-    std::vector<DeviceBuffer> buffers;           // the packed matrices
-    std::vector<TensorView> gate, up, down;      // views over them
-    int64_t bytes = 0;                           // of every expert's three matrices
-    int64_t exceptions = 0;                      // values the 12-bit form keeps aside
+    std::vector<DeviceBuffer> buffers;       // the packed matrices
+    std::vector<TensorView> gate, up, down;  // views over them
+    int64_t bytes = 0;                       // of every expert's three matrices
+    int64_t exceptions = 0;                  // values the 12-bit form keeps aside
 };
 
 }  // namespace
@@ -46,14 +46,22 @@ int main(int argc, char** argv) {
     std::vector<int64_t> token_counts = {512, 16};
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i], v = argv[i + 1];
-        if (a == "--threads") threads = std::stoi(v);
-        else if (a == "--hidden") hidden = std::stoll(v);
-        else if (a == "--inter") inter = std::stoll(v);
-        else if (a == "--experts") experts = std::stoll(v);
-        else if (a == "--top-k") top_k = std::stoll(v);
-        else if (a == "--tokens") token_counts = bench::parse_int_list(v);
-        else if (a == "--layers") layers = std::stoll(v);
-        else if (a == "--repeats") repeats = std::stoi(v);
+        if (a == "--threads")
+            threads = std::stoi(v);
+        else if (a == "--hidden")
+            hidden = std::stoll(v);
+        else if (a == "--inter")
+            inter = std::stoll(v);
+        else if (a == "--experts")
+            experts = std::stoll(v);
+        else if (a == "--top-k")
+            top_k = std::stoll(v);
+        else if (a == "--tokens")
+            token_counts = bench::parse_int_list(v);
+        else if (a == "--layers")
+            layers = std::stoll(v);
+        else if (a == "--repeats")
+            repeats = std::stoi(v);
         else {
             std::fprintf(stderr, "unknown flag %s\n", a.c_str());
             return 2;
@@ -104,7 +112,8 @@ int main(int argc, char** argv) {
                     view.packed = p.value().data();
                     view.packed_layout = layout;
                     L.bytes += static_cast<int64_t>(p.value().size());
-                    if (lay == 1) L.exceptions += cpu::bf16_panels12_exceptions(static_cast<const uint8_t*>(view.packed));
+                    if (lay == 1)
+                        L.exceptions += cpu::bf16_panels12_exceptions(static_cast<const uint8_t*>(view.packed));
                     L.buffers.push_back(std::move(p.value()));
                     (mat == 0 ? L.gate : mat == 1 ? L.up : L.down).push_back(view);
                 }
@@ -112,12 +121,13 @@ int main(int argc, char** argv) {
         }
         pack_s[lay] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_pack).count();
     }
-    std::printf("cpu: %s, %d threads; %lld layers x %lld experts of [%lld, %lld], top-%lld; "
-                "plain %.0f MB, 12-bit %.0f MB per layer (%.4f%% exceptions)\n",
-                cpu::cpu_features().to_string().c_str(), threads, static_cast<long long>(layers),
-                static_cast<long long>(experts), static_cast<long long>(inter), static_cast<long long>(hidden),
-                static_cast<long long>(top_k), layouts[0][0].bytes / 1e6, layouts[1][0].bytes / 1e6,
-                100.0 * static_cast<double>(layouts[1][0].exceptions) / static_cast<double>(3 * experts * per));
+    std::printf(
+        "cpu: %s, %d threads; %lld layers x %lld experts of [%lld, %lld], top-%lld; "
+        "plain %.0f MB, 12-bit %.0f MB per layer (%.4f%% exceptions)\n",
+        cpu::cpu_features().to_string().c_str(), threads, static_cast<long long>(layers),
+        static_cast<long long>(experts), static_cast<long long>(inter), static_cast<long long>(hidden),
+        static_cast<long long>(top_k), layouts[0][0].bytes / 1e6, layouts[1][0].bytes / 1e6,
+        100.0 * static_cast<double>(layouts[1][0].exceptions) / static_cast<double>(3 * experts * per));
     // What the loader pays per layer (page faults of the fresh buffers included).
     std::printf("packing per layer: plain %.2f s, 12-bit %.2f s\n", pack_s[0] / static_cast<double>(layers),
                 pack_s[1] / static_cast<double>(layers));
@@ -134,7 +144,8 @@ int main(int argc, char** argv) {
         std::vector<int32_t> offsets(static_cast<size_t>(experts + 1), 0);
         int64_t active = 0;
         for (int64_t e = 0; e < experts; ++e) {
-            offsets[static_cast<size_t>(e + 1)] = offsets[static_cast<size_t>(e)] + static_cast<int32_t>(rows[static_cast<size_t>(e)]);
+            offsets[static_cast<size_t>(e + 1)] =
+                offsets[static_cast<size_t>(e)] + static_cast<int32_t>(rows[static_cast<size_t>(e)]);
             active += rows[static_cast<size_t>(e)] > 0;
         }
         const int64_t r = tokens * top_k;
@@ -172,8 +183,7 @@ int main(int argc, char** argv) {
                     static_cast<long long>(active), static_cast<double>(r) / static_cast<double>(active));
         for (int lay = 0; lay < 2; ++lay)
             std::printf(" %s %.2f ms/layer %.0f GFLOP/s %.1f GB/s;", lay == 0 ? "plain" : "12-bit",
-                        med[lay] * 1e3 / static_cast<double>(layers),
-                        flops / med[lay] / 1e9,
+                        med[lay] * 1e3 / static_cast<double>(layers), flops / med[lay] / 1e9,
                         read_frac * static_cast<double>(layouts[lay][0].bytes * layers) / med[lay] / 1e9);
         std::printf(" 12-bit/plain %.3fx (median of %d)\n", med[0] / med[1], repeats);
     }

@@ -66,11 +66,16 @@ int main(int argc, char** argv) {
     int iters = 200, repeats = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
-        if (a == "--m") m = std::stoll(argv[i + 1]);
-        else if (a == "--n") n = std::stoll(argv[i + 1]);
-        else if (a == "--k") k = std::stoll(argv[i + 1]);
-        else if (a == "--iters") iters = std::stoi(argv[i + 1]);
-        else if (a == "--repeats") repeats = std::stoi(argv[i + 1]);
+        if (a == "--m")
+            m = std::stoll(argv[i + 1]);
+        else if (a == "--n")
+            n = std::stoll(argv[i + 1]);
+        else if (a == "--k")
+            k = std::stoll(argv[i + 1]);
+        else if (a == "--iters")
+            iters = std::stoi(argv[i + 1]);
+        else if (a == "--repeats")
+            repeats = std::stoi(argv[i + 1]);
     }
     if (!moe::cpu::bf16_tiles_available()) {
         std::printf("this CPU has no AVX512-BF16: nothing to compare\n");

@@ -37,9 +37,10 @@ const std::string& english_text() {
             ss << in.rdbuf();
             s += ss.str();
         }
-        static const char* kWords[] = {"the", "model", "server", "returns", "tokens", "quickly", "while", "experts",
-                                       "route", "each", "request", "through", "layers", "of", "attention", "and",
-                                       "memory", "bandwidth", "limits", "throughput", "on", "shared", "machines"};
+        static const char* kWords[] = {"the",    "model",      "server",    "returns", "tokens",  "quickly",
+                                       "while",  "experts",    "route",     "each",    "request", "through",
+                                       "layers", "of",         "attention", "and",     "memory",  "bandwidth",
+                                       "limits", "throughput", "on",        "shared",  "machines"};
         std::mt19937 rng(7);
         std::string gen;
         while (gen.size() < (256u << 10)) {

@@ -16,18 +16,18 @@ std::string check_operands(const A& a, const B& b) {
 }
 }  // namespace moe::detail
 
-#define MOE_CHECK(cond)                                                       \
-    do {                                                                      \
+#define MOE_CHECK(cond)                                                          \
+    do {                                                                         \
         if (!(cond)) ::moe::detail::check_failed(__FILE__, __LINE__, #cond, ""); \
     } while (0)
 
-#define MOE_CHECK_OP_(a, b, op)                                                          \
-    do {                                                                                 \
-        const auto& moe_a_ = (a);                                                        \
-        const auto& moe_b_ = (b);                                                        \
-        if (!(moe_a_ op moe_b_))                                                         \
-            ::moe::detail::check_failed(__FILE__, __LINE__, #a " " #op " " #b,           \
-                                        ::moe::detail::check_operands(moe_a_, moe_b_));  \
+#define MOE_CHECK_OP_(a, b, op)                                                         \
+    do {                                                                                \
+        const auto& moe_a_ = (a);                                                       \
+        const auto& moe_b_ = (b);                                                       \
+        if (!(moe_a_ op moe_b_))                                                        \
+            ::moe::detail::check_failed(__FILE__, __LINE__, #a " " #op " " #b,          \
+                                        ::moe::detail::check_operands(moe_a_, moe_b_)); \
     } while (0)
 
 #define MOE_CHECK_EQ(a, b) MOE_CHECK_OP_(a, b, ==)

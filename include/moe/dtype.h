@@ -35,7 +35,8 @@ inline float bf16_to_f32(uint16_t h) {
 inline uint16_t f32_to_bf16(float f) {
     uint32_t bits;
     std::memcpy(&bits, &f, 4);
-    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) return static_cast<uint16_t>((bits >> 16) | 0x40);
+    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0)
+        return static_cast<uint16_t>((bits >> 16) | 0x40);
     uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
     return static_cast<uint16_t>((bits + rounding) >> 16);
 }

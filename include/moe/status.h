@@ -13,17 +13,17 @@ namespace moe {
 
 enum class StatusCode {
     kOk = 0,
-    kInvalidArgument,    // the caller's fault: bad request, bad file, bad config
-    kNotFound,           // a file or tensor that should be there is not
-    kUnimplemented,      // a backend or family that does not support this (yet)
-    kOutOfRange,         // an index or size past a limit
-    kResourceExhausted,  // out of memory, queue full, KV pool full
+    kInvalidArgument,     // the caller's fault: bad request, bad file, bad config
+    kNotFound,            // a file or tensor that should be there is not
+    kUnimplemented,       // a backend or family that does not support this (yet)
+    kOutOfRange,          // an index or size past a limit
+    kResourceExhausted,   // out of memory, queue full, KV pool full
     kFailedPrecondition,  // called in the wrong state
-    kUnavailable,        // draining, device absent
+    kUnavailable,         // draining, device absent
     kCancelled,
     kDeadlineExceeded,
-    kInternal,           // a bug or a library failure
-    kDataLoss,           // a file that is truncated or corrupt
+    kInternal,  // a bug or a library failure
+    kDataLoss,  // a file that is truncated or corrupt
 };
 
 const char* status_code_name(StatusCode code);
@@ -49,7 +49,9 @@ private:
     std::string message_;
 };
 
-inline Status ok_status() { return Status(); }
+inline Status ok_status() {
+    return Status();
+}
 Status invalid_argument(std::string message);
 Status not_found(std::string message);
 Status unimplemented(std::string message);
@@ -72,9 +74,18 @@ public:
     bool ok() const { return status_.ok(); }
     const Status& status() const { return status_; }
 
-    T& value() & { check_ok(); return *value_; }
-    const T& value() const& { check_ok(); return *value_; }
-    T&& value() && { check_ok(); return std::move(*value_); }
+    T& value() & {
+        check_ok();
+        return *value_;
+    }
+    const T& value() const& {
+        check_ok();
+        return *value_;
+    }
+    T&& value() && {
+        check_ok();
+        return std::move(*value_);
+    }
     T& operator*() & { return value(); }
     const T& operator*() const& { return value(); }
     T* operator->() { return &value(); }
@@ -99,9 +110,9 @@ void StatusOr<T>::check_ok() const {
 #define MOE_STATUS_CONCAT_(a, b) MOE_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the Status from the enclosing function if `expr` is not OK.
-#define MOE_RETURN_IF_ERROR(expr)                       \
-    do {                                                \
-        ::moe::Status moe_status_tmp_ = (expr);         \
+#define MOE_RETURN_IF_ERROR(expr)                          \
+    do {                                                   \
+        ::moe::Status moe_status_tmp_ = (expr);            \
         if (!moe_status_tmp_.ok()) return moe_status_tmp_; \
     } while (0)
 

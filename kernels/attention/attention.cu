@@ -13,8 +13,8 @@ cudaError_t launch_instance(const AttentionParams& p, const AttentionPlan& plan,
     auto* kernel = &attention_kernel<HD, RPW, CacheT>;
     // Over 48 KiB of dynamic shared memory (head_dim 256) needs the opt-in.
     if (plan.smem_bytes > 48 * 1024) {
-        const cudaError_t e =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.smem_bytes));
+        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   static_cast<int>(plan.smem_bytes));
         if (e != cudaSuccess) return e;
     }
     const dim3 grid(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.grid_y),
@@ -32,18 +32,23 @@ cudaError_t launch_rows(const AttentionParams& p, const AttentionPlan& plan, Ker
 template <typename CacheT>
 cudaError_t launch_typed(const AttentionParams& p, const AttentionPlan& plan, KernelError* err, cudaStream_t stream) {
     switch (plan.head_dim_bucket) {
-        case 32: return launch_rows<32, CacheT>(p, plan, err, stream);
-        case 64: return launch_rows<64, CacheT>(p, plan, err, stream);
-        case 128: return launch_rows<128, CacheT>(p, plan, err, stream);
-        case 256: return launch_rows<256, CacheT>(p, plan, err, stream);
-        default: return cudaErrorInvalidValue;
+        case 32:
+            return launch_rows<32, CacheT>(p, plan, err, stream);
+        case 64:
+            return launch_rows<64, CacheT>(p, plan, err, stream);
+        case 128:
+            return launch_rows<128, CacheT>(p, plan, err, stream);
+        case 256:
+            return launch_rows<256, CacheT>(p, plan, err, stream);
+        default:
+            return cudaErrorInvalidValue;
     }
 }
 
 }  // namespace
 
-cudaError_t launch_attention(const AttentionParams& p, ElemType cache_type, const AttentionPlan& plan,
-                             KernelError* err, cudaStream_t stream) {
+cudaError_t launch_attention(const AttentionParams& p, ElemType cache_type, const AttentionPlan& plan, KernelError* err,
+                             cudaStream_t stream) {
     if (p.num_seqs == 0) return cudaSuccess;
     if (plan.rows_per_warp != 2 && plan.rows_per_warp != 4) return cudaErrorInvalidValue;
     if (plan.num_splits > 1 && p.partials == nullptr) return cudaErrorInvalidValue;

@@ -125,7 +125,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
                 if (block >= 0 && block < p.num_blocks) {
                     const int64_t off =
                         ((static_cast<int64_t>(block) * p.block_size + c % p.block_size) * p.num_kv_heads + kvh) *
-                            p.head_dim + d;
+                            p.head_dim +
+                        d;
                     kv = load_as_f32(k_cache, off);
                     vv = load_as_f32(v_cache, off);
                 } else if (d == 0) {
@@ -217,7 +218,8 @@ __global__ void attention_combine_kernel(const float* __restrict__ partials, flo
         for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
             float num = 0.0f;
             for (int z = 0; z < num_splits; ++z)
-                if (ml[2 * z] != -INFINITY) num += expf(ml[2 * z] - big) * partials[(row * num_splits + z) * head_dim + d];
+                if (ml[2 * z] != -INFINITY)
+                    num += expf(ml[2 * z] - big) * partials[(row * num_splits + z) * head_dim + d];
             out[row * head_dim + d] = denom > 0.0f ? num / denom : 0.0f;
         }
     }

@@ -12,8 +12,8 @@
 namespace moe::kernels {
 
 struct AttentionParams {
-    const float* q = nullptr;              // [T, Hq, D]
-    const void* k_cache = nullptr;         // [num_blocks, block_size, Hkv, D], f32 or bf16
+    const float* q = nullptr;       // [T, Hq, D]
+    const void* k_cache = nullptr;  // [num_blocks, block_size, Hkv, D], f32 or bf16
     const void* v_cache = nullptr;
     const int32_t* block_tables = nullptr;  // [S, max_blocks_per_seq]
     const int32_t* query_start = nullptr;   // [S + 1]
@@ -36,7 +36,7 @@ struct AttentionParams {
 // [q_len, max_blocks_per_seq * block_size], a visible block id outside [0, num_blocks)) are
 // recorded in `err` with the sequence index as the row (S for query_start[S]); the kernel never
 // reads or writes out of bounds because of them. Asynchronous on `stream`.
-cudaError_t launch_attention(const AttentionParams& p, ElemType cache_type, const AttentionPlan& plan,
-                             KernelError* err, cudaStream_t stream);
+cudaError_t launch_attention(const AttentionParams& p, ElemType cache_type, const AttentionPlan& plan, KernelError* err,
+                             cudaStream_t stream);
 
 }  // namespace moe::kernels

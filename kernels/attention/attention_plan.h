@@ -19,10 +19,10 @@ struct AttentionPlan {
     int head_dim_bucket = 0;  // template head size (32/64/128/256) >= head_dim; 0: unsupported
     int rows_per_warp = 0;    // (token, q head) rows per warp: 2 for decode, 4 for prefill
     int rows_per_cta = 0;
-    int64_t grid_x = 0;       // row tiles: an upper bound, CTAs past the last tile exit
-    int64_t grid_y = 0;       // KV heads
-    int num_splits = 1;       // grid z; > 1 adds the combine pass
-    size_t smem_bytes = 0;    // dynamic shared memory per CTA
+    int64_t grid_x = 0;         // row tiles: an upper bound, CTAs past the last tile exit
+    int64_t grid_y = 0;         // KV heads
+    int num_splits = 1;         // grid z; > 1 adds the combine pass
+    size_t smem_bytes = 0;      // dynamic shared memory per CTA
     size_t partial_floats = 0;  // scratch for split partials: acc then (max, sum) per row and split
 };
 
@@ -61,7 +61,8 @@ inline AttentionPlan plan_attention(int64_t num_tokens, int64_t num_seqs, int64_
     p.grid_y = num_kv_heads;
     p.num_splits = decode ? attention_num_splits(p.grid_x * p.grid_y, max_kv_len, num_sms) : 1;
     const size_t hd = static_cast<size_t>(p.head_dim_bucket);
-    p.smem_bytes = (static_cast<size_t>(p.rows_per_cta) * hd + kAttnKeyTile * (hd + 1) + kAttnKeyTile * hd) * sizeof(float);
+    p.smem_bytes =
+        (static_cast<size_t>(p.rows_per_cta) * hd + kAttnKeyTile * (hd + 1) + kAttnKeyTile * hd) * sizeof(float);
     if (p.num_splits > 1) {
         const size_t rows = static_cast<size_t>(num_tokens * num_q_heads) * static_cast<size_t>(p.num_splits);
         p.partial_floats = rows * static_cast<size_t>(head_dim) + rows * 2;

@@ -12,7 +12,8 @@ cudaError_t launch_swiglu(const float* gate, const float* up, void* out, ElemTyp
     if (out_type == ElemType::kF32) {
         swiglu_kernel<float><<<grid_for(n, 256), 256, 0, stream>>>(gate, up, static_cast<float*>(out), n);
     } else {
-        swiglu_kernel<__nv_bfloat16><<<grid_for(n, 256), 256, 0, stream>>>(gate, up, static_cast<__nv_bfloat16*>(out), n);
+        swiglu_kernel<__nv_bfloat16>
+            <<<grid_for(n, 256), 256, 0, stream>>>(gate, up, static_cast<__nv_bfloat16*>(out), n);
     }
     return cudaGetLastError();
 }

@@ -29,7 +29,8 @@ cudaError_t launch_moe_permute(const float* x, const int32_t* topk_ids, int64_t 
                                int32_t* row_of, int32_t* token_of, void* scratch, size_t scratch_bytes,
                                KernelError* err, cudaStream_t stream) {
     if (!permute_supported(plan.num_experts)) return cudaErrorInvalidValue;
-    if (plan.num_pairs == 0) return cudaMemsetAsync(expert_offsets, 0, (plan.num_experts + 1) * sizeof(int32_t), stream);
+    if (plan.num_pairs == 0)
+        return cudaMemsetAsync(expert_offsets, 0, (plan.num_experts + 1) * sizeof(int32_t), stream);
     const size_t counts_bytes = align_up(static_cast<size_t>(plan.counts_len) * sizeof(int32_t));
     if (scratch_bytes < 2 * counts_bytes) return cudaErrorInvalidValue;
     auto* counts = static_cast<int32_t*>(scratch);

@@ -13,8 +13,8 @@ namespace moe::kernels {
 
 // This thread's expert key (-1: no pair or a bad id) and the per-warp counts in `wc` [warps][E].
 // Ends with a __syncthreads: wc is complete for the chunk.
-__device__ __forceinline__ int permute_chunk_counts(const int32_t* __restrict__ ids, int64_t num_pairs,
-                                                    int num_experts, int* wc, unsigned* peers, KernelError* err) {
+__device__ __forceinline__ int permute_chunk_counts(const int32_t* __restrict__ ids, int64_t num_pairs, int num_experts,
+                                                    int* wc, unsigned* peers, KernelError* err) {
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     for (int i = threadIdx.x; i < kPermuteWarps * num_experts; i += blockDim.x) wc[i] = 0;
@@ -49,10 +49,10 @@ __global__ void __launch_bounds__(kPermuteChunk)
 }
 
 __global__ void __launch_bounds__(kPermuteChunk)
-    moe_permute_scatter_kernel(const int32_t* __restrict__ ids, int64_t num_pairs, int num_experts,
-                               int64_t num_chunks, int64_t top_k, const int32_t* __restrict__ counts,
-                               const int32_t* __restrict__ bases, int32_t* __restrict__ row_of,
-                               int32_t* __restrict__ token_of, int32_t* __restrict__ offsets) {
+    moe_permute_scatter_kernel(const int32_t* __restrict__ ids, int64_t num_pairs, int num_experts, int64_t num_chunks,
+                               int64_t top_k, const int32_t* __restrict__ counts, const int32_t* __restrict__ bases,
+                               int32_t* __restrict__ row_of, int32_t* __restrict__ token_of,
+                               int32_t* __restrict__ offsets) {
     extern __shared__ int wc[];
     unsigned peers;
     // Ids were checked (and reported) by the count kernel.
@@ -71,7 +71,8 @@ __global__ void __launch_bounds__(kPermuteChunk)
     if (p < num_pairs) {
         if (key >= 0) {
             const int rank = __popc(peers & ((1u << lane) - 1u));
-            const int32_t row = bases[key * num_chunks + blockIdx.x] + wc[(threadIdx.x >> 5) * num_experts + key] + rank;
+            const int32_t row =
+                bases[key * num_chunks + blockIdx.x] + wc[(threadIdx.x >> 5) * num_experts + key] + rank;
             row_of[p] = row;
             token_of[row] = static_cast<int32_t>(p / top_k);
         } else {

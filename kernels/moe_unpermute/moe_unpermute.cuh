@@ -10,9 +10,9 @@
 namespace moe::kernels {
 
 __global__ void moe_unpermute_kernel(const float* __restrict__ out_permuted, const int32_t* __restrict__ row_of,
-                                     const float* __restrict__ topk_weights, float* __restrict__ y,
-                                     int64_t num_tokens, int64_t top_k, int64_t hidden, int64_t num_rows,
-                                     bool accumulate, KernelError* err) {
+                                     const float* __restrict__ topk_weights, float* __restrict__ y, int64_t num_tokens,
+                                     int64_t top_k, int64_t hidden, int64_t num_rows, bool accumulate,
+                                     KernelError* err) {
     for (int64_t t = blockIdx.x; t < num_tokens; t += gridDim.x) {
         if (threadIdx.x == 0) {
             for (int64_t j = 0; j < top_k; ++j) {

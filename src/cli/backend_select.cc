@@ -14,8 +14,8 @@ StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int c
                                                 const std::string& cpu_matmul) {
     if (device == "cpu") {
         MOE_ASSIGN_OR_RETURN(const CpuMatmul matmul, parse_cpu_matmul(cpu_matmul));
-        auto be = make_cpu_backend(
-            {.num_threads = cpu_threads, .compress_streamed = compress_weights, .matmul = matmul});
+        auto be =
+            make_cpu_backend({.num_threads = cpu_threads, .compress_streamed = compress_weights, .matmul = matmul});
         const auto& cpu = static_cast<const cpu::CpuBackend&>(*be);
         log::backend().info("cpu backend: {} threads, {}; bf16 products: {} (--cpu-matmul {})", cpu.num_threads(),
                             cpu::cpu_features().to_string(), cpu.matmul(), cpu_matmul);
@@ -34,7 +34,8 @@ StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int c
     return make_cuda_backend(index);
 #else
     (void)index;
-    return unavailable("--device " + device + ": this moeserve was built without CUDA (nvcc was not found; "
+    return unavailable("--device " + device +
+                       ": this moeserve was built without CUDA (nvcc was not found; "
                        "configure with -DMOE_CUDA=ON)");
 #endif
 }

@@ -8,10 +8,9 @@
 #include <fstream>
 #include <iomanip>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/command.h"
 #include "model/config.h"
@@ -102,7 +101,8 @@ int run_info(const std::string& model_dir, bool as_json) {
     std::string quant;
     if (raw.is_object() && raw.contains("quantization_config") && raw["quantization_config"].is_object()) {
         const json& q = raw["quantization_config"];
-        quant = q.contains("quant_method") && q["quant_method"].is_string() ? q["quant_method"].get<std::string>() : "yes";
+        quant =
+            q.contains("quant_method") && q["quant_method"].is_string() ? q["quant_method"].get<std::string>() : "yes";
         if (q.contains("fmt") && q["fmt"].is_string()) quant += " " + q["fmt"].get<std::string>();
     }
 
@@ -187,14 +187,17 @@ int run_info(const std::string& model_dir, bool as_json) {
        << "hidden         " << c.hidden_size << "\n"
        << "attention      " << c.num_heads << " heads, " << c.num_kv_heads << " kv heads, head_dim " << c.head_dim
        << ", rotary " << c.rotary_dim << (c.attention_bias ? ", qkv bias" : "")
-       << (c.qk_norm == QkNorm::kPerHead ? ", q/k norm per head" : c.qk_norm == QkNorm::kFull ? ", q/k norm full" : "")
+       << (c.qk_norm == QkNorm::kPerHead ? ", q/k norm per head"
+           : c.qk_norm == QkNorm::kFull  ? ", q/k norm full"
+                                         : "")
        << "\n";
     if (c.num_experts > 0) {
         os << "experts        " << c.num_experts << ", top-" << c.num_experts_per_tok
            << (c.norm_topk_prob ? " (renormalized)" : "") << ", expert intermediate " << c.moe_intermediate_size << "\n"
            << "shared expert  "
-           << (c.shared_expert_intermediate_size > 0 ? "intermediate " + std::to_string(c.shared_expert_intermediate_size)
-                                                     : std::string("none"))
+           << (c.shared_expert_intermediate_size > 0
+                   ? "intermediate " + std::to_string(c.shared_expert_intermediate_size)
+                   : std::string("none"))
            << "\n";
     } else {
         os << "experts        none (dense)\n";
@@ -207,8 +210,8 @@ int run_info(const std::string& model_dir, bool as_json) {
     if (!weights_check.empty()) os << "weights check  " << weights_check << "\n";
     os << "context        " << c.max_position_embeddings
        << (c.sliding_window > 0 ? " (sliding window " + std::to_string(c.sliding_window) + ")" : "") << "\n"
-       << "rope theta     " << std::fixed << std::setprecision(c.rope_theta == static_cast<int64_t>(c.rope_theta) ? 0 : 3)
-       << c.rope_theta << "\n"
+       << "rope theta     " << std::fixed
+       << std::setprecision(c.rope_theta == static_cast<int64_t>(c.rope_theta) ? 0 : 3) << c.rope_theta << "\n"
        << "eos tokens     ";
     for (size_t i = 0; i < c.eos_token_ids.size(); ++i) os << (i ? ", " : "") << c.eos_token_ids[i];
     os << "\n";

@@ -5,9 +5,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli/backend_select.h"
 #include "cli/command.h"
@@ -63,16 +62,21 @@ Status run(const RunFlags& f) {
     MOE_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, parse_ids(f.prompt_ids));
     if (f.max_tokens < 1) return invalid_argument("--max-tokens must be >= 1, got " + std::to_string(f.max_tokens));
     WeightDType dtype = WeightDType::kAuto;
-    if (f.dtype == "f32") dtype = WeightDType::kF32;
-    else if (f.dtype == "bf16") dtype = WeightDType::kBF16;
-    else if (f.dtype != "auto") return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
-    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads, f.compress_weights, f.cpu_matmul));
+    if (f.dtype == "f32")
+        dtype = WeightDType::kF32;
+    else if (f.dtype == "bf16")
+        dtype = WeightDType::kBF16;
+    else if (f.dtype != "auto")
+        return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                         make_backend(f.device, f.threads, f.compress_weights, f.cpu_matmul));
     std::unique_ptr<MoeTransformer> model;
     if (f.model.empty()) {
         // The built-in demo model: random weights, so that the command works with nothing else.
         MOE_ASSIGN_OR_RETURN(ModelConfig demo, parse_model_config(random_model_config_json({}), "built-in demo model"));
-        std::fprintf(stderr, "moeserve run: no --model, using the built-in demo model (random weights: its output "
-                             "is meaningless)\n");
+        std::fprintf(stderr,
+                     "moeserve run: no --model, using the built-in demo model (random weights: its output "
+                     "is meaningless)\n");
         MOE_ASSIGN_OR_RETURN(model, MoeTransformer::create(demo, make_random_weights(demo, 42, DType::kF32), *backend,
                                                            {.weight_dtype = dtype}));
     } else {
@@ -86,9 +90,9 @@ Status run(const RunFlags& f) {
                                 std::to_string(c.max_position_embeddings));
     const int64_t bs = f.block_size;
     MOE_ASSIGN_OR_RETURN(DType kv_dtype, kv_cache_dtype_from_name(f.kv_cache_dtype, model->matrix_dtype()));
-    MOE_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(*backend, c,
-                                                        {.num_blocks = (total + bs - 1) / bs, .block_size = bs,
-                                                         .dtype = kv_dtype}));
+    MOE_ASSIGN_OR_RETURN(
+        KvCache cache,
+        KvCache::create(*backend, c, {.num_blocks = (total + bs - 1) / bs, .block_size = bs, .dtype = kv_dtype}));
     std::vector<int32_t> table(static_cast<size_t>(cache.num_blocks()));
     for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
 
@@ -150,7 +154,9 @@ const Registrar kRegistrar("run", [](CLI::App& app, int& exit_code) {
     cmd->add_flag("--json", flags->json, "print one JSON line with ids and per-token logprobs");
     cmd->add_flag("--ignore-eos", flags->ignore_eos, "do not stop at the model's EOS ids");
     cmd->add_option("--threads", flags->threads, "CPU threads (0: all)")->envname("MOESERVE_THREADS");
-    cmd->add_option("--device", flags->device, "cpu, cuda or cuda:N")->capture_default_str()->envname("MOESERVE_DEVICE");
+    cmd->add_option("--device", flags->device, "cpu, cuda or cuda:N")
+        ->capture_default_str()
+        ->envname("MOESERVE_DEVICE");
     cmd->add_option("--dtype", flags->dtype, "weight dtype: auto, f32, bf16")->capture_default_str();
     cmd->add_option("--kv-block-size", flags->block_size, "tokens per KV block")->check(CLI::Range(1, 1024));
     cmd->add_option("--kv-cache-dtype", flags->kv_cache_dtype,

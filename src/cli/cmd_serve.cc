@@ -125,7 +125,8 @@ Status serve(const ServeFlags& f) {
         return invalid_argument("--dtype must be auto, f32 or bf16, got " + f.dtype);
     if (f.drain_grace_seconds < 0) return invalid_argument("--drain-grace-seconds must be >= 0");
 
-    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(f.device, f.threads, f.compress_weights, f.cpu_matmul));
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                         make_backend(f.device, f.threads, f.compress_weights, f.cpu_matmul));
     std::unique_ptr<MoeTransformer> model;
     std::unique_ptr<Tokenizer> tokenizer;
     if (f.model.empty()) {
@@ -215,9 +216,9 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
     opt("--kv-cache-dtype", f->kv_cache_dtype,
         "KV cache dtype: auto (bf16 for a model served in bf16, else f32), f32 or bf16", "MOESERVE_KV_CACHE_DTYPE")
         ->check(CLI::IsMember({"auto", "f32", "bf16"}));
-    opt("--compress-weights,--compress-experts", f->compress_weights, kCompressWeightsHelp, "MOESERVE_COMPRESS_WEIGHTS");
-    opt("--cpu-matmul", f->cpu_matmul, kCpuMatmulHelp, "MOESERVE_CPU_MATMUL")
-        ->check(CLI::IsMember(kCpuMatmulValues));
+    opt("--compress-weights,--compress-experts", f->compress_weights, kCompressWeightsHelp,
+        "MOESERVE_COMPRESS_WEIGHTS");
+    opt("--cpu-matmul", f->cpu_matmul, kCpuMatmulHelp, "MOESERVE_CPU_MATMUL")->check(CLI::IsMember(kCpuMatmulValues));
     opt("--max-batched-tokens", f->max_batched_tokens, "tokens per engine step (prefill chunks + decodes)",
         "MOESERVE_MAX_BATCHED_TOKENS")
         ->check(CLI::PositiveNumber);

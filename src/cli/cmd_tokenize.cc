@@ -37,7 +37,8 @@ StatusOr<std::vector<int32_t>> parse_ids(const std::string& s) {
         int64_t v = 0;
         auto [ptr, ec] = std::from_chars(s.data() + pos, s.data() + s.size(), v);
         if (ec != std::errc() || ptr == s.data() + pos || v < INT32_MIN || v > INT32_MAX) {
-            return invalid_argument(fmt::format("--decode: '{}' at offset {} is not a token id", s.substr(pos, 16), pos));
+            return invalid_argument(
+                fmt::format("--decode: '{}' at offset {} is not a token id", s.substr(pos, 16), pos));
         }
         ids.push_back(static_cast<int32_t>(v));
         pos = static_cast<size_t>(ptr - s.data());

@@ -19,8 +19,7 @@ int main(int argc, char** argv) {
     app.fallthrough();  // global flags (--log-level) may follow the subcommand too
     app.set_version_flag("--version", "moeserve 0.1.0");
     std::string log_level = "info";
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
-        ->envname("MOESERVE_LOG_LEVEL");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")->envname("MOESERVE_LOG_LEVEL");
     // MOESERVE_COMPRESS_EXPERTS: the earlier name of MOESERVE_COMPRESS_WEIGHTS (--compress-weights),
     // still honoured when the new one is not set.
     if (const char* old = std::getenv("MOESERVE_COMPRESS_EXPERTS"); old != nullptr)

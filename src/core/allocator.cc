@@ -47,7 +47,7 @@ struct Chunk {
 
 struct Allocation {
     size_t bytes = 0;
-    Chunk* chunk = nullptr;   // arena buffer: its chunk
+    Chunk* chunk = nullptr;    // arena buffer: its chunk
     bool own_mapping = false;  // a mapping of its own (bytes rounded to whole huge pages)
 };
 
@@ -156,6 +156,8 @@ void CpuAllocator::deallocate(void* ptr) {
     }
 }
 
-int64_t CpuAllocator::bytes_in_use() { return g_bytes.load(); }
+int64_t CpuAllocator::bytes_in_use() {
+    return g_bytes.load();
+}
 
 }  // namespace moe

@@ -31,7 +31,9 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
     return *this;
 }
 
-DeviceBuffer::~DeviceBuffer() { reset(); }
+DeviceBuffer::~DeviceBuffer() {
+    reset();
+}
 
 void DeviceBuffer::reset() {
     if (backend_ != nullptr && data_ != nullptr) backend_->deallocate(data_);

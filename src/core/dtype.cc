@@ -8,24 +8,36 @@ namespace moe {
 
 size_t dtype_size(DType dtype) {
     switch (dtype) {
-        case DType::kF32: return 4;
-        case DType::kBF16: return 2;
-        case DType::kF16: return 2;
-        case DType::kI32: return 4;
-        case DType::kI64: return 8;
-        case DType::kU8: return 1;
+        case DType::kF32:
+            return 4;
+        case DType::kBF16:
+            return 2;
+        case DType::kF16:
+            return 2;
+        case DType::kI32:
+            return 4;
+        case DType::kI64:
+            return 8;
+        case DType::kU8:
+            return 1;
     }
     return 0;
 }
 
 const char* dtype_name(DType dtype) {
     switch (dtype) {
-        case DType::kF32: return "f32";
-        case DType::kBF16: return "bf16";
-        case DType::kF16: return "f16";
-        case DType::kI32: return "i32";
-        case DType::kI64: return "i64";
-        case DType::kU8: return "u8";
+        case DType::kF32:
+            return "f32";
+        case DType::kBF16:
+            return "bf16";
+        case DType::kF16:
+            return "f16";
+        case DType::kI32:
+            return "i32";
+        case DType::kI64:
+            return "i64";
+        case DType::kU8:
+            return "u8";
     }
     return "?";
 }
@@ -88,7 +100,9 @@ uint16_t f32_to_f16(float f) {
 
 void convert_to_f32(const void* src, DType src_type, float* dst, size_t n) {
     switch (src_type) {
-        case DType::kF32: std::memcpy(dst, src, n * 4); return;
+        case DType::kF32:
+            std::memcpy(dst, src, n * 4);
+            return;
         case DType::kBF16: {
             const auto* s = static_cast<const uint16_t*>(src);
             for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
@@ -99,13 +113,16 @@ void convert_to_f32(const void* src, DType src_type, float* dst, size_t n) {
             for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
             return;
         }
-        default: MOE_CHECK(false && "convert_to_f32: not a float dtype");
+        default:
+            MOE_CHECK(false && "convert_to_f32: not a float dtype");
     }
 }
 
 void convert_from_f32(const float* src, void* dst, DType dst_type, size_t n) {
     switch (dst_type) {
-        case DType::kF32: std::memcpy(dst, src, n * 4); return;
+        case DType::kF32:
+            std::memcpy(dst, src, n * 4);
+            return;
         case DType::kBF16: {
             auto* d = static_cast<uint16_t*>(dst);
             for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
@@ -116,7 +133,8 @@ void convert_from_f32(const float* src, void* dst, DType dst_type, size_t n) {
             for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
             return;
         }
-        default: MOE_CHECK(false && "convert_from_f32: not a float dtype");
+        default:
+            MOE_CHECK(false && "convert_from_f32: not a float dtype");
     }
 }
 

@@ -15,10 +15,25 @@ std::shared_ptr<spdlog::logger> get(std::string_view name);
 // Sets the level of every logger, present and future ("trace".."off"). Returns false if unknown.
 bool set_level(std::string_view level);
 
-inline spdlog::logger& model() { static auto l = get("model"); return *l; }
-inline spdlog::logger& engine() { static auto l = get("engine"); return *l; }
-inline spdlog::logger& kv() { static auto l = get("kv"); return *l; }
-inline spdlog::logger& cli() { static auto l = get("cli"); return *l; }
-inline spdlog::logger& backend() { static auto l = get("backend"); return *l; }
+inline spdlog::logger& model() {
+    static auto l = get("model");
+    return *l;
+}
+inline spdlog::logger& engine() {
+    static auto l = get("engine");
+    return *l;
+}
+inline spdlog::logger& kv() {
+    static auto l = get("kv");
+    return *l;
+}
+inline spdlog::logger& cli() {
+    static auto l = get("cli");
+    return *l;
+}
+inline spdlog::logger& backend() {
+    static auto l = get("backend");
+    return *l;
+}
 
 }  // namespace moe::log

@@ -19,7 +19,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) {
+    return std::chrono::duration<double>(d).count();
+}
 
 // MemAvailable from /proc/meminfo, in bytes (0 if unknown).
 int64_t memory_available_bytes() {
@@ -102,7 +104,9 @@ StatusOr<DType> kv_cache_dtype_from_name(std::string_view name, DType matrix_dty
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Engine::~Engine() { stop(); }
+Engine::~Engine() {
+    stop();
+}
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer> model,
                                                  std::unique_ptr<Tokenizer> tokenizer, const EngineOptions& options) {
@@ -133,10 +137,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer>
         return invalid_argument("kv cache budget of " + std::to_string(budget) + " bytes holds no block (" +
                                 std::to_string(per_block) + " bytes per block of " +
                                 std::to_string(options.kv_block_size) + " tokens)");
-    MOE_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(model->backend(), c,
-                                                        {.num_blocks = num_blocks,
-                                                         .block_size = options.kv_block_size,
-                                                         .dtype = options.kv_dtype}));
+    MOE_ASSIGN_OR_RETURN(
+        KvCache cache,
+        KvCache::create(model->backend(), c,
+                        {.num_blocks = num_blocks, .block_size = options.kv_block_size, .dtype = options.kv_dtype}));
     impl->cache.emplace(std::move(cache));
     impl->kv = std::make_unique<KvBlockManager>(KvBlockManagerOptions{
         .num_blocks = num_blocks, .block_size = options.kv_block_size, .prefix_caching = options.prefix_caching});
@@ -146,11 +150,12 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer>
     impl->scheduler = std::make_unique<Scheduler>(so, *impl->kv);
     impl->model = std::move(model);
     impl->tokenizer = std::move(tokenizer);
-    log::engine().info("kv cache: {} blocks of {} tokens ({:.1f} MiB, {}), max_model_len {}, max_batched_tokens {}, "
-                       "max_seqs {}, prefix caching {}",
-                       num_blocks, options.kv_block_size,
-                       static_cast<double>(num_blocks * per_block) / (1 << 20), dtype_name(options.kv_dtype), max_len,
-                       so.max_batched_tokens, so.max_seqs, options.prefix_caching ? "on" : "off");
+    log::engine().info(
+        "kv cache: {} blocks of {} tokens ({:.1f} MiB, {}), max_model_len {}, max_batched_tokens {}, "
+        "max_seqs {}, prefix caching {}",
+        num_blocks, options.kv_block_size, static_cast<double>(num_blocks * per_block) / (1 << 20),
+        dtype_name(options.kv_dtype), max_len, so.max_batched_tokens, so.max_seqs,
+        options.prefix_caching ? "on" : "off");
     impl->refresh_snapshot();
     return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -274,10 +279,18 @@ EngineLoad Engine::load() const {
     return l;
 }
 
-const ModelConfig& Engine::config() const { return impl_->model->config(); }
-const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
-int64_t Engine::max_model_len() const { return impl_->max_model_len; }
-const EngineOptions& Engine::options() const { return impl_->options; }
+const ModelConfig& Engine::config() const {
+    return impl_->model->config();
+}
+const Tokenizer* Engine::tokenizer() const {
+    return impl_->tokenizer.get();
+}
+int64_t Engine::max_model_len() const {
+    return impl_->max_model_len;
+}
+const EngineOptions& Engine::options() const {
+    return impl_->options;
+}
 
 // ---- the engine thread -------------------------------------------------------------------------
 
@@ -300,8 +313,8 @@ void Engine::Impl::admit(std::unique_ptr<Active> a) {
     a->sampler = std::make_unique<SequenceSampler>(a->params.sampling, a->params.prompt_ids);
     a->stop = std::make_unique<StopChecker>(a->params.stopping);
     if (tokenizer)
-        a->detok = std::make_unique<IncrementalDetokenizer>(*tokenizer, a->params.skip_special_tokens,
-                                                            a->params.prompt_ids);
+        a->detok =
+            std::make_unique<IncrementalDetokenizer>(*tokenizer, a->params.skip_special_tokens, a->params.prompt_ids);
     Status s = scheduler->add(NewRequest{.id = seq,
                                          .prompt = a->params.prompt_ids,
                                          .max_tokens = a->params.stopping.max_tokens,
@@ -334,7 +347,8 @@ void Engine::Impl::finalize(SeqId seq, FinishReason reason, Status error, const 
     const auto now = Clock::now();
     f.queue_seconds = a.scheduled ? seconds(a.first_scheduled - a.submitted) : seconds(now - a.submitted);
     f.ttft_seconds = a.generated > 0 ? seconds(a.first_token - a.submitted) : 0;
-    f.mean_itl_seconds = a.generated > 1 ? seconds(a.last_token - a.first_token) / static_cast<double>(a.generated - 1) : 0;
+    f.mean_itl_seconds =
+        a.generated > 1 ? seconds(a.last_token - a.first_token) / static_cast<double>(a.generated - 1) : 0;
     f.total_seconds = seconds(now - a.submitted);
     f.error = std::move(error);
     // Held-back text (a partial stop-string match that never completed) goes out, unless a stop
@@ -442,9 +456,8 @@ void Engine::Impl::run() {
         std::vector<std::string> cancelled;
         {
             std::unique_lock<std::mutex> lock(mu);
-            cv.wait_for(lock, std::chrono::milliseconds(50), [&] {
-                return stopping || !inbox.empty() || !cancels.empty() || scheduler->has_work();
-            });
+            cv.wait_for(lock, std::chrono::milliseconds(50),
+                        [&] { return stopping || !inbox.empty() || !cancels.empty() || scheduler->has_work(); });
             if (stopping) break;
             arrivals.swap(inbox);
             cancelled.swap(cancels);

@@ -28,23 +28,23 @@
 namespace moe {
 
 struct EngineOptions {
-    SchedulerOptions scheduler;       // max_model_len is clamped to the model's context length
-    int64_t kv_cache_bytes = 0;       // 0: kv_cache_fraction of the memory available now
+    SchedulerOptions scheduler;  // max_model_len is clamped to the model's context length
+    int64_t kv_cache_bytes = 0;  // 0: kv_cache_fraction of the memory available now
     double kv_cache_fraction = 0.25;
     int64_t kv_block_size = 16;
     bool prefix_caching = true;
-    DType kv_dtype = DType::kF32;     // f32 or bf16; kv_cache_dtype_from_name resolves a flag
-    int64_t max_pending = 1024;       // submitted but not finished; beyond: RESOURCE_EXHAUSTED
+    DType kv_dtype = DType::kF32;  // f32 or bf16; kv_cache_dtype_from_name resolves a flag
+    int64_t max_pending = 1024;    // submitted but not finished; beyond: RESOURCE_EXHAUSTED
 };
 
 struct GenerateParams {
     std::string request_id;           // empty: the engine assigns one ("req-<n>")
     std::vector<int32_t> prompt_ids;  // already tokenized
     SamplingParams sampling;
-    StopCriteria stopping;            // eos_token_ids is filled in by the engine from the model
+    StopCriteria stopping;  // eos_token_ids is filled in by the engine from the model
     bool skip_special_tokens = true;
-    int32_t stream_interval = 1;      // tokens per delta (the last delta may hold fewer)
-    std::string cache_salt;           // isolates prefix-cache entries between tenants
+    int32_t stream_interval = 1;  // tokens per delta (the last delta may hold fewer)
+    std::string cache_salt;       // isolates prefix-cache entries between tenants
     std::optional<std::chrono::steady_clock::time_point> deadline;
 };
 
@@ -61,16 +61,16 @@ struct DeltaEvent {
 
 struct FinalEvent {
     FinishReason reason = FinishReason::kNone;
-    std::string matched_stop;             // the stop string that matched, if any
+    std::string matched_stop;              // the stop string that matched, if any
     std::optional<int32_t> matched_token;  // the EOS / stop token that matched, if any
     int64_t prompt_tokens = 0;
     int64_t completion_tokens = 0;
     int64_t cached_prompt_tokens = 0;
-    double queue_seconds = 0;        // submit -> first scheduled
-    double ttft_seconds = 0;         // submit -> first token
-    double mean_itl_seconds = 0;     // mean gap between tokens after the first
+    double queue_seconds = 0;     // submit -> first scheduled
+    double ttft_seconds = 0;      // submit -> first token
+    double mean_itl_seconds = 0;  // mean gap between tokens after the first
     double total_seconds = 0;
-    Status error;                    // set when reason == kError
+    Status error;  // set when reason == kError
 };
 
 // Receives a request's output. Called on the engine thread, in order: zero or more on_delta,
@@ -85,14 +85,14 @@ public:
 struct EngineLoad {
     int64_t waiting = 0;
     int64_t running = 0;
-    int64_t pending = 0;             // submitted and not finished (includes the inbox)
+    int64_t pending = 0;  // submitted and not finished (includes the inbox)
     int64_t kv_blocks_total = 0;
-    int64_t kv_blocks_free = 0;      // allocatable now (free + evictable cached)
-    int64_t kv_blocks_cached = 0;    // blocks in the prefix index
+    int64_t kv_blocks_free = 0;    // allocatable now (free + evictable cached)
+    int64_t kv_blocks_cached = 0;  // blocks in the prefix index
     int64_t kv_block_size = 0;
-    int64_t num_preemptions = 0;     // since start
-    int64_t steps = 0;               // since start
-    int64_t generated_tokens = 0;    // since start
+    int64_t num_preemptions = 0;   // since start
+    int64_t steps = 0;             // since start
+    int64_t generated_tokens = 0;  // since start
     bool draining = false;
 };
 

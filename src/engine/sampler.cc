@@ -29,7 +29,7 @@ inline float exp_nonpositive(float x) {
     x = x < -87.0f ? -87.0f : x;
     constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
     const float n = (x * 1.44269504088896341f + kRound) - kRound;
-    float r = x - n * 0.693145751953125f;  // ln2, high bits
+    float r = x - n * 0.693145751953125f;   // ln2, high bits
     r = r - n * 1.428606765330187045e-06f;  // ln2, low bits
     float p = 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
@@ -47,8 +47,7 @@ inline float exp_nonpositive(float x) {
 // log(sum_i exp(x[i])) for finite x with max(x) = max: exp in f32, the sum in 16 double
 // partial sums in a fixed order (deterministic). Every token's logprob needs it over the whole
 // vocabulary (152k entries for Qwen3): a scalar double exp there cost ~1 ms per token.
-__attribute__((target_clones("avx512f", "avx2", "default"))) double log_sum_exp(const float* x, size_t n,
-                                                                                float max) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) double log_sum_exp(const float* x, size_t n, float max) {
     constexpr size_t kLanes = 16;
     double acc[kLanes] = {};
     size_t i = 0;

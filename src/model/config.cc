@@ -10,24 +10,32 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 namespace moe {
 
 const char* family_name(ModelFamily family) {
     switch (family) {
-        case ModelFamily::kMixtral: return "mixtral";
-        case ModelFamily::kQwen3Moe: return "qwen3_moe";
-        case ModelFamily::kQwen2Moe: return "qwen2_moe";
-        case ModelFamily::kOlmoe: return "olmoe";
-        case ModelFamily::kLlama: return "llama";
-        case ModelFamily::kQwen3: return "qwen3";
-        case ModelFamily::kDeepseekV3: return "deepseek_v3";
-        case ModelFamily::kGptOss: return "gpt_oss";
-        case ModelFamily::kUnknown: return "unknown";
+        case ModelFamily::kMixtral:
+            return "mixtral";
+        case ModelFamily::kQwen3Moe:
+            return "qwen3_moe";
+        case ModelFamily::kQwen2Moe:
+            return "qwen2_moe";
+        case ModelFamily::kOlmoe:
+            return "olmoe";
+        case ModelFamily::kLlama:
+            return "llama";
+        case ModelFamily::kQwen3:
+            return "qwen3";
+        case ModelFamily::kDeepseekV3:
+            return "deepseek_v3";
+        case ModelFamily::kGptOss:
+            return "gpt_oss";
+        case ModelFamily::kUnknown:
+            return "unknown";
     }
     return "unknown";
 }
@@ -75,8 +83,10 @@ public:
         const json& v = j_.at(key);
         int64_t x = 0;
         if (v.is_number_integer()) {
-            if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-                return error(key + " (" + v.dump() + ") must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+            if (v.is_number_unsigned() &&
+                v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+                return error(key + " (" + v.dump() + ") must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                             "]");
             x = v.get<int64_t>();
         } else if (v.is_number_float()) {
             // Some exporters write 32768.0; accept integral values only.
@@ -88,7 +98,8 @@ public:
             return error(key + " must be an integer, got " + type_of(v) + " " + v.dump());
         }
         if (x < lo || x > hi)
-            return error(key + " (" + std::to_string(x) + ") must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+            return error(key + " (" + std::to_string(x) + ") must be in [" + std::to_string(lo) + ", " +
+                         std::to_string(hi) + "]");
         return x;
     }
 
@@ -148,9 +159,12 @@ struct FamilyInfo {
 };
 
 FamilyInfo family_of(const std::string& arch, const std::string& model_type) {
-    if (arch == "MixtralForCausalLM" || (arch.empty() && model_type == "mixtral")) return {ModelFamily::kMixtral, nullptr};
-    if (arch == "Qwen3MoeForCausalLM" || (arch.empty() && model_type == "qwen3_moe")) return {ModelFamily::kQwen3Moe, nullptr};
-    if (arch == "Qwen2MoeForCausalLM" || (arch.empty() && model_type == "qwen2_moe")) return {ModelFamily::kQwen2Moe, nullptr};
+    if (arch == "MixtralForCausalLM" || (arch.empty() && model_type == "mixtral"))
+        return {ModelFamily::kMixtral, nullptr};
+    if (arch == "Qwen3MoeForCausalLM" || (arch.empty() && model_type == "qwen3_moe"))
+        return {ModelFamily::kQwen3Moe, nullptr};
+    if (arch == "Qwen2MoeForCausalLM" || (arch.empty() && model_type == "qwen2_moe"))
+        return {ModelFamily::kQwen2Moe, nullptr};
     if (arch == "OlmoeForCausalLM" || (arch.empty() && model_type == "olmoe")) return {ModelFamily::kOlmoe, nullptr};
     if (arch == "LlamaForCausalLM" || (arch.empty() && model_type == "llama")) return {ModelFamily::kLlama, nullptr};
     if (arch == "Qwen3ForCausalLM" || (arch.empty() && model_type == "qwen3")) return {ModelFamily::kQwen3, nullptr};
@@ -158,7 +172,8 @@ FamilyInfo family_of(const std::string& arch, const std::string& model_type) {
         (arch.empty() && (model_type == "deepseek_v3" || model_type == "kimi_k2")))
         return {ModelFamily::kDeepseekV3, "MLA attention and FP8 block-scaled weights are not implemented yet"};
     if (arch == "GptOssForCausalLM" || (arch.empty() && model_type == "gpt_oss"))
-        return {ModelFamily::kGptOss, "attention sinks, clamped SwiGLU with biases and MXFP4 experts are not implemented yet"};
+        return {ModelFamily::kGptOss,
+                "attention sinks, clamped SwiGLU with biases and MXFP4 experts are not implemented yet"};
     if (arch == "DeepseekV2ForCausalLM" || (arch.empty() && model_type == "deepseek_v2"))
         return {ModelFamily::kUnknown, "MLA attention and group-limited routing are not implemented yet"};
     if (arch == "Glm4MoeForCausalLM" || (arch.empty() && model_type == "glm4_moe"))
@@ -233,8 +248,8 @@ Status parse_rope(const json& j, const std::string& source, const Defaults& d, M
 
 Status parse_experts(const Reader& r, const Defaults& d, ModelConfig* c) {
     const ModelFamily f = c->family;
-    const bool moe_family = f == ModelFamily::kMixtral || f == ModelFamily::kQwen3Moe ||
-                            f == ModelFamily::kQwen2Moe || f == ModelFamily::kOlmoe;
+    const bool moe_family = f == ModelFamily::kMixtral || f == ModelFamily::kQwen3Moe || f == ModelFamily::kQwen2Moe ||
+                            f == ModelFamily::kOlmoe;
     if (f == ModelFamily::kLlama || f == ModelFamily::kQwen3) {
         MOE_ASSIGN_OR_RETURN(c->intermediate_size, r.integer("intermediate_size", d.intermediate, 1, kMaxIntermediate));
         c->layer_is_moe.assign(static_cast<size_t>(c->num_layers), false);  // dense: every layer an MLP
@@ -249,17 +264,22 @@ Status parse_experts(const Reader& r, const Defaults& d, ModelConfig* c) {
         experts_key = "n_routed_experts";
     } else if (!moe_family) {
         for (const char* k : {"num_experts", "num_local_experts", "n_routed_experts"})
-            if (r.has(k)) { experts_key = k; break; }
+            if (r.has(k)) {
+                experts_key = k;
+                break;
+            }
     }
     MOE_ASSIGN_OR_RETURN(c->num_experts, r.integer(experts_key, dflt_e, 0, kMaxExperts));
-    const std::string topk_key = (f == ModelFamily::kGptOss && !r.has("num_experts_per_tok")) ? "experts_per_token"
-                                                                                             : "num_experts_per_tok";
-    MOE_ASSIGN_OR_RETURN(c->num_experts_per_tok,
-                         r.integer(topk_key, c->num_experts > 0 ? std::optional<int64_t>(moe_family ? d.top_k : 1)
-                                                                : std::optional<int64_t>(0),
-                                   0, kMaxExperts));
+    const std::string topk_key =
+        (f == ModelFamily::kGptOss && !r.has("num_experts_per_tok")) ? "experts_per_token" : "num_experts_per_tok";
+    MOE_ASSIGN_OR_RETURN(
+        c->num_experts_per_tok,
+        r.integer(topk_key,
+                  c->num_experts > 0 ? std::optional<int64_t>(moe_family ? d.top_k : 1) : std::optional<int64_t>(0), 0,
+                  kMaxExperts));
     if (c->num_experts > 0 && c->num_experts_per_tok < 1)
-        return r.error(topk_key + " (" + std::to_string(c->num_experts_per_tok) + ") must be >= 1 when there are experts");
+        return r.error(topk_key + " (" + std::to_string(c->num_experts_per_tok) +
+                       ") must be >= 1 when there are experts");
     if (c->num_experts_per_tok > c->num_experts)
         return r.error(topk_key + " (" + std::to_string(c->num_experts_per_tok) + ") > " + experts_key + " (" +
                        std::to_string(c->num_experts) + ")");
@@ -273,10 +293,10 @@ Status parse_experts(const Reader& r, const Defaults& d, ModelConfig* c) {
     if (expert_uses_intermediate) {
         c->moe_intermediate_size = c->num_experts > 0 ? intermediate : 0;
     } else {
-        MOE_ASSIGN_OR_RETURN(c->moe_intermediate_size,
-                             r.integer("moe_intermediate_size",
-                                       moe_family ? std::optional<int64_t>(d.moe_intermediate) : std::nullopt, 1,
-                                       kMaxIntermediate));
+        MOE_ASSIGN_OR_RETURN(
+            c->moe_intermediate_size,
+            r.integer("moe_intermediate_size", moe_family ? std::optional<int64_t>(d.moe_intermediate) : std::nullopt,
+                      1, kMaxIntermediate));
     }
 
     c->layer_is_moe.assign(static_cast<size_t>(c->num_layers), false);
@@ -314,8 +334,8 @@ Status parse_qwen_layers(const json& j, const std::string& source, const Default
             if (!x.is_number_integer()) return r.error("mlp_only_layers must hold integers, got " + x.dump());
             int64_t i = x.get<int64_t>();
             if (i < 0 || i >= c->num_layers)
-                return r.error("mlp_only_layers index " + std::to_string(i) + " out of range [0, num_hidden_layers=" +
-                               std::to_string(c->num_layers) + ")");
+                return r.error("mlp_only_layers index " + std::to_string(i) +
+                               " out of range [0, num_hidden_layers=" + std::to_string(c->num_layers) + ")");
             mlp_only.insert(i);
         }
     }
@@ -376,8 +396,8 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
         MOE_ASSIGN_OR_RETURN(c.num_heads, r.integer("num_attention_heads", std::nullopt, 1, kMaxHeads));
         MOE_ASSIGN_OR_RETURN(c.num_kv_heads, r.integer("num_key_value_heads", c.num_heads, 1, kMaxHeads));
         if (c.num_heads % c.num_kv_heads != 0)
-            return r.error("num_attention_heads (" + std::to_string(c.num_heads) + ") is not divisible by num_key_value_heads (" +
-                           std::to_string(c.num_kv_heads) + ")");
+            return r.error("num_attention_heads (" + std::to_string(c.num_heads) +
+                           ") is not divisible by num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
 
         if (is_deepseek_like(c) && r.has("qk_nope_head_dim")) {
             // MLA: the q/k head is a no-RoPE part plus a RoPE part.
@@ -390,10 +410,12 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
         } else {
             const bool has_head_dim = r.has("head_dim") || d.head_dim.has_value();
             if (!has_head_dim && c.hidden_size % c.num_heads != 0)
-                return r.error("hidden_size (" + std::to_string(c.hidden_size) + ") is not divisible by num_attention_heads (" +
-                               std::to_string(c.num_heads) + ") and there is no head_dim");
-            MOE_ASSIGN_OR_RETURN(c.head_dim, r.integer("head_dim", d.head_dim ? *d.head_dim : c.hidden_size / c.num_heads, 1,
-                                                       kMaxHeadDim));
+                return r.error("hidden_size (" + std::to_string(c.hidden_size) +
+                               ") is not divisible by num_attention_heads (" + std::to_string(c.num_heads) +
+                               ") and there is no head_dim");
+            MOE_ASSIGN_OR_RETURN(
+                c.head_dim,
+                r.integer("head_dim", d.head_dim ? *d.head_dim : c.hidden_size / c.num_heads, 1, kMaxHeadDim));
             double partial = 1.0;
             MOE_ASSIGN_OR_RETURN(partial, r.number("partial_rotary_factor", 1.0, 0.0, 1.0));
             c.rotary_dim = static_cast<int64_t>(std::llround(static_cast<double>(c.head_dim) * partial));
@@ -407,7 +429,9 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
             MOE_RETURN_IF_ERROR(parse_qwen_layers(j, source, d, &c));
 
         switch (c.family) {
-            case ModelFamily::kMixtral: c.norm_topk_prob = true; break;
+            case ModelFamily::kMixtral:
+                c.norm_topk_prob = true;
+                break;
             case ModelFamily::kQwen3Moe:
             case ModelFamily::kQwen2Moe:
             case ModelFamily::kOlmoe:
@@ -416,8 +440,11 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
                 MOE_ASSIGN_OR_RETURN(c.norm_topk_prob, r.boolean("norm_topk_prob", false));
                 break;
             }
-            case ModelFamily::kGptOss: c.norm_topk_prob = true; break;  // softmax over the top-k only
-            default: break;
+            case ModelFamily::kGptOss:
+                c.norm_topk_prob = true;
+                break;  // softmax over the top-k only
+            default:
+                break;
         }
         if (c.family == ModelFamily::kQwen2Moe) {
             MOE_ASSIGN_OR_RETURN(c.shared_expert_intermediate_size,
@@ -445,11 +472,13 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
         if (eps <= 0.0) return r.error("rms_norm_eps (" + std::to_string(eps) + ") must be > 0");
         c.rms_norm_eps = static_cast<float>(eps);
         MOE_RETURN_IF_ERROR(parse_rope(j, source, d, &c));
-        MOE_ASSIGN_OR_RETURN(c.max_position_embeddings, r.integer("max_position_embeddings", d.max_pos, 1, kMaxPositions));
+        MOE_ASSIGN_OR_RETURN(c.max_position_embeddings,
+                             r.integer("max_position_embeddings", d.max_pos, 1, kMaxPositions));
 
         // Qwen configs carry a sliding_window that is off unless use_sliding_window says so.
         bool use_sw = true;
-        if (c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe || c.family == ModelFamily::kQwen3) {
+        if (c.family == ModelFamily::kQwen3Moe || c.family == ModelFamily::kQwen2Moe ||
+            c.family == ModelFamily::kQwen3) {
             MOE_ASSIGN_OR_RETURN(use_sw, r.boolean("use_sliding_window", false));
         }
         if (use_sw) {

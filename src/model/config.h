@@ -3,10 +3,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "moe/dtype.h"
 #include "moe/status.h"
@@ -14,15 +13,15 @@
 namespace moe {
 
 enum class ModelFamily {
-    kMixtral,    // MixtralForCausalLM
-    kQwen3Moe,   // Qwen3MoeForCausalLM
-    kQwen2Moe,   // Qwen2MoeForCausalLM
-    kOlmoe,      // OlmoeForCausalLM
-    kLlama,      // LlamaForCausalLM (dense)
-    kQwen3,      // Qwen3ForCausalLM (dense)
-    kDeepseekV3, // DeepseekV3ForCausalLM / Kimi K2: parsed for `info`, not served yet
-    kGptOss,     // GptOssForCausalLM: parsed for `info`, not served yet
-    kUnknown,    // any other architecture: parsed for `info` where the usual keys exist
+    kMixtral,     // MixtralForCausalLM
+    kQwen3Moe,    // Qwen3MoeForCausalLM
+    kQwen2Moe,    // Qwen2MoeForCausalLM
+    kOlmoe,       // OlmoeForCausalLM
+    kLlama,       // LlamaForCausalLM (dense)
+    kQwen3,       // Qwen3ForCausalLM (dense)
+    kDeepseekV3,  // DeepseekV3ForCausalLM / Kimi K2: parsed for `info`, not served yet
+    kGptOss,      // GptOssForCausalLM: parsed for `info`, not served yet
+    kUnknown,     // any other architecture: parsed for `info` where the usual keys exist
 };
 
 const char* family_name(ModelFamily family);
@@ -48,22 +47,22 @@ struct ModelConfig {
     int64_t moe_intermediate_size = 0;  // per expert (Mixtral: intermediate_size)
     int64_t num_experts = 0;            // 0 for dense models
     int64_t num_experts_per_tok = 0;
-    bool norm_topk_prob = false;        // renormalize the top-k weights (Mixtral: always true)
+    bool norm_topk_prob = false;                  // renormalize the top-k weights (Mixtral: always true)
     int64_t shared_expert_intermediate_size = 0;  // Qwen2-MoE; 0 = no shared expert
-    std::vector<bool> layer_is_moe;     // size num_layers (mlp_only_layers, decoder_sparse_step)
+    std::vector<bool> layer_is_moe;               // size num_layers (mlp_only_layers, decoder_sparse_step)
 
-    bool attention_bias = false;        // bias on q/k/v projections (Qwen2-MoE: true)
+    bool attention_bias = false;  // bias on q/k/v projections (Qwen2-MoE: true)
     QkNorm qk_norm = QkNorm::kNone;
     float rms_norm_eps = 1e-6f;
     float rope_theta = 10000.0f;
-    int64_t rotary_dim = 0;             // head_dim unless partial rotary
+    int64_t rotary_dim = 0;  // head_dim unless partial rotary
     int64_t max_position_embeddings = 0;
-    int64_t sliding_window = 0;         // 0: none
+    int64_t sliding_window = 0;  // 0: none
     bool tie_word_embeddings = false;
 
-    DType torch_dtype = DType::kBF16;   // "torch_dtype" / "dtype"; f32/bf16/f16
+    DType torch_dtype = DType::kBF16;  // "torch_dtype" / "dtype"; f32/bf16/f16
     int64_t bos_token_id = -1;
-    std::vector<int64_t> eos_token_ids; // config.json and generation_config.json, merged
+    std::vector<int64_t> eos_token_ids;  // config.json and generation_config.json, merged
 
     // Whether this build can run the model; if not, why ("DeepSeek-V3 MLA attention is not
     // implemented yet"). `info` prints it; loading for inference refuses it.

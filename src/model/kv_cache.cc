@@ -40,7 +40,7 @@ StatusOr<KvCache> KvCache::create(Backend& backend, const ModelConfig& config, c
             auto buf = DeviceBuffer::allocate(backend, static_cast<size_t>(layer_bytes));
             if (!buf.ok())
                 return buf.status().with_context("kv cache layer " + std::to_string(l) + " (" +
-                                                  std::to_string(layer_bytes) + " bytes)");
+                                                 std::to_string(layer_bytes) + " bytes)");
             pool->push_back(std::move(buf).value());
         }
     }

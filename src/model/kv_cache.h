@@ -16,7 +16,7 @@ namespace moe {
 
 struct KvCacheOptions {
     int64_t num_blocks = 0;
-    int64_t block_size = 16;   // tokens per block
+    int64_t block_size = 16;    // tokens per block
     DType dtype = DType::kF32;  // f32 or bf16
 };
 

@@ -1,8 +1,8 @@
 // MoeTransformer::load: config.json + safetensors from a Hugging Face model directory.
+#include <fmt/format.h>
+
 #include <memory>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "core/logging.h"
 #include "model/moe_transformer.h"
@@ -40,12 +40,11 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::load(const std::filesy
     if (backend.device().kind == DeviceKind::kCpu) store.populate();
     auto source = std::make_shared<StoreSource>(std::move(store));
     MOE_ASSIGN_OR_RETURN(auto model, create(config, source, backend, options));
-    log::model().info("loaded {} ({} layers, {} experts, top-{}) from {}: matrices {}{}", config.architecture,
-                      config.num_layers, config.num_experts, config.num_experts_per_tok, dir.string(),
-                      dtype_name(model->matrix_dtype()),
-                      model->compact_matrices() > 0
-                          ? fmt::format(", {} in the lossless 12-bit form", model->compact_matrices())
-                          : std::string());
+    log::model().info(
+        "loaded {} ({} layers, {} experts, top-{}) from {}: matrices {}{}", config.architecture, config.num_layers,
+        config.num_experts, config.num_experts_per_tok, dir.string(), dtype_name(model->matrix_dtype()),
+        model->compact_matrices() > 0 ? fmt::format(", {} in the lossless 12-bit form", model->compact_matrices())
+                                      : std::string());
     return model;
 }
 

@@ -56,7 +56,8 @@ public:
             add(p + "self_attn.q_proj.weight", {c.num_heads * hd, H}, wstd);
             add(p + "self_attn.k_proj.weight", {c.num_kv_heads * hd, H}, wstd);
             add(p + "self_attn.v_proj.weight", {c.num_kv_heads * hd, H}, wstd);
-            add(p + "self_attn.o_proj.weight", {H, c.num_heads * hd}, 1.0f / std::sqrt(static_cast<float>(c.num_heads * hd)));
+            add(p + "self_attn.o_proj.weight", {H, c.num_heads * hd},
+                1.0f / std::sqrt(static_cast<float>(c.num_heads * hd)));
             add(p + "self_attn.q_norm.weight", {hd}, 0.05f, 1.0f);
             add(p + "self_attn.k_norm.weight", {hd}, 0.05f, 1.0f);
             if (c.layer_is_moe[static_cast<size_t>(l)]) {
@@ -92,7 +93,8 @@ public:
             for (auto& v : buf) v = dist(rng);
             convert_from_f32(buf.data(), spec.data.data(), dtype_, buf.size());
         }
-        return WeightRef{.name = name, .dtype = dtype_, .shape = spec.shape, .data = spec.data.data(), .origin = "random model"};
+        return WeightRef{
+            .name = name, .dtype = dtype_, .shape = spec.shape, .data = spec.data.data(), .origin = "random model"};
     }
     bool has(const std::string& name) const override { return specs_.count(name) != 0; }
     std::string describe() const override { return "random model (seed " + std::to_string(seed_) + ")"; }

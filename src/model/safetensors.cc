@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 namespace moe {
@@ -97,7 +96,8 @@ Status SafetensorsFile::parse_header(const char* header, uint64_t header_len) {
     } catch (const nlohmann::json::exception& e) {
         return invalid_argument(name + ": header is not valid JSON: " + e.what());
     }
-    if (!j.is_object()) return invalid_argument(name + ": header must be a JSON object, got " + std::string(j.type_name()));
+    if (!j.is_object())
+        return invalid_argument(name + ": header must be a JSON object, got " + std::string(j.type_name()));
 
     const uint64_t data_start = 8 + header_len;
     const uint64_t data_len = size_ - data_start;
@@ -149,16 +149,15 @@ Status SafetensorsFile::parse_header(const char* header, uint64_t header_len) {
         uint64_t begin = 0, end = 0;
         if (!offs.is_array() || offs.size() != 2 || !as_u64(offs[0], &begin) || !as_u64(offs[1], &end))
             return invalid_argument(where + ": data_offsets must be [begin, end] with non-negative integers");
-        if (end < begin)
-            return invalid_argument(where + ": data_offsets " + offs.dump() + " end before begin");
+        if (end < begin) return invalid_argument(where + ": data_offsets " + offs.dump() + " end before begin");
         if (end > data_len) {
             return data_loss(where + ": data_offsets " + offs.dump() + " past the end of the data region (" +
                              std::to_string(data_len) + " bytes)");
         }
         if (end - begin != nbytes) {
-            return invalid_argument(where + ": data_offsets span " + std::to_string(end - begin) +
-                                    " bytes but shape " + shape_to_string(t.shape) + " of " + dtype_name(*dtype) +
-                                    " needs " + std::to_string(nbytes));
+            return invalid_argument(where + ": data_offsets span " + std::to_string(end - begin) + " bytes but shape " +
+                                    shape_to_string(t.shape) + " of " + dtype_name(*dtype) + " needs " +
+                                    std::to_string(nbytes));
         }
         t.data = data_base + begin;
         t.nbytes = static_cast<size_t>(nbytes);

@@ -1,9 +1,8 @@
 #include "model/weights.h"
 
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace moe {
 
@@ -35,7 +34,8 @@ Status check_shard_name(const fs::path& dir, const std::string& shard, const std
     // Component-wise prefix test (a string prefix would accept /models/a-evil for /models/a).
     auto r = root.begin(), f = full.begin();
     for (; r != root.end(); ++r, ++f) {
-        if (f == full.end() || *r != *f) return invalid_argument(where + ": path traversal (resolves outside " + root.string() + ")");
+        if (f == full.end() || *r != *f)
+            return invalid_argument(where + ": path traversal (resolves outside " + root.string() + ")");
     }
     return ok_status();
 }

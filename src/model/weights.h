@@ -41,7 +41,7 @@ public:
     Status expect(const std::string& name, std::initializer_list<int64_t> shape) const;
 
     std::vector<std::string> names() const;  // sorted
-    uint64_t total_bytes() const;             // sum of tensor payloads
+    uint64_t total_bytes() const;            // sum of tensor payloads
     size_t num_files() const { return files_.size(); }
     // SafetensorsFile::populate for every file.
     void populate() const;

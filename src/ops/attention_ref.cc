@@ -38,7 +38,8 @@ Status attention(const AttentionArgs& a) {
                 double max_score = -INFINITY;
                 for (int64_t c = lo; c <= pos; ++c) {
                     double dot = 0.0;
-                    for (int64_t d = 0; d < head_dim; ++d) dot += static_cast<double>(q[d]) * load(a.k_cache, cache_index(c) + d);
+                    for (int64_t d = 0; d < head_dim; ++d)
+                        dot += static_cast<double>(q[d]) * load(a.k_cache, cache_index(c) + d);
                     scores[static_cast<size_t>(c - lo)] = dot * a.scale;
                     max_score = std::max(max_score, dot * a.scale);
                 }
@@ -50,7 +51,8 @@ Status attention(const AttentionArgs& a) {
                 float* out = a.out.ptr<float>() + (t * num_q_heads + h) * head_dim;
                 for (int64_t d = 0; d < head_dim; ++d) {
                     double acc = 0.0;
-                    for (int64_t c = lo; c <= pos; ++c) acc += scores[static_cast<size_t>(c - lo)] * load(a.v_cache, cache_index(c) + d);
+                    for (int64_t c = lo; c <= pos; ++c)
+                        acc += scores[static_cast<size_t>(c - lo)] * load(a.v_cache, cache_index(c) + d);
                     out[d] = static_cast<float>(acc / sum);
                 }
             }

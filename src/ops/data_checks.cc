@@ -38,7 +38,8 @@ Status check_kv_write_data(const KvWriteArgs& a) {
     for (int64_t t = 0; t < a.slot_mapping.dim(0); ++t) {
         if (slots[t] < -1 || slots[t] >= num_slots)
             return out_of_range("kv_write: slot_mapping[" + std::to_string(t) + "] = " + std::to_string(slots[t]) +
-                                " is outside [-1, " + std::to_string(num_slots) + ") (blocks * block_size of the cache)");
+                                " is outside [-1, " + std::to_string(num_slots) +
+                                ") (blocks * block_size of the cache)");
     }
     return ok_status();
 }
@@ -54,8 +55,9 @@ Status check_attention_data(const AttentionArgs& a) {
     const auto* tables = a.block_tables.ptr<const int32_t>();
     if (qs[0] != 0) return out_of_range("attention: query_start[0] = " + std::to_string(qs[0]) + ", must be 0");
     if (qs[num_seqs] != num_tokens)
-        return out_of_range("attention: query_start[" + std::to_string(num_seqs) + "] = " + std::to_string(qs[num_seqs]) +
-                            ", must equal the " + std::to_string(num_tokens) + " tokens of q");
+        return out_of_range("attention: query_start[" + std::to_string(num_seqs) +
+                            "] = " + std::to_string(qs[num_seqs]) + ", must equal the " + std::to_string(num_tokens) +
+                            " tokens of q");
     for (int64_t s = 0; s < num_seqs; ++s) {
         const std::string seq = std::to_string(s);
         if (qs[s + 1] < qs[s])
@@ -64,8 +66,8 @@ Status check_attention_data(const AttentionArgs& a) {
         const int64_t q_len = qs[s + 1] - qs[s];
         if (kv_lens[s] < q_len || kv_lens[s] > max_blocks * block_size)
             return out_of_range("attention: kv_lens[" + seq + "] = " + std::to_string(kv_lens[s]) + " is outside [" +
-                                std::to_string(q_len) + " (its query rows), " + std::to_string(max_blocks * block_size) +
-                                " (max_blocks_per_seq * block_size)]");
+                                std::to_string(q_len) + " (its query rows), " +
+                                std::to_string(max_blocks * block_size) + " (max_blocks_per_seq * block_size)]");
         if (q_len == 0) continue;
         // Only the blocks that some query row can see are read (and checked): a sliding window
         // lets the cache manager drop the blocks before it.
@@ -74,8 +76,8 @@ Status check_attention_data(const AttentionArgs& a) {
         for (int64_t b = lo / block_size; b <= (kv_lens[s] - 1) / block_size; ++b) {
             const int32_t block = tables[s * max_blocks + b];
             if (block < 0 || block >= num_blocks)
-                return out_of_range("attention: block_tables[" + seq + ", " + std::to_string(b) + "] = " +
-                                    std::to_string(block) + " is outside [0, " + std::to_string(num_blocks) +
+                return out_of_range("attention: block_tables[" + seq + ", " + std::to_string(b) +
+                                    "] = " + std::to_string(block) + " is outside [0, " + std::to_string(num_blocks) +
                                     ") (the blocks of the cache)");
         }
     }
@@ -93,13 +95,13 @@ Status check_moe_experts_data(const MoeExpertsArgs& a) {
     const auto* off = a.expert_offsets.ptr<const int32_t>();
     if (off[0] != 0) return out_of_range("moe_experts: expert_offsets[0] = " + std::to_string(off[0]) + ", must be 0");
     if (off[num_experts] != rows)
-        return out_of_range("moe_experts: expert_offsets[" + std::to_string(num_experts) + "] = " +
-                            std::to_string(off[num_experts]) + ", must equal the " + std::to_string(rows) +
+        return out_of_range("moe_experts: expert_offsets[" + std::to_string(num_experts) +
+                            "] = " + std::to_string(off[num_experts]) + ", must equal the " + std::to_string(rows) +
                             " rows of x_permuted");
     for (int64_t e = 0; e < num_experts; ++e) {
         if (off[e + 1] < off[e])
-            return out_of_range("moe_experts: expert_offsets[" + std::to_string(e + 1) + "] = " +
-                                std::to_string(off[e + 1]) + " is below expert_offsets[" + std::to_string(e) +
+            return out_of_range("moe_experts: expert_offsets[" + std::to_string(e + 1) +
+                                "] = " + std::to_string(off[e + 1]) + " is below expert_offsets[" + std::to_string(e) +
                                 "] = " + std::to_string(off[e]));
         const size_t i = static_cast<size_t>(e);
         if (off[e + 1] > off[e] && (a.w_gate[i].empty() || a.w_up[i].empty() || a.w_down[i].empty()))

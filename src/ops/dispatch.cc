@@ -15,8 +15,8 @@ using Named = std::pair<const char*, const TensorView*>;
 Status check_devices(const Backend& be, const char* op, std::initializer_list<Named> views) {
     for (const auto& [name, view] : views) {
         if (view->empty() || view->device == be.device()) continue;
-        return invalid_argument(std::string(op) + ": " + name + " is on " + view->device.to_string() +
-                                " but backend " + be.name() + " runs on " + be.device().to_string());
+        return invalid_argument(std::string(op) + ": " + name + " is on " + view->device.to_string() + " but backend " +
+                                be.name() + " runs on " + be.device().to_string());
     }
     return ok_status();
 }
@@ -52,13 +52,21 @@ Status run(Backend& be, const AddArgs& a) {
 }
 Status run(Backend& be, const KvWriteArgs& a) {
     return call(be, "kv_write", be.ops().kv_write, a,
-                {{"k", &a.k}, {"v", &a.v}, {"slot_mapping", &a.slot_mapping}, {"k_cache", &a.k_cache},
+                {{"k", &a.k},
+                 {"v", &a.v},
+                 {"slot_mapping", &a.slot_mapping},
+                 {"k_cache", &a.k_cache},
                  {"v_cache", &a.v_cache}});
 }
 Status run(Backend& be, const AttentionArgs& a) {
     return call(be, "attention", be.ops().attention, a,
-                {{"q", &a.q}, {"k_cache", &a.k_cache}, {"v_cache", &a.v_cache}, {"block_tables", &a.block_tables},
-                 {"query_start", &a.query_start}, {"kv_lens", &a.kv_lens}, {"out", &a.out}});
+                {{"q", &a.q},
+                 {"k_cache", &a.k_cache},
+                 {"v_cache", &a.v_cache},
+                 {"block_tables", &a.block_tables},
+                 {"query_start", &a.query_start},
+                 {"kv_lens", &a.kv_lens},
+                 {"out", &a.out}});
 }
 Status run(Backend& be, const MoeRouteArgs& a) {
     return call(be, "moe_route", be.ops().moe_route, a,
@@ -70,14 +78,18 @@ Status run(Backend& be, const MoeSharedGateArgs& a) {
 }
 Status run(Backend& be, const MoePermuteArgs& a) {
     return call(be, "moe_permute", be.ops().moe_permute, a,
-                {{"x", &a.x}, {"topk_ids", &a.topk_ids}, {"x_permuted", &a.x_permuted},
-                 {"expert_offsets", &a.expert_offsets}, {"row_of", &a.row_of}, {"token_of", &a.token_of}});
+                {{"x", &a.x},
+                 {"topk_ids", &a.topk_ids},
+                 {"x_permuted", &a.x_permuted},
+                 {"expert_offsets", &a.expert_offsets},
+                 {"row_of", &a.row_of},
+                 {"token_of", &a.token_of}});
 }
 Status run(Backend& be, const MoeExpertsArgs& a) {
     MOE_RETURN_IF_ERROR(validate(a));
-    MOE_RETURN_IF_ERROR(check_devices(be, "moe_experts", {{"x_permuted", &a.x_permuted},
-                                                          {"expert_offsets", &a.expert_offsets},
-                                                          {"out_permuted", &a.out_permuted}}));
+    MOE_RETURN_IF_ERROR(check_devices(
+        be, "moe_experts",
+        {{"x_permuted", &a.x_permuted}, {"expert_offsets", &a.expert_offsets}, {"out_permuted", &a.out_permuted}}));
     for (size_t e = 0; e < a.w_gate.size(); ++e) {
         MOE_RETURN_IF_ERROR(check_devices(be, "moe_experts",
                                           {{"w_gate", &a.w_gate[e]}, {"w_up", &a.w_up[e]}, {"w_down", &a.w_down[e]}}));
@@ -87,9 +99,9 @@ Status run(Backend& be, const MoeExpertsArgs& a) {
     return be.ops().moe_experts(be, a);
 }
 Status run(Backend& be, const MoeUnpermuteArgs& a) {
-    return call(be, "moe_unpermute", be.ops().moe_unpermute, a,
-                {{"out_permuted", &a.out_permuted}, {"row_of", &a.row_of}, {"topk_weights", &a.topk_weights},
-                 {"y", &a.y}});
+    return call(
+        be, "moe_unpermute", be.ops().moe_unpermute, a,
+        {{"out_permuted", &a.out_permuted}, {"row_of", &a.row_of}, {"topk_weights", &a.topk_weights}, {"y", &a.y}});
 }
 
 }  // namespace moe::ops

@@ -29,7 +29,8 @@ Status moe_experts(const MoeExpertsArgs& a) {
             }
             for (int64_t h = 0; h < hidden; ++h) {
                 double acc = 0.0;
-                for (int64_t i = 0; i < inter; ++i) acc += act[static_cast<size_t>(i)] * load(a.w_down[e], h * inter + i);
+                for (int64_t i = 0; i < inter; ++i)
+                    acc += act[static_cast<size_t>(i)] * load(a.w_down[e], h * inter + i);
                 a.out_permuted.ptr<float>()[r * hidden + h] = static_cast<float>(acc);
             }
         }

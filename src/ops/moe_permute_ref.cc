@@ -19,7 +19,8 @@ Status moe_permute(const MoePermuteArgs& a) {
             const int64_t t = p / top_k;
             a.row_of.ptr<int32_t>()[p] = row;
             a.token_of.ptr<int32_t>()[row] = static_cast<int32_t>(t);
-            for (int64_t h = 0; h < hidden; ++h) a.x_permuted.ptr<float>()[row * hidden + h] = a.x.ptr<const float>()[t * hidden + h];
+            for (int64_t h = 0; h < hidden; ++h)
+                a.x_permuted.ptr<float>()[row * hidden + h] = a.x.ptr<const float>()[t * hidden + h];
             ++row;
         }
     }

@@ -43,15 +43,15 @@ struct RopeArgs {
     TensorView k;          // f32 [T, num_kv_heads, head_dim], contiguous
     TensorView positions;  // i32 [T], >= 0
     float theta = 10000.0f;
-    int rotary_dim = 0;    // even, <= head_dim
+    int rotary_dim = 0;  // even, <= head_dim
 };
 
 // y[M, N] (+)= x[M, K] * w[N, K]^T (+ bias[N])      (w in the Hugging Face Linear layout)
 struct GemmArgs {
-    TensorView x;     // f32 [M, K], row stride allowed
-    TensorView w;     // f32|bf16 [N, K], contiguous
-    TensorView bias;  // optional (empty) or f32 [N]
-    TensorView y;     // f32 [M, N], row stride allowed
+    TensorView x;             // f32 [M, K], row stride allowed
+    TensorView w;             // f32|bf16 [N, K], contiguous
+    TensorView bias;          // optional (empty) or f32 [N]
+    TensorView y;             // f32 [M, N], row stride allowed
     bool accumulate = false;  // y += instead of y =
 };
 
@@ -131,8 +131,8 @@ struct MoeSharedGateArgs {
 // Groups the (token, slot) pairs by expert. Within an expert, pairs keep (token, slot) order,
 // so the result is deterministic. Row r of x_permuted is x[token_of[r]].
 struct MoePermuteArgs {
-    TensorView x;               // f32 [T, H]
-    TensorView topk_ids;        // i32 [T, top_k], each in [0, num_experts) (kernel: OutOfRange)
+    TensorView x;         // f32 [T, H]
+    TensorView topk_ids;  // i32 [T, top_k], each in [0, num_experts) (kernel: OutOfRange)
     int num_experts = 0;
     TensorView x_permuted;      // f32 [T * top_k, H]
     TensorView expert_offsets;  // i32 [num_experts + 1]: rows of expert e are [offsets[e], offsets[e+1])
@@ -146,12 +146,12 @@ struct MoePermuteArgs {
 // under expert parallelism a rank holds only its own experts). An expert with rows and no
 // weights is an invalid argument.
 struct MoeExpertsArgs {
-    TensorView x_permuted;            // f32 [R, H]
-    TensorView expert_offsets;        // i32 [E + 1], offsets[E] == R
+    TensorView x_permuted;               // f32 [R, H]
+    TensorView expert_offsets;           // i32 [E + 1], offsets[E] == R
     std::span<const TensorView> w_gate;  // E views, f32|bf16 [I, H]
     std::span<const TensorView> w_up;    // E views, f32|bf16 [I, H]
     std::span<const TensorView> w_down;  // E views, f32|bf16 [H, I]
-    TensorView out_permuted;          // f32 [R, H]
+    TensorView out_permuted;             // f32 [R, H]
 };
 
 // Weighted combine: y[t] (+)= sum_j topk_weights[t, j] * out_permuted[row_of[t * top_k + j]],

@@ -15,6 +15,8 @@ inline double load(const TensorView& t, int64_t i) {
 }
 
 // Element [r, c] of a 2-D f32 view with a row stride.
-inline float& at2(const TensorView& t, int64_t r, int64_t c) { return t.ptr<float>()[r * t.stride(0) + c]; }
+inline float& at2(const TensorView& t, int64_t r, int64_t c) {
+    return t.ptr<float>()[r * t.stride(0) + c];
+}
 
 }  // namespace moe::ref

@@ -31,7 +31,9 @@ std::string dtype_list(std::initializer_list<DType> dtypes) {
     return s;
 }
 
-Status fail(const char* op, const std::string& msg) { return invalid_argument(std::string(op) + ": " + msg); }
+Status fail(const char* op, const std::string& msg) {
+    return invalid_argument(std::string(op) + ": " + msg);
+}
 
 // Presence, rank, dtype, sane dims and layout of one view.
 Status check_view(const char* op, const char* name, const TensorView& t, int ndim, std::initializer_list<DType> dtypes,
@@ -50,16 +52,15 @@ Status check_view(const char* op, const char* name, const TensorView& t, int ndi
             return fail(op, std::string(name) + " dim " + std::to_string(d) + " is " + std::to_string(t.dim(d)) +
                                 ", outside [0, " + std::to_string(kMaxDim) + "]");
         numel *= t.dim(d);
-        if (numel > kMaxNumel)
-            return fail(op, std::string(name) + " " + dims_of(t) + " has more than 2^46 elements");
+        if (numel > kMaxNumel) return fail(op, std::string(name) + " " + dims_of(t) + " has more than 2^46 elements");
     }
     if (layout == Layout::kRowStride && ndim == 2) {
         if (t.dim(0) > 1 && t.stride(0) < t.dim(1))
             return fail(op, std::string(name) + " row stride " + std::to_string(t.stride(0)) +
                                 " is smaller than its row length " + std::to_string(t.dim(1)));
         if (t.dim(1) > 1 && t.stride(1) != 1)
-            return fail(op, std::string(name) + " must have unit stride inside a row, got " +
-                                std::to_string(t.stride(1)));
+            return fail(op,
+                        std::string(name) + " must have unit stride inside a row, got " + std::to_string(t.stride(1)));
         return ok_status();
     }
     if (!t.is_contiguous()) return fail(op, std::string(name) + " " + dims_of(t) + " must be contiguous");
@@ -106,7 +107,8 @@ Status validate(const RmsNormArgs& a) {
                             std::to_string(a.x.dim(1)));
     MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 0, a.x.dim(0), "the rows of x"));
     MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 1, a.x.dim(1), "the row length of x"));
-    if (!std::isfinite(a.eps) || a.eps < 0.0f) return fail(op, "eps must be finite and >= 0, got " + std::to_string(a.eps));
+    if (!std::isfinite(a.eps) || a.eps < 0.0f)
+        return fail(op, "eps must be finite and >= 0, got " + std::to_string(a.eps));
     return ok_status();
 }
 
@@ -215,7 +217,8 @@ Status validate(const AttentionArgs& a) {
     const int64_t num_seqs = a.kv_lens.dim(0);
     MOE_RETURN_IF_ERROR(check_dim(op, "query_start", a.query_start, 0, num_seqs + 1, "one more than kv_lens"));
     MOE_RETURN_IF_ERROR(check_dim(op, "block_tables", a.block_tables, 0, num_seqs, "the sequences of kv_lens"));
-    if (num_seqs > 0) MOE_RETURN_IF_ERROR(check_positive(op, "block_tables max_blocks_per_seq (dim 1)", a.block_tables.dim(1)));
+    if (num_seqs > 0)
+        MOE_RETURN_IF_ERROR(check_positive(op, "block_tables max_blocks_per_seq (dim 1)", a.block_tables.dim(1)));
     for (int d = 0; d < 3; ++d) MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, d, a.q.dim(d), "the shape of q"));
     if (!std::isfinite(a.scale)) return fail(op, "scale must be finite, got " + std::to_string(a.scale));
     if (a.sliding_window < 0) return fail(op, "sliding_window must be >= 0, got " + std::to_string(a.sliding_window));
@@ -243,7 +246,8 @@ Status validate(const MoeSharedGateArgs& a) {
     MOE_RETURN_IF_ERROR(check_view(op, "shared_out", a.shared_out, 2, kF32));
     MOE_RETURN_IF_ERROR(check_view(op, "y", a.y, 2, kF32));
     MOE_RETURN_IF_ERROR(check_dim(op, "gate_logits", a.gate_logits, 1, 1, "one gate per token"));
-    MOE_RETURN_IF_ERROR(check_dim(op, "shared_out", a.shared_out, 0, a.gate_logits.dim(0), "the tokens of gate_logits"));
+    MOE_RETURN_IF_ERROR(
+        check_dim(op, "shared_out", a.shared_out, 0, a.gate_logits.dim(0), "the tokens of gate_logits"));
     MOE_RETURN_IF_ERROR(check_dim(op, "y", a.y, 0, a.gate_logits.dim(0), "the tokens of gate_logits"));
     return check_dim(op, "y", a.y, 1, a.shared_out.dim(1), "the hidden size of shared_out");
 }
@@ -260,10 +264,12 @@ Status validate(const MoePermuteArgs& a) {
     MOE_RETURN_IF_ERROR(check_positive(op, "topk_ids top_k (dim 1)", a.topk_ids.dim(1)));
     MOE_RETURN_IF_ERROR(check_dim(op, "topk_ids", a.topk_ids, 0, a.x.dim(0), "the tokens of x"));
     const int64_t pairs = a.x.dim(0) * a.topk_ids.dim(1);
-    if (pairs > kMaxDim) return fail(op, "tokens * top_k = " + std::to_string(pairs) + " exceeds " + std::to_string(kMaxDim));
+    if (pairs > kMaxDim)
+        return fail(op, "tokens * top_k = " + std::to_string(pairs) + " exceeds " + std::to_string(kMaxDim));
     MOE_RETURN_IF_ERROR(check_dim(op, "x_permuted", a.x_permuted, 0, pairs, "tokens * top_k"));
     MOE_RETURN_IF_ERROR(check_dim(op, "x_permuted", a.x_permuted, 1, a.x.dim(1), "the hidden size of x"));
-    MOE_RETURN_IF_ERROR(check_dim(op, "expert_offsets", a.expert_offsets, 0, int64_t{a.num_experts} + 1, "num_experts + 1"));
+    MOE_RETURN_IF_ERROR(
+        check_dim(op, "expert_offsets", a.expert_offsets, 0, int64_t{a.num_experts} + 1, "num_experts + 1"));
     MOE_RETURN_IF_ERROR(check_dim(op, "row_of", a.row_of, 0, pairs, "tokens * top_k"));
     return check_dim(op, "token_of", a.token_of, 0, pairs, "tokens * top_k");
 }
@@ -274,7 +280,8 @@ Status validate(const MoeExpertsArgs& a) {
     MOE_RETURN_IF_ERROR(check_view(op, "expert_offsets", a.expert_offsets, 1, kI32));
     MOE_RETURN_IF_ERROR(check_view(op, "out_permuted", a.out_permuted, 2, kF32));
     for (int d = 0; d < 2; ++d)
-        MOE_RETURN_IF_ERROR(check_dim(op, "out_permuted", a.out_permuted, d, a.x_permuted.dim(d), "the shape of x_permuted"));
+        MOE_RETURN_IF_ERROR(
+            check_dim(op, "out_permuted", a.out_permuted, d, a.x_permuted.dim(d), "the shape of x_permuted"));
     const int64_t num_experts = a.expert_offsets.dim(0) - 1;
     MOE_RETURN_IF_ERROR(check_positive(op, "experts (expert_offsets dim 0 minus 1)", num_experts));
     const int64_t hidden = a.x_permuted.dim(1);

@@ -7,9 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace {
 
@@ -31,7 +30,9 @@ Result run(const std::string& args) {
     return r;
 }
 
-std::string fixture(const std::string& name) { return std::string(MOE_SOURCE_DIR) + "/tests/reference/fixtures/" + name; }
+std::string fixture(const std::string& name) {
+    return std::string(MOE_SOURCE_DIR) + "/tests/reference/fixtures/" + name;
+}
 
 std::string join(const std::vector<int>& v) {
     std::string s;
@@ -131,7 +132,8 @@ TEST(CliRun, CompressWeightsSwitchesTheMatrixLayout) {
     EXPECT_EQ(off_env.out.find("12-bit form"), std::string::npos) << off_env.out;
     auto ids = [](const std::string& out) {
         const size_t at = out.find("{\"");
-        return at == std::string::npos ? nlohmann::json() : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at))["ids"];
+        return at == std::string::npos ? nlohmann::json()
+                                       : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at))["ids"];
     };
     EXPECT_EQ(ids(on.out), ids(off.out)) << on.out << "\n" << off.out;
     EXPECT_EQ(ids(on.out).size(), 8u) << on.out;
@@ -154,7 +156,8 @@ TEST(CliRun, CpuMatmulPicksWhoMultipliesByThePanels) {
                              "--log-level info";
     auto ids = [](const std::string& out) {
         const size_t at = out.find("{\"");
-        return at == std::string::npos ? nlohmann::json() : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at))["ids"];
+        return at == std::string::npos ? nlohmann::json()
+                                       : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at))["ids"];
     };
     Result bad = run(base + " --cpu-matmul amx");
     EXPECT_NE(bad.exit_code, 0);
@@ -171,8 +174,7 @@ TEST(CliRun, CpuMatmulPicksWhoMultipliesByThePanels) {
     unsetenv("MOESERVE_CPU_MATMUL");
     Result prefill = run(base + " --cpu-matmul onednn-prefill");
     ASSERT_EQ(prefill.exit_code, 0) << prefill.out;
-    EXPECT_NE(prefill.out.find("over the packed panels from 64 rows, own AVX512-BF16 kernels below"),
-              std::string::npos)
+    EXPECT_NE(prefill.out.find("over the packed panels from 64 rows, own AVX512-BF16 kernels below"), std::string::npos)
         << prefill.out;
     EXPECT_EQ(ids(own.out), ids(prefill.out)) << own.out << "\n" << prefill.out;
     ASSERT_EQ(own.exit_code, 0) << own.out;

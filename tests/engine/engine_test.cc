@@ -1,13 +1,12 @@
 // The engine loop end to end on the CPU backend: real model, real scheduler, sampler and stops.
+#include "engine/engine.h"
+
 #include <gtest/gtest.h>
 
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
-
 #include <nlohmann/json.hpp>
-
-#include "engine/engine.h"
 
 namespace moe {
 namespace {
@@ -30,11 +29,26 @@ public:
         std::unique_lock<std::mutex> lock(mu_);
         return cv_.wait_for(lock, timeout, [&] { return num_finals_ > 0; });
     }
-    std::vector<int32_t> tokens() const { std::lock_guard<std::mutex> l(mu_); return tokens_; }
-    std::string text() const { std::lock_guard<std::mutex> l(mu_); return text_; }
-    FinalEvent final_event() const { std::lock_guard<std::mutex> l(mu_); return final_; }
-    int num_finals() const { std::lock_guard<std::mutex> l(mu_); return num_finals_; }
-    int num_deltas() const { std::lock_guard<std::mutex> l(mu_); return num_deltas_; }
+    std::vector<int32_t> tokens() const {
+        std::lock_guard<std::mutex> l(mu_);
+        return tokens_;
+    }
+    std::string text() const {
+        std::lock_guard<std::mutex> l(mu_);
+        return text_;
+    }
+    FinalEvent final_event() const {
+        std::lock_guard<std::mutex> l(mu_);
+        return final_;
+    }
+    int num_finals() const {
+        std::lock_guard<std::mutex> l(mu_);
+        return num_finals_;
+    }
+    int num_deltas() const {
+        std::lock_guard<std::mutex> l(mu_);
+        return num_deltas_;
+    }
 
 private:
     mutable std::mutex mu_;
@@ -57,7 +71,8 @@ struct Reference {
 Reference load_reference(const std::string& name) {
     std::ifstream in(fixture_dir(name) + "/reference.json");
     auto j = nlohmann::json::parse(in);
-    return {j["prompts"].get<std::vector<std::vector<int32_t>>>(), j["greedy"].get<std::vector<std::vector<int32_t>>>()};
+    return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
+            j["greedy"].get<std::vector<std::vector<int32_t>>>()};
 }
 
 GenerateParams greedy_params(std::vector<int32_t> prompt, int64_t max_tokens) {
@@ -290,7 +305,9 @@ TEST_F(EngineTest, SameSeedSameTokensWhateverTheBatch) {
     std::vector<std::shared_ptr<CollectSink>> crowd;
     for (int i = 0; i < 4; ++i) {
         crowd.push_back(std::make_shared<CollectSink>());
-        ASSERT_TRUE(engine->submit(i == 2 ? sampled({1, 2, 3, 4}, 7) : sampled({9, 8, 7, 6, 5, 4}, 100 + i), crowd.back()).ok());
+        ASSERT_TRUE(
+            engine->submit(i == 2 ? sampled({1, 2, 3, 4}, 7) : sampled({9, 8, 7, 6, 5, 4}, 100 + i), crowd.back())
+                .ok());
     }
     for (auto& s : crowd) ASSERT_TRUE(s->wait());
     EXPECT_EQ(crowd[2]->tokens(), alone->tokens());

@@ -59,7 +59,8 @@ AttnInputs make_inputs(const AttnCase& c, uint32_t seed) {
         const int64_t first_visible = c.window > 0 ? std::max<int64_t>(0, kv_len - q_len - c.window + 1) : 0;
         for (int64_t b = 0; b < (kv_len + c.block_size - 1) / c.block_size; ++b) {
             const int32_t block = perm[next++];
-            in.tables[static_cast<size_t>(s * in.max_blocks + b)] = (b + 1) * c.block_size <= first_visible ? -1 : block;
+            in.tables[static_cast<size_t>(s * in.max_blocks + b)] =
+                (b + 1) * c.block_size <= first_visible ? -1 : block;
         }
     }
     const size_t cache_elems = static_cast<size_t>(in.num_blocks * c.block_size * c.kv_heads * c.head_dim);

@@ -34,9 +34,9 @@ TEST_P(CudaForwardTest, RaggedBatchMatchesTransformersF32) {
         max_tokens += static_cast<int64_t>(p.size()) + kGreedySteps;
         max_len = std::max<int64_t>(max_len, static_cast<int64_t>(p.size()));
     }
-    auto cache_or = KvCache::create(model.backend(), model.config(),
-                                    {.num_blocks = max_tokens / kBlockSize + static_cast<int64_t>(S) + 1,
-                                     .block_size = kBlockSize});
+    auto cache_or = KvCache::create(
+        model.backend(), model.config(),
+        {.num_blocks = max_tokens / kBlockSize + static_cast<int64_t>(S) + 1, .block_size = kBlockSize});
     ASSERT_TRUE(cache_or.ok()) << cache_or.status().to_string();
     KvCache cache = std::move(cache_or).value();
     ShuffledBlocks blocks(cache.num_blocks(), 11);
@@ -55,11 +55,11 @@ TEST_P(CudaForwardTest, RaggedBatchMatchesTransformersF32) {
             const int64_t b = std::min(begin, len), e = std::min(end, len);
             if (b >= e) continue;
             blocks.cover(tables[s], e, kBlockSize);
-            batch.sequences.push_back({.token_ids = std::span<const int32_t>(fx.prompts[s].data() + b,
-                                                                             static_cast<size_t>(e - b)),
-                                       .num_cached = b,
-                                       .block_table = tables[s],
-                                       .all_logits = true});
+            batch.sequences.push_back(
+                {.token_ids = std::span<const int32_t>(fx.prompts[s].data() + b, static_cast<size_t>(e - b)),
+                 .num_cached = b,
+                 .block_table = tables[s],
+                 .all_logits = true});
             members.push_back(s);
         }
         auto out = model.forward(batch, cache);

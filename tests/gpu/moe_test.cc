@@ -21,8 +21,8 @@ TEST_F(CudaMoeTest, RouteIdsExactWeightsClose) {
         for (auto [experts, top_k] : {std::pair<int64_t, int>{8, 2}, {60, 4}, {8, 8}, {3, 1}, {128, 8}}) {
             for (bool renorm : {false, true}) {
                 ++seed;
-                SCOPED_TRACE("T=" + std::to_string(t) + " E=" + std::to_string(experts) + " k=" + std::to_string(top_k) +
-                             (renorm ? " renorm" : "") + " seed=" + std::to_string(seed));
+                SCOPED_TRACE("T=" + std::to_string(t) + " E=" + std::to_string(experts) + " k=" +
+                             std::to_string(top_k) + (renorm ? " renorm" : "") + " seed=" + std::to_string(seed));
                 Rng rng(seed);
                 auto logits = rng.uniform(static_cast<size_t>(t * experts), -4, 4);
                 logits[0] = logits[static_cast<size_t>(experts - 1)] = 9.0f;  // exact tie: lower id first
@@ -89,19 +89,22 @@ void permute_case(Backend& be, int64_t t, int64_t top_k, int num_experts, int64_
     std::vector<float> ref_xp(static_cast<size_t>(pairs * hidden));
     std::vector<int32_t> ref_off(static_cast<size_t>(num_experts) + 1), ref_row(static_cast<size_t>(pairs)),
         ref_tok(static_cast<size_t>(pairs));
-    MOE_ASSERT_OK(ref::moe_permute({host_view(x.data(), DType::kF32, {t, hidden}),
-                                    host_view(ids.data(), DType::kI32, {t, top_k}), num_experts,
-                                    host_view(ref_xp.data(), DType::kF32, {pairs, hidden}),
-                                    host_view(ref_off.data(), DType::kI32, {num_experts + 1}),
-                                    host_view(ref_row.data(), DType::kI32, {pairs}),
-                                    host_view(ref_tok.data(), DType::kI32, {pairs})}));
+    MOE_ASSERT_OK(ref::moe_permute(
+        {host_view(x.data(), DType::kF32, {t, hidden}), host_view(ids.data(), DType::kI32, {t, top_k}), num_experts,
+         host_view(ref_xp.data(), DType::kF32, {pairs, hidden}),
+         host_view(ref_off.data(), DType::kI32, {num_experts + 1}), host_view(ref_row.data(), DType::kI32, {pairs}),
+         host_view(ref_tok.data(), DType::kI32, {pairs})}));
     std::vector<float> xp[2];
     std::vector<int32_t> off[2], row[2], tok[2];
     for (int run = 0; run < 2; ++run) {
         DeviceArena arena(be);
-        MoePermuteArgs a{arena.put(x, DType::kF32, {t, hidden}), arena.put(ids, DType::kI32, {t, top_k}), num_experts,
-                         arena.alloc(DType::kF32, {pairs, hidden}), arena.alloc(DType::kI32, {num_experts + 1}),
-                         arena.alloc(DType::kI32, {pairs}), arena.alloc(DType::kI32, {pairs})};
+        MoePermuteArgs a{arena.put(x, DType::kF32, {t, hidden}),
+                         arena.put(ids, DType::kI32, {t, top_k}),
+                         num_experts,
+                         arena.alloc(DType::kF32, {pairs, hidden}),
+                         arena.alloc(DType::kI32, {num_experts + 1}),
+                         arena.alloc(DType::kI32, {pairs}),
+                         arena.alloc(DType::kI32, {pairs})};
         MOE_ASSERT_OK(ops::run(be, a));
         xp[run] = arena.get<float>(a.x_permuted);
         off[run] = arena.get<int32_t>(a.expert_offsets);
@@ -131,17 +134,19 @@ TEST_F(CudaMoeTest, PermuteBadIdGetsTheReferenceMessage) {
     std::vector<float> x(static_cast<size_t>(t * hidden), 1.0f);
     std::vector<float> xp(static_cast<size_t>(t * top_k * hidden));
     std::vector<int32_t> off(num_experts + 1), row(static_cast<size_t>(t * top_k)), tok(static_cast<size_t>(t * top_k));
-    const Status want = ref::moe_permute({host_view(x.data(), DType::kF32, {t, hidden}),
-                                          host_view(ids.data(), DType::kI32, {t, top_k}), num_experts,
-                                          host_view(xp.data(), DType::kF32, {t * top_k, hidden}),
-                                          host_view(off.data(), DType::kI32, {num_experts + 1}),
-                                          host_view(row.data(), DType::kI32, {t * top_k}),
-                                          host_view(tok.data(), DType::kI32, {t * top_k})});
+    const Status want = ref::moe_permute(
+        {host_view(x.data(), DType::kF32, {t, hidden}), host_view(ids.data(), DType::kI32, {t, top_k}), num_experts,
+         host_view(xp.data(), DType::kF32, {t * top_k, hidden}), host_view(off.data(), DType::kI32, {num_experts + 1}),
+         host_view(row.data(), DType::kI32, {t * top_k}), host_view(tok.data(), DType::kI32, {t * top_k})});
     ASSERT_EQ(want.code(), StatusCode::kOutOfRange) << want.to_string();
     DeviceArena arena(be());
-    MoePermuteArgs a{arena.put(x, DType::kF32, {t, hidden}), arena.put(ids, DType::kI32, {t, top_k}), num_experts,
-                     arena.alloc(DType::kF32, {t * top_k, hidden}), arena.alloc(DType::kI32, {num_experts + 1}),
-                     arena.alloc(DType::kI32, {t * top_k}), arena.alloc(DType::kI32, {t * top_k})};
+    MoePermuteArgs a{arena.put(x, DType::kF32, {t, hidden}),
+                     arena.put(ids, DType::kI32, {t, top_k}),
+                     num_experts,
+                     arena.alloc(DType::kF32, {t * top_k, hidden}),
+                     arena.alloc(DType::kI32, {num_experts + 1}),
+                     arena.alloc(DType::kI32, {t * top_k}),
+                     arena.alloc(DType::kI32, {t * top_k})};
     const Status got = ops::run(be(), a);
     EXPECT_EQ(got.code(), StatusCode::kOutOfRange) << got.to_string();
     EXPECT_EQ(got.message(), want.message());
@@ -152,7 +157,8 @@ TEST_F(CudaMoeTest, ExpertsMatchReferenceSkippingEmptyExperts) {
     for (DType dt : {DType::kF32, DType::kBF16}) {
         for (int64_t hidden : {19, 64}) {
             ++seed;
-            SCOPED_TRACE(std::string(dtype_name(dt)) + " H=" + std::to_string(hidden) + " seed=" + std::to_string(seed));
+            SCOPED_TRACE(std::string(dtype_name(dt)) + " H=" + std::to_string(hidden) +
+                         " seed=" + std::to_string(seed));
             Rng rng(seed);
             const int64_t inter = 23;
             // Expert 1 has no rows and no weights (as on another rank): it must not be read.
@@ -175,7 +181,8 @@ TEST_F(CudaMoeTest, ExpertsMatchReferenceSkippingEmptyExperts) {
                     }
                     const size_t i = static_cast<size_t>(e);
                     void* data = dt == DType::kF32 ? static_cast<void*>(w[m][i].data()) : wb[m][i].data();
-                    hw[m].push_back(m == 2 ? host_view(data, dt, {hidden, inter}) : host_view(data, dt, {inter, hidden}));
+                    hw[m].push_back(m == 2 ? host_view(data, dt, {hidden, inter})
+                                           : host_view(data, dt, {inter, hidden}));
                 }
             std::vector<float> ref(static_cast<size_t>(rows * hidden));
             MOE_ASSERT_OK(ref::moe_experts({host_view(x.data(), DType::kF32, {rows, hidden}),
@@ -194,10 +201,13 @@ TEST_F(CudaMoeTest, ExpertsMatchReferenceSkippingEmptyExperts) {
                         const size_t i = static_cast<size_t>(e);
                         const int64_t d0 = m == 2 ? hidden : inter, d1 = m == 2 ? inter : hidden;
                         dw[m].push_back(dt == DType::kF32 ? arena.put(w[m][i], dt, {d0, d1})
-                                                         : arena.put(wb[m][i], dt, {d0, d1}));
+                                                          : arena.put(wb[m][i], dt, {d0, d1}));
                     }
                 MoeExpertsArgs a{arena.put(x, DType::kF32, {rows, hidden}),
-                                 arena.put(offsets, DType::kI32, {num_experts + 1}), dw[0], dw[1], dw[2],
+                                 arena.put(offsets, DType::kI32, {num_experts + 1}),
+                                 dw[0],
+                                 dw[1],
+                                 dw[2],
                                  arena.alloc(DType::kF32, {rows, hidden})};
                 MOE_ASSERT_OK(ops::run(be(), a));
                 out = arena.get<float>(a.out_permuted);
@@ -251,10 +261,9 @@ TEST_F(CudaMoeTest, UnpermuteWeightedCombineInSlotOrder) {
                 std::vector<float> runs[2];
                 for (auto& out : runs) {
                     DeviceArena arena(be());
-                    MoeUnpermuteArgs a{arena.put(outp, DType::kF32, {pairs, hidden}),
-                                       arena.put(row_of, DType::kI32, {pairs}),
-                                       arena.put(weights, DType::kF32, {t, top_k}),
-                                       arena.put(y0, DType::kF32, {t, hidden}), acc};
+                    MoeUnpermuteArgs a{
+                        arena.put(outp, DType::kF32, {pairs, hidden}), arena.put(row_of, DType::kI32, {pairs}),
+                        arena.put(weights, DType::kF32, {t, top_k}), arena.put(y0, DType::kF32, {t, hidden}), acc};
                     MOE_ASSERT_OK(ops::run(be(), a));
                     out = arena.get<float>(a.y);
                 }
@@ -269,10 +278,9 @@ TEST_F(CudaMoeTest, UnpermuteBadRowGetsTheReferenceMessage) {
     const int64_t t = 2, top_k = 2, hidden = 4, pairs = 4;
     std::vector<int32_t> row_of = {0, 1, 4, 2};
     std::vector<float> outp(pairs * hidden, 1.0f), weights(pairs, 0.5f), y(t * hidden, 0.0f);
-    const Status want = ref::moe_unpermute({host_view(outp.data(), DType::kF32, {pairs, hidden}),
-                                            host_view(row_of.data(), DType::kI32, {pairs}),
-                                            host_view(weights.data(), DType::kF32, {t, top_k}),
-                                            host_view(y.data(), DType::kF32, {t, hidden}), false});
+    const Status want = ref::moe_unpermute(
+        {host_view(outp.data(), DType::kF32, {pairs, hidden}), host_view(row_of.data(), DType::kI32, {pairs}),
+         host_view(weights.data(), DType::kF32, {t, top_k}), host_view(y.data(), DType::kF32, {t, hidden}), false});
     ASSERT_EQ(want.code(), StatusCode::kOutOfRange) << want.to_string();
     DeviceArena arena(be());
     MoeUnpermuteArgs a{arena.put(outp, DType::kF32, {pairs, hidden}), arena.put(row_of, DType::kI32, {pairs}),

@@ -1,16 +1,14 @@
 // ModelConfig parsing: real Hugging Face configs, every sanity check, parameter counts.
-#include <gtest/gtest.h>
+#include "model/config.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <string>
-
 #include <nlohmann/json.hpp>
-
-#include "model/config.h"
+#include <string>
 
 namespace moe {
 namespace {
@@ -286,11 +284,17 @@ TEST(ConfigBad, WrongJsonTypes) {
 }
 
 TEST(ConfigBad, ZeroNegativeAbsurdValues) {
-    const std::vector<std::pair<const char*, int64_t>> cases = {
-        {"hidden_size", 0},           {"hidden_size", -4096},       {"hidden_size", 65537},
-        {"vocab_size", (1 << 24) + 1}, {"num_hidden_layers", 1025}, {"num_attention_heads", 1025},
-        {"num_experts", 4097},        {"moe_intermediate_size", (1 << 20) + 1},
-        {"intermediate_size", -1},    {"num_key_value_heads", 0},   {"max_position_embeddings", 0}};
+    const std::vector<std::pair<const char*, int64_t>> cases = {{"hidden_size", 0},
+                                                                {"hidden_size", -4096},
+                                                                {"hidden_size", 65537},
+                                                                {"vocab_size", (1 << 24) + 1},
+                                                                {"num_hidden_layers", 1025},
+                                                                {"num_attention_heads", 1025},
+                                                                {"num_experts", 4097},
+                                                                {"moe_intermediate_size", (1 << 20) + 1},
+                                                                {"intermediate_size", -1},
+                                                                {"num_key_value_heads", 0},
+                                                                {"max_position_embeddings", 0}};
     for (const auto& [key, value] : cases) {
         json j = qwen3_moe_base();
         j[key] = value;

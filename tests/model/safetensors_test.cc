@@ -1,7 +1,8 @@
 // SafetensorsFile: a valid file reads back exactly; every hostile header is refused with an
 // error naming the file and the field.
-#include <gtest/gtest.h>
+#include "model/safetensors.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -9,7 +10,6 @@
 #include <iterator>
 #include <string>
 
-#include "model/safetensors.h"
 #include "model/test_files.h"
 
 namespace moe {

@@ -9,10 +9,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace moe::testing {
 
@@ -73,7 +72,8 @@ inline void write_safetensors(const std::filesystem::path& p, const std::vector<
         size_t n = test_dtype_size(t.dtype);
         for (int64_t d : t.shape) n *= static_cast<size_t>(d);
         std::string bytes = t.bytes.empty() ? std::string(n, '\0') : t.bytes;
-        h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + bytes.size()}}};
+        h[t.name] = {
+            {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + bytes.size()}}};
         data += bytes;
     }
     std::string header = h.dump();

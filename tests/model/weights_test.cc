@@ -1,16 +1,16 @@
 // WeightStore (single file and sharded index) and check_weights against a config.
+#include "model/weights.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "model/config.h"
 #include "model/expected_tensors.h"
 #include "model/test_files.h"
-#include "model/weights.h"
 #include "moe/check.h"
 
 namespace moe {
@@ -22,12 +22,15 @@ using testing::TestTensor;
 using testing::write_raw;
 using testing::write_safetensors;
 
-void write_text(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+void write_text(const fs::path& p, const std::string& s) {
+    std::ofstream(p, std::ios::binary) << s;
+}
 
 void expect_error(const Status& s, StatusCode code, std::initializer_list<std::string> needles) {
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.code(), code) << s.to_string();
-    for (const auto& n : needles) EXPECT_NE(s.message().find(n), std::string::npos) << "missing '" << n << "' in: " << s.message();
+    for (const auto& n : needles)
+        EXPECT_NE(s.message().find(n), std::string::npos) << "missing '" << n << "' in: " << s.message();
 }
 
 TEST(WeightStore, SingleFile) {
@@ -70,7 +73,8 @@ TEST(WeightStore, ShardedGoodPath) {
 TEST(WeightStore, WeightsAbsent) {
     ScratchDir dir;
     EXPECT_FALSE(weights_present(dir.path()));
-    expect_error(WeightStore::open(dir.path()).status(), StatusCode::kNotFound, {"weights absent", "model.safetensors"});
+    expect_error(WeightStore::open(dir.path()).status(), StatusCode::kNotFound,
+                 {"weights absent", "model.safetensors"});
 }
 
 TEST(WeightStore, IndexPathTraversalDotDot) {
@@ -117,8 +121,7 @@ TEST(WeightStore, IndexNotJson) {
 
 TEST(WeightStore, ShardMissing) {
     ScratchDir dir;
-    write_text(dir / "model.safetensors.index.json",
-               R"({"weight_map": {"x": "model-00001-of-00002.safetensors"}})");
+    write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"x": "model-00001-of-00002.safetensors"}})");
     expect_error(WeightStore::open(dir.path()).status(), StatusCode::kNotFound,
                  {"model.safetensors.index.json", "model-00001-of-00002.safetensors", "missing"});
 }
@@ -126,7 +129,8 @@ TEST(WeightStore, ShardMissing) {
 TEST(WeightStore, ShardLacksPromisedTensor) {
     ScratchDir dir;
     write_safetensors(dir / "s1.safetensors", {{"x", "F32", {1}, ""}});
-    write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"x": "s1.safetensors", "y": "s1.safetensors"}})");
+    write_text(dir / "model.safetensors.index.json",
+               R"({"weight_map": {"x": "s1.safetensors", "y": "s1.safetensors"}})");
     expect_error(WeightStore::open(dir.path()).status(), StatusCode::kInvalidArgument,
                  {"tensor y", "s1.safetensors", "does not hold it"});
 }
@@ -192,7 +196,8 @@ TEST(CheckWeights, ShapeNotMatchingConfig) {
 TEST(CheckWeights, MissingTensor) {
     const ModelConfig c = tiny_mixtral();
     auto tensors = tensors_for(c);
-    std::erase_if(tensors, [](const TestTensor& t) { return t.name == "model.layers.0.block_sparse_moe.experts.3.w2.weight"; });
+    std::erase_if(tensors,
+                  [](const TestTensor& t) { return t.name == "model.layers.0.block_sparse_moe.experts.3.w2.weight"; });
     ScratchDir dir;
     write_safetensors(dir / "model.safetensors", tensors);
     auto w = WeightStore::open(dir.path());

@@ -1,8 +1,9 @@
 // CPU-backend specifics the generic driver cannot see: feature detection, the oneDNN primitive
 // cache, host copies, and the thread count.
+#include "backend/cpu/cpu_backend.h"
+
 #include <gtest/gtest.h>
 
-#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
 #include "core/allocator.h"
 #include "ops/op_test_util.h"
@@ -23,7 +24,9 @@ TEST(CpuBackend, Bf16GemmReusesCachedPrimitives) {
     engine.set_bf16_tiles_max_rows(0);  // every bf16 problem on oneDNN
     std::vector<float> x(8 * 16, 1.0f), y(8 * 8, 0.0f);
     std::vector<uint16_t> w(8 * 16, f32_to_bf16(2.0f));
-    GemmArgs a{host_view(x.data(), DType::kF32, {8, 16}), host_view(w.data(), DType::kBF16, {8, 16}), {},
+    GemmArgs a{host_view(x.data(), DType::kF32, {8, 16}),
+               host_view(w.data(), DType::kBF16, {8, 16}),
+               {},
                host_view(y.data(), DType::kF32, {8, 8})};
     MOE_ASSERT_OK(ops::run(*be, a));
     EXPECT_EQ(y[0], 32.0f);

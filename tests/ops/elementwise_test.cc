@@ -6,7 +6,9 @@
 namespace moe::testing {
 namespace {
 
-std::string trace(uint32_t seed, const std::string& what) { return what + " seed=" + std::to_string(seed); }
+std::string trace(uint32_t seed, const std::string& what) {
+    return what + " seed=" + std::to_string(seed);
+}
 
 TEST(OpsEmbedding, MatchesReferenceExactly) {
     for (const auto& factory : backend_factories()) {
@@ -25,14 +27,15 @@ TEST(OpsEmbedding, MatchesReferenceExactly) {
                     auto table_bf16 = to_bf16(table);
                     void* table_host = dt == DType::kF32 ? static_cast<void*>(table.data()) : table_bf16.data();
                     std::vector<float> ref(static_cast<size_t>(t * h));
-                    MOE_ASSERT_OK(ref::embedding({host_view(ids.data(), DType::kI32, {t}),
-                                                  host_view(table_host, dt, {vocab, h}),
-                                                  host_view(ref.data(), DType::kF32, {t, h})}));
+                    MOE_ASSERT_OK(
+                        ref::embedding({host_view(ids.data(), DType::kI32, {t}), host_view(table_host, dt, {vocab, h}),
+                                        host_view(ref.data(), DType::kF32, {t, h})}));
                     std::vector<float> runs[2];
                     for (auto& out : runs) {
                         DeviceArena arena(*be);
                         EmbeddingArgs a{arena.put(ids, DType::kI32, {t}), {}, arena.alloc(DType::kF32, {t, h})};
-                        a.table = dt == DType::kF32 ? arena.put(table, dt, {vocab, h}) : arena.put(table_bf16, dt, {vocab, h});
+                        a.table = dt == DType::kF32 ? arena.put(table, dt, {vocab, h})
+                                                    : arena.put(table_bf16, dt, {vocab, h});
                         MOE_ASSERT_OK(ops::run(*be, a));
                         out = arena.get<float>(a.out);
                     }
@@ -62,9 +65,10 @@ TEST(OpsRmsNorm, MatchesReferenceStridedAndInPlace) {
                     const float eps = 1e-5f;
                     auto x_ref = x;
                     std::vector<float> ref(static_cast<size_t>(rows * ld), 0.0f);
-                    MOE_ASSERT_OK(ref::rms_norm({rows_view(host_view(x_ref.data(), DType::kF32, {rows * ld}), rows, dim, ld),
-                                                 host_view(weight.data(), DType::kF32, {dim}),
-                                                 rows_view(host_view(ref.data(), DType::kF32, {rows * ld}), rows, dim, ld), eps}));
+                    MOE_ASSERT_OK(ref::rms_norm(
+                        {rows_view(host_view(x_ref.data(), DType::kF32, {rows * ld}), rows, dim, ld),
+                         host_view(weight.data(), DType::kF32, {dim}),
+                         rows_view(host_view(ref.data(), DType::kF32, {rows * ld}), rows, dim, ld), eps}));
                     std::vector<float> runs[2];
                     for (auto& out : runs) {
                         DeviceArena arena(*be);
@@ -93,15 +97,17 @@ TEST(OpsRope, MatchesReferenceForPartialRotaryAndGqa) {
         int rotary_dim;
         float theta;
     };
-    const Case cases[] = {{1, 4, 2, 64, 64, 10000.0f}, {19, 3, 1, 64, 32, 1000000.0f}, {111, 2, 2, 18, 18, 10000.0f},
+    const Case cases[] = {{1, 4, 2, 64, 64, 10000.0f},
+                          {19, 3, 1, 64, 32, 1000000.0f},
+                          {111, 2, 2, 18, 18, 10000.0f},
                           {7, 8, 8, 128, 128, 500000.0f}};
     for (const auto& factory : backend_factories()) {
         auto be = factory.make();
         uint32_t seed = 300;
         for (const Case& c : cases) {
             ++seed;
-            SCOPED_TRACE(trace(seed, factory.name + " T=" + std::to_string(c.tokens) + " hd=" + std::to_string(c.head_dim) +
-                                         " rd=" + std::to_string(c.rotary_dim)));
+            SCOPED_TRACE(trace(seed, factory.name + " T=" + std::to_string(c.tokens) +
+                                         " hd=" + std::to_string(c.head_dim) + " rd=" + std::to_string(c.rotary_dim)));
             Rng rng(seed);
             auto q = rng.uniform(static_cast<size_t>(c.tokens * c.q_heads * c.head_dim), -2, 2);
             auto k = rng.uniform(static_cast<size_t>(c.tokens * c.kv_heads * c.head_dim), -2, 2);
@@ -126,7 +132,8 @@ TEST(OpsRope, MatchesReferenceForPartialRotaryAndGqa) {
             expect_close(runs_k[0], k_ref, 1e-3, 1e-4, "k");
             for (int64_t h = 0; h < c.q_heads; ++h)  // token 0 at position 0: unchanged
                 for (int64_t d = 0; d < c.head_dim; ++d)
-                    EXPECT_EQ(runs_q[0][static_cast<size_t>(h * c.head_dim + d)], q[static_cast<size_t>(h * c.head_dim + d)]);
+                    EXPECT_EQ(runs_q[0][static_cast<size_t>(h * c.head_dim + d)],
+                              q[static_cast<size_t>(h * c.head_dim + d)]);
             for (int64_t t = 0; t < c.tokens; ++t)  // dims past rotary_dim: untouched
                 for (int64_t d = c.rotary_dim; d < c.head_dim; ++d)
                     EXPECT_EQ(runs_q[0][static_cast<size_t>(t * c.q_heads * c.head_dim + d)],
@@ -189,8 +196,9 @@ TEST(OpsAdd, MatchesReference) {
                 auto y = rng.uniform(static_cast<size_t>(m * n), -4, 4);
                 x[0] = INFINITY;
                 std::vector<float> ref(x.size());
-                MOE_ASSERT_OK(ref::add({host_view(x.data(), DType::kF32, {m, n}), host_view(y.data(), DType::kF32, {m, n}),
-                                        host_view(ref.data(), DType::kF32, {m, n})}));
+                MOE_ASSERT_OK(
+                    ref::add({host_view(x.data(), DType::kF32, {m, n}), host_view(y.data(), DType::kF32, {m, n}),
+                              host_view(ref.data(), DType::kF32, {m, n})}));
                 std::vector<float> runs[2];
                 for (auto& out : runs) {
                     DeviceArena arena(*be);

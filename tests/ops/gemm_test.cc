@@ -16,16 +16,18 @@ struct GemmCase {
 };
 
 void run_gemm_case(Backend& be, const std::string& backend_name, const GemmCase& c, uint32_t seed) {
-    SCOPED_TRACE(backend_name + " M=" + std::to_string(c.m) + " N=" + std::to_string(c.n) + " K=" + std::to_string(c.k) +
-                 " w=" + dtype_name(c.w_dtype) + (c.bias ? " bias" : "") + (c.accumulate ? " accumulate" : "") +
-                 (c.small_ints ? " ints" : " floats") + " seed=" + std::to_string(seed));
+    SCOPED_TRACE(backend_name + " M=" + std::to_string(c.m) + " N=" + std::to_string(c.n) +
+                 " K=" + std::to_string(c.k) + " w=" + dtype_name(c.w_dtype) + (c.bias ? " bias" : "") +
+                 (c.accumulate ? " accumulate" : "") + (c.small_ints ? " ints" : " floats") +
+                 " seed=" + std::to_string(seed));
     Rng rng(seed);
     const int64_t ldx = c.k + 5, ldy = c.n + 2;  // row strides with gaps
     auto x = c.small_ints ? rng.small_ints(static_cast<size_t>(c.m * ldx), -3, 3)
                           : rng.uniform(static_cast<size_t>(c.m * ldx), -1, 1);
     auto w = c.small_ints ? rng.small_ints(static_cast<size_t>(c.n * c.k), -3, 3)
                           : rng.uniform(static_cast<size_t>(c.n * c.k), -1, 1);
-    auto bias = c.small_ints ? rng.small_ints(static_cast<size_t>(c.n), -5, 5) : rng.uniform(static_cast<size_t>(c.n), -1, 1);
+    auto bias =
+        c.small_ints ? rng.small_ints(static_cast<size_t>(c.n), -5, 5) : rng.uniform(static_cast<size_t>(c.n), -1, 1);
     auto y0 = c.small_ints ? rng.small_ints(static_cast<size_t>(c.m * ldy), -9, 9)
                            : rng.uniform(static_cast<size_t>(c.m * ldy), -1, 1);
     auto w_bf16 = to_bf16(w);
@@ -46,7 +48,8 @@ void run_gemm_case(Backend& be, const std::string& backend_name, const GemmCase&
         DeviceArena arena(be);
         GemmArgs a;
         a.x = rows_view(arena.put(x, DType::kF32, {c.m * ldx}), c.m, c.k, ldx);
-        a.w = c.w_dtype == DType::kF32 ? arena.put(w, DType::kF32, {c.n, c.k}) : arena.put(w_bf16, DType::kBF16, {c.n, c.k});
+        a.w = c.w_dtype == DType::kF32 ? arena.put(w, DType::kF32, {c.n, c.k})
+                                       : arena.put(w_bf16, DType::kBF16, {c.n, c.k});
         if (c.bias) a.bias = arena.put(bias, DType::kF32, {c.n});
         a.y = rows_view(arena.put(y0, DType::kF32, {c.m * ldy}), c.m, c.n, ldy);
         a.accumulate = c.accumulate;
@@ -55,7 +58,8 @@ void run_gemm_case(Backend& be, const std::string& backend_name, const GemmCase&
         // The gaps between rows of y are not written.
         for (int64_t i = 0; i + 1 < c.m; ++i)
             for (int64_t j = c.n; j < ldy; ++j)
-                ASSERT_EQ(y[static_cast<size_t>(i * ldy + j)], y0[static_cast<size_t>(i * ldy + j)]) << "gap of row " << i;
+                ASSERT_EQ(y[static_cast<size_t>(i * ldy + j)], y0[static_cast<size_t>(i * ldy + j)])
+                    << "gap of row " << i;
         out = pack_rows(y, c.m, c.n, ldy);
     }
     const auto ref = pack_rows(y_ref, c.m, c.n, ldy);
@@ -91,7 +95,9 @@ TEST(OpsGemm, RandomFloatsWithinTolerance) {
         auto be = factory.make();
         uint32_t seed = 800;
         for (DType dt : {DType::kF32, DType::kBF16})
-            for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 129, 257}, {19, 64, 96}, {111, 33, 200},
+            for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 129, 257},
+                                   {19, 64, 96},
+                                   {111, 33, 200},
                                    // N above the CPU's narrow f32 kernel (OpenBLAS takes it)
                                    {21, 600, 70}})
                 for (bool bias : {false, true})

@@ -1,7 +1,9 @@
 // The bf16 tiles (gemv_bf16.h, bf16_tiles.h), the packed column panels and their 12-bit form
-// (bf16_panels.h) through the gemm op, against the naive reference: exact on small integers, within bf16 rounding of x on random
-// floats; decode and prefill row counts (tile remainders, row blocks), odd N and K (K tails),
-// bias and accumulate; batch and thread invariance; which matrices the backend packs.
+// (bf16_panels.h) through the gemm op, against the naive reference: exact on small integers, within bf16 rounding of x
+// on random floats; decode and prefill row counts (tile remainders, row blocks), odd N and K (K tails), bias and
+// accumulate; batch and thread invariance; which matrices the backend packs.
+#include "backend/cpu/gemv_bf16.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,7 +15,6 @@
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
-#include "backend/cpu/gemv_bf16.h"
 #include "ops/op_test_util.h"
 #include "ops/panels12_test_util.h"
 
@@ -67,13 +68,14 @@ const char* form_name(Form f) {
 
 void run_case(Backend& be, const Case& c, bool integers, uint32_t seed, Form form) {
     SCOPED_TRACE("m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
-                 " bias=" + std::to_string(c.bias) + " acc=" + std::to_string(c.accumulate) + " seed=" + std::to_string(seed) +
-                 " " + form_name(form));
+                 " bias=" + std::to_string(c.bias) + " acc=" + std::to_string(c.accumulate) +
+                 " seed=" + std::to_string(seed) + " " + form_name(form));
     std::mt19937 rng(seed);
     std::uniform_int_distribution<int> small(-4, 4);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     auto value = [&] { return integers ? static_cast<float>(small(rng)) : normal(rng); };
-    std::vector<float> x(static_cast<size_t>(c.m * c.k)), bias(static_cast<size_t>(c.n)), y0(static_cast<size_t>(c.m * c.n));
+    std::vector<float> x(static_cast<size_t>(c.m * c.k)), bias(static_cast<size_t>(c.n)),
+        y0(static_cast<size_t>(c.m * c.n));
     std::vector<uint16_t> w(static_cast<size_t>(c.n * c.k));
     for (auto& v : x) v = value();
     // The reference sees x already rounded to bf16, as the kernel does.
@@ -102,7 +104,8 @@ void run_case(Backend& be, const Case& c, bool integers, uint32_t seed, Form for
         if (integers) {
             ASSERT_EQ(y[i], y_ref[i]) << "element " << i;
         } else {
-            ASSERT_NEAR(y[i], y_ref[i], 1e-4 * (1 + std::abs(y_ref[i])) * std::sqrt(static_cast<double>(c.k))) << "element " << i;
+            ASSERT_NEAR(y[i], y_ref[i], 1e-4 * (1 + std::abs(y_ref[i])) * std::sqrt(static_cast<double>(c.k)))
+                << "element " << i;
         }
     }
 }

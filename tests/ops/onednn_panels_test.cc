@@ -4,6 +4,8 @@
 // the gemm and moe_experts ops of a backend with CpuMatmul::kOnednn, and for which route each
 // CpuMatmul choice takes on this CPU. On this machine oneDNN runs its AVX512-BF16 brgemm; on a
 // CPU with AMX the same tests run its AMX kernels.
+#include "backend/cpu/onednn_panels.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,7 +16,6 @@
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
-#include "backend/cpu/onednn_panels.h"
 #include "ops/op_test_util.h"
 #include "ops/panels12_test_util.h"
 
@@ -86,8 +87,8 @@ TEST(OnednnPanels, MatchesTheExactProductOnBothLayouts) {
                 for (uint8_t layout : {cpu::kPackedLayoutPanels, cpu::kPackedLayoutPanels12})
                     for (bool accumulate : {false, true}) {
                         const bool strided = seed % 3 == 0;
-                        SCOPED_TRACE("k=" + std::to_string(k) + " n=" + std::to_string(n) + " rows=" +
-                                     std::to_string(rows) + " " + layout_name(layout) +
+                        SCOPED_TRACE("k=" + std::to_string(k) + " n=" + std::to_string(n) +
+                                     " rows=" + std::to_string(rows) + " " + layout_name(layout) +
                                      (accumulate ? " accumulate" : "") + (strided ? " strided" : ""));
                         const Problem p(n, k, rows, seed++, strided);
                         std::vector<float> y0(static_cast<size_t>(rows * n));
@@ -99,8 +100,9 @@ TEST(OnednnPanels, MatchesTheExactProductOnBothLayouts) {
                                 double exact = accumulate ? y0[static_cast<size_t>(r * n + c)] : 0.0;
                                 double mag = std::abs(exact);
                                 for (int64_t i = 0; i < k; ++i) {
-                                    const double t = static_cast<double>(bf16_to_f32(p.x[static_cast<size_t>(r * p.ldx + i)])) *
-                                                     bf16_to_f32(p.w[static_cast<size_t>(c * k + i)]);
+                                    const double t =
+                                        static_cast<double>(bf16_to_f32(p.x[static_cast<size_t>(r * p.ldx + i)])) *
+                                        bf16_to_f32(p.w[static_cast<size_t>(c * k + i)]);
                                     exact += t;
                                     mag += std::abs(t);
                                 }
@@ -183,8 +185,8 @@ TEST(OnednnPanels, PrimitiveCacheStaysBounded) {
     int64_t most = 0;
     for (int64_t rows = 1; rows <= 600; ++rows) {
         std::vector<float> y(static_cast<size_t>(rows * 64));
-        ASSERT_TRUE(cpu::onednn_panel_block(p.x.data(), p.ldx, rows, p.panels.data(), cpu::kPackedLayoutPanels, 64, 32, 0,
-                                            64, y.data(), 64, false)
+        ASSERT_TRUE(cpu::onednn_panel_block(p.x.data(), p.ldx, rows, p.panels.data(), cpu::kPackedLayoutPanels, 64, 32,
+                                            0, 64, y.data(), 64, false)
                         .ok());
         most = std::max(most, cpu::onednn_panels_cached_primitives());
     }

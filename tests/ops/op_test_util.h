@@ -203,7 +203,8 @@ void expect_exact(const std::vector<T>& got, const std::vector<T>& ref, const st
 template <typename T>
 void expect_bitwise_equal(const std::vector<T>& a, const std::vector<T>& b, const std::string& what) {
     ASSERT_EQ(a.size(), b.size()) << what;
-    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(T)), 0) << what << ": two runs differ (not deterministic)";
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(T)), 0)
+        << what << ": two runs differ (not deterministic)";
 }
 
 // Experts' bf16 weights (w[0] gate and w[1] up [inter, hidden], w[2] down [hidden, inter], one
@@ -255,14 +256,15 @@ inline std::vector<float> run_packed_experts(Backend& be, const PackedExperts& p
 inline std::vector<float> pack_rows(const std::vector<float>& strided, int64_t rows, int64_t cols, int64_t ld) {
     std::vector<float> out(static_cast<size_t>(rows * cols));
     for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) out[static_cast<size_t>(r * cols + c)] = strided[static_cast<size_t>(r * ld + c)];
+        for (int64_t c = 0; c < cols; ++c)
+            out[static_cast<size_t>(r * cols + c)] = strided[static_cast<size_t>(r * ld + c)];
     return out;
 }
 
-#define MOE_ASSERT_OK(expr)                                 \
-    do {                                                    \
-        const ::moe::Status moe_s_ = (expr);                \
-        ASSERT_TRUE(moe_s_.ok()) << moe_s_.to_string();     \
+#define MOE_ASSERT_OK(expr)                             \
+    do {                                                \
+        const ::moe::Status moe_s_ = (expr);            \
+        ASSERT_TRUE(moe_s_.ok()) << moe_s_.to_string(); \
     } while (0)
 
 }  // namespace moe::testing

@@ -12,7 +12,8 @@ namespace {
 
 void expect_invalid(const Status& s, const std::string& needle) {
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
-    EXPECT_NE(s.message().find(needle), std::string::npos) << "message \"" << s.message() << "\" lacks \"" << needle << "\"";
+    EXPECT_NE(s.message().find(needle), std::string::npos)
+        << "message \"" << s.message() << "\" lacks \"" << needle << "\"";
 }
 
 struct Bufs {
@@ -43,7 +44,9 @@ TEST(OpsValidate, RmsNormNamesWeightAndRowLength) {
 
 TEST(OpsValidate, GemmShapesDtypesAndNulls) {
     Bufs b;
-    GemmArgs a{host_view(b.f.data(), DType::kF32, {3, 8}), host_view(b.g.data(), DType::kF32, {5, 8}), {},
+    GemmArgs a{host_view(b.f.data(), DType::kF32, {3, 8}),
+               host_view(b.g.data(), DType::kF32, {5, 8}),
+               {},
                host_view(b.h.data(), DType::kF32, {3, 5})};
     EXPECT_TRUE(ops::validate(a).ok());
     GemmArgs bad = a;
@@ -103,9 +106,11 @@ TEST(OpsValidate, RopeAttentionRouteExpertsKvWrite) {
                        host_view(b.g.data(), DType::kF32, {2, 5}), 5, false};
     expect_invalid(ops::validate(route), "top_k must be in [1, 4 experts], got 5");
 
-    std::vector<TensorView> w3 = {host_view(b.f.data(), DType::kF32, {8, 4}), host_view(b.f.data(), DType::kF32, {8, 4}),
+    std::vector<TensorView> w3 = {host_view(b.f.data(), DType::kF32, {8, 4}),
+                                  host_view(b.f.data(), DType::kF32, {8, 4}),
                                   host_view(b.f.data(), DType::kF32, {8, 4})};
-    std::vector<TensorView> d3 = {host_view(b.f.data(), DType::kF32, {4, 8}), host_view(b.f.data(), DType::kF32, {4, 8}),
+    std::vector<TensorView> d3 = {host_view(b.f.data(), DType::kF32, {4, 8}),
+                                  host_view(b.f.data(), DType::kF32, {4, 8}),
                                   host_view(b.f.data(), DType::kF32, {4, 8})};
     MoeExpertsArgs ex{host_view(b.g.data(), DType::kF32, {5, 4}), host_view(b.i.data(), DType::kI32, {4}), w3, w3, d3,
                       host_view(b.h.data(), DType::kF32, {5, 4})};
@@ -173,19 +178,25 @@ TEST(OpsDataChecks, OutOfRangeIndicesAreReportedNotFollowed) {
         EmbeddingArgs emb{host_view(ids.data(), DType::kI32, {4}), host_view(b.f.data(), DType::kF32, {37, 8}),
                           host_view(b.g.data(), DType::kF32, {4, 8})};
         expect_oor(ref::embedding(emb), "embedding: ids[2] = 37 is outside [0, 37)");
-        EmbeddingArgs emb_dev{arena.put(ids, DType::kI32, {4}), arena.alloc(DType::kF32, {37, 8}), arena.alloc(DType::kF32, {4, 8})};
+        EmbeddingArgs emb_dev{arena.put(ids, DType::kI32, {4}), arena.alloc(DType::kF32, {37, 8}),
+                              arena.alloc(DType::kF32, {4, 8})};
         expect_oor(ops::run(*be, emb_dev), "ids[2] = 37");
 
         std::vector<int32_t> topk = {0, 1, 2, 9};
-        MoePermuteArgs perm{arena.put(std::vector<float>(2 * 4, 1.0f), DType::kF32, {2, 4}), arena.put(topk, DType::kI32, {2, 2}),
-                            9, arena.alloc(DType::kF32, {4, 4}), arena.alloc(DType::kI32, {10}), arena.alloc(DType::kI32, {4}),
+        MoePermuteArgs perm{arena.put(std::vector<float>(2 * 4, 1.0f), DType::kF32, {2, 4}),
+                            arena.put(topk, DType::kI32, {2, 2}),
+                            9,
+                            arena.alloc(DType::kF32, {4, 4}),
+                            arena.alloc(DType::kI32, {10}),
+                            arena.alloc(DType::kI32, {4}),
                             arena.alloc(DType::kI32, {4})};
         expect_oor(ops::run(*be, perm), "topk_ids[1, 1] = 9 is outside [0, 9)");
 
         std::vector<int64_t> slots = {3, 4 * 4};
         KvWriteArgs kv{arena.put(std::vector<float>(2 * 2 * 8, 1.0f), DType::kF32, {2, 2, 8}),
-                       arena.put(std::vector<float>(2 * 2 * 8, 1.0f), DType::kF32, {2, 2, 8}), arena.put(slots, DType::kI64, {2}),
-                       arena.alloc(DType::kBF16, {4, 4, 2, 8}), arena.alloc(DType::kBF16, {4, 4, 2, 8})};
+                       arena.put(std::vector<float>(2 * 2 * 8, 1.0f), DType::kF32, {2, 2, 8}),
+                       arena.put(slots, DType::kI64, {2}), arena.alloc(DType::kBF16, {4, 4, 2, 8}),
+                       arena.alloc(DType::kBF16, {4, 4, 2, 8})};
         expect_oor(ops::run(*be, kv), "slot_mapping[1] = 16 is outside [-1, 16)");
 
         // Sequence 1 (kv_len 6, block_size 4) reads blocks [1, 0] of its table; entry [1, 1] is 4.
@@ -205,8 +216,9 @@ TEST(OpsDataChecks, OutOfRangeIndicesAreReportedNotFollowed) {
         expect_oor(ops::run(*be, at2), "kv_lens[1] = 1 is outside [2");
 
         std::vector<int32_t> rows = {0, 1, 2, -1};
-        MoeUnpermuteArgs un{arena.put(std::vector<float>(4 * 3, 1.0f), DType::kF32, {4, 3}), arena.put(rows, DType::kI32, {4}),
-                            arena.put(std::vector<float>(4, 1.0f), DType::kF32, {2, 2}), arena.alloc(DType::kF32, {2, 3})};
+        MoeUnpermuteArgs un{
+            arena.put(std::vector<float>(4 * 3, 1.0f), DType::kF32, {4, 3}), arena.put(rows, DType::kI32, {4}),
+            arena.put(std::vector<float>(4, 1.0f), DType::kF32, {2, 2}), arena.alloc(DType::kF32, {2, 3})};
         expect_oor(ops::run(*be, un), "row_of[3] = -1 is outside [0, 4)");
 
         std::vector<int32_t> bad_offsets = {0, 3, 2};
@@ -215,7 +227,11 @@ TEST(OpsDataChecks, OutOfRangeIndicesAreReportedNotFollowed) {
         std::vector<TensorView> wd = {arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6}),
                                       arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6})};
         MoeExpertsArgs ex{arena.put(std::vector<float>(2 * 4, 1.0f), DType::kF32, {2, 4}),
-                          arena.put(bad_offsets, DType::kI32, {3}), w, w, wd, arena.alloc(DType::kF32, {2, 4})};
+                          arena.put(bad_offsets, DType::kI32, {3}),
+                          w,
+                          w,
+                          wd,
+                          arena.alloc(DType::kF32, {2, 4})};
         expect_oor(ops::run(*be, ex), "expert_offsets[2] = 2");
     }
 }

@@ -6,21 +6,22 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "model/batch.h"
-#include "moe/check.h"
 #include "model/kv_cache.h"
 #include "model/moe_transformer.h"
 #include "model/safetensors.h"
+#include "moe/check.h"
 
 namespace moe::testing {
 
-inline std::filesystem::path fixtures_dir() { return std::filesystem::path(MOE_SOURCE_DIR) / "tests/reference/fixtures"; }
+inline std::filesystem::path fixtures_dir() {
+    return std::filesystem::path(MOE_SOURCE_DIR) / "tests/reference/fixtures";
+}
 
 inline std::vector<std::string> fixture_names() {
     std::vector<std::string> names;

@@ -17,8 +17,8 @@ constexpr double kBf16Tolerance = 2e-2;
 constexpr double kBatchInvariance = 1e-6;
 
 struct RunResult {
-    std::vector<std::vector<float>> prefill;  // per sequence [prompt_len, vocab]
-    std::vector<std::vector<float>> decode;   // per sequence [kGreedySteps, vocab]
+    std::vector<std::vector<float>> prefill;   // per sequence [prompt_len, vocab]
+    std::vector<std::vector<float>> decode;    // per sequence [kGreedySteps, vocab]
     std::vector<std::vector<int32_t>> tokens;  // per sequence, kGreedySteps greedy tokens
 };
 
@@ -70,10 +70,11 @@ RunResult run_greedy(MoeTransformer& model, const std::vector<std::vector<int32_
             const int64_t b = std::min(begin, len), e = std::min(end, len);
             if (b >= e) continue;
             blocks.cover(tables[s], e, opt.block_size);
-            batch.sequences.push_back({.token_ids = std::span<const int32_t>(prompts[s].data() + b, static_cast<size_t>(e - b)),
-                                       .num_cached = b,
-                                       .block_table = tables[s],
-                                       .all_logits = true});
+            batch.sequences.push_back(
+                {.token_ids = std::span<const int32_t>(prompts[s].data() + b, static_cast<size_t>(e - b)),
+                 .num_cached = b,
+                 .block_table = tables[s],
+                 .all_logits = true});
             members.push_back(s);
         }
         auto out = model.forward(batch, cache);
@@ -147,12 +148,14 @@ protected:
             // Decode logits are only comparable while our tokens equal the reference's.
             double e_decode = 0;
             for (int64_t step = 0; step < rows; ++step) {
-                e_decode = std::max(e_decode, max_rel_error(r.decode[i].data() + step * vocab, ref_dec + step * vocab, vocab));
+                e_decode =
+                    std::max(e_decode, max_rel_error(r.decode[i].data() + step * vocab, ref_dec + step * vocab, vocab));
                 if (r.tokens[i][static_cast<size_t>(step)] != fixture_.greedy[p][static_cast<size_t>(step)]) break;
             }
             EXPECT_LE(e_prefill, tol) << what << ": prompt " << p << " prefill logits";
             EXPECT_LE(e_decode, tol) << what << ": prompt " << p << " decode logits";
-            if (check_tokens) EXPECT_EQ(r.tokens[i], fixture_.greedy[p]) << what << ": prompt " << p << " greedy tokens";
+            if (check_tokens)
+                EXPECT_EQ(r.tokens[i], fixture_.greedy[p]) << what << ": prompt " << p << " greedy tokens";
             worst = std::max({worst, e_prefill, e_decode});
         }
         std::printf("[ figures  ] %s %s: max|logit-ref|/max|ref| = %.3g\n", GetParam().c_str(), what.c_str(), worst);

@@ -20,13 +20,14 @@ nlohmann::json tiny_json() {
     j["normalizer"] = nullptr;
     j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}};
     j["decoder"] = {{"type", "ByteLevel"}};
-    j["model"] = {{"type", "BPE"},
-                  {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}, {"Ġ", 3}, {"Ġab", 4}}},
-                  {"merges", {"a b", "Ġ ab"}}};
+    j["model"] = {
+        {"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}, {"Ġ", 3}, {"Ġab", 4}}}, {"merges", {"a b", "Ġ ab"}}};
     return j;
 }
 
-Status load_status(const nlohmann::json& j) { return Tokenizer::from_json_string(j.dump(), "tiny.json").status(); }
+Status load_status(const nlohmann::json& j) {
+    return Tokenizer::from_json_string(j.dump(), "tiny.json").status();
+}
 
 void expect_error(const Status& s, const std::string& fragment) {
     EXPECT_FALSE(s.ok());
@@ -167,12 +168,9 @@ TEST(TokenizerHostile, LongRunsEncodeInBoundedTime) {
     std::string emoji;
     for (int k = 0; k < 10000; ++k) emoji += "\xF0\x9F\x98\x80";
     const std::vector<std::pair<std::string, std::string>> inputs = {
-        {"1 MB of 'a'", std::string(1 << 20, 'a')},
-        {"1 MB of spaces", std::string(1 << 20, ' ')},
-        {"1 MB of '!'", std::string(1 << 20, '!')},
-        {"1 MB of digits", std::string(1 << 20, '7')},
-        {"100k combining marks", "e" + combining},
-        {"10k emoji", emoji},
+        {"1 MB of 'a'", std::string(1 << 20, 'a')}, {"1 MB of spaces", std::string(1 << 20, ' ')},
+        {"1 MB of '!'", std::string(1 << 20, '!')}, {"1 MB of digits", std::string(1 << 20, '7')},
+        {"100k combining marks", "e" + combining},  {"10k emoji", emoji},
     };
     for (const std::string dir : {"tokenizers/qwen2", "tokenizers/olmoe", "tokenizers/mixtral-8x7b-instruct"}) {
         const auto& tok = cached_tokenizer(shared_data(dir));

@@ -5,8 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "tokenizer/tokenizer_test_util.h"
 
@@ -44,7 +44,8 @@ TEST(TokenizerPipeline, MergesTxtWithVersionHeaderAndCrlf) {
     const std::string src = testing::shared_data("tokenizers/qwen2");
     const std::string dir = ::testing::TempDir() + "/qwen2_crlf";
     std::filesystem::create_directories(dir);
-    std::filesystem::copy_file(src + "/vocab.json", dir + "/vocab.json", std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::copy_file(src + "/vocab.json", dir + "/vocab.json",
+                               std::filesystem::copy_options::overwrite_existing);
     std::filesystem::copy_file(src + "/qwen3-30b-a3b.tokenizer_config.json", dir + "/tokenizer_config.json",
                                std::filesystem::copy_options::overwrite_existing);
     {

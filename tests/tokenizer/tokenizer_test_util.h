@@ -16,8 +16,12 @@
 
 namespace moe::testing {
 
-inline std::string shared_data(const std::string& rel) { return std::string(MOE_SHARED_DATA_DIR) + "/" + rel; }
-inline std::string source_path(const std::string& rel) { return std::string(MOE_SOURCE_DIR) + "/" + rel; }
+inline std::string shared_data(const std::string& rel) {
+    return std::string(MOE_SHARED_DATA_DIR) + "/" + rel;
+}
+inline std::string source_path(const std::string& rel) {
+    return std::string(MOE_SOURCE_DIR) + "/" + rel;
+}
 
 inline std::string read_all(const std::string& path) {
     std::ifstream in(path, std::ios::binary);

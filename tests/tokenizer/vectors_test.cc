@@ -165,9 +165,12 @@ TEST(TokenizerVectors, MixtralDecodeMatchesHfTokenizers) {
 TEST(TokenizerStreaming, DeltasConcatenateToDecode) {
     const std::string inp = shared_data("tokenizer-vectors/gpt-2.inp");
     const std::string extra = source_path("tests/reference/tokenizer/mixtral_extra.inp");
-    for (const auto& [dir, special] : std::vector<std::pair<std::string, bool>>{
-             {kGpt2 + "/tokenizer.json", false}, {shared_data("tokenizers/qwen2"), false},
-             {shared_data("tokenizers/olmoe"), false}, {kMixtral, false}, {kMixtral, true}}) {
+    for (const auto& [dir, special] :
+         std::vector<std::pair<std::string, bool>>{{kGpt2 + "/tokenizer.json", false},
+                                                   {shared_data("tokenizers/qwen2"), false},
+                                                   {shared_data("tokenizers/olmoe"), false},
+                                                   {kMixtral, false},
+                                                   {kMixtral, true}}) {
         SCOPED_TRACE(dir);
         const auto& tok = cached_tokenizer(dir);
         expect_streaming(tok, inp, special);

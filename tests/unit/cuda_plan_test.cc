@@ -90,11 +90,12 @@ TEST(CudaAttentionPlan, SplitRangesPartitionTheSpan) {
 // The device's chunked counting sort, modeled on the host, equals a plain stable sort by expert.
 TEST(CudaPermutePlan, RowsAreAStableSortByExpert) {
     std::mt19937 rng(9);
-    for (auto [pairs, experts] : {std::pair<int64_t, int64_t>{1, 1}, {7, 3}, {256, 9}, {257, 9}, {1000, 60},
-                                  {5000, 128}, {2048, 1024}}) {
+    for (auto [pairs, experts] :
+         {std::pair<int64_t, int64_t>{1, 1}, {7, 3}, {256, 9}, {257, 9}, {1000, 60}, {5000, 128}, {2048, 1024}}) {
         std::vector<int32_t> ids(static_cast<size_t>(pairs));
         // Skewed: most pairs on a few experts, so ranks inside warps and chunks get exercised.
-        for (auto& id : ids) id = static_cast<int32_t>(rng() % 4 == 0 ? rng() % experts : rng() % std::min<int64_t>(experts, 3));
+        for (auto& id : ids)
+            id = static_cast<int32_t>(rng() % 4 == 0 ? rng() % experts : rng() % std::min<int64_t>(experts, 3));
         const PermutePlan plan = plan_moe_permute(pairs, experts);
         EXPECT_EQ(plan.num_chunks, (pairs + kPermuteChunk - 1) / kPermuteChunk);
         EXPECT_EQ(plan.counts_len, experts * plan.num_chunks);
@@ -104,7 +105,8 @@ TEST(CudaPermutePlan, RowsAreAStableSortByExpert) {
         std::iota(order.begin(), order.end(), 0);
         std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return ids[a] < ids[b]; });
         for (int64_t r = 0; r < pairs; ++r)
-            ASSERT_EQ(row_of[static_cast<size_t>(order[static_cast<size_t>(r)])], r) << "pairs " << pairs << " row " << r;
+            ASSERT_EQ(row_of[static_cast<size_t>(order[static_cast<size_t>(r)])], r)
+                << "pairs " << pairs << " row " << r;
         ASSERT_EQ(offsets.size(), static_cast<size_t>(experts + 1));
         for (int64_t e = 0; e < experts; ++e) {
             const auto n = std::count(ids.begin(), ids.end(), static_cast<int32_t>(e));

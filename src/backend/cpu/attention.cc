@@ -60,11 +60,16 @@ void for_each_position(const TensorView& cache, const AttentionArgs& a, const Ge
 
 // dst[0, n) = the f32 values of bf16 src[0, n) (exact: a bf16 is the top half of an f32).
 // 16 floats from f32 or bf16 (widened), all or the lanes of m.
-MOE_AVX512_TARGET inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-MOE_AVX512_TARGET inline __m512 load16(const uint16_t* p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+MOE_AVX512_TARGET inline __m512 load16(const float* p) {
+    return _mm512_loadu_ps(p);
 }
-MOE_AVX512_TARGET inline __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+MOE_AVX512_TARGET inline __m512 load16(const uint16_t* p) {
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+MOE_AVX512_TARGET inline __m512 load16(__mmask16 m, const float* p) {
+    return _mm512_maskz_loadu_ps(m, p);
+}
 MOE_AVX512_TARGET inline __m512 load16(__mmask16 m, const uint16_t* p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
@@ -161,8 +166,8 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
     // function whose only effect is __builtin_prefetch as having none, and deletes the calls
     // to it when it is left out of line: from 3f52f51 to here no prefetch was ever emitted.
     // Heads [h, h + heads) of the task (all of them: the whole rows).
-    auto prefetch_position = [&](int64_t c, int64_t h = 0, int64_t heads = -1)
-                                 MOE_AVX512_TARGET __attribute__((always_inline)) {
+    auto prefetch_position = [&](int64_t c, int64_t h = 0, int64_t heads = -1) MOE_AVX512_TARGET
+        __attribute__((always_inline)) {
         const int64_t off = (row_offset(c) + h * hd) * elem_bytes;
         const int64_t bytes = heads < 0 ? row_bytes : heads * hd * elem_bytes;
         const char* k = static_cast<const char*>(a.k_cache.data) + off;
@@ -382,8 +387,9 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
                             mj[jj] = j0 + 16 * jj < hd16 ? lanes16(hd - j0 - 16 * jj) : 0;
 #pragma GCC unroll 4
                             for (int i = 0; i < 4; ++i)
-                                acc[i][jj] = mj[jj] == 0 ? _mm512_setzero_ps()
-                                                         : _mm512_mul_ps(_mm512_loadu_ps(o[i] + j0 + 16 * jj), alpha[i]);
+                                acc[i][jj] = mj[jj] == 0
+                                                 ? _mm512_setzero_ps()
+                                                 : _mm512_mul_ps(_mm512_loadu_ps(o[i] + j0 + 16 * jj), alpha[i]);
                         }
                         for (int64_t p = p0; p < p1; ++p) {
                             const auto* vr = v_rows[p] + vo[0] + j0;

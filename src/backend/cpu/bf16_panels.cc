@@ -378,7 +378,8 @@ void pack_bf16_panels12(const uint16_t* w, const Bf16Panels12Plan& plan, int64_t
                     } else {
                         lo[64 * half + pos[e]] = 0;
                         nib[half] = kEscapeCode;
-                        if (v != 0) found.push_back(Exception12{static_cast<int32_t>(kp), static_cast<uint8_t>(slot), 0, v});
+                        if (v != 0)
+                            found.push_back(Exception12{static_cast<int32_t>(kp), static_cast<uint8_t>(slot), 0, v});
                     }
                 }
                 codes[pos[e]] = static_cast<uint8_t>(nib[0] | nib[1] << 4);

@@ -50,7 +50,7 @@ CpuBackend::CpuBackend(const CpuBackendOptions& options)
     ops_.moe_unpermute = &cpu::moe_unpermute;
     resolve_matmul(options.matmul);
     log::backend().debug("cpu backend: {} threads, cpu features: {}; bf16 matrix products: {}", pool_.size(),
-                        cpu_features().to_string(), matmul_);
+                         cpu_features().to_string(), matmul_);
 }
 
 void CpuBackend::resolve_matmul(CpuMatmul requested) {

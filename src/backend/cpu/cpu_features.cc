@@ -44,7 +44,7 @@ CpuFeatures detect() {
     const bool osxsave = (ecx >> 27) & 1u;
     if (!osxsave) return f;
     const uint64_t xcr0 = read_xcr0();
-    const bool zmm_state = (xcr0 & 0xe6) == 0xe6;            // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
+    const bool zmm_state = (xcr0 & 0xe6) == 0xe6;               // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
     const bool tile_state = (xcr0 & (3u << 17)) == (3u << 17);  // XTILECFG, XTILEDATA
     if (__get_cpuid_max(0, nullptr) < 7) return f;
     __cpuid_count(7, 0, eax, ebx, ecx, edx);
@@ -61,7 +61,9 @@ CpuFeatures detect() {
     return f;
 }
 #else
-CpuFeatures detect() { return {}; }
+CpuFeatures detect() {
+    return {};
+}
 #endif
 
 }  // namespace

@@ -1,6 +1,4 @@
 #include "backend/cpu/cpu_gemm.h"
-#include "backend/cpu/gemm_f32_narrow.h"
-#include "backend/cpu/gemv_bf16.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -12,6 +10,9 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "backend/cpu/gemm_f32_narrow.h"
+#include "backend/cpu/gemv_bf16.h"
 
 namespace moe::cpu {
 namespace {
@@ -60,9 +61,13 @@ GemmEngine::GemmEngine(int num_threads, ThreadPool* pool)
 
 GemmEngine::~GemmEngine() = default;
 
-const std::string& GemmEngine::last_bf16_impl() const { return dnnl_->last_impl; }
+const std::string& GemmEngine::last_bf16_impl() const {
+    return dnnl_->last_impl;
+}
 
-size_t GemmEngine::cached_primitives() const { return dnnl_->cache.size(); }
+size_t GemmEngine::cached_primitives() const {
+    return dnnl_->cache.size();
+}
 
 Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
@@ -114,8 +119,8 @@ Status GemmEngine::run_bf16(const GemmProblem& p) {
             const memory::desc src_md({p.m, p.k}, memory::data_type::bf16, memory::dims{p.k, 1});
             // w is [N, K] row-major, i.e. a K x N matrix with strides (1, K): no reorder needed.
             const memory::desc wei_md({p.k, p.n}, memory::data_type::bf16, memory::dims{1, p.k});
-            const memory::desc bias_md = p.bias ? memory::desc({1, p.n}, memory::data_type::f32, memory::dims{p.n, 1})
-                                                : memory::desc();
+            const memory::desc bias_md =
+                p.bias ? memory::desc({1, p.n}, memory::data_type::f32, memory::dims{p.n, 1}) : memory::desc();
             const memory::desc dst_md({p.m, p.n}, memory::data_type::f32, memory::dims{p.ldy, 1});
             dnnl::primitive_attr attr;
             if (p.accumulate) {

@@ -31,7 +31,7 @@ struct GemmProblem {
     int64_t m = 0, n = 0, k = 0;
     const float* x = nullptr;
     int64_t ldx = 0;
-    const void* w = nullptr;  // [N, K] contiguous
+    const void* w = nullptr;         // [N, K] contiguous
     const void* w_packed = nullptr;  // optional: w as bf16 column panels (bf16_panels.h)
     uint8_t w_packed_layout = 0;     // w_packed's TensorView::packed_layout (kPackedLayoutPanels*)
     DType w_dtype = DType::kF32;

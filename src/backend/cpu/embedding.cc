@@ -14,9 +14,11 @@ Status embedding(Backend& be, const EmbeddingArgs& a) {
         for (int64_t t = begin; t < end; ++t) {
             const int64_t row = ids[t] * hidden;
             if (a.table.dtype == DType::kF32) {
-                std::memcpy(out + t * hidden, a.table.ptr<const float>() + row, static_cast<size_t>(hidden) * sizeof(float));
+                std::memcpy(out + t * hidden, a.table.ptr<const float>() + row,
+                            static_cast<size_t>(hidden) * sizeof(float));
             } else {
-                convert_to_f32(a.table.ptr<const uint16_t>() + row, DType::kBF16, out + t * hidden, static_cast<size_t>(hidden));
+                convert_to_f32(a.table.ptr<const uint16_t>() + row, DType::kBF16, out + t * hidden,
+                               static_cast<size_t>(hidden));
             }
         }
     });

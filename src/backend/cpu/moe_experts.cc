@@ -56,8 +56,7 @@ void dot(const uint16_t* x, int64_t ldx, int64_t rows, const TensorView& w, int6
         error.keep(onednn_panel_block(x, ldx, rows, w.packed, w.packed_layout, w.dim(0), w.dim(1), n_begin, n_end, y,
                                       ldy, false));
     } else if (w.packed != nullptr && w.packed_layout == kPackedLayoutPanels12) {
-        bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.packed), n_begin, n_end, y, ldy, false,
-                            true);
+        bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.packed), n_begin, n_end, y, ldy, false, true);
     } else if (w.packed != nullptr) {
         bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(w.packed), w.dim(0), w.dim(1), n_begin, n_end, y,
                          ldy, false, true);
@@ -120,7 +119,8 @@ void run_items(ItemRange* ranges, int parts, int t, int nt, Fn&& fn) {
 
 // Items over [0, cols) for every expert with rows; costs: weight bytes streamed plus MACs.
 void make_items(const int32_t* off, int64_t num_experts, int64_t cols, int64_t k, int64_t matrices, int parts,
-                int64_t item_cols, std::vector<Item>& items, std::vector<int64_t>& costs, std::vector<int64_t>& bounds) {
+                int64_t item_cols, std::vector<Item>& items, std::vector<int64_t>& costs,
+                std::vector<int64_t>& bounds) {
     items.clear();
     costs.clear();
     for (int64_t e = 0; e < num_experts; ++e) {

@@ -16,7 +16,8 @@ Status moe_unpermute(Backend& be, const MoeUnpermuteArgs& a) {
             if (!a.accumulate) std::fill(y, y + hidden, 0.0f);
             for (int64_t j = 0; j < top_k; ++j) {
                 const float w = a.topk_weights.ptr<const float>()[t * top_k + j];
-                const float* row = a.out_permuted.ptr<const float>() + a.row_of.ptr<const int32_t>()[t * top_k + j] * hidden;
+                const float* row =
+                    a.out_permuted.ptr<const float>() + a.row_of.ptr<const int32_t>()[t * top_k + j] * hidden;
                 for (int64_t h = 0; h < hidden; ++h) y[h] += w * row[h];
             }
         }

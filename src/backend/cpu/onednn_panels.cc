@@ -8,9 +8,9 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
 #include <string>
-#include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
 #include <vector>
 
@@ -120,8 +120,9 @@ Entry& entry_for(ThreadState& s, const Key& key) {
     if (s.cache.size() >= kMaxPrimitives) s.cache.clear();
     std::string why;
     if (const auto pd = panel_matmul_pd(s.engine, key, &why)) {
-        Entry e{dnnl::matmul(*pd), memory(pd->src_desc(), s.engine, nullptr), memory(pd->weights_desc(), s.engine, nullptr),
-                memory(pd->dst_desc(), s.engine, nullptr), memory(pd->scratchpad_desc(), s.engine, nullptr)};
+        Entry e{dnnl::matmul(*pd), memory(pd->src_desc(), s.engine, nullptr),
+                memory(pd->weights_desc(), s.engine, nullptr), memory(pd->dst_desc(), s.engine, nullptr),
+                memory(pd->scratchpad_desc(), s.engine, nullptr)};
         e.args[0] = {DNNL_ARG_SRC, e.src.get()};
         e.args[1] = {DNNL_ARG_WEIGHTS, e.wei.get()};
         e.args[2] = {DNNL_ARG_DST, e.dst.get()};
@@ -129,9 +130,10 @@ Entry& entry_for(ThreadState& s, const Key& key) {
         return s.cache.emplace(key, std::move(e)).first->second;
     }
     if (g_refused.fetch_add(1, std::memory_order_relaxed) == 0)
-        log::backend().warn("oneDNN has {} for {} rows x K {} by {} columns of packed panels: our kernels take such "
-                            "products (further shapes are counted, not logged)",
-                            why, key.rows, key.k, key.cols);
+        log::backend().warn(
+            "oneDNN has {} for {} rows x K {} by {} columns of packed panels: our kernels take such "
+            "products (further shapes are counted, not logged)",
+            why, key.rows, key.k, key.cols);
     Entry refused;
     refused.refused = true;
     return s.cache.emplace(key, std::move(refused)).first->second;
@@ -152,7 +154,8 @@ bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uin
         x = dense;
     }
     const bool direct = !accumulate && ldy == cols;
-    float* out = direct ? y : reinterpret_cast<float*>(s.y_dense.reserve(static_cast<size_t>(rows * cols) * sizeof(float)));
+    float* out =
+        direct ? y : reinterpret_cast<float*>(s.y_dense.reserve(static_cast<size_t>(rows * cols) * sizeof(float)));
     e.src.set_data_handle(const_cast<uint16_t*>(x));
     e.wei.set_data_handle(const_cast<uint16_t*>(panels));
     e.dst.set_data_handle(out);

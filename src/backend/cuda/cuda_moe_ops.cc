@@ -53,8 +53,9 @@ StatusOr<HostCopy> copy_to_host(CudaBackend& be, const TensorView& dev) {
 // The kernel recorded a bad index but the host checker found none: the device and the host
 // disagree, which is a bug rather than bad input.
 Status checker_disagrees(const char* op, const kernels::KernelError& err) {
-    return internal_error(fmt::format("{}: the kernel reported {} bad entries (first at {}) that the host check did not find",
-                                      op, err.num_bad, kernels::first_bad_row(err)));
+    return internal_error(
+        fmt::format("{}: the kernel reported {} bad entries (first at {}) that the host check did not find", op,
+                    err.num_bad, kernels::first_bad_row(err)));
 }
 
 Status attention(Backend& b, const AttentionArgs& a) {
@@ -79,15 +80,15 @@ Status attention(Backend& b, const AttentionArgs& a) {
     p.scale = a.scale;
     p.sliding_window = a.sliding_window;
     if (p.num_seqs == 0) return ok_status();
-    const kernels::AttentionPlan plan = kernels::plan_attention(p.num_tokens, p.num_seqs, p.num_q_heads, p.num_kv_heads,
-                                                                p.head_dim, p.max_blocks_per_seq * p.block_size,
-                                                                be.num_sms());
+    const kernels::AttentionPlan plan =
+        kernels::plan_attention(p.num_tokens, p.num_seqs, p.num_q_heads, p.num_kv_heads, p.head_dim,
+                                p.max_blocks_per_seq * p.block_size, be.num_sms());
     if (plan.head_dim_bucket == 0)
-        return unimplemented(fmt::format("attention: head_dim {} is over 256, the largest the CUDA kernel is built for",
-                                         p.head_dim));
+        return unimplemented(
+            fmt::format("attention: head_dim {} is over 256, the largest the CUDA kernel is built for", p.head_dim));
     if (plan.grid_x > INT_MAX || plan.grid_y > 65535)
-        return unimplemented(fmt::format("attention: {} row tiles x {} KV heads exceed the CUDA grid limits",
-                                         plan.grid_x, plan.grid_y));
+        return unimplemented(
+            fmt::format("attention: {} row tiles x {} KV heads exceed the CUDA grid limits", plan.grid_x, plan.grid_y));
     if (plan.num_splits > 1) {
         MOE_ASSIGN_OR_RETURN(void* partials, be.scratch(plan.partial_floats * sizeof(float)));
         p.partials = static_cast<float*>(partials);
@@ -179,8 +180,8 @@ Status expert_gemm(CudaBackend& be, DType w_type, const void* w, const void* x, 
                                              static_cast<const float*>(w), k, static_cast<const float*>(x), k, &beta, y,
                                              m));
     } else {
-        MOE_CUDA_RETURN_IF_ERROR(cublasGemmEx(be.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w, CUDA_R_16BF, k, x,
-                                              CUDA_R_16BF, k, &beta, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+        MOE_CUDA_RETURN_IF_ERROR(cublasGemmEx(be.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w, CUDA_R_16BF, k,
+                                              x, CUDA_R_16BF, k, &beta, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
                                               CUBLAS_GEMM_DEFAULT));
     }
     return ok_status();
@@ -207,9 +208,10 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
     for (const kernels::ExpertGemm& g : gemms) {
         const size_t e = static_cast<size_t>(g.expert);
         if (a.w_gate[e].dtype != w_type || a.w_up[e].dtype != w_type || a.w_down[e].dtype != w_type)
-            return unimplemented(fmt::format("moe_experts: expert {} mixes weight dtypes; the CUDA backend needs one "
-                                             "dtype ({}) for every expert's weights",
-                                             g.expert, dtype_name(w_type)));
+            return unimplemented(
+                fmt::format("moe_experts: expert {} mixes weight dtypes; the CUDA backend needs one "
+                            "dtype ({}) for every expert's weights",
+                            g.expert, dtype_name(w_type)));
     }
     for (int64_t v : {rows, hidden, inter})
         if (v > INT_MAX)
@@ -243,14 +245,15 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
     }
     // One SwiGLU over all rows (every row belongs to a running expert since offsets[E] == R).
     void* act = bf16 ? static_cast<void*>(scratch + layout.act_bf16) : static_cast<void*>(gate);
-    MOE_CUDA_RETURN_IF_ERROR(kernels::launch_swiglu(gate, up, act, bf16 ? kernels::ElemType::kBF16 : kernels::ElemType::kF32,
-                                                    rows * inter, be.stream()));
+    MOE_CUDA_RETURN_IF_ERROR(kernels::launch_swiglu(
+        gate, up, act, bf16 ? kernels::ElemType::kBF16 : kernels::ElemType::kF32, rows * inter, be.stream()));
     const size_t act_elem = bf16 ? sizeof(uint16_t) : sizeof(float);
     for (const kernels::ExpertGemm& g : gemms) {
         const size_t e = static_cast<size_t>(g.expert);
         const void* ae = static_cast<const char*>(act) + static_cast<size_t>(g.row_begin * inter) * act_elem;
-        MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_down[e].data, ae, a.out_permuted.ptr<float>() + g.row_begin * hidden,
-                                        h, static_cast<int>(g.rows), i));
+        MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_down[e].data, ae,
+                                        a.out_permuted.ptr<float>() + g.row_begin * hidden, h, static_cast<int>(g.rows),
+                                        i));
     }
     return ok_status();
 }

@@ -46,7 +46,8 @@ void AddedTokenMatcher::build(const std::vector<const AddedToken*>& tokens, cons
             node = next;
         }
         // The first token listed for a string wins, like a map keyed by content.
-        if (nodes_[static_cast<size_t>(node)].token < 0) nodes_[static_cast<size_t>(node)].token = static_cast<int32_t>(k);
+        if (nodes_[static_cast<size_t>(node)].token < 0)
+            nodes_[static_cast<size_t>(node)].token = static_cast<int32_t>(k);
     }
 }
 

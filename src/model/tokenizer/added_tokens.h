@@ -13,10 +13,10 @@ struct AddedToken {
     int32_t id = -1;
     std::string content;
     bool special = false;
-    bool lstrip = false;        // the match also swallows whitespace on its left
-    bool rstrip = false;        // ... and on its right
-    bool single_word = false;   // only matches when not glued to word characters
-    bool normalized = false;    // matched in the normalized text rather than the raw text
+    bool lstrip = false;       // the match also swallows whitespace on its left
+    bool rstrip = false;       // ... and on its right
+    bool single_word = false;  // only matches when not glued to word characters
+    bool normalized = false;   // matched in the normalized text rather than the raw text
 };
 
 struct AddedMatch {
@@ -36,7 +36,7 @@ public:
 private:
     struct Node {
         std::vector<std::pair<unsigned char, int32_t>> children;  // sorted by byte
-        int32_t token = -1;  // index into tokens_ when a pattern ends here
+        int32_t token = -1;                                       // index into tokens_ when a pattern ends here
     };
     int32_t child(int32_t node, unsigned char b) const;
     std::vector<Node> nodes_;

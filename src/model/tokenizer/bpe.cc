@@ -38,8 +38,8 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::build(std::vector<std::pair<std::s
     int64_t max_id = -1;
     for (const auto& [tok, id] : vocab) {
         if (id < 0 || id > kMaxTokenId) {
-            return invalid_argument(fmt::format("{}: token '{}' has id {}, outside [0, {}]", where, printable(tok), id,
-                                                kMaxTokenId));
+            return invalid_argument(
+                fmt::format("{}: token '{}' has id {}, outside [0, {}]", where, printable(tok), id, kMaxTokenId));
         }
         if (tok.size() > kMaxTokenBytes) {
             return invalid_argument(fmt::format("{}: a token of {} bytes (id {}) is over the limit of {}", where,
@@ -49,8 +49,8 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::build(std::vector<std::pair<std::s
     }
     // Ids may leave gaps, but not so many that the id table dwarfs the vocabulary.
     if (static_cast<size_t>(max_id) >= vocab.size() * 2 + 1024) {
-        return invalid_argument(fmt::format("{}: largest id {} is far beyond the {} vocabulary entries", where, max_id,
-                                            vocab.size()));
+        return invalid_argument(
+            fmt::format("{}: largest id {} is far beyond the {} vocabulary entries", where, max_id, vocab.size()));
     }
     std::unique_ptr<BpeModel> m(new BpeModel());
     m->options_ = std::move(options);
@@ -66,7 +66,8 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::build(std::vector<std::pair<std::s
         m->has_id_[uid] = true;
         m->id_to_token_[uid] = tok;
         if (!m->token_to_id_.emplace(std::move(tok), static_cast<int32_t>(id)).second) {
-            return invalid_argument(fmt::format("{}: token '{}' appears twice", where, printable(m->id_to_token_[uid])));
+            return invalid_argument(
+                fmt::format("{}: token '{}' appears twice", where, printable(m->id_to_token_[uid])));
         }
     }
     const std::string& prefix = m->options_.continuing_subword_prefix;
@@ -91,8 +92,8 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::build(std::vector<std::pair<std::s
     if (m->options_.unk_token) {
         m->unk_id_ = m->find(*m->options_.unk_token);
         if (!m->unk_id_) {
-            return invalid_argument(fmt::format("{}: unk_token '{}' is not in the vocabulary", where,
-                                                printable(*m->options_.unk_token)));
+            return invalid_argument(
+                fmt::format("{}: unk_token '{}' is not in the vocabulary", where, printable(*m->options_.unk_token)));
         }
     }
     const auto& table = byte_to_code_point();

@@ -69,8 +69,8 @@ private:
     std::vector<bool> has_id_;
     // (left id << 32 | right id) -> (rank << 32 | merged id)
     std::unordered_map<uint64_t, uint64_t> merges_;
-    int32_t byte_ids_[256];          // byte-level: id of each byte's character, -1 if absent
-    int32_t fallback_ids_[256];      // byte_fallback: id of "<0xXX>", -1 if absent
+    int32_t byte_ids_[256];      // byte-level: id of each byte's character, -1 if absent
+    int32_t fallback_ids_[256];  // byte_fallback: id of "<0xXX>", -1 if absent
     std::optional<int32_t> unk_id_;
 
     // word -> ids; bounded, so a stream of unique words cannot grow it without limit.

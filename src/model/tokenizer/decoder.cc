@@ -42,7 +42,8 @@ public:
 
 class ReplaceDecoder final : public Decoder {
 public:
-    ReplaceDecoder(std::string literal, std::string content) : literal_(std::move(literal)), content_(std::move(content)) {}
+    ReplaceDecoder(std::string literal, std::string content)
+        : literal_(std::move(literal)), content_(std::move(content)) {}
     void decode_chain(std::vector<std::string>& tokens) const override {
         for (std::string& t : tokens) {
             std::string out;
@@ -123,7 +124,8 @@ public:
 
 class StripDecoder final : public Decoder {
 public:
-    StripDecoder(std::string content, size_t start, size_t stop) : content_(std::move(content)), start_(start), stop_(stop) {}
+    StripDecoder(std::string content, size_t start, size_t stop)
+        : content_(std::move(content)), start_(start), stop_(stop) {}
     void decode_chain(std::vector<std::string>& tokens) const override {
         for (std::string& t : tokens) {
             size_t b = 0, e = t.size();
@@ -181,7 +183,9 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Decoder> make_byte_level_decoder() { return std::make_unique<ByteLevelDecoder>(); }
+std::unique_ptr<Decoder> make_byte_level_decoder() {
+    return std::make_unique<ByteLevelDecoder>();
+}
 
 StatusOr<std::unique_ptr<Decoder>> parse_decoder(const nlohmann::json& j, const std::string& where) {
     if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {

@@ -69,8 +69,8 @@ Status check_id(const json& v, const std::string& where, int32_t& out) {
 Status parse_vocab(const json& v, const std::string& where, std::vector<std::pair<std::string, int64_t>>& out) {
     if (!v.is_object()) return invalid_argument(fmt::format("{}: vocab must be an object of token -> id", where));
     if (v.size() > kMaxVocabEntries) {
-        return invalid_argument(fmt::format("{}: {} vocab entries is over the limit of {}", where, v.size(),
-                                            kMaxVocabEntries));
+        return invalid_argument(
+            fmt::format("{}: {} vocab entries is over the limit of {}", where, v.size(), kMaxVocabEntries));
     }
     out.reserve(v.size());
     for (auto it = v.begin(); it != v.end(); ++it) {
@@ -104,8 +104,8 @@ Status parse_post_processor(const json& p, const std::string& where, Tokenizer::
             }
             const std::string name = item.at("SpecialToken").at("id").get<std::string>();
             if (!specials.contains(name)) {
-                return invalid_argument(fmt::format("{}: template names special token '{}' that special_tokens lacks",
-                                                    where, name));
+                return invalid_argument(
+                    fmt::format("{}: template names special token '{}' that special_tokens lacks", where, name));
             }
             for (const auto& idv : specials[name].at("ids")) {
                 int32_t id;
@@ -148,7 +148,7 @@ StatusOr<json> read_config(const std::string& config_file) {
 }
 
 StatusOr<std::unique_ptr<Tokenizer::Impl>> load_json_impl(const json& j, const std::string& origin,
-                                                           const std::string& config_file) {
+                                                          const std::string& config_file) {
     if (!j.is_object()) return invalid_argument(fmt::format("{}: expected a JSON object at the top", origin));
     if (!j.contains("model") || !j["model"].is_object()) {
         return invalid_argument(fmt::format("{}: missing \"model\" object", origin));
@@ -177,8 +177,8 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_json_impl(const json& j, const s
             const std::string s = e.get<std::string>();
             const size_t sp = s.find(' ');
             if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos) {
-                return invalid_argument(fmt::format("{}: model.merges[{}] '{}' is not two tokens separated by one space",
-                                                    origin, i, s));
+                return invalid_argument(
+                    fmt::format("{}: model.merges[{}] '{}' is not two tokens separated by one space", origin, i, s));
             }
             merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
         } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
@@ -207,7 +207,8 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_json_impl(const json& j, const s
         MOE_ASSIGN_OR_RETURN(impl->normalizer, parse_normalizer(j["normalizer"], origin + ": normalizer"));
     }
     if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
-        MOE_ASSIGN_OR_RETURN(ParsedPreTokenizer pt, parse_pre_tokenizer(j["pre_tokenizer"], origin + ": pre_tokenizer"));
+        MOE_ASSIGN_OR_RETURN(ParsedPreTokenizer pt,
+                             parse_pre_tokenizer(j["pre_tokenizer"], origin + ": pre_tokenizer"));
         impl->pre_tokenizer = std::move(pt.pre_tokenizer);
         opt.byte_level = pt.byte_level;
     }
@@ -220,8 +221,8 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_json_impl(const json& j, const s
         const json& list = j["added_tokens"];
         if (!list.is_array()) return invalid_argument(fmt::format("{}: added_tokens must be an array", origin));
         if (list.size() > kMaxAddedTokens) {
-            return invalid_argument(fmt::format("{}: {} added tokens is over the limit of {}", origin, list.size(),
-                                                kMaxAddedTokens));
+            return invalid_argument(
+                fmt::format("{}: {} added tokens is over the limit of {}", origin, list.size(), kMaxAddedTokens));
         }
         for (size_t i = 0; i < list.size(); ++i) {
             const std::string where = fmt::format("{}: added_tokens[{}]", origin, i);
@@ -250,7 +251,8 @@ StatusOr<std::string> read_file(const std::string& path, size_t max_bytes) {
     const auto size = std::filesystem::file_size(path, ec);
     if (ec) return not_found(fmt::format("{}: cannot read: {}", path, ec.message()));
     if (size > max_bytes) {
-        return invalid_argument(fmt::format("{}: {} bytes is over the limit of {} for this file", path, size, max_bytes));
+        return invalid_argument(
+            fmt::format("{}: {} bytes is over the limit of {} for this file", path, size, max_bytes));
     }
     std::ifstream in(path, std::ios::binary);
     if (!in) return not_found(fmt::format("{}: cannot open", path));
@@ -263,7 +265,8 @@ StatusOr<std::string> read_file(const std::string& path, size_t max_bytes) {
 StatusOr<std::unique_ptr<Tokenizer::Impl>> load_tokenizer_json(std::string_view text, const std::string& origin,
                                                                const std::string& config_file) {
     if (text.size() > kMaxJsonBytes) {
-        return invalid_argument(fmt::format("{}: {} bytes is over the limit of {}", origin, text.size(), kMaxJsonBytes));
+        return invalid_argument(
+            fmt::format("{}: {} bytes is over the limit of {}", origin, text.size(), kMaxJsonBytes));
     }
     MOE_ASSIGN_OR_RETURN(json j, parse_json(text, origin));
     try {
@@ -295,8 +298,8 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_vocab_merges(const std::string& 
             if (line.empty() || (line_no == 1 && line.starts_with("#version"))) continue;
             const size_t sp = line.find(' ');
             if (sp == std::string_view::npos || line.find(' ', sp + 1) != std::string_view::npos) {
-                return invalid_argument(fmt::format("{}:{}: expected two tokens separated by one space", merges_file,
-                                                    line_no));
+                return invalid_argument(
+                    fmt::format("{}:{}: expected two tokens separated by one space", merges_file, line_no));
             }
             if (merges.size() >= kMaxMerges) {
                 return invalid_argument(fmt::format("{}: more than {} merges", merges_file, kMaxMerges));

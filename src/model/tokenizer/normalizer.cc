@@ -23,9 +23,9 @@ public:
         }
         if (s.empty()) return ok_status();
         utf8proc_uint8_t* out = nullptr;
-        const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                                                static_cast<utf8proc_ssize_t>(s.size()), &out,
-                                                static_cast<utf8proc_option_t>(options_));
+        const utf8proc_ssize_t n =
+            utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()),
+                         &out, static_cast<utf8proc_option_t>(options_));
         if (n < 0) return invalid_argument(fmt::format("normalizer: {}", utf8proc_errmsg(n)));
         s.assign(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
         std::free(out);
@@ -72,7 +72,8 @@ public:
         if (regex_) {
             MOE_RETURN_IF_ERROR(regex_->find_all(s, matches));
         } else {
-            for (size_t pos = s.find(literal_); pos != std::string::npos; pos = s.find(literal_, pos + literal_.size())) {
+            for (size_t pos = s.find(literal_); pos != std::string::npos;
+                 pos = s.find(literal_, pos + literal_.size())) {
                 matches.emplace_back(pos, pos + literal_.size());
             }
         }

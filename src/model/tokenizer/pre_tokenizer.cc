@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 #include <utf8proc.h>
 
-#include <nlohmann/json.hpp>
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "model/tokenizer/regex.h"
@@ -178,7 +178,8 @@ public:
                 }
             }
             const bool starts = s.compare(0, replacement_.size(), replacement_) == 0;
-            if (!starts && (scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && p.at_input_start))) {
+            if (!starts &&
+                (scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && p.at_input_start))) {
                 s = replacement_ + s;
             }
             if (!split_) {
@@ -186,7 +187,8 @@ public:
                 continue;
             }
             std::vector<std::pair<size_t, size_t>> matches;
-            for (size_t pos = s.find(replacement_); pos != std::string::npos; pos = s.find(replacement_, pos + replacement_.size())) {
+            for (size_t pos = s.find(replacement_); pos != std::string::npos;
+                 pos = s.find(replacement_, pos + replacement_.size())) {
                 matches.emplace_back(pos, pos + replacement_.size());
             }
             Piece whole{std::move(s), p.at_input_start};
@@ -289,7 +291,8 @@ StatusOr<ParsedPreTokenizer> parse_pre_tokenizer(const nlohmann::json& j, const 
             MOE_ASSIGN_OR_RETURN(auto re, Regex::compile(pattern["Regex"].get<std::string>(), where));
             out.pre_tokenizer.reset(new SplitPreTokenizer(std::move(re), "", behavior, invert));
         } else if (pattern.contains("String")) {
-            out.pre_tokenizer.reset(new SplitPreTokenizer(nullptr, pattern["String"].get<std::string>(), behavior, invert));
+            out.pre_tokenizer.reset(
+                new SplitPreTokenizer(nullptr, pattern["String"].get<std::string>(), behavior, invert));
         } else {
             return invalid_argument(fmt::format("{}: Split pattern needs \"String\" or \"Regex\"", where));
         }

@@ -1,9 +1,8 @@
 #include "model/tokenizer/regex.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <fmt/format.h>
+#include <pcre2.h>
 
 namespace moe::tok {
 namespace {
@@ -50,8 +49,8 @@ StatusOr<std::unique_ptr<Regex>> Regex::compile(const std::string& pattern, cons
     pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                                      PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
     if (code == nullptr) {
-        return invalid_argument(fmt::format("{}: regex '{}' does not compile at offset {}: {}", origin, pattern,
-                                            offset, pcre2_message(error)));
+        return invalid_argument(fmt::format("{}: regex '{}' does not compile at offset {}: {}", origin, pattern, offset,
+                                            pcre2_message(error)));
     }
     std::unique_ptr<Regex> re(new Regex());
     re->pattern_ = pattern;
@@ -75,10 +74,9 @@ Status Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size
     while (start < text.size()) {
         // Callers validate UTF-8 once for the whole prompt, so PCRE2 need not re-check it on
         // every call (that re-check would make the scan quadratic).
-        const int rc = jit_ ? pcre2_jit_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, md.get(),
-                                              ts.context)
-                            : pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, md.get(),
-                                          ts.context);
+        const int rc =
+            jit_ ? pcre2_jit_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, md.get(), ts.context)
+                 : pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, md.get(), ts.context);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             return resource_exhausted(fmt::format("regex '{}' failed on a {}-byte piece of text: {}", pattern_,

@@ -28,8 +28,8 @@ Status Tokenizer::Impl::finalize() {
     }
     // Added ids may extend the model's range, but not leave a huge hole after it.
     if (size > int64_t{model->size()} + static_cast<int64_t>(added.size()) + 65536) {
-        return invalid_argument(fmt::format("{}: added token id {} is far past the model's {} ids", origin, size - 1,
-                                            model->size()));
+        return invalid_argument(
+            fmt::format("{}: added token id {} is far past the model's {} ids", origin, size - 1, model->size()));
     }
     vocab_size = static_cast<int32_t>(size);
     special.assign(static_cast<size_t>(size), false);
@@ -119,8 +119,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::load(const std::string& dir, con
     }
     if (fs::exists(path / "vocab.json", ec) && fs::exists(path / "merges.txt", ec)) {
         if (!config.empty()) log::model().debug("tokenizer: {} with added tokens from {}", dir, config);
-        MOE_ASSIGN_OR_RETURN(auto impl, tok::load_vocab_merges((path / "vocab.json").string(),
-                                                               (path / "merges.txt").string(), config));
+        MOE_ASSIGN_OR_RETURN(
+            auto impl, tok::load_vocab_merges((path / "vocab.json").string(), (path / "merges.txt").string(), config));
         return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
     }
     return not_found(fmt::format("tokenizer: '{}' has neither tokenizer.json nor vocab.json + merges.txt", dir));
@@ -159,8 +159,8 @@ StatusOr<std::string> Tokenizer::decode(std::span<const int32_t> ids, bool skip_
     for (size_t k = 0; k < ids.size(); ++k) {
         const int32_t id = ids[k];
         if (id < 0 || id >= impl.vocab_size) {
-            return out_of_range(fmt::format("tokenizer: token id {} (position {}) is outside [0, {})", id, k,
-                                            impl.vocab_size));
+            return out_of_range(
+                fmt::format("tokenizer: token id {} (position {}) is outside [0, {})", id, k, impl.vocab_size));
         }
         if (skip_special_tokens && impl.special[static_cast<size_t>(id)]) continue;
         if (const auto* t = impl.added_token(id)) {
@@ -168,8 +168,8 @@ StatusOr<std::string> Tokenizer::decode(std::span<const int32_t> ids, bool skip_
         } else if (impl.model->has_id(id)) {
             tokens.push_back(impl.model->token(id));
         } else {
-            return out_of_range(fmt::format("tokenizer: token id {} (position {}) has no token in {}", id, k,
-                                            impl.origin));
+            return out_of_range(
+                fmt::format("tokenizer: token id {} (position {}) has no token in {}", id, k, impl.origin));
         }
     }
     if (!impl.decoder) {
@@ -186,7 +186,9 @@ StatusOr<std::string> Tokenizer::decode(std::span<const int32_t> ids, bool skip_
     return out;
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
+int32_t Tokenizer::vocab_size() const {
+    return impl_->vocab_size;
+}
 
 std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
     if (id < 0 || id >= impl_->vocab_size) return std::nullopt;
@@ -201,8 +203,12 @@ std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
     return impl_->model->find(token);
 }
 
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
+std::optional<int32_t> Tokenizer::bos_id() const {
+    return impl_->bos;
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+    return impl_->eos;
+}
 
 bool Tokenizer::is_special(int32_t id) const {
     return id >= 0 && id < impl_->vocab_size && impl_->special[static_cast<size_t>(id)];

@@ -19,11 +19,11 @@ namespace moe {
 struct Tokenizer::Impl {
     std::string origin;  // file the tokenizer came from, for messages
     std::unique_ptr<tok::BpeModel> model;
-    std::unique_ptr<tok::Normalizer> normalizer;        // may be null
-    std::unique_ptr<tok::PreTokenizer> pre_tokenizer;   // may be null
-    std::unique_ptr<tok::Decoder> decoder;              // may be null: tokens joined with spaces
-    std::vector<tok::AddedToken> added;                 // sorted by id
-    std::unordered_map<int32_t, size_t> added_index;    // id -> index into `added`
+    std::unique_ptr<tok::Normalizer> normalizer;       // may be null
+    std::unique_ptr<tok::PreTokenizer> pre_tokenizer;  // may be null
+    std::unique_ptr<tok::Decoder> decoder;             // may be null: tokens joined with spaces
+    std::vector<tok::AddedToken> added;                // sorted by id
+    std::unordered_map<int32_t, size_t> added_index;   // id -> index into `added`
     tok::TokenMap added_by_content;
     tok::AddedTokenMatcher raw_matcher;         // added tokens with normalized == false
     tok::AddedTokenMatcher normalized_matcher;  // the others, matched after normalization
