@@ -65,8 +65,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) double log_sum_exp(
 // A token's sampling weight relative to the maximum logit: exp((x - max) * inv_t) in f32, and
 // exactly 0 below e^-87 (exp_nonpositive clamps there), so a -inf (masked or NaN) logit weighs
 // nothing and is never drawn. The same function for the vectorized loop and single ids.
+// NOTE: x is in [-inf, max] and max is finite (the caller sanitizes), so x - max is in [-inf, 0];
+// the maximum itself weighs exactly 1 even when inv_t is +inf (a temperature below ~2.94e-39,
+// whose reciprocal overflows): 0 * inf would be NaN. Then every other token weighs 0, the limit
+// of the tempered softmax as the temperature goes to 0.
 inline float tempered_weight(float x, float max, float inv_t) {
-    const float y = (x - max) * inv_t;
+    const float y = x == max ? 0.0f : (x - max) * inv_t;
     return y < -87.0f ? 0.0f : exp_nonpositive(y);
 }
 
@@ -90,6 +94,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) double tempered_wei
     double sum = 0;
     for (double a : acc) sum += a;
     return sum;
+}
+
+// A logit as the sampler works with it: NaN counts as -inf (never chosen), +inf as the largest
+// finite float (so that x - max is never inf - inf).
+inline float sanitized(float l) {
+    return std::isnan(l) ? -std::numeric_limits<float>::infinity() : std::min(l, std::numeric_limits<float>::max());
 }
 
 }  // namespace
@@ -179,14 +189,10 @@ SampleResult SequenceSampler::sample(const float* logits, int64_t vocab) {
     }
     MOE_CHECK_EQ(vocab_, V);
 
-    // ---- penalties on a sanitized working copy
+    // ---- penalties on a sanitized working copy: no NaN, nothing above the largest finite float
     Scratch& sc = scratch();
     sc.work.resize(V);
-    for (size_t i = 0; i < V; ++i) {
-        const float l = logits[i];
-        sc.work[i] =
-            std::isnan(l) ? -std::numeric_limits<float>::infinity() : std::min(l, std::numeric_limits<float>::max());
-    }
+    for (size_t i = 0; i < V; ++i) sc.work[i] = sanitized(logits[i]);
     if (penalized()) {
         const float rp = params_.repetition_penalty;
         for (int32_t token : touched_) {
@@ -198,7 +204,9 @@ SampleResult SequenceSampler::sample(const float* logits, int64_t vocab) {
                 l -= params_.frequency_penalty * static_cast<float>(count);
                 l -= params_.presence_penalty;
             }
-            sc.work[t] = l;
+            // A penalty can overflow (a positive logit over a repetition penalty of 1e-45 is
+            // +inf): sanitized again, so that the weights below never see inf - inf.
+            sc.work[t] = sanitized(l);
         }
     }
 
@@ -348,7 +356,10 @@ int32_t SequenceSampler::draw(Scratch& sc, double max_logit, double u) {
         chosen = static_cast<int32_t>(t);
         if (target < cum) break;
     }
-    MOE_CHECK_GE(chosen, 0);  // the top-ranked id always survives with weight 1 >= min_p
+    // The top-ranked id always survives with weight 1 >= min_p (tempered_weight gives the
+    // maximum exactly 1), so a token was chosen. Should that ever fail, the top-ranked id is the
+    // answer, not an abort: this is reached from request parameters.
+    if (chosen < 0) return static_cast<int32_t>(std::max_element(sc.work.begin(), sc.work.end()) - sc.work.begin());
     return chosen;
 }
 

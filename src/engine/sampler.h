@@ -13,6 +13,12 @@
 // Softmax runs in double. Without top-k, top-p sorts only as much of the vocabulary as it needs
 // (growing partial sorts), and with neither top-k nor top-p nothing is sorted at all.
 //
+// Total: for every parameter set validate() accepts (denormal temperatures and penalties
+// included) and every logit row, sample() returns a token in [0, vocab). Logits are sanitized
+// before and after the penalties (NaN -> -inf, +inf -> the largest float), the maximum always
+// weighs exactly 1 (a temperature whose reciprocal overflows keeps only the exact maxima), and a
+// fully masked row (all -inf) falls back to greedy (token 0).
+//
 // Reported logprobs are log_softmax of the unmodified logits (vLLM's default "raw" logprobs).
 //
 // Each request owns its SequenceSampler and its RNG, which consumes exactly one 64-bit draw per

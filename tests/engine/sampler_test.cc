@@ -561,5 +561,125 @@ TEST(Sampler, ValidateNamesTheFieldAndTheLimit) {
     EXPECT_TRUE(validate(p).ok());
 }
 
+// ---- issue 18 defect A: no accepted parameter and no finite logit row breaks the sampler ---------
+//
+// Before the fix, a temperature whose reciprocal overflows (below ~2.94e-39) made the top token's
+// weight 0 * inf = NaN, and a repetition penalty of 1e-45 turned a positive logit into +inf (its
+// weight inf - inf = NaN): no candidate survived and MOE_CHECK aborted the process.
+
+// Every combination of the filters, for one parameter set under test.
+std::vector<SamplingParams> filter_variants(SamplingParams base) {
+    std::vector<SamplingParams> out;
+    for (int variant = 0; variant < 6; ++variant) {
+        SamplingParams p = base;
+        if (variant == 1) p.top_k = 3;
+        if (variant == 2) p.top_p = 0.5f;
+        if (variant == 3) p.min_p = 0.5f;
+        if (variant == 4) {
+            p.top_k = 2;
+            p.top_p = 1e-45f;
+            p.min_p = 1.0f;
+        }
+        if (variant == 5) p.logprobs = kMaxLogprobs;
+        out.push_back(p);
+    }
+    return out;
+}
+
+TEST(SamplerTotal, TemperaturesWhoseReciprocalOverflowsTakeTheTopToken) {
+    const float logits[] = {0.5f, 2.0f, -1.0f, 1.999f, 1.9f, -std::numeric_limits<float>::infinity()};
+    for (float t : {1e-45f, 1e-40f, 2.9e-39f, 2.95e-39f, 1e-38f, std::numeric_limits<float>::min(), 1e-30f}) {
+        SamplingParams base = params(t, 3);
+        ASSERT_TRUE(validate(base).ok()) << t;
+        for (const SamplingParams& p : filter_variants(base)) {
+            SequenceSampler s(p, {});
+            for (int i = 0; i < 20; ++i) {
+                const SampleResult r = s.sample(logits, 6);
+                EXPECT_EQ(r.token, 1) << "temperature " << t << " top_k " << p.top_k << " top_p " << p.top_p;
+                EXPECT_TRUE(std::isfinite(r.logprob)) << t;
+            }
+        }
+    }
+}
+
+TEST(SamplerTotal, TinyTemperatureDrawsAmongExactTiesOnly) {
+    const float logits[] = {0.5f, 2.0f, -1.0f, 2.0f, 1.9999999f};
+    SequenceSampler s(params(1e-45f, 9), {});
+    std::set<int32_t> seen;
+    for (int i = 0; i < 200; ++i) seen.insert(s.sample(logits, 5).token);
+    EXPECT_EQ(seen, (std::set<int32_t>{1, 3}));  // the limit of the tempered softmax as T -> 0
+}
+
+TEST(SamplerTotal, DenormalRepetitionPenaltyNeverAborts) {
+    // Prompt tokens 1 and 3 have positive logits: divided by 1e-45 they overflow. Token 2's
+    // negative logit times 1e-45 becomes ~0 and must not win over them.
+    const float logits[] = {-3.0f, 1.0f, -0.5f, 2.0f, 0.25f, -std::numeric_limits<float>::infinity()};
+    const std::vector<int32_t> prompt = {1, 3, 2, 5};
+    for (float t : {0.0f, 1e-45f, 0.7f, 1.0f, 100.0f}) {
+        SamplingParams base = params(t, 5);
+        base.repetition_penalty = 1e-45f;
+        base.frequency_penalty = -2.0f;
+        base.presence_penalty = -2.0f;
+        ASSERT_TRUE(validate(base).ok());
+        for (const SamplingParams& p : filter_variants(base)) {
+            SequenceSampler s(p, prompt);
+            for (int i = 0; i < 20; ++i) {
+                const int32_t tok = s.sample(logits, 6).token;
+                EXPECT_TRUE(tok == 1 || tok == 3) << "temperature " << t << " top_k " << p.top_k << " chose " << tok;
+                for (float l : s.processed_logits()) EXPECT_FALSE(std::isnan(l));
+            }
+        }
+    }
+}
+
+TEST(SamplerTotal, HugeAndOneSidedLogitRowsGiveAValidToken) {
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    constexpr float kMax = std::numeric_limits<float>::max();
+    struct Row {
+        std::vector<float> logits;
+        std::set<int32_t> allowed;
+    };
+    const std::vector<Row> rows = {
+        {{1e30f, -1e30f, 1e30f, 0.0f}, {0, 2}}, {{kMax, -kMax, 0.0f, kMax}, {0, 3}},
+        {{-kMax, -kMax, -1e37f, -kMax}, {2}},   {{-kInf, -kInf, 7.0f, -kInf, -kInf}, {2}},
+        {{-kInf, -kInf, -1e30f, -kInf}, {2}},   {{-kInf, -kInf, -kInf}, {0}},  // fully masked: greedy's answer, token 0
+        {{kInf, kInf, 0.0f}, {0, 1}},
+    };
+    for (const Row& row : rows) {
+        const int64_t vocab = static_cast<int64_t>(row.logits.size());
+        for (float t : {0.0f, 1e-45f, 1e-38f, 1.0f, 100.0f})
+            for (float rp : {1.0f, 1e-45f, 10.0f}) {
+                // Every id in the prompt (a fresh sampler per draw, so that its own outputs are
+                // not penalized again). The penalty is monotone but may squash a row's spread
+                // (x 1e-45) or saturate it (x 10), so under a penalty the check is: a finite
+                // processed logit was chosen (any, if every one is -inf), and the largest one
+                // when the temperature is 0 or tiny.
+                std::vector<int32_t> prompt(row.logits.size());
+                std::iota(prompt.begin(), prompt.end(), 0);
+                for (int i = 0; i < 10; ++i) {
+                    SamplingParams base = params(t, 11 + static_cast<uint64_t>(i));
+                    base.repetition_penalty = rp;
+                    for (const SamplingParams& p : filter_variants(base)) {
+                        SequenceSampler s(p, prompt);
+                        const int32_t tok = s.sample(row.logits.data(), vocab).token;
+                        const std::string what = "row[0] " + std::to_string(row.logits[0]) + " temperature " +
+                                                 std::to_string(t) + " repetition_penalty " + std::to_string(rp) +
+                                                 " chose " + std::to_string(tok);
+                        ASSERT_TRUE(tok >= 0 && tok < vocab) << what;
+                        if (rp == 1.0f) {
+                            EXPECT_TRUE(row.allowed.count(tok)) << what;
+                            continue;
+                        }
+                        const std::vector<float> work(s.processed_logits().begin(), s.processed_logits().end());
+                        const float best = *std::max_element(work.begin(), work.end());
+                        if (best == -kInf) continue;
+                        EXPECT_NE(work[static_cast<size_t>(tok)], -kInf) << what;
+                        if (t < 1e-30f) EXPECT_EQ(work[static_cast<size_t>(tok)], best) << what;
+                    }
+                }
+            }
+    }
+}
+
 }  // namespace
 }  // namespace moe
