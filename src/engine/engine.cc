@@ -42,7 +42,6 @@ struct Active {
     SeqId seq = 0;
     GenerateParams params;
     std::shared_ptr<RequestSink> sink;
-    std::unique_ptr<SequenceSampler> sampler;
     std::unique_ptr<StopChecker> stop;
     std::unique_ptr<IncrementalDetokenizer> detok;
     Clock::time_point submitted, first_scheduled, first_token, last_token;
@@ -59,6 +58,7 @@ struct Engine::Impl {
     std::optional<KvCache> cache;
     std::unique_ptr<KvBlockManager> kv;
     std::unique_ptr<Scheduler> scheduler;
+    std::unique_ptr<Executor> executor;  // owns every running sequence's sampler
 
     // ---- shared with other threads (guarded by mu)
     mutable std::mutex mu;
@@ -75,20 +75,29 @@ struct Engine::Impl {
     std::atomic<int64_t> num_preemptions{0};
     std::atomic<int64_t> steps{0};
     std::atomic<int64_t> generated_tokens{0};
+    // Set once, by the engine thread, when an exception escaped the step loop; never cleared.
+    std::atomic<bool> failed{false};
 
     // ---- engine thread only
     std::thread thread;
     std::unordered_map<SeqId, std::unique_ptr<Active>> active;
     std::unordered_map<std::string, SeqId> seq_of;
     SeqId next_seq = 1;
-    std::vector<float> logits_scratch;
 
-    void run();
+    void run();    // the engine thread's entry: serve(), and the catch-all around it
+    void serve();  // the step loop, until stop()
+    // After an exception escaped serve(): every request in flight ends with INTERNAL, the engine
+    // is marked failed, and requests that still arrive end the same way until stop().
+    void fail_everything(const std::string& why);
+    // Ends a request without touching the scheduler or the executor (whose state an exception
+    // may have left half-updated): one on_final with kError, sink exceptions swallowed.
+    void abandon(Active& a, const Status& error);
     void admit(std::unique_ptr<Active> a);
     void finalize(SeqId seq, FinishReason reason, Status error = {}, const std::string& matched = {},
                   std::optional<int32_t> matched_token = std::nullopt);
     void flush_delta(Active& a);
     void on_token(Active& a, const SampleResult& r);
+    void on_result(const SeqResult& r);
     bool step();  // false when nothing could be scheduled
     void refresh_snapshot();
 };
@@ -149,6 +158,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer>
     so.max_waiting = std::max<int64_t>(so.max_waiting, options.max_pending);
     impl->scheduler = std::make_unique<Scheduler>(so, *impl->kv);
     impl->model = std::move(model);
+    impl->executor = std::make_unique<Executor>(*impl->model, *impl->cache, *impl->scheduler);
     impl->tokenizer = std::move(tokenizer);
     log::engine().info(
         "kv cache: {} blocks of {} tokens ({:.1f} MiB, {}), max_model_len {}, max_batched_tokens {}, "
@@ -181,6 +191,10 @@ void Engine::stop() {
     {
         std::lock_guard<std::mutex> lock(impl_->mu);
         inbox.swap(impl_->inbox);
+    }
+    if (impl_->failed.load()) {
+        for (auto& a : inbox) impl_->abandon(*a, internal_error("the engine failed; request not run"));
+        return;
     }
     for (auto& a : inbox) impl_->admit(std::move(a));
     std::vector<SeqId> left;
@@ -276,7 +290,18 @@ EngineLoad Engine::load() const {
     l.num_preemptions = impl_->num_preemptions.load();
     l.steps = impl_->steps.load();
     l.generated_tokens = impl_->generated_tokens.load();
+    l.failed = impl_->failed.load();
     return l;
+}
+
+bool Engine::healthy() const {
+    return !impl_->failed.load();
+}
+
+void Engine::set_executor_faults_for_testing(ExecutorFaults faults) {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    MOE_CHECK(!impl_->thread.joinable());  // test-only, before start(): the engine thread owns the executor
+    impl_->executor->set_faults_for_testing(std::move(faults));
 }
 
 const ModelConfig& Engine::config() const {
@@ -310,15 +335,15 @@ void Engine::Impl::refresh_snapshot() {
 void Engine::Impl::admit(std::unique_ptr<Active> a) {
     const SeqId seq = next_seq++;
     a->seq = seq;
-    a->sampler = std::make_unique<SequenceSampler>(a->params.sampling, a->params.prompt_ids);
     a->stop = std::make_unique<StopChecker>(a->params.stopping);
     if (tokenizer)
         a->detok =
             std::make_unique<IncrementalDetokenizer>(*tokenizer, a->params.skip_special_tokens, a->params.prompt_ids);
-    Status s = scheduler->add(NewRequest{.id = seq,
-                                         .prompt = a->params.prompt_ids,
-                                         .max_tokens = a->params.stopping.max_tokens,
-                                         .cache_salt = a->params.cache_salt});
+    Status s = executor->add(NewRequest{.id = seq,
+                                        .prompt = a->params.prompt_ids,
+                                        .max_tokens = a->params.stopping.max_tokens,
+                                        .cache_salt = a->params.cache_salt},
+                             a->params.sampling);
     seq_of[a->request_id] = seq;
     active[seq] = std::move(a);
     if (!s.ok()) finalize(seq, FinishReason::kError, s);
@@ -363,7 +388,7 @@ void Engine::Impl::finalize(SeqId seq, FinishReason reason, Status error, const 
     }
     flush_delta(a);
     a.sink->on_final(std::move(f));
-    scheduler->finish(seq);
+    executor->finish(seq);
     const std::string id = a.request_id;
     seq_of.erase(id);
     active.erase(it);
@@ -405,52 +430,57 @@ void Engine::Impl::on_token(Active& a, const SampleResult& r) {
 }
 
 bool Engine::Impl::step() {
-    StepPlan plan = scheduler->schedule();
-    num_preemptions.fetch_add(static_cast<int64_t>(plan.preempted.size()), std::memory_order_relaxed);
-    if (plan.empty()) return false;
-    steps.fetch_add(1, std::memory_order_relaxed);
     const auto now = Clock::now();
-    BatchView batch;
-    batch.sequences.reserve(plan.seqs.size());
-    for (const ScheduledSeq& s : plan.seqs) {
-        const SequenceState* st = scheduler->get(s.id);
-        MOE_CHECK(st != nullptr);
-        Active& a = *active.at(s.id);
-        if (!a.scheduled) {
-            a.scheduled = true;
-            a.first_scheduled = now;
-        }
-        batch.sequences.push_back(
-            {.token_ids = std::span<const int32_t>(st->tokens.data() + s.start, static_cast<size_t>(s.num_tokens)),
-             .num_cached = s.start,
-             .block_table = kv->block_table(s.id),
-             .all_logits = false});
+    StepResult r = executor->step();
+    num_preemptions.fetch_add(static_cast<int64_t>(r.preempted.size()), std::memory_order_relaxed);
+    if (r.empty()) return false;
+    steps.fetch_add(1, std::memory_order_relaxed);
+    for (const SeqResult& s : r.seqs) {
+        auto it = active.find(s.id);
+        if (it == active.end() || it->second->scheduled) continue;
+        it->second->scheduled = true;
+        it->second->first_scheduled = now;
     }
-    auto out = model->forward(batch, *cache);
-    if (!out.ok()) {
-        log::engine().error("forward failed: {}", out.status().to_string());
-        for (const ScheduledSeq& s : plan.seqs) finalize(s.id, FinishReason::kError, out.status());
-        return true;
-    }
-    std::vector<int32_t> sampled(plan.seqs.size(), -1);
-    std::vector<SampleResult> results(plan.seqs.size());
-    for (size_t i = 0; i < plan.seqs.size(); ++i) {
-        if (!plan.seqs[i].samples) continue;
-        Active& a = *active.at(plan.seqs[i].id);
-        results[i] = a.sampler->sample(out->last_row(i), out->vocab_size);
-        sampled[i] = results[i].token;
-    }
-    scheduler->on_step_done(plan, sampled);
-    for (size_t i = 0; i < plan.seqs.size(); ++i) {
-        if (!plan.seqs[i].samples) continue;
-        auto it = active.find(plan.seqs[i].id);
-        if (it != active.end()) on_token(*it->second, results[i]);
-    }
+    for (const SeqResult& s : r.seqs) on_result(s);
     return true;
+}
+
+void Engine::Impl::on_result(const SeqResult& r) {
+    auto it = active.find(r.id);
+    if (it == active.end()) return;
+    switch (r.outcome) {
+        case SeqOutcome::kPrefilling:
+            return;
+        case SeqOutcome::kSampled:
+            on_token(*it->second, r.sample);
+            return;
+        case SeqOutcome::kFailed:
+            log::engine().error("request {} failed in a step: {}", it->second->request_id, r.status.to_string());
+            finalize(r.id, FinishReason::kError, r.status);
+            return;
+        case SeqOutcome::kHandedOff:
+            // The engine adds no sequence with handoff_after_prefill (no disaggregation transport
+            // yet), so this is a bug if it happens: end the request rather than decode it.
+            finalize(r.id, FinishReason::kError, internal_error("handoff requested but not supported by this engine"));
+            return;
+    }
 }
 
 void Engine::Impl::run() {
     log::engine().info("engine thread started");
+    // NOTE: the catch-all of the engine thread (house style: only at thread entries). Any
+    // exception out of a step, a sink or the scheduler lands here instead of std::terminate.
+    try {
+        serve();
+    } catch (const std::exception& e) {
+        fail_everything(std::string("unexpected exception in the engine thread: ") + e.what());
+    } catch (...) {
+        fail_everything("unexpected exception of unknown type in the engine thread");
+    }
+    log::engine().info("engine thread stopped");
+}
+
+void Engine::Impl::serve() {
     for (;;) {
         std::deque<std::unique_ptr<Active>> arrivals;
         std::vector<std::string> cancelled;
@@ -479,7 +509,46 @@ void Engine::Impl::run() {
         if (scheduler->has_work() && !step()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         refresh_snapshot();
     }
-    log::engine().info("engine thread stopped");
+}
+
+void Engine::Impl::abandon(Active& a, const Status& error) {
+    FinalEvent f;
+    f.reason = FinishReason::kError;
+    f.prompt_tokens = static_cast<int64_t>(a.params.prompt_ids.size());
+    f.completion_tokens = a.generated;
+    f.total_seconds = seconds(Clock::now() - a.submitted);
+    f.error = error;
+    try {
+        a.sink->on_final(std::move(f));
+    } catch (...) {
+        log::engine().error("request {}: its sink threw while being told the engine failed", a.request_id);
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    live_ids.erase(a.request_id);
+    if (live_ids.empty()) cv_idle.notify_all();
+}
+
+void Engine::Impl::fail_everything(const std::string& why) {
+    log::engine().critical("{}; every request in flight ends with INTERNAL and the engine stops serving", why);
+    failed.store(true);
+    const Status error = internal_error(why);
+    for (auto& [seq, a] : active) abandon(*a, error);
+    active.clear();
+    seq_of.clear();
+    // Requests keep arriving until the server sees the engine unhealthy; each still gets its one
+    // final event. The scheduler and the executor are not touched again.
+    const Status refused = internal_error("the engine failed earlier (" + why + "); request not run");
+    for (;;) {
+        std::deque<std::unique_ptr<Active>> arrivals;
+        {
+            std::unique_lock<std::mutex> lock(mu);
+            cv.wait(lock, [&] { return stopping || !inbox.empty() || !cancels.empty(); });
+            arrivals.swap(inbox);
+            cancels.clear();
+            if (arrivals.empty() && stopping) return;
+        }
+        for (auto& a : arrivals) abandon(*a, refused);
+    }
 }
 
 }  // namespace moe

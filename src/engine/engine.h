@@ -1,14 +1,21 @@
 // Engine: the step loop that turns requests into tokens.
 //
-// One engine thread owns the scheduler, the KV block manager, the model and every request's
-// sampler, detokenizer and stop checker. Other threads (gRPC handlers, the CLI) only call
-// submit(), cancel(), abort(), drain() and load(), which hand work to the engine thread through
-// a mutex-protected inbox. Results come back through each request's RequestSink, called on the
-// engine thread.
+// One engine thread owns the scheduler, the KV block manager, the model, the Executor (which
+// owns every running sequence's sampler) and every request's detokenizer and stop checker. Other
+// threads (gRPC handlers, the CLI) only call submit(), cancel(), abort(), drain() and load(),
+// which hand work to the engine thread through a mutex-protected inbox. Results come back through
+// each request's RequestSink, called on the engine thread.
 //
-//   submit() --inbox--> [engine thread] schedule -> forward -> sample -> detokenize -> stops
+//   submit() --inbox--> [engine thread] Executor::step (schedule -> forward -> sample)
+//                                         -> per-sequence results -> detokenize -> stops
 //                                                                          |
 //   RequestSink::on_delta / on_final  <------------------------------------+
+//
+// Failures: a sequence whose step fails (forward error, sampling error) ends with kError and an
+// INTERNAL status; the other requests go on. An exception escaping the step loop is caught at
+// the engine thread's entry: every request in flight ends with kError/INTERNAL, the engine is
+// marked failed (healthy() false, EngineLoad::failed), requests that still arrive end the same
+// way, and the process goes on.
 #pragma once
 
 #include <chrono>
@@ -19,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/executor.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/stop_checker.h"
@@ -94,6 +102,9 @@ struct EngineLoad {
     int64_t steps = 0;             // since start
     int64_t generated_tokens = 0;  // since start
     bool draining = false;
+    // An unexpected exception escaped the engine thread's step loop: every request in flight
+    // ended with INTERNAL and nothing is served any more (readiness should say NOT_SERVING).
+    bool failed = false;
 };
 
 // The KV cache dtype for a --kv-cache-dtype flag: "f32", "bf16", or "auto": the dtype the model's
@@ -131,10 +142,16 @@ public:
     bool wait_idle(std::chrono::milliseconds timeout);
 
     EngineLoad load() const;
+    // False once the engine has failed (see EngineLoad::failed); any thread, never blocks.
+    bool healthy() const;
     const ModelConfig& config() const;
     const Tokenizer* tokenizer() const;
     int64_t max_model_len() const;
     const EngineOptions& options() const;
+
+    // Test-only (tests/engine): faults injected into the engine's Executor (see ExecutorFaults).
+    // Call before start(); hooks run on the engine thread.
+    void set_executor_faults_for_testing(ExecutorFaults faults);
 
 private:
     struct Impl;

@@ -1,0 +1,196 @@
+// No per-request condition takes the engine down (issue 18 A, issue 17 item 5): a step that
+// fails ends the affected requests with INTERNAL and the others go on; an exception escaping the
+// step loop ends every request in flight with INTERNAL, marks the engine failed, and the process
+// goes on. Failures are injected through Engine::set_executor_faults_for_testing.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "engine/engine.h"
+
+namespace moe {
+namespace {
+
+class Sink : public RequestSink {
+public:
+    void on_delta(DeltaEvent&& d) override {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto& t : d.tokens) tokens_.push_back(t.token);
+    }
+    void on_final(FinalEvent&& f) override {
+        std::lock_guard<std::mutex> lock(mu_);
+        final_ = std::move(f);
+        ++num_finals_;
+        cv_.notify_all();
+    }
+    bool wait() {
+        std::unique_lock<std::mutex> lock(mu_);
+        return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return num_finals_ > 0; });
+    }
+    std::vector<int32_t> tokens() const {
+        std::lock_guard<std::mutex> l(mu_);
+        return tokens_;
+    }
+    FinalEvent final_event() const {
+        std::lock_guard<std::mutex> l(mu_);
+        return final_;
+    }
+    int num_finals() const {
+        std::lock_guard<std::mutex> l(mu_);
+        return num_finals_;
+    }
+
+private:
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<int32_t> tokens_;
+    FinalEvent final_;
+    int num_finals_ = 0;
+};
+
+std::string fixture_dir() {
+    return std::string(MOE_SOURCE_DIR) + "/tests/reference/fixtures/qwen3_moe";
+}
+
+struct Reference {
+    std::vector<std::vector<int32_t>> prompts, greedy;
+};
+
+Reference load_reference() {
+    std::ifstream in(fixture_dir() + "/reference.json");
+    EXPECT_TRUE(in.good()) << "missing " << fixture_dir() << "/reference.json";
+    auto j = nlohmann::json::parse(in);
+    return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
+            j["greedy"].get<std::vector<std::vector<int32_t>>>()};
+}
+
+GenerateParams greedy_params(std::vector<int32_t> prompt, int64_t max_tokens, std::optional<uint64_t> seed = {}) {
+    GenerateParams p;
+    p.prompt_ids = std::move(prompt);
+    p.sampling.temperature = 0.0f;
+    p.sampling.seed = seed;
+    p.stopping.max_tokens = max_tokens;
+    p.stopping.ignore_eos = true;
+    return p;
+}
+
+constexpr uint64_t kDoomedSeed = 666;  // the sampling fault hits sequences with this seed
+
+class EngineFailureTest : public ::testing::Test {
+protected:
+    void SetUp() override { backend_ = make_cpu_backend({.num_threads = 2}); }
+    // The engine, its faults set, started.
+    std::unique_ptr<Engine> engine(ExecutorFaults faults) {
+        auto model = MoeTransformer::load(fixture_dir(), *backend_, {});
+        EXPECT_TRUE(model.ok()) << model.status().to_string();
+        auto e = Engine::create(std::move(model).value(), nullptr, {.kv_cache_bytes = 4 << 20});
+        EXPECT_TRUE(e.ok()) << e.status().to_string();
+        (*e)->set_executor_faults_for_testing(std::move(faults));
+        EXPECT_TRUE((*e)->start().ok());
+        return std::move(e).value();
+    }
+    std::unique_ptr<Backend> backend_;
+};
+
+TEST_F(EngineFailureTest, SamplingFailureEndsOnlyThatRequest) {
+    const Reference ref = load_reference();
+    auto e = engine({.before_sample = [](SeqId, const SequenceSampler& s) -> Status {
+        return s.params().seed == kDoomedSeed ? internal_error("injected sampling failure") : ok_status();
+    }});
+    auto doomed = std::make_shared<Sink>();
+    std::vector<std::shared_ptr<Sink>> others;
+    ASSERT_TRUE(e->submit(greedy_params(ref.prompts[0], 16, kDoomedSeed), doomed).ok());
+    for (size_t i = 0; i < ref.prompts.size(); ++i) {
+        others.push_back(std::make_shared<Sink>());
+        ASSERT_TRUE(e->submit(greedy_params(ref.prompts[i], 16), others.back()).ok());
+    }
+    ASSERT_TRUE(doomed->wait());
+    EXPECT_EQ(doomed->final_event().reason, FinishReason::kError);
+    EXPECT_EQ(doomed->final_event().error.code(), StatusCode::kInternal);
+    EXPECT_NE(doomed->final_event().error.message().find("injected sampling failure"), std::string::npos);
+    for (size_t i = 0; i < others.size(); ++i) {
+        ASSERT_TRUE(others[i]->wait());
+        EXPECT_EQ(others[i]->final_event().reason, FinishReason::kLength);
+        EXPECT_EQ(others[i]->tokens(), ref.greedy[i]) << "prompt " << i;
+    }
+    ASSERT_TRUE(e->wait_idle(std::chrono::seconds(5)));
+    EXPECT_TRUE(e->healthy());
+    EXPECT_FALSE(e->load().failed);
+    EXPECT_EQ(e->load().kv_blocks_free, e->load().kv_blocks_total);
+}
+
+TEST_F(EngineFailureTest, ForwardFailureEndsThatStepsRequestsAndTheEngineGoesOn) {
+    const Reference ref = load_reference();
+    std::atomic<int> fail_forwards{0};
+    auto e = engine({.before_forward = [&]() -> Status {
+        if (fail_forwards.load() > 0) {
+            fail_forwards.fetch_sub(1);
+            return internal_error("injected forward failure");
+        }
+        return ok_status();
+    }});
+    fail_forwards.store(1);
+    auto first = std::make_shared<Sink>();
+    ASSERT_TRUE(e->submit(greedy_params(ref.prompts[0], 16), first).ok());
+    ASSERT_TRUE(first->wait());
+    EXPECT_EQ(first->final_event().reason, FinishReason::kError);
+    EXPECT_EQ(first->final_event().error.code(), StatusCode::kInternal);
+    EXPECT_NE(first->final_event().error.message().find("injected forward failure"), std::string::npos)
+        << first->final_event().error.to_string();
+    EXPECT_EQ(first->num_finals(), 1);
+    // The next request is served as if nothing happened.
+    auto next = std::make_shared<Sink>();
+    ASSERT_TRUE(e->submit(greedy_params(ref.prompts[1], 16), next).ok());
+    ASSERT_TRUE(next->wait());
+    EXPECT_EQ(next->tokens(), ref.greedy[1]);
+    ASSERT_TRUE(e->wait_idle(std::chrono::seconds(5)));
+    EXPECT_TRUE(e->healthy());
+    EXPECT_EQ(e->load().kv_blocks_free, e->load().kv_blocks_total);
+}
+
+TEST_F(EngineFailureTest, ExceptionInTheStepLoopFailsEveryRequestAndMarksTheEngineFailed) {
+    const Reference ref = load_reference();
+    std::atomic<int> forwards{0};
+    // The third forward throws: by then some requests have streamed tokens.
+    auto e = engine({.before_forward = [&]() -> Status {
+        if (forwards.fetch_add(1) == 2) throw std::runtime_error("injected exception");
+        return ok_status();
+    }});
+    std::vector<std::shared_ptr<Sink>> sinks;
+    for (size_t i = 0; i < ref.prompts.size(); ++i) {
+        sinks.push_back(std::make_shared<Sink>());
+        ASSERT_TRUE(e->submit(greedy_params(ref.prompts[i], 100), sinks.back()).ok());
+    }
+    for (auto& s : sinks) {
+        ASSERT_TRUE(s->wait());
+        EXPECT_EQ(s->final_event().reason, FinishReason::kError);
+        EXPECT_EQ(s->final_event().error.code(), StatusCode::kInternal);
+        EXPECT_NE(s->final_event().error.message().find("injected exception"), std::string::npos)
+            << s->final_event().error.to_string();
+        EXPECT_LT(s->tokens().size(), 100u);
+    }
+    EXPECT_FALSE(e->healthy());
+    EXPECT_TRUE(e->load().failed);
+    // A request that arrives afterwards still gets its one final event, with INTERNAL.
+    auto late = std::make_shared<Sink>();
+    auto id = e->submit(greedy_params(ref.prompts[0], 4), late);
+    if (id.ok()) {
+        ASSERT_TRUE(late->wait());
+        EXPECT_EQ(late->final_event().reason, FinishReason::kError);
+        EXPECT_EQ(late->final_event().error.code(), StatusCode::kInternal);
+    } else {
+        EXPECT_EQ(id.status().code(), StatusCode::kUnavailable) << id.status().to_string();
+    }
+    EXPECT_TRUE(e->wait_idle(std::chrono::seconds(5)));
+    e->stop();  // and the engine stops cleanly; this process is still here to check it
+    for (auto& s : sinks) EXPECT_EQ(s->num_finals(), 1);
+    EXPECT_LE(late->num_finals(), 1);
+}
+
+}  // namespace
+}  // namespace moe
