@@ -6,6 +6,9 @@
 //   bf16 GEMM on oneDNN)
 //       [--pack 0|1] (1, the default: bf16 matrices packed into column panels at load)
 //
+// Forward passes only (nothing is sampled), each through the engine's Executor (run() over
+// batches placed here, no sampler).
+//
 // Prints one line per figure plus the machine's CPU model and flags. Not a peer comparison:
 // benchmarks/cpu_vs_llamacpp (issue 6) measures against llama.cpp in the same run.
 #include <algorithm>
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "engine/executor.h"
 #include "model/moe_transformer.h"
 #include "model/random_model.h"
 
@@ -147,30 +151,39 @@ int main(int argc, char** argv) {
     for (int i = 0; i < prompt_len; ++i)
         prompt[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7919 + 13) % c.vocab_size);
 
+    Executor executor(*model, cache);
+    auto run = [&](std::span<const ExecSeq> seqs) -> Status {
+        const std::vector<SeqResult> r = executor.run(seqs);
+        return r[0].outcome == SeqOutcome::kFailed ? r[0].status : ok_status();
+    };
     for (int batch : batches) {
         std::vector<double> prefill_tps, decode_tps;
         for (int rep = 0; rep < repeats; ++rep) {
             // prefill every sequence (one at a time: a prompt per step, as a server would)
             double prefill_s = 0;
             for (int s = 0; s < batch; ++s) {
-                BatchView b;
-                b.sequences.push_back(
-                    {.token_ids = prompt, .num_cached = 0, .block_table = tables[static_cast<size_t>(s)]});
+                const ExecSeq seq{.id = static_cast<SeqId>(s),
+                                  .token_ids = prompt,
+                                  .num_cached = 0,
+                                  .block_table = tables[static_cast<size_t>(s)],
+                                  .sampler = nullptr};
                 const auto t0 = std::chrono::steady_clock::now();
-                auto out = model->forward(b, cache);
+                Status st = run(std::span<const ExecSeq>(&seq, 1));
                 prefill_s += seconds_since(t0);
-                if (!out.ok()) return fail(out.status());
+                if (!st.ok()) return fail(st);
             }
             std::vector<int32_t> last(static_cast<size_t>(batch), 1);
             const auto t0 = std::chrono::steady_clock::now();
+            std::vector<ExecSeq> seqs(static_cast<size_t>(batch));
             for (int step = 0; step < decode_steps; ++step) {
-                BatchView b;
                 for (int s = 0; s < batch; ++s)
-                    b.sequences.push_back({.token_ids = std::span<const int32_t>(&last[static_cast<size_t>(s)], 1),
-                                           .num_cached = prompt_len + step,
-                                           .block_table = tables[static_cast<size_t>(s)]});
-                auto out = model->forward(b, cache);
-                if (!out.ok()) return fail(out.status());
+                    seqs[static_cast<size_t>(s)] = {
+                        .id = static_cast<SeqId>(s),
+                        .token_ids = std::span<const int32_t>(&last[static_cast<size_t>(s)], 1),
+                        .num_cached = prompt_len + step,
+                        .block_table = tables[static_cast<size_t>(s)],
+                        .sampler = nullptr};
+                if (Status st = run(seqs); !st.ok()) return fail(st);
             }
             const double decode_s = seconds_since(t0);
             prefill_tps.push_back(batch * prompt_len / prefill_s);

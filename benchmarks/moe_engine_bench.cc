@@ -22,9 +22,13 @@
 //       `moeserve bench`'s closed-loop workload (the same prompt ids for the same seed, temperature
 //       0, ignore_eos, C requests in flight) on an in-process Engine built as `moeserve serve`
 //       builds it, without gRPC: benchmarks/served_vs_engine compares the two. With --bare-loop 1
-//       (default) the same requests are then run again through a plain schedule -> forward ->
-//       sample loop over the engine's own Scheduler, with the forward passes timed, to split the
+//       (default) the same requests are then run again through the engine's Executor stepping its
+//       own Scheduler with no engine thread, with the forward passes timed, to split the
 //       engine's time into model forward and everything around it.
+//
+// bench and engine step through the engine's Executor (engine/executor.h): bench with its run()
+// over batches placed as llama.cpp's worker places them, engine and its bare loop with step().
+// logits is one forward returning every row (no step: nothing is sampled).
 //
 // Every mode ends its JSON with "vm_hwm_kib": the process's peak resident set (/proc/self/status).
 #include <immintrin.h>
@@ -53,6 +57,7 @@
 #include "cli/bench_workload.h"
 #include "core/allocator.h"
 #include "engine/engine.h"
+#include "engine/executor.h"
 #include "model/moe_transformer.h"
 
 using namespace moe;
@@ -206,6 +211,13 @@ int run_bench(const Flags& f) {
     if (!cache_or.ok()) return fail(cache_or.status().to_string());
     KvCache cache = std::move(cache_or).value();
     auto token = [&](int64_t i) { return static_cast<int32_t>((i * 7919 + 13) % c.vocab_size); };
+    // Every forward goes through the engine's Executor (run(): forward, then each sampled row
+    // through a greedy SequenceSampler as the engine samples it). The blocks are placed here, not
+    // by a scheduler, so that the sequences are laid out as run.py's llama.cpp worker lays out
+    // its own.
+    Executor executor(model, cache);
+    SamplingParams greedy;
+    greedy.temperature = 0.0f;
 
     nlohmann::json j;
     j["mode"] = "bench";
@@ -226,12 +238,12 @@ int run_bench(const Flags& f) {
         for (int64_t b = 0; b < prompt_blocks; ++b) table[static_cast<size_t>(b)] = static_cast<int32_t>(b);
         std::vector<double> tps;
         for (int rep = 0; rep < 2; ++rep) {
-            BatchView b;
-            b.sequences.push_back({.token_ids = prompt, .num_cached = 0, .block_table = table});
+            SequenceSampler sampler(greedy, {});
+            const ExecSeq seq{.id = 0, .token_ids = prompt, .num_cached = 0, .block_table = table, .sampler = &sampler};
             const auto t0 = std::chrono::steady_clock::now();
-            auto out = model.forward(b, cache);
+            const std::vector<SeqResult> r = executor.run(std::span<const ExecSeq>(&seq, 1));
             const double s = seconds_since(t0);
-            if (!out.ok()) return fail(out.status().to_string());
+            if (r[0].outcome == SeqOutcome::kFailed) return fail(r[0].status.to_string());
             tps.push_back(f.prompt / s);
         }
         j["prefill_tokens"] = f.prompt;
@@ -254,18 +266,25 @@ int run_bench(const Flags& f) {
         constexpr int kCtxGroup = 16;
         std::vector<std::vector<int32_t>> ctx(static_cast<size_t>(n), std::vector<int32_t>(static_cast<size_t>(f.ctx)));
         for (int s0 = 0; s0 < n; s0 += kCtxGroup) {
-            BatchView b;
+            std::vector<ExecSeq> group;
             for (int s = s0; s < std::min(n, s0 + kCtxGroup); ++s) {
                 for (int i = 0; i < f.ctx; ++i) ctx[static_cast<size_t>(s)][static_cast<size_t>(i)] = token(i + 31 * s);
-                b.sequences.push_back({.token_ids = ctx[static_cast<size_t>(s)],
-                                       .num_cached = 0,
-                                       .block_table = tables[static_cast<size_t>(s)]});
+                group.push_back({.id = static_cast<SeqId>(s),
+                                 .token_ids = ctx[static_cast<size_t>(s)],
+                                 .num_cached = 0,
+                                 .block_table = tables[static_cast<size_t>(s)],
+                                 .sampler = nullptr});
             }
-            auto out = model.forward(b, cache);
-            if (!out.ok()) return fail(out.status().to_string());
+            const std::vector<SeqResult> r = executor.run(group);
+            if (r[0].outcome == SeqOutcome::kFailed) return fail(r[0].status.to_string());
         }
         std::vector<int32_t> last(static_cast<size_t>(n));
         for (int s = 0; s < n; ++s) last[static_cast<size_t>(s)] = token(1000 + s);
+        // One greedy sampler per sequence, as the engine keeps one per request.
+        std::vector<SequenceSampler> samplers;
+        samplers.reserve(static_cast<size_t>(n));
+        for (int s = 0; s < n; ++s) samplers.emplace_back(greedy, std::span<const int32_t>{});
+        std::vector<ExecSeq> batch(static_cast<size_t>(n));
         // Step 0 is a warm-up (first decode shapes); steps 1..decode are timed.
         const bool probe_after = n == 1 && f.bs1_probe_gib > 0;
         std::chrono::steady_clock::time_point t0;
@@ -280,17 +299,19 @@ int run_bench(const Flags& f) {
                 bs1_probe["kernel"] = probe_kernel();
             }
             if (step == 1) t0 = std::chrono::steady_clock::now();
-            BatchView b;
             for (int s = 0; s < n; ++s)
-                b.sequences.push_back({.token_ids = std::span<const int32_t>(&last[static_cast<size_t>(s)], 1),
-                                       .num_cached = f.ctx + step,
-                                       .block_table = tables[static_cast<size_t>(s)]});
-            auto out = model.forward(b, cache);
-            if (!out.ok()) return fail(out.status().to_string());
+                batch[static_cast<size_t>(s)] = {
+                    .id = static_cast<SeqId>(s),
+                    .token_ids = std::span<const int32_t>(&last[static_cast<size_t>(s)], 1),
+                    .num_cached = f.ctx + step,
+                    .block_table = tables[static_cast<size_t>(s)],
+                    .sampler = &samplers[static_cast<size_t>(s)]};
+            const std::vector<SeqResult> r = executor.run(batch);
             // Feed back the greedy token, as a server would (keeps routing input-dependent).
             for (int s = 0; s < n; ++s) {
-                const float* row = out->last_row(static_cast<size_t>(s));
-                last[static_cast<size_t>(s)] = static_cast<int32_t>(std::max_element(row, row + out->vocab_size) - row);
+                const SeqResult& sr = r[static_cast<size_t>(s)];
+                if (sr.outcome == SeqOutcome::kFailed) return fail(sr.status.to_string());
+                last[static_cast<size_t>(s)] = sr.sample.token;
             }
         }
         const double s = seconds_since(t0);
@@ -459,20 +480,20 @@ double process_cpu_s() {
     return s(ru.ru_utime) + s(ru.ru_stime);
 }
 
-// The bare loop: the engine's own Scheduler and KV block manager (same options and block count)
-// drive the model directly, with no engine thread, inbox, sinks, stop checker or client
-// threads. Finished requests are replaced before the next step (an ideal closed loop with zero
-// client latency). Times the forward passes, the sampling and the scheduler calls separately.
+// The bare loop: the engine's own Executor, Scheduler and KV block manager (same options and
+// block count) step the model directly, with no engine thread, inbox, sinks, stop checker or
+// client threads. Finished requests are replaced before the next step (an ideal closed loop with
+// zero client latency). Times the forward passes, the sampling and the scheduler calls separately
+// (the Executor's StepTimes; scheduler_s also holds this loop's finish/admit bookkeeping).
 struct BareLoopTimes {
     double wall_s = 0, cpu_s = 0, forward_s = 0, sample_s = 0, scheduler_s = 0;
     int64_t steps = 0, output_tokens = 0, preemptions = 0;
 };
 
-Status bare_loop(MoeTransformer& model, KvCache& cache, Scheduler& scheduler, const std::vector<Job>& jobs,
-                 int concurrency, SeqId& next_seq, BareLoopTimes& t, std::vector<std::vector<int32_t>>& tokens) {
+Status bare_loop(Executor& executor, const std::vector<Job>& jobs, int concurrency, SeqId& next_seq, BareLoopTimes& t,
+                 std::vector<std::vector<int32_t>>& tokens) {
     struct Live {
         size_t job_idx = 0;
-        std::unique_ptr<SequenceSampler> sampler;
         int64_t generated = 0;
     };
     tokens.assign(jobs.size(), {});
@@ -483,8 +504,9 @@ Status bare_loop(MoeTransformer& model, KvCache& cache, Scheduler& scheduler, co
     auto admit = [&]() -> Status {
         const Job& job = jobs[next_job];
         const SeqId seq = next_seq++;
-        MOE_RETURN_IF_ERROR(scheduler.add(NewRequest{.id = seq, .prompt = job.ids, .max_tokens = job.max_tokens}));
-        live[seq] = Live{.job_idx = next_job, .sampler = std::make_unique<SequenceSampler>(sampling, job.ids)};
+        MOE_RETURN_IF_ERROR(
+            executor.add(NewRequest{.id = seq, .prompt = job.ids, .max_tokens = job.max_tokens}, sampling));
+        live[seq] = Live{.job_idx = next_job};
         ++next_job;
         return ok_status();
     };
@@ -492,43 +514,24 @@ Status bare_loop(MoeTransformer& model, KvCache& cache, Scheduler& scheduler, co
     const double cpu0 = process_cpu_s();
     while (next_job < jobs.size() && static_cast<int>(live.size()) < concurrency) MOE_RETURN_IF_ERROR(admit());
     while (!live.empty()) {
-        auto ts = Clock::now();
-        StepPlan plan = scheduler.schedule();
-        t.scheduler_s += seconds_since(ts);
-        if (plan.empty()) return internal_error("bare loop: the scheduler planned nothing with work pending");
-        t.preemptions += static_cast<int64_t>(plan.preempted.size());
+        // The engine's step (Executor::step), timed per stage.
+        StepResult r = executor.step();
+        t.scheduler_s += r.times.schedule_s + r.times.update_s;
+        t.forward_s += r.times.forward_s;
+        t.sample_s += r.times.sample_s;
+        if (r.empty()) return internal_error("bare loop: the scheduler planned nothing with work pending");
+        t.preemptions += static_cast<int64_t>(r.preempted.size());
         ++t.steps;
-        // Built as Engine::Impl::step builds it.
-        BatchView batch;
-        batch.sequences.reserve(plan.seqs.size());
-        for (const ScheduledSeq& s : plan.seqs) {
-            const SequenceState* st = scheduler.get(s.id);
-            batch.sequences.push_back(
-                {.token_ids = std::span<const int32_t>(st->tokens.data() + s.start, static_cast<size_t>(s.num_tokens)),
-                 .num_cached = s.start,
-                 .block_table = scheduler.kv().block_table(s.id),
-                 .all_logits = false});
-        }
-        ts = Clock::now();
-        auto out = model.forward(batch, cache);
-        t.forward_s += seconds_since(ts);
-        if (!out.ok()) return out.status();
-        ts = Clock::now();
-        std::vector<int32_t> sampled(plan.seqs.size(), -1);
-        for (size_t i = 0; i < plan.seqs.size(); ++i)
-            if (plan.seqs[i].samples)
-                sampled[i] = live.at(plan.seqs[i].id).sampler->sample(out->last_row(i), out->vocab_size).token;
-        t.sample_s += seconds_since(ts);
-        ts = Clock::now();
-        scheduler.on_step_done(plan, sampled);
-        for (size_t i = 0; i < plan.seqs.size(); ++i) {
-            if (!plan.seqs[i].samples) continue;
-            Live& l = live.at(plan.seqs[i].id);
-            tokens[l.job_idx].push_back(sampled[i]);
+        const auto ts = Clock::now();
+        for (const SeqResult& s : r.seqs) {
+            if (s.outcome == SeqOutcome::kFailed) return s.status;
+            if (s.outcome != SeqOutcome::kSampled) continue;
+            Live& l = live.at(s.id);
+            tokens[l.job_idx].push_back(s.sample.token);
             ++t.output_tokens;
             if (++l.generated < jobs[l.job_idx].max_tokens) continue;
-            scheduler.finish(plan.seqs[i].id);
-            live.erase(plan.seqs[i].id);
+            executor.finish(s.id);
+            live.erase(s.id);
             if (next_job < jobs.size()) MOE_RETURN_IF_ERROR(admit());
         }
         t.scheduler_s += seconds_since(ts);
@@ -662,23 +665,23 @@ int run_engine(const Flags& f) {
         so.max_model_len = max_model_len;
         so.max_waiting = std::max<int64_t>(so.max_waiting, eo.max_pending);
         Scheduler scheduler(so, kv);
+        Executor executor(**model, *cache, scheduler);
         SeqId next_seq = 1;
         std::vector<std::vector<int32_t>> tokens;
         BareLoopTimes t;
         if (!warmup.empty()) {
-            Status s = bare_loop(**model, *cache, scheduler, warmup, std::min(f.concurrency, f.warmup_requests),
-                                 next_seq, t, tokens);
+            Status s = bare_loop(executor, warmup, std::min(f.concurrency, f.warmup_requests), next_seq, t, tokens);
             if (!s.ok()) return fail(s.to_string());
             t = BareLoopTimes{};
         }
-        Status s = bare_loop(**model, *cache, scheduler, jobs, f.concurrency, next_seq, t, tokens);
+        Status s = bare_loop(executor, jobs, f.concurrency, next_seq, t, tokens);
         if (!s.ok()) return fail(s.to_string());
         int same = 0;
         for (size_t i = 0; i < jobs.size(); ++i) same += tokens[i] == results[i].tokens ? 1 : 0;
         const double other = t.wall_s - t.forward_s - t.sample_s - t.scheduler_s;
         j["bare_loop"] = {
             {"what",
-             "the engine's Scheduler driving model.forward directly (no engine thread, sinks or client "
+             "the engine's Executor stepping its own Scheduler directly (no engine thread, sinks or client "
              "threads), finished requests replaced before the next step; forward passes timed"},
             {"wall_s", t.wall_s},
             {"cpu_s", t.cpu_s},

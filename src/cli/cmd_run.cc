@@ -12,6 +12,7 @@
 #include "cli/command.h"
 #include "core/logging.h"
 #include "engine/engine.h"
+#include "engine/executor.h"
 #include "model/moe_transformer.h"
 #include "model/random_model.h"
 
@@ -50,14 +51,6 @@ StatusOr<std::vector<int32_t>> parse_ids(const std::string& s) {
     return ids;
 }
 
-// log-softmax of the chosen entry, in double
-double logprob_of(const float* logits, int64_t n, int32_t id) {
-    const float mx = *std::max_element(logits, logits + n);
-    double sum = 0;
-    for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
-    return static_cast<double>(logits[id]) - mx - std::log(sum);
-}
-
 Status run(const RunFlags& f) {
     MOE_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, parse_ids(f.prompt_ids));
     if (f.max_tokens < 1) return invalid_argument("--max-tokens must be >= 1, got " + std::to_string(f.max_tokens));
@@ -88,13 +81,30 @@ Status run(const RunFlags& f) {
         return invalid_argument("prompt (" + std::to_string(prompt.size()) + ") + --max-tokens (" +
                                 std::to_string(f.max_tokens) + ") exceeds the context length " +
                                 std::to_string(c.max_position_embeddings));
+    for (size_t i = 0; i < prompt.size(); ++i)
+        if (prompt[i] >= c.vocab_size)
+            return invalid_argument("--prompt-ids: token id " + std::to_string(prompt[i]) + " at index " +
+                                    std::to_string(i) + " is outside the vocabulary [0, " +
+                                    std::to_string(c.vocab_size) + ")");
     const int64_t bs = f.block_size;
+    const int64_t num_blocks = (total + bs - 1) / bs;
     MOE_ASSIGN_OR_RETURN(DType kv_dtype, kv_cache_dtype_from_name(f.kv_cache_dtype, model->matrix_dtype()));
-    MOE_ASSIGN_OR_RETURN(
-        KvCache cache,
-        KvCache::create(*backend, c, {.num_blocks = (total + bs - 1) / bs, .block_size = bs, .dtype = kv_dtype}));
-    std::vector<int32_t> table(static_cast<size_t>(cache.num_blocks()));
-    for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
+    MOE_ASSIGN_OR_RETURN(KvCache cache,
+                         KvCache::create(*backend, c, {.num_blocks = num_blocks, .block_size = bs, .dtype = kv_dtype}));
+    // One sequence stepped by the engine's Executor: the whole prompt in the first step, then one
+    // token per step, each the greedy SequenceSampler's (argmax, ties to the lowest id; its
+    // logprob is the raw log-softmax the server reports).
+    KvBlockManager kv({.num_blocks = num_blocks, .block_size = bs, .prefix_caching = false});
+    Scheduler scheduler({.max_batched_tokens = std::max<int64_t>(2048, static_cast<int64_t>(prompt.size())),
+                         .max_seqs = 1,
+                         .max_waiting = 1,
+                         .max_model_len = total},
+                        kv);
+    Executor executor(*model, cache, scheduler);
+    SamplingParams greedy;
+    greedy.temperature = 0.0f;
+    constexpr SeqId kSeq = 1;
+    MOE_RETURN_IF_ERROR(executor.add({.id = kSeq, .prompt = prompt, .max_tokens = f.max_tokens}, greedy));
 
     std::vector<int32_t> out_ids;
     std::vector<double> logprobs;
@@ -102,24 +112,22 @@ Status run(const RunFlags& f) {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     auto t_first = t0;
-    int64_t cached = 0;
-    std::vector<int32_t> feed = prompt;
     while (static_cast<int>(out_ids.size()) < f.max_tokens) {
-        BatchView batch;
-        batch.sequences.push_back({.token_ids = feed, .num_cached = cached, .block_table = table});
-        MOE_ASSIGN_OR_RETURN(ForwardOutput out, model->forward(batch, cache));
-        cached += static_cast<int64_t>(feed.size());
-        const float* row = out.last_row(0);
-        const int32_t next = static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row);
+        const StepResult r = executor.step();
+        if (r.empty()) return internal_error("moeserve run: nothing was scheduled");
+        const SeqResult& s = r.seqs[0];
+        if (s.outcome == SeqOutcome::kFailed) return s.status;
+        if (s.outcome != SeqOutcome::kSampled) continue;
+        const int32_t next = s.sample.token;
         if (out_ids.empty()) t_first = clock::now();
         out_ids.push_back(next);
-        logprobs.push_back(logprob_of(row, c.vocab_size, next));
+        logprobs.push_back(s.sample.logprob);
         if (!f.ignore_eos && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) != c.eos_token_ids.end()) {
             finish = "stop";
             break;
         }
-        feed.assign(1, next);
     }
+    executor.finish(kSeq);
     const auto t_end = clock::now();
     const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
     const double decode_s = std::chrono::duration<double>(t_end - t_first).count();

@@ -38,22 +38,25 @@ const char* seq_outcome_name(SeqOutcome outcome) {
 }
 
 Executor::Executor(MoeTransformer& model, KvCache& cache, Scheduler& scheduler)
-    : model_(model), cache_(cache), scheduler_(scheduler) {}
+    : model_(model), cache_(cache), scheduler_(&scheduler) {}
+
+Executor::Executor(MoeTransformer& model, KvCache& cache) : model_(model), cache_(cache), scheduler_(nullptr) {}
 
 Executor::~Executor() = default;
 
 Status Executor::add(NewRequest request, const SamplingParams& sampling, SeqOptions options) {
     const SeqId id = request.id;
     // The sampler reads the prompt (repetition penalty) before the scheduler takes it.
+    if (scheduler_ == nullptr) return failed_precondition("executor: add() needs a scheduler");
     auto sampler = std::make_unique<SequenceSampler>(sampling, request.prompt);
-    MOE_RETURN_IF_ERROR(scheduler_.add(std::move(request)));
+    MOE_RETURN_IF_ERROR(scheduler_->add(std::move(request)));
     seqs_[id] = Seq{.sampler = std::move(sampler), .options = options, .handed_off = false};
     return ok_status();
 }
 
 bool Executor::finish(SeqId id) {
     seqs_.erase(id);
-    return scheduler_.finish(id);
+    return scheduler_ != nullptr && scheduler_->finish(id);
 }
 
 const SequenceSampler* Executor::sampler(SeqId id) const {
@@ -122,8 +125,9 @@ std::vector<SeqResult> Executor::run(std::span<const ExecSeq> seqs, StepTimes* t
 
 StepResult Executor::step() {
     StepResult result;
+    if (scheduler_ == nullptr) return result;
     auto t0 = Clock::now();
-    StepPlan plan = scheduler_.schedule();
+    StepPlan plan = scheduler_->schedule();
     result.times.schedule_s = seconds_since(t0);
     result.preempted = plan.preempted;
     result.num_tokens = plan.num_tokens;
@@ -136,7 +140,7 @@ StepResult Executor::step() {
     for (size_t i = 0; i < plan.seqs.size(); ++i) {
         const ScheduledSeq& s = plan.seqs[i];
         result.seqs[i].id = s.id;
-        const SequenceState* st = scheduler_.get(s.id);
+        const SequenceState* st = scheduler_->get(s.id);
         auto it = seqs_.find(s.id);
         if (st == nullptr || it == seqs_.end()) {
             result.seqs[i] = failed(s.id, "sequence " + std::to_string(s.id) + " was planned but never added");
@@ -151,7 +155,7 @@ StepResult Executor::step() {
             {.id = s.id,
              .token_ids = std::span<const int32_t>(st->tokens.data() + s.start, static_cast<size_t>(s.num_tokens)),
              .num_cached = s.start,
-             .block_table = scheduler_.kv().block_table(s.id),
+             .block_table = scheduler_->kv().block_table(s.id),
              .sampler = s.samples ? it->second.sampler.get() : nullptr});
         batch_pos_.push_back(i);
     }
@@ -179,7 +183,7 @@ StepResult Executor::step() {
         sampled.push_back(r.outcome == SeqOutcome::kPrefilling ? -1 : r.sample.token);
     }
     t0 = Clock::now();
-    scheduler_.on_step_done(done, sampled);
+    scheduler_->on_step_done(done, sampled);
     result.times.update_s = seconds_since(t0);
     return result;
 }

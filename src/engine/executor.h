@@ -126,6 +126,9 @@ public:
     // model, cache and scheduler must outlive the Executor; the scheduler's KvBlockManager must
     // describe `cache` (same block count and size).
     Executor(MoeTransformer& model, KvCache& cache, Scheduler& scheduler);
+    // Without a scheduler: run() only (benchmarks that place their batches themselves). add()
+    // then returns FAILED_PRECONDITION, step() an empty step, finish() false.
+    Executor(MoeTransformer& model, KvCache& cache);
     ~Executor();
 
     // Adds a sequence: Scheduler::add (its errors, nothing added on error) and a sampler built
@@ -145,7 +148,7 @@ public:
     // not call the model.
     std::vector<SeqResult> run(std::span<const ExecSeq> seqs, StepTimes* times = nullptr);
 
-    Scheduler& scheduler() { return scheduler_; }
+    Scheduler* scheduler() { return scheduler_; }    // null without one
     const SequenceSampler* sampler(SeqId id) const;  // null for an unknown id
 
     // Test-only: see ExecutorFaults. Replaces any previous faults; an empty struct clears them.
@@ -160,7 +163,7 @@ private:
 
     MoeTransformer& model_;
     KvCache& cache_;
-    Scheduler& scheduler_;
+    Scheduler* scheduler_;  // null: run() only
     std::unordered_map<SeqId, Seq> seqs_;
     std::unique_ptr<ExecutorFaults> faults_;  // null outside tests
     // Per-step scratch, reused (no allocation per step once grown).

@@ -152,6 +152,23 @@ TEST_F(ExecutorTest, EmptyStepIsLegal) {
     EXPECT_TRUE(executor_->step().empty());
 }
 
+// Without a scheduler an Executor only runs explicit batches: add() says so, step() is empty.
+TEST_F(ExecutorTest, WithoutASchedulerOnlyRunWorks) {
+    Executor bare(*model_, *cache_);
+    auto added = bare.add({.id = 1, .prompt = {1, 2, 3}, .max_tokens = 2}, greedy());
+    EXPECT_EQ(added.code(), StatusCode::kFailedPrecondition) << added.to_string();
+    EXPECT_TRUE(bare.step().empty());
+    EXPECT_FALSE(bare.finish(1));
+    EXPECT_EQ(bare.scheduler(), nullptr);
+    const std::vector<int32_t> prompt = {1, 2, 3};
+    const std::vector<int32_t> table = {0};
+    SequenceSampler sampler(greedy(), prompt);
+    const ExecSeq seq{.id = 3, .token_ids = prompt, .num_cached = 0, .block_table = table, .sampler = &sampler};
+    std::vector<SeqResult> r = bare.run(std::span<const ExecSeq>(&seq, 1));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].outcome, SeqOutcome::kSampled) << r[0].status.to_string();
+}
+
 // Disaggregation: a sequence added with handoff_after_prefill ends its prefill step with
 // kHandedOff and the token a plain sequence samples; it is not decoded here.
 TEST_F(ExecutorTest, HandoffAfterPrefillEndsWithHandedOff) {
