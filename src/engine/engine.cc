@@ -447,7 +447,11 @@ bool Engine::Impl::step() {
 
 void Engine::Impl::on_result(const SeqResult& r) {
     auto it = active.find(r.id);
-    if (it == active.end()) return;
+    if (it == active.end()) {
+        // No request owns it (cannot happen today): never leave a failed sequence's blocks behind.
+        if (r.outcome == SeqOutcome::kFailed || r.outcome == SeqOutcome::kHandedOff) executor->finish(r.id);
+        return;
+    }
     switch (r.outcome) {
         case SeqOutcome::kPrefilling:
             return;
