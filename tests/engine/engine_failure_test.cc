@@ -97,6 +97,34 @@ protected:
     std::unique_ptr<Backend> backend_;
 };
 
+// Issue 18 A's probes through the whole engine: parameters that passed validation and used to
+// abort the process in the sampler now give tokens, and the engine stays healthy.
+TEST_F(EngineFailureTest, SamplerExtremesAreServed) {
+    const Reference ref = load_reference();
+    auto e = engine({});
+    std::vector<std::shared_ptr<Sink>> sinks;
+    for (int probe = 0; probe < 6; ++probe) {
+        GenerateParams p = greedy_params(ref.prompts[0], 8, 1);
+        p.sampling.temperature = probe < 3 ? std::vector<float>{1e-45f, 2.9e-39f, 1e-38f}[probe] : 1.0f;
+        if (probe >= 3) p.sampling.repetition_penalty = 1e-45f;
+        if (probe == 4) p.sampling.top_p = 1e-45f;
+        if (probe == 5) p.sampling.min_p = 1.0f;
+        sinks.push_back(std::make_shared<Sink>());
+        auto id = e->submit(p, sinks.back());
+        ASSERT_TRUE(id.ok()) << "probe " << probe << ": " << id.status().to_string();
+    }
+    for (size_t i = 0; i < sinks.size(); ++i) {
+        ASSERT_TRUE(sinks[i]->wait());
+        EXPECT_EQ(sinks[i]->final_event().reason, FinishReason::kLength) << "probe " << i;
+        EXPECT_EQ(sinks[i]->tokens().size(), 8u) << "probe " << i;
+    }
+    // A temperature that small is greedy in the limit: transformers' greedy tokens (no ties here).
+    const std::vector<int32_t> greedy8(ref.greedy[0].begin(), ref.greedy[0].begin() + 8);
+    EXPECT_EQ(sinks[0]->tokens(), greedy8);
+    EXPECT_EQ(sinks[1]->tokens(), greedy8);
+    EXPECT_TRUE(e->healthy());
+}
+
 TEST_F(EngineFailureTest, SamplingFailureEndsOnlyThatRequest) {
     const Reference ref = load_reference();
     auto e = engine({.before_sample = [](SeqId, const SequenceSampler& s) -> Status {
