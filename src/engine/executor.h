@@ -37,16 +37,19 @@
 //   (Scheduler::get(), KvBlockManager::block_table()) to the decode worker and then calls
 //   finish() before the next step. Should it be planned again anyway, it is not run and gets
 //   kFailed. Nothing in the engine asks for a handoff yet (no transport exists); the outcome is
-//   declared so that the engine's handling and the scheduler's states are written for it.
+//   declared and produced here so that callers are written for it (the engine ends such a
+//   request with INTERNAL today). The scheduler has no handed-off state: finish() releases it.
 // - Preempted sequences (StepResult::preempted) lost their blocks and wait to be recomputed;
 //   they have no SeqResult in that step.
-// - Results do not depend on what else is in the batch: each sequence has its own sampler and
-//   RNG (one draw per sampled token), and the forward computes each row from its own tokens.
+// - A sequence's draws do not depend on what else is in the batch: each sequence has its own
+//   sampler and RNG (one draw per sampled token). The forward computes each row from that
+//   sequence's tokens only (rounding may still differ with the batch's shape; the tests hold the
+//   tokens equal alone and in a batch).
 //
-// Ownership and threads: the Executor holds references to the model, the KV cache and the
-// scheduler, which must outlive it, and owns each sequence's SequenceSampler from add() to
-// finish(). Not thread-safe: one thread (the engine thread) makes every call. No call aborts on
-// anything a request can carry; exceptions (std::bad_alloc) propagate to the caller.
+// Ownership and threads: the Executor holds references to the model, the KV cache and (unless
+// built without one, for run() only) the scheduler, which must outlive it, and owns each sequence's SequenceSampler
+// from add() to finish(). Not thread-safe: one thread (the engine thread) makes every call. No call aborts on anything
+// a request can carry; exceptions (std::bad_alloc) propagate to the caller.
 #pragma once
 
 #include <cstdint>
