@@ -10,74 +10,72 @@
 namespace moe::testing {
 namespace {
 
-TEST(OpsKvWrite, CopiesEveryTokenToItsSlotExactly) {
-    for (const auto& factory : backend_factories()) {
-        auto be = factory.make();
-        uint32_t seed = 900;
-        for (DType dt : {DType::kF32, DType::kBF16}) {
-            for (int64_t t : {1, 19}) {
-                ++seed;
-                SCOPED_TRACE(factory.name + " " + dtype_name(dt) + " T=" + std::to_string(t) +
-                             " seed=" + std::to_string(seed));
-                Rng rng(seed);
-                const int64_t blocks = 7, block_size = 4, heads = 2, head_dim = 19;
-                const int64_t cache_elems = blocks * block_size * heads * head_dim;
-                std::vector<int64_t> all_slots(static_cast<size_t>(blocks * block_size));
-                std::iota(all_slots.begin(), all_slots.end(), 0);
-                std::shuffle(all_slots.begin(), all_slots.end(), rng.gen());
-                std::vector<int64_t> slots(all_slots.begin(), all_slots.begin() + t);
-                if (t > 2) slots[1] = -1;  // skipped token
-                auto k = rng.uniform(static_cast<size_t>(t * heads * head_dim), -2, 2);
-                auto v = rng.uniform(static_cast<size_t>(t * heads * head_dim), -2, 2);
-                auto k_cache0 = to_bf16(rng.uniform(static_cast<size_t>(cache_elems), -1, 1));
-                auto v_cache0 = to_bf16(rng.uniform(static_cast<size_t>(cache_elems), -1, 1));
-                std::vector<float> k_cache0_f(k_cache0.size()), v_cache0_f(v_cache0.size());
-                convert_to_f32(k_cache0.data(), DType::kBF16, k_cache0_f.data(), k_cache0.size());
-                convert_to_f32(v_cache0.data(), DType::kBF16, v_cache0_f.data(), v_cache0.size());
+MOE_BACKEND_TEST_SUITE(OpsKvWrite);
 
-                auto run = [&](auto& kc, auto& vc,
-                               bool on_backend) -> std::pair<std::vector<uint8_t>, std::vector<uint8_t>> {
-                    using T = typename std::decay_t<decltype(kc)>::value_type;
-                    auto as_bytes = [](const std::vector<T>& x) {
-                        std::vector<uint8_t> b(x.size() * sizeof(T));
-                        std::memcpy(b.data(), x.data(), b.size());
-                        return b;
-                    };
-                    if (!on_backend) {
-                        auto kc_copy = kc, vc_copy = vc;
-                        Status s =
-                            ref::kv_write({host_view(k.data(), DType::kF32, {t, heads, head_dim}),
-                                           host_view(v.data(), DType::kF32, {t, heads, head_dim}),
-                                           host_view(slots.data(), DType::kI64, {t}),
-                                           host_view(kc_copy.data(), dt, {blocks, block_size, heads, head_dim}),
-                                           host_view(vc_copy.data(), dt, {blocks, block_size, heads, head_dim})});
-                        EXPECT_TRUE(s.ok()) << s.to_string();
-                        return {as_bytes(kc_copy), as_bytes(vc_copy)};
-                    }
-                    DeviceArena arena(*be);
-                    KvWriteArgs a{arena.put(k, DType::kF32, {t, heads, head_dim}),
-                                  arena.put(v, DType::kF32, {t, heads, head_dim}), arena.put(slots, DType::kI64, {t}),
-                                  arena.put(kc, dt, {blocks, block_size, heads, head_dim}),
-                                  arena.put(vc, dt, {blocks, block_size, heads, head_dim})};
-                    Status s = ops::run(*be, a);
-                    EXPECT_TRUE(s.ok()) << s.to_string();
-                    return {as_bytes(arena.get<T>(a.k_cache)), as_bytes(arena.get<T>(a.v_cache))};
+TEST_P(OpsKvWrite, CopiesEveryTokenToItsSlotExactly) {
+    uint32_t seed = 900;
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+        for (int64_t t : {1, 19}) {
+            ++seed;
+            SCOPED_TRACE(backend_name() + " " + dtype_name(dt) + " T=" + std::to_string(t) +
+                         " seed=" + std::to_string(seed));
+            Rng rng(seed);
+            const int64_t blocks = 7, block_size = 4, heads = 2, head_dim = 19;
+            const int64_t cache_elems = blocks * block_size * heads * head_dim;
+            std::vector<int64_t> all_slots(static_cast<size_t>(blocks * block_size));
+            std::iota(all_slots.begin(), all_slots.end(), 0);
+            std::shuffle(all_slots.begin(), all_slots.end(), rng.gen());
+            std::vector<int64_t> slots(all_slots.begin(), all_slots.begin() + t);
+            if (t > 2) slots[1] = -1;  // skipped token
+            auto k = rng.uniform(static_cast<size_t>(t * heads * head_dim), -2, 2);
+            auto v = rng.uniform(static_cast<size_t>(t * heads * head_dim), -2, 2);
+            auto k_cache0 = to_bf16(rng.uniform(static_cast<size_t>(cache_elems), -1, 1));
+            auto v_cache0 = to_bf16(rng.uniform(static_cast<size_t>(cache_elems), -1, 1));
+            std::vector<float> k_cache0_f(k_cache0.size()), v_cache0_f(v_cache0.size());
+            convert_to_f32(k_cache0.data(), DType::kBF16, k_cache0_f.data(), k_cache0.size());
+            convert_to_f32(v_cache0.data(), DType::kBF16, v_cache0_f.data(), v_cache0.size());
+
+            auto run = [&](auto& kc, auto& vc,
+                           bool on_backend) -> std::pair<std::vector<uint8_t>, std::vector<uint8_t>> {
+                using T = typename std::decay_t<decltype(kc)>::value_type;
+                auto as_bytes = [](const std::vector<T>& x) {
+                    std::vector<uint8_t> b(x.size() * sizeof(T));
+                    std::memcpy(b.data(), x.data(), b.size());
+                    return b;
                 };
-                std::pair<std::vector<uint8_t>, std::vector<uint8_t>> ref, run1, run2;
-                if (dt == DType::kF32) {
-                    ref = run(k_cache0_f, v_cache0_f, false);
-                    run1 = run(k_cache0_f, v_cache0_f, true);
-                    run2 = run(k_cache0_f, v_cache0_f, true);
-                } else {
-                    ref = run(k_cache0, v_cache0, false);
-                    run1 = run(k_cache0, v_cache0, true);
-                    run2 = run(k_cache0, v_cache0, true);
+                if (!on_backend) {
+                    auto kc_copy = kc, vc_copy = vc;
+                    Status s = ref::kv_write({host_view(k.data(), DType::kF32, {t, heads, head_dim}),
+                                              host_view(v.data(), DType::kF32, {t, heads, head_dim}),
+                                              host_view(slots.data(), DType::kI64, {t}),
+                                              host_view(kc_copy.data(), dt, {blocks, block_size, heads, head_dim}),
+                                              host_view(vc_copy.data(), dt, {blocks, block_size, heads, head_dim})});
+                    EXPECT_TRUE(s.ok()) << s.to_string();
+                    return {as_bytes(kc_copy), as_bytes(vc_copy)};
                 }
-                expect_exact(run1.first, ref.first, "k_cache bytes");
-                expect_exact(run1.second, ref.second, "v_cache bytes");
-                expect_bitwise_equal(run1.first, run2.first, "k_cache");
-                expect_bitwise_equal(run1.second, run2.second, "v_cache");
+                DeviceArena arena(be());
+                KvWriteArgs a{arena.put(k, DType::kF32, {t, heads, head_dim}),
+                              arena.put(v, DType::kF32, {t, heads, head_dim}), arena.put(slots, DType::kI64, {t}),
+                              arena.put(kc, dt, {blocks, block_size, heads, head_dim}),
+                              arena.put(vc, dt, {blocks, block_size, heads, head_dim})};
+                Status s = ops::run(be(), a);
+                EXPECT_TRUE(s.ok()) << s.to_string();
+                return {as_bytes(arena.get<T>(a.k_cache)), as_bytes(arena.get<T>(a.v_cache))};
+            };
+            std::pair<std::vector<uint8_t>, std::vector<uint8_t>> ref, run1, run2;
+            if (dt == DType::kF32) {
+                ref = run(k_cache0_f, v_cache0_f, false);
+                run1 = run(k_cache0_f, v_cache0_f, true);
+                run2 = run(k_cache0_f, v_cache0_f, true);
+            } else {
+                ref = run(k_cache0, v_cache0, false);
+                run1 = run(k_cache0, v_cache0, true);
+                run2 = run(k_cache0, v_cache0, true);
             }
+            expect_exact(run1.first, ref.first, "k_cache bytes");
+            expect_exact(run1.second, ref.second, "v_cache bytes");
+            expect_bitwise_equal(run1.first, run2.first, "k_cache");
+            expect_bitwise_equal(run1.second, run2.second, "v_cache");
         }
     }
 }
@@ -162,7 +160,9 @@ void run_attention_case(Backend& be, const std::string& backend_name, const Attn
     expect_bitwise_equal(runs[0], runs[1], "out");
 }
 
-TEST(OpsAttention, MatchesReference) {
+MOE_BACKEND_TEST_SUITE(OpsAttention);
+
+TEST_P(OpsAttention, MatchesReference) {
     const AttnCase cases[] = {
         {"decode gqa4", {1, 1, 1}, {1, 17, 40}, 8, 2, 64, 16, 0, DType::kF32},
         {"prefill mha", {19, 5}, {19, 5}, 4, 4, 32, 4, 0, DType::kF32},
@@ -215,11 +215,8 @@ TEST(OpsAttention, MatchesReference) {
          0,
          DType::kF32},
     };
-    for (const auto& factory : backend_factories()) {
-        auto be = factory.make();
-        uint32_t seed = 1000;
-        for (const AttnCase& c : cases) run_attention_case(*be, factory.name, c, ++seed);
-    }
+    uint32_t seed = 1000;
+    for (const AttnCase& c : cases) run_attention_case(be(), backend_name(), c, ++seed);
 }
 
 }  // namespace
