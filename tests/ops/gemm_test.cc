@@ -101,5 +101,17 @@ TEST_P(OpsGemm, RandomFloatsWithinTolerance) {
                 run_gemm_case(be(), backend_name(), {m, n, k, dt, bias, !bias, false}, ++seed);
 }
 
+// A long K (small integers, still exact: every partial sum stays below 2^24) and a wide N on
+// a single row (random floats), with bias and accumulate.
+TEST_P(OpsGemm, LongKAndWideRow) {
+    uint32_t seed = 900;
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+        run_gemm_case(be(), backend_name(), {7, 64, 1000, dt, false, false, true}, ++seed);
+        run_gemm_case(be(), backend_name(), {7, 64, 1000, dt, true, true, true}, ++seed);
+        run_gemm_case(be(), backend_name(), {1, 1000, 512, dt, false, true, false}, ++seed);
+        run_gemm_case(be(), backend_name(), {19, 111, 257, dt, true, false, false}, ++seed);
+    }
+}
+
 }  // namespace
 }  // namespace moe::testing

@@ -162,6 +162,26 @@ TEST(OpsDispatch, MissingEntryIsUnimplementedAndForeignDeviceIsRejected) {
     EXPECT_EQ(b.h[0], 2.0f);
 }
 
+MOE_BACKEND_TEST_SUITE(OpsTable);
+
+// Every backend of the driver implements all 13 ops (nothing falls back to kUnimplemented).
+TEST_P(OpsTable, EveryOpIsImplemented) {
+    const OpTable& t = be().ops();
+    EXPECT_NE(t.embedding, nullptr);
+    EXPECT_NE(t.rms_norm, nullptr);
+    EXPECT_NE(t.rope, nullptr);
+    EXPECT_NE(t.gemm, nullptr);
+    EXPECT_NE(t.silu_mul, nullptr);
+    EXPECT_NE(t.add, nullptr);
+    EXPECT_NE(t.kv_write, nullptr);
+    EXPECT_NE(t.attention, nullptr);
+    EXPECT_NE(t.moe_route, nullptr);
+    EXPECT_NE(t.moe_shared_gate, nullptr);
+    EXPECT_NE(t.moe_permute, nullptr);
+    EXPECT_NE(t.moe_experts, nullptr);
+    EXPECT_NE(t.moe_unpermute, nullptr);
+}
+
 MOE_BACKEND_TEST_SUITE(OpsDataChecks);
 
 // The same bad data through the reference and through each backend: kOutOfRange naming the index.
