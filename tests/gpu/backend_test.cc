@@ -1,4 +1,6 @@
-// The CUDA backend itself: factory errors, memory, copies.
+// The CUDA backend itself: factory errors, memory, copies (as tests/ops/cpu_backend_test.cc is for
+// the CPU backend). The ops on it are checked by the one op-test driver in tests/ops, and the
+// whole model by tests/reference, whose "Cuda" instances run the same cases as the CPU's.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -65,13 +67,6 @@ TEST_F(CudaBackendTest, CopyToAnotherCudaDeviceIsRejected) {
     int x = 0;
     const Status s = be().copy(&x, Device{DeviceKind::kCuda, 7}, &x, Device{}, sizeof(x));
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
-}
-
-TEST_F(CudaBackendTest, OpsWithoutKernelsAreUnimplemented) {
-    // The table says what this backend can do; attention has no CUDA kernel yet.
-    EXPECT_NE(be().ops().gemm, nullptr);
-    EXPECT_NE(be().ops().embedding, nullptr);
-    EXPECT_EQ(be().ops().attention, nullptr);
 }
 
 }  // namespace

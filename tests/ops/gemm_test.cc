@@ -74,34 +74,42 @@ void run_gemm_case(Backend& be, const std::string& backend_name, const GemmCase&
     expect_bitwise_equal(runs[0], runs[1], "y");
 }
 
-TEST(OpsGemm, SmallIntegersAreExact) {
-    for (const auto& factory : backend_factories()) {
-        auto be = factory.make();
-        uint32_t seed = 700;
-        for (DType dt : {DType::kF32, DType::kBF16})
-            for (int64_t m : {1, 19, 111})
-                for (int64_t n : {1, 19, 67})
-                    for (int64_t k : {1, 19, 130})
-                        for (int flags = 0; flags < 4; ++flags) {
-                            if ((m * n * k) % 2 == 1 && flags == 3) continue;  // keep the run short
-                            run_gemm_case(*be, factory.name, {m, n, k, dt, (flags & 1) != 0, (flags & 2) != 0, true},
-                                          ++seed);
-                        }
-    }
+MOE_BACKEND_TEST_SUITE(OpsGemm);
+
+TEST_P(OpsGemm, SmallIntegersAreExact) {
+    uint32_t seed = 700;
+    for (DType dt : {DType::kF32, DType::kBF16})
+        for (int64_t m : {1, 19, 111})
+            for (int64_t n : {1, 19, 67})
+                for (int64_t k : {1, 19, 130})
+                    for (int flags = 0; flags < 4; ++flags) {
+                        if ((m * n * k) % 2 == 1 && flags == 3) continue;  // keep the run short
+                        run_gemm_case(be(), backend_name(), {m, n, k, dt, (flags & 1) != 0, (flags & 2) != 0, true},
+                                      ++seed);
+                    }
 }
 
-TEST(OpsGemm, RandomFloatsWithinTolerance) {
-    for (const auto& factory : backend_factories()) {
-        auto be = factory.make();
-        uint32_t seed = 800;
-        for (DType dt : {DType::kF32, DType::kBF16})
-            for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 129, 257},
-                                   {19, 64, 96},
-                                   {111, 33, 200},
-                                   // N above the CPU's narrow f32 kernel (OpenBLAS takes it)
-                                   {21, 600, 70}})
-                for (bool bias : {false, true})
-                    run_gemm_case(*be, factory.name, {m, n, k, dt, bias, !bias, false}, ++seed);
+TEST_P(OpsGemm, RandomFloatsWithinTolerance) {
+    uint32_t seed = 800;
+    for (DType dt : {DType::kF32, DType::kBF16})
+        for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 129, 257},
+                               {19, 64, 96},
+                               {111, 33, 200},
+                               // N above the CPU's narrow f32 kernel (OpenBLAS takes it)
+                               {21, 600, 70}})
+            for (bool bias : {false, true})
+                run_gemm_case(be(), backend_name(), {m, n, k, dt, bias, !bias, false}, ++seed);
+}
+
+// A long K (small integers, still exact: every partial sum stays below 2^24) and a wide N on
+// a single row (random floats), with bias and accumulate.
+TEST_P(OpsGemm, LongKAndWideRow) {
+    uint32_t seed = 900;
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+        run_gemm_case(be(), backend_name(), {7, 64, 1000, dt, false, false, true}, ++seed);
+        run_gemm_case(be(), backend_name(), {7, 64, 1000, dt, true, true, true}, ++seed);
+        run_gemm_case(be(), backend_name(), {1, 1000, 512, dt, false, true, false}, ++seed);
+        run_gemm_case(be(), backend_name(), {19, 111, 257, dt, true, false, false}, ++seed);
     }
 }
 

@@ -2,9 +2,10 @@
 // around them, random inputs with a printed seed, and the comparisons (per-element tolerance
 // with NaN/Inf parity, exact, bitwise).
 //
-// Every op test runs each case on every backend from backend_factories(), against the naive
-// reference (ref::*) on host copies of the same inputs. Add a CUDA factory there and the whole
-// suite runs on it: tensors reach a backend only through DeviceArena (Backend::allocate/copy).
+// Every op test runs each case on every backend from backend_factories() (backend_factories.h),
+// against the naive reference (ref::*) on host copies of the same inputs: tensors reach a backend
+// only through DeviceArena (Backend::allocate/copy), so the same case runs on host and device
+// memory alike.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -22,23 +23,10 @@
 #include "moe/backend.h"
 #include "moe/dtype.h"
 #include "moe/tensor.h"
+#include "ops/backend_factories.h"
 #include "ops/ops.h"
 
 namespace moe::testing {
-
-struct BackendFactory {
-    std::string name;
-    std::function<std::unique_ptr<Backend>()> make;
-};
-
-inline std::vector<BackendFactory> backend_factories() {
-    // Two threads: the machines that run the tests are small, and more than one thread makes
-    // the determinism checks meaningful.
-    // "cpu-onednn": oneDNN multiplies by the packed panels (the route CpuMatmul::kAuto takes on
-    // a CPU with AMX), so every op test covers both routes whatever this CPU has.
-    return {{"cpu", [] { return make_cpu_backend({.num_threads = 2, .matmul = CpuMatmul::kOwn}); }},
-            {"cpu-onednn", [] { return make_cpu_backend({.num_threads = 2, .matmul = CpuMatmul::kOnednn}); }}};
-}
 
 // Backend memory for a test case. Each buffer gets kPad canary bytes before and after it;
 // outputs are pre-filled with a byte pattern (NaN for floats, -1 for ints) so unwritten

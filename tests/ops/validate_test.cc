@@ -162,78 +162,97 @@ TEST(OpsDispatch, MissingEntryIsUnimplementedAndForeignDeviceIsRejected) {
     EXPECT_EQ(b.h[0], 2.0f);
 }
 
+MOE_BACKEND_TEST_SUITE(OpsTable);
+
+// Every backend of the driver implements all 13 ops (nothing falls back to kUnimplemented).
+TEST_P(OpsTable, EveryOpIsImplemented) {
+    const OpTable& t = be().ops();
+    EXPECT_NE(t.embedding, nullptr);
+    EXPECT_NE(t.rms_norm, nullptr);
+    EXPECT_NE(t.rope, nullptr);
+    EXPECT_NE(t.gemm, nullptr);
+    EXPECT_NE(t.silu_mul, nullptr);
+    EXPECT_NE(t.add, nullptr);
+    EXPECT_NE(t.kv_write, nullptr);
+    EXPECT_NE(t.attention, nullptr);
+    EXPECT_NE(t.moe_route, nullptr);
+    EXPECT_NE(t.moe_shared_gate, nullptr);
+    EXPECT_NE(t.moe_permute, nullptr);
+    EXPECT_NE(t.moe_experts, nullptr);
+    EXPECT_NE(t.moe_unpermute, nullptr);
+}
+
+MOE_BACKEND_TEST_SUITE(OpsDataChecks);
+
 // The same bad data through the reference and through each backend: kOutOfRange naming the index.
-TEST(OpsDataChecks, OutOfRangeIndicesAreReportedNotFollowed) {
-    for (const auto& factory : backend_factories()) {
-        auto be = factory.make();
-        SCOPED_TRACE(factory.name);
-        auto expect_oor = [](const Status& s, const std::string& needle) {
-            EXPECT_EQ(s.code(), StatusCode::kOutOfRange) << s.to_string();
-            EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
-        };
-        DeviceArena arena(*be);
-        Bufs b;
+TEST_P(OpsDataChecks, OutOfRangeIndicesAreReportedNotFollowed) {
+    SCOPED_TRACE(backend_name());
+    auto expect_oor = [](const Status& s, const std::string& needle) {
+        EXPECT_EQ(s.code(), StatusCode::kOutOfRange) << s.to_string();
+        EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+    };
+    DeviceArena arena(be());
+    Bufs b;
 
-        std::vector<int32_t> ids = {0, 3, 37, 1};
-        EmbeddingArgs emb{host_view(ids.data(), DType::kI32, {4}), host_view(b.f.data(), DType::kF32, {37, 8}),
-                          host_view(b.g.data(), DType::kF32, {4, 8})};
-        expect_oor(ref::embedding(emb), "embedding: ids[2] = 37 is outside [0, 37)");
-        EmbeddingArgs emb_dev{arena.put(ids, DType::kI32, {4}), arena.alloc(DType::kF32, {37, 8}),
-                              arena.alloc(DType::kF32, {4, 8})};
-        expect_oor(ops::run(*be, emb_dev), "ids[2] = 37");
+    std::vector<int32_t> ids = {0, 3, 37, 1};
+    EmbeddingArgs emb{host_view(ids.data(), DType::kI32, {4}), host_view(b.f.data(), DType::kF32, {37, 8}),
+                      host_view(b.g.data(), DType::kF32, {4, 8})};
+    expect_oor(ref::embedding(emb), "embedding: ids[2] = 37 is outside [0, 37)");
+    EmbeddingArgs emb_dev{arena.put(ids, DType::kI32, {4}), arena.alloc(DType::kF32, {37, 8}),
+                          arena.alloc(DType::kF32, {4, 8})};
+    expect_oor(ops::run(be(), emb_dev), "ids[2] = 37");
 
-        std::vector<int32_t> topk = {0, 1, 2, 9};
-        MoePermuteArgs perm{arena.put(std::vector<float>(2 * 4, 1.0f), DType::kF32, {2, 4}),
-                            arena.put(topk, DType::kI32, {2, 2}),
-                            9,
-                            arena.alloc(DType::kF32, {4, 4}),
-                            arena.alloc(DType::kI32, {10}),
-                            arena.alloc(DType::kI32, {4}),
-                            arena.alloc(DType::kI32, {4})};
-        expect_oor(ops::run(*be, perm), "topk_ids[1, 1] = 9 is outside [0, 9)");
+    std::vector<int32_t> topk = {0, 1, 2, 9};
+    MoePermuteArgs perm{arena.put(std::vector<float>(2 * 4, 1.0f), DType::kF32, {2, 4}),
+                        arena.put(topk, DType::kI32, {2, 2}),
+                        9,
+                        arena.alloc(DType::kF32, {4, 4}),
+                        arena.alloc(DType::kI32, {10}),
+                        arena.alloc(DType::kI32, {4}),
+                        arena.alloc(DType::kI32, {4})};
+    expect_oor(ops::run(be(), perm), "topk_ids[1, 1] = 9 is outside [0, 9)");
 
-        std::vector<int64_t> slots = {3, 4 * 4};
-        KvWriteArgs kv{arena.put(std::vector<float>(2 * 2 * 8, 1.0f), DType::kF32, {2, 2, 8}),
-                       arena.put(std::vector<float>(2 * 2 * 8, 1.0f), DType::kF32, {2, 2, 8}),
-                       arena.put(slots, DType::kI64, {2}), arena.alloc(DType::kBF16, {4, 4, 2, 8}),
-                       arena.alloc(DType::kBF16, {4, 4, 2, 8})};
-        expect_oor(ops::run(*be, kv), "slot_mapping[1] = 16 is outside [-1, 16)");
+    std::vector<int64_t> slots = {3, 4 * 4};
+    KvWriteArgs kv{arena.put(std::vector<float>(2 * 2 * 8, 1.0f), DType::kF32, {2, 2, 8}),
+                   arena.put(std::vector<float>(2 * 2 * 8, 1.0f), DType::kF32, {2, 2, 8}),
+                   arena.put(slots, DType::kI64, {2}), arena.alloc(DType::kBF16, {4, 4, 2, 8}),
+                   arena.alloc(DType::kBF16, {4, 4, 2, 8})};
+    expect_oor(ops::run(be(), kv), "slot_mapping[1] = 16 is outside [-1, 16)");
 
-        // Sequence 1 (kv_len 6, block_size 4) reads blocks [1, 0] of its table; entry [1, 1] is 4.
-        std::vector<int32_t> tables = {0, -1, 1, 4}, qs = {0, 1, 3}, lens = {3, 6};
-        AttentionArgs at;
-        at.q = arena.put(std::vector<float>(3 * 2 * 8, 0.5f), DType::kF32, {3, 2, 8});
-        at.k_cache = arena.put(std::vector<float>(4 * 4 * 2 * 8, 0.5f), DType::kF32, {4, 4, 2, 8});
-        at.v_cache = arena.put(std::vector<float>(4 * 4 * 2 * 8, 0.5f), DType::kF32, {4, 4, 2, 8});
-        at.block_tables = arena.put(tables, DType::kI32, {2, 2});
-        at.query_start = arena.put(qs, DType::kI32, {3});
-        at.kv_lens = arena.put(lens, DType::kI32, {2});
-        at.out = arena.alloc(DType::kF32, {3, 2, 8});
-        expect_oor(ops::run(*be, at), "block_tables[1, 1] = 4 is outside [0, 4)");
-        std::vector<int32_t> short_lens = {3, 1};  // kv_len below the 2 query rows
-        AttentionArgs at2 = at;
-        at2.kv_lens = arena.put(short_lens, DType::kI32, {2});
-        expect_oor(ops::run(*be, at2), "kv_lens[1] = 1 is outside [2");
+    // Sequence 1 (kv_len 6, block_size 4) reads blocks [1, 0] of its table; entry [1, 1] is 4.
+    std::vector<int32_t> tables = {0, -1, 1, 4}, qs = {0, 1, 3}, lens = {3, 6};
+    AttentionArgs at;
+    at.q = arena.put(std::vector<float>(3 * 2 * 8, 0.5f), DType::kF32, {3, 2, 8});
+    at.k_cache = arena.put(std::vector<float>(4 * 4 * 2 * 8, 0.5f), DType::kF32, {4, 4, 2, 8});
+    at.v_cache = arena.put(std::vector<float>(4 * 4 * 2 * 8, 0.5f), DType::kF32, {4, 4, 2, 8});
+    at.block_tables = arena.put(tables, DType::kI32, {2, 2});
+    at.query_start = arena.put(qs, DType::kI32, {3});
+    at.kv_lens = arena.put(lens, DType::kI32, {2});
+    at.out = arena.alloc(DType::kF32, {3, 2, 8});
+    expect_oor(ops::run(be(), at), "block_tables[1, 1] = 4 is outside [0, 4)");
+    std::vector<int32_t> short_lens = {3, 1};  // kv_len below the 2 query rows
+    AttentionArgs at2 = at;
+    at2.kv_lens = arena.put(short_lens, DType::kI32, {2});
+    expect_oor(ops::run(be(), at2), "kv_lens[1] = 1 is outside [2");
 
-        std::vector<int32_t> rows = {0, 1, 2, -1};
-        MoeUnpermuteArgs un{
-            arena.put(std::vector<float>(4 * 3, 1.0f), DType::kF32, {4, 3}), arena.put(rows, DType::kI32, {4}),
-            arena.put(std::vector<float>(4, 1.0f), DType::kF32, {2, 2}), arena.alloc(DType::kF32, {2, 3})};
-        expect_oor(ops::run(*be, un), "row_of[3] = -1 is outside [0, 4)");
+    std::vector<int32_t> rows = {0, 1, 2, -1};
+    MoeUnpermuteArgs un{arena.put(std::vector<float>(4 * 3, 1.0f), DType::kF32, {4, 3}),
+                        arena.put(rows, DType::kI32, {4}), arena.put(std::vector<float>(4, 1.0f), DType::kF32, {2, 2}),
+                        arena.alloc(DType::kF32, {2, 3})};
+    expect_oor(ops::run(be(), un), "row_of[3] = -1 is outside [0, 4)");
 
-        std::vector<int32_t> bad_offsets = {0, 3, 2};
-        std::vector<TensorView> w = {arena.put(std::vector<float>(6 * 4, 1.0f), DType::kF32, {6, 4}),
-                                     arena.put(std::vector<float>(6 * 4, 1.0f), DType::kF32, {6, 4})};
-        std::vector<TensorView> wd = {arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6}),
-                                      arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6})};
-        MoeExpertsArgs ex{arena.put(std::vector<float>(2 * 4, 1.0f), DType::kF32, {2, 4}),
-                          arena.put(bad_offsets, DType::kI32, {3}),
-                          w,
-                          w,
-                          wd,
-                          arena.alloc(DType::kF32, {2, 4})};
-        expect_oor(ops::run(*be, ex), "expert_offsets[2] = 2");
-    }
+    std::vector<int32_t> bad_offsets = {0, 3, 2};
+    std::vector<TensorView> w = {arena.put(std::vector<float>(6 * 4, 1.0f), DType::kF32, {6, 4}),
+                                 arena.put(std::vector<float>(6 * 4, 1.0f), DType::kF32, {6, 4})};
+    std::vector<TensorView> wd = {arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6}),
+                                  arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6})};
+    MoeExpertsArgs ex{arena.put(std::vector<float>(2 * 4, 1.0f), DType::kF32, {2, 4}),
+                      arena.put(bad_offsets, DType::kI32, {3}),
+                      w,
+                      w,
+                      wd,
+                      arena.alloc(DType::kF32, {2, 4})};
+    expect_oor(ops::run(be(), ex), "expert_offsets[2] = 2");
 }
 
 }  // namespace

@@ -1,11 +1,16 @@
 // The engine against Hugging Face transformers: logits and greedy tokens of every fixture family,
-// alone, in a ragged batch, and with chunked prefill. Fixtures: tests/reference/make_fixtures.py.
+// alone, in a ragged batch, and with chunked prefill, on every backend of the op-test driver's
+// list (tests/ops/backend_factories.h): each case is instantiated per (fixture, backend), named
+// <fixture>_<Backend> (mixtral_Cpu, mixtral_CpuOnednn, mixtral_Cuda), and skips with a message on
+// a backend that cannot run here. Fixtures: tests/reference/make_fixtures.py.
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <tuple>
 
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/onednn_panels.h"
+#include "ops/backend_factories.h"
 #include "reference/fixture.h"
 
 namespace moe::testing {
@@ -116,20 +121,29 @@ RunResult run_greedy(MoeTransformer& model, const std::vector<std::vector<int32_
     return r;
 }
 
-// The CPU matmul routes these tests compare, by name.
-const char* route_name(CpuMatmul matmul) {
-    return matmul == CpuMatmul::kOwn ? "own kernels" : "oneDNN";
-}
+// The CPU backend whose products run on oneDNN (backend_factories()).
+constexpr const char* kCpuOnednnBackend = "cpu-onednn";
 
-class TransformersMatch : public ::testing::TestWithParam<std::string> {
+// A fixture's name and a backend to run it on.
+using FixtureOnBackend = std::tuple<std::string, BackendFactory>;
+
+class TransformersMatch : public ::testing::TestWithParam<FixtureOnBackend> {
 protected:
     void SetUp() override {
-        fixture_ = load_fixture(GetParam());
-        backend_ = make_cpu_backend({.num_threads = 2});
+        const BackendFactory& factory = std::get<1>(GetParam());
+        auto be = factory.make();
+        if (!be.ok() && be.status().code() == StatusCode::kUnavailable)
+            GTEST_SKIP() << unavailable_message(factory, be.status());
+        ASSERT_TRUE(be.ok()) << "making the " << factory.name << " backend: " << be.status().to_string();
+        backend_ = std::move(be).value();
+        fixture_ = load_fixture(fixture_name());
     }
-    std::unique_ptr<MoeTransformer> load(WeightDType dtype) { return load_on(*backend_, dtype); }
-    std::unique_ptr<MoeTransformer> load_on(Backend& backend, WeightDType dtype) {
-        auto m = MoeTransformer::load(fixture_.dir, backend, {.weight_dtype = dtype});
+    const std::string& fixture_name() const { return std::get<0>(GetParam()); }
+    const std::string& backend_name() const { return std::get<1>(GetParam()).name; }
+    // "<fixture> (<backend>)", as the figures name a run.
+    std::string run_name() const { return fixture_name() + " (" + backend_name() + ")"; }
+    std::unique_ptr<MoeTransformer> load(WeightDType dtype) {
+        auto m = MoeTransformer::load(fixture_.dir, *backend_, {.weight_dtype = dtype});
         EXPECT_TRUE(m.ok()) << m.status().to_string();
         return m.ok() ? std::move(m).value() : nullptr;
     }
@@ -158,7 +172,7 @@ protected:
                 EXPECT_EQ(r.tokens[i], fixture_.greedy[p]) << what << ": prompt " << p << " greedy tokens";
             worst = std::max({worst, e_prefill, e_decode});
         }
-        std::printf("[ figures  ] %s %s: max|logit-ref|/max|ref| = %.3g\n", GetParam().c_str(), what.c_str(), worst);
+        std::printf("[ figures  ] %s %s: max|logit-ref|/max|ref| = %.3g\n", run_name().c_str(), what.c_str(), worst);
         return worst;
     }
 
@@ -193,7 +207,7 @@ TEST_P(TransformersMatch, RaggedBatchF32AndBatchInvariance) {
         worst = std::max(worst, max_rel_error(batch.decode[p].data(), alone.decode[0].data(),
                                               static_cast<int64_t>(alone.decode[0].size())));
     }
-    std::printf("[ figures  ] %s batch vs alone: max rel diff = %.3g\n", GetParam().c_str(), worst);
+    std::printf("[ figures  ] %s batch vs alone: max rel diff = %.3g\n", run_name().c_str(), worst);
     EXPECT_LE(worst, kBatchInvariance);
 }
 
@@ -209,96 +223,94 @@ TEST_P(TransformersMatch, ChunkedPrefillEqualsWholePrefill) {
     for (size_t p = 0; p < idx.size(); ++p)
         worst = std::max(worst, max_rel_error(chunked.prefill[p].data(), whole.prefill[p].data(),
                                               static_cast<int64_t>(whole.prefill[p].size())));
-    std::printf("[ figures  ] %s chunked vs whole prefill: max rel diff = %.3g\n", GetParam().c_str(), worst);
+    std::printf("[ figures  ] %s chunked vs whole prefill: max rel diff = %.3g\n", run_name().c_str(), worst);
     EXPECT_LE(worst, kBatchInvariance);
 }
 
-// bf16 weights on both CPU routes for their products: our AVX512-BF16 kernels and oneDNN over
-// the same packed panels (CpuMatmul::kOnednn; kAuto's choice on a CPU with AMX).
+// bf16 weights; on the CPU, both routes for their products are backends of the list: our
+// AVX512-BF16 kernels ("cpu") and oneDNN over the same packed panels ("cpu-onednn",
+// CpuMatmul::kOnednn; kAuto's choice on a CPU with AMX).
 TEST_P(TransformersMatch, Bf16WeightsWithinTolerance) {
-    for (CpuMatmul matmul : {CpuMatmul::kOwn, CpuMatmul::kOnednn}) {
-        SCOPED_TRACE(route_name(matmul));
-        auto backend = make_cpu_backend({.num_threads = 2, .matmul = matmul});
-        auto model = load_on(*backend, WeightDType::kBF16);
-        ASSERT_NE(model, nullptr);
-        EXPECT_EQ(model->matrix_dtype(), DType::kBF16);
-        // With the KV cache in f32 and in bf16 (what `moeserve serve` uses for a bf16 model: K and V
-        // rounded to bf16, as transformers' bf16 models store them), the same bounds.
-        for (DType kv : {DType::kF32, DType::kBF16}) {
-            SCOPED_TRACE(std::string("KV cache ") + dtype_name(kv));
-            std::vector<size_t> idx;
-            for (size_t p = 0; p < fixture_.prompts.size(); ++p) idx.push_back(p);
-            RunResult r = run_greedy(*model, fixture_.prompts, {.kv_dtype = kv});
-            // bf16 rounding can flip a near-tied expert choice, and a flip moves that position's logits
-            // far more than rounding does: mixtral prompt 1 position 14 moves by 0.235 of max|ref|, and
-            // transformers itself, run with the same bf16-rounded weights, moves by the same 0.235 there.
-            // So per prefill row: the median error must stay under 1e-2 and almost every row within 2e-2; the
-            // worst row is printed. Greedy tokens are not compared (a close choice may flip).
-            std::vector<double> row_errors;
-            for (size_t p = 0; p < idx.size(); ++p) {
-                int64_t rows, vocab;
-                const float* ref = fixture_.logits("prefill", p, &rows, &vocab);
-                // normalize by the whole prompt's max|ref|, as the f32 figures are
-                double max_ref = 0;
-                for (int64_t k = 0; k < rows * vocab; ++k)
-                    max_ref = std::max(max_ref, std::abs(static_cast<double>(ref[k])));
-                for (int64_t i = 0; i < rows; ++i) {
-                    const double e = max_rel_error(r.prefill[p].data() + i * vocab, ref + i * vocab, vocab);
-                    double row_max_ref = 0;
-                    for (int64_t k = 0; k < vocab; ++k)
-                        row_max_ref = std::max(row_max_ref, std::abs(static_cast<double>(ref[i * vocab + k])));
-                    row_errors.push_back(e * row_max_ref / max_ref);
-                }
+    auto model = load(WeightDType::kBF16);
+    ASSERT_NE(model, nullptr);
+    EXPECT_EQ(model->matrix_dtype(), DType::kBF16);
+    // With the KV cache in f32 and in bf16 (what `moeserve serve` uses for a bf16 model: K and V
+    // rounded to bf16, as transformers' bf16 models store them), the same bounds.
+    for (DType kv : {DType::kF32, DType::kBF16}) {
+        SCOPED_TRACE(std::string("KV cache ") + dtype_name(kv));
+        std::vector<size_t> idx;
+        for (size_t p = 0; p < fixture_.prompts.size(); ++p) idx.push_back(p);
+        RunResult r = run_greedy(*model, fixture_.prompts, {.kv_dtype = kv});
+        // bf16 rounding can flip a near-tied expert choice, and a flip moves that position's logits
+        // far more than rounding does: mixtral prompt 1 position 14 moves by 0.235 of max|ref|, and
+        // transformers itself, run with the same bf16-rounded weights, moves by the same 0.235 there.
+        // So per prefill row: the median error must stay under 1e-2 and almost every row within 2e-2; the
+        // worst row is printed. Greedy tokens are not compared (a close choice may flip).
+        std::vector<double> row_errors;
+        for (size_t p = 0; p < idx.size(); ++p) {
+            int64_t rows, vocab;
+            const float* ref = fixture_.logits("prefill", p, &rows, &vocab);
+            // normalize by the whole prompt's max|ref|, as the f32 figures are
+            double max_ref = 0;
+            for (int64_t k = 0; k < rows * vocab; ++k)
+                max_ref = std::max(max_ref, std::abs(static_cast<double>(ref[k])));
+            for (int64_t i = 0; i < rows; ++i) {
+                const double e = max_rel_error(r.prefill[p].data() + i * vocab, ref + i * vocab, vocab);
+                double row_max_ref = 0;
+                for (int64_t k = 0; k < vocab; ++k)
+                    row_max_ref = std::max(row_max_ref, std::abs(static_cast<double>(ref[i * vocab + k])));
+                row_errors.push_back(e * row_max_ref / max_ref);
             }
-            std::sort(row_errors.begin(), row_errors.end());
-            const double median = row_errors[row_errors.size() / 2];
-            const double within = static_cast<double>(std::count_if(row_errors.begin(), row_errors.end(),
-                                                                    [](double e) { return e <= kBf16Tolerance; })) /
-                                  static_cast<double>(row_errors.size());
-            std::printf(
-                "[ figures  ] %s bf16 weights (%s), %s KV cache, prefill rows: median %.3g, max %.3g, %.1f%% within "
-                "%.0e\n",
-                GetParam().c_str(), route_name(matmul), dtype_name(kv), median, row_errors.back(), 100 * within,
-                kBf16Tolerance);
-            EXPECT_LE(median, 1e-2);
-            EXPECT_GE(within, 0.95);
         }
+        std::sort(row_errors.begin(), row_errors.end());
+        const double median = row_errors[row_errors.size() / 2];
+        const double within = static_cast<double>(std::count_if(row_errors.begin(), row_errors.end(),
+                                                                [](double e) { return e <= kBf16Tolerance; })) /
+                              static_cast<double>(row_errors.size());
+        std::printf(
+            "[ figures  ] %s bf16 weights (%s), %s KV cache, prefill rows: median %.3g, max %.3g, %.1f%% within "
+            "%.0e\n",
+            fixture_name().c_str(), backend_name().c_str(), dtype_name(kv), median, row_errors.back(), 100 * within,
+            kBf16Tolerance);
+        EXPECT_LE(median, 1e-2);
+        EXPECT_GE(within, 0.95);
     }
 }
 
-// With bf16 weights, on both routes: a sequence's logits do not depend on its batch-mates (the
-// products' row counts change with the batch; their results must not).
-TEST_P(TransformersMatch, Bf16BatchInvarianceOnBothMatmulRoutes) {
-    for (CpuMatmul matmul : {CpuMatmul::kOwn, CpuMatmul::kOnednn}) {
-        SCOPED_TRACE(route_name(matmul));
-        auto backend = make_cpu_backend({.num_threads = 2, .matmul = matmul});
-        auto model = load_on(*backend, WeightDType::kBF16);
-        ASSERT_NE(model, nullptr);
-        const int64_t calls = cpu::onednn_panels_calls();
-        RunResult batch = run_greedy(*model, fixture_.prompts, {.block_size = 4, .block_seed = 7});
-        double worst = 0;
-        for (size_t p = 0; p < fixture_.prompts.size(); ++p) {
-            RunResult alone = run_greedy(*model, {fixture_.prompts[p]}, {.block_size = 4, .block_seed = 3});
-            ASSERT_EQ(alone.prefill[0].size(), batch.prefill[p].size());
-            worst = std::max(worst, max_rel_error(batch.prefill[p].data(), alone.prefill[0].data(),
-                                                  static_cast<int64_t>(alone.prefill[0].size())));
-            // Decode logits are comparable while the two runs chose the same tokens.
-            if (alone.tokens[0] == batch.tokens[p])
-                worst = std::max(worst, max_rel_error(batch.decode[p].data(), alone.decode[0].data(),
-                                                      static_cast<int64_t>(alone.decode[0].size())));
-            else
-                ADD_FAILURE() << "prompt " << p << ": greedy tokens differ alone and in the batch";
-        }
-        if (matmul == CpuMatmul::kOnednn && cpu::cpu_features().avx512_bf16)
-            EXPECT_GT(cpu::onednn_panels_calls(), calls) << "no product went through oneDNN";
-        std::printf("[ figures  ] %s bf16 (%s) batch vs alone: max rel diff = %.3g\n", GetParam().c_str(),
-                    route_name(matmul), worst);
-        EXPECT_LE(worst, kBatchInvariance);
+// With bf16 weights (on the CPU, on both matmul routes: the backends "cpu" and "cpu-onednn"): a
+// sequence's logits do not depend on its batch-mates (the products' row counts change with the
+// batch; their results must not).
+TEST_P(TransformersMatch, Bf16BatchInvariance) {
+    auto model = load(WeightDType::kBF16);
+    ASSERT_NE(model, nullptr);
+    const int64_t calls = cpu::onednn_panels_calls();
+    RunResult batch = run_greedy(*model, fixture_.prompts, {.block_size = 4, .block_seed = 7});
+    double worst = 0;
+    for (size_t p = 0; p < fixture_.prompts.size(); ++p) {
+        RunResult alone = run_greedy(*model, {fixture_.prompts[p]}, {.block_size = 4, .block_seed = 3});
+        ASSERT_EQ(alone.prefill[0].size(), batch.prefill[p].size());
+        worst = std::max(worst, max_rel_error(batch.prefill[p].data(), alone.prefill[0].data(),
+                                              static_cast<int64_t>(alone.prefill[0].size())));
+        // Decode logits are comparable while the two runs chose the same tokens.
+        if (alone.tokens[0] == batch.tokens[p])
+            worst = std::max(worst, max_rel_error(batch.decode[p].data(), alone.decode[0].data(),
+                                                  static_cast<int64_t>(alone.decode[0].size())));
+        else
+            ADD_FAILURE() << "prompt " << p << ": greedy tokens differ alone and in the batch";
     }
+    if (backend_name() == kCpuOnednnBackend && cpu::cpu_features().avx512_bf16)
+        EXPECT_GT(cpu::onednn_panels_calls(), calls) << "no product went through oneDNN";
+    std::printf("[ figures  ] %s bf16 (%s) batch vs alone: max rel diff = %.3g\n", fixture_name().c_str(),
+                backend_name().c_str(), worst);
+    EXPECT_LE(worst, kBatchInvariance);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, TransformersMatch, ::testing::ValuesIn(fixture_names()),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Fixtures, TransformersMatch,
+                         ::testing::Combine(::testing::ValuesIn(fixture_names()),
+                                            ::testing::ValuesIn(backend_factories())),
+                         [](const auto& info) {
+                             return std::get<0>(info.param) + "_" + std::get<1>(info.param).test_name;
+                         });
 
 TEST(Fixtures, EverySupportedFamilyHasOne) {
     const auto names = fixture_names();
