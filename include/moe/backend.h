@@ -91,6 +91,9 @@ public:
     virtual Status synchronize() = 0;
     // Threads the backend's kernels use (1 for devices that manage their own).
     virtual int num_threads() const { return 1; }
+    // One line for the startup log: what the backend runs on and which kernels it picked
+    // ("2 threads, avx512f avx512bw ...; bf16 products: own AVX512-BF16 kernels"). Empty by default.
+    virtual std::string describe() const { return {}; }
     // A copy of matrix `w` (2-D, on this device) in a layout this backend's kernels read
     // faster, to be set as w.packed by the caller, who owns it for as long as w is used; an
     // empty buffer when the backend keeps no such layout for w (the default). Called once per
@@ -114,43 +117,5 @@ protected:
     Backend() = default;
     OpTable ops_;
 };
-
-// Which kernels multiply by the packed bf16 weight panels on the CPU.
-enum class CpuMatmul {
-    // kOnednnPrefill where the CPU has AMX, else kOwn.
-    kAuto,
-    // Our AVX512-BF16 kernels for every product (bf16_panels.h): batch invariant bitwise.
-    kOwn,
-    // oneDNN for every product, reading the same panels in place (onednn_panels.h): batch
-    // invariant bitwise, but decode runs at ~0.5x of kOwn (measured on AVX512-BF16, moe-s), and
-    // oneDNN allocates a few small blocks inside every execute (so a decode step does too).
-    kOnednn,
-    // oneDNN (AMX tiles where present) for products of at least kOnednnPrefillMinRows rows,
-    // our kernels below: prefill on AMX, decode on our fused 12-bit kernels. A row's result can
-    // then differ in the last bits between a product below and one above the threshold (another
-    // f32 summation order; bitwise equal on AVX512-BF16 for plain panels, measured).
-    kOnednnPrefill,
-};
-inline constexpr int64_t kOnednnPrefillMinRows = 64;
-
-// "auto", "own", "onednn" or "onednn-prefill" (--cpu-matmul) -> CpuMatmul; anything else:
-// kInvalidArgument naming the choices.
-StatusOr<CpuMatmul> parse_cpu_matmul(const std::string& name);
-
-struct CpuBackendOptions {
-    int num_threads = 0;  // 0: all cores the process may use
-    // bf16 matrices packed into column panels at model load (pack_matrix) where the CPU has
-    // AVX512-BF16; false keeps every kernel on the checkpoint layout (for A/B runs and tests).
-    bool pack_weights = true;
-    // With pack_weights: matrices in the lossless 12-bit form of the panels
-    // (pack_streamed_matrix): 25% fewer bytes streamed per decode step, the same bf16 values.
-    bool compress_streamed = true;
-    // With pack_weights. The oneDNN routes fall back to kOwn (with a warning) when oneDNN cannot
-    // build a bf16 matmul over the panels on this CPU.
-    CpuMatmul matmul = CpuMatmul::kAuto;
-};
-
-// The CPU backend (AVX-512/AMX where present, oneDNN and OpenBLAS for GEMMs).
-std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});
 
 }  // namespace moe

@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "backend/cuda/cuda_backend.h"
+#include "moe/cuda_backend.h"
 #include "ops/op_test_util.h"
 
 namespace moe::testing {

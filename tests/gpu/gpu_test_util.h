@@ -13,7 +13,7 @@
 #include <sstream>
 #include <vector>
 
-#include "backend/cuda/cuda_backend.h"
+#include "moe/cuda_backend.h"
 #include "moe/backend.h"
 #include "moe/status.h"
 #include "moe/tensor.h"

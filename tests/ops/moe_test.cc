@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "backend/cpu/cpu_features.h"
+#include "moe/cpu_backend.h"
 #include "ops/op_test_util.h"
 
 namespace moe::testing {

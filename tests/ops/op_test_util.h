@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "moe/backend.h"
+#include "moe/cpu_backend.h"
 #include "moe/dtype.h"
 #include "moe/tensor.h"
 #include "ops/ops.h"

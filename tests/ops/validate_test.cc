@@ -5,6 +5,7 @@
 
 #include <numeric>
 
+#include "moe/cpu_backend.h"
 #include "ops/op_test_util.h"
 
 namespace moe::testing {

@@ -6,6 +6,7 @@
 
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/onednn_panels.h"
+#include "moe/cpu_backend.h"
 #include "reference/fixture.h"
 
 namespace moe::testing {

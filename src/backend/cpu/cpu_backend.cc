@@ -84,6 +84,10 @@ void CpuBackend::resolve_matmul(CpuMatmul requested) {
 
 CpuBackend::~CpuBackend() = default;
 
+std::string CpuBackend::describe() const {
+    return std::to_string(pool_.size()) + " threads, " + cpu_features().to_string() + "; bf16 products: " + matmul_;
+}
+
 StatusOr<void*> CpuBackend::allocate(size_t bytes) {
     return CpuAllocator::allocate(bytes);
 }

@@ -10,6 +10,7 @@
 #include "backend/cpu/cpu_gemm.h"
 #include "core/thread_pool.h"
 #include "moe/backend.h"
+#include "moe/cpu_backend.h"
 #include "ops/ops.h"
 
 namespace moe::cpu {
@@ -26,6 +27,8 @@ public:
     Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
     Status synchronize() override { return ok_status(); }
     int num_threads() const override { return pool_.size(); }
+    // "2 threads, <cpu features>; bf16 products: <matmul()>"
+    std::string describe() const override;
     // bf16 [N, K] matrices -> column panels (bf16_panels.h) when options.pack_weights and the
     // CPU has AVX512-BF16; anything else: an empty buffer (not packed).
     StatusOr<DeviceBuffer> pack_matrix(const TensorView& w) override;

@@ -21,6 +21,7 @@
 
 #include "core/thread_pool.h"
 #include "moe/backend.h"
+#include "moe/cpu_backend.h"
 #include "moe/dtype.h"
 #include "moe/status.h"
 

@@ -1,4 +1,4 @@
-#include "backend/cuda/cuda_backend.h"
+#include "moe/cuda_backend.h"
 
 #include <fmt/format.h>
 
