@@ -14,14 +14,15 @@ namespace moe {
 
 struct MoeTransformer::Layer {
     TensorView input_norm, post_norm;  // f32 [H]
-    TensorView wq, wk, wv, wo;         // matrices
+    WeightView wq, wk, wv, wo;         // matrices
     TensorView bq, bk, bv;             // f32 or empty
     TensorView q_norm, k_norm;         // f32 or empty
     bool is_moe = false;
-    TensorView router;  // [E, H]
-    std::vector<TensorView> w_gate, w_up, w_down;
-    TensorView shared_gate, shared_up, shared_down, shared_expert_gate;  // Qwen2-MoE
-    TensorView mlp_gate, mlp_up, mlp_down;                               // dense layers
+    TensorView router;  // [E, H], f32
+    std::vector<WeightView> w_gate, w_up, w_down;
+    WeightView shared_gate, shared_up, shared_down;  // Qwen2-MoE
+    TensorView shared_expert_gate;                   // f32 [1, H]
+    WeightView mlp_gate, mlp_up, mlp_down;           // dense layers
 };
 
 namespace {
@@ -44,18 +45,53 @@ Names expert_names(ModelFamily family) {
 
 }  // namespace
 
-// Owns converted weights; passes mapped ones through when their dtype is already right and the
-// backend reads host memory.
+// Copies every tensor the forward reads into memory the backend owns: small ones (norms,
+// biases, the router, the embedding table) as plain DeviceBuffers, matrices through
+// Backend::prepare_weight. Nothing the model keeps points into the source, so the source (a
+// file mapping) can go once the model is built. Each tensor's source pages are released as soon
+// as it is copied, so the peak is the copies made so far plus one tensor (plus one converted
+// host copy when the dtype changes).
 class WeightLoader {
 public:
-    WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned, int64_t& compact)
-        : src_(src), be_(be), owned_(owned), compact_(compact) {}
+    WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned,
+                 std::vector<std::unique_ptr<PreparedWeight>>& prepared)
+        : src_(src), be_(be), owned_(owned), prepared_(prepared) {}
 
-    // A tensor of exactly `shape`, converted to `dtype` (f32, bf16). *mapped (if given): whether
-    // the view is the source's own memory rather than a converted copy.
-    StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype,
-                             bool* mapped = nullptr) {
-        if (mapped != nullptr) *mapped = false;
+    // A tensor of exactly `shape`, converted to `dtype` (f32, bf16), in backend memory.
+    StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
+        MOE_ASSIGN_OR_RETURN(Host host, host_tensor(name, shape, dtype));
+        TensorView view = host.view;
+        const size_t bytes = view.nbytes();
+        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(be_, std::max<size_t>(bytes, 1)));
+        MOE_RETURN_IF_ERROR(be_.copy(buf.data(), be_.device(), view.data, Device{}, bytes));
+        if (host.mapped) src_.release(view.data, bytes);
+        view.data = buf.data();
+        view.device = be_.device();
+        owned_.push_back(std::move(buf));
+        return view;
+    }
+
+    // A matrix of exactly `shape` in `dtype`, prepared by the backend for its GEMMs. Every matrix
+    // of the model is one a decode step streams from memory for a few rows (the attention
+    // projections, the experts, lm_head): WeightUse::kStreamedMatmul.
+    StatusOr<WeightView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
+        MOE_ASSIGN_OR_RETURN(Host host, host_tensor(name, shape, dtype));
+        MOE_ASSIGN_OR_RETURN(std::unique_ptr<PreparedWeight> w,
+                             be_.prepare_weight(name, host.view, WeightUse::kStreamedMatmul));
+        if (host.mapped) src_.release(host.view.data, host.view.nbytes());
+        prepared_.push_back(std::move(w));
+        return WeightView(*prepared_.back());
+    }
+
+private:
+    // A tensor in host memory: the source's own (mapped) or a converted copy.
+    struct Host {
+        TensorView view;
+        bool mapped = false;
+        std::vector<uint8_t> converted;
+    };
+
+    StatusOr<Host> host_tensor(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
         MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
         const std::vector<int64_t> want(shape);
         if (w.shape != want)
@@ -64,73 +100,38 @@ public:
         if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
             return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
                                     ", expected f32, bf16 or f16");
-        int64_t numel = 1;
-        for (int64_t d : want) numel *= d;
-        TensorView view;
-        view.dtype = dtype;
-        view.device = be_.device();
-        view.ndim = static_cast<int>(want.size());
+        Host h;
+        h.view.dtype = dtype;
+        h.view.ndim = static_cast<int>(want.size());
         int64_t stride = 1;
-        for (int d = view.ndim - 1; d >= 0; --d) {
-            view.shape[static_cast<size_t>(d)] = want[static_cast<size_t>(d)];
-            view.strides[static_cast<size_t>(d)] = stride;
+        for (int d = h.view.ndim - 1; d >= 0; --d) {
+            h.view.shape[static_cast<size_t>(d)] = want[static_cast<size_t>(d)];
+            h.view.strides[static_cast<size_t>(d)] = stride;
             stride *= want[static_cast<size_t>(d)];
         }
-        const bool host_backend = be_.device().kind == DeviceKind::kCpu;
-        if (w.dtype == dtype && host_backend) {
-            view.data = const_cast<void*>(w.data);  // NOTE: weights are read-only; ops never write them
-            if (mapped != nullptr) *mapped = true;
-            return view;
+        const size_t numel = static_cast<size_t>(h.view.numel());
+        if (w.dtype == dtype) {
+            h.view.data = const_cast<void*>(w.data);  // NOTE: read only, and only during load
+            h.mapped = true;
+            return h;
         }
-        const size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
-        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(be_, bytes));
-        std::vector<float> f32(host_backend && w.dtype == DType::kF32 ? 0 : static_cast<size_t>(numel));
+        std::vector<float> f32(w.dtype == DType::kF32 ? 0 : numel);
         const float* as_f32 = static_cast<const float*>(w.data);
         if (w.dtype != DType::kF32) {
-            convert_to_f32(w.data, w.dtype, f32.data(), static_cast<size_t>(numel));
+            convert_to_f32(w.data, w.dtype, f32.data(), numel);
             as_f32 = f32.data();
         }
-        if (host_backend) {
-            convert_from_f32(as_f32, buf.data(), dtype, static_cast<size_t>(numel));
-        } else {
-            std::vector<uint8_t> host(bytes);
-            convert_from_f32(as_f32, host.data(), dtype, static_cast<size_t>(numel));
-            MOE_RETURN_IF_ERROR(be_.copy(buf.data(), be_.device(), host.data(), Device{}, bytes));
-        }
-        view.data = buf.data();
-        owned_.push_back(std::move(buf));
-        return view;
+        h.converted.resize(numel * dtype_size(dtype));
+        convert_from_f32(as_f32, h.converted.data(), dtype, numel);
+        src_.release(w.data, numel * dtype_size(w.dtype));
+        h.view.data = h.converted.data();
+        return h;
     }
 
-    // get() for a matrix the backend may keep packed in its own layout as well (view.packed).
-    // A packed copy of a mapped tensor replaces it in memory: the mapped pages are released.
-    StatusOr<TensorView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
-        bool mapped = false;
-        MOE_ASSIGN_OR_RETURN(TensorView view, get(name, shape, dtype, &mapped));
-        MOE_ASSIGN_OR_RETURN(bool packed, pack(view));
-        if (packed && mapped) src_.release(view.data, view.nbytes());
-        return view;
-    }
-
-    // Sets view.packed (and packed_layout) if the backend packs this matrix; true if it did.
-    // Every matrix of the model is one a decode step streams from memory for a few rows (the
-    // attention projections, the experts, lm_head): Backend::pack_streamed_matrix.
-    StatusOr<bool> pack(TensorView& view) {
-        uint8_t layout = 0;
-        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, be_.pack_streamed_matrix(view, &layout));
-        if (buf.data() == nullptr) return false;
-        view.packed = buf.data();
-        view.packed_layout = layout;
-        if (layout != 0) ++compact_;
-        owned_.push_back(std::move(buf));
-        return true;
-    }
-
-private:
     const WeightSource& src_;
     Backend& be_;
     std::vector<DeviceBuffer>& owned_;
-    int64_t& compact_;
+    std::vector<std::unique_ptr<PreparedWeight>>& prepared_;
 };
 
 MoeTransformer::~MoeTransformer() = default;
@@ -138,6 +139,7 @@ MoeTransformer::~MoeTransformer() = default;
 int64_t MoeTransformer::owned_weight_bytes() const {
     int64_t n = 0;
     for (const auto& b : owned_) n += static_cast<int64_t>(b.size());
+    for (const auto& w : prepared_) n += static_cast<int64_t>(w->bytes());
     return n;
 }
 
@@ -151,6 +153,9 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::create(const ModelConf
     m->source_ = std::move(weights);
     m->backend_ = &backend;
     MOE_RETURN_IF_ERROR(m->load_weights(options).with_context(m->source_->describe()));
+    // Every tensor the forward reads is in backend memory now: let the source (a file mapping)
+    // go, so that nothing done to the file later reaches the server (#18 D).
+    m->source_.reset();
     return m;
 }
 
@@ -171,17 +176,23 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
     }
     const DType mat = matrix_dtype_;
     const DType f32 = DType::kF32;
-    WeightLoader wl(*source_, *backend_, owned_, compact_matrices_);
+    WeightLoader wl(*source_, *backend_, owned_, prepared_);
     const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
 
-    MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));
-    MOE_ASSIGN_OR_RETURN(final_norm_, wl.get("model.norm.weight", {H}, f32));
     if (c.tie_word_embeddings && !source_->has("lm_head.weight")) {
-        lm_head_ = embed_;  // the embedding's rows stay in use: not released
-        MOE_RETURN_IF_ERROR(wl.pack(lm_head_).status());
+        // One tensor, two uses: the backend prepares it as lm_head; the embedding reads the same
+        // prepared copy when the backend kept its rows plain, else a copy of its own.
+        MOE_ASSIGN_OR_RETURN(lm_head_, wl.matrix("model.embed_tokens.weight", {c.vocab_size, H}, mat));
+        if (lm_head_.tensor.data != nullptr) {
+            embed_ = lm_head_.tensor;
+        } else {
+            MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));
+        }
     } else {
+        MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));
         MOE_ASSIGN_OR_RETURN(lm_head_, wl.matrix("lm_head.weight", {c.vocab_size, H}, mat));
     }
+    MOE_ASSIGN_OR_RETURN(final_norm_, wl.get("model.norm.weight", {H}, f32));
     const Names en = expert_names(c.family);
     layers_.resize(static_cast<size_t>(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -215,9 +226,9 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + "gate.weight", {E, H}, f32));
             for (int64_t e = 0; e < E; ++e) {
                 const std::string ep = mp + "experts." + std::to_string(e) + ".";
-                MOE_ASSIGN_OR_RETURN(TensorView g, wl.matrix(ep + en.gate + ".weight", {I, H}, mat));
-                MOE_ASSIGN_OR_RETURN(TensorView u, wl.matrix(ep + en.up + ".weight", {I, H}, mat));
-                MOE_ASSIGN_OR_RETURN(TensorView d, wl.matrix(ep + en.down + ".weight", {H, I}, mat));
+                MOE_ASSIGN_OR_RETURN(WeightView g, wl.matrix(ep + en.gate + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(WeightView u, wl.matrix(ep + en.up + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(WeightView d, wl.matrix(ep + en.down + ".weight", {H, I}, mat));
                 L.w_gate.push_back(g);
                 L.w_up.push_back(u);
                 L.w_down.push_back(d);

@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "backend/cpu/cpu_weight.h"
 #include "core/thread_pool.h"
 #include "moe/backend.h"
 #include "moe/cpu_backend.h"
@@ -32,10 +33,7 @@ struct GemmProblem {
     int64_t m = 0, n = 0, k = 0;
     const float* x = nullptr;
     int64_t ldx = 0;
-    const void* w = nullptr;         // [N, K] contiguous
-    const void* w_packed = nullptr;  // optional: w as bf16 column panels (bf16_panels.h)
-    uint8_t w_packed_layout = 0;     // w_packed's TensorView::packed_layout (kPackedLayoutPanels*)
-    DType w_dtype = DType::kF32;
+    CpuMatrix w;                  // [N, K] (w.n == n, w.k == k), in any CpuLayout
     const float* bias = nullptr;  // optional, [N]
     float* y = nullptr;
     int64_t ldy = 0;

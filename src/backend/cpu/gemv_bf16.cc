@@ -23,7 +23,7 @@ static_assert(kPrefetchChunkCols % kBf16ColGroup == 0);
 }  // namespace
 
 bool gemv_bf16_applies(const GemmProblem& p, int64_t max_rows) {
-    return p.w_dtype == DType::kBF16 && p.m >= 1 && p.m <= max_rows && p.k > 0 && bf16_tiles_available();
+    return p.w.dtype == DType::kBF16 && p.m >= 1 && p.m <= max_rows && p.k > 0 && bf16_tiles_available();
 }
 
 Status gemv_bf16(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
@@ -41,14 +41,14 @@ Status gemv_bf16(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
     // instead of waiting at the end. Each output is still computed whole by one tile call, so
     // results do not depend on who took which chunk.
     const int64_t chunk_cols =
-        p.w_packed != nullptr && p.m >= kBf16PanelPrefetchMinRows && p.m <= 64 ? kPrefetchChunkCols : kChunkCols;
+        p.w.panels() && p.m >= kBf16PanelPrefetchMinRows && p.m <= 64 ? kPrefetchChunkCols : kChunkCols;
     // A narrow matrix still gets at least two chunks per thread: K and V projections (256 or 512
     // columns: 4-8 panels) otherwise made one or two chunks, which left a thread idle. Chunks
     // stay whole panels when the weights are packed.
     const int threads = pool != nullptr ? pool->size() : 1;
-    const int64_t unit = p.w_packed != nullptr ? kBf16PanelCols / kBf16ColGroup : 1;
+    const int64_t unit = p.w.panels() ? kBf16PanelCols / kBf16ColGroup : 1;
     const int64_t units = (groups + unit - 1) / unit;
-    const bool onednn = panel_route_onednn(route, p.m) && p.w_packed != nullptr && onednn_panels_usable(p.k);
+    const bool onednn = panel_route_onednn(route, p.m) && p.w.panels() && onednn_panels_usable(p.k);
     // oneDNN: about two chunks per thread. A call costs ~3 us whatever its size, which on
     // one-panel chunks at decode (a few us of streaming each) cost more than the products.
     const int64_t chunk_groups =
@@ -69,16 +69,15 @@ Status gemv_bf16(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
             const int64_t n0 = std::min(p.n, c * chunk_groups * kBf16ColGroup);
             const int64_t n1 = std::min(p.n, (c + 1) * chunk_groups * kBf16ColGroup);
             if (onednn) {
-                error.keep(onednn_panel_block(x_bf16, k_pad, p.m, p.w_packed, p.w_packed_layout, p.n, p.k, n0, n1,
-                                              p.y + n0, p.ldy, p.accumulate));
-            } else if (p.w_packed != nullptr && p.w_packed_layout == kPackedLayoutPanels12) {
-                bf16_panels12_block(x_bf16, k_pad, p.m, static_cast<const uint8_t*>(p.w_packed), n0, n1, p.y + n0,
-                                    p.ldy, p.accumulate);
-            } else if (p.w_packed != nullptr) {
-                bf16_panel_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w_packed), p.n, p.k, n0, n1,
-                                 p.y + n0, p.ldy, p.accumulate);
+                error.keep(onednn_panel_block(x_bf16, k_pad, p.m, p.w, n0, n1, p.y + n0, p.ldy, p.accumulate));
+            } else if (p.w.layout == CpuLayout::kPanels12) {
+                bf16_panels12_block(x_bf16, k_pad, p.m, static_cast<const uint8_t*>(p.w.data), n0, n1, p.y + n0, p.ldy,
+                                    p.accumulate);
+            } else if (p.w.layout == CpuLayout::kPanels) {
+                bf16_panel_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w.data), p.n, p.k, n0, n1, p.y + n0,
+                                 p.ldy, p.accumulate);
             } else {
-                bf16_dot_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w), p.k, n0, n1, p.y + n0, p.ldy,
+                bf16_dot_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w.data), p.k, n0, n1, p.y + n0, p.ldy,
                                p.accumulate);
             }
             if (p.bias != nullptr)

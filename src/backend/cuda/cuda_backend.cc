@@ -109,6 +109,14 @@ StatusOr<void*> CudaBackend::scratch(size_t bytes) {
     return scratch_;
 }
 
+StatusOr<MemoryInfo> CudaBackend::memory_info() const {
+    MOE_RETURN_IF_ERROR(activate());
+    size_t free_bytes = 0, total_bytes = 0;
+    MOE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return MemoryInfo{.total_bytes = static_cast<int64_t>(total_bytes),
+                      .available_bytes = static_cast<int64_t>(free_bytes)};
+}
+
 Status CudaBackend::reset_kernel_error() {
     MOE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(error_dev_, 0, sizeof(kernels::KernelError), stream_));
     return ok_status();
