@@ -172,7 +172,7 @@ TEST_F(CudaMoeTest, ExpertsMatchReferenceSkippingEmptyExperts) {
                     w[m].push_back(rng.uniform(static_cast<size_t>(inter * hidden), -0.5f, 0.5f));
                     wb[m].push_back(to_bf16(w[m].back()));
                 }
-            std::vector<TensorView> hw[3];
+            std::vector<WeightView> hw[3];
             for (int m = 0; m < 3; ++m)
                 for (int64_t e = 0; e < num_experts; ++e) {
                     if (e == 1) {
@@ -191,7 +191,7 @@ TEST_F(CudaMoeTest, ExpertsMatchReferenceSkippingEmptyExperts) {
             std::vector<float> runs[2];
             for (auto& out : runs) {
                 DeviceArena arena(be());
-                std::vector<TensorView> dw[3];
+                std::vector<WeightView> dw[3];
                 for (int m = 0; m < 3; ++m)
                     for (int64_t e = 0; e < num_experts; ++e) {
                         if (e == 1) {
@@ -227,9 +227,9 @@ TEST_F(CudaMoeTest, ExpertWithRowsAndNoWeightsIsInvalid) {
     std::vector<int32_t> offsets = {0, 2, 3};
     std::vector<float> x(3 * hidden, 0.5f), wg(inter * hidden, 0.1f), wd(hidden * inter, 0.1f);
     DeviceArena arena(be());
-    std::vector<TensorView> g = {arena.put(wg, DType::kF32, {inter, hidden}), TensorView{}};
-    std::vector<TensorView> u = {arena.put(wg, DType::kF32, {inter, hidden}), TensorView{}};
-    std::vector<TensorView> d = {arena.put(wd, DType::kF32, {hidden, inter}), TensorView{}};
+    std::vector<WeightView> g = {arena.put(wg, DType::kF32, {inter, hidden}), TensorView{}};
+    std::vector<WeightView> u = {arena.put(wg, DType::kF32, {inter, hidden}), TensorView{}};
+    std::vector<WeightView> d = {arena.put(wd, DType::kF32, {hidden, inter}), TensorView{}};
     MoeExpertsArgs a{arena.put(x, DType::kF32, {3, hidden}), arena.put(offsets, DType::kI32, {3}), g, u, d,
                      arena.alloc(DType::kF32, {3, hidden})};
     const Status s = ops::run(be(), a);
