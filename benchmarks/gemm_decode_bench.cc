@@ -1,4 +1,4 @@
-// bf16 GEMMs with weights streamed from DRAM: our AVX512-BF16 tiles (gemv_bf16.h) against
+// bf16 GEMMs with weights streamed from DRAM: our AVX512-BF16 tiles (bf16_matmul.h) against
 // oneDNN's matmul, alternated in one run, for decode-shaped M (1, 2, 4: prints GB/s of weights
 // read) and prefill-shaped M (16, 64, 512: prints GFLOP/s).
 //

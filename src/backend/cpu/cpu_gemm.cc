@@ -11,8 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/cpu/bf16_matmul.h"
 #include "backend/cpu/gemm_f32_narrow.h"
-#include "backend/cpu/gemv_bf16.h"
 
 namespace moe::cpu {
 namespace {
@@ -81,8 +81,8 @@ Status GemmEngine::run(const GemmProblem& p) {
     if (p.w.dtype == DType::kBF16) {
         // NOTE: a matrix in panels has no row-major copy: our kernels (or oneDNN over the panels)
         // take it whatever the row count.
-        if (p.w.panels() || gemv_bf16_applies(p, tiles_max_rows_)) {
-            return gemv_bf16(p, pool_, route_);
+        if (p.w.panels() || bf16_matmul_applies(p, tiles_max_rows_)) {
+            return bf16_matmul(p, pool_, route_);
         }
         if (!dnnl_->unavailable) return run_bf16(p);
         return run_bf16_fallback(p);

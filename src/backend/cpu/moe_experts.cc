@@ -29,6 +29,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/cpu/bf16_matmul.h"
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/cpu_backend.h"
@@ -52,17 +53,7 @@ static_assert(kItemCols % kBf16PanelCols == 0 && kOnednnItemCols % kBf16PanelCol
 // (onednn_panels.h) when their K allows; its errors go to `error`.
 void dot(const uint16_t* x, int64_t ldx, int64_t rows, const WeightView& weight, int64_t n_begin, int64_t n_end,
          float* y, int64_t ldy, bool onednn, FirstError& error) {
-    const CpuMatrix w = cpu_matrix(weight);
-    if (onednn && w.panels() && onednn_panels_usable(w.k)) {
-        error.keep(onednn_panel_block(x, ldx, rows, w, n_begin, n_end, y, ldy, false));
-    } else if (w.layout == CpuLayout::kPanels12) {
-        bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.data), n_begin, n_end, y, ldy, false, true);
-    } else if (w.layout == CpuLayout::kPanels) {
-        bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(w.data), w.n, w.k, n_begin, n_end, y, ldy, false,
-                         true);
-    } else {
-        bf16_dot_block(x, ldx, rows, static_cast<const uint16_t*>(w.data), w.k, n_begin, n_end, y, ldy, false);
-    }
+    error.keep(bf16_routed_block(x, ldx, rows, cpu_matrix(weight), n_begin, n_end, y, ldy, false, onednn, true));
 }
 
 struct Item {

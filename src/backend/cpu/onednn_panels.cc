@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/cpu/bf16_block.h"
 #include "backend/cpu/bf16_panels.h"
 #include "core/logging.h"
 
@@ -208,12 +209,7 @@ Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const Cp
     // Our kernels, for a range oneDNN refused (same contract: x rows padded to
     // bf16_padded_k(k) == k here).
     auto own = [&](int64_t c0, int64_t c1) {
-        if (layout == CpuLayout::kPanels12)
-            bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(packed), c0, c1, y + (c0 - n_begin), ldy,
-                                accumulate);
-        else
-            bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(packed), n, k, c0, c1, y + (c0 - n_begin), ldy,
-                             accumulate);
+        bf16_block(x, ldx, rows, w, c0, c1, y + (c0 - n_begin), ldy, accumulate);
     };
     if (g_refuse_for_testing.load(std::memory_order_relaxed)) {
         g_refused.fetch_add(1, std::memory_order_relaxed);

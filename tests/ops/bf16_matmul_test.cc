@@ -1,8 +1,8 @@
-// The bf16 tiles (gemv_bf16.h, bf16_tiles.h), the packed column panels and their 12-bit form
+// The bf16 tiles (bf16_matmul.h, bf16_tiles.h), the packed column panels and their 12-bit form
 // (bf16_panels.h) through the gemm op, against the naive reference: exact on small integers, within bf16 rounding of x
 // on random floats; decode and prefill row counts (tile remainders, row blocks), odd N and K (K tails), bias and
 // accumulate; batch and thread invariance; which matrices the backend packs.
-#include "backend/cpu/gemv_bf16.h"
+#include "backend/cpu/bf16_matmul.h"
 
 #include <gtest/gtest.h>
 
