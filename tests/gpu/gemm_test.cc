@@ -52,7 +52,7 @@ void run_case(Backend& be, const GemmCase& c, uint32_t seed) {
     std::vector<float> got = y0;
     const TensorView got_view = view2d(got.data(), DType::kF32, c.m, c.n, ld_y);
     MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_x, to_device(be, host.x));
-    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_w, to_device(be, host.w));
+    MOE_ASSERT_OK_AND_ASSIGN(DeviceTensor d_w, to_device(be, host.w.tensor));
     DeviceTensor d_bias;
     if (c.bias) {
         MOE_ASSERT_OK_AND_ASSIGN(d_bias, to_device(be, host.bias));
