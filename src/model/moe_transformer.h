@@ -59,9 +59,27 @@ public:
 
 private:
     struct Layer;
+    // The sizes of one step's batch.
+    struct StepShape {
+        int64_t num_seqs = 0;
+        int64_t num_tokens = 0;
+        int64_t num_logit_rows = 0;
+        int64_t max_blocks = 1;  // block-table entries of the longest sequence
+    };
     MoeTransformer() = default;
     Status load_weights(const ModelLoadOptions& options);
+
+    // forward(), step by step.
+    StatusOr<StepShape> check_batch(const BatchView& batch, const KvCache& cache) const;
+    void prepare_step_metadata(const BatchView& batch, int64_t block_size, const StepShape& shape, ForwardOutput& out);
+    Status reserve_workspace(const StepShape& shape);
+    Status upload_step_metadata(const StepShape& shape);
     Status layer_forward(int64_t layer_idx, KvCache& cache, int64_t num_tokens);
+    Status attention_block(const Layer& layer, int64_t layer_idx, KvCache& cache, int64_t num_tokens);
+    Status dense_mlp(const Layer& layer, int64_t num_tokens);
+    Status moe_block(const Layer& layer, int64_t num_tokens);
+    Status shared_expert(const Layer& layer, int64_t num_tokens);
+    Status final_logits(const StepShape& shape, ForwardOutput& out);
 
     ModelConfig config_;
     std::shared_ptr<const WeightSource> source_;
