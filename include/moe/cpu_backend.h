@@ -35,11 +35,12 @@ StatusOr<CpuMatmul> parse_cpu_matmul(const std::string& name);
 
 struct CpuBackendOptions {
     int num_threads = 0;  // 0: all cores the process may use
-    // bf16 matrices packed into column panels at model load (pack_matrix) where the CPU has
-    // AVX512-BF16; false keeps every kernel on the checkpoint layout (for A/B runs and tests).
+    // bf16 matrices packed into column panels at model load (Backend::prepare_weight) where the
+    // CPU has AVX512-BF16; false keeps every kernel on the checkpoint layout (for A/B runs and
+    // tests).
     bool pack_weights = true;
-    // With pack_weights: matrices in the lossless 12-bit form of the panels
-    // (pack_streamed_matrix): 25% fewer bytes streamed per decode step, the same bf16 values.
+    // With pack_weights: matrices prepared as WeightUse::kStreamedMatmul in the lossless 12-bit
+    // form of the panels: 25% fewer bytes streamed per decode step, the same bf16 values.
     bool compress_streamed = true;
     // With pack_weights. The oneDNN routes fall back to kOwn (with a warning) when oneDNN cannot
     // build a bf16 matmul over the panels on this CPU.

@@ -13,8 +13,8 @@
 #include <sstream>
 #include <vector>
 
-#include "moe/cuda_backend.h"
 #include "moe/backend.h"
+#include "moe/cuda_backend.h"
 #include "moe/status.h"
 #include "moe/tensor.h"
 
