@@ -3,7 +3,8 @@
 //
 //   forward_bench --model tests/reference/fixtures/qwen3_moe [--threads 2]
 //   forward_bench --random moe-s --dtype bf16 --prompt 128 --decode 16 --batches 1,4,16 [--tiles-max-rows N] (0: every
-//   bf16 GEMM on oneDNN)
+//   bf16 GEMM on oneDNN; with --pack 0 only: packed panels have no row-major copy and always
+//   take our kernels, or oneDNN over the panels on the CpuMatmul oneDNN routes)
 //       [--pack 0|1] (1, the default: bf16 matrices packed into column panels at load)
 //
 // Forward passes only (nothing is sampled), each through the engine's Executor (run() over

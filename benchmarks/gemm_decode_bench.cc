@@ -1,4 +1,4 @@
-// bf16 GEMMs with weights streamed from DRAM: our AVX512-BF16 tiles (gemv_bf16.h) against
+// bf16 GEMMs with weights streamed from DRAM: our AVX512-BF16 tiles (bf16_matmul.h) against
 // oneDNN's matmul, alternated in one run, for decode-shaped M (1, 2, 4: prints GB/s of weights
 // read) and prefill-shaped M (16, 64, 512: prints GFLOP/s).
 //
@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -69,13 +70,12 @@ int main(int argc, char** argv) {
     // The 12-bit form packed directly (--outliers): 64-byte aligned storage per matrix.
     int64_t exceptions = 0;
     // panels[0]: the plain panels (--packed 1 and 12), panels[1]: the 12-bit form (--packed 12).
-    std::vector<DeviceBuffer> panels[2];
-    std::vector<uint8_t> layouts[2];
+    cpu::CpuWeightCounts direct_counts;  // of the 12-bit forms packed directly; outlives them
+    std::vector<std::unique_ptr<PreparedWeight>> panels[2];
     if (packed != 0) {
         for (auto& wi : w) {
             for (int f = 0; f < (packed == 12 ? 2 : 1); ++f) {
                 const TensorView view = TensorView::make(wi.data(), DType::kBF16, {n, k});
-                uint8_t layout = 0;
                 if (f == 1 && outliers > 0) {
                     const cpu::Bf16Panels12Plan plan = cpu::plan_bf16_panels12(wi.data(), n, k);
                     if (plan.bytes < 0) return 1;
@@ -84,17 +84,25 @@ int main(int argc, char** argv) {
                     cpu::pack_bf16_panels12(wi.data(), plan, 0, cpu::bf16_panel_count(n),
                                             static_cast<uint8_t*>(buf.value().data()));
                     exceptions += plan.exceptions;
-                    panels[f].push_back(std::move(buf.value()));
-                    layouts[f].push_back(cpu::kPackedLayoutPanels12);
+                    TensorView logical = view;
+                    logical.data = nullptr;
+                    panels[f].push_back(
+                        std::make_unique<cpu::CpuWeight>(*be, logical,
+                                                         cpu::CpuMatrix{.layout = cpu::CpuLayout::kPanels12,
+                                                                        .dtype = DType::kBF16,
+                                                                        .n = n,
+                                                                        .k = k,
+                                                                        .data = buf.value().data()},
+                                                         std::move(buf.value()), &direct_counts));
                     continue;
                 }
-                auto pm = f == 0 ? be->pack_matrix(view) : be->pack_streamed_matrix(view, &layout);
-                if (!pm.ok() || pm.value().data() == nullptr || layout != (f == 0 ? 0 : cpu::kPackedLayoutPanels12)) {
+                auto pm = be->prepare_weight("w", view, f == 0 ? WeightUse::kMatmul : WeightUse::kStreamedMatmul);
+                const cpu::CpuLayout want = f == 0 ? cpu::CpuLayout::kPanels : cpu::CpuLayout::kPanels12;
+                if (!pm.ok() || static_cast<const cpu::CpuWeight&>(*pm.value()).matrix().layout != want) {
                     std::fprintf(stderr, "--packed: this backend does not pack bf16 matrices so (no AVX512-BF16?)\n");
                     return 1;
                 }
                 panels[f].push_back(std::move(pm.value()));
-                layouts[f].push_back(layout);
             }
         }
     }
@@ -122,10 +130,7 @@ int main(int argc, char** argv) {
                                .bias = {},
                                .y = TensorView::make(y.data(), DType::kF32, {m, n})};
                     const int form = packed == 12 ? path : path - 1;  // into panels[], -1: none
-                    if (packed != 0 && form >= 0) {
-                        a.w.packed = panels[form][static_cast<size_t>(i)].data();
-                        a.w.packed_layout = layouts[form][static_cast<size_t>(i)];
-                    }
+                    if (packed != 0 && form >= 0) a.w = WeightView(*panels[form][static_cast<size_t>(i)]);
                     if (!ops::run(*be, a).ok()) return 1;
                 }
                 const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,10 +33,10 @@ using namespace moe;
 namespace {
 
 struct Layer {
-    std::vector<DeviceBuffer> buffers;       // the packed matrices
-    std::vector<TensorView> gate, up, down;  // views over them
-    int64_t bytes = 0;                       // of every expert's three matrices
-    int64_t exceptions = 0;                  // values the 12-bit form keeps aside
+    std::vector<std::unique_ptr<PreparedWeight>> buffers;  // the packed matrices
+    std::vector<WeightView> gate, up, down;                // views over them
+    int64_t bytes = 0;                                     // of every expert's three matrices
+    int64_t exceptions = 0;                                // values the 12-bit form keeps aside
 };
 
 }  // namespace
@@ -101,21 +102,18 @@ int main(int argc, char** argv) {
                     uint16_t* w = base.data() + shift;
                     const TensorView src = mat < 2 ? TensorView::make(w, DType::kBF16, {inter, hidden})
                                                    : TensorView::make(w, DType::kBF16, {hidden, inter});
-                    uint8_t layout = cpu::kPackedLayoutPanels;
-                    auto p = lay == 0 ? be->pack_matrix(src) : be->pack_streamed_matrix(src, &layout);
-                    if (!p.ok() || p.value().data() == nullptr ||
-                        layout != (lay == 0 ? cpu::kPackedLayoutPanels : cpu::kPackedLayoutPanels12)) {
+                    auto p =
+                        be->prepare_weight("expert", src, lay == 0 ? WeightUse::kMatmul : WeightUse::kStreamedMatmul);
+                    const cpu::CpuLayout want = lay == 0 ? cpu::CpuLayout::kPanels : cpu::CpuLayout::kPanels12;
+                    if (!p.ok() || static_cast<const cpu::CpuWeight&>(*p.value()).matrix().layout != want) {
                         std::fprintf(stderr, "packing failed\n");
                         return 1;
                     }
-                    TensorView view = src;
-                    view.packed = p.value().data();
-                    view.packed_layout = layout;
-                    L.bytes += static_cast<int64_t>(p.value().size());
-                    if (lay == 1)
-                        L.exceptions += cpu::bf16_panels12_exceptions(static_cast<const uint8_t*>(view.packed));
+                    const cpu::CpuMatrix& m = static_cast<const cpu::CpuWeight&>(*p.value()).matrix();
+                    L.bytes += static_cast<int64_t>(p.value()->bytes());
+                    if (lay == 1) L.exceptions += cpu::bf16_panels12_exceptions(static_cast<const uint8_t*>(m.data));
                     L.buffers.push_back(std::move(p.value()));
-                    (mat == 0 ? L.gate : mat == 1 ? L.up : L.down).push_back(view);
+                    (mat == 0 ? L.gate : mat == 1 ? L.up : L.down).push_back(WeightView(*L.buffers.back()));
                 }
             }
         }

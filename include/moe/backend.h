@@ -19,6 +19,7 @@
 namespace moe {
 
 class Backend;
+class PreparedWeight;
 
 struct EmbeddingArgs;
 struct RmsNormArgs;
@@ -72,6 +73,70 @@ private:
     size_t size_ = 0;
 };
 
+// How the model will use a weight it asks the backend to prepare (Backend::prepare_weight).
+enum class WeightUse : uint8_t {
+    // The weight of y = x * w^T (gemm, moe_experts), for products of any row count: the backend
+    // may keep it in a layout of its own that its kernels read faster.
+    kMatmul,
+    // kMatmul for a matrix that decode streams from memory for a few rows a step (the model
+    // prepares every matrix so: attention projections, experts, lm_head): the backend may also
+    // choose a smaller form that costs more arithmetic per byte.
+    kStreamedMatmul,
+};
+
+// A weight in the form a backend's kernels read, made by Backend::prepare_weight. The form is the
+// backend's own business (a blocked layout, a compressed one, FP8 or MXFP4 with block scales:
+// each is added inside one backend): everything outside that backend sees only the logical
+// tensor and passes the handle back to the ops (WeightView).
+class PreparedWeight {
+public:
+    virtual ~PreparedWeight() = default;
+    PreparedWeight(const PreparedWeight&) = delete;
+    PreparedWeight& operator=(const PreparedWeight&) = delete;
+
+    // The backend that made it; ops refuse a handle of another backend.
+    const Backend& backend() const { return *backend_; }
+    // The weight as the model sees it: dtype and shape, on the backend's device. `data` points at
+    // its plain row-major values in memory the backend owns, or is null when the backend keeps
+    // only a form of its own (then only that backend's kernels can read it).
+    const TensorView& logical() const { return logical_; }
+    // Bytes of the backend's memory it holds.
+    size_t bytes() const { return bytes_; }
+
+protected:
+    PreparedWeight(const Backend& backend, const TensorView& logical, size_t bytes)
+        : backend_(&backend), logical_(logical), bytes_(bytes) {}
+
+private:
+    const Backend* backend_;
+    TensorView logical_;
+    size_t bytes_;
+};
+
+// A weight as the ops take it: the logical tensor (dtype and shape, checked by ops::validate;
+// `data`, when not null, the plain row-major values that the references and plain kernels read)
+// and optionally the backend's prepared form, which that backend's kernels read instead.
+struct WeightView {
+    TensorView tensor;
+    const PreparedWeight* prepared = nullptr;
+
+    WeightView() = default;
+    // A weight the backend did not prepare (tests, small weights): its kernels read `t` as is.
+    WeightView(const TensorView& t) : tensor(t) {}  // NOLINT(google-explicit-constructor)
+    explicit WeightView(const PreparedWeight& w) : tensor(w.logical()), prepared(&w) {}
+
+    // No weight at all (an expert that lives on another rank).
+    bool empty() const { return tensor.data == nullptr && prepared == nullptr; }
+    int64_t dim(int i) const { return tensor.dim(i); }
+    DType dtype() const { return tensor.dtype; }
+};
+
+// The memory of a backend's device, in bytes.
+struct MemoryInfo {
+    int64_t total_bytes = 0;      // the device's (or the process's cgroup limit, when lower)
+    int64_t available_bytes = 0;  // what new allocations can still get now
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -91,22 +156,26 @@ public:
     virtual Status synchronize() = 0;
     // Threads the backend's kernels use (1 for devices that manage their own).
     virtual int num_threads() const { return 1; }
-    // A copy of matrix `w` (2-D, on this device) in a layout this backend's kernels read
-    // faster, to be set as w.packed by the caller, who owns it for as long as w is used; an
-    // empty buffer when the backend keeps no such layout for w (the default). Called once per
-    // matrix at model load.
-    virtual StatusOr<DeviceBuffer> pack_matrix(const TensorView& w) {
-        (void)w;
-        return DeviceBuffer{};
-    }
-    // pack_matrix for a matrix that decode streams from memory for a few rows a step (the model
-    // loads every matrix so: attention projections, experts, lm_head): the backend may choose a
-    // smaller layout that costs more arithmetic per byte. *layout gets the value for
-    // w.packed_layout.
-    virtual StatusOr<DeviceBuffer> pack_streamed_matrix(const TensorView& w, uint8_t* layout) {
-        *layout = 0;
-        return pack_matrix(w);
-    }
+    // One line for the startup log: what the backend runs on and which kernels it picked. Empty
+    // by default.
+    virtual std::string describe() const { return {}; }
+    // Prepares weight `w` for this backend's ops: copies it into memory the backend owns, in
+    // whatever form its kernels read best for `use` (a plain copy by default). `w` is in host
+    // memory, contiguous, of a dtype the ops take; it is only read during the call, so the
+    // caller may free or unmap it afterwards: nothing the backend runs later reads it. `name`
+    // (the checkpoint's tensor name) is for errors. The caller owns the handle and destroys it
+    // before the backend. Called at model load, by one thread.
+    // Errors: kInvalidArgument naming the weight (empty, not contiguous, not in host memory),
+    // kResourceExhausted when the memory cannot be had.
+    virtual StatusOr<std::unique_ptr<PreparedWeight>> prepare_weight(const std::string& name, const TensorView& w,
+                                                                     WeightUse use);
+    // What the prepared weights alive now hold, in words, for the load log (counts per form and
+    // bytes); empty when the backend has nothing to say.
+    virtual std::string weight_summary() const { return {}; }
+    // The memory of the device that holds this backend's allocations (the KV cache among them):
+    // host memory within the process's cgroup limit for a host backend, the GPU's for a GPU
+    // backend. kUnimplemented by default; backends may report kUnavailable.
+    virtual StatusOr<MemoryInfo> memory_info() const;
 
     const OpTable& ops() const { return ops_; }
 
@@ -115,42 +184,8 @@ protected:
     OpTable ops_;
 };
 
-// Which kernels multiply by the packed bf16 weight panels on the CPU.
-enum class CpuMatmul {
-    // kOnednnPrefill where the CPU has AMX, else kOwn.
-    kAuto,
-    // Our AVX512-BF16 kernels for every product (bf16_panels.h): batch invariant bitwise.
-    kOwn,
-    // oneDNN for every product, reading the same panels in place (onednn_panels.h): batch
-    // invariant bitwise, but decode runs at ~0.5x of kOwn (measured on AVX512-BF16, moe-s), and
-    // oneDNN allocates a few small blocks inside every execute (so a decode step does too).
-    kOnednn,
-    // oneDNN (AMX tiles where present) for products of at least kOnednnPrefillMinRows rows,
-    // our kernels below: prefill on AMX, decode on our fused 12-bit kernels. A row's result can
-    // then differ in the last bits between a product below and one above the threshold (another
-    // f32 summation order; bitwise equal on AVX512-BF16 for plain panels, measured).
-    kOnednnPrefill,
-};
-inline constexpr int64_t kOnednnPrefillMinRows = 64;
-
-// "auto", "own", "onednn" or "onednn-prefill" (--cpu-matmul) -> CpuMatmul; anything else:
-// kInvalidArgument naming the choices.
-StatusOr<CpuMatmul> parse_cpu_matmul(const std::string& name);
-
-struct CpuBackendOptions {
-    int num_threads = 0;  // 0: all cores the process may use
-    // bf16 matrices packed into column panels at model load (pack_matrix) where the CPU has
-    // AVX512-BF16; false keeps every kernel on the checkpoint layout (for A/B runs and tests).
-    bool pack_weights = true;
-    // With pack_weights: matrices in the lossless 12-bit form of the panels
-    // (pack_streamed_matrix): 25% fewer bytes streamed per decode step, the same bf16 values.
-    bool compress_streamed = true;
-    // With pack_weights. The oneDNN routes fall back to kOwn (with a warning) when oneDNN cannot
-    // build a bf16 matmul over the panels on this CPU.
-    CpuMatmul matmul = CpuMatmul::kAuto;
-};
-
-// The CPU backend (AVX-512/AMX where present, oneDNN and OpenBLAS for GEMMs).
-std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});
+// For implementations of Backend::prepare_weight: the checks every backend makes on `w`
+// (present, in host memory, contiguous), as kInvalidArgument naming the weight.
+Status check_weight_to_prepare(const std::string& name, const TensorView& w);
 
 }  // namespace moe

@@ -1,7 +1,8 @@
 // Non-owning tensor views: pointer, dtype, device, shape and strides (in elements).
 //
-// Views never own memory; whoever allocated the buffer (a Backend, a weight mmap, a test)
-// keeps it alive for as long as any view of it is used.
+// Views never own memory; whoever allocated the buffer (a Backend, a test) keeps it alive for as
+// long as any view of it is used. A weight in a backend's own form is a PreparedWeight
+// (moe/backend.h), not a view.
 #pragma once
 
 #include <array>
@@ -31,16 +32,6 @@ struct TensorView {
     int ndim = 0;
     std::array<int64_t, kMaxDims> shape{};
     std::array<int64_t, kMaxDims> strides{};  // in elements
-    // Optional: the same whole matrix in a layout of the backend's own, made once at load by
-    // Backend::pack_matrix (the CPU backend's bf16 column panels, bf16_panels.h). Kernels that
-    // know the layout read it instead of `data`; everything else reads `data`, which stays
-    // valid. Describes the whole view: code that takes a sub-view of a weight must clear it.
-    const void* packed = nullptr;
-    // Which of the backend's layouts `packed` holds (backend-defined; 0: its default). The CPU
-    // backend: 0 bf16 column panels, 1 their lossless 12-bit form (pack_streamed_matrix,
-    // bf16_panels.h).
-    uint8_t packed_layout = 0;
-
     // Contiguous row-major view.
     static TensorView make(void* data, DType dtype, std::initializer_list<int64_t> shape, Device device = {});
 

@@ -1,12 +1,8 @@
 #include "cli/backend_select.h"
 
-#include "backend/cpu/cpu_backend.h"
-#include "backend/cpu/cpu_features.h"
 #include "core/logging.h"
-
-#ifdef MOE_WITH_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
+#include "moe/cpu_backend.h"
+#include "moe/cuda_backend.h"
 
 namespace moe::cli {
 
@@ -16,9 +12,7 @@ StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int c
         MOE_ASSIGN_OR_RETURN(const CpuMatmul matmul, parse_cpu_matmul(cpu_matmul));
         auto be =
             make_cpu_backend({.num_threads = cpu_threads, .compress_streamed = compress_weights, .matmul = matmul});
-        const auto& cpu = static_cast<const cpu::CpuBackend&>(*be);
-        log::backend().info("cpu backend: {} threads, {}; bf16 products: {} (--cpu-matmul {})", cpu.num_threads(),
-                            cpu::cpu_features().to_string(), cpu.matmul(), cpu_matmul);
+        log::backend().info("cpu backend: {} (--cpu-matmul {})", be->describe(), cpu_matmul);
         return be;
     }
     if (device.rfind("cuda", 0) != 0)

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
-#include <fstream>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -21,17 +20,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::duration d) {
     return std::chrono::duration<double>(d).count();
-}
-
-// MemAvailable from /proc/meminfo, in bytes (0 if unknown).
-int64_t memory_available_bytes() {
-    std::ifstream in("/proc/meminfo");
-    std::string key;
-    int64_t kb = 0;
-    std::string unit;
-    while (in >> key >> kb >> unit)
-        if (key == "MemAvailable:") return kb * 1024;
-    return 0;
 }
 
 }  // namespace
@@ -135,7 +123,13 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer>
     if (budget <= 0) {
         if (!(options.kv_cache_fraction > 0 && options.kv_cache_fraction <= 0.95))
             return invalid_argument("kv_cache_fraction must be in (0, 0.95]");
-        budget = static_cast<int64_t>(static_cast<double>(memory_available_bytes()) * options.kv_cache_fraction);
+        // The memory of the device that holds the cache (host memory within the cgroup's limit on
+        // the CPU, the GPU's on CUDA), after the weights were loaded there.
+        StatusOr<MemoryInfo> memory = model->backend().memory_info();
+        if (!memory.ok())
+            return memory.status().with_context(
+                "sizing the kv cache from kv_cache_fraction (give kv_cache_bytes instead)");
+        budget = static_cast<int64_t>(static_cast<double>(memory->available_bytes) * options.kv_cache_fraction);
         // Never more than the blocks max_pending full-length requests could use.
         const int64_t useful = per_block * ((max_len + options.kv_block_size - 1) / options.kv_block_size) *
                                std::min<int64_t>(options.max_pending, options.scheduler.max_seqs);

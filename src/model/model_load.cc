@@ -35,16 +35,14 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::load(const std::filesy
         return unimplemented(dir.string() + ": " + config.architecture +
                              " cannot be served by this build: " + config.unsupported_reason);
     MOE_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open(dir));
-    // On the CPU the mapped file is the weights: map it all now rather than page-faulting on each
-    // expert's first use while serving (llama.cpp does the same with MAP_POPULATE).
-    if (backend.device().kind == DeviceKind::kCpu) store.populate();
+    // NOTE: not populated: the model copies each tensor into backend memory and releases its
+    // pages (the file is read once, in order); the mapping goes when the model is built.
     auto source = std::make_shared<StoreSource>(std::move(store));
     MOE_ASSIGN_OR_RETURN(auto model, create(config, source, backend, options));
-    log::model().info(
-        "loaded {} ({} layers, {} experts, top-{}) from {}: matrices {}{}", config.architecture, config.num_layers,
-        config.num_experts, config.num_experts_per_tok, dir.string(), dtype_name(model->matrix_dtype()),
-        model->compact_matrices() > 0 ? fmt::format(", {} in the lossless 12-bit form", model->compact_matrices())
-                                      : std::string());
+    log::model().info("loaded {} ({} layers, {} experts, top-{}) from {}: matrices {}{}", config.architecture,
+                      config.num_layers, config.num_experts, config.num_experts_per_tok, dir.string(),
+                      dtype_name(model->matrix_dtype()),
+                      backend.weight_summary().empty() ? std::string() : ", " + backend.weight_summary());
     return model;
 }
 

@@ -14,14 +14,15 @@ namespace moe {
 
 struct MoeTransformer::Layer {
     TensorView input_norm, post_norm;  // f32 [H]
-    TensorView wq, wk, wv, wo;         // matrices
+    WeightView wq, wk, wv, wo;         // matrices
     TensorView bq, bk, bv;             // f32 or empty
     TensorView q_norm, k_norm;         // f32 or empty
     bool is_moe = false;
-    TensorView router;  // [E, H]
-    std::vector<TensorView> w_gate, w_up, w_down;
-    TensorView shared_gate, shared_up, shared_down, shared_expert_gate;  // Qwen2-MoE
-    TensorView mlp_gate, mlp_up, mlp_down;                               // dense layers
+    TensorView router;  // [E, H], f32
+    std::vector<WeightView> w_gate, w_up, w_down;
+    WeightView shared_gate, shared_up, shared_down;  // Qwen2-MoE
+    TensorView shared_expert_gate;                   // f32 [1, H]
+    WeightView mlp_gate, mlp_up, mlp_down;           // dense layers
 };
 
 namespace {
@@ -44,18 +45,53 @@ Names expert_names(ModelFamily family) {
 
 }  // namespace
 
-// Owns converted weights; passes mapped ones through when their dtype is already right and the
-// backend reads host memory.
+// Copies every tensor the forward reads into memory the backend owns: small ones (norms,
+// biases, the router, the embedding table) as plain DeviceBuffers, matrices through
+// Backend::prepare_weight. Nothing the model keeps points into the source, so the source (a
+// file mapping) can go once the model is built. Each tensor's source pages are released as soon
+// as it is copied, so the peak is the copies made so far plus one tensor (plus one converted
+// host copy when the dtype changes).
 class WeightLoader {
 public:
-    WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned, int64_t& compact)
-        : src_(src), be_(be), owned_(owned), compact_(compact) {}
+    WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned,
+                 std::vector<std::unique_ptr<PreparedWeight>>& prepared)
+        : src_(src), be_(be), owned_(owned), prepared_(prepared) {}
 
-    // A tensor of exactly `shape`, converted to `dtype` (f32, bf16). *mapped (if given): whether
-    // the view is the source's own memory rather than a converted copy.
-    StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype,
-                             bool* mapped = nullptr) {
-        if (mapped != nullptr) *mapped = false;
+    // A tensor of exactly `shape`, converted to `dtype` (f32, bf16), in backend memory.
+    StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
+        MOE_ASSIGN_OR_RETURN(Host host, host_tensor(name, shape, dtype));
+        TensorView view = host.view;
+        const size_t bytes = view.nbytes();
+        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(be_, std::max<size_t>(bytes, 1)));
+        MOE_RETURN_IF_ERROR(be_.copy(buf.data(), be_.device(), view.data, Device{}, bytes));
+        if (host.mapped) src_.release(view.data, bytes);
+        view.data = buf.data();
+        view.device = be_.device();
+        owned_.push_back(std::move(buf));
+        return view;
+    }
+
+    // A matrix of exactly `shape` in `dtype`, prepared by the backend for its GEMMs. Every matrix
+    // of the model is one a decode step streams from memory for a few rows (the attention
+    // projections, the experts, lm_head): WeightUse::kStreamedMatmul.
+    StatusOr<WeightView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
+        MOE_ASSIGN_OR_RETURN(Host host, host_tensor(name, shape, dtype));
+        MOE_ASSIGN_OR_RETURN(std::unique_ptr<PreparedWeight> w,
+                             be_.prepare_weight(name, host.view, WeightUse::kStreamedMatmul));
+        if (host.mapped) src_.release(host.view.data, host.view.nbytes());
+        prepared_.push_back(std::move(w));
+        return WeightView(*prepared_.back());
+    }
+
+private:
+    // A tensor in host memory: the source's own (mapped) or a converted copy.
+    struct Host {
+        TensorView view;
+        bool mapped = false;
+        std::vector<uint8_t> converted;
+    };
+
+    StatusOr<Host> host_tensor(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
         MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
         const std::vector<int64_t> want(shape);
         if (w.shape != want)
@@ -64,73 +100,38 @@ public:
         if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
             return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
                                     ", expected f32, bf16 or f16");
-        int64_t numel = 1;
-        for (int64_t d : want) numel *= d;
-        TensorView view;
-        view.dtype = dtype;
-        view.device = be_.device();
-        view.ndim = static_cast<int>(want.size());
+        Host h;
+        h.view.dtype = dtype;
+        h.view.ndim = static_cast<int>(want.size());
         int64_t stride = 1;
-        for (int d = view.ndim - 1; d >= 0; --d) {
-            view.shape[static_cast<size_t>(d)] = want[static_cast<size_t>(d)];
-            view.strides[static_cast<size_t>(d)] = stride;
+        for (int d = h.view.ndim - 1; d >= 0; --d) {
+            h.view.shape[static_cast<size_t>(d)] = want[static_cast<size_t>(d)];
+            h.view.strides[static_cast<size_t>(d)] = stride;
             stride *= want[static_cast<size_t>(d)];
         }
-        const bool host_backend = be_.device().kind == DeviceKind::kCpu;
-        if (w.dtype == dtype && host_backend) {
-            view.data = const_cast<void*>(w.data);  // NOTE: weights are read-only; ops never write them
-            if (mapped != nullptr) *mapped = true;
-            return view;
+        const size_t numel = static_cast<size_t>(h.view.numel());
+        if (w.dtype == dtype) {
+            h.view.data = const_cast<void*>(w.data);  // NOTE: read only, and only during load
+            h.mapped = true;
+            return h;
         }
-        const size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
-        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(be_, bytes));
-        std::vector<float> f32(host_backend && w.dtype == DType::kF32 ? 0 : static_cast<size_t>(numel));
+        std::vector<float> f32(w.dtype == DType::kF32 ? 0 : numel);
         const float* as_f32 = static_cast<const float*>(w.data);
         if (w.dtype != DType::kF32) {
-            convert_to_f32(w.data, w.dtype, f32.data(), static_cast<size_t>(numel));
+            convert_to_f32(w.data, w.dtype, f32.data(), numel);
             as_f32 = f32.data();
         }
-        if (host_backend) {
-            convert_from_f32(as_f32, buf.data(), dtype, static_cast<size_t>(numel));
-        } else {
-            std::vector<uint8_t> host(bytes);
-            convert_from_f32(as_f32, host.data(), dtype, static_cast<size_t>(numel));
-            MOE_RETURN_IF_ERROR(be_.copy(buf.data(), be_.device(), host.data(), Device{}, bytes));
-        }
-        view.data = buf.data();
-        owned_.push_back(std::move(buf));
-        return view;
+        h.converted.resize(numel * dtype_size(dtype));
+        convert_from_f32(as_f32, h.converted.data(), dtype, numel);
+        src_.release(w.data, numel * dtype_size(w.dtype));
+        h.view.data = h.converted.data();
+        return h;
     }
 
-    // get() for a matrix the backend may keep packed in its own layout as well (view.packed).
-    // A packed copy of a mapped tensor replaces it in memory: the mapped pages are released.
-    StatusOr<TensorView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
-        bool mapped = false;
-        MOE_ASSIGN_OR_RETURN(TensorView view, get(name, shape, dtype, &mapped));
-        MOE_ASSIGN_OR_RETURN(bool packed, pack(view));
-        if (packed && mapped) src_.release(view.data, view.nbytes());
-        return view;
-    }
-
-    // Sets view.packed (and packed_layout) if the backend packs this matrix; true if it did.
-    // Every matrix of the model is one a decode step streams from memory for a few rows (the
-    // attention projections, the experts, lm_head): Backend::pack_streamed_matrix.
-    StatusOr<bool> pack(TensorView& view) {
-        uint8_t layout = 0;
-        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, be_.pack_streamed_matrix(view, &layout));
-        if (buf.data() == nullptr) return false;
-        view.packed = buf.data();
-        view.packed_layout = layout;
-        if (layout != 0) ++compact_;
-        owned_.push_back(std::move(buf));
-        return true;
-    }
-
-private:
     const WeightSource& src_;
     Backend& be_;
     std::vector<DeviceBuffer>& owned_;
-    int64_t& compact_;
+    std::vector<std::unique_ptr<PreparedWeight>>& prepared_;
 };
 
 MoeTransformer::~MoeTransformer() = default;
@@ -138,6 +139,7 @@ MoeTransformer::~MoeTransformer() = default;
 int64_t MoeTransformer::owned_weight_bytes() const {
     int64_t n = 0;
     for (const auto& b : owned_) n += static_cast<int64_t>(b.size());
+    for (const auto& w : prepared_) n += static_cast<int64_t>(w->bytes());
     return n;
 }
 
@@ -151,6 +153,9 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::create(const ModelConf
     m->source_ = std::move(weights);
     m->backend_ = &backend;
     MOE_RETURN_IF_ERROR(m->load_weights(options).with_context(m->source_->describe()));
+    // Every tensor the forward reads is in backend memory now: let the source (a file mapping)
+    // go, so that nothing done to the file later reaches the server (#18 D).
+    m->source_.reset();
     return m;
 }
 
@@ -171,17 +176,23 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
     }
     const DType mat = matrix_dtype_;
     const DType f32 = DType::kF32;
-    WeightLoader wl(*source_, *backend_, owned_, compact_matrices_);
+    WeightLoader wl(*source_, *backend_, owned_, prepared_);
     const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
 
-    MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));
-    MOE_ASSIGN_OR_RETURN(final_norm_, wl.get("model.norm.weight", {H}, f32));
     if (c.tie_word_embeddings && !source_->has("lm_head.weight")) {
-        lm_head_ = embed_;  // the embedding's rows stay in use: not released
-        MOE_RETURN_IF_ERROR(wl.pack(lm_head_).status());
+        // One tensor, two uses: the backend prepares it as lm_head; the embedding reads the same
+        // prepared copy when the backend kept its rows plain, else a copy of its own.
+        MOE_ASSIGN_OR_RETURN(lm_head_, wl.matrix("model.embed_tokens.weight", {c.vocab_size, H}, mat));
+        if (lm_head_.tensor.data != nullptr) {
+            embed_ = lm_head_.tensor;
+        } else {
+            MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));
+        }
     } else {
+        MOE_ASSIGN_OR_RETURN(embed_, wl.get("model.embed_tokens.weight", {c.vocab_size, H}, mat));
         MOE_ASSIGN_OR_RETURN(lm_head_, wl.matrix("lm_head.weight", {c.vocab_size, H}, mat));
     }
+    MOE_ASSIGN_OR_RETURN(final_norm_, wl.get("model.norm.weight", {H}, f32));
     const Names en = expert_names(c.family);
     layers_.resize(static_cast<size_t>(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -215,9 +226,9 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + "gate.weight", {E, H}, f32));
             for (int64_t e = 0; e < E; ++e) {
                 const std::string ep = mp + "experts." + std::to_string(e) + ".";
-                MOE_ASSIGN_OR_RETURN(TensorView g, wl.matrix(ep + en.gate + ".weight", {I, H}, mat));
-                MOE_ASSIGN_OR_RETURN(TensorView u, wl.matrix(ep + en.up + ".weight", {I, H}, mat));
-                MOE_ASSIGN_OR_RETURN(TensorView d, wl.matrix(ep + en.down + ".weight", {H, I}, mat));
+                MOE_ASSIGN_OR_RETURN(WeightView g, wl.matrix(ep + en.gate + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(WeightView u, wl.matrix(ep + en.up + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(WeightView d, wl.matrix(ep + en.down + ".weight", {H, I}, mat));
                 L.w_gate.push_back(g);
                 L.w_up.push_back(u);
                 L.w_down.push_back(d);
@@ -274,16 +285,38 @@ TensorView view(const DeviceBuffer& b, DType dtype, std::initializer_list<int64_
 }  // namespace
 
 StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache& cache) {
-    const ModelConfig& c = config_;
+    MOE_ASSIGN_OR_RETURN(const StepShape shape, check_batch(batch, cache));
+    if (!ws_) {
+        ws_ = std::make_unique<Workspace>();
+        ws_->be = backend_;
+    }
+    ForwardOutput out;
+    prepare_step_metadata(batch, cache.block_size(), shape, out);
+    MOE_RETURN_IF_ERROR(reserve_workspace(shape));
+    MOE_RETURN_IF_ERROR(upload_step_metadata(shape));
+
     Backend& be = *backend_;
     const Device dev = be.device();
+    const int64_t T = shape.num_tokens, H = config_.hidden_size;
+    MOE_RETURN_IF_ERROR(ops::run(be, EmbeddingArgs{.ids = view(ws_->ids, DType::kI32, {T}, dev),
+                                                   .table = embed_,
+                                                   .out = view(ws_->h, DType::kF32, {T, H}, dev)}));
+    for (int64_t l = 0; l < config_.num_layers; ++l)
+        MOE_RETURN_IF_ERROR(layer_forward(l, cache, T).with_context("layer " + std::to_string(l)));
+    MOE_RETURN_IF_ERROR(final_logits(shape, out));
+    return out;
+}
+
+// ---- forward steps ---------------------------------------------------------------------------
+
+// Host-side validation: nothing is written (cache, workspace) before all of it passes.
+StatusOr<MoeTransformer::StepShape> MoeTransformer::check_batch(const BatchView& batch, const KvCache& cache) const {
+    const ModelConfig& c = config_;
     const int64_t S = static_cast<int64_t>(batch.sequences.size());
     if (S == 0) return invalid_argument("forward: empty batch");
     if (cache.num_layers() != c.num_layers) return invalid_argument("forward: kv cache has wrong layer count");
     const int64_t bs = cache.block_size();
-
-    // ---- host-side validation and metadata (nothing is written before all of it passes)
-    int64_t T = 0, R = 0, max_blocks = 1;
+    StepShape shape{.num_seqs = S, .num_tokens = 0, .num_logit_rows = 0, .max_blocks = 1};
     for (int64_t s = 0; s < S; ++s) {
         const SequenceInput& in = batch.sequences[static_cast<size_t>(s)];
         const int64_t n = static_cast<int64_t>(in.token_ids.size());
@@ -310,54 +343,57 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
             if (id < 0 || id >= c.vocab_size)
                 return invalid_argument("forward: sequence " + std::to_string(s) + " token id " + std::to_string(id) +
                                         " outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
-        T += n;
-        R += in.all_logits ? n : 1;
-        max_blocks = std::max(max_blocks, need_blocks);
+        shape.num_tokens += n;
+        shape.num_logit_rows += in.all_logits ? n : 1;
+        shape.max_blocks = std::max(shape.max_blocks, need_blocks);
     }
-    if (!ws_) {
-        ws_ = std::make_unique<Workspace>();
-        ws_->be = &be;
-    }
+    return shape;
+}
+
+// Token ids, positions, KV slots, query starts, KV lengths, block tables and the rows that get
+// logits, on the host (kept across steps so a steady decode step allocates nothing); out's
+// row_start.
+void MoeTransformer::prepare_step_metadata(const BatchView& batch, int64_t bs, const StepShape& shape,
+                                           ForwardOutput& out) {
     Workspace& w = *ws_;
-    std::vector<int32_t>& ids = w.host_ids;
-    std::vector<int32_t>& positions = w.host_positions;
-    std::vector<int64_t>& slots = w.host_slots;
-    std::vector<int32_t>& query_start = w.host_query_start;
-    std::vector<int32_t>& kv_lens = w.host_kv_lens;
-    std::vector<int32_t>& tables = w.host_tables;
-    std::vector<int64_t>& logit_rows = w.host_logit_rows;  // token index of each logits row
-    ids.resize(static_cast<size_t>(T));
-    positions.resize(static_cast<size_t>(T));
-    slots.resize(static_cast<size_t>(T));
-    query_start.resize(static_cast<size_t>(S + 1));
-    kv_lens.resize(static_cast<size_t>(S));
-    tables.assign(static_cast<size_t>(S * max_blocks), 0);
-    logit_rows.clear();
-    ForwardOutput out;
+    const int64_t S = shape.num_seqs, T = shape.num_tokens;
+    w.host_ids.resize(static_cast<size_t>(T));
+    w.host_positions.resize(static_cast<size_t>(T));
+    w.host_slots.resize(static_cast<size_t>(T));
+    w.host_query_start.resize(static_cast<size_t>(S + 1));
+    w.host_kv_lens.resize(static_cast<size_t>(S));
+    w.host_tables.assign(static_cast<size_t>(S * shape.max_blocks), 0);
+    w.host_logit_rows.clear();  // token index of each logits row
     out.row_start.reserve(static_cast<size_t>(S + 1));
-    out.vocab_size = c.vocab_size;
+    out.vocab_size = config_.vocab_size;
     out.row_start.push_back(0);
     int64_t t = 0;
     for (int64_t s = 0; s < S; ++s) {
         const SequenceInput& in = batch.sequences[static_cast<size_t>(s)];
         const int64_t n = static_cast<int64_t>(in.token_ids.size());
-        query_start[static_cast<size_t>(s)] = static_cast<int32_t>(t);
-        kv_lens[static_cast<size_t>(s)] = static_cast<int32_t>(in.num_cached + n);
+        w.host_query_start[static_cast<size_t>(s)] = static_cast<int32_t>(t);
+        w.host_kv_lens[static_cast<size_t>(s)] = static_cast<int32_t>(in.num_cached + n);
         const int64_t need_blocks = (in.num_cached + n + bs - 1) / bs;
         for (int64_t i = 0; i < need_blocks; ++i)
-            tables[static_cast<size_t>(s * max_blocks + i)] = in.block_table[static_cast<size_t>(i)];
+            w.host_tables[static_cast<size_t>(s * shape.max_blocks + i)] = in.block_table[static_cast<size_t>(i)];
         for (int64_t j = 0; j < n; ++j, ++t) {
             const int64_t pos = in.num_cached + j;
-            ids[static_cast<size_t>(t)] = in.token_ids[static_cast<size_t>(j)];
-            positions[static_cast<size_t>(t)] = static_cast<int32_t>(pos);
-            slots[static_cast<size_t>(t)] = int64_t{in.block_table[static_cast<size_t>(pos / bs)]} * bs + pos % bs;
-            if (in.all_logits || j == n - 1) logit_rows.push_back(t);
+            w.host_ids[static_cast<size_t>(t)] = in.token_ids[static_cast<size_t>(j)];
+            w.host_positions[static_cast<size_t>(t)] = static_cast<int32_t>(pos);
+            w.host_slots[static_cast<size_t>(t)] =
+                int64_t{in.block_table[static_cast<size_t>(pos / bs)]} * bs + pos % bs;
+            if (in.all_logits || j == n - 1) w.host_logit_rows.push_back(t);
         }
-        out.row_start.push_back(static_cast<int64_t>(logit_rows.size()));
+        out.row_start.push_back(static_cast<int64_t>(w.host_logit_rows.size()));
     }
-    query_start[static_cast<size_t>(S)] = static_cast<int32_t>(T);
+    w.host_query_start[static_cast<size_t>(S)] = static_cast<int32_t>(T);
+}
 
-    // ---- buffers
+// Activation buffers for this step's shape (grown, never shrunk).
+Status MoeTransformer::reserve_workspace(const StepShape& shape) {
+    const ModelConfig& c = config_;
+    Workspace& w = *ws_;
+    const int64_t T = shape.num_tokens, S = shape.num_seqs, R = shape.num_logit_rows;
     const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
     const int64_t K = std::max<int64_t>(1, c.num_experts_per_tok), E = std::max<int64_t>(1, c.num_experts);
     const int64_t I =
@@ -386,33 +422,41 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
     MOE_RETURN_IF_ERROR(w.reserve(w.slots, static_cast<size_t>(T) * 8));
     MOE_RETURN_IF_ERROR(w.reserve(w.query_start, f(S + 1)));
     MOE_RETURN_IF_ERROR(w.reserve(w.kv_lens, f(S)));
-    MOE_RETURN_IF_ERROR(w.reserve(w.block_tables, f(S * max_blocks)));
+    MOE_RETURN_IF_ERROR(w.reserve(w.block_tables, f(S * shape.max_blocks)));
     MOE_RETURN_IF_ERROR(w.reserve(w.final_rows, f(R * H)));
-    MOE_RETURN_IF_ERROR(w.reserve(w.logits, f(R * c.vocab_size)));
+    return w.reserve(w.logits, f(R * c.vocab_size));
+}
 
-    const Device host{};
-    MOE_RETURN_IF_ERROR(be.copy(w.ids.data(), dev, ids.data(), host, f(T)));
-    MOE_RETURN_IF_ERROR(be.copy(w.positions.data(), dev, positions.data(), host, f(T)));
-    MOE_RETURN_IF_ERROR(be.copy(w.slots.data(), dev, slots.data(), host, static_cast<size_t>(T) * 8));
-    MOE_RETURN_IF_ERROR(be.copy(w.query_start.data(), dev, query_start.data(), host, f(S + 1)));
-    MOE_RETURN_IF_ERROR(be.copy(w.kv_lens.data(), dev, kv_lens.data(), host, f(S)));
-    MOE_RETURN_IF_ERROR(be.copy(w.block_tables.data(), dev, tables.data(), host, f(S * max_blocks)));
+// The host metadata to the device; meta_ for the layers.
+Status MoeTransformer::upload_step_metadata(const StepShape& shape) {
+    Backend& be = *backend_;
+    Workspace& w = *ws_;
+    const Device dev = be.device(), host{};
+    const int64_t T = shape.num_tokens, S = shape.num_seqs;
+    const auto f = [](int64_t n) { return static_cast<size_t>(n) * 4; };
+    MOE_RETURN_IF_ERROR(be.copy(w.ids.data(), dev, w.host_ids.data(), host, f(T)));
+    MOE_RETURN_IF_ERROR(be.copy(w.positions.data(), dev, w.host_positions.data(), host, f(T)));
+    MOE_RETURN_IF_ERROR(be.copy(w.slots.data(), dev, w.host_slots.data(), host, static_cast<size_t>(T) * 8));
+    MOE_RETURN_IF_ERROR(be.copy(w.query_start.data(), dev, w.host_query_start.data(), host, f(S + 1)));
+    MOE_RETURN_IF_ERROR(be.copy(w.kv_lens.data(), dev, w.host_kv_lens.data(), host, f(S)));
+    MOE_RETURN_IF_ERROR(be.copy(w.block_tables.data(), dev, w.host_tables.data(), host, f(S * shape.max_blocks)));
     meta_.num_seqs = S;
-    meta_.max_blocks = max_blocks;
+    meta_.max_blocks = shape.max_blocks;
+    return ok_status();
+}
 
-    // ---- embedding, layers, final norm, lm_head
-    MOE_RETURN_IF_ERROR(ops::run(be, EmbeddingArgs{.ids = view(w.ids, DType::kI32, {T}, dev),
-                                                   .table = embed_,
-                                                   .out = view(w.h, DType::kF32, {T, H}, dev)}));
-    for (int64_t l = 0; l < c.num_layers; ++l)
-        MOE_RETURN_IF_ERROR(layer_forward(l, cache, T).with_context("layer " + std::to_string(l)));
-
+// The rows that get logits: gathered, final norm, lm_head, to the host.
+Status MoeTransformer::final_logits(const StepShape& shape, ForwardOutput& out) {
+    const ModelConfig& c = config_;
+    Backend& be = *backend_;
+    Workspace& w = *ws_;
+    const Device dev = be.device(), host{};
+    const int64_t R = shape.num_logit_rows, H = c.hidden_size;
+    const size_t row_bytes = static_cast<size_t>(H) * 4;
     for (int64_t r = 0; r < R; ++r) {
-        const size_t row_bytes = f(H);
-        MOE_RETURN_IF_ERROR(be.copy(
-            static_cast<char*>(w.final_rows.data()) + static_cast<size_t>(r) * row_bytes, dev,
-            static_cast<const char*>(w.h.data()) + static_cast<size_t>(logit_rows[static_cast<size_t>(r)]) * row_bytes,
-            dev, row_bytes));
+        const size_t src_row = static_cast<size_t>(w.host_logit_rows[static_cast<size_t>(r)]);
+        MOE_RETURN_IF_ERROR(be.copy(static_cast<char*>(w.final_rows.data()) + static_cast<size_t>(r) * row_bytes, dev,
+                                    static_cast<const char*>(w.h.data()) + src_row * row_bytes, dev, row_bytes));
     }
     const TensorView rows = view(w.final_rows, DType::kF32, {R, H}, dev);
     MOE_RETURN_IF_ERROR(
@@ -420,14 +464,27 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
     const TensorView logits = view(w.logits, DType::kF32, {R, c.vocab_size}, dev);
     MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = rows, .w = lm_head_, .bias = {}, .y = logits}));
     out.logits.resize(static_cast<size_t>(R * c.vocab_size));
-    MOE_RETURN_IF_ERROR(be.copy(out.logits.data(), host, w.logits.data(), dev, f(R * c.vocab_size)));
-    MOE_RETURN_IF_ERROR(be.synchronize());
-    return out;
+    MOE_RETURN_IF_ERROR(
+        be.copy(out.logits.data(), host, w.logits.data(), dev, static_cast<size_t>(R * c.vocab_size) * 4));
+    return be.synchronize();
 }
 
 Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t T) {
-    const ModelConfig& c = config_;
     const Layer& L = layers_[static_cast<size_t>(layer_idx)];
+    MOE_RETURN_IF_ERROR(attention_block(L, layer_idx, cache, T));
+    const Device dev = backend_->device();
+    const int64_t H = config_.hidden_size;
+    const TensorView h = view(ws_->h, DType::kF32, {T, H}, dev);
+    const TensorView x = view(ws_->x, DType::kF32, {T, H}, dev);
+    MOE_RETURN_IF_ERROR(
+        ops::run(*backend_, RmsNormArgs{.x = h, .weight = L.post_norm, .out = x, .eps = config_.rms_norm_eps}));
+    if (!L.is_moe) return dense_mlp(L, T);
+    return moe_block(L, T);
+}
+
+// h += o_proj(attention(rope(norm(h) * {q, k, v}))), the new keys and values written to the cache.
+Status MoeTransformer::attention_block(const Layer& L, int64_t layer_idx, KvCache& cache, int64_t T) {
+    const ModelConfig& c = config_;
     Backend& be = *backend_;
     Workspace& w = *ws_;
     const Device dev = be.device();
@@ -436,9 +493,6 @@ Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t 
     const float eps = c.rms_norm_eps;
     const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
     const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
-    const TensorView y = view(w.y, DType::kF32, {T, H}, dev);
-
-    // ---- attention
     MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = h, .weight = L.input_norm, .out = x, .eps = eps}));
     const TensorView q2 = view(w.q, DType::kF32, {T, nh * hd}, dev);
     const TensorView k2 = view(w.k, DType::kF32, {T, nkv * hd}, dev);
@@ -482,18 +536,38 @@ Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t 
     MOE_RETURN_IF_ERROR(ops::run(
         be, GemmArgs{
                 .x = view(w.attn, DType::kF32, {T, nh * hd}, dev), .w = L.wo, .bias = {}, .y = h, .accumulate = true}));
+    return ok_status();
+}
 
-    // ---- MLP or MoE
-    MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = h, .weight = L.post_norm, .out = x, .eps = eps}));
-    if (!L.is_moe) {
-        const int64_t I = c.intermediate_size;
-        const TensorView g = view(w.mlp_gate, DType::kF32, {T, I}, dev);
-        const TensorView u = view(w.mlp_up, DType::kF32, {T, I}, dev);
-        MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.mlp_gate, .bias = {}, .y = g}));
-        MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.mlp_up, .bias = {}, .y = u}));
-        MOE_RETURN_IF_ERROR(ops::run(be, SiluMulArgs{.gate = g, .up = u, .out = g}));
-        return ops::run(be, GemmArgs{.x = g, .w = L.mlp_down, .bias = {}, .y = h, .accumulate = true});
-    }
+// h += down(silu(x * gate) * (x * up)), x the post-attention norm of h.
+Status MoeTransformer::dense_mlp(const Layer& L, int64_t T) {
+    const ModelConfig& c = config_;
+    Backend& be = *backend_;
+    Workspace& w = *ws_;
+    const Device dev = be.device();
+    const int64_t H = c.hidden_size;
+    const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
+    const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
+    const int64_t I = c.intermediate_size;
+    const TensorView g = view(w.mlp_gate, DType::kF32, {T, I}, dev);
+    const TensorView u = view(w.mlp_up, DType::kF32, {T, I}, dev);
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.mlp_gate, .bias = {}, .y = g}));
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.mlp_up, .bias = {}, .y = u}));
+    MOE_RETURN_IF_ERROR(ops::run(be, SiluMulArgs{.gate = g, .up = u, .out = g}));
+    return ops::run(be, GemmArgs{.x = g, .w = L.mlp_down, .bias = {}, .y = h, .accumulate = true});
+}
+
+// The routed experts: router, top-k, permute, grouped expert MLPs, weighted combine into h (into
+// y, then the shared expert, for Qwen2-MoE).
+Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
+    const ModelConfig& c = config_;
+    Backend& be = *backend_;
+    Workspace& w = *ws_;
+    const Device dev = be.device();
+    const int64_t H = c.hidden_size;
+    const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
+    const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
+    const TensorView y = view(w.y, DType::kF32, {T, H}, dev);
     const int64_t E = c.num_experts, K = c.num_experts_per_tok;
     const TensorView logits = view(w.router_logits, DType::kF32, {T, E}, dev);
     const TensorView ids = view(w.topk_ids, DType::kI32, {T, K}, dev);
@@ -531,6 +605,19 @@ Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t 
     MOE_RETURN_IF_ERROR(ops::run(
         be, MoeUnpermuteArgs{
                 .out_permuted = out_perm, .row_of = row_of, .topk_weights = weights, .y = y, .accumulate = false}));
+    return shared_expert(L, T);
+}
+
+// Qwen2-MoE's shared expert, gated: y += sigmoid(x * gate) * shared(x); h += y.
+Status MoeTransformer::shared_expert(const Layer& L, int64_t T) {
+    const ModelConfig& c = config_;
+    Backend& be = *backend_;
+    Workspace& w = *ws_;
+    const Device dev = be.device();
+    const int64_t H = c.hidden_size;
+    const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
+    const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
+    const TensorView y = view(w.y, DType::kF32, {T, H}, dev);
     const int64_t SI = c.shared_expert_intermediate_size;
     const TensorView g = view(w.mlp_gate, DType::kF32, {T, SI}, dev);
     const TensorView u = view(w.mlp_up, DType::kF32, {T, SI}, dev);

@@ -33,8 +33,9 @@ struct ModelLoadOptions {
 class MoeTransformer {
 public:
     // Builds the model from `weights`, which must hold every tensor the config implies with the
-    // right shape (errors name the tensor, its file and both shapes). `weights` must outlive
-    // the model when the backend is the CPU (mapped weights are used in place).
+    // right shape (errors name the tensor, its file and both shapes). Every tensor is copied
+    // into memory the backend owns (matrices through Backend::prepare_weight); `weights` is read
+    // only during the call and the model keeps no reference to it.
     static StatusOr<std::unique_ptr<MoeTransformer>> create(const ModelConfig& config,
                                                             std::shared_ptr<const WeightSource> weights,
                                                             Backend& backend, const ModelLoadOptions& options);
@@ -53,28 +54,43 @@ public:
     Backend& backend() const { return *backend_; }
     // Dtype of the large matrices after loading.
     DType matrix_dtype() const { return matrix_dtype_; }
-    // Bytes held by weights the model owns (converted ones), not counting mapped files.
+    // Bytes of backend memory held by the model's weights (all of them: nothing stays mapped).
     int64_t owned_weight_bytes() const;
-    // Matrices the backend keeps in a compact layout of its own (packed_layout != 0: the CPU's
-    // lossless 12-bit panels).
-    int64_t compact_matrices() const { return compact_matrices_; }
 
 private:
     struct Layer;
+    // The sizes of one step's batch.
+    struct StepShape {
+        int64_t num_seqs = 0;
+        int64_t num_tokens = 0;
+        int64_t num_logit_rows = 0;
+        int64_t max_blocks = 1;  // block-table entries of the longest sequence
+    };
     MoeTransformer() = default;
     Status load_weights(const ModelLoadOptions& options);
+
+    // forward(), step by step.
+    StatusOr<StepShape> check_batch(const BatchView& batch, const KvCache& cache) const;
+    void prepare_step_metadata(const BatchView& batch, int64_t block_size, const StepShape& shape, ForwardOutput& out);
+    Status reserve_workspace(const StepShape& shape);
+    Status upload_step_metadata(const StepShape& shape);
     Status layer_forward(int64_t layer_idx, KvCache& cache, int64_t num_tokens);
+    Status attention_block(const Layer& layer, int64_t layer_idx, KvCache& cache, int64_t num_tokens);
+    Status dense_mlp(const Layer& layer, int64_t num_tokens);
+    Status moe_block(const Layer& layer, int64_t num_tokens);
+    Status shared_expert(const Layer& layer, int64_t num_tokens);
+    Status final_logits(const StepShape& shape, ForwardOutput& out);
 
     ModelConfig config_;
     std::shared_ptr<const WeightSource> source_;
     Backend* backend_ = nullptr;
     DType matrix_dtype_ = DType::kF32;
-    std::vector<DeviceBuffer> owned_;
-    int64_t compact_matrices_ = 0;
+    std::vector<DeviceBuffer> owned_;                        // small tensors and the embedding table
+    std::vector<std::unique_ptr<PreparedWeight>> prepared_;  // matrices, in the backend's forms
     std::vector<Layer> layers_;
     TensorView embed_;
     TensorView final_norm_;
-    TensorView lm_head_;
+    WeightView lm_head_;
 
     struct Workspace;
     std::unique_ptr<Workspace> ws_;

@@ -21,6 +21,13 @@ Status check_devices(const Backend& be, const char* op, std::initializer_list<Na
     return ok_status();
 }
 
+// A prepared weight can only be read by the backend that made it.
+Status check_weight_owner(const Backend& be, const char* op, const char* name, const WeightView& w) {
+    if (w.prepared == nullptr || &w.prepared->backend() == &be) return ok_status();
+    return invalid_argument(std::string(op) + ": " + name + " was prepared by backend " + w.prepared->backend().name() +
+                            ", not by this " + be.name() + " backend");
+}
+
 template <typename Args>
 Status call(Backend& be, const char* op, Status (*fn)(Backend&, const Args&), const Args& a,
             std::initializer_list<Named> views) {
@@ -42,7 +49,8 @@ Status run(Backend& be, const RopeArgs& a) {
     return call(be, "rope", be.ops().rope, a, {{"q", &a.q}, {"k", &a.k}, {"positions", &a.positions}});
 }
 Status run(Backend& be, const GemmArgs& a) {
-    return call(be, "gemm", be.ops().gemm, a, {{"x", &a.x}, {"w", &a.w}, {"bias", &a.bias}, {"y", &a.y}});
+    MOE_RETURN_IF_ERROR(check_weight_owner(be, "gemm", "w", a.w));
+    return call(be, "gemm", be.ops().gemm, a, {{"x", &a.x}, {"w", &a.w.tensor}, {"bias", &a.bias}, {"y", &a.y}});
 }
 Status run(Backend& be, const SiluMulArgs& a) {
     return call(be, "silu_mul", be.ops().silu_mul, a, {{"gate", &a.gate}, {"up", &a.up}, {"out", &a.out}});
@@ -91,8 +99,12 @@ Status run(Backend& be, const MoeExpertsArgs& a) {
         be, "moe_experts",
         {{"x_permuted", &a.x_permuted}, {"expert_offsets", &a.expert_offsets}, {"out_permuted", &a.out_permuted}}));
     for (size_t e = 0; e < a.w_gate.size(); ++e) {
-        MOE_RETURN_IF_ERROR(check_devices(be, "moe_experts",
-                                          {{"w_gate", &a.w_gate[e]}, {"w_up", &a.w_up[e]}, {"w_down", &a.w_down[e]}}));
+        MOE_RETURN_IF_ERROR(check_devices(
+            be, "moe_experts",
+            {{"w_gate", &a.w_gate[e].tensor}, {"w_up", &a.w_up[e].tensor}, {"w_down", &a.w_down[e].tensor}}));
+        MOE_RETURN_IF_ERROR(check_weight_owner(be, "moe_experts", "w_gate", a.w_gate[e]));
+        MOE_RETURN_IF_ERROR(check_weight_owner(be, "moe_experts", "w_up", a.w_up[e]));
+        MOE_RETURN_IF_ERROR(check_weight_owner(be, "moe_experts", "w_down", a.w_down[e]));
     }
     if (be.ops().moe_experts == nullptr)
         return unimplemented(std::string("op moe_experts is not supported by backend ") + be.name());

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "ops/data_checks.h"
@@ -15,6 +16,10 @@ Status moe_experts(const MoeExpertsArgs& a) {
     std::vector<double> act;
     for (size_t e = 0; e + 1 < static_cast<size_t>(a.expert_offsets.dim(0)); ++e) {
         if (off[e + 1] == off[e]) continue;
+        for (const WeightView* w : {&a.w_gate[e], &a.w_up[e], &a.w_down[e]})
+            if (w->tensor.data == nullptr)
+                return invalid_argument("reference moe_experts: expert " + std::to_string(e) +
+                                        " has no plain weight values (only a backend's own form)");
         const int64_t inter = a.w_gate[e].dim(0);
         act.assign(static_cast<size_t>(inter), 0.0);
         for (int64_t r = off[e]; r < off[e + 1]; ++r) {
@@ -22,15 +27,15 @@ Status moe_experts(const MoeExpertsArgs& a) {
             for (int64_t i = 0; i < inter; ++i) {
                 double g = 0.0, u = 0.0;
                 for (int64_t h = 0; h < hidden; ++h) {
-                    g += static_cast<double>(x[h]) * load(a.w_gate[e], i * hidden + h);
-                    u += static_cast<double>(x[h]) * load(a.w_up[e], i * hidden + h);
+                    g += static_cast<double>(x[h]) * load(a.w_gate[e].tensor, i * hidden + h);
+                    u += static_cast<double>(x[h]) * load(a.w_up[e].tensor, i * hidden + h);
                 }
                 act[static_cast<size_t>(i)] = g / (1.0 + std::exp(-g)) * u;
             }
             for (int64_t h = 0; h < hidden; ++h) {
                 double acc = 0.0;
                 for (int64_t i = 0; i < inter; ++i)
-                    acc += act[static_cast<size_t>(i)] * load(a.w_down[e], h * inter + i);
+                    acc += act[static_cast<size_t>(i)] * load(a.w_down[e].tensor, h * inter + i);
                 a.out_permuted.ptr<float>()[r * hidden + h] = static_cast<float>(acc);
             }
         }

@@ -8,6 +8,9 @@
 //   comment says "row stride allowed", otherwise they must be contiguous.
 // - Index tensors are i32 unless stated.
 // - Outputs never alias inputs unless the comment says so.
+// - Matrices (WeightView) may carry a handle the backend made at load (Backend::prepare_weight);
+//   its kernels then read the handle, and the tensor only gives dtype and shape (its data may be
+//   null). The references read the tensor's data only.
 // - Ops never log; they return Status. validate() reports the argument's name and the limit.
 #pragma once
 
@@ -49,7 +52,7 @@ struct RopeArgs {
 // y[M, N] (+)= x[M, K] * w[N, K]^T (+ bias[N])      (w in the Hugging Face Linear layout)
 struct GemmArgs {
     TensorView x;             // f32 [M, K], row stride allowed
-    TensorView w;             // f32|bf16 [N, K], contiguous
+    WeightView w;             // f32|bf16 [N, K], contiguous (or prepared by the backend)
     TensorView bias;          // optional (empty) or f32 [N]
     TensorView y;             // f32 [M, N], row stride allowed
     bool accumulate = false;  // y += instead of y =
@@ -148,9 +151,9 @@ struct MoePermuteArgs {
 struct MoeExpertsArgs {
     TensorView x_permuted;               // f32 [R, H]
     TensorView expert_offsets;           // i32 [E + 1], offsets[E] == R
-    std::span<const TensorView> w_gate;  // E views, f32|bf16 [I, H]
-    std::span<const TensorView> w_up;    // E views, f32|bf16 [I, H]
-    std::span<const TensorView> w_down;  // E views, f32|bf16 [H, I]
+    std::span<const WeightView> w_gate;  // E weights, f32|bf16 [I, H]
+    std::span<const WeightView> w_up;    // E weights, f32|bf16 [I, H]
+    std::span<const WeightView> w_down;  // E weights, f32|bf16 [H, I]
     TensorView out_permuted;             // f32 [R, H]
 };
 

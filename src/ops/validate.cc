@@ -35,10 +35,9 @@ Status fail(const char* op, const std::string& msg) {
     return invalid_argument(std::string(op) + ": " + msg);
 }
 
-// Presence, rank, dtype, sane dims and layout of one view.
-Status check_view(const char* op, const char* name, const TensorView& t, int ndim, std::initializer_list<DType> dtypes,
-                  Layout layout = Layout::kContiguous) {
-    if (t.data == nullptr) return fail(op, std::string(name) + " has no data (null pointer)");
+// Rank, dtype, sane dims and layout of one view.
+Status check_shape(const char* op, const char* name, const TensorView& t, int ndim, std::initializer_list<DType> dtypes,
+                   Layout layout = Layout::kContiguous) {
     if (t.ndim != ndim)
         return fail(op, std::string(name) + " must have " + std::to_string(ndim) + " dims, got " +
                             std::to_string(t.ndim) + " " + dims_of(t));
@@ -65,6 +64,27 @@ Status check_view(const char* op, const char* name, const TensorView& t, int ndi
     }
     if (!t.is_contiguous()) return fail(op, std::string(name) + " " + dims_of(t) + " must be contiguous");
     return ok_status();
+}
+
+// Presence, then check_shape.
+Status check_view(const char* op, const char* name, const TensorView& t, int ndim, std::initializer_list<DType> dtypes,
+                  Layout layout = Layout::kContiguous) {
+    if (t.data == nullptr) return fail(op, std::string(name) + " has no data (null pointer)");
+    return check_shape(op, name, t, ndim, dtypes, layout);
+}
+
+// check_view for a weight: a prepared one must match its handle's logical tensor (dtype, shape)
+// and may have no data of its own (the backend keeps its own form).
+Status check_weight(const char* op, const char* name, const WeightView& w, int ndim,
+                    std::initializer_list<DType> dtypes) {
+    if (w.prepared == nullptr) return check_view(op, name, w.tensor, ndim, dtypes);
+    const TensorView& l = w.prepared->logical();
+    bool same = l.dtype == w.tensor.dtype && l.ndim == w.tensor.ndim;
+    for (int d = 0; same && d < l.ndim; ++d) same = l.dim(d) == w.tensor.dim(d);
+    if (!same)
+        return fail(op, std::string(name) + " " + dims_of(w.tensor) + " " + dtype_name(w.tensor.dtype) +
+                            " does not match its prepared weight " + dims_of(l) + " " + dtype_name(l.dtype));
+    return check_shape(op, name, l, ndim, dtypes);
 }
 
 // "rms_norm: weight dim 0 is 63, expected 64 (the row length of x)"
@@ -133,7 +153,7 @@ Status validate(const RopeArgs& a) {
 Status validate(const GemmArgs& a) {
     constexpr const char* op = "gemm";
     MOE_RETURN_IF_ERROR(check_view(op, "x", a.x, 2, kF32, Layout::kRowStride));
-    MOE_RETURN_IF_ERROR(check_view(op, "w", a.w, 2, kF32OrBf16));
+    MOE_RETURN_IF_ERROR(check_weight(op, "w", a.w, 2, kF32OrBf16));
     MOE_RETURN_IF_ERROR(check_view(op, "y", a.y, 2, kF32, Layout::kRowStride));
     MOE_RETURN_IF_ERROR(check_positive(op, "w rows N (dim 0)", a.w.dim(0)));
     MOE_RETURN_IF_ERROR(check_positive(op, "w columns K (dim 1)", a.w.dim(1)));
@@ -295,21 +315,22 @@ Status validate(const MoeExpertsArgs& a) {
     int64_t inter = -1;
     for (int64_t e = 0; e < num_experts; ++e) {
         const size_t i = static_cast<size_t>(e);
-        const TensorView* views[3] = {&a.w_gate[i], &a.w_up[i], &a.w_down[i]};
+        const WeightView* views[3] = {&a.w_gate[i], &a.w_up[i], &a.w_down[i]};
         const char* names[3] = {"w_gate", "w_up", "w_down"};
         for (int k = 0; k < 3; ++k) {
             if (views[k]->empty()) continue;
             const std::string name = std::string(names[k]) + "[" + std::to_string(e) + "]";
-            MOE_RETURN_IF_ERROR(check_view(op, name.c_str(), *views[k], 2, kF32OrBf16));
+            MOE_RETURN_IF_ERROR(check_weight(op, name.c_str(), *views[k], 2, kF32OrBf16));
             const int h_dim = k == 2 ? 0 : 1;
-            MOE_RETURN_IF_ERROR(check_dim(op, name.c_str(), *views[k], h_dim, hidden, "the hidden size of x_permuted"));
+            MOE_RETURN_IF_ERROR(
+                check_dim(op, name.c_str(), views[k]->tensor, h_dim, hidden, "the hidden size of x_permuted"));
             const int64_t this_inter = views[k]->dim(1 - h_dim);
             if (inter < 0) {
                 inter = this_inter;
                 // NOTE: the name is built only on failure: validation runs every step.
                 if (inter <= 0) MOE_RETURN_IF_ERROR(check_positive(op, (name + " intermediate size").c_str(), inter));
             } else {
-                MOE_RETURN_IF_ERROR(check_dim(op, name.c_str(), *views[k], 1 - h_dim, inter,
+                MOE_RETURN_IF_ERROR(check_dim(op, name.c_str(), views[k]->tensor, 1 - h_dim, inter,
                                               "the intermediate size of the other experts"));
             }
         }

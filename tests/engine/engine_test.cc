@@ -8,6 +8,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "moe/cpu_backend.h"
+
 namespace moe {
 namespace {
 

@@ -8,8 +8,8 @@
 #include <memory>
 #include <utility>
 
-#include "backend/cuda/cuda_backend.h"
 #include "moe/backend.h"
+#include "moe/cuda_backend.h"
 #include "moe/status.h"
 
 namespace moe::gpu_test {

@@ -22,10 +22,11 @@
 #include <vector>
 
 #include "moe/backend.h"
+#include "moe/cpu_backend.h"
 #include "moe/status.h"
 
 #ifdef MOE_HAVE_CUDA_BACKEND
-#include "backend/cuda/cuda_backend.h"
+#include "moe/cuda_backend.h"
 #endif
 
 namespace moe::testing {

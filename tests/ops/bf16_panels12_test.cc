@@ -117,28 +117,25 @@ TEST(CpuPanels12, BlockMatchesThePlainPanels) {
     }
 }
 
-// The backend hands out the 12-bit form only for streamed matrices, with layout 1, and not when
+// The backend hands out the 12-bit form only for streamed matrices (CpuLayout::kPanels12), and not when
 // compress_streamed or packing is off, nor for a matrix that would keep more than 1 in 1024 values
 // as exceptions.
 TEST(CpuPanels12, BackendPacksStreamedMatricesOnly) {
     std::vector<uint16_t> wb = weights(64, 40, 0, 2);
     auto be = make_cpu_backend({.num_threads = 2});
-    uint8_t layout = 9;
-    auto z = be->pack_streamed_matrix(TensorView::make(wb.data(), DType::kBF16, {64, 40}), &layout);
+    const WeightUse streamed = WeightUse::kStreamedMatmul;
+    auto z = be->prepare_weight("z", TensorView::make(wb.data(), DType::kBF16, {64, 40}), streamed);
     ASSERT_TRUE(z.ok());
     if (!cpu::cpu_features().avx512_bf16) {
-        EXPECT_EQ(z.value().data(), nullptr);
-        EXPECT_EQ(layout, 0);
+        EXPECT_EQ(cpu_layout(*z.value()), cpu::CpuLayout::kRowMajor);
         return;
     }
-    ASSERT_NE(z.value().data(), nullptr);
-    EXPECT_EQ(layout, 1);
+    EXPECT_EQ(cpu_layout(*z.value()), cpu::CpuLayout::kPanels12);
     auto plain_be = make_cpu_backend({.num_threads = 2, .compress_streamed = false});
-    auto p = plain_be->pack_streamed_matrix(TensorView::make(wb.data(), DType::kBF16, {64, 40}), &layout);
+    auto p = plain_be->prepare_weight("p", TensorView::make(wb.data(), DType::kBF16, {64, 40}), streamed);
     ASSERT_TRUE(p.ok());
-    ASSERT_NE(p.value().data(), nullptr);
-    EXPECT_EQ(layout, 0);
-    EXPECT_EQ(p.value().size(), static_cast<size_t>(cpu::bf16_panels_elems(64, 40)) * 2);
+    EXPECT_EQ(cpu_layout(*p.value()), cpu::CpuLayout::kPanels);
+    EXPECT_EQ(p.value()->bytes(), static_cast<size_t>(cpu::bf16_panels_elems(64, 40)) * 2);
     // 10 outliers per 1000 values keep ~0.7% as exceptions, 2 per 1000 ~0.15% (above 1 in 1024):
     // plain panels; none, ~0.02%: the 12-bit form.
     for (int outliers : {10, 2, 0}) {
@@ -146,17 +143,16 @@ TEST(CpuPanels12, BackendPacksStreamedMatricesOnly) {
         const int64_t exceptions = cpu::plan_bf16_panels12(wide.data(), 256, 512).exceptions;
         const bool plain = outliers > 0;
         EXPECT_EQ(exceptions > 256 * 512 / 1024, plain) << exceptions << " exceptions";
-        auto q = be->pack_streamed_matrix(TensorView::make(wide.data(), DType::kBF16, {256, 512}), &layout);
+        auto q = be->prepare_weight("q", TensorView::make(wide.data(), DType::kBF16, {256, 512}), streamed);
         ASSERT_TRUE(q.ok());
-        ASSERT_NE(q.value().data(), nullptr);
-        EXPECT_EQ(layout, plain ? 0 : 1) << outliers << " outliers per 1000, " << exceptions << " exceptions";
-        if (plain) EXPECT_EQ(q.value().size(), static_cast<size_t>(cpu::bf16_panels_elems(256, 512)) * 2);
+        EXPECT_EQ(cpu_layout(*q.value()), plain ? cpu::CpuLayout::kPanels : cpu::CpuLayout::kPanels12)
+            << outliers << " outliers per 1000, " << exceptions << " exceptions";
+        if (plain) EXPECT_EQ(q.value()->bytes(), static_cast<size_t>(cpu::bf16_panels_elems(256, 512)) * 2);
     }
     auto off = make_cpu_backend({.num_threads = 2, .pack_weights = false});
-    auto none = off->pack_streamed_matrix(TensorView::make(wb.data(), DType::kBF16, {64, 40}), &layout);
+    auto none = off->prepare_weight("none", TensorView::make(wb.data(), DType::kBF16, {64, 40}), streamed);
     ASSERT_TRUE(none.ok());
-    EXPECT_EQ(none.value().data(), nullptr);
-    EXPECT_EQ(layout, 0);
+    EXPECT_EQ(cpu_layout(*none.value()), cpu::CpuLayout::kRowMajor);
 }
 
 }  // namespace

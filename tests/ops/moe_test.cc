@@ -6,7 +6,9 @@
 #include <numeric>
 
 #include "backend/cpu/cpu_features.h"
+#include "moe/cpu_backend.h"
 #include "ops/op_test_util.h"
+#include "ops/panels12_test_util.h"
 
 namespace moe::testing {
 namespace {
@@ -169,7 +171,7 @@ TEST_P(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                     wb[m].push_back(to_bf16(w[m].back()));
                 }
             auto host_weights = [&](int m) {
-                std::vector<TensorView> views;
+                std::vector<WeightView> views;
                 for (int64_t e = 0; e < num_experts; ++e) {
                     if (e == 1) {
                         views.emplace_back();
@@ -194,9 +196,9 @@ TEST_P(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
             std::vector<float> runs[4];
             for (int run = 0; run < 4; ++run) {
                 std::vector<float>& out = runs[run];
-                std::vector<DeviceBuffer> packs;
+                std::vector<std::unique_ptr<PreparedWeight>> packs;
                 DeviceArena arena(be());
-                std::vector<TensorView> dw[3];
+                std::vector<WeightView> dw[3];
                 for (int m = 0; m < 3; ++m)
                     for (int64_t e = 0; e < num_experts; ++e) {
                         if (e == 1) {
@@ -205,17 +207,17 @@ TEST_P(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
                         }
                         const size_t i = static_cast<size_t>(e);
                         const int64_t d0 = m == 2 ? hidden : inter, d1 = m == 2 ? inter : hidden;
-                        dw[m].push_back(dt == DType::kF32 ? arena.put(w[m][i], dt, {d0, d1})
-                                                          : arena.put(wb[m][i], dt, {d0, d1}));
-                        if (run >= 2) {
-                            uint8_t layout = 0;
-                            auto packed = run == 2 ? be().pack_matrix(dw[m].back())
-                                                   : be().pack_streamed_matrix(dw[m].back(), &layout);
-                            MOE_ASSERT_OK(packed.status());
-                            dw[m].back().packed = packed.value().data();
-                            dw[m].back().packed_layout = layout;
-                            packs.push_back(std::move(packed.value()));
+                        if (run < 2) {
+                            dw[m].push_back(dt == DType::kF32 ? arena.put(w[m][i], dt, {d0, d1})
+                                                              : arena.put(wb[m][i], dt, {d0, d1}));
+                            continue;
                         }
+                        void* host = dt == DType::kF32 ? static_cast<void*>(w[m][i].data()) : wb[m][i].data();
+                        auto packed = be().prepare_weight("expert", host_view(host, dt, {d0, d1}),
+                                                          run == 2 ? WeightUse::kMatmul : WeightUse::kStreamedMatmul);
+                        MOE_ASSERT_OK(packed.status());
+                        packs.push_back(std::move(packed.value()));
+                        dw[m].emplace_back(*packs.back());
                     }
                 MoeExpertsArgs a{arena.put(x, DType::kF32, {rows, hidden}),
                                  arena.put(offsets, DType::kI32, {num_experts + 1}),
@@ -255,9 +257,9 @@ TEST_P(OpsMoeExperts, ExpertWithRowsAndNoWeightsIsInvalid) {
     std::vector<int32_t> offsets = {0, 2, 3};
     std::vector<float> x(3 * hidden, 0.5f), wg(inter * hidden, 0.1f), wd(hidden * inter, 0.1f);
     DeviceArena arena(be());
-    std::vector<TensorView> g = {arena.put(wg, DType::kF32, {inter, hidden}), TensorView{}};
-    std::vector<TensorView> u = {arena.put(wg, DType::kF32, {inter, hidden}), TensorView{}};
-    std::vector<TensorView> d = {arena.put(wd, DType::kF32, {hidden, inter}), TensorView{}};
+    std::vector<WeightView> g = {arena.put(wg, DType::kF32, {inter, hidden}), WeightView{}};
+    std::vector<WeightView> u = {arena.put(wg, DType::kF32, {inter, hidden}), WeightView{}};
+    std::vector<WeightView> d = {arena.put(wd, DType::kF32, {hidden, inter}), WeightView{}};
     MoeExpertsArgs a{arena.put(x, DType::kF32, {3, hidden}), arena.put(offsets, DType::kI32, {3}), g, u, d,
                      arena.alloc(DType::kF32, {3, hidden})};
     const Status s = ops::run(be(), a);
@@ -284,8 +286,9 @@ TEST(CpuMoeExperts, Bf16SameBitsWhateverTheThreadsAndWhoTakesWhichItem) {
     auto run = [&](int threads, int layout) {
         auto be = make_cpu_backend({.num_threads = threads, .pack_weights = layout > 0, .matmul = CpuMatmul::kOwn});
         PackedExperts pe = pack_experts(*be, w, hidden, inter, layout == 2);
+        const cpu::CpuLayout want[] = {cpu::CpuLayout::kRowMajor, cpu::CpuLayout::kPanels, cpu::CpuLayout::kPanels12};
         for (const auto& vs : pe.views)
-            for (const TensorView& v : vs) EXPECT_EQ(v.packed_layout, layout == 2 ? 1 : 0);
+            for (const WeightView& v : vs) EXPECT_EQ(cpu_layout(*v.prepared), want[layout]);
         return run_packed_experts(*be, pe, x, offsets, hidden);
     };
     for (int layout : {0, 1, 2}) {

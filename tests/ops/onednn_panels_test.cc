@@ -55,23 +55,24 @@ struct Problem {
         if (n * k >= 64 * 96)
             EXPECT_GT(cpu::bf16_panels12_exceptions(panels12.data()), 0) << "test bug: no exceptions to decode";
     }
-    const void* packed(uint8_t layout) const {
-        return layout == cpu::kPackedLayoutPanels ? static_cast<const void*>(panels.data()) : panels12.data();
+    cpu::CpuMatrix matrix(cpu::CpuLayout layout) const {
+        return cpu::CpuMatrix{
+            .layout = layout,
+            .dtype = DType::kBF16,
+            .n = n,
+            .k = k,
+            .data = layout == cpu::CpuLayout::kPanels ? static_cast<const void*>(panels.data()) : panels12.data()};
     }
     // rows [r0, r0 + count) x columns [c0, c1), y0 added first when accumulating.
-    std::vector<float> onednn(uint8_t layout, int64_t r0, int64_t count, int64_t c0, int64_t c1, bool accumulate,
+    std::vector<float> onednn(cpu::CpuLayout layout, int64_t r0, int64_t count, int64_t c0, int64_t c1, bool accumulate,
                               const std::vector<float>& y0 = {}) const {
         std::vector<float> y = accumulate ? y0 : std::vector<float>(static_cast<size_t>(count * (c1 - c0)), NAN);
-        EXPECT_TRUE(cpu::onednn_panel_block(x.data() + r0 * ldx, ldx, count, packed(layout), layout, n, k, c0, c1,
-                                            y.data(), c1 - c0, accumulate)
+        EXPECT_TRUE(cpu::onednn_panel_block(x.data() + r0 * ldx, ldx, count, matrix(layout), c0, c1, y.data(), c1 - c0,
+                                            accumulate)
                         .ok());
         return y;
     }
 };
-
-const char* layout_name(uint8_t layout) {
-    return layout == cpu::kPackedLayoutPanels ? "plain panels" : "12-bit panels";
-}
 
 // Every element within f32 rounding of the sum of |terms| of the exact product (the order of
 // the f32 additions is oneDNN's): measured up to 2e-6 at K = 2048, limit 4 sqrt(K) 2^-24
@@ -84,7 +85,7 @@ TEST(OnednnPanels, MatchesTheExactProductOnBothLayouts) {
     for (int64_t k : {32, 96, 2048})
         for (int64_t n : {64, 200})
             for (int64_t rows : {1, 5, 70})
-                for (uint8_t layout : {cpu::kPackedLayoutPanels, cpu::kPackedLayoutPanels12})
+                for (cpu::CpuLayout layout : {cpu::CpuLayout::kPanels, cpu::CpuLayout::kPanels12})
                     for (bool accumulate : {false, true}) {
                         const bool strided = seed % 3 == 0;
                         SCOPED_TRACE("k=" + std::to_string(k) + " n=" + std::to_string(n) +
@@ -121,10 +122,10 @@ TEST(OnednnPanels, MatchesTheExactProductOnBothLayouts) {
 TEST(OnednnPanels, RefusedShapesRunOnOurKernels) {
     MOE_SKIP_WITHOUT_BF16();
     const Problem p(200, 96, 20, 3);
-    for (uint8_t layout : {cpu::kPackedLayoutPanels, cpu::kPackedLayoutPanels12}) {
+    for (cpu::CpuLayout layout : {cpu::CpuLayout::kPanels, cpu::CpuLayout::kPanels12}) {
         SCOPED_TRACE(layout_name(layout));
         std::vector<float> ours(static_cast<size_t>(20 * 136), NAN);
-        if (layout == cpu::kPackedLayoutPanels)
+        if (layout == cpu::CpuLayout::kPanels)
             cpu::bf16_panel_block(p.x.data(), p.ldx, 20, p.panels.data(), 200, 96, 64, 200, ours.data(), 136, false);
         else
             cpu::bf16_panels12_block(p.x.data(), p.ldx, 20, p.panels12.data(), 64, 200, ours.data(), 136, false);
@@ -146,7 +147,7 @@ TEST(OnednnPanels, RowsAndColumnRangesGiveTheSameBits) {
     for (int64_t k : {64, 768, 2048}) {
         const int64_t n = 330, rows = 300;
         const Problem p(n, k, rows, static_cast<uint32_t>(k));
-        for (uint8_t layout : {cpu::kPackedLayoutPanels, cpu::kPackedLayoutPanels12})
+        for (cpu::CpuLayout layout : {cpu::CpuLayout::kPanels, cpu::CpuLayout::kPanels12})
             for (bool accumulate : {false, true}) {
                 SCOPED_TRACE("k=" + std::to_string(k) + " " + layout_name(layout) + (accumulate ? " accumulate" : ""));
                 std::vector<float> y0(static_cast<size_t>(rows * n));
@@ -185,8 +186,8 @@ TEST(OnednnPanels, PrimitiveCacheStaysBounded) {
     int64_t most = 0;
     for (int64_t rows = 1; rows <= 600; ++rows) {
         std::vector<float> y(static_cast<size_t>(rows * 64));
-        ASSERT_TRUE(cpu::onednn_panel_block(p.x.data(), p.ldx, rows, p.panels.data(), cpu::kPackedLayoutPanels, 64, 32,
-                                            0, 64, y.data(), 64, false)
+        ASSERT_TRUE(cpu::onednn_panel_block(p.x.data(), p.ldx, rows, p.matrix(cpu::CpuLayout::kPanels), 0, 64, y.data(),
+                                            64, false)
                         .ok());
         most = std::max(most, cpu::onednn_panels_cached_primitives());
     }
@@ -236,15 +237,14 @@ TEST(OnednnPanels, GemmOpIsBatchAndThreadInvariant) {
         SCOPED_TRACE(streamed ? "12-bit panels" : "plain panels");
         auto run = [&](CpuMatmul matmul, int threads, int64_t rows, int64_t first) {
             auto be = backend(matmul, threads);
-            TensorView wv = TensorView::make(w.data(), DType::kBF16, {n, k});
-            uint8_t layout = 0;
-            auto packed = streamed ? be->pack_streamed_matrix(wv, &layout) : be->pack_matrix(wv);
+            WeightView wv(TensorView::make(w.data(), DType::kBF16, {n, k}));
+            auto packed =
+                be->prepare_weight("w", wv.tensor, streamed ? WeightUse::kStreamedMatmul : WeightUse::kMatmul);
             EXPECT_TRUE(packed.ok());
-            EXPECT_EQ(layout, streamed ? cpu::kPackedLayoutPanels12 : cpu::kPackedLayoutPanels);
-            wv.packed = packed.value().data();
-            wv.packed_layout = layout;
+            EXPECT_EQ(cpu_layout(*packed.value()), streamed ? cpu::CpuLayout::kPanels12 : cpu::CpuLayout::kPanels);
+            wv.prepared = packed.value().get();
             std::vector<float> poison(static_cast<size_t>(n * k), NAN);
-            wv.data = poison.data();  // only the packed form may be read
+            wv.tensor.data = poison.data();  // only the packed form may be read
             std::vector<float> y(static_cast<size_t>(rows * n));
             GemmArgs a{.x = TensorView::make(x.data() + first * k, DType::kF32, {rows, k}),
                        .w = wv,
@@ -311,12 +311,11 @@ TEST(OnednnPanels, PrefillRouteSplitsByRowCount) {
         SCOPED_TRACE(streamed ? "12-bit panels" : "plain panels");
         auto run = [&](CpuMatmul matmul, int64_t rows) {
             auto be = backend(matmul);
-            TensorView wv = TensorView::make(w.data(), DType::kBF16, {n, k});
-            uint8_t layout = 0;
-            auto packed = streamed ? be->pack_streamed_matrix(wv, &layout) : be->pack_matrix(wv);
+            WeightView wv(TensorView::make(w.data(), DType::kBF16, {n, k}));
+            auto packed =
+                be->prepare_weight("w", wv.tensor, streamed ? WeightUse::kStreamedMatmul : WeightUse::kMatmul);
             EXPECT_TRUE(packed.ok());
-            wv.packed = packed.value().data();
-            wv.packed_layout = layout;
+            wv.prepared = packed.value().get();
             std::vector<float> y(static_cast<size_t>(rows * n));
             GemmArgs a{.x = TensorView::make(x.data(), DType::kF32, {rows, k}),
                        .w = wv,

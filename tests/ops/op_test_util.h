@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "moe/backend.h"
+#include "moe/cpu_backend.h"
 #include "moe/dtype.h"
 #include "moe/tensor.h"
 #include "ops/backend_factories.h"
@@ -196,11 +197,11 @@ void expect_bitwise_equal(const std::vector<T>& a, const std::vector<T>& b, cons
 }
 
 // Experts' bf16 weights (w[0] gate and w[1] up [inter, hidden], w[2] down [hidden, inter], one
-// vector per expert) as host views with the packed forms `be` makes of them: as streamed
-// matrices (pack_streamed_matrix) or not (pack_matrix). packs own the packed buffers.
+// vector per expert) as host views with the forms `be` prepares of them: as streamed matrices
+// (WeightUse::kStreamedMatmul) or not (kMatmul). packs own the prepared weights.
 struct PackedExperts {
-    std::vector<TensorView> views[3];
-    std::vector<DeviceBuffer> packs;
+    std::vector<WeightView> views[3];
+    std::vector<std::unique_ptr<PreparedWeight>> packs;
 };
 
 inline PackedExperts pack_experts(Backend& be, std::vector<std::vector<uint16_t>> (&w)[3], int64_t hidden,
@@ -210,15 +211,14 @@ inline PackedExperts pack_experts(Backend& be, std::vector<std::vector<uint16_t>
         for (auto& data : w[m]) {
             TensorView v = m == 2 ? host_view(data.data(), DType::kBF16, {hidden, inter})
                                   : host_view(data.data(), DType::kBF16, {inter, hidden});
-            uint8_t layout = 0;
-            auto p = streamed ? be.pack_streamed_matrix(v, &layout) : be.pack_matrix(v);
+            auto p = be.prepare_weight("expert", v, streamed ? WeightUse::kStreamedMatmul : WeightUse::kMatmul);
             EXPECT_TRUE(p.ok());
+            WeightView wv(v);
             if (p.ok()) {
-                v.packed = p.value().data();
-                v.packed_layout = layout;
+                wv.prepared = p.value().get();
                 pe.packs.push_back(std::move(p.value()));
             }
-            pe.views[m].push_back(v);
+            pe.views[m].push_back(wv);
         }
     return pe;
 }

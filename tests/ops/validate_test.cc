@@ -5,6 +5,7 @@
 
 #include <numeric>
 
+#include "moe/cpu_backend.h"
 #include "ops/op_test_util.h"
 
 namespace moe::testing {
@@ -53,7 +54,7 @@ TEST(OpsValidate, GemmShapesDtypesAndNulls) {
     bad.x.shape[1] = 7;
     expect_invalid(ops::validate(bad), "x dim 1 is 7, expected 8 (K, the columns of w)");
     bad = a;
-    bad.w.dtype = DType::kI32;
+    bad.w.tensor.dtype = DType::kI32;
     expect_invalid(ops::validate(bad), "w must be f32|bf16, got i32");
     bad = a;
     bad.y.data = nullptr;
@@ -62,7 +63,7 @@ TEST(OpsValidate, GemmShapesDtypesAndNulls) {
     bad.bias = host_view(b.i.data(), DType::kF32, {4});
     expect_invalid(ops::validate(bad), "bias dim 0 is 4, expected 5");
     bad = a;
-    bad.w.strides[0] = 9;
+    bad.w.tensor.strides[0] = 9;
     expect_invalid(ops::validate(bad), "w [5, 8] must be contiguous");
     bad = a;
     bad.x.ndim = 3;
@@ -106,20 +107,20 @@ TEST(OpsValidate, RopeAttentionRouteExpertsKvWrite) {
                        host_view(b.g.data(), DType::kF32, {2, 5}), 5, false};
     expect_invalid(ops::validate(route), "top_k must be in [1, 4 experts], got 5");
 
-    std::vector<TensorView> w3 = {host_view(b.f.data(), DType::kF32, {8, 4}),
+    std::vector<WeightView> w3 = {host_view(b.f.data(), DType::kF32, {8, 4}),
                                   host_view(b.f.data(), DType::kF32, {8, 4}),
                                   host_view(b.f.data(), DType::kF32, {8, 4})};
-    std::vector<TensorView> d3 = {host_view(b.f.data(), DType::kF32, {4, 8}),
+    std::vector<WeightView> d3 = {host_view(b.f.data(), DType::kF32, {4, 8}),
                                   host_view(b.f.data(), DType::kF32, {4, 8}),
                                   host_view(b.f.data(), DType::kF32, {4, 8})};
     MoeExpertsArgs ex{host_view(b.g.data(), DType::kF32, {5, 4}), host_view(b.i.data(), DType::kI32, {4}), w3, w3, d3,
                       host_view(b.h.data(), DType::kF32, {5, 4})};
     EXPECT_TRUE(ops::validate(ex).ok());
-    std::vector<TensorView> w2(w3.begin(), w3.begin() + 2);
+    std::vector<WeightView> w2(w3.begin(), w3.begin() + 2);
     ex.w_up = w2;
     expect_invalid(ops::validate(ex), "w_up has 2 views, expected 3");
     ex.w_up = w3;
-    std::vector<TensorView> d_bad = d3;
+    std::vector<WeightView> d_bad = d3;
     d_bad[2] = host_view(b.f.data(), DType::kF32, {4, 9});
     ex.w_down = d_bad;
     expect_invalid(ops::validate(ex), "w_down[2] dim 1 is 9, expected 8");
@@ -160,6 +161,27 @@ TEST(OpsDispatch, MissingEntryIsUnimplementedAndForeignDeviceIsRejected) {
     expect_invalid(ops::run(*cpu, foreign), "add: out is on cuda:0 but backend cpu runs on cpu");
     MOE_ASSERT_OK(ops::run(*cpu, a));
     EXPECT_EQ(b.h[0], 2.0f);
+}
+
+// A prepared weight must match the tensor the op names (dtype, shape) and be read only by the
+// backend that made it; the reference refuses a weight kept only in a backend's own form.
+TEST(OpsDispatch, PreparedWeightsAreCheckedAgainstTheirHandleAndBackend) {
+    Bufs b;
+    auto cpu = make_cpu_backend({.num_threads = 1});
+    auto other = make_cpu_backend({.num_threads = 1});
+    std::vector<uint16_t> wb(5 * 8, f32_to_bf16(1.0f));
+    auto h = cpu->prepare_weight("w", host_view(wb.data(), DType::kBF16, {5, 8}), WeightUse::kMatmul);
+    MOE_ASSERT_OK(h.status());
+    GemmArgs a{
+        host_view(b.f.data(), DType::kF32, {3, 8}), WeightView(**h), {}, host_view(b.h.data(), DType::kF32, {3, 5})};
+    MOE_ASSERT_OK(ops::run(*cpu, a));
+    EXPECT_EQ(b.h[0], 8.0f);  // eight products of ones
+    GemmArgs wrong = a;
+    wrong.w.tensor.shape[0] = 4;
+    wrong.y = host_view(b.h.data(), DType::kF32, {3, 4});
+    expect_invalid(ops::validate(wrong), "does not match its prepared weight [5, 8] bf16");
+    expect_invalid(ops::run(*other, a), "gemm: w was prepared by backend cpu, not by this cpu backend");
+    if ((*h)->logical().data == nullptr) expect_invalid(ref::gemm(a), "reference gemm: w has no plain values");
 }
 
 MOE_BACKEND_TEST_SUITE(OpsTable);
@@ -242,9 +264,9 @@ TEST_P(OpsDataChecks, OutOfRangeIndicesAreReportedNotFollowed) {
     expect_oor(ops::run(be(), un), "row_of[3] = -1 is outside [0, 4)");
 
     std::vector<int32_t> bad_offsets = {0, 3, 2};
-    std::vector<TensorView> w = {arena.put(std::vector<float>(6 * 4, 1.0f), DType::kF32, {6, 4}),
+    std::vector<WeightView> w = {arena.put(std::vector<float>(6 * 4, 1.0f), DType::kF32, {6, 4}),
                                  arena.put(std::vector<float>(6 * 4, 1.0f), DType::kF32, {6, 4})};
-    std::vector<TensorView> wd = {arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6}),
+    std::vector<WeightView> wd = {arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6}),
                                   arena.put(std::vector<float>(4 * 6, 1.0f), DType::kF32, {4, 6})};
     MoeExpertsArgs ex{arena.put(std::vector<float>(2 * 4, 1.0f), DType::kF32, {2, 4}),
                       arena.put(bad_offsets, DType::kI32, {3}),

@@ -10,6 +10,7 @@
 
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/onednn_panels.h"
+#include "moe/cpu_backend.h"
 #include "ops/backend_factories.h"
 #include "reference/fixture.h"
 

@@ -13,6 +13,7 @@
 
 #include "engine/engine.h"
 #include "moe/backend.h"
+#include "moe/cpu_backend.h"
 #include "moe/v1/control.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
 #include "server/server.h"

@@ -57,10 +57,6 @@ void bf16_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const uint16
                       int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate,
                       bool prefetch_following = false);
 
-// TensorView::packed_layout of the CPU backend's packed matrices.
-inline constexpr uint8_t kPackedLayoutPanels = 0;    // bf16_panels_elems uint16_t, above
-inline constexpr uint8_t kPackedLayoutPanels12 = 1;  // the 12-bit form below
-
 // ---- 12-bit panels: the same layout, lossless, for weights streamed at a few rows a step ----
 //
 // A decode step streams each active expert's weights from DRAM for two or three rows, so its

@@ -1,8 +1,8 @@
 // bf16 x bf16 -> f32 dot-product tiles on AVX512-BF16, over weights in their checkpoint layout
 // ([N, K] row-major, as the safetensors hold them). Models loaded on the CPU normally run on
 // the packed column panels instead (bf16_panels.h, made at load, 1.3-1.5x faster); these tiles
-// serve matrices that were not packed (CpuBackendOptions::pack_weights = false, views made by
-// callers without Backend::pack_matrix).
+// serve matrices that were not packed (CpuBackendOptions::pack_weights = false, weights the
+// caller did not prepare through Backend::prepare_weight).
 //
 // bf16_dot_block computes y[r, n] = sum_k x[r, k] * w[n, k] for a block of rows and columns.
 // Up to 8 rows (decode), the weight rows are read one after another, each against up to 4 rows

@@ -3,13 +3,16 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/cpu_features.h"
+#include "backend/cpu/host_memory.h"
 #include "backend/cpu/onednn_panels.h"
 #include "core/allocator.h"
 #include "core/logging.h"
@@ -84,6 +87,10 @@ void CpuBackend::resolve_matmul(CpuMatmul requested) {
 
 CpuBackend::~CpuBackend() = default;
 
+std::string CpuBackend::describe() const {
+    return std::to_string(pool_.size()) + " threads, " + cpu_features().to_string() + "; bf16 products: " + matmul_;
+}
+
 StatusOr<void*> CpuBackend::allocate(size_t bytes) {
     return CpuAllocator::allocate(bytes);
 }
@@ -119,26 +126,22 @@ bool packable(const TensorView& w) {
 
 }  // namespace
 
-StatusOr<DeviceBuffer> CpuBackend::pack_streamed_matrix(const TensorView& w, uint8_t* layout) {
-    *layout = kPackedLayoutPanels;
-    if (!pack_weights_ || !compress_streamed_ || !packable(w)) return pack_matrix(w);
+StatusOr<DeviceBuffer> CpuBackend::pack_panels12(const TensorView& w) {
     const int64_t n = w.dim(0), k = w.dim(1);
     const auto* src = static_cast<const uint16_t*>(w.data);
     const Bf16Panels12Plan plan = plan_bf16_panels12(src, n, k, &pool_);
     // A matrix whose high bytes spread wider than 16 values would keep many exceptions (8 bytes
     // and a scalar term per row each): past 1 in 1024 values keep it plain (measured, above).
-    if (plan.bytes < 0 || plan.exceptions > n * k / kPanels12MaxExceptionsPer) return pack_matrix(w);
+    if (plan.bytes < 0 || plan.exceptions > n * k / kPanels12MaxExceptionsPer) return DeviceBuffer{};
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, static_cast<size_t>(plan.bytes)));
     auto* dst = static_cast<uint8_t*>(buf.data());
     const int64_t panels = bf16_panel_count(n);
     // The range that starts at panel 0 also writes the header and the exception offsets.
     pool_.parallel_for(panels, [&](int64_t begin, int64_t end) { pack_bf16_panels12(src, plan, begin, end, dst); });
-    *layout = kPackedLayoutPanels12;
     return buf;
 }
 
-StatusOr<DeviceBuffer> CpuBackend::pack_matrix(const TensorView& w) {
-    if (!pack_weights_ || !packable(w)) return DeviceBuffer{};
+StatusOr<DeviceBuffer> CpuBackend::pack_panels(const TensorView& w) {
     const int64_t n = w.dim(0), k = w.dim(1);
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(
                                                *this, static_cast<size_t>(bf16_panels_elems(n, k)) * sizeof(uint16_t)));
@@ -154,6 +157,58 @@ StatusOr<DeviceBuffer> CpuBackend::pack_matrix(const TensorView& w) {
         }
     });
     return buf;
+}
+
+StatusOr<std::unique_ptr<PreparedWeight>> CpuBackend::prepare_weight(const std::string& name, const TensorView& w,
+                                                                     WeightUse use) {
+    MOE_RETURN_IF_ERROR(check_weight_to_prepare(name, w));
+    TensorView logical = w;
+    logical.device = device();
+    CpuMatrix m{.layout = CpuLayout::kRowMajor,
+                .dtype = w.dtype,
+                .n = w.ndim > 0 ? w.dim(0) : 1,
+                .k = w.ndim > 1 ? w.dim(1) : 1,
+                .data = nullptr};
+    DeviceBuffer buf;
+    if (pack_weights_ && packable(w)) {
+        // The panel forms replace the values: the logical view has no data of its own.
+        logical.data = nullptr;
+        if (use == WeightUse::kStreamedMatmul && compress_streamed_) {
+            MOE_ASSIGN_OR_RETURN(buf, pack_panels12(w));
+            m.layout = CpuLayout::kPanels12;
+        }
+        if (buf.data() == nullptr) {
+            MOE_ASSIGN_OR_RETURN(buf, pack_panels(w));
+            m.layout = CpuLayout::kPanels;
+        }
+    } else {
+        MOE_ASSIGN_OR_RETURN(buf, DeviceBuffer::allocate(*this, std::max<size_t>(w.nbytes(), 1)));
+        std::memcpy(buf.data(), w.data, w.nbytes());
+        logical.data = buf.data();
+    }
+    m.data = buf.data();
+    return std::unique_ptr<PreparedWeight>(
+        std::make_unique<CpuWeight>(*this, logical, m, std::move(buf), &weight_counts_));
+}
+
+std::string CpuBackend::weight_summary() const {
+    std::string out;
+    const std::pair<CpuLayout, const char*> parts[] = {{CpuLayout::kPanels12, " in the lossless 12-bit form"},
+                                                       {CpuLayout::kPanels, " in bf16 column panels"},
+                                                       {CpuLayout::kRowMajor, " row-major"}};
+    for (const auto& [layout, what] : parts) {
+        const int64_t count = weight_counts_.matrices[static_cast<size_t>(layout)].load(std::memory_order_relaxed);
+        if (count > 0) out += (out.empty() ? "" : ", ") + std::to_string(count) + what;
+    }
+    if (out.empty()) return out;
+    char mib[32];
+    std::snprintf(mib, sizeof(mib), "%.1f",
+                  static_cast<double>(weight_counts_.bytes.load(std::memory_order_relaxed)) / (1 << 20));
+    return out + "; " + mib + " MiB";
+}
+
+StatusOr<MemoryInfo> CpuBackend::memory_info() const {
+    return host_memory_info();
 }
 
 }  // namespace cpu

@@ -8,8 +8,10 @@
 #include <string>
 
 #include "backend/cpu/cpu_gemm.h"
+#include "backend/cpu/cpu_weight.h"
 #include "core/thread_pool.h"
 #include "moe/backend.h"
+#include "moe/cpu_backend.h"
 #include "ops/ops.h"
 
 namespace moe::cpu {
@@ -26,12 +28,18 @@ public:
     Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
     Status synchronize() override { return ok_status(); }
     int num_threads() const override { return pool_.size(); }
+    // "2 threads, <cpu features>; bf16 products: <matmul()>"
+    std::string describe() const override;
     // bf16 [N, K] matrices -> column panels (bf16_panels.h) when options.pack_weights and the
-    // CPU has AVX512-BF16; anything else: an empty buffer (not packed).
-    StatusOr<DeviceBuffer> pack_matrix(const TensorView& w) override;
-    // The 12-bit panels (layout 1) when compress_streamed and the matrix keeps at most 1 in 1024
-    // values as exceptions, else pack_matrix.
-    StatusOr<DeviceBuffer> pack_streamed_matrix(const TensorView& w, uint8_t* layout) override;
+    // CPU has AVX512-BF16; for kStreamedMatmul with options.compress_streamed, their lossless
+    // 12-bit form when the matrix keeps at most 1 in 1024 values as exceptions. Anything else: a
+    // plain row-major copy. Always a CpuWeight (cpu_weight.h), in memory the backend owns.
+    StatusOr<std::unique_ptr<PreparedWeight>> prepare_weight(const std::string& name, const TensorView& w,
+                                                             WeightUse use) override;
+    // "64 in the lossless 12-bit form, 3 in bf16 column panels, 1 row-major; 812.0 MiB"
+    std::string weight_summary() const override;
+    // /proc/meminfo capped by the process's cgroup memory limit (host_memory.h).
+    StatusOr<MemoryInfo> memory_info() const override;
 
     // Who multiplies by bf16 matrices: "own AVX512-BF16 kernels", "oneDNN brg:avx512_core_amx
     // over the packed panels", ... (CpuBackendOptions::matmul as resolved on this CPU).
@@ -42,12 +50,17 @@ public:
 
 private:
     void resolve_matmul(CpuMatmul requested);
+    // w (bf16 [n, k], packable) as column panels / in their 12-bit form (an empty buffer when
+    // the form would keep too many exceptions to pay).
+    StatusOr<DeviceBuffer> pack_panels(const TensorView& w);
+    StatusOr<DeviceBuffer> pack_panels12(const TensorView& w);
 
     bool pack_weights_;
     bool compress_streamed_;
     ThreadPool pool_;
     GemmEngine gemm_;
     std::string matmul_;
+    CpuWeightCounts weight_counts_;
 };
 
 // Table entries are only installed on a CpuBackend, so the downcast is safe.

@@ -11,8 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/cpu/bf16_matmul.h"
 #include "backend/cpu/gemm_f32_narrow.h"
-#include "backend/cpu/gemv_bf16.h"
 
 namespace moe::cpu {
 namespace {
@@ -71,21 +71,23 @@ size_t GemmEngine::cached_primitives() const {
 
 Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
-    if (p.w_dtype == DType::kF32) {
+    if (p.w.dtype == DType::kF32) {
         if (f32_narrow_applies(p)) {
             f32_narrow_gemm(p, pool_);
             return ok_status();
         }
         return run_f32(p);
     }
-    if (p.w_dtype == DType::kBF16) {
-        if (gemv_bf16_applies(p, tiles_max_rows_)) {
-            return gemv_bf16(p, pool_, route_);
+    if (p.w.dtype == DType::kBF16) {
+        // NOTE: a matrix in panels has no row-major copy: our kernels (or oneDNN over the panels)
+        // take it whatever the row count.
+        if (p.w.panels() || bf16_matmul_applies(p, tiles_max_rows_)) {
+            return bf16_matmul(p, pool_, route_);
         }
         if (!dnnl_->unavailable) return run_bf16(p);
         return run_bf16_fallback(p);
     }
-    return unimplemented(std::string("cpu gemm: weights of dtype ") + dtype_name(p.w_dtype) + " are not supported");
+    return unimplemented(std::string("cpu gemm: weights of dtype ") + dtype_name(p.w.dtype) + " are not supported");
 }
 
 Status GemmEngine::run_f32(const GemmProblem& p) {
@@ -103,7 +105,7 @@ Status GemmEngine::run_f32(const GemmProblem& p) {
         beta = 1.0f;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(p.m), static_cast<blasint>(p.n),
-                static_cast<blasint>(p.k), 1.0f, p.x, static_cast<blasint>(p.ldx), static_cast<const float*>(p.w),
+                static_cast<blasint>(p.k), 1.0f, p.x, static_cast<blasint>(p.ldx), static_cast<const float*>(p.w.data),
                 static_cast<blasint>(p.k), beta, p.y, static_cast<blasint>(p.ldy));
     return ok_status();
 }
@@ -143,7 +145,7 @@ Status GemmEngine::run_bf16(const GemmProblem& p) {
 
         memory src(memory::desc({p.m, p.k}, memory::data_type::bf16, memory::dims{p.k, 1}), d.engine, xb);
         memory wei(memory::desc({p.k, p.n}, memory::data_type::bf16, memory::dims{1, p.k}), d.engine,
-                   const_cast<void*>(p.w));
+                   const_cast<void*>(p.w.data));
         memory dst(memory::desc({p.m, p.n}, memory::data_type::f32, memory::dims{p.ldy, 1}), d.engine, p.y);
         std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
         if (p.bias)
@@ -171,14 +173,14 @@ Status GemmEngine::run_bf16_fallback(const GemmProblem& p) {
     d.last_impl = "blas-fallback";
     const int64_t panel_rows = std::max<int64_t>(1, std::min<int64_t>(p.n, kFallbackPanelElems / p.k));
     d.w_f32.resize(static_cast<size_t>(panel_rows * p.k));
-    const auto* w = static_cast<const uint16_t*>(p.w);
+    const auto* w = static_cast<const uint16_t*>(p.w.data);
     for (int64_t n0 = 0; n0 < p.n; n0 += panel_rows) {
         const int64_t rows = std::min(panel_rows, p.n - n0);
         convert_to_f32(w + n0 * p.k, DType::kBF16, d.w_f32.data(), static_cast<size_t>(rows * p.k));
         GemmProblem sub = p;
         sub.n = rows;
-        sub.w = d.w_f32.data();
-        sub.w_dtype = DType::kF32;
+        sub.w = CpuMatrix{
+            .layout = CpuLayout::kRowMajor, .dtype = DType::kF32, .n = rows, .k = p.k, .data = d.w_f32.data()};
         sub.bias = p.bias ? p.bias + n0 : nullptr;
         sub.y = p.y + n0;
         MOE_RETURN_IF_ERROR(run_f32(sub));

@@ -1,13 +1,16 @@
-// The GEMM engine behind the gemm op and the expert MLPs:
+// The GEMM engine behind the gemm op and the expert MLPs: the one dispatcher of a product to its
+// kernels (by weight dtype, layout and row count). The kernels' headers point down to
+// gemm_problem.h, never back here.
 //   f32 weights  -> N <= 512 (routers, gates): our AVX-512 kernel on the pool (gemm_f32_narrow.h);
 //                   wider: OpenBLAS cblas_sgemm
 //   bf16 weights -> with AVX512-BF16 (x rounded to bf16, f32 accumulation and output): our
-//                   kernels on the pool (gemv_bf16.h), over the packed column panels when the
+//                   kernels on the pool (bf16_matmul.h), over the packed column panels when the
 //                   matrix has them (bf16_panels.h), else its checkpoint layout (bf16_tiles.h);
 //                   with PanelRoute::kOnednn, oneDNN reads the panels instead, per pool thread
 //                   (onednn_panels.h: AMX tiles where present);
-//                   without it, or above bf16_tiles_max_rows: oneDNN matmul (AMX or
-//                   AVX512-BF16 kernels where present), with primitives cached by shape.
+//                   row-major matrices without it, or above bf16_tiles_max_rows: oneDNN matmul
+//                   (AMX or AVX512-BF16 kernels where present), with primitives cached by shape.
+//                   A matrix in panels has no row-major copy: it always takes bf16_matmul.
 // If oneDNN cannot build a bf16 matmul on this machine, the weights are widened to f32 in
 // panels and go through BLAS instead (slower, same contract).
 //
@@ -19,39 +22,14 @@
 #include <memory>
 #include <string>
 
+#include "backend/cpu/gemm_problem.h"
 #include "core/thread_pool.h"
 #include "moe/backend.h"
+#include "moe/cpu_backend.h"
 #include "moe/dtype.h"
 #include "moe/status.h"
 
 namespace moe::cpu {
-
-// y[M, N] (+)= x[M, K] * w[N, K]^T (+ bias[N]); leading dimensions in elements.
-struct GemmProblem {
-    int64_t m = 0, n = 0, k = 0;
-    const float* x = nullptr;
-    int64_t ldx = 0;
-    const void* w = nullptr;         // [N, K] contiguous
-    const void* w_packed = nullptr;  // optional: w as bf16 column panels (bf16_panels.h)
-    uint8_t w_packed_layout = 0;     // w_packed's TensorView::packed_layout (kPackedLayoutPanels*)
-    DType w_dtype = DType::kF32;
-    const float* bias = nullptr;  // optional, [N]
-    float* y = nullptr;
-    int64_t ldy = 0;
-    bool accumulate = false;
-};
-
-// Who multiplies by packed panels (CpuMatmul, resolved by the backend).
-enum class PanelRoute : uint8_t {
-    kOwn,
-    kOnednn,         // every row count
-    kOnednnPrefill,  // products of kOnednnPrefillMinRows rows or more (moe/backend.h)
-};
-
-// Whether a product of `rows` rows over packed panels goes to oneDNN on `route`.
-inline bool panel_route_onednn(PanelRoute route, int64_t rows) {
-    return route == PanelRoute::kOnednn || (route == PanelRoute::kOnednnPrefill && rows >= kOnednnPrefillMinRows);
-}
 
 class GemmEngine {
 public:
@@ -69,7 +47,7 @@ public:
     const std::string& last_bf16_impl() const;
     // oneDNN primitives built so far (one per distinct shape / bias / accumulate / ldy).
     size_t cached_primitives() const;
-    // bf16 problems with M <= this many rows go to our AVX512-BF16 tiles (gemv_bf16.h), larger
+    // bf16 problems with M <= this many rows go to our AVX512-BF16 tiles (bf16_matmul.h), larger
     // ones to oneDNN. benchmarks/gemm_decode_bench on the 2-core EPYC (AVX512-BF16, no AMX):
     // tiles 1.3x oneDNN at M = 1-2 (25 vs 19 GB/s), 1.1x at M = 8-16, even at M = 64, 0.75-0.85x
     // from M = 128 up (oneDNN's packed-B brgemm wins once weights are reused enough). The

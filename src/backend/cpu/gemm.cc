@@ -11,10 +11,7 @@ Status gemm(Backend& be, const GemmArgs& a) {
     p.x = a.x.ptr<const float>();
     // A 1-row view may carry any stride; BLAS wants ld >= K.
     p.ldx = p.m > 1 ? a.x.stride(0) : p.k;
-    p.w = a.w.data;
-    p.w_packed = a.w.packed;
-    p.w_packed_layout = a.w.packed_layout;
-    p.w_dtype = a.w.dtype;
+    p.w = cpu_matrix(a.w);
     p.bias = a.bias.empty() ? nullptr : a.bias.ptr<const float>();
     p.y = a.y.ptr<float>();
     p.ldy = p.m > 1 ? a.y.stride(0) : p.n;

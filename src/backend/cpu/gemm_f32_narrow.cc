@@ -12,7 +12,7 @@ namespace {
 template <int R>
 MOE_AVX512_TARGET void tile(const GemmProblem& p, int64_t r0, int64_t n0) {
     const int64_t cols = std::min<int64_t>(4, p.n - n0);
-    const auto* w = static_cast<const float*>(p.w);
+    const auto* w = static_cast<const float*>(p.w.data);
     const float* wr[4];
     for (int64_t j = 0; j < 4; ++j) wr[j] = w + (n0 + std::min<int64_t>(j, cols - 1)) * p.k;
     __m512 acc[R][4];
@@ -52,7 +52,7 @@ void block(const GemmProblem& p, int64_t r_begin, int64_t r_end, int64_t n_begin
 }  // namespace
 
 bool f32_narrow_applies(const GemmProblem& p) {
-    return p.w_dtype == DType::kF32 && p.n <= kF32NarrowMaxCols && p.k > 0 && cpu_features().avx512f;
+    return p.w.dtype == DType::kF32 && !p.w.panels() && p.n <= kF32NarrowMaxCols && p.k > 0 && cpu_features().avx512f;
 }
 
 void f32_narrow_gemm(const GemmProblem& p, ThreadPool* pool) {

@@ -6,7 +6,8 @@
 // fixed order: bitwise batch invariant and independent of the thread count.
 #pragma once
 
-#include "backend/cpu/cpu_gemm.h"
+#include "backend/cpu/gemm_problem.h"
+#include "core/thread_pool.h"
 
 namespace moe::cpu {
 

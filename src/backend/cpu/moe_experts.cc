@@ -17,8 +17,8 @@
 // Each output element is computed by exactly one tile call, so the result does not depend on
 // the split (nor on the thread count). The products read each matrix's packed column panels
 // (bf16_panels.h; an item is one panel) when the loader made them, in their lossless 12-bit form
-// when it packed them as streamed matrices (packed_layout 1: a quarter fewer bytes per decode
-// step), else the checkpoint layout. With PanelRoute::kOnednn, oneDNN does the products over the
+// when it prepared them as streamed matrices (CpuLayout::kPanels12: a quarter fewer bytes per
+// decode step), else the checkpoint layout. With PanelRoute::kOnednn, oneDNN does the products over the
 // panels instead (onednn_panels.h: AMX tiles where present), inside the same items.
 //
 // f32 weights (or no AVX512-BF16): per expert, GEMMs through the backend's GemmEngine (BLAS
@@ -29,6 +29,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/cpu/bf16_matmul.h"
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/cpu_backend.h"
@@ -50,19 +51,9 @@ static_assert(kItemCols % kBf16PanelCols == 0 && kOnednnItemCols % kBf16PanelCol
 // layout. A thread's next item is mostly the same matrix's next panel: prefill-sized row counts
 // prefetch it (bf16_panel_block's prefetch_following). onednn: packed panels go through oneDNN
 // (onednn_panels.h) when their K allows; its errors go to `error`.
-void dot(const uint16_t* x, int64_t ldx, int64_t rows, const TensorView& w, int64_t n_begin, int64_t n_end, float* y,
-         int64_t ldy, bool onednn, FirstError& error) {
-    if (onednn && w.packed != nullptr && onednn_panels_usable(w.dim(1))) {
-        error.keep(onednn_panel_block(x, ldx, rows, w.packed, w.packed_layout, w.dim(0), w.dim(1), n_begin, n_end, y,
-                                      ldy, false));
-    } else if (w.packed != nullptr && w.packed_layout == kPackedLayoutPanels12) {
-        bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(w.packed), n_begin, n_end, y, ldy, false, true);
-    } else if (w.packed != nullptr) {
-        bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(w.packed), w.dim(0), w.dim(1), n_begin, n_end, y,
-                         ldy, false, true);
-    } else {
-        bf16_dot_block(x, ldx, rows, static_cast<const uint16_t*>(w.data), w.dim(1), n_begin, n_end, y, ldy, false);
-    }
+void dot(const uint16_t* x, int64_t ldx, int64_t rows, const WeightView& weight, int64_t n_begin, int64_t n_end,
+         float* y, int64_t ldy, bool onednn, FirstError& error) {
+    error.keep(bf16_routed_block(x, ldx, rows, cpu_matrix(weight), n_begin, n_end, y, ldy, false, onednn, true));
 }
 
 struct Item {
@@ -241,12 +232,10 @@ Status moe_experts_gemm(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
         p.x = a.x_permuted.ptr<const float>() + off[e] * hidden;
         p.ldx = hidden;
         p.ldy = inter;
-        p.w = a.w_gate[i].data;
-        p.w_dtype = a.w_gate[i].dtype;
+        p.w = cpu_matrix(a.w_gate[i]);
         p.y = gate.data();
         MOE_RETURN_IF_ERROR(cpu.gemm_engine().run(p));
-        p.w = a.w_up[i].data;
-        p.w_dtype = a.w_up[i].dtype;
+        p.w = cpu_matrix(a.w_up[i]);
         p.y = up.data();
         MOE_RETURN_IF_ERROR(cpu.gemm_engine().run(p));
 
@@ -263,8 +252,7 @@ Status moe_experts_gemm(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
         dn.n = hidden;
         dn.x = gate.data();
         dn.ldx = inter;
-        dn.w = a.w_down[i].data;
-        dn.w_dtype = a.w_down[i].dtype;
+        dn.w = cpu_matrix(a.w_down[i]);
         dn.y = a.out_permuted.ptr<float>() + off[e] * hidden;
         dn.ldy = hidden;
         MOE_RETURN_IF_ERROR(cpu.gemm_engine().run(dn));
@@ -287,8 +275,8 @@ Status moe_experts(Backend& be, const MoeExpertsArgs& a) {
         if (off[e + 1] > off[e]) {
             const size_t i = static_cast<size_t>(e);
             inter = a.w_gate[i].dim(0);
-            all_bf16 = all_bf16 && a.w_gate[i].dtype == DType::kBF16 && a.w_up[i].dtype == DType::kBF16 &&
-                       a.w_down[i].dtype == DType::kBF16;
+            all_bf16 = all_bf16 && a.w_gate[i].dtype() == DType::kBF16 && a.w_up[i].dtype() == DType::kBF16 &&
+                       a.w_down[i].dtype() == DType::kBF16;
         }
     }
     if (max_rows == 0) return ok_status();

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/cpu/bf16_block.h"
 #include "backend/cpu/bf16_panels.h"
 #include "core/logging.h"
 
@@ -191,25 +192,24 @@ StatusOr<std::string> onednn_panels_probe() {
     }
 }
 
-Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const void* packed, uint8_t layout, int64_t n,
-                          int64_t k, int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate) {
+Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const CpuMatrix& w, int64_t n_begin,
+                          int64_t n_end, float* y, int64_t ldy, bool accumulate) {
+    const int64_t n = w.n, k = w.k;
+    const void* packed = w.data;
+    const CpuLayout layout = w.layout;
     n_end = std::min(n_end, n);
     if (rows <= 0 || n_begin >= n_end) return ok_status();
     // oneDNN runs its OpenMP loops on the calling thread alone: the pool has the other cores.
     // Set on every call: GemmEngine::run_bf16 raises it on the thread that calls the backend.
     omp_set_num_threads(1);
     const int64_t panel_elems = bf16_panels_elems(kBf16PanelCols, k);
-    if (layout != kPackedLayoutPanels && layout != kPackedLayoutPanels12)
-        return internal_error("onednn_panel_block: unknown panel layout " + std::to_string(layout));
+    if (layout != CpuLayout::kPanels && layout != CpuLayout::kPanels12)
+        return internal_error(std::string("onednn_panel_block: a matrix in ") + layout_name(layout) +
+                              ", not in panels");
     // Our kernels, for a range oneDNN refused (same contract: x rows padded to
     // bf16_padded_k(k) == k here).
     auto own = [&](int64_t c0, int64_t c1) {
-        if (layout == kPackedLayoutPanels12)
-            bf16_panels12_block(x, ldx, rows, static_cast<const uint8_t*>(packed), c0, c1, y + (c0 - n_begin), ldy,
-                                accumulate);
-        else
-            bf16_panel_block(x, ldx, rows, static_cast<const uint16_t*>(packed), n, k, c0, c1, y + (c0 - n_begin), ldy,
-                             accumulate);
+        bf16_block(x, ldx, rows, w, c0, c1, y + (c0 - n_begin), ldy, accumulate);
     };
     if (g_refuse_for_testing.load(std::memory_order_relaxed)) {
         g_refused.fetch_add(1, std::memory_order_relaxed);
@@ -219,7 +219,7 @@ Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const vo
     // oneDNN reports errors as exceptions; none may leave this module.
     try {
         ThreadState& s = thread_state();
-        if (layout == kPackedLayoutPanels) {
+        if (layout == CpuLayout::kPanels) {
             // One call over the whole range: the panels are contiguous, the last one zero padded
             // past n (as BA16a64b2a pads N to 64).
             if (!run(s, x, ldx, rows, static_cast<const uint16_t*>(packed) + n_begin / kBf16PanelCols * panel_elems,

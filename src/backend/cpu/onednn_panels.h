@@ -23,6 +23,7 @@
 #include <mutex>
 #include <string>
 
+#include "backend/cpu/cpu_weight.h"
 #include "moe/status.h"
 
 namespace moe::cpu {
@@ -37,15 +38,14 @@ inline bool onednn_panels_usable(int64_t k) {
 StatusOr<std::string> onednn_panels_probe();
 
 // bf16_panel_block's contract (bf16_panels.h) through oneDNN: y[r * ldy + (c - n_begin)] (+)=
-// sum_k x[r * ldx + k] * w[c, k] for r in [0, rows), c in [n_begin, n_end). packed: the matrix's
-// plain panels (layout kPackedLayoutPanels; n and k given) or its 12-bit form
-// (kPackedLayoutPanels12; n and k must match its header). n_begin a multiple of kBf16PanelCols;
+// sum_k x[r * ldx + k] * w[c, k] for r in [0, rows), c in [n_begin, n_end). w: a matrix in
+// plain panels (CpuLayout::kPanels) or their 12-bit form (kPanels12). n_begin a multiple of kBf16PanelCols;
 // x bf16 rows, ldx >= k; requires onednn_panels_usable(k). A shape oneDNN refuses (no matmul, or
 // only its reference one) runs on our kernels instead (bf16_panel_block's), with one warning per
 // process and a count (onednn_panels_refused). Errors (oneDNN's at run time, memory) come back as
 // a Status; y may then be partly written.
-Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const void* packed, uint8_t layout, int64_t n,
-                          int64_t k, int64_t n_begin, int64_t n_end, float* y, int64_t ldy, bool accumulate);
+Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const CpuMatrix& w, int64_t n_begin,
+                          int64_t n_end, float* y, int64_t ldy, bool accumulate);
 
 // The first error of the calls that the pool's threads make (one op's worth).
 class FirstError {

@@ -1,4 +1,4 @@
-#include "backend/cuda/cuda_backend.h"
+#include "moe/cuda_backend.h"
 
 #include <fmt/format.h>
 
@@ -107,6 +107,14 @@ StatusOr<void*> CudaBackend::scratch(size_t bytes) {
     }
     scratch_bytes_ = want;
     return scratch_;
+}
+
+StatusOr<MemoryInfo> CudaBackend::memory_info() const {
+    MOE_RETURN_IF_ERROR(activate());
+    size_t free_bytes = 0, total_bytes = 0;
+    MOE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return MemoryInfo{.total_bytes = static_cast<int64_t>(total_bytes),
+                      .available_bytes = static_cast<int64_t>(free_bytes)};
 }
 
 Status CudaBackend::reset_kernel_error() {

@@ -27,6 +27,8 @@ public:
     void deallocate(void* ptr) override;
     Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
     Status synchronize() override;
+    // cudaMemGetInfo on this device: its total memory and what is free now.
+    StatusOr<MemoryInfo> memory_info() const override;
 
     // Makes this backend's device current on the calling thread (cheap after the first call).
     Status activate() const;

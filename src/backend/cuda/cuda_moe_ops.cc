@@ -203,11 +203,11 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
     const std::vector<kernels::ExpertGemm> gemms = kernels::plan_expert_gemms(offsets.data.data(), num_experts);
     if (gemms.empty()) return ok_status();
     const size_t first = static_cast<size_t>(gemms.front().expert);
-    const DType w_type = a.w_gate[first].dtype;
+    const DType w_type = a.w_gate[first].dtype();
     const int64_t inter = a.w_gate[first].dim(0);
     for (const kernels::ExpertGemm& g : gemms) {
         const size_t e = static_cast<size_t>(g.expert);
-        if (a.w_gate[e].dtype != w_type || a.w_up[e].dtype != w_type || a.w_down[e].dtype != w_type)
+        if (a.w_gate[e].dtype() != w_type || a.w_up[e].dtype() != w_type || a.w_down[e].dtype() != w_type)
             return unimplemented(
                 fmt::format("moe_experts: expert {} mixes weight dtypes; the CUDA backend needs one "
                             "dtype ({}) for every expert's weights",
@@ -240,8 +240,8 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
         const size_t e = static_cast<size_t>(g.expert);
         const void* xe = static_cast<const char*>(x_in) + static_cast<size_t>(g.row_begin * hidden) * x_elem;
         const int n = static_cast<int>(g.rows);
-        MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_gate[e].data, xe, gate + g.row_begin * inter, i, n, h));
-        MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_up[e].data, xe, up + g.row_begin * inter, i, n, h));
+        MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_gate[e].tensor.data, xe, gate + g.row_begin * inter, i, n, h));
+        MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_up[e].tensor.data, xe, up + g.row_begin * inter, i, n, h));
     }
     // One SwiGLU over all rows (every row belongs to a running expert since offsets[E] == R).
     void* act = bf16 ? static_cast<void*>(scratch + layout.act_bf16) : static_cast<void*>(gate);
@@ -251,7 +251,7 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
     for (const kernels::ExpertGemm& g : gemms) {
         const size_t e = static_cast<size_t>(g.expert);
         const void* ae = static_cast<const char*>(act) + static_cast<size_t>(g.row_begin * inter) * act_elem;
-        MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_down[e].data, ae,
+        MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_down[e].tensor.data, ae,
                                         a.out_permuted.ptr<float>() + g.row_begin * hidden, h, static_cast<int>(g.rows),
                                         i));
     }

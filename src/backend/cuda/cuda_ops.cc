@@ -147,9 +147,9 @@ Status gemm(Backend& b, const GemmArgs& a) {
     const int ld_y = std::max(static_cast<int>(a.y.stride(0)), ni);
     const float alpha = 1.0f;
     const float beta = a.accumulate ? 1.0f : 0.0f;
-    if (a.w.dtype == DType::kF32) {
+    if (a.w.dtype() == DType::kF32) {
         MOE_CUDA_RETURN_IF_ERROR(cublasSgemm(be.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &alpha,
-                                             a.w.ptr<const float>(), ki, a.x.ptr<const float>(), ld_x, &beta,
+                                             a.w.tensor.ptr<const float>(), ki, a.x.ptr<const float>(), ld_x, &beta,
                                              a.y.ptr<float>(), ld_y));
     } else {
         // bf16 weights: x is rounded to bf16 (one small pass over M*K) so that the tensor cores take
@@ -157,9 +157,9 @@ Status gemm(Backend& b, const GemmArgs& a) {
         MOE_ASSIGN_OR_RETURN(void* xb, be.scratch(static_cast<size_t>(m * k) * sizeof(uint16_t)));
         MOE_CUDA_RETURN_IF_ERROR(kernels::launch_cast_f32_to_bf16(a.x.ptr<const float>(), a.x.stride(0),
                                                                   static_cast<uint16_t*>(xb), m, k, be.stream()));
-        MOE_CUDA_RETURN_IF_ERROR(cublasGemmEx(be.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &alpha, a.w.data,
-                                              CUDA_R_16BF, ki, xb, CUDA_R_16BF, ki, &beta, a.y.data, CUDA_R_32F, ld_y,
-                                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        MOE_CUDA_RETURN_IF_ERROR(cublasGemmEx(be.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &alpha,
+                                              a.w.tensor.data, CUDA_R_16BF, ki, xb, CUDA_R_16BF, ki, &beta, a.y.data,
+                                              CUDA_R_32F, ld_y, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     if (!a.bias.empty()) {
         MOE_CUDA_RETURN_IF_ERROR(

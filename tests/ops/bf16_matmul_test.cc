@@ -1,8 +1,8 @@
-// The bf16 tiles (gemv_bf16.h, bf16_tiles.h), the packed column panels and their 12-bit form
+// The bf16 tiles (bf16_matmul.h, bf16_tiles.h), the packed column panels and their 12-bit form
 // (bf16_panels.h) through the gemm op, against the naive reference: exact on small integers, within bf16 rounding of x
 // on random floats; decode and prefill row counts (tile remainders, row blocks), odd N and K (K tails), bias and
 // accumulate; batch and thread invariance; which matrices the backend packs.
-#include "backend/cpu/gemv_bf16.h"
+#include "backend/cpu/bf16_matmul.h"
 
 #include <gtest/gtest.h>
 
@@ -29,36 +29,34 @@ struct Case {
 // The layouts the gemm op reads a bf16 matrix in.
 enum class Form { kCheckpoint, kPanels, kPanels12 };
 
-// A packed copy of a matrix, which must outlive the view's use.
+// A prepared copy of a matrix, which must outlive the weight's use.
 struct Packed {
-    DeviceBuffer panels;
+    std::unique_ptr<PreparedWeight> handle;
     Packed12 panels12;
-    std::vector<uint16_t> poison;  // what w.data points to once packed
+    std::vector<uint16_t> poison;  // what w.tensor.data points to once prepared
 };
 
-// Sets w.packed (and packed_layout) to `form` of w, and then points w.data at NaNs: the kernels
-// must read the packed form alone. The 12-bit form is packed directly, exceptions and all,
-// since the backend keeps plain panels for a matrix with as many as random N(0, 1) values have.
-Packed pack(Backend& be, TensorView& w, Form form) {
+// Gives w a handle to `form` of it, and then points w.tensor.data at NaNs: the kernels must read
+// the prepared form alone. The 12-bit form is packed directly, exceptions and all, since the
+// backend keeps plain panels for a matrix with as many as random N(0, 1) values have.
+Packed pack(Backend& be, WeightView& w, Form form) {
     Packed p;
     if (form == Form::kCheckpoint) return p;
-    const auto* src = static_cast<const uint16_t*>(w.data);
+    const auto* src = static_cast<const uint16_t*>(w.tensor.data);
     const int64_t n = w.dim(0), k = w.dim(1);
     if (form == Form::kPanels) {
-        auto packed = be.pack_matrix(w);
+        auto packed = be.prepare_weight("w", w.tensor, WeightUse::kMatmul);
         EXPECT_TRUE(packed.ok());
         if (!packed.ok()) return p;
-        EXPECT_NE(packed.value().data(), nullptr) << "bf16 matrix not packed";
-        p.panels = std::move(packed.value());
-        w.packed = p.panels.data();
-        w.packed_layout = cpu::kPackedLayoutPanels;
+        EXPECT_EQ(cpu_layout(*packed.value()), cpu::CpuLayout::kPanels) << "bf16 matrix not packed";
+        p.handle = std::move(packed.value());
     } else {
         p.panels12 = pack_panels12(src, n, k);
-        w.packed = p.panels12.data();
-        w.packed_layout = cpu::kPackedLayoutPanels12;
+        p.handle = panels12_weight(be, p.panels12, n, k);
     }
+    w.prepared = p.handle.get();
     p.poison.assign(static_cast<size_t>(n * k), 0x7fc0);  // bf16 NaN
-    w.data = p.poison.data();
+    w.tensor.data = p.poison.data();
     return p;
 }
 
@@ -234,24 +232,25 @@ TEST(CpuPackedBf16, PacksOnlyBf16MatricesWhenEnabled) {
     std::vector<uint16_t> wb(64 * 40);
     std::vector<float> wf(64 * 40);
     auto be = make_cpu_backend({.num_threads = 2, .matmul = CpuMatmul::kOwn});
-    auto f32 = be->pack_matrix(TensorView::make(wf.data(), DType::kF32, {64, 40}));
+    const WeightUse use = WeightUse::kMatmul;
+    auto f32 = be->prepare_weight("f32", TensorView::make(wf.data(), DType::kF32, {64, 40}), use);
     ASSERT_TRUE(f32.ok());
-    EXPECT_EQ(f32.value().data(), nullptr);
-    auto vec = be->pack_matrix(TensorView::make(wb.data(), DType::kBF16, {64 * 40}));
+    EXPECT_EQ(cpu_layout(*f32.value()), cpu::CpuLayout::kRowMajor);
+    auto vec = be->prepare_weight("vec", TensorView::make(wb.data(), DType::kBF16, {64 * 40}), use);
     ASSERT_TRUE(vec.ok());
-    EXPECT_EQ(vec.value().data(), nullptr);
-    auto bf16 = be->pack_matrix(TensorView::make(wb.data(), DType::kBF16, {64, 40}));
+    EXPECT_EQ(cpu_layout(*vec.value()), cpu::CpuLayout::kRowMajor);
+    auto bf16 = be->prepare_weight("bf16", TensorView::make(wb.data(), DType::kBF16, {64, 40}), use);
     ASSERT_TRUE(bf16.ok());
     if (cpu::cpu_features().avx512_bf16) {
-        ASSERT_NE(bf16.value().data(), nullptr);
-        EXPECT_EQ(bf16.value().size(), static_cast<size_t>(cpu::bf16_panels_elems(64, 40)) * 2);
+        ASSERT_EQ(cpu_layout(*bf16.value()), cpu::CpuLayout::kPanels);
+        EXPECT_EQ(bf16.value()->bytes(), static_cast<size_t>(cpu::bf16_panels_elems(64, 40)) * 2);
     } else {
-        EXPECT_EQ(bf16.value().data(), nullptr) << "panels need AVX512-BF16";
+        EXPECT_EQ(cpu_layout(*bf16.value()), cpu::CpuLayout::kRowMajor) << "panels need AVX512-BF16";
     }
     auto off = make_cpu_backend({.num_threads = 2, .pack_weights = false});
-    auto none = off->pack_matrix(TensorView::make(wb.data(), DType::kBF16, {64, 40}));
+    auto none = off->prepare_weight("off", TensorView::make(wb.data(), DType::kBF16, {64, 40}), use);
     ASSERT_TRUE(none.ok());
-    EXPECT_EQ(none.value().data(), nullptr);
+    EXPECT_EQ(cpu_layout(*none.value()), cpu::CpuLayout::kRowMajor);
 }
 
 }  // namespace

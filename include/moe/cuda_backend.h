@@ -1,10 +1,9 @@
-// The CUDA backend's factory. This header is CUDA-free so that any host code built with
-// MOE_WITH_CUDA (the CLI) can include it; it exists only when the build has CUDA enabled.
+// The CUDA backend's public face: its factory. This header is CUDA-free so that any host code
+// built with MOE_WITH_CUDA (the CLI) can include it; the factory is defined only when the build
+// has CUDA enabled (target moe_cuda), so call it under MOE_WITH_CUDA.
 //
 // Usage from host code:
-//   #ifdef MOE_WITH_CUDA
-//   #include "backend/cuda/cuda_backend.h"
-//   #endif
+//   #include "moe/cuda_backend.h"
 //   ...
 //   auto be = moe::make_cuda_backend(device_index);
 //   if (!be.ok()) { /* be.status(): kUnavailable "no CUDA device: ..." when no GPU answers */ }

@@ -1,9 +1,10 @@
-#include "backend/cpu/gemv_bf16.h"
+#include "backend/cpu/bf16_matmul.h"
 
 #include <algorithm>
 #include <atomic>
 #include <vector>
 
+#include "backend/cpu/bf16_block.h"
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/onednn_panels.h"
@@ -22,11 +23,19 @@ static_assert(kPrefetchChunkCols % kBf16ColGroup == 0);
 
 }  // namespace
 
-bool gemv_bf16_applies(const GemmProblem& p, int64_t max_rows) {
-    return p.w_dtype == DType::kBF16 && p.m >= 1 && p.m <= max_rows && p.k > 0 && bf16_tiles_available();
+Status bf16_routed_block(const uint16_t* x, int64_t ldx, int64_t rows, const CpuMatrix& w, int64_t n_begin,
+                         int64_t n_end, float* y, int64_t ldy, bool accumulate, bool onednn, bool prefetch_following) {
+    if (onednn && w.panels() && onednn_panels_usable(w.k))
+        return onednn_panel_block(x, ldx, rows, w, n_begin, n_end, y, ldy, accumulate);
+    bf16_block(x, ldx, rows, w, n_begin, n_end, y, ldy, accumulate, prefetch_following);
+    return ok_status();
 }
 
-Status gemv_bf16(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
+bool bf16_matmul_applies(const GemmProblem& p, int64_t max_rows) {
+    return p.w.dtype == DType::kBF16 && p.m >= 1 && p.m <= max_rows && p.k > 0 && bf16_tiles_available();
+}
+
+Status bf16_matmul(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
     const int64_t k_pad = bf16_padded_k(p.k);
     // NOTE: thread_local scratch: the backend is used by one thread at a time, and this keeps
     // the step free of allocation once warmed up.
@@ -41,14 +50,14 @@ Status gemv_bf16(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
     // instead of waiting at the end. Each output is still computed whole by one tile call, so
     // results do not depend on who took which chunk.
     const int64_t chunk_cols =
-        p.w_packed != nullptr && p.m >= kBf16PanelPrefetchMinRows && p.m <= 64 ? kPrefetchChunkCols : kChunkCols;
+        p.w.panels() && p.m >= kBf16PanelPrefetchMinRows && p.m <= 64 ? kPrefetchChunkCols : kChunkCols;
     // A narrow matrix still gets at least two chunks per thread: K and V projections (256 or 512
     // columns: 4-8 panels) otherwise made one or two chunks, which left a thread idle. Chunks
     // stay whole panels when the weights are packed.
     const int threads = pool != nullptr ? pool->size() : 1;
-    const int64_t unit = p.w_packed != nullptr ? kBf16PanelCols / kBf16ColGroup : 1;
+    const int64_t unit = p.w.panels() ? kBf16PanelCols / kBf16ColGroup : 1;
     const int64_t units = (groups + unit - 1) / unit;
-    const bool onednn = panel_route_onednn(route, p.m) && p.w_packed != nullptr && onednn_panels_usable(p.k);
+    const bool onednn = panel_route_onednn(route, p.m) && p.w.panels() && onednn_panels_usable(p.k);
     // oneDNN: about two chunks per thread. A call costs ~3 us whatever its size, which on
     // one-panel chunks at decode (a few us of streaming each) cost more than the products.
     const int64_t chunk_groups =
@@ -68,19 +77,7 @@ Status gemv_bf16(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
              c = next.fetch_add(1, std::memory_order_relaxed)) {
             const int64_t n0 = std::min(p.n, c * chunk_groups * kBf16ColGroup);
             const int64_t n1 = std::min(p.n, (c + 1) * chunk_groups * kBf16ColGroup);
-            if (onednn) {
-                error.keep(onednn_panel_block(x_bf16, k_pad, p.m, p.w_packed, p.w_packed_layout, p.n, p.k, n0, n1,
-                                              p.y + n0, p.ldy, p.accumulate));
-            } else if (p.w_packed != nullptr && p.w_packed_layout == kPackedLayoutPanels12) {
-                bf16_panels12_block(x_bf16, k_pad, p.m, static_cast<const uint8_t*>(p.w_packed), n0, n1, p.y + n0,
-                                    p.ldy, p.accumulate);
-            } else if (p.w_packed != nullptr) {
-                bf16_panel_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w_packed), p.n, p.k, n0, n1,
-                                 p.y + n0, p.ldy, p.accumulate);
-            } else {
-                bf16_dot_block(x_bf16, k_pad, p.m, static_cast<const uint16_t*>(p.w), p.k, n0, n1, p.y + n0, p.ldy,
-                               p.accumulate);
-            }
+            error.keep(bf16_routed_block(x_bf16, k_pad, p.m, p.w, n0, n1, p.y + n0, p.ldy, p.accumulate, onednn));
             if (p.bias != nullptr)
                 for (int64_t i = 0; i < p.m; ++i)
                     for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];
