@@ -8,7 +8,7 @@ function(moe_add_test)
   target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${T_NAME} PRIVATE
     MOE_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
-    MOE_SHARED_DATA_DIR="${PROJECT_SOURCE_DIR}/../shared/data")
+    MOE_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
   include(GoogleTest)
   gtest_discover_tests(${T_NAME} PROPERTIES LABELS "${T_LABELS}" DISCOVERY_TIMEOUT 60)
 endfunction()
