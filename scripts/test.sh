@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian 12 machine: installs packages, builds (release,
-# CUDA backend compiled when nvcc is found), runs every ctest test, then the op, engine and
-# model tests again under ASan+UBSan. GPU tests skip visibly on machines without a GPU.
+# The whole test suite, from a fresh Debian 12 machine: installs packages, checks that every
+# tracked source is clang-formatted, builds (release, CUDA backend compiled when nvcc is found),
+# runs every ctest test, then the op, engine and model tests again under ASan+UBSan. GPU tests
+# skip visibly on machines without a GPU.
 #
 #   scripts/test.sh            everything
 #   MOE_TEST_SKIP_ASAN=1 scripts/test.sh   skip the sanitizer pass (local iteration)
@@ -12,6 +13,10 @@ JOBS=${MOE_JOBS:-$(nproc)}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 scripts/install_deps.sh
+
+echo "== format check (clang-format 14)"
+scripts/check_format.sh
+
 # The Python gRPC client test needs grpcio and grpcio-tools (PyPI); without them it is skipped
 # with a message at configure time.
 if command -v python3 >/dev/null 2>&1; then
