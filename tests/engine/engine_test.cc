@@ -8,6 +8,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "model/demo_model.h"
+
 namespace moe {
 namespace {
 
