@@ -12,7 +12,7 @@
 
 namespace {
 
-const std::string kQwen2 = std::string(MOE_SHARED_DATA_DIR) + "/tokenizers/qwen2";
+const std::string kQwen2 = std::string(MOE_TEST_DATA_DIR) + "/tokenizers/qwen2";
 
 const moe::Tokenizer& qwen2() {
     static std::unique_ptr<moe::Tokenizer> tok = [] {
@@ -31,8 +31,12 @@ const moe::Tokenizer& qwen2() {
 const std::string& english_text() {
     static const std::string text = [] {
         std::string s;
-        for (const char* rel : {"/../shared/DESIGN.md", "/../shared/STYLE.md"}) {
+        for (const char* rel : {"/README.md", "/benchmarks/served_vs_engine/README.md"}) {
             std::ifstream in(std::string(MOE_SOURCE_DIR) + rel, std::ios::binary);
+            if (!in) {
+                std::fprintf(stderr, "tokenizer_bench: cannot read %s%s\n", MOE_SOURCE_DIR, rel);
+                std::exit(1);
+            }
             std::stringstream ss;
             ss << in.rdbuf();
             s += ss.str();

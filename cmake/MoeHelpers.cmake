@@ -7,11 +7,13 @@
 function(moe_add_test)
   cmake_parse_arguments(T "" "NAME;GPU_TESTS" "SOURCES;LABELS;LIBS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})
-  target_link_libraries(${T_NAME} PRIVATE moe_lib GTest::gtest GTest::gtest_main ${T_LIBS})
-  target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  # Tests reach the library's internals (src/) through moe_internal, and each other's helpers
+  # through tests/.
+  target_link_libraries(${T_NAME} PRIVATE moe_lib moe_internal GTest::gtest GTest::gtest_main ${T_LIBS})
+  target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${T_NAME} PRIVATE
     MOE_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
-    MOE_SHARED_DATA_DIR="${PROJECT_SOURCE_DIR}/../shared/data")
+    MOE_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
   include(GoogleTest)
   if(T_GPU_TESTS)
     gtest_discover_tests(${T_NAME} TEST_FILTER "-${T_GPU_TESTS}" PROPERTIES LABELS "${T_LABELS}" DISCOVERY_TIMEOUT 60)

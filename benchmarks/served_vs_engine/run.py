@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Served throughput against the engine's own, same workload, same machine, same run (issue 6).
 
-    run.py --build-dir /work/main/build/cpu-release --model /tmp/moeserve_cpu_vs_llamacpp/moe-s/hf \
+    run.py --build-dir build/cpu-release --model /tmp/moeserve_cpu_vs_llamacpp/moe-s/hf \
            --concurrency 1,16 --repeats 3 --out results.json
 
 For each repeat and each concurrency C, in this order (A/B, one process at a time):
@@ -395,7 +395,7 @@ def print_table(summary: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build-dir", default="/work/main/build/cpu-release")
+    ap.add_argument("--build-dir", default=str(HERE.parent.parent / "build" / "cpu-release"))
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--out", default="results.json")
     ap.add_argument("--threads", type=int, default=2)

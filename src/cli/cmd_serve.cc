@@ -22,6 +22,7 @@
 #include "cli/command.h"
 #include "core/logging.h"
 #include "engine/engine.h"
+#include "model/demo_model.h"
 #include "server/server.h"
 
 namespace moe::cli {

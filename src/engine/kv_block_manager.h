@@ -24,7 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/sha256.h"
+#include "core/sha256.h"
 
 namespace moe {
 

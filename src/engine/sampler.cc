@@ -44,10 +44,19 @@ inline float exp_nonpositive(float x) {
     return p * scale;
 }
 
+// target_clones makes an ifunc whose resolver runs while the program is loaded; under
+// ThreadSanitizer the resolver is instrumented and runs before the TSan runtime is initialized
+// (a SEGFAULT before main). TSan builds take the default version only.
+#if defined(__SANITIZE_THREAD__)
+#define MOE_SAMPLER_CLONES
+#else
+#define MOE_SAMPLER_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+
 // log(sum_i exp(x[i])) for finite x with max(x) = max: exp in f32, the sum in 16 double
 // partial sums in a fixed order (deterministic). Every token's logprob needs it over the whole
 // vocabulary (152k entries for Qwen3): a scalar double exp there cost ~1 ms per token.
-__attribute__((target_clones("avx512f", "avx2", "default"))) double log_sum_exp(const float* x, size_t n, float max) {
+MOE_SAMPLER_CLONES double log_sum_exp(const float* x, size_t n, float max) {
     constexpr size_t kLanes = 16;
     double acc[kLanes] = {};
     size_t i = 0;
@@ -76,9 +85,7 @@ inline float tempered_weight(float x, float max, float inv_t) {
 
 // prob[i] = tempered_weight(x[i]) for i in [0, n); returns their sum, in 16 double partial sums
 // in a fixed order (deterministic). A double exp per id cost ~1 ms per token at 152k ids.
-__attribute__((target_clones("avx512f", "avx2", "default"))) double tempered_weights(const float* x, size_t n,
-                                                                                     float max, float inv_t,
-                                                                                     double* prob) {
+MOE_SAMPLER_CLONES double tempered_weights(const float* x, size_t n, float max, float inv_t, double* prob) {
     constexpr size_t kLanes = 16;
     double acc[kLanes] = {};
     size_t i = 0;

@@ -198,7 +198,7 @@ TEST(CliRun, ConfigWithoutWeightsSaysSo) {
 }
 
 TEST(CliInfo, EverySharedConfigParsesAndUnsupportedFamiliesSaySo) {
-    const std::string configs = std::string(MOE_SOURCE_DIR) + "/../shared/data/configs";
+    const std::string configs = std::string(MOE_TEST_DATA_DIR) + "/configs";
     ASSERT_TRUE(std::filesystem::exists(configs)) << configs;
     int seen = 0;
     for (const auto& e : std::filesystem::directory_iterator(configs)) {

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "model/demo_model.h"
 #include "moe/cpu_backend.h"
 
 namespace moe {

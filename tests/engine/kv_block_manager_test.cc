@@ -6,7 +6,7 @@
 #include <numeric>
 #include <tuple>
 
-#include "engine/sha256.h"
+#include "core/sha256.h"
 
 namespace moe {
 namespace {

@@ -16,7 +16,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const fs::path kConfigs = fs::path(MOE_SHARED_DATA_DIR) / "configs";
+const fs::path kConfigs = fs::path(MOE_TEST_DATA_DIR) / "configs";
 
 ModelConfig load_ok(const std::string& name) {
     auto c = load_model_config(kConfigs / name);
@@ -88,6 +88,7 @@ TEST(ConfigReal, DeepseekV3Unsupported) {
     EXPECT_EQ(c.moe_intermediate_size, 2048);
     EXPECT_EQ(c.shared_expert_intermediate_size, 2048);
     EXPECT_EQ(c.intermediate_size, 18432);  // the first 3 dense layers
+    ASSERT_GE(c.layer_is_moe.size(), 4u);   // a config that did not load fails here, not by a crash
     EXPECT_FALSE(c.layer_is_moe[2]);
     EXPECT_TRUE(c.layer_is_moe[3]);
     EXPECT_EQ(c.head_dim, 192);
@@ -104,6 +105,7 @@ TEST(ConfigReal, KimiK2IsDeepseekFamily) {
     EXPECT_FLOAT_EQ(c.rope_theta, 50000.0f);
     // config.json says 163585, generation_config.json 163586: merged.
     EXPECT_EQ(c.eos_token_ids, std::vector<int64_t>({163585, 163586}));
+    ASSERT_GE(c.layer_is_moe.size(), 2u);  // a config that did not load fails here, not by a crash
     EXPECT_FALSE(c.layer_is_moe[0]);
     EXPECT_TRUE(c.layer_is_moe[1]);
 }

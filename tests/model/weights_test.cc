@@ -218,8 +218,8 @@ TEST(CheckWeights, WrongDtype) {
 }
 
 TEST(CheckWeights, UnsupportedFamilyRefused) {
-    auto c = load_model_config(fs::path(MOE_SHARED_DATA_DIR) / "configs" / "deepseek-v3");
-    ASSERT_TRUE(c.ok());
+    auto c = load_model_config(fs::path(MOE_TEST_DATA_DIR) / "configs" / "deepseek-v3");
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
     EXPECT_TRUE(expected_tensors(*c).empty());
     ScratchDir dir;
     write_safetensors(dir / "model.safetensors", {{"x", "F32", {1}, ""}});
@@ -230,10 +230,11 @@ TEST(CheckWeights, UnsupportedFamilyRefused) {
 
 TEST(CheckWeights, RealMixtralIndexNamesMatchExpected) {
     // The real Mixtral-8x7B weight map (shards absent) must list exactly the tensors we expect.
-    const fs::path d = fs::path(MOE_SHARED_DATA_DIR) / "configs" / "mixtral-8x7b";
+    const fs::path d = fs::path(MOE_TEST_DATA_DIR) / "configs" / "mixtral-8x7b";
     auto c = load_model_config(d);
-    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
     std::ifstream in(d / "model.safetensors.index.json");
+    ASSERT_TRUE(in.good()) << d / "model.safetensors.index.json";
     auto idx = nlohmann::json::parse(in);
     std::set<std::string> listed;
     for (const auto& [name, shard] : idx["weight_map"].items()) listed.insert(name);

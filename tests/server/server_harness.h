@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "model/demo_model.h"
 #include "moe/backend.h"
 #include "moe/cpu_backend.h"
 #include "moe/v1/control.grpc.pb.h"

@@ -10,7 +10,7 @@ namespace moe {
 namespace {
 
 using testing::cached_tokenizer;
-using testing::shared_data;
+using testing::test_data;
 
 // A small valid byte-level tokenizer.json to corrupt one field at a time.
 nlohmann::json tiny_json() {
@@ -106,13 +106,13 @@ TEST(TokenizerErrors, CorruptTokenizerJson) {
 TEST(TokenizerErrors, MissingFiles) {
     auto s = Tokenizer::load("/nonexistent/dir").status();
     EXPECT_EQ(s.code(), StatusCode::kNotFound);
-    s = Tokenizer::load(shared_data("configs/deepseek-v3")).status();
+    s = Tokenizer::load(test_data("configs/deepseek-v3")).status();
     EXPECT_EQ(s.code(), StatusCode::kNotFound);
     EXPECT_NE(s.message().find("tokenizer.json"), std::string::npos);
 }
 
 TEST(TokenizerErrors, IdsOutOfRange) {
-    const auto& tok = cached_tokenizer(shared_data("tokenizers/mixtral-8x7b-instruct"));
+    const auto& tok = cached_tokenizer(test_data("tokenizers/mixtral-8x7b-instruct"));
     std::vector<int32_t> ids = {1, 22557, 32000};
     auto s = tok.decode(ids).status();
     EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
@@ -128,7 +128,7 @@ TEST(TokenizerErrors, IdsOutOfRange) {
 }
 
 TEST(TokenizerErrors, InvalidUtf8) {
-    const auto& tok = cached_tokenizer(shared_data("tokenizers/qwen2"));
+    const auto& tok = cached_tokenizer(test_data("tokenizers/qwen2"));
     for (const std::string bad : {std::string("abc\xFF"), std::string("\xC3"), std::string("x\xED\xA0\x80y"),
                                   std::string("\xC0\xAF"), std::string("ok \xF4\x90\x80\x80")}) {
         auto s = tok.encode(bad).status();
@@ -173,7 +173,7 @@ TEST(TokenizerHostile, LongRunsEncodeInBoundedTime) {
         {"100k combining marks", "e" + combining},  {"10k emoji", emoji},
     };
     for (const std::string dir : {"tokenizers/qwen2", "tokenizers/olmoe", "tokenizers/mixtral-8x7b-instruct"}) {
-        const auto& tok = cached_tokenizer(shared_data(dir));
+        const auto& tok = cached_tokenizer(test_data(dir));
         for (const auto& [name, text] : inputs) {
             size_t n = 0;
             const double s = seconds_to_encode(tok, text, &n);
@@ -184,7 +184,7 @@ TEST(TokenizerHostile, LongRunsEncodeInBoundedTime) {
 }
 
 TEST(TokenizerHostile, RepeatedCharacterDecodesBack) {
-    const auto& tok = cached_tokenizer(shared_data("tokenizers/qwen2"));
+    const auto& tok = cached_tokenizer(test_data("tokenizers/qwen2"));
     const std::string text(1 << 20, 'a');
     auto ids = tok.encode(text);
     ASSERT_TRUE(ids.ok());

@@ -41,7 +41,7 @@ TEST(TokenizerPipeline, MatchesHfOnHandMadeTokenizers) {
 
 TEST(TokenizerPipeline, MergesTxtWithVersionHeaderAndCrlf) {
     // Same Qwen2 merges with the "#version" line and CRLF endings of the other upload.
-    const std::string src = testing::shared_data("tokenizers/qwen2");
+    const std::string src = testing::test_data("tokenizers/qwen2");
     const std::string dir = ::testing::TempDir() + "/qwen2_crlf";
     std::filesystem::create_directories(dir);
     std::filesystem::copy_file(src + "/vocab.json", dir + "/vocab.json",
@@ -63,7 +63,7 @@ TEST(TokenizerPipeline, MergesTxtWithVersionHeaderAndCrlf) {
 }
 
 TEST(TokenizerPipeline, MergesAsPairsEqualMergesAsStrings) {
-    const std::string path = testing::shared_data("tokenizers/gpt2/tokenizer.json");
+    const std::string path = testing::test_data("tokenizers/gpt2/tokenizer.json");
     auto j = nlohmann::json::parse(read_all(path));
     for (auto& m : j["model"]["merges"]) {
         const std::string s = m.get<std::string>();
@@ -79,7 +79,7 @@ TEST(TokenizerPipeline, MergesAsPairsEqualMergesAsStrings) {
 }
 
 TEST(TokenizerPipeline, ConcurrentEncodeIsDeterministic) {
-    const auto& tok = testing::cached_tokenizer(testing::shared_data("tokenizers/qwen2"));
+    const auto& tok = testing::cached_tokenizer(testing::test_data("tokenizers/qwen2"));
     std::string text;
     for (int k = 0; k < 2000; ++k) text += "word" + std::to_string(k * 7919 % 1000) + " and more text, ";
     const auto expected = tok.encode(text).value();

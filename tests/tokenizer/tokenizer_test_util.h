@@ -1,4 +1,4 @@
-// Helpers shared by the tokenizer tests: the shared data paths, the llama.cpp vector format,
+// Helpers shared by the tokenizer tests: the test data paths (tests/data), the llama.cpp vector format,
 // and tokenizers loaded once per process.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,15 +17,18 @@
 
 namespace moe::testing {
 
-inline std::string shared_data(const std::string& rel) {
-    return std::string(MOE_SHARED_DATA_DIR) + "/" + rel;
+inline std::string test_data(const std::string& rel) {
+    return std::string(MOE_TEST_DATA_DIR) + "/" + rel;
 }
 inline std::string source_path(const std::string& rel) {
     return std::string(MOE_SOURCE_DIR) + "/" + rel;
 }
 
+// A missing or unreadable file throws: GoogleTest fails the test with the message instead of
+// the test comparing two empty lists and passing.
 inline std::string read_all(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot open test data file " + path);
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
@@ -48,6 +52,7 @@ inline std::vector<std::string> read_inp(const std::string& path) {
 // `.out`: one line of space-prefixed ids per string.
 inline std::vector<std::vector<int32_t>> read_out(const std::string& path) {
     std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot open test data file " + path);
     std::vector<std::vector<int32_t>> out;
     std::string line;
     while (std::getline(in, line)) {
@@ -60,7 +65,9 @@ inline std::vector<std::vector<int32_t>> read_out(const std::string& path) {
     return out;
 }
 
-// Loads each tokenizer once; the big vocabularies take a noticeable fraction of a second.
+// Loads each tokenizer once; the big vocabularies take a noticeable fraction of a second. A
+// tokenizer that does not load (e.g. a missing data file) throws, which fails the calling test
+// with the message and lets the others run.
 inline const Tokenizer& cached_tokenizer(const std::string& dir, const std::string& config = "") {
     static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
     const std::string key = dir + "|" + config;
@@ -70,8 +77,7 @@ inline const Tokenizer& cached_tokenizer(const std::string& dir, const std::stri
         opts.config_file = config;
         auto t = Tokenizer::load(dir, opts);
         if (!t.ok()) {
-            ADD_FAILURE() << "loading " << dir << ": " << t.status().to_string();
-            std::abort();
+            throw std::runtime_error("loading " + dir + ": " + t.status().to_string());
         }
         it = cache.emplace(key, std::move(t).value()).first;
     }

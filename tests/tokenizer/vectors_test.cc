@@ -1,4 +1,4 @@
-// The HF-generated vectors in ../shared/data, id for id, and streaming decode on each string.
+// The HF-generated vectors in tests/data, id for id, and streaming decode on each string.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -12,8 +12,8 @@ using testing::cached_tokenizer;
 using testing::ids_str;
 using testing::read_inp;
 using testing::read_out;
-using testing::shared_data;
 using testing::source_path;
+using testing::test_data;
 
 void expect_vectors(const Tokenizer& tok, const std::string& inp, const std::string& out) {
     const auto texts = read_inp(inp);
@@ -60,12 +60,12 @@ void expect_streaming(const Tokenizer& tok, const std::string& inp, bool add_spe
     }
 }
 
-const std::string kGpt2 = shared_data("tokenizers/gpt2");
+const std::string kGpt2 = test_data("tokenizers/gpt2");
 
 TEST(TokenizerVectors, Gpt2TokenizerJson) {
     const auto& tok = cached_tokenizer(kGpt2 + "/tokenizer.json");
     EXPECT_EQ(tok.vocab_size(), 50257);
-    expect_vectors(tok, shared_data("tokenizer-vectors/gpt-2.inp"), shared_data("tokenizer-vectors/gpt-2.out"));
+    expect_vectors(tok, test_data("tokenizer-vectors/gpt-2.inp"), test_data("tokenizer-vectors/gpt-2.out"));
 }
 
 TEST(TokenizerVectors, Gpt2VocabMerges) {
@@ -79,20 +79,20 @@ TEST(TokenizerVectors, Gpt2VocabMerges) {
     const auto& tok = cached_tokenizer(dir);
     EXPECT_EQ(tok.vocab_size(), 50257);
     EXPECT_TRUE(tok.is_special(50256));
-    expect_vectors(tok, shared_data("tokenizer-vectors/gpt-2.inp"), shared_data("tokenizer-vectors/gpt-2.out"));
+    expect_vectors(tok, test_data("tokenizer-vectors/gpt-2.inp"), test_data("tokenizer-vectors/gpt-2.out"));
 }
 
 TEST(TokenizerVectors, Qwen2VocabMerges) {
-    const auto& tok = cached_tokenizer(shared_data("tokenizers/qwen2"));
+    const auto& tok = cached_tokenizer(test_data("tokenizers/qwen2"));
     EXPECT_EQ(tok.vocab_size(), 151669);
     EXPECT_EQ(tok.token_to_id("<|im_start|>"), 151644);
     EXPECT_TRUE(tok.is_special(151645));
     EXPECT_EQ(tok.eos_id(), 151645);
-    expect_vectors(tok, shared_data("tokenizer-vectors/qwen2.inp"), shared_data("tokenizer-vectors/qwen2.out"));
+    expect_vectors(tok, test_data("tokenizer-vectors/qwen2.inp"), test_data("tokenizer-vectors/qwen2.out"));
 }
 
 TEST(TokenizerVectors, Qwen2SpecialTokensInText) {
-    const auto& tok = cached_tokenizer(shared_data("tokenizers/qwen2"));
+    const auto& tok = cached_tokenizer(test_data("tokenizers/qwen2"));
     auto ids = tok.encode("<|im_start|>user\nhi<|im_end|>", false);
     ASSERT_TRUE(ids.ok());
     ASSERT_GE(ids->size(), 4u);
@@ -104,12 +104,12 @@ TEST(TokenizerVectors, Qwen2SpecialTokensInText) {
 }
 
 TEST(TokenizerVectors, OlmoeWithMptVectors) {
-    const auto& tok = cached_tokenizer(shared_data("tokenizers/olmoe"));
+    const auto& tok = cached_tokenizer(test_data("tokenizers/olmoe"));
     EXPECT_EQ(tok.vocab_size(), 50280);
-    expect_vectors(tok, shared_data("tokenizer-vectors/mpt.inp"), shared_data("tokenizer-vectors/mpt.out"));
+    expect_vectors(tok, test_data("tokenizer-vectors/mpt.inp"), test_data("tokenizer-vectors/mpt.out"));
 }
 
-const std::string kMixtral = shared_data("tokenizers/mixtral-8x7b-instruct");
+const std::string kMixtral = test_data("tokenizers/mixtral-8x7b-instruct");
 
 TEST(TokenizerVectors, MixtralMatchesHfTokenizers) {
     const auto& tok = cached_tokenizer(kMixtral);
@@ -117,7 +117,7 @@ TEST(TokenizerVectors, MixtralMatchesHfTokenizers) {
     EXPECT_EQ(tok.bos_id(), 1);
     EXPECT_EQ(tok.eos_id(), 2);
     for (const std::string name : {"gpt-2", "mixtral_extra"}) {
-        const std::string inp = name == "gpt-2" ? shared_data("tokenizer-vectors/gpt-2.inp")
+        const std::string inp = name == "gpt-2" ? test_data("tokenizer-vectors/gpt-2.inp")
                                                 : source_path("tests/reference/tokenizer/mixtral_extra.inp");
         SCOPED_TRACE(name);
         expect_vectors(tok, inp, source_path("tests/reference/tokenizer/mixtral." + name + ".out"));
@@ -135,7 +135,7 @@ TEST(TokenizerVectors, MixtralMatchesHfTokenizers) {
 
 TEST(TokenizerVectors, MixtralRoundTrip) {
     const auto& tok = cached_tokenizer(kMixtral);
-    const auto texts = testing::read_inp(shared_data("tokenizer-vectors/gpt-2.inp"));
+    const auto texts = testing::read_inp(test_data("tokenizer-vectors/gpt-2.inp"));
     for (const auto& text : texts) {
         auto ids = tok.encode(text, false);
         ASSERT_TRUE(ids.ok());
@@ -163,14 +163,13 @@ TEST(TokenizerVectors, MixtralDecodeMatchesHfTokenizers) {
 }
 
 TEST(TokenizerStreaming, DeltasConcatenateToDecode) {
-    const std::string inp = shared_data("tokenizer-vectors/gpt-2.inp");
+    const std::string inp = test_data("tokenizer-vectors/gpt-2.inp");
     const std::string extra = source_path("tests/reference/tokenizer/mixtral_extra.inp");
-    for (const auto& [dir, special] :
-         std::vector<std::pair<std::string, bool>>{{kGpt2 + "/tokenizer.json", false},
-                                                   {shared_data("tokenizers/qwen2"), false},
-                                                   {shared_data("tokenizers/olmoe"), false},
-                                                   {kMixtral, false},
-                                                   {kMixtral, true}}) {
+    for (const auto& [dir, special] : std::vector<std::pair<std::string, bool>>{{kGpt2 + "/tokenizer.json", false},
+                                                                                {test_data("tokenizers/qwen2"), false},
+                                                                                {test_data("tokenizers/olmoe"), false},
+                                                                                {kMixtral, false},
+                                                                                {kMixtral, true}}) {
         SCOPED_TRACE(dir);
         const auto& tok = cached_tokenizer(dir);
         expect_streaming(tok, inp, special);

@@ -101,10 +101,76 @@ struct TileScratch {
 // a group below kTransposeMinRows: then the task walks whole cache rows (all of its KV heads
 // at a position are adjacent), which the prefetchers follow, instead of one head's slice at the
 // stride of a row.
-MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g, int64_t s, int64_t kvh, int64_t nk,
-                                      int64_t t_begin, int64_t t_end, TileScratch& sc) {
+struct TileTask {
+    const AttentionArgs& a;
+    const Geometry& g;
+    int64_t s, kvh, nk, t_begin;
+    int64_t hd, heads, rows, hd16;  // heads: query heads per token in this task
+    const int32_t* table;           // the sequence's block table
+    bool bf16;
+    // Decode with each 4-row group inside one KV head and whole vectors: scores and P * V read
+    // the cache rows directly, bf16 widened in registers (k16 / v16), nothing staged in kbuf.
+    bool fast;
+    // Next-chunk prefetches one position at a time instead of in one burst (see prefetch_ahead).
+    bool spread;
+    int64_t head_stride;  // from one KV head's row to the next's: hd in the cache, hd16 in kbuf / vbuf
+    int64_t elem_bytes;   // K and V share it
+    int64_t row_bytes;
+    int64_t lo_min, hi_max;  // the cache positions any row of the task sees
+};
+
+// Query rows: q[t, kvh * group + (r % heads), :] for t in the block.
+inline int64_t head_index(const TileTask& t, int64_t r) {
+    return (t.t_begin + r / t.heads) * t.g.num_q_heads + t.kvh * t.g.group + r % t.heads;
+}
+inline const float* q_row(const TileTask& t, int64_t r) {
+    return t.a.q.ptr<const float>() + head_index(t, r) * t.hd;
+}
+// The task's KV head (0 .. nk - 1) of row r.
+inline int64_t kv_of(const TileTask& t, int64_t r) {
+    return (r % t.heads) / t.g.group;
+}
+// Element offset of position c's K/V row for the task's first KV head.
+inline int64_t row_offset(const TileTask& t, int64_t c) {
+    return (static_cast<int64_t>(t.table[c / t.g.block_size]) * t.g.block_size + c % t.g.block_size) * t.g.row +
+           t.kvh * t.hd;
+}
+
+// K and V rows are prefetched ahead of use: one KV head's rows are scattered over pages at
+// a stride of all heads' rows, too irregular for the hardware prefetchers, and a decode task
+// does too little work per row for out-of-order execution to keep more than a few misses
+// in flight.
+// One position's K and V rows, toward L2 (locality 1, PREFETCHT2): with whole-row decode
+// tasks a chunk's rows (32 positions x all KV heads) do not fit L1 next to the current
+// chunk's. benchmarks/attention_decode_bench (moe-s shape, 16 x 513 positions), alternated:
+// f32 / bf16 cache 790 / 535 us per layer with T2, 1450 / 930 with T0, 1117 / 895 with none.
+// NOTE: these helpers must be inlined (always_inline). GCC's pure-const analysis counts a
+// function whose only effect is __builtin_prefetch as having none, and deletes the calls
+// to it when it is left out of line: from 3f52f51 to here no prefetch was ever emitted.
+// Heads [h, h + nheads) of the task (all of them: the whole rows).
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void prefetch_position(const TileTask& t, int64_t c,
+                                                                               int64_t h = 0, int64_t nheads = -1) {
+    const int64_t off = (row_offset(t, c) + h * t.hd) * t.elem_bytes;
+    const int64_t bytes = nheads < 0 ? t.row_bytes : nheads * t.hd * t.elem_bytes;
+    const char* k = static_cast<const char*>(t.a.k_cache.data) + off;
+    const char* v = static_cast<const char*>(t.a.v_cache.data) + off;
+    for (int64_t b = 0; b < bytes; b += 64) {
+        __builtin_prefetch(k + b, 0, 1);
+        __builtin_prefetch(v + b, 0, 1);
+    }
+}
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void prefetch_chunk(const TileTask& t, int64_t c) {
+    for (const int64_t end = std::min(t.hi_max + 1, c + kPosChunk); c < end; ++c) prefetch_position(t, c);
+}
+
+// The task's constants, its rows' positions and windows (sc.pos, sc.lo), and the scratch sized
+// and reset for its rows.
+MOE_AVX512_TARGET __attribute__((always_inline)) inline TileTask start_task(const AttentionArgs& a, const Geometry& g,
+                                                                            int64_t s, int64_t kvh, int64_t nk,
+                                                                            int64_t t_begin, int64_t t_end,
+                                                                            TileScratch& sc) {
     const int64_t hd = g.head_dim;
-    const int64_t heads = nk * g.group;  // query heads per token in this task
+    const int64_t heads = nk * g.group;
     const int64_t rows = (t_end - t_begin) * heads;
     const int64_t hd16 = (hd + 15) / 16 * 16;
     const auto* qs = a.query_start.ptr<const int32_t>();
@@ -132,313 +198,360 @@ MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g,
         lo_min = std::min(lo_min, lo);
         hi_max = std::max(hi_max, pos);
     }
-    // Query rows: q[t, kvh * group + (r % heads), :] for t in the block.
-    auto head_index = [&](int64_t r) { return (t_begin + r / heads) * g.num_q_heads + kvh * g.group + r % heads; };
-    auto q_row = [&](int64_t r) { return a.q.ptr<const float>() + head_index(r) * hd; };
-    // The task's KV head (0 .. nk - 1) of row r.
-    auto kv_of = [&](int64_t r) { return (r % heads) / g.group; };
-    const int32_t* table = a.block_tables.ptr<const int32_t>() + s * g.max_blocks;
     const bool bf16 = a.k_cache.dtype == DType::kBF16;
-    float* kt = sc.kt.data();
-    float* kbuf = sc.k.data();
-    float* vbuf = sc.v.data();
-    const float* vrows[kPosChunk];
-    // Decode with each 4-row group inside one KV head and whole vectors: scores and P * V read
-    // the cache rows directly, bf16 widened in registers (k16 / v16), nothing staged in kbuf.
     const bool fast = !(nk == 1 && rows >= kTransposeMinRows) && g.group % 4 == 0 && hd % 16 == 0;
+    const int64_t elem_bytes = static_cast<int64_t>(dtype_size(a.k_cache.dtype));
+    return TileTask{.a = a,
+                    .g = g,
+                    .s = s,
+                    .kvh = kvh,
+                    .nk = nk,
+                    .t_begin = t_begin,
+                    .hd = hd,
+                    .heads = heads,
+                    .rows = rows,
+                    .hd16 = hd16,
+                    .table = a.block_tables.ptr<const int32_t>() + s * g.max_blocks,
+                    .bf16 = bf16,
+                    .fast = fast,
+                    .spread = rows < kTransposeMinRows || nk > 1,
+                    .head_stride = bf16 && !fast ? hd16 : hd,
+                    .elem_bytes = elem_bytes,
+                    .row_bytes = nk * hd * elem_bytes,
+                    .lo_min = lo_min,
+                    .hi_max = hi_max};
+}
+
+// A chunk: positions [c0, c1), at most kPosChunk of them, across pages, and where each
+// position's K and V rows (of the task's first KV head) are read from.
+struct Chunk {
+    int64_t c0, c1, n;
+    // Spread prefetching: position c1 + p's rows while position p is first touched (widened
+    // from bf16, or its f32 K row read for the scores); positions p < spread_end.
+    int64_t spread_end;
+    const float* krows[kPosChunk];
+    const float* vrows[kPosChunk];
     const uint16_t* k16[kPosChunk];
     const uint16_t* v16[kPosChunk];
-    // K and V rows are prefetched ahead of use: one KV head's rows are scattered over pages at
-    // a stride of all heads' rows, too irregular for the hardware prefetchers, and a decode task
-    // does too little work per row for out-of-order execution to keep more than a few misses
-    // in flight.
-    // Element offset of position c's K/V row for the task's first KV head.
-    auto row_offset = [&](int64_t c) {
-        return (static_cast<int64_t>(table[c / g.block_size]) * g.block_size + c % g.block_size) * g.row + kvh * hd;
-    };
-    const int64_t elem_bytes = static_cast<int64_t>(dtype_size(a.k_cache.dtype));  // K and V share it
-    const int64_t row_bytes = nk * hd * elem_bytes;
-    // One position's K and V rows, toward L2 (locality 1, PREFETCHT2): with whole-row decode
-    // tasks a chunk's rows (32 positions x all KV heads) do not fit L1 next to the current
-    // chunk's. benchmarks/attention_decode_bench (moe-s shape, 16 x 513 positions), alternated:
-    // f32 / bf16 cache 790 / 535 us per layer with T2, 1450 / 930 with T0, 1117 / 895 with none.
-    // NOTE: these helpers must be inlined (always_inline). GCC's pure-const analysis counts a
-    // function whose only effect is __builtin_prefetch as having none, and deletes the calls
-    // to it when it is left out of line: from 3f52f51 to here no prefetch was ever emitted.
-    // Heads [h, h + heads) of the task (all of them: the whole rows).
-    auto prefetch_position = [&](int64_t c, int64_t h = 0, int64_t heads = -1) MOE_AVX512_TARGET
-        __attribute__((always_inline)) {
-        const int64_t off = (row_offset(c) + h * hd) * elem_bytes;
-        const int64_t bytes = heads < 0 ? row_bytes : heads * hd * elem_bytes;
-        const char* k = static_cast<const char*>(a.k_cache.data) + off;
-        const char* v = static_cast<const char*>(a.v_cache.data) + off;
-        for (int64_t b = 0; b < bytes; b += 64) {
-            __builtin_prefetch(k + b, 0, 1);
-            __builtin_prefetch(v + b, 0, 1);
+};
+
+// K and V rows of the task's first KV head: straight from an f32 cache (the task's next heads
+// follow at hd), widened into kbuf / vbuf from bf16 (next heads at hd16), or, on the fast path,
+// the bf16 rows in place.
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void gather_chunk(const TileTask& t, Chunk& ch,
+                                                                          TileScratch& sc) {
+    const int64_t hd = t.hd, hd16 = t.hd16, nk = t.nk;
+    float* kbuf = sc.k.data();
+    float* vbuf = sc.v.data();
+    int64_t off[kPosChunk];
+    for (int64_t p = 0; p < ch.n; ++p) off[p] = row_offset(t, ch.c0 + p);
+    for (int64_t p = 0; p < ch.n; ++p) {
+        if (t.bf16 && t.fast) {
+            ch.k16[p] = t.a.k_cache.ptr<const uint16_t>() + off[p];
+            ch.v16[p] = t.a.v_cache.ptr<const uint16_t>() + off[p];
+        } else if (t.bf16) {
+            if (p < ch.spread_end) prefetch_position(t, ch.c1 + p);
+            const uint16_t* k = t.a.k_cache.ptr<const uint16_t>() + off[p];
+            const uint16_t* v = t.a.v_cache.ptr<const uint16_t>() + off[p];
+            for (int64_t kv = 0; kv < nk; ++kv) {
+                widen_bf16(k + kv * hd, hd, kbuf + (p * nk + kv) * hd16);
+                widen_bf16(v + kv * hd, hd, vbuf + (p * nk + kv) * hd16);
+            }
+            ch.krows[p] = kbuf + p * nk * hd16;
+            ch.vrows[p] = vbuf + p * nk * hd16;
+        } else {
+            ch.krows[p] = t.a.k_cache.ptr<const float>() + off[p];
+            ch.vrows[p] = t.a.v_cache.ptr<const float>() + off[p];
         }
-    };
-    auto prefetch_chunk = [&](int64_t c) MOE_AVX512_TARGET __attribute__((always_inline)) {
-        for (const int64_t end = std::min(hi_max + 1, c + kPosChunk); c < end; ++c) prefetch_position(c);
-    };
+    }
+}
+
+// Scores, many rows sharing each K row (one KV head, a block of query tokens): transpose K into
+// kt[j][p] once (j outer: contiguous stores), then scores for 4 rows at a time as 8
+// accumulators of 16 positions. Columns p >= n hold stale values: their scores are masked out
+// by the softmax.
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void scores_transposed(const TileTask& t, const Chunk& ch,
+                                                                               TileScratch& sc) {
+    const int64_t hd = t.hd, rows = t.rows, n = ch.n;
+    float* kt = sc.kt.data();
+    for (int64_t j = 0; j < hd; ++j)
+        for (int64_t p = 0; p < n; ++p) kt[j * kPosChunk + p] = ch.krows[p][j];
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const int64_t nr = std::min<int64_t>(4, rows - r0);
+        const float* qr[4];
+        for (int64_t i = 0; i < 4; ++i) qr[i] = q_row(t, r0 + std::min<int64_t>(i, nr - 1));
+        __m512 acc[4][2];
+        for (auto& x : acc) x[0] = x[1] = _mm512_setzero_ps();
+        for (int64_t j = 0; j < hd; ++j) {
+            const __m512 k0 = _mm512_loadu_ps(kt + j * kPosChunk);
+            const __m512 k1 = _mm512_loadu_ps(kt + j * kPosChunk + 16);
+            for (int i = 0; i < 4; ++i) {
+                const __m512 qv = _mm512_set1_ps(qr[i][j]);
+                acc[i][0] = _mm512_fmadd_ps(qv, k0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(qv, k1, acc[i][1]);
+            }
+        }
+        for (int64_t i = 0; i < nr; ++i) {
+            float* srow = sc.s.data() + (r0 + i) * kPosChunk;
+            _mm512_storeu_ps(srow, _mm512_mul_ps(acc[i][0], _mm512_set1_ps(t.a.scale)));
+            _mm512_storeu_ps(srow + 16, _mm512_mul_ps(acc[i][1], _mm512_set1_ps(t.a.scale)));
+        }
+    }
+}
+
+// Scores, decode, each 4-row group inside one KV head (group a multiple of 4), whole vectors:
+// groups outer, positions inner, with the group's query rows and K offset fixed, so a position
+// costs its K vectors (each loaded once for the 4 rows, bf16 widened in the register), the
+// products and one hsum4; scores_few_rows redoes the row bookkeeping for every position. The
+// same operations per score as scores_few_rows. KRow: float (f32 rows or staged) or uint16_t
+// (bf16 rows in place).
+template <typename KRow>
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void scores_grouped_decode(const TileTask& t, const Chunk& ch,
+                                                                                   const KRow* const* k_rows,
+                                                                                   TileScratch& sc) {
+    const int64_t hd = t.hd, rows = t.rows, n = ch.n;
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const float* q0 = q_row(t, r0);
+        const float* q1 = q_row(t, r0 + 1);
+        const float* q2 = q_row(t, r0 + 2);
+        const float* q3 = q_row(t, r0 + 3);
+        const int64_t ko = kv_of(t, r0) * t.head_stride;
+        float* s0 = sc.s.data() + r0 * kPosChunk;
+        for (int64_t p = 0; p < n; ++p) {
+            // Each head's first group fetches that head's slice of the next chunk's rows:
+            // spread over every group's pass, not one burst.
+            if (r0 % t.g.group == 0 && p < ch.spread_end) prefetch_position(t, ch.c1 + p, kv_of(t, r0), 1);
+            const KRow* kr = k_rows[p] + ko;
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+            for (int64_t j = 0; j < hd; j += 16) {
+                const __m512 k = load16(kr + j);
+                acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + j), k, acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + j), k, acc1);
+                acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + j), k, acc2);
+                acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + j), k, acc3);
+            }
+            alignas(16) float d[4];
+            _mm_store_ps(d, hsum4(acc0, acc1, acc2, acc3));
+            for (int i = 0; i < 4; ++i) s0[i * kPosChunk + p] = d[i] * t.a.scale;
+        }
+    }
+}
+
+// Scores, few rows (decode): a transposition would cost more than the products. Each K row
+// against 4 query rows at a time, dot products over the head dimension. With several KV heads
+// in the task, 4 consecutive rows may span two of them: each row takes its own head's K row
+// (the same address, from L1, when they share it).
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void scores_few_rows(const TileTask& t, const Chunk& ch,
+                                                                             TileScratch& sc) {
+    const int64_t hd = t.hd, rows = t.rows, n = ch.n;
+    for (int64_t p = 0; p < n; ++p) {
+        if (!t.bf16 && p < ch.spread_end) prefetch_position(t, ch.c1 + p);
+        for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+            const int64_t nr = std::min<int64_t>(4, rows - r0);
+            const float* qr[4];
+            const float* kr[4];
+            for (int64_t i = 0; i < 4; ++i) {
+                const int64_t r = r0 + std::min<int64_t>(i, nr - 1);
+                qr[i] = q_row(t, r);
+                kr[i] = ch.krows[p] + kv_of(t, r) * t.head_stride;
+            }
+            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int64_t j = 0; j < hd; j += 16) {
+                const __mmask16 m = lanes16(hd - j);
+                for (int i = 0; i < 4; ++i)
+                    acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qr[i] + j), _mm512_maskz_loadu_ps(m, kr[i] + j),
+                                             acc[i]);
+            }
+            alignas(16) float d[4];
+            _mm_store_ps(d, hsum4(acc[0], acc[1], acc[2], acc[3]));
+            for (int64_t i = 0; i < nr; ++i) sc.s[static_cast<size_t>((r0 + i) * kPosChunk + p)] = d[i] * t.a.scale;
+        }
+    }
+}
+
+// Online softmax per row over the chunk's scores (sc.s becomes the probabilities, sc.alpha the
+// rescale of the row's running output, sc.m / sc.l the running max and sum); positions outside
+// [lo, pos] of the row get probability 0 (rows with none in this chunk: alpha 1, all zeros).
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void online_softmax(const TileTask& t, const Chunk& ch,
+                                                                            TileScratch& sc) {
+    for (int64_t r = 0; r < t.rows; ++r) {
+        const size_t ri = static_cast<size_t>(r);
+        const int64_t first = std::max<int64_t>(0, sc.lo[ri] - ch.c0);
+        const int64_t last = std::min<int64_t>(ch.n, sc.pos[ri] - ch.c0 + 1);  // exclusive
+        float* srow = sc.s.data() + r * kPosChunk;
+        sc.first[ri] = first;
+        sc.last[ri] = last;
+        if (first >= last) {
+            std::fill(srow, srow + kPosChunk, 0.0f);
+            sc.alpha[ri] = 1.0f;
+            continue;
+        }
+        float mx = -INFINITY;
+        for (int64_t p = first; p < last; ++p) mx = std::max(mx, srow[p]);
+        float& m = sc.m[ri];
+        const float m_new = std::max(m, mx);
+        const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
+        m = m_new;
+        float sum = 0.0f;
+        for (int64_t h = 0; h < kPosChunk; h += 16) {
+            const __mmask16 valid = static_cast<__mmask16>(lanes16(last - h) & ~lanes16(first - h));
+            const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(srow + h), _mm512_set1_ps(m_new)));
+            const __m512 pv = _mm512_maskz_mov_ps(valid, e);
+            _mm512_storeu_ps(srow + h, pv);
+            sum += _mm512_reduce_add_ps(pv);
+        }
+        sc.l[ri] = sc.l[ri] * alpha + sum;
+        sc.alpha[ri] = alpha;
+    }
+}
+
+// Four rows' share of O = alpha * O + P * V: their probabilities, outputs, rescales and the
+// offset of each row's KV head within a position's V row(s).
+struct PvRows {
+    int64_t nr;      // real rows (1..4); the others repeat the last and are not stored
+    int64_t p0, p1;  // positions any of them sees in this chunk
+    const float* srow[4];
+    float* o[4];
+    __m512 alpha[4];
+    int64_t vo[4];
+};
+
+// All four rows in one KV head: 64 columns at a time, 4 rows x 4 vectors = 16 independent
+// accumulator chains (one vector's 4 chains were bound by the FMA latency), and each
+// position's V row is read as 4 adjacent vectors (bf16 on the fast path: widened in the
+// register). The same chain of operations per element as pv_per_row_head: o * alpha, then the
+// positions in increasing order.
+template <typename VRow>
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void pv_one_head(const TileTask& t, const PvRows& pr,
+                                                                         const VRow* const* v_rows) {
+    const int64_t hd = t.hd, hd16 = t.hd16, nr = pr.nr, p0 = pr.p0, p1 = pr.p1;
+    for (int64_t j0 = 0; j0 < hd16; j0 += 64) {
+        __mmask16 mj[4];
+        __m512 acc[4][4];
+#pragma GCC unroll 4
+        for (int jj = 0; jj < 4; ++jj) {
+            mj[jj] = j0 + 16 * jj < hd16 ? lanes16(hd - j0 - 16 * jj) : 0;
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i)
+                acc[i][jj] = mj[jj] == 0 ? _mm512_setzero_ps()
+                                         : _mm512_mul_ps(_mm512_loadu_ps(pr.o[i] + j0 + 16 * jj), pr.alpha[i]);
+        }
+        for (int64_t p = p0; p < p1; ++p) {
+            const VRow* vr = v_rows[p] + pr.vo[0] + j0;
+            __m512 v[4];
+#pragma GCC unroll 4
+            for (int jj = 0; jj < 4; ++jj) v[jj] = load16(mj[jj], vr + 16 * jj);
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) {
+                const __m512 sp = _mm512_set1_ps(pr.srow[i][p]);
+#pragma GCC unroll 4
+                for (int jj = 0; jj < 4; ++jj) acc[i][jj] = _mm512_fmadd_ps(sp, v[jj], acc[i][jj]);
+            }
+        }
+        // Constant indices only (unrolled, padding rows and vectors skipped by test): a
+        // run-time index would keep acc in memory, stored every position.
+#pragma GCC unroll 4
+        for (int jj = 0; jj < 4; ++jj) {
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i)
+                if (mj[jj] != 0 && i < nr) _mm512_storeu_ps(pr.o[i] + j0 + 16 * jj, acc[i][jj]);
+        }
+    }
+}
+
+// Rows in two KV heads (whole-row decode tasks): 16 columns at a time, each row its own V row.
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void pv_per_row_head(const TileTask& t, const PvRows& pr,
+                                                                             const float* const* vrows) {
+    const int64_t hd = t.hd;
+    for (int64_t j = 0; j < t.hd16; j += 16) {
+        const __mmask16 mj = lanes16(hd - j);
+        __m512 acc[4];
+        for (int i = 0; i < 4; ++i) acc[i] = _mm512_mul_ps(_mm512_loadu_ps(pr.o[i] + j), pr.alpha[i]);
+        for (int64_t p = pr.p0; p < pr.p1; ++p)
+            for (int i = 0; i < 4; ++i)
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(pr.srow[i][p]),
+                                         _mm512_maskz_loadu_ps(mj, vrows[p] + pr.vo[i] + j), acc[i]);
+        for (int64_t i = 0; i < pr.nr; ++i) _mm512_storeu_ps(pr.o[i] + j, acc[i]);  // padding rows dropped
+    }
+}
+
+// O = alpha * O + P * V, 4 rows at a time: each V vector loaded once for the 4.
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void accumulate_pv(const TileTask& t, const Chunk& ch,
+                                                                           TileScratch& sc) {
+    for (int64_t r0 = 0; r0 < t.rows; r0 += 4) {
+        PvRows pr;
+        pr.nr = std::min<int64_t>(4, t.rows - r0);
+        pr.p0 = kPosChunk;
+        pr.p1 = 0;
+        for (int64_t i = 0; i < pr.nr; ++i) {
+            const size_t ri = static_cast<size_t>(r0 + i);
+            if (sc.first[ri] >= sc.last[ri]) continue;
+            pr.p0 = std::min(pr.p0, sc.first[ri]);
+            pr.p1 = std::max(pr.p1, sc.last[ri]);
+        }
+        if (pr.p0 >= pr.p1) continue;  // alpha is 1 for all of them: O unchanged
+        bool one_head = true;
+        for (int64_t i = 0; i < 4; ++i) {
+            const int64_t r = r0 + std::min<int64_t>(i, pr.nr - 1);
+            pr.srow[i] = sc.s.data() + r * kPosChunk;
+            pr.o[i] = sc.o.data() + r * t.hd16;
+            pr.alpha[i] = _mm512_set1_ps(sc.alpha[static_cast<size_t>(r)]);
+            pr.vo[i] = kv_of(t, r) * t.head_stride;
+            one_head = one_head && pr.vo[i] == pr.vo[0];
+        }
+        if (!one_head) {
+            pv_per_row_head(t, pr, ch.vrows);
+        } else if (t.bf16 && t.fast) {
+            pv_one_head(t, pr, ch.v16);
+        } else {
+            pv_one_head(t, pr, ch.vrows);
+        }
+    }
+}
+
+// out = O / l per row.
+MOE_AVX512_TARGET __attribute__((always_inline)) inline void write_output(const TileTask& t, const TileScratch& sc) {
+    for (int64_t r = 0; r < t.rows; ++r) {
+        float* out = t.a.out.ptr<float>() + head_index(t, r) * t.hd;
+        const float inv = 1.0f / sc.l[static_cast<size_t>(r)];
+        const float* o = sc.o.data() + r * t.hd16;
+        for (int64_t j = 0; j < t.hd; ++j) out[j] = o[j] * inv;
+    }
+}
+
+// One task (see TileTask): the cache in chunks of up to kPosChunk positions, each chunk's K/V
+// rows gathered, scored (by the kernel that suits the task's rows), softmaxed online and
+// accumulated into O; then O / l.
+MOE_AVX512_TARGET void attention_task(const AttentionArgs& a, const Geometry& g, int64_t s, int64_t kvh, int64_t nk,
+                                      int64_t t_begin, int64_t t_end, TileScratch& sc) {
+    const TileTask t = start_task(a, g, s, kvh, nk, t_begin, t_end, sc);
     // The first chunk at once; the next chunk's positions either at once too (many rows: the
     // chunk's arithmetic hides them) or, with few rows (decode), one position per position
     // processed: a whole chunk's prefetches in one burst fill the core's miss buffers and stall
     // it until they are served, which leaves nothing to overlap them with.
-    const bool spread = rows < kTransposeMinRows || nk > 1;
-    prefetch_chunk(lo_min);
-    for (int64_t c0 = lo_min; c0 <= hi_max;) {
-        // A chunk: positions [c0, c1), at most kPosChunk of them, across pages.
-        const int64_t c1 = std::min(hi_max + 1, c0 + kPosChunk);
-        const int64_t n = c1 - c0;
-        if (c1 <= hi_max && !spread) prefetch_chunk(c1);
-        // Spread: position c1 + p's rows while position p is first touched (widened from bf16,
-        // or its f32 K row read for the scores).
-        const int64_t spread_end = spread ? std::min(hi_max + 1, c1 + kPosChunk) - c1 : 0;
-        int64_t off[kPosChunk];
-        for (int64_t p = 0; p < n; ++p) off[p] = row_offset(c0 + p);
-        // K and V rows of the task's first KV head: straight from an f32 cache (the task's
-        // next heads follow at hd), widened into kbuf / vbuf from bf16 (next heads at hd16).
-        const float* krows[kPosChunk];
-        for (int64_t p = 0; p < n; ++p) {
-            if (bf16 && fast) {
-                k16[p] = a.k_cache.ptr<const uint16_t>() + off[p];
-                v16[p] = a.v_cache.ptr<const uint16_t>() + off[p];
-            } else if (bf16) {
-                if (p < spread_end) prefetch_position(c1 + p);
-                const uint16_t* k = a.k_cache.ptr<const uint16_t>() + off[p];
-                const uint16_t* v = a.v_cache.ptr<const uint16_t>() + off[p];
-                for (int64_t kv = 0; kv < nk; ++kv) {
-                    widen_bf16(k + kv * hd, hd, kbuf + (p * nk + kv) * hd16);
-                    widen_bf16(v + kv * hd, hd, vbuf + (p * nk + kv) * hd16);
-                }
-                krows[p] = kbuf + p * nk * hd16;
-                vrows[p] = vbuf + p * nk * hd16;
-            } else {
-                krows[p] = a.k_cache.ptr<const float>() + off[p];
-                vrows[p] = a.v_cache.ptr<const float>() + off[p];
-            }
-        }
-        // From one KV head's row to the next's: hd in the cache, hd16 in kbuf / vbuf.
-        const int64_t head_stride = bf16 && !fast ? hd16 : hd;
-        if (nk == 1 && rows >= kTransposeMinRows) {
-            // Many rows share each K row: transpose K into kt[j][p] once (j outer: contiguous
-            // stores), then scores for 4 rows at a time as 8 accumulators of 16 positions.
-            // Columns p >= n hold stale values: their scores are masked out below.
-            for (int64_t j = 0; j < hd; ++j)
-                for (int64_t p = 0; p < n; ++p) kt[j * kPosChunk + p] = krows[p][j];
-            for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-                const int64_t nr = std::min<int64_t>(4, rows - r0);
-                const float* qr[4];
-                for (int64_t i = 0; i < 4; ++i) qr[i] = q_row(r0 + std::min<int64_t>(i, nr - 1));
-                __m512 acc[4][2];
-                for (auto& x : acc) x[0] = x[1] = _mm512_setzero_ps();
-                for (int64_t j = 0; j < hd; ++j) {
-                    const __m512 k0 = _mm512_loadu_ps(kt + j * kPosChunk);
-                    const __m512 k1 = _mm512_loadu_ps(kt + j * kPosChunk + 16);
-                    for (int i = 0; i < 4; ++i) {
-                        const __m512 qv = _mm512_set1_ps(qr[i][j]);
-                        acc[i][0] = _mm512_fmadd_ps(qv, k0, acc[i][0]);
-                        acc[i][1] = _mm512_fmadd_ps(qv, k1, acc[i][1]);
-                    }
-                }
-                for (int64_t i = 0; i < nr; ++i) {
-                    float* srow = sc.s.data() + (r0 + i) * kPosChunk;
-                    _mm512_storeu_ps(srow, _mm512_mul_ps(acc[i][0], _mm512_set1_ps(a.scale)));
-                    _mm512_storeu_ps(srow + 16, _mm512_mul_ps(acc[i][1], _mm512_set1_ps(a.scale)));
-                }
-            }
-        } else if (fast) {
-            // Decode, each 4-row group inside one KV head (group a multiple of 4), whole
-            // vectors: groups outer, positions inner, with the group's query rows and K offset
-            // fixed, so a position costs its K vectors (each loaded once for the 4 rows, bf16
-            // widened in the register), the products and one hsum4; the generic loop below
-            // redoes the row bookkeeping for every position. The same operations per score as
-            // the generic loop.
-            auto scores = [&](const auto* const* k_rows) MOE_AVX512_TARGET {
-                for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-                    const float* q0 = q_row(r0);
-                    const float* q1 = q_row(r0 + 1);
-                    const float* q2 = q_row(r0 + 2);
-                    const float* q3 = q_row(r0 + 3);
-                    const int64_t ko = kv_of(r0) * head_stride;
-                    float* s0 = sc.s.data() + r0 * kPosChunk;
-                    for (int64_t p = 0; p < n; ++p) {
-                        // Each head's first group fetches that head's slice of the next
-                        // chunk's rows: spread over every group's pass, not one burst.
-                        if (r0 % g.group == 0 && p < spread_end) prefetch_position(c1 + p, kv_of(r0), 1);
-                        const auto* kr = k_rows[p] + ko;
-                        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-                        for (int64_t j = 0; j < hd; j += 16) {
-                            const __m512 k = load16(kr + j);
-                            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + j), k, acc0);
-                            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + j), k, acc1);
-                            acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + j), k, acc2);
-                            acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + j), k, acc3);
-                        }
-                        alignas(16) float d[4];
-                        _mm_store_ps(d, hsum4(acc0, acc1, acc2, acc3));
-                        for (int i = 0; i < 4; ++i) s0[i * kPosChunk + p] = d[i] * a.scale;
-                    }
-                }
-            };
-            if (bf16) {
-                scores(k16);
-            } else {
-                scores(krows);
-            }
+    prefetch_chunk(t, t.lo_min);
+    Chunk ch;
+    for (int64_t c0 = t.lo_min; c0 <= t.hi_max;) {
+        ch.c0 = c0;
+        ch.c1 = std::min(t.hi_max + 1, c0 + kPosChunk);
+        ch.n = ch.c1 - c0;
+        if (ch.c1 <= t.hi_max && !t.spread) prefetch_chunk(t, ch.c1);
+        ch.spread_end = t.spread ? std::min(t.hi_max + 1, ch.c1 + kPosChunk) - ch.c1 : 0;
+        gather_chunk(t, ch, sc);
+        if (nk == 1 && t.rows >= kTransposeMinRows) {
+            scores_transposed(t, ch, sc);
+        } else if (t.fast && t.bf16) {
+            scores_grouped_decode(t, ch, ch.k16, sc);
+        } else if (t.fast) {
+            scores_grouped_decode(t, ch, ch.krows, sc);
         } else {
-            // Few rows (decode): a transposition would cost more than the products. Each K row
-            // against 4 query rows at a time, dot products over the head dimension.
-            // With several KV heads in the task, 4 consecutive rows may span two of them: each
-            // row takes its own head's K row (the same address, from L1, when they share it).
-            for (int64_t p = 0; p < n; ++p) {
-                if (!bf16 && p < spread_end) prefetch_position(c1 + p);
-                for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-                    const int64_t nr = std::min<int64_t>(4, rows - r0);
-                    const float* qr[4];
-                    const float* kr[4];
-                    for (int64_t i = 0; i < 4; ++i) {
-                        const int64_t r = r0 + std::min<int64_t>(i, nr - 1);
-                        qr[i] = q_row(r);
-                        kr[i] = krows[p] + kv_of(r) * head_stride;
-                    }
-                    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                                     _mm512_setzero_ps()};
-                    for (int64_t j = 0; j < hd; j += 16) {
-                        const __mmask16 m = lanes16(hd - j);
-                        for (int i = 0; i < 4; ++i)
-                            acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qr[i] + j),
-                                                     _mm512_maskz_loadu_ps(m, kr[i] + j), acc[i]);
-                    }
-                    alignas(16) float d[4];
-                    _mm_store_ps(d, hsum4(acc[0], acc[1], acc[2], acc[3]));
-                    for (int64_t i = 0; i < nr; ++i)
-                        sc.s[static_cast<size_t>((r0 + i) * kPosChunk + p)] = d[i] * a.scale;
-                }
-            }
+            scores_few_rows(t, ch, sc);
         }
-        // Online softmax per row; positions outside [lo, pos] of the row get probability 0
-        // (rows with none in this chunk: alpha 1, all zeros).
-        for (int64_t r = 0; r < rows; ++r) {
-            const size_t ri = static_cast<size_t>(r);
-            const int64_t first = std::max<int64_t>(0, sc.lo[ri] - c0);
-            const int64_t last = std::min<int64_t>(n, sc.pos[ri] - c0 + 1);  // exclusive
-            float* srow = sc.s.data() + r * kPosChunk;
-            sc.first[ri] = first;
-            sc.last[ri] = last;
-            if (first >= last) {
-                std::fill(srow, srow + kPosChunk, 0.0f);
-                sc.alpha[ri] = 1.0f;
-                continue;
-            }
-            float mx = -INFINITY;
-            for (int64_t p = first; p < last; ++p) mx = std::max(mx, srow[p]);
-            float& m = sc.m[ri];
-            const float m_new = std::max(m, mx);
-            const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
-            m = m_new;
-            float sum = 0.0f;
-            for (int64_t h = 0; h < kPosChunk; h += 16) {
-                const __mmask16 valid = static_cast<__mmask16>(lanes16(last - h) & ~lanes16(first - h));
-                const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(srow + h), _mm512_set1_ps(m_new)));
-                const __m512 pv = _mm512_maskz_mov_ps(valid, e);
-                _mm512_storeu_ps(srow + h, pv);
-                sum += _mm512_reduce_add_ps(pv);
-            }
-            sc.l[ri] = sc.l[ri] * alpha + sum;
-            sc.alpha[ri] = alpha;
-        }
-        // O = alpha * O + P * V, 4 rows at a time: each V vector loaded once for the 4.
-        for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-            const int64_t nr = std::min<int64_t>(4, rows - r0);
-            int64_t p0 = kPosChunk, p1 = 0;
-            for (int64_t i = 0; i < nr; ++i) {
-                const size_t ri = static_cast<size_t>(r0 + i);
-                if (sc.first[ri] >= sc.last[ri]) continue;
-                p0 = std::min(p0, sc.first[ri]);
-                p1 = std::max(p1, sc.last[ri]);
-            }
-            if (p0 >= p1) continue;  // alpha is 1 for all of them: O unchanged
-            const float* srow[4];
-            float* o[4];
-            __m512 alpha[4];
-            int64_t vo[4];  // offset of each row's KV head within a position's V row(s)
-            bool one_head = true;
-            for (int64_t i = 0; i < 4; ++i) {
-                const int64_t r = r0 + std::min<int64_t>(i, nr - 1);
-                srow[i] = sc.s.data() + r * kPosChunk;
-                o[i] = sc.o.data() + r * hd16;
-                alpha[i] = _mm512_set1_ps(sc.alpha[static_cast<size_t>(r)]);
-                vo[i] = kv_of(r) * head_stride;
-                one_head = one_head && vo[i] == vo[0];
-            }
-            if (one_head) {
-                // 64 columns at a time: 4 rows x 4 vectors = 16 independent accumulator chains
-                // (one vector's 4 chains were bound by the FMA latency), and each position's V
-                // row is read as 4 adjacent vectors (bf16 on the fast path: widened in the
-                // register). The same chain of operations per element as below: o * alpha, then
-                // the positions in increasing order.
-                auto pv = [&](const auto* const* v_rows) MOE_AVX512_TARGET {
-                    for (int64_t j0 = 0; j0 < hd16; j0 += 64) {
-                        __mmask16 mj[4];
-                        __m512 acc[4][4];
-#pragma GCC unroll 4
-                        for (int jj = 0; jj < 4; ++jj) {
-                            mj[jj] = j0 + 16 * jj < hd16 ? lanes16(hd - j0 - 16 * jj) : 0;
-#pragma GCC unroll 4
-                            for (int i = 0; i < 4; ++i)
-                                acc[i][jj] = mj[jj] == 0
-                                                 ? _mm512_setzero_ps()
-                                                 : _mm512_mul_ps(_mm512_loadu_ps(o[i] + j0 + 16 * jj), alpha[i]);
-                        }
-                        for (int64_t p = p0; p < p1; ++p) {
-                            const auto* vr = v_rows[p] + vo[0] + j0;
-                            __m512 v[4];
-#pragma GCC unroll 4
-                            for (int jj = 0; jj < 4; ++jj) v[jj] = load16(mj[jj], vr + 16 * jj);
-#pragma GCC unroll 4
-                            for (int i = 0; i < 4; ++i) {
-                                const __m512 sp = _mm512_set1_ps(srow[i][p]);
-#pragma GCC unroll 4
-                                for (int jj = 0; jj < 4; ++jj) acc[i][jj] = _mm512_fmadd_ps(sp, v[jj], acc[i][jj]);
-                            }
-                        }
-                        // Constant indices only (unrolled, padding rows and vectors skipped by
-                        // test): a run-time index would keep acc in memory, stored every position.
-#pragma GCC unroll 4
-                        for (int jj = 0; jj < 4; ++jj) {
-#pragma GCC unroll 4
-                            for (int i = 0; i < 4; ++i)
-                                if (mj[jj] != 0 && i < nr) _mm512_storeu_ps(o[i] + j0 + 16 * jj, acc[i][jj]);
-                        }
-                    }
-                };
-                if (bf16 && fast) {
-                    pv(v16);
-                } else {
-                    pv(vrows);
-                }
-                continue;
-            }
-            for (int64_t j = 0; j < hd16; j += 16) {
-                const __mmask16 mj = lanes16(hd - j);
-                __m512 acc[4];
-                for (int i = 0; i < 4; ++i) acc[i] = _mm512_mul_ps(_mm512_loadu_ps(o[i] + j), alpha[i]);
-                for (int64_t p = p0; p < p1; ++p)
-                    for (int i = 0; i < 4; ++i)
-                        acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(srow[i][p]),
-                                                 _mm512_maskz_loadu_ps(mj, vrows[p] + vo[i] + j), acc[i]);
-                for (int64_t i = 0; i < nr; ++i) _mm512_storeu_ps(o[i] + j, acc[i]);  // padding rows dropped
-            }
-        }
-        c0 = c1;
+        online_softmax(t, ch, sc);
+        accumulate_pv(t, ch, sc);
+        c0 = ch.c1;
     }
-    for (int64_t r = 0; r < rows; ++r) {
-        float* out = a.out.ptr<float>() + head_index(r) * hd;
-        const float inv = 1.0f / sc.l[static_cast<size_t>(r)];
-        const float* o = sc.o.data() + r * hd16;
-        for (int64_t j = 0; j < hd; ++j) out[j] = o[j] * inv;
-    }
+    write_output(t, sc);
 }
 
 Status attention_tiles(Backend& be, const AttentionArgs& a, const Geometry& g) {

@@ -7,12 +7,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "model/tokenizer/added_tokens.h"
-#include "model/tokenizer/bpe.h"
-#include "model/tokenizer/decoder.h"
-#include "model/tokenizer/normalizer.h"
-#include "model/tokenizer/pre_tokenizer.h"
 #include "moe/tokenizer.h"
+#include "tokenizer/added_tokens.h"
+#include "tokenizer/bpe.h"
+#include "tokenizer/decoder.h"
+#include "tokenizer/normalizer.h"
+#include "tokenizer/pre_tokenizer.h"
 
 namespace moe {
 

@@ -1,4 +1,4 @@
-#include "model/tokenizer/pre_tokenizer.h"
+#include "tokenizer/pre_tokenizer.h"
 
 #include <fmt/format.h>
 #include <utf8proc.h>
@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
-#include "model/tokenizer/regex.h"
-#include "model/tokenizer/unicode.h"
+#include "tokenizer/regex.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tok {
 

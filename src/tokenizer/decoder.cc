@@ -1,11 +1,11 @@
-#include "model/tokenizer/decoder.h"
+#include "tokenizer/decoder.h"
 
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
 
-#include "model/tokenizer/regex.h"
-#include "model/tokenizer/unicode.h"
+#include "tokenizer/regex.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tok {
 namespace {

@@ -6,8 +6,8 @@
 #include <filesystem>
 
 #include "core/logging.h"
-#include "model/tokenizer/tokenizer_impl.h"
-#include "model/tokenizer/unicode.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
 
 namespace moe {
 

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "model/tokenizer/tokenizer_impl.h"
-#include "model/tokenizer/unicode.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tok {
 namespace {

@@ -1,4 +1,4 @@
-#include "model/tokenizer/normalizer.h"
+#include "tokenizer/normalizer.h"
 
 #include <fmt/format.h>
 #include <utf8proc.h>
@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "model/tokenizer/regex.h"
-#include "model/tokenizer/unicode.h"
+#include "tokenizer/regex.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tok {
 namespace {

@@ -1,10 +1,10 @@
-#include "model/tokenizer/added_tokens.h"
+#include "tokenizer/added_tokens.h"
 
 #include <utf8proc.h>
 
 #include <algorithm>
 
-#include "model/tokenizer/unicode.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tok {
 namespace {

@@ -1,11 +1,11 @@
-#include "model/tokenizer/bpe.h"
+#include "tokenizer/bpe.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <queue>
 
-#include "model/tokenizer/unicode.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tok {
 namespace {

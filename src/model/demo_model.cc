@@ -1,9 +1,10 @@
 // The built-in demo model: random Qwen3-MoE-shaped weights and a byte-level BPE tokenizer made in
 // code, so that `moeserve serve` works with nothing else on the machine.
+#include "model/demo_model.h"
+
 #include <nlohmann/json.hpp>
 
 #include "core/logging.h"
-#include "engine/engine.h"
 #include "model/random_model.h"
 
 namespace moe {
