@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "engine/engine.h"
+#include "moe/cpu_backend.h"
 
 namespace moe {
 namespace {

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "moe/cpu_backend.h"
+
 namespace moe {
 namespace {
 
