@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/json_limits.h"
+#include "core/logging.h"
 
 namespace moe {
 
@@ -83,6 +84,10 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::file
                                 std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
     }
     MOE_RETURN_IF_ERROR(f->parse_header(reinterpret_cast<const char*>(base + 8), header_len));
+    if (f->owned_bytes_ > 0) {
+        log::model().warn("{}: header length {} leaves tensors off their element alignment; copied {} bytes of them",
+                          name, header_len, f->owned_bytes_);
+    }
     return f;
 }
 
