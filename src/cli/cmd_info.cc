@@ -5,7 +5,6 @@
 // config.json is broken or weights that are present fail validation.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -13,6 +12,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "core/json_limits.h"
 #include "model/config.h"
 #include "model/expected_tensors.h"
 #include "model/weights.h"
@@ -45,14 +45,10 @@ std::string human_bytes(uint64_t n) {
 }
 
 // config.json again, raw, for the keys ModelConfig does not model (MLA ranks, quantization).
+// Through the same bounded reader as the loaders (depth, size, no FIFOs); null when unreadable.
 json read_raw(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    if (!in) return json();
-    try {
-        return json::parse(in);
-    } catch (const json::exception&) {
-        return json();
-    }
+    auto j = read_json_file(p, size_t{64} << 20);
+    return j.ok() ? std::move(j).value() : json();
 }
 
 int64_t raw_int(const json& j, const char* key) {

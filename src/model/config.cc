@@ -8,11 +8,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+
+#include "core/json_limits.h"
 
 namespace moe {
 
@@ -53,6 +54,7 @@ constexpr int64_t kMaxIntermediate = int64_t{1} << 20;
 constexpr int64_t kMaxHeadDim = 4096;
 constexpr int64_t kMaxPositions = int64_t{1} << 30;
 constexpr int64_t kMaxTokenId = int64_t{1} << 31;
+constexpr size_t kMaxConfigFileBytes = size_t{64} << 20;
 
 std::string type_of(const json& v) {
     if (v.is_boolean()) return "boolean";
@@ -496,21 +498,9 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
 }
 
 StatusOr<ModelConfig> load_model_config(const std::filesystem::path& dir) {
+    // Configs are a few KB; refuse to slurp something that is clearly not one.
     auto read_json = [](const std::filesystem::path& p, json* out) -> Status {
-        std::error_code ec;
-        if (!std::filesystem::is_regular_file(p, ec)) return not_found(p.string() + ": no such file");
-        const auto size = std::filesystem::file_size(p, ec);
-        // Configs are a few KB; refuse to slurp something that is clearly not one.
-        if (ec || size > (64u << 20)) return invalid_argument(p.string() + ": unreadable or larger than 64 MB");
-        std::ifstream in(p, std::ios::binary);
-        if (!in) return not_found(p.string() + ": cannot open");
-        std::stringstream ss;
-        ss << in.rdbuf();
-        try {
-            *out = json::parse(ss.str());
-        } catch (const json::exception& e) {
-            return invalid_argument(p.string() + ": not valid JSON: " + e.what());
-        }
+        MOE_ASSIGN_OR_RETURN(*out, read_json_file(p, kMaxConfigFileBytes));
         return ok_status();
     };
     const auto config_path = dir / "config.json";

@@ -1,16 +1,37 @@
 #include "model/expected_tensors.h"
 
 #include <filesystem>
+#include <functional>
 
 namespace moe {
 
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
-    std::vector<ExpectedTensor> out;
-    if (!c.supported) return out;
+namespace {
+
+// Hands the expected tensors to `visit` one at a time, in checkpoint order, until it returns
+// false. Memory stays constant however large config.json claims the model is (a config with
+// every size at its limit implies ~12M tensors), and a check stops at the first mismatch.
+class Emitter {
+public:
+    explicit Emitter(const std::function<bool(const ExpectedTensor&)>& visit) : visit_(visit) {}
+    bool stopped() const { return stopped_; }
+    void push_back(ExpectedTensor&& t) {
+        if (!stopped_ && !visit_(t)) stopped_ = true;
+    }
+
+private:
+    const std::function<bool(const ExpectedTensor&)>& visit_;
+    bool stopped_ = false;
+};
+
+}  // namespace
+
+void for_each_expected_tensor(const ModelConfig& c, const std::function<bool(const ExpectedTensor&)>& visit) {
+    Emitter out(visit);
+    if (!c.supported) return;
     const int64_t H = c.hidden_size, V = c.vocab_size, D = c.head_dim;
     const int64_t q_dim = c.num_heads * D, kv_dim = c.num_kv_heads * D;
     out.push_back({"model.embed_tokens.weight", {V, H}});
-    for (int64_t i = 0; i < c.num_layers; ++i) {
+    for (int64_t i = 0; i < c.num_layers && !out.stopped(); ++i) {
         const std::string l = "model.layers." + std::to_string(i) + ".";
         out.push_back({l + "input_layernorm.weight", {H}});
         out.push_back({l + "post_attention_layernorm.weight", {H}});
@@ -34,7 +55,7 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
         const int64_t E = c.num_experts, I = c.moe_intermediate_size;
         if (moe && c.family == ModelFamily::kMixtral) {
             out.push_back({l + "block_sparse_moe.gate.weight", {E, H}});
-            for (int64_t e = 0; e < E; ++e) {
+            for (int64_t e = 0; e < E && !out.stopped(); ++e) {
                 const std::string x = l + "block_sparse_moe.experts." + std::to_string(e) + ".";
                 out.push_back({x + "w1.weight", {I, H}});  // gate
                 out.push_back({x + "w2.weight", {H, I}});  // down
@@ -42,7 +63,7 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
             }
         } else if (moe) {
             out.push_back({l + "mlp.gate.weight", {E, H}});
-            for (int64_t e = 0; e < E; ++e) {
+            for (int64_t e = 0; e < E && !out.stopped(); ++e) {
                 const std::string x = l + "mlp.experts." + std::to_string(e) + ".";
                 out.push_back({x + "gate_proj.weight", {I, H}});
                 out.push_back({x + "up_proj.weight", {I, H}});
@@ -64,19 +85,34 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
     }
     out.push_back({"model.norm.weight", {H}});
     if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {V, H}});
+}
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
+    std::vector<ExpectedTensor> out;
+    for_each_expected_tensor(c, [&](const ExpectedTensor& t) {
+        out.push_back(t);
+        return true;
+    });
     return out;
 }
 
 Status check_weights(const ModelConfig& c, const WeightStore& w) {
     if (!c.supported) return unimplemented(c.unsupported_reason);
-    for (const ExpectedTensor& e : expected_tensors(c)) {
-        MOE_ASSIGN_OR_RETURN(TensorInfo t, w.get_checked(e.name, e.shape));
-        if (t.dtype != DType::kF32 && t.dtype != DType::kBF16 && t.dtype != DType::kF16) {
-            return invalid_argument("tensor " + e.name + " in " + std::filesystem::path(t.file).filename().string() +
-                                    ": dtype " + dtype_name(t.dtype) + ", expected f32, bf16 or f16");
+    Status result;
+    for_each_expected_tensor(c, [&](const ExpectedTensor& e) {
+        StatusOr<TensorInfo> t = w.get_checked(e.name, e.shape);
+        if (!t.ok()) {
+            result = t.status();
+            return false;
         }
-    }
-    return ok_status();
+        if (t->dtype != DType::kF32 && t->dtype != DType::kBF16 && t->dtype != DType::kF16) {
+            result = invalid_argument("tensor " + e.name + " in " + std::filesystem::path(t->file).filename().string() +
+                                      ": dtype " + dtype_name(t->dtype) + ", expected f32, bf16 or f16");
+            return false;
+        }
+        return true;
+    });
+    return result;
 }
 
 }  // namespace moe

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,13 @@ struct ExpectedTensor {
     std::vector<int64_t> shape;
 };
 
-// Empty for families that are not supported (their layouts are not modelled).
+// Empty for families that are not supported (their layouts are not modelled). Allocates in
+// proportion to the sizes config.json claims: for checks, use for_each_expected_tensor.
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config);
+
+// The same tensors, in the same order, handed to `visit` one at a time until it returns false;
+// constant memory. Nothing for unsupported families.
+void for_each_expected_tensor(const ModelConfig& config, const std::function<bool(const ExpectedTensor&)>& visit);
 
 // Reports the first expected tensor that is missing, has another shape, or is not f32/bf16/f16
 // (message names the tensor, its file and both shapes). kUnimplemented for unsupported families.

@@ -10,6 +10,9 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "core/json_limits.h"
+#include "core/logging.h"
+
 namespace moe {
 
 std::string shape_to_string(const std::vector<int64_t>& shape) {
@@ -51,14 +54,10 @@ bool as_u64(const nlohmann::json& v, uint64_t* out) {
 StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::filesystem::path& path) {
     const std::string name = path.string();
     Fd fd;
-    fd.fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd.fd < 0) {
-        if (errno == ENOENT) return not_found(name + ": no such file");
-        return invalid_argument(name + ": cannot open: " + std::strerror(errno));
-    }
+    // Refuses FIFOs and devices without blocking (a FIFO would hang open() forever).
+    MOE_ASSIGN_OR_RETURN(fd.fd, open_regular_file(path));
     struct stat st {};
     if (::fstat(fd.fd, &st) != 0) return internal_error(name + ": fstat failed: " + std::strerror(errno));
-    if (!S_ISREG(st.st_mode)) return invalid_argument(name + ": not a regular file");
     const uint64_t size = static_cast<uint64_t>(st.st_size);
     if (size < 8) {
         return data_loss(name + ": truncated: " + std::to_string(size) +
@@ -85,11 +84,16 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::file
                                 std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
     }
     MOE_RETURN_IF_ERROR(f->parse_header(reinterpret_cast<const char*>(base + 8), header_len));
+    if (f->owned_bytes_ > 0) {
+        log::model().warn("{}: header length {} leaves tensors off their element alignment; copied {} bytes of them",
+                          name, header_len, f->owned_bytes_);
+    }
     return f;
 }
 
 Status SafetensorsFile::parse_header(const char* header, uint64_t header_len) {
     const std::string name = path_.string();
+    MOE_RETURN_IF_ERROR(check_json_depth(std::string_view(header, header_len), name + ": header"));
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(header, header + header_len);
@@ -161,6 +165,17 @@ Status SafetensorsFile::parse_header(const char* header, uint64_t header_len) {
         }
         t.data = data_base + begin;
         t.nbytes = static_cast<size_t>(nbytes);
+        // A header length that is not a multiple of 8 (the reference writer pads; others need
+        // not) leaves every tensor after it off its element alignment, and typed loads from
+        // such a pointer are undefined behaviour. Copy those into aligned memory we own.
+        if (t.nbytes > 0 && reinterpret_cast<uintptr_t>(t.data) % dtype_size(*dtype) != 0) {
+            std::unique_ptr<std::byte[], AlignedFree> copy(
+                static_cast<std::byte*>(::operator new (t.nbytes, std::align_val_t{kOwnedAlignment})));
+            std::memcpy(copy.get(), t.data, t.nbytes);
+            t.data = copy.get();
+            owned_.push_back(std::move(copy));
+            owned_bytes_ += t.nbytes;
+        }
         auto [it, inserted] = tensors_.emplace(key, std::move(t));
         if (!inserted) return invalid_argument(where + ": listed twice");
         if (end > begin) spans.push_back({begin, end, &it->first});

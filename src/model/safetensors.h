@@ -6,7 +6,8 @@
 //
 // Everything in the header is checked before a pointer is handed out: known dtype, shape of
 // non-negative integers whose byte size (overflow-checked) equals end - begin, offsets inside
-// the data region, no two tensors overlapping. Error codes:
+// the data region, no two tensors overlapping. Tensors stored off their element alignment are
+// copied into owned, aligned memory at open. Error codes:
 //   kDataLoss        the file is shorter than it claims (truncated, header or offsets past the end)
 //   kInvalidArgument malformed content (header not a JSON object, unknown dtype, bad shape, overlap)
 //   kNotFound        the file does not exist
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -32,8 +34,9 @@ struct TensorInfo {
     std::string name;
     DType dtype = DType::kF32;
     std::vector<int64_t> shape;
-    // Into the mapping; valid while the owning SafetensorsFile lives. Not necessarily aligned to
-    // the element size (the header length is arbitrary), so copy or use memcpy-safe loads.
+    // Into the mapping, or into memory the SafetensorsFile owns when the file left the tensor
+    // off its element alignment (see SafetensorsFile::owned_bytes()); valid while the owning
+    // SafetensorsFile lives. Always aligned to dtype_size(dtype).
     const void* data = nullptr;
     size_t nbytes = 0;
     std::string file;  // path of the .safetensors file holding it
@@ -54,6 +57,9 @@ public:
     const std::map<std::string, std::string>& metadata() const { return metadata_; }
     const std::filesystem::path& path() const { return path_; }
     uint64_t file_size() const { return size_; }
+    // Bytes of tensors copied out of the mapping at open because the file stored them off their
+    // element alignment (a header length that is not a multiple of the element size).
+    uint64_t owned_bytes() const { return owned_bytes_; }
     // Maps every page of the file now (MADV_POPULATE_READ; MADV_WILLNEED where the kernel lacks
     // it), so that serving does not page-fault on the first use of each expert. Best effort.
     void populate() const;
@@ -72,6 +78,13 @@ private:
     uint64_t size_ = 0;
     std::map<std::string, TensorInfo> tensors_;
     std::map<std::string, std::string> metadata_;
+
+    struct AlignedFree {
+        void operator()(std::byte* p) const { ::operator delete (p, std::align_val_t{kOwnedAlignment}); }
+    };
+    static constexpr size_t kOwnedAlignment = 64;
+    std::vector<std::unique_ptr<std::byte[], AlignedFree>> owned_;  // misaligned tensors, copied
+    uint64_t owned_bytes_ = 0;
 };
 
 }  // namespace moe

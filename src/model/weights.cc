@@ -1,8 +1,8 @@
 #include "model/weights.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
+
+#include "core/json_limits.h"
 
 namespace moe {
 
@@ -51,18 +51,7 @@ StatusOr<WeightStore> WeightStore::open(const fs::path& dir) {
 
     if (fs::exists(index, ec)) {
         const std::string index_name = index.string();
-        if (fs::file_size(index, ec) > (256u << 20) || ec)
-            return invalid_argument(index_name + ": unreadable or larger than 256 MB");
-        std::ifstream in(index, std::ios::binary);
-        if (!in) return not_found(index_name + ": cannot open");
-        std::stringstream ss;
-        ss << in.rdbuf();
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(ss.str());
-        } catch (const nlohmann::json::exception& e) {
-            return invalid_argument(index_name + ": not valid JSON: " + e.what());
-        }
+        MOE_ASSIGN_OR_RETURN(const nlohmann::json j, read_json_file(index, size_t{256} << 20));
         if (!j.is_object() || !j.contains("weight_map") || !j.at("weight_map").is_object())
             return invalid_argument(index_name + ": weight_map missing or not a JSON object");
         // Each shard is opened once; the index decides which shard owns which tensor.

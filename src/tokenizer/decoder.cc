@@ -187,7 +187,7 @@ std::unique_ptr<Decoder> make_byte_level_decoder() {
     return std::make_unique<ByteLevelDecoder>();
 }
 
-StatusOr<std::unique_ptr<Decoder>> parse_decoder(const nlohmann::json& j, const std::string& where) {
+StatusOr<std::unique_ptr<Decoder>> parse_decoder(const nlohmann::json& j, const std::string& where, int depth) {
     if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
         return invalid_argument(fmt::format("{}: expected an object with a string \"type\"", where));
     }
@@ -202,7 +202,14 @@ StatusOr<std::unique_ptr<Decoder>> parse_decoder(const nlohmann::json& j, const 
         }
         std::string lit = pattern["String"].get<std::string>();
         if (lit.empty()) return invalid_argument(fmt::format("{}: Replace with an empty pattern", where));
-        return std::unique_ptr<Decoder>(new ReplaceDecoder(std::move(lit), j.at("content").get<std::string>()));
+        std::string content = j.at("content").get<std::string>();
+        if (static_cast<double>(content.size()) > kMaxReplaceGrowth * static_cast<double>(lit.size())) {
+            return invalid_argument(fmt::format(
+                "{}: Replace content of {} bytes for a {}-byte pattern can make text more than {} times longer (the "
+                "limit)",
+                where, content.size(), lit.size(), kMaxReplaceGrowth));
+        }
+        return std::unique_ptr<Decoder>(new ReplaceDecoder(std::move(lit), std::move(content)));
     }
     if (type == "Strip") {
         const auto start = j.value("start", 0), stop = j.value("stop", 0);
@@ -226,11 +233,15 @@ StatusOr<std::unique_ptr<Decoder>> parse_decoder(const nlohmann::json& j, const 
         return std::unique_ptr<Decoder>(new MetaspaceDecoder(std::move(replacement), prepend));
     }
     if (type == "Sequence") {
+        if (depth >= kMaxSequenceDepth) {
+            return invalid_argument(
+                fmt::format("{}: Sequence nested deeper than the limit of {} levels", where, kMaxSequenceDepth));
+        }
         const auto& list = j.at("decoders");
         if (!list.is_array()) return invalid_argument(fmt::format("{}: \"decoders\" must be an array", where));
         std::vector<std::unique_ptr<Decoder>> steps;
         for (size_t i = 0; i < list.size(); ++i) {
-            MOE_ASSIGN_OR_RETURN(auto d, parse_decoder(list[i], fmt::format("{}.decoders[{}]", where, i)));
+            MOE_ASSIGN_OR_RETURN(auto d, parse_decoder(list[i], fmt::format("{}.decoders[{}]", where, i), depth + 1));
             steps.push_back(std::move(d));
         }
         return std::unique_ptr<Decoder>(new SequenceDecoder(std::move(steps)));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer/limits.h"
 #include "moe/status.h"
 
 namespace moe::tok {
@@ -17,7 +18,9 @@ public:
     virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
 };
 
-StatusOr<std::unique_ptr<Decoder>> parse_decoder(const nlohmann::json& j, const std::string& where);
+// `depth`: the Sequence nesting level of `j`, at most kMaxSequenceDepth (limits.h). A Replace
+// whose content is more than kMaxReplaceGrowth times its pattern is refused.
+StatusOr<std::unique_ptr<Decoder>> parse_decoder(const nlohmann::json& j, const std::string& where, int depth = 0);
 std::unique_ptr<Decoder> make_byte_level_decoder();
 
 }  // namespace moe::tok

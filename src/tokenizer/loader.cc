@@ -3,10 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/json_limits.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode.h"
 
@@ -18,12 +17,9 @@ using nlohmann::json;
 constexpr size_t kMaxJsonBytes = 512u << 20;
 constexpr size_t kMaxAddedTokens = 1u << 20;
 
+// Depth-bounded (kMaxJsonDepth): the component parsers below recurse over the value.
 StatusOr<json> parse_json(std::string_view text, const std::string& origin) {
-    try {
-        return json::parse(text.begin(), text.end());
-    } catch (const json::exception& e) {
-        return invalid_argument(fmt::format("{}: not valid JSON: {}", origin, e.what()));
-    }
+    return parse_json_bounded(text, origin);
 }
 
 // A token field in tokenizer_config.json is either a string or {"content": ...}.
@@ -83,14 +79,19 @@ Status parse_vocab(const json& v, const std::string& where, std::vector<std::pai
 }
 
 // Post-processor for a single sequence: the special ids before and after it.
-Status parse_post_processor(const json& p, const std::string& where, Tokenizer::Impl& impl) {
+Status parse_post_processor(const json& p, const std::string& where, Tokenizer::Impl& impl, int depth = 0) {
     if (p.is_null()) return ok_status();
     const std::string type = p.at("type").get<std::string>();
     if (type == "ByteLevel") return ok_status();  // only adjusts offsets
     if (type == "Sequence") {
+        if (depth >= kMaxSequenceDepth) {
+            return invalid_argument(
+                fmt::format("{}: Sequence nested deeper than the limit of {} levels", where, kMaxSequenceDepth));
+        }
         const auto& list = p.at("processors");
         for (size_t i = 0; i < list.size(); ++i) {
-            MOE_RETURN_IF_ERROR(parse_post_processor(list[i], fmt::format("{}.processors[{}]", where, i), impl));
+            MOE_RETURN_IF_ERROR(
+                parse_post_processor(list[i], fmt::format("{}.processors[{}]", where, i), impl, depth + 1));
         }
         return ok_status();
     }
@@ -246,20 +247,9 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_json_impl(const json& j, const s
 
 }  // namespace
 
+// Refuses FIFOs and devices without blocking, and files over `max_bytes`.
 StatusOr<std::string> read_file(const std::string& path, size_t max_bytes) {
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) return not_found(fmt::format("{}: cannot read: {}", path, ec.message()));
-    if (size > max_bytes) {
-        return invalid_argument(
-            fmt::format("{}: {} bytes is over the limit of {} for this file", path, size, max_bytes));
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return not_found(fmt::format("{}: cannot open", path));
-    std::string data(static_cast<size_t>(size), '\0');
-    in.read(data.data(), static_cast<std::streamsize>(size));
-    if (static_cast<size_t>(in.gcount()) != size) return data_loss(fmt::format("{}: short read", path));
-    return data;
+    return read_regular_file(path, max_bytes);
 }
 
 StatusOr<std::unique_ptr<Tokenizer::Impl>> load_tokenizer_json(std::string_view text, const std::string& origin,

@@ -268,7 +268,7 @@ StatusOr<ParsedPreTokenizer> make_byte_level_regex_pre_tokenizer(const std::stri
     return out;
 }
 
-StatusOr<ParsedPreTokenizer> parse_pre_tokenizer(const nlohmann::json& j, const std::string& where) {
+StatusOr<ParsedPreTokenizer> parse_pre_tokenizer(const nlohmann::json& j, const std::string& where, int depth) {
     if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
         return invalid_argument(fmt::format("{}: expected an object with a string \"type\"", where));
     }
@@ -324,12 +324,16 @@ StatusOr<ParsedPreTokenizer> parse_pre_tokenizer(const nlohmann::json& j, const 
         return out;
     }
     if (type == "Sequence") {
+        if (depth >= kMaxSequenceDepth) {
+            return invalid_argument(
+                fmt::format("{}: Sequence nested deeper than the limit of {} levels", where, kMaxSequenceDepth));
+        }
         const auto& list = j.at("pretokenizers");
         if (!list.is_array()) return invalid_argument(fmt::format("{}: \"pretokenizers\" must be an array", where));
         std::vector<std::unique_ptr<PreTokenizer>> steps;
         for (size_t i = 0; i < list.size(); ++i) {
             const std::string w = fmt::format("{}.pretokenizers[{}]", where, i);
-            MOE_ASSIGN_OR_RETURN(ParsedPreTokenizer step, parse_pre_tokenizer(list[i], w));
+            MOE_ASSIGN_OR_RETURN(ParsedPreTokenizer step, parse_pre_tokenizer(list[i], w, depth + 1));
             // Stages after a ByteLevel step would see GPT-2's mapped characters, which this
             // implementation never materialises.
             if (out.byte_level) {

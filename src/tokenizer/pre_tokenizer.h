@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer/limits.h"
 #include "moe/status.h"
 
 namespace moe::tok {
@@ -34,7 +35,8 @@ struct ParsedPreTokenizer {
     bool byte_level = false;
 };
 
-StatusOr<ParsedPreTokenizer> parse_pre_tokenizer(const nlohmann::json& j, const std::string& where);
+// `depth`: the Sequence nesting level of `j`, at most kMaxSequenceDepth (limits.h).
+StatusOr<ParsedPreTokenizer> parse_pre_tokenizer(const nlohmann::json& j, const std::string& where, int depth = 0);
 // Split(regex, Isolated) then byte-level mapping: what GPT-2 / Qwen2 slow tokenizers do.
 StatusOr<ParsedPreTokenizer> make_byte_level_regex_pre_tokenizer(const std::string& regex);
 

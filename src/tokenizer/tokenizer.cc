@@ -39,7 +39,7 @@ Status Tokenizer::Impl::finalize() {
         if (t.special) special[static_cast<size_t>(t.id)] = true;
         if (t.normalized && normalizer) {
             std::string p = t.content;
-            MOE_RETURN_IF_ERROR(normalizer->normalize(p));
+            MOE_RETURN_IF_ERROR(normalizer->normalize(p, tok::normalized_byte_limit(p.size())));
             norm.push_back(&t);
             norm_pat.push_back(std::move(p));
         } else if (t.normalized) {
@@ -77,7 +77,7 @@ std::string pick_config(const fs::path& dir, const TokenizerLoadOptions& options
 Status encode_chunk(const Tokenizer::Impl& impl, std::string_view chunk, bool at_input_start,
                     std::vector<int32_t>& out) {
     std::string text(chunk);
-    if (impl.normalizer) MOE_RETURN_IF_ERROR(impl.normalizer->normalize(text));
+    if (impl.normalizer) MOE_RETURN_IF_ERROR(impl.normalizer->normalize(text, tok::normalized_byte_limit(text.size())));
     std::vector<tok::Piece> pieces;
     auto emit_text = [&](size_t b, size_t e) -> Status {
         if (e <= b) return ok_status();

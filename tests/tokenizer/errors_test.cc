@@ -1,7 +1,11 @@
 // Bad input: corrupt tokenizer files, out-of-range ids, invalid UTF-8, hostile text sizes.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tokenizer/tokenizer_test_util.h"
@@ -191,6 +195,165 @@ TEST(TokenizerHostile, RepeatedCharacterDecodesBack) {
     // Merges must have run: far fewer tokens than characters.
     EXPECT_LT(ids->size(), text.size() / 4);
     EXPECT_EQ(tok.decode(*ids).value(), text);
+}
+
+// ---- #18 B, C, F, G: hostile tokenizer files ----------------------------------------------
+
+// `n` levels of `open` ... `inner` ... `close`.
+std::string nest(size_t n, const std::string& open, const std::string& close, const std::string& inner) {
+    std::string s;
+    for (size_t i = 0; i < n; ++i) s += open;
+    s += inner;
+    for (size_t i = 0; i < n; ++i) s += close;
+    return s;
+}
+
+// `j` dumped with the string value "@@" replaced by `raw`.
+std::string splice(const nlohmann::json& j, const std::string& raw) {
+    std::string s = j.dump();
+    const size_t at = s.find("\"@@\"");
+    EXPECT_NE(at, std::string::npos);
+    return s.replace(at, 4, raw);
+}
+
+class ScratchDir {
+public:
+    ScratchDir() {
+        static int counter = 0;
+        path_ = std::filesystem::temp_directory_path() /
+                ("moe_tok_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+        std::filesystem::remove_all(path_);
+        std::filesystem::create_directories(path_);
+    }
+    ~ScratchDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+    std::string str() const { return path_.string(); }
+
+private:
+    std::filesystem::path path_;
+};
+
+void write_file(const std::filesystem::path& p, const std::string& text) {
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << text;
+}
+
+TEST(TokenizerHostile, DeeplyNestedJsonIsRefusedNamingTheFile) {
+    auto j = tiny_json();
+    j["normalizer"] = "@@";
+    const auto t0 = std::chrono::steady_clock::now();
+    expect_error(Tokenizer::from_json_string(splice(j, nest(100000, "[", "]", "1")), "deep.json").status(),
+                 "deep.json: JSON nested deeper than the limit of 64");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+
+    ScratchDir dir;
+    write_file(dir / "tokenizer.json", tiny_json().dump());
+    write_file(dir / "tokenizer_config.json", splice({{"bos_token", "@@"}}, nest(100000, "{\"a\":", "}", "1")));
+    expect_error(Tokenizer::load(dir.str()).status(), "tokenizer_config.json: JSON nested deeper");
+
+    ScratchDir slow;
+    write_file(slow / "vocab.json", splice({{"a", "@@"}}, nest(100000, "[", "]", "0")));
+    write_file(slow / "merges.txt", "#version: 0.2\n");
+    expect_error(Tokenizer::load(slow.str()).status(), "vocab.json: JSON nested deeper");
+}
+
+TEST(TokenizerHostile, FifoInPlaceOfTokenizerJsonIsRefusedAtOnce) {
+    ScratchDir dir;
+    ASSERT_EQ(::mkfifo((dir / "tokenizer.json").c_str(), 0600), 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    expect_error(Tokenizer::load(dir.str()).status(), "not a regular file");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+}
+
+// Nested Sequences of each component kind, `depth` levels around `leaf`.
+nlohmann::json nested_sequence(const char* list_key, int depth, const nlohmann::json& leaf) {
+    nlohmann::json j = leaf;
+    for (int i = 0; i < depth; ++i) j = {{"type", "Sequence"}, {list_key, nlohmann::json::array({j})}};
+    return j;
+}
+
+TEST(TokenizerHostile, SequenceNestingIsBounded) {
+    struct Kind {
+        const char* field;
+        const char* list_key;
+        nlohmann::json leaf;
+    };
+    const Kind kinds[] = {
+        {"normalizer", "normalizers", {{"type", "NFC"}}},
+        {"pre_tokenizer", "pretokenizers", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+        {"decoder", "decoders", {{"type", "ByteLevel"}}},
+        {"post_processor", "processors", {{"type", "ByteLevel"}}},
+    };
+    for (const Kind& k : kinds) {
+        SCOPED_TRACE(k.field);
+        auto j = tiny_json();
+        j[k.field] = nested_sequence(k.list_key, 16, k.leaf);  // the limit itself loads
+        auto ok = Tokenizer::from_json_string(j.dump(), "tiny.json");
+        ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+        EXPECT_EQ((*ok)->encode("ab ab", false).value(), (std::vector<int32_t>{2, 4}));
+        j[k.field] = nested_sequence(k.list_key, 20, k.leaf);
+        expect_error(load_status(j), "Sequence nested deeper than the limit of 16 levels");
+        expect_error(load_status(j), k.field);
+    }
+    // 10k levels (1 GB and a crash before) now stop at the JSON depth limit, in no time. Built as
+    // text: nesting json values copies each level again.
+    auto j = tiny_json();
+    j["normalizer"] = "@@";
+    const std::string deep =
+        splice(j, nest(10000, R"({"type": "Sequence", "normalizers": [)", "]}", R"({"type": "NFC"})"));
+    const auto t0 = std::chrono::steady_clock::now();
+    expect_error(Tokenizer::from_json_string(deep, "deep.json").status(), "nested deeper");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+}
+
+nlohmann::json replace(const std::string& pattern, const std::string& content, bool regex = false) {
+    return {{"type", "Replace"}, {"pattern", {{regex ? "Regex" : "String", pattern}}}, {"content", content}};
+}
+
+TEST(TokenizerHostile, ReplaceThatMultipliesTextIsRefusedAtLoad) {
+    auto j = tiny_json();
+    j["normalizer"] = replace("a", std::string(1 << 20, 'b'));  // 1 MiB for every 'a': bad_alloc before
+    expect_error(load_status(j), "Replace content of 1048576 bytes");
+    expect_error(load_status(j), "limit of 16");
+    j["normalizer"] = replace(".", std::string(17, 'b'), true);  // a regex match may be 1 byte
+    expect_error(load_status(j), "over the limit of 16");
+    // Each step within the bound, but together 8 x 8 = 64 times.
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", {replace("a", std::string(8, 'a')), replace("a", std::string(8, 'a'))}}};
+    expect_error(load_status(j), "together can make text 64 times longer");
+    j["normalizer"] = nullptr;
+    j["decoder"] = replace("a", std::string(1 << 16, 'b'));
+    expect_error(load_status(j), "decoder: Replace content of 65536 bytes");
+
+    // What published tokenizers do (" " -> U+2581, 3x) still loads and runs.
+    j = tiny_json();
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", {replace(" ", "\xE2\x96\x81"), replace("\xE2\x96\x81", " ")}}};
+    auto tok = Tokenizer::from_json_string(j.dump(), "tiny.json");
+    ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+    EXPECT_EQ((*tok)->encode("ab ab", false).value(), (std::vector<int32_t>{2, 4}));
+}
+
+TEST(TokenizerHostile, NormalizedLengthIsCappedAtRunTime) {
+    // Within the load-time bound (16x per regex match) but after NFKC's own expansion
+    // (U+FDFA is 3 bytes and 18 characters), the text would grow ~100x: refused, not built.
+    auto j = tiny_json();
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", {{{"type", "NFKC"}}, replace(".", std::string(16, 'a'), true)}}};
+    auto tok = Tokenizer::from_json_string(j.dump(), "tiny.json");
+    ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+    std::string text;
+    for (int i = 0; i < 1000; ++i) text += "\xEF\xB7\xBA";
+    auto ids = (*tok)->encode(text, false);
+    ASSERT_FALSE(ids.ok()) << ids->size() << " ids";
+    EXPECT_NE(ids.status().message().find("Replace would make the text"), std::string::npos)
+        << ids.status().to_string();
+    EXPECT_NE(ids.status().message().find("over the limit of 52096 bytes"), std::string::npos)
+        << ids.status().to_string();
+    // Short text is under the cap and encodes.
+    EXPECT_TRUE((*tok)->encode("ab", false).ok());
 }
 
 }  // namespace
