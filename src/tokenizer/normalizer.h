@@ -6,8 +6,8 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 
-#include "tokenizer/limits.h"
 #include "moe/status.h"
+#include "tokenizer/limits.h"
 
 namespace moe::tok {
 

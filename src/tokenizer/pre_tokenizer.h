@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "tokenizer/limits.h"
 #include "moe/status.h"
+#include "tokenizer/limits.h"
 
 namespace moe::tok {
 

@@ -61,7 +61,8 @@ void write_file(const fs::path& p, const std::string& text) {
 
 void expect_error(const Status& s, std::initializer_list<std::string> needles) {
     ASSERT_FALSE(s.ok()) << "accepted";
-    for (const auto& n : needles) EXPECT_NE(s.message().find(n), std::string::npos) << "no '" << n << "' in: " << s.to_string();
+    for (const auto& n : needles)
+        EXPECT_NE(s.message().find(n), std::string::npos) << "no '" << n << "' in: " << s.to_string();
 }
 
 nlohmann::json fixture_config() {
