@@ -51,10 +51,13 @@ public:
 
     // Queues one message; starts a write if none is in flight. Any thread. Static because the
     // reactor may already be gone (the call was cancelled and finished): then it drops `msg`.
-    static void enqueue(StreamState& state, v1::GenerateResponse&& msg, bool is_final) {
+    // `then`: the status to finish with once this (final) message is written, instead of OK.
+    static void enqueue(StreamState& state, v1::GenerateResponse&& msg, bool is_final,
+                        std::optional<grpc::Status> then = std::nullopt) {
         std::unique_lock<std::mutex> lock(state.mu);
         if (state.finished || state.reactor == nullptr) return;
         if (is_final) state.final_queued = true;
+        if (then) state.end_status = std::move(then);
         // A slow reader gets fewer, larger deltas rather than an ever longer queue.
         if (!is_final && !state.queue.empty() && state.queue.back().has_delta()) {
             merge_delta(state.queue.back().mutable_delta(), msg.mutable_delta());
@@ -83,7 +86,7 @@ public:
             return;
         }
         if (state_->current_is_final) {
-            finish_locked(lock, grpc::Status::OK);
+            finish_locked(lock, state_->end_status.value_or(grpc::Status::OK));
             return;
         }
         if (state_->queue.empty()) {
@@ -148,9 +151,8 @@ private:
 // The engine's side: called on the engine thread, never blocks.
 class StreamSink final : public RequestSink {
 public:
-    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id,
-               std::optional<std::chrono::steady_clock::time_point> deadline)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), deadline_(deadline) {}
+    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id)
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)) {}
 
     void on_delta(DeltaEvent&& delta) override {
         v1::GenerateResponse msg;
@@ -163,20 +165,18 @@ public:
         core_->remove_active(request_id_);
         if (final_event.reason == FinishReason::kError)
             logger().warn("request {} failed: {}", request_id_, final_event.error.to_string());
-        // The engine cancels a request whose deadline passed; the client should then see the
-        // status its own timer would give, not a race between that timer and our final message.
-        if (final_event.reason == FinishReason::kCancelled && deadline_ &&
-            std::chrono::steady_clock::now() >= *deadline_) {
-            GenerateReactor::end_with(
-                *state_, grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                      "the deadline passed after " + std::to_string(final_event.completion_tokens) +
-                                          " generated tokens"));
-            return;
-        }
+        // The engine ends a request whose deadline passed with kDeadline; the call then ends
+        // with the status the client's own timer gives (DEADLINE_EXCEEDED), after the final
+        // (FINISH_REASON_DEADLINE, with usage) for a client that still reads.
+        std::optional<grpc::Status> then;
+        if (final_event.reason == FinishReason::kDeadline)
+            then = grpc::Status(
+                grpc::StatusCode::DEADLINE_EXCEEDED,
+                "the deadline passed after " + std::to_string(final_event.completion_tokens) + " generated tokens");
         v1::GenerateResponse msg;
         msg.set_request_id(request_id_);
         final_to_proto(std::move(final_event), msg.mutable_final());
-        deliver(std::move(msg), true);
+        GenerateReactor::enqueue(*state_, std::move(msg), true, std::move(then));
     }
 
 private:
@@ -187,7 +187,6 @@ private:
     Server::Core* core_;
     std::shared_ptr<StreamState> state_;
     std::string request_id_;
-    std::optional<std::chrono::steady_clock::time_point> deadline_;
 };
 
 class InferenceService final : public v1::Inference::CallbackService {
@@ -206,23 +205,29 @@ public:
         };
         if (core_->draining.load())
             return reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining"));
-        StatusOr<GenerateParams> params_or = build_generate_params(*request, core_->model, core_->options.limits);
+        if (core_->engine_failed.load())
+            return reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the engine has failed"));
+        StatusOr<GenerateParams> params_or = build_generate_params(*request, core_->model, core_->limits);
         if (!params_or.ok()) {
             logger().debug("rejected request: {}", params_or.status().to_string());
             return reject(to_grpc_status(params_or.status()));
         }
         GenerateParams params = std::move(params_or).value();
-        if (params.request_id.empty()) params.request_id = "req-" + std::to_string(core_->next_request_id.fetch_add(1));
+        // The one id assigner (new_request_id), called here because the sink needs the id first.
+        if (params.request_id.empty()) {
+            StatusOr<std::string> id_or = new_request_id();
+            if (!id_or.ok()) return reject(to_grpc_status(id_or.status()));
+            params.request_id = std::move(id_or).value();
+        }
         params.deadline = engine_deadline(ctx);
         const std::string id = params.request_id;
-        const auto deadline = params.deadline;
 
         auto state = std::make_shared<StreamState>();
         auto* reactor = new GenerateReactor(core_, state, id);
         state->reactor = reactor;
         core_->add_active(id);
         StatusOr<std::string> submitted =
-            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id, deadline));
+            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id));
         if (!submitted.ok()) {
             core_->remove_active(id);
             {

@@ -122,6 +122,10 @@ StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& reques
             if (model.tokenizer == nullptr)
                 return invalid_argument("text: the served model has no tokenizer; send token_ids instead");
             if (text.empty()) return invalid_argument("text: the prompt is empty");
+            if (text.size() > limits.max_prompt_text_bytes)
+                return invalid_argument("text: the prompt is " + str(static_cast<int64_t>(text.size())) +
+                                        " bytes, the limit is " +
+                                        str(static_cast<int64_t>(limits.max_prompt_text_bytes)));
             const int64_t bad = first_invalid_utf8(text);
             if (bad >= 0) return invalid_argument("text: invalid UTF-8 at byte " + str(bad));
             auto ids = model.tokenizer->encode(text, /*add_special_tokens=*/true);
@@ -260,6 +264,9 @@ void final_to_proto(FinalEvent&& f, v1::Final* out) {
             break;
         case FinishReason::kError:
             out->set_finish_reason(v1::FINISH_REASON_ERROR);
+            break;
+        case FinishReason::kDeadline:
+            out->set_finish_reason(v1::FINISH_REASON_DEADLINE);
             break;
         case FinishReason::kNone:
             out->set_finish_reason(v1::FINISH_REASON_UNSPECIFIED);

@@ -10,10 +10,34 @@
 
 namespace moe::server {
 
+namespace {
+
+void stop_monitor(Server::Core& core) {
+    {
+        std::lock_guard<std::mutex> lock(core.monitor_mu);
+        core.monitor_stop = true;
+    }
+    core.monitor_cv.notify_all();
+    if (core.monitor.joinable()) core.monitor.join();
+}
+
+void run_monitor(Server::Core* core) {
+    std::unique_lock<std::mutex> lock(core->monitor_mu);
+    while (!core->monitor_cv.wait_for(lock, core->options.health_poll, [&] { return core->monitor_stop; })) {
+        if (core->engine_failed.load() || core->engine_healthy()) continue;
+        core->engine_failed.store(true);
+        log::get("server")->error("the engine has failed: readiness NOT_SERVING, new requests get UNAVAILABLE");
+        core->set_ready(false);
+    }
+}
+
+}  // namespace
+
 Server::Server() : core_(std::make_shared<Core>()) {}
 
 Server::~Server() {
     shutdown(std::chrono::milliseconds(0));
+    stop_monitor(*core_);
 }
 
 StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions options) {
@@ -26,6 +50,7 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     core.model.tokenizer = engine.tokenizer();
     core.model.vocab_size = engine.config().vocab_size;
     core.model.max_model_len = engine.max_model_len();
+    core.limits = engine.options().limits;
     core.inference = make_inference_service(&core);
     core.control = make_control_service(&core);
 
@@ -48,6 +73,7 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     if (!core.grpc_server || core.bound_port == 0)
         return unavailable("could not listen on " + address + " (address in use or not local?)");
     core.set_ready(true);
+    core.monitor = std::thread(run_monitor, &core);
     log::get("server")->info("serving moe.v1.Inference and moe.v1.Control on {}", server->address());
     return server;
 }

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -26,14 +27,18 @@ struct ServerOptions {
     std::string backend = "cpu";
     int threads = 0;
     std::map<std::string, std::string> config;  // effective flags, for GetServerInfo
-    RequestLimits limits;
-    int max_message_bytes = 16 << 20;  // gRPC receive limit (a long text prompt)
+    int max_message_bytes = 16 << 20;           // gRPC receive limit (a long text prompt)
+    // Readiness follows this probe (polled every health_poll); empty: Engine::healthy(). Tests
+    // inject a failing engine through it.
+    std::function<bool()> engine_healthy;
+    std::chrono::milliseconds health_poll{100};
 };
 
 class Server {
 public:
     // Binds, registers the services and starts serving. `engine` must be started and must
-    // outlive the server. Readiness ("moe.v1.Inference") is SERVING once this returns.
+    // outlive the server. Readiness ("moe.v1.Inference") is SERVING once this returns; it turns
+    // NOT_SERVING on drain and, for good, when the engine reports failure (Engine::healthy()).
     static StatusOr<std::unique_ptr<Server>> start(Engine& engine, ServerOptions options);
     ~Server();  // shutdown(0) if not done
 

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_set>
 
 #include "moe/v1/control.grpc.pb.h"
@@ -23,9 +24,17 @@ struct Server::Core {
     Engine* engine = nullptr;
     ServerOptions options;
     ModelLimits model;
+    RequestLimits limits;  // the engine's own (EngineOptions::limits)
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-    std::atomic<int64_t> next_request_id{0};
     std::atomic<bool> draining{false};
+    std::atomic<bool> engine_failed{false};  // latched by the health monitor
+
+    // The health monitor: polls the engine's health and turns readiness NOT_SERVING for good
+    // when it fails.
+    std::thread monitor;
+    std::mutex monitor_mu;
+    std::condition_variable monitor_cv;
+    bool monitor_stop = false;
 
     // Request ids submitted by this server and not finished yet (for cancel_all).
     std::mutex active_mu;
@@ -46,6 +55,7 @@ struct Server::Core {
         if (grpc_server && grpc_server->GetHealthCheckService())
             grpc_server->GetHealthCheckService()->SetServingStatus(kReadinessService, ready);
     }
+    bool engine_healthy() const { return options.engine_healthy ? options.engine_healthy() : engine->healthy(); }
     void drain() {
         if (draining.exchange(true)) return;
         engine->drain();
