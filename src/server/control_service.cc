@@ -1,5 +1,14 @@
 // moe.v1.Control: model and server facts, load, abort, drain. Each handler answers at once.
+//
+// Who may call what (src/server/auth.h defines admin and namespaces): GetModelInfo, GetLoad:
+// anyone. GetServerInfo: anyone, but filesystem paths (model directory, TLS files) only for
+// admin. Abort: anyone, reaching only the caller's own namespace; admin reaches the id in every
+// namespace. Drain: admin only.
+#include <filesystem>
+
 #include "core/logging.h"
+#include "server/auth.h"
+#include "server/log_field.h"
 #include "server/server_core.h"
 
 namespace moe::server {
@@ -13,7 +22,10 @@ public:
                                            v1::ModelInfo* out) override {
         const Engine& engine = *core_->engine;
         const ModelConfig& c = engine.config();
-        out->set_name(core_->options.model_name);
+        // The model directory is a filesystem path: only its last component for non-admin callers.
+        const bool admin = identify_caller(*ctx, core_->options.admin_token).admin;
+        out->set_name(admin ? core_->options.model_name
+                            : std::filesystem::path(core_->options.model_name).filename().string());
         out->set_architecture(c.architecture);
         out->set_family(family_name(c.family));
         out->set_num_layers(c.num_layers);
@@ -38,7 +50,9 @@ public:
         out->set_version(MOESERVE_VERSION);
         out->set_backend(core_->options.backend);
         out->set_threads(core_->options.threads);
-        for (const auto& [k, v] : core_->options.config) (*out->mutable_options())[k] = v;
+        const bool admin = identify_caller(*ctx, core_->options.admin_token).admin;
+        for (const auto& [k, v] : core_->options.config)
+            (*out->mutable_options())[k] = admin || !is_path_option(k) ? v : "(hidden: admin only)";
         out->set_uptime_seconds(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - core_->started).count());
         out->set_draining(core_->draining.load());
@@ -64,25 +78,41 @@ public:
 
     grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const v1::AbortRequest* request,
                                     v1::AbortResponse* out) override {
-        const bool aborted = core_->engine->cancel(request->request_id());
-        log::get("server")->info("abort {}: {}", request->request_id(), aborted ? "cancelled" : "not pending");
+        const Caller caller = identify_caller(*ctx, core_->options.admin_token);
+        const std::string& id = request->request_id();
+        bool aborted = core_->engine->cancel(id, caller.id_namespace);
+        if (caller.admin)
+            for (const std::string& ns : core_->namespaces_of(id)) aborted |= core_->engine->cancel(id, ns);
+        log::get("server")->info("abort {} by {}{}: {}", log_field(id), log_field(caller.id_namespace),
+                                 caller.admin ? " (admin)" : "", aborted ? "cancelled" : "not pending");
         out->set_aborted(aborted);
         return ok(ctx);
     }
 
     grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx, const v1::DrainRequest*,
                                     v1::DrainResponse* out) override {
+        const Caller caller = identify_caller(*ctx, core_->options.admin_token);
+        if (!caller.admin) {
+            log::get("server")->warn("Control.Drain refused to {}", log_field(caller.id_namespace));
+            return finish(ctx, admin_required(caller, "Control.Drain"));
+        }
         out->set_num_pending(core_->engine->load().pending);
-        log::get("server")->info("drain requested over Control.Drain ({} pending)", out->num_pending());
+        log::get("server")->info("drain requested over Control.Drain by {} ({} pending)",
+                                 log_field(caller.id_namespace), out->num_pending());
         core_->drain();
         return ok(ctx);
     }
 
 private:
-    static grpc::ServerUnaryReactor* ok(grpc::CallbackServerContext* ctx) {
+    static grpc::ServerUnaryReactor* ok(grpc::CallbackServerContext* ctx) { return finish(ctx, grpc::Status::OK); }
+    static grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* ctx, const grpc::Status& status) {
         grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-        r->Finish(grpc::Status::OK);
+        r->Finish(status);
         return r;
+    }
+    // Options whose values are filesystem paths.
+    static bool is_path_option(const std::string& key) {
+        return key == "model" || key == "tls_cert" || key == "tls_key" || key == "tls_client_ca";
     }
 
     Server::Core* core_;

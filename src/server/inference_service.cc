@@ -8,6 +8,8 @@
 #include <deque>
 
 #include "core/logging.h"
+#include "server/auth.h"
+#include "server/log_field.h"
 #include "server/server_core.h"
 #include "server/status_map.h"
 
@@ -46,8 +48,8 @@ struct StreamState {
 
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
 public:
-    GenerateReactor(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)) {}
+    GenerateReactor(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id, std::string ns)
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {}
 
     // Queues one message; starts a write if none is in flight. Any thread. Static because the
     // reactor may already be gone (the call was cancelled and finished): then it drops `msg`.
@@ -101,7 +103,7 @@ public:
     }
 
     void OnCancel() override {
-        core_->engine->cancel(request_id_);
+        core_->engine->cancel(request_id_, ns_);
         std::unique_lock<std::mutex> lock(state_->mu);
         state_->cancelled = true;
         if (!state_->writing && !state_->finished)
@@ -145,14 +147,15 @@ private:
     Server::Core* core_;
     std::shared_ptr<StreamState> state_;
     std::string request_id_;
+    std::string ns_;
     v1::GenerateResponse current_;  // the message being written; touched only by the owner
 };
 
 // The engine's side: called on the engine thread, never blocks.
 class StreamSink final : public RequestSink {
 public:
-    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)) {}
+    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id, std::string ns)
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {}
 
     void on_delta(DeltaEvent&& delta) override {
         v1::GenerateResponse msg;
@@ -162,9 +165,9 @@ public:
     }
 
     void on_final(FinalEvent&& final_event) override {
-        core_->remove_active(request_id_);
+        core_->remove_active(request_id_, ns_);
         if (final_event.reason == FinishReason::kError)
-            logger().warn("request {} failed: {}", request_id_, final_event.error.to_string());
+            logger().warn("request {} failed: {}", log_field(request_id_), log_field(final_event.error.to_string()));
         // The engine ends a request whose deadline passed with kDeadline; the call then ends
         // with the status the client's own timer gives (DEADLINE_EXCEEDED), after the final
         // (FINISH_REASON_DEADLINE, with usage) for a client that still reads.
@@ -187,6 +190,7 @@ private:
     Server::Core* core_;
     std::shared_ptr<StreamState> state_;
     std::string request_id_;
+    std::string ns_;
 };
 
 class InferenceService final : public v1::Inference::CallbackService {
@@ -209,7 +213,7 @@ public:
             return reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the engine has failed"));
         StatusOr<GenerateParams> params_or = build_generate_params(*request, core_->model, core_->limits);
         if (!params_or.ok()) {
-            logger().debug("rejected request: {}", params_or.status().to_string());
+            logger().debug("rejected request: {}", log_field(params_or.status().to_string()));
             return reject(to_grpc_status(params_or.status()));
         }
         GenerateParams params = std::move(params_or).value();
@@ -220,16 +224,18 @@ public:
             params.request_id = std::move(id_or).value();
         }
         params.deadline = engine_deadline(ctx);
+        params.id_namespace = identify_caller(*ctx, core_->options.admin_token).id_namespace;
         const std::string id = params.request_id;
+        const std::string ns = params.id_namespace;
 
         auto state = std::make_shared<StreamState>();
-        auto* reactor = new GenerateReactor(core_, state, id);
+        auto* reactor = new GenerateReactor(core_, state, id, ns);
         state->reactor = reactor;
-        core_->add_active(id);
+        core_->add_active(id, ns);
         StatusOr<std::string> submitted =
-            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id));
+            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id, ns));
         if (!submitted.ok()) {
-            core_->remove_active(id);
+            core_->remove_active(id, ns);
             {
                 std::lock_guard<std::mutex> lock(state->mu);
                 state->finished = true;

@@ -28,6 +28,22 @@ struct ServerOptions {
     int threads = 0;
     std::map<std::string, std::string> config;  // effective flags, for GetServerInfo
     int max_message_bytes = 16 << 20;           // gRPC receive limit (a long text prompt)
+
+    // ---- security (see src/server/auth.h for who may call what)
+    // PEM files. Both cert and key: TLS. With client_ca too: mTLS, every client must present a
+    // certificate signed by it. None: plaintext (a warning is logged for a non-loopback host).
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string tls_client_ca_file;
+    // Empty: admin is any loopback peer. Set: admin is whoever sends "authorization: Bearer
+    // <admin_token>"; Drain and Abort of another caller's request need admin.
+    std::string admin_token;
+    // Connection hygiene: the server pings an idle-looking client every keepalive_time and drops
+    // it if no answer comes within keepalive_timeout; a connection with no call for
+    // max_connection_idle is closed. 0 leaves gRPC's default.
+    std::chrono::milliseconds keepalive_time{std::chrono::minutes(2)};
+    std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(20)};
+    std::chrono::milliseconds max_connection_idle{std::chrono::minutes(5)};
     // Readiness follows this probe (polled every health_poll); empty: Engine::healthy(). Tests
     // inject a failing engine through it.
     std::function<bool()> engine_healthy;
@@ -50,6 +66,9 @@ public:
     // also what Control.Drain does.
     void drain();
     bool draining() const;
+
+    // True when TLS is on.
+    bool tls() const;
 
     // Cancels every request this server submitted that has not finished; returns how many.
     int64_t cancel_all();

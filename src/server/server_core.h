@@ -8,9 +8,11 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
-#include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "moe/v1/control.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -36,9 +38,10 @@ struct Server::Core {
     std::condition_variable monitor_cv;
     bool monitor_stop = false;
 
-    // Request ids submitted by this server and not finished yet (for cancel_all).
+    // Requests submitted by this server and not finished yet, as (request_id, id_namespace):
+    // for cancel_all and for an admin Abort, which reaches an id in every namespace.
     std::mutex active_mu;
-    std::unordered_set<std::string> active;
+    std::set<std::pair<std::string, std::string>> active;
 
     // The services must outlive the grpc::Server (members are destroyed in reverse order).
     std::unique_ptr<v1::Inference::CallbackService> inference;
@@ -61,13 +64,21 @@ struct Server::Core {
         engine->drain();
         set_ready(false);
     }
-    void add_active(const std::string& id) {
+    void add_active(const std::string& id, const std::string& ns) {
         std::lock_guard<std::mutex> lock(active_mu);
-        active.insert(id);
+        active.emplace(id, ns);
     }
-    void remove_active(const std::string& id) {
+    void remove_active(const std::string& id, const std::string& ns) {
         std::lock_guard<std::mutex> lock(active_mu);
-        active.erase(id);
+        active.erase({id, ns});
+    }
+    // The namespaces in which `id` is pending.
+    std::vector<std::string> namespaces_of(const std::string& id) {
+        std::lock_guard<std::mutex> lock(active_mu);
+        std::vector<std::string> out;
+        for (auto it = active.lower_bound({id, std::string()}); it != active.end() && it->first == id; ++it)
+            out.push_back(it->second);
+        return out;
     }
 };
 
