@@ -46,7 +46,7 @@ struct StreamState {
     std::optional<grpc::Status> end_status;  // finish with this once the queue is written
 };
 
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 public:
     GenerateReactor(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id, std::string ns)
         : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {}
@@ -127,10 +127,18 @@ public:
 
     // Holds ownership (writing == true); pops the next message and writes it outside the lock.
     void start_next_locked(std::unique_lock<std::mutex>& lock) {
-        current_ = std::move(state_->queue.front());
+        v1::GenerateResponse next = std::move(state_->queue.front());
         state_->queue.pop_front();
-        state_->current_is_final = current_.has_final();
+        state_->current_is_final = next.has_final();
         lock.unlock();
+        current_.Clear();
+        const grpc::Status s = serialize_response(next, &current_);
+        if (!s.ok()) {
+            // Cannot happen for a message this server built; end the call rather than abort.
+            lock.lock();
+            finish_locked(lock, grpc::Status(grpc::StatusCode::INTERNAL, "could not serialize a response"));
+            return;
+        }
         StartWrite(&current_);
     }
 
@@ -148,7 +156,7 @@ private:
     std::shared_ptr<StreamState> state_;
     std::string request_id_;
     std::string ns_;
-    v1::GenerateResponse current_;  // the message being written; touched only by the owner
+    grpc::ByteBuffer current_;  // the message being written; touched only by the owner
 };
 
 // The engine's side: called on the engine thread, never blocks.
@@ -193,20 +201,23 @@ private:
     std::string ns_;
 };
 
-class InferenceService final : public v1::Inference::CallbackService {
+class InferenceService final : public v1::Inference::WithRawCallbackMethod_Generate<v1::Inference::Service> {
 public:
     explicit InferenceService(Server::Core* core) : core_(core) {}
 
-    grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
-                                                             const v1::GenerateRequest* request) override {
+    grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* raw) override {
         auto reject = [](const grpc::Status& status) {
-            class Rejected final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+            class Rejected final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
             public:
                 explicit Rejected(const grpc::Status& s) { Finish(s); }
                 void OnDone() override { delete this; }
             };
             return new Rejected(status);
         };
+        v1::GenerateRequest parsed;
+        if (grpc::Status s = parse_request(*raw, &parsed); !s.ok()) return reject(s);
+        const v1::GenerateRequest* request = &parsed;
         if (core_->draining.load())
             return reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining"));
         if (core_->engine_failed.load())
@@ -253,7 +264,7 @@ private:
 
 }  // namespace
 
-std::unique_ptr<v1::Inference::CallbackService> make_inference_service(Server::Core* core) {
+std::unique_ptr<grpc::Service> make_inference_service(Server::Core* core) {
     return std::make_unique<InferenceService>(core);
 }
 

@@ -44,8 +44,10 @@ struct Server::Core {
     std::set<std::pair<std::string, std::string>> active;
 
     // The services must outlive the grpc::Server (members are destroyed in reverse order).
-    std::unique_ptr<v1::Inference::CallbackService> inference;
-    std::unique_ptr<v1::Control::CallbackService> control;
+    // Raw (ByteBuffer) services: they parse requests themselves, so that a malformed message
+    // gets INVALID_ARGUMENT with a reason instead of gRPC's empty UNIMPLEMENTED.
+    std::unique_ptr<grpc::Service> inference;
+    std::unique_ptr<grpc::Service> control;
     std::unique_ptr<grpc::Server> grpc_server;
     int bound_port = 0;
 
@@ -82,7 +84,25 @@ struct Server::Core {
     }
 };
 
-std::unique_ptr<v1::Inference::CallbackService> make_inference_service(Server::Core* core);
-std::unique_ptr<v1::Control::CallbackService> make_control_service(Server::Core* core);
+std::unique_ptr<grpc::Service> make_inference_service(Server::Core* core);
+std::unique_ptr<grpc::Service> make_control_service(Server::Core* core);
+
+// Parses a request message received as raw bytes. INVALID_ARGUMENT naming the message type when
+// the bytes are not a valid (or are a truncated) encoding of it.
+template <class Message>
+grpc::Status parse_request(const grpc::ByteBuffer& raw, Message* out) {
+    grpc::ByteBuffer copy(raw);  // Deserialize consumes its buffer; the slices are shared, not copied
+    const grpc::Status s = grpc::SerializationTraits<Message>::Deserialize(&copy, out);
+    if (s.ok()) return s;
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "request: " + std::to_string(raw.Length()) + " bytes that are not a valid " +
+                            Message::descriptor()->full_name() + " (malformed or truncated protobuf)");
+}
+
+template <class Message>
+grpc::Status serialize_response(const Message& msg, grpc::ByteBuffer* out) {
+    bool own_buffer = false;
+    return grpc::SerializationTraits<Message>::Serialize(msg, out, &own_buffer);
+}
 
 }  // namespace moe::server
