@@ -55,6 +55,8 @@ struct ServeFlags {
     double keepalive_time_seconds = 120;
     double keepalive_timeout_seconds = 20;
     double max_connection_idle_seconds = 300;
+    int64_t stream_buffer_bytes = 4 << 20;
+    int64_t total_stream_buffer_bytes = int64_t{256} << 20;
 };
 
 int g_signal_pipe[2] = {-1, -1};
@@ -126,6 +128,8 @@ std::map<std::string, std::string> effective_config(const ServeFlags& f, const E
         {"keepalive_time_seconds", std::to_string(f.keepalive_time_seconds)},
         {"keepalive_timeout_seconds", std::to_string(f.keepalive_timeout_seconds)},
         {"max_connection_idle_seconds", std::to_string(f.max_connection_idle_seconds)},
+        {"stream_buffer_bytes", std::to_string(f.stream_buffer_bytes)},
+        {"total_stream_buffer_bytes", std::to_string(f.total_stream_buffer_bytes)},
     };
 }
 
@@ -194,6 +198,8 @@ Status serve(const ServeFlags& f) {
     so.keepalive_time = ms(f.keepalive_time_seconds);
     so.keepalive_timeout = ms(f.keepalive_timeout_seconds);
     so.max_connection_idle = ms(f.max_connection_idle_seconds);
+    so.stream_buffer_bytes = f.stream_buffer_bytes;
+    so.total_stream_buffer_bytes = f.total_stream_buffer_bytes;
     std::string line;
     for (const auto& [k, v] : so.config) line += (line.empty() ? "" : " ") + k + "=" + v;
     logger.info("config: {}", line);
@@ -288,6 +294,13 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
     opt("--max-connection-idle-seconds", f->max_connection_idle_seconds,
         "close a connection that has had no call for this long", "MOESERVE_MAX_CONNECTION_IDLE_SECONDS")
         ->check(CLI::Range(1.0, 86400.0 * 30));
+    opt("--stream-buffer-bytes", f->stream_buffer_bytes,
+        "output one stream may hold for a client that does not read; beyond: the request ends RESOURCE_EXHAUSTED",
+        "MOESERVE_STREAM_BUFFER_BYTES")
+        ->check(CLI::Range(int64_t{1024}, int64_t{1} << 40));
+    opt("--total-stream-buffer-bytes", f->total_stream_buffer_bytes,
+        "output all streams together may hold unsent (>= --stream-buffer-bytes)", "MOESERVE_TOTAL_STREAM_BUFFER_BYTES")
+        ->check(CLI::Range(int64_t{1024}, int64_t{1} << 40));
     cmd->callback([f, &exit_code] {
         Status s = serve(*f);
         if (!s.ok()) {

@@ -35,15 +35,44 @@ class GenerateReactor;
 
 // State shared between the reactor (gRPC threads) and the sink (engine thread).
 struct StreamState {
+    explicit StreamState(Server::Core* c) : core(c) {}
+    Server::Core* core;
     std::mutex mu;
     GenerateReactor* reactor = nullptr;  // valid while !finished
+    // Messages not yet handed to gRPC, and their sizes: the bytes this stream holds for a client
+    // that reads slower than it generates (bounded by stream_buffer_bytes; all streams together
+    // by total_stream_buffer_bytes, counted in Core::buffered_bytes).
     std::deque<v1::GenerateResponse> queue;
+    std::deque<int64_t> queue_sizes;
+    int64_t queued_bytes = 0;
     bool writing = false;  // a write is in flight (ownership of the reactor's ops)
     bool current_is_final = false;
     bool final_queued = false;
     bool cancelled = false;
     bool finished = false;                   // Finish called (or about to be, by the owner)
     std::optional<grpc::Status> end_status;  // finish with this once the queue is written
+    bool overflowed = false;                 // ended for not reading: later events are dropped
+
+    void push(v1::GenerateResponse&& msg, int64_t size) {
+        queue.push_back(std::move(msg));
+        queue_sizes.push_back(size);
+        queued_bytes += size;
+        core->buffered_bytes.fetch_add(size);
+    }
+    v1::GenerateResponse pop() {
+        v1::GenerateResponse msg = std::move(queue.front());
+        queue.pop_front();
+        queued_bytes -= queue_sizes.front();
+        core->buffered_bytes.fetch_sub(queue_sizes.front());
+        queue_sizes.pop_front();
+        return msg;
+    }
+    void drop_queue() {
+        core->buffered_bytes.fetch_sub(queued_bytes);
+        queued_bytes = 0;
+        queue.clear();
+        queue_sizes.clear();
+    }
 };
 
 class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
@@ -57,14 +86,41 @@ public:
     static void enqueue(StreamState& state, v1::GenerateResponse&& msg, bool is_final,
                         std::optional<grpc::Status> then = std::nullopt) {
         std::unique_lock<std::mutex> lock(state.mu);
-        if (state.finished || state.reactor == nullptr) return;
+        if (state.finished || state.reactor == nullptr || state.overflowed) return;
+        const int64_t size = static_cast<int64_t>(msg.ByteSizeLong());
+        const ServerOptions& o = state.core->options;
+        // Defect I (#18): a client that does not read must not make the server buffer its whole
+        // output. Past the stream's (or all streams') budget, the request is cancelled, its
+        // buffered output dropped, and the call ends RESOURCE_EXHAUSTED once the write in flight
+        // (if any) completes. A final is never refused: it is small and ends the stream anyway.
+        if (!is_final && (state.queued_bytes + size > o.stream_buffer_bytes ||
+                          state.core->buffered_bytes.load() + size > o.total_stream_buffer_bytes)) {
+            const bool own = state.queued_bytes + size > o.stream_buffer_bytes;
+            state.overflowed = true;
+            state.end_status = grpc::Status(
+                grpc::StatusCode::RESOURCE_EXHAUSTED,
+                own ? "the client is not reading its stream: " + std::to_string(state.queued_bytes + size) +
+                          " bytes of output waiting, the per-stream budget is " +
+                          std::to_string(o.stream_buffer_bytes) + " bytes (--stream-buffer-bytes)"
+                    : "the server's output buffers are full (" + std::to_string(o.total_stream_buffer_bytes) +
+                          " bytes, --total-stream-buffer-bytes): this stream is not being read fast enough");
+            state.drop_queue();
+            state.core->engine->cancel(state.reactor->request_id(), state.reactor->id_namespace());
+            logger().warn("request {}: {}", log_field(state.reactor->request_id()), state.end_status->error_message());
+            if (state.writing) return;  // OnWriteDone finishes: the queue is empty
+            state.reactor->finish_locked(lock, *state.end_status);
+            return;
+        }
         if (is_final) state.final_queued = true;
         if (then) state.end_status = std::move(then);
         // A slow reader gets fewer, larger deltas rather than an ever longer queue.
         if (!is_final && !state.queue.empty() && state.queue.back().has_delta()) {
             merge_delta(state.queue.back().mutable_delta(), msg.mutable_delta());
+            state.queue_sizes.back() += size;
+            state.queued_bytes += size;
+            state.core->buffered_bytes.fetch_add(size);
         } else {
-            state.queue.push_back(std::move(msg));
+            state.push(std::move(msg), size);
         }
         if (state.writing) return;
         // Taking ownership under the lock keeps the reactor alive: only the owner finishes it.
@@ -114,7 +170,7 @@ public:
         {
             std::lock_guard<std::mutex> lock(state_->mu);
             state_->reactor = nullptr;
-            state_->queue.clear();
+            state_->drop_queue();
         }
         delete this;
     }
@@ -127,8 +183,7 @@ public:
 
     // Holds ownership (writing == true); pops the next message and writes it outside the lock.
     void start_next_locked(std::unique_lock<std::mutex>& lock) {
-        v1::GenerateResponse next = std::move(state_->queue.front());
-        state_->queue.pop_front();
+        v1::GenerateResponse next = state_->pop();
         state_->current_is_final = next.has_final();
         lock.unlock();
         current_.Clear();
@@ -146,10 +201,13 @@ public:
         if (state_->finished) return;
         state_->finished = true;
         state_->writing = true;  // nobody else may start a write after Finish
-        state_->queue.clear();
+        state_->drop_queue();
         lock.unlock();
         Finish(status);
     }
+
+    const std::string& request_id() const { return request_id_; }
+    const std::string& id_namespace() const { return ns_; }
 
 private:
     Server::Core* core_;
@@ -239,7 +297,7 @@ public:
         const std::string id = params.request_id;
         const std::string ns = params.id_namespace;
 
-        auto state = std::make_shared<StreamState>();
+        auto state = std::make_shared<StreamState>(core_);
         auto* reactor = new GenerateReactor(core_, state, id, ns);
         state->reactor = reactor;
         core_->add_active(id, ns);

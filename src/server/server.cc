@@ -82,6 +82,10 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
         return invalid_argument("port must be in [0, 65535], got " + std::to_string(options.port));
     if (options.max_message_bytes < 1024)
         return invalid_argument("max_message_bytes must be >= 1024, got " + std::to_string(options.max_message_bytes));
+    if (options.stream_buffer_bytes < 1024 || options.total_stream_buffer_bytes < options.stream_buffer_bytes)
+        return invalid_argument("stream_buffer_bytes must be >= 1024 and <= total_stream_buffer_bytes, got " +
+                                std::to_string(options.stream_buffer_bytes) + " and " +
+                                std::to_string(options.total_stream_buffer_bytes));
     MOE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, make_credentials(options));
     std::unique_ptr<Server> server(new Server());
     Core& core = *server->core_;

@@ -29,6 +29,12 @@ struct ServerOptions {
     std::map<std::string, std::string> config;  // effective flags, for GetServerInfo
     int max_message_bytes = 16 << 20;           // gRPC receive limit (a long text prompt)
 
+    // Output a stream may hold for a client that does not read (beyond the message being
+    // written), and all streams together: past either, the request is cancelled and its call
+    // ends RESOURCE_EXHAUSTED. Server memory for unread output is bounded by the total.
+    int64_t stream_buffer_bytes = 4 << 20;
+    int64_t total_stream_buffer_bytes = int64_t{256} << 20;
+
     // ---- security (see src/server/auth.h for who may call what)
     // PEM files. Both cert and key: TLS. With client_ca too: mTLS, every client must present a
     // certificate signed by it. None: plaintext (a warning is logged for a non-loopback host).

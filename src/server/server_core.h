@@ -30,6 +30,7 @@ struct Server::Core {
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     std::atomic<bool> draining{false};
     std::atomic<bool> engine_failed{false};  // latched by the health monitor
+    std::atomic<int64_t> buffered_bytes{0};  // output queued for all streams, not yet given to gRPC
 
     // The health monitor: polls the engine's health and turns readiness NOT_SERVING for good
     // when it fails.
