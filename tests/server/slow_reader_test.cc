@@ -57,6 +57,48 @@ TEST(ServerSlowReader, AClientThatDoesNotReadIsEndedResourceExhausted) {
     EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
 }
 
+TEST(ServerSlowReader, AllStreamsTogetherAreBoundedByTheTotalBudget) {
+    ServerOptions so;
+    so.stream_buffer_bytes = 64 << 10;
+    so.total_stream_buffer_bytes = 72 << 10;  // two unread streams pass it before either passes its own
+    auto h = Harness::start("", {}, so);
+    ASSERT_NE(h, nullptr);
+    const int64_t n = h->model_info().max_model_len() - 4;
+    v1::GenerateRequest req = greedy_ids({1, 2, 3, 4}, static_cast<int>(n));
+    req.mutable_output()->set_logprobs(20);
+    struct Client {
+        std::unique_ptr<v1::Inference::Stub> stub;
+        grpc::ClientContext ctx;
+        std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
+    };
+    Client clients[2];
+    for (Client& c : clients) {
+        c.stub = v1::Inference::NewStub(small_window_channel(h->server->address()));
+        c.ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
+        c.reader = c.stub->Generate(&c.ctx, req);
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+    v1::Load l;
+    bool started = false;
+    do {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        l = h->load();
+        started |= l.num_pending() > 0;
+    } while ((!started || l.num_pending() > 0) && std::chrono::steady_clock::now() < until);
+    EXPECT_EQ(l.num_pending(), 0);
+    int total_budget_hits = 0;
+    for (Client& c : clients) {
+        v1::GenerateResponse msg;
+        while (c.reader->Read(&msg)) {
+        }
+        const grpc::Status s = c.reader->Finish();
+        EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+        total_budget_hits += s.error_message().find("--total-stream-buffer-bytes") != std::string::npos;
+    }
+    EXPECT_GE(total_budget_hits, 1);
+    EXPECT_TRUE(h->wait_kv_idle(std::chrono::seconds(10)));
+}
+
 TEST(ServerSlowReader, BadBufferOptionsAreRefused) {
     auto backend = make_cpu_backend({.num_threads = 1});
     auto demo = make_demo_model(*backend);
