@@ -113,6 +113,7 @@ private:
         out->set_num_steps(l.steps);
         out->set_num_generated_tokens(l.generated_tokens);
         out->set_draining(l.draining || core_->draining.load());
+        out->set_failed(l.failed || core_->engine_failed.load());
         return grpc::Status::OK;
     }
 

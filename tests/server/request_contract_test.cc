@@ -79,13 +79,15 @@ TEST(ServerRequestContract, ReadinessTurnsNotServingWhenTheEngineFails) {
     auto h = Harness::start("", {}, so);
     ASSERT_NE(h, nullptr);
     EXPECT_EQ(health_status(*h->channel, "moe.v1.Inference"), 1);
+    EXPECT_FALSE(h->load().failed());
     healthy->store(false);
     int ready = 1;
     for (int i = 0; i < 500 && ready == 1; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
         ready = health_status(*h->channel, "moe.v1.Inference");
     }
-    EXPECT_EQ(ready, 2);                           // readiness: NOT_SERVING
+    EXPECT_EQ(ready, 2);  // readiness: NOT_SERVING
+    EXPECT_TRUE(h->load().failed());
     EXPECT_EQ(health_status(*h->channel, ""), 1);  // liveness: the process still answers
     const StreamResult r = collect(*h->inference, greedy_ids({1, 2}, 1), std::chrono::seconds(10));
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
