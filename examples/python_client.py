@@ -36,7 +36,7 @@ def load_stubs(proto_root=PROTO_ROOT):
 
 
 def build_request(pb2, args):
-    req = pb2.GenerateRequest(request_id=args.request_id or "")
+    req = pb2.GenerateRequest(request_id=(args.request_id or "").encode())  # bytes on the wire (UTF-8)
     if args.prompt is not None:
         req.text = args.prompt.encode("utf-8")  # `bytes` on the wire: the server checks the UTF-8
     else:
@@ -51,7 +51,7 @@ def build_request(pb2, args):
         req.sampling.top_k = args.top_k
     if args.seed is not None:
         req.sampling.seed = args.seed
-    req.stopping.stop.extend(args.stop or [])
+    req.stopping.stop.extend(s.encode() for s in (args.stop or []))
     if args.ignore_eos:
         req.stopping.ignore_eos = True
     return req

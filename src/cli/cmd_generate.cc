@@ -28,6 +28,10 @@ struct GenerateFlags {
     int logprobs = 0;
     double timeout_seconds = 0;
     bool json = false;
+    std::string tls_ca;
+    std::string tls_cert;
+    std::string tls_key;
+    std::string admin_token;
 };
 
 const char* finish_name(v1::FinishReason r) {
@@ -40,6 +44,8 @@ const char* finish_name(v1::FinishReason r) {
             return "cancelled";
         case v1::FINISH_REASON_ERROR:
             return "error";
+        case v1::FINISH_REASON_DEADLINE:
+            return "deadline";
         default:
             return "unspecified";
     }
@@ -114,8 +120,15 @@ int generate(const GenerateFlags& f, const CLI::App& cmd) {
     if (f.ignore_eos) req.mutable_stopping()->set_ignore_eos(true);
     if (cmd.count("--logprobs")) req.mutable_output()->set_logprobs(f.logprobs);
 
-    auto stub = v1::Inference::NewStub(make_channel(f.server));
+    StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        make_channel(f.server, {.tls_ca = f.tls_ca, .tls_cert = f.tls_cert, .tls_key = f.tls_key});
+    if (!channel.ok()) {
+        std::fprintf(stderr, "moeserve generate: %s\n", channel.status().message().c_str());
+        return 2;
+    }
+    auto stub = v1::Inference::NewStub(*channel);
     grpc::ClientContext ctx;
+    add_admin_token(ctx, f.admin_token);
     if (f.timeout_seconds > 0)
         ctx.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::microseconds(static_cast<int64_t>(f.timeout_seconds * 1e6)));
@@ -188,6 +201,12 @@ const Registrar kRegistrar("generate", [](CLI::App& app, int& exit_code) {
     cmd->add_option("--logprobs", f->logprobs, "top-n alternatives per token (0..20)");
     cmd->add_option("--timeout", f->timeout_seconds, "deadline in seconds (0: none)")->envname("MOESERVE_TIMEOUT");
     cmd->add_flag("--json", f->json, "one JSON line per event instead of text");
+    cmd->add_option("--tls-ca", f->tls_ca, "PEM CA bundle: connect over TLS, trusting it")->envname("MOESERVE_TLS_CA");
+    cmd->add_option("--tls-cert", f->tls_cert, "PEM client certificate (mTLS; with --tls-key)")
+        ->envname("MOESERVE_TLS_CLIENT_CERT");
+    cmd->add_option("--tls-key", f->tls_key, "PEM client key for --tls-cert")->envname("MOESERVE_TLS_CLIENT_KEY");
+    cmd->add_option("--admin-token", f->admin_token, "sent as 'authorization: Bearer <token>'")
+        ->envname("MOESERVE_ADMIN_TOKEN");
     cmd->callback([f, cmd, &exit_code] { exit_code = generate(*f, *cmd); });
 });
 

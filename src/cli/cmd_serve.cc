@@ -47,6 +47,17 @@ struct ServeFlags {
     int64_t max_pending = 1024;
     bool no_prefix_caching = false;
     double drain_grace_seconds = 30;
+    std::string tls_cert;
+    std::string tls_key;
+    std::string tls_client_ca;
+    std::string admin_token;
+    int64_t max_message_bytes = 16 << 20;
+    int64_t max_prompt_bytes = 1 << 20;
+    double keepalive_time_seconds = 120;
+    double keepalive_timeout_seconds = 20;
+    double max_connection_idle_seconds = 300;
+    int64_t stream_buffer_bytes = 4 << 20;
+    int64_t total_stream_buffer_bytes = int64_t{256} << 20;
 };
 
 int g_signal_pipe[2] = {-1, -1};
@@ -108,6 +119,18 @@ std::map<std::string, std::string> effective_config(const ServeFlags& f, const E
         {"max_pending", std::to_string(eo.max_pending)},
         {"prefix_caching", b(eo.prefix_caching)},
         {"drain_grace_seconds", std::to_string(f.drain_grace_seconds)},
+        {"tls_cert", f.tls_cert},
+        {"tls_key", f.tls_key},
+        {"tls_client_ca", f.tls_client_ca},
+        // NOTE: never the token itself (this map is logged and served by GetServerInfo).
+        {"admin_token", f.admin_token.empty() ? "(none: loopback peers are admin)" : "(set)"},
+        {"max_message_bytes", std::to_string(f.max_message_bytes)},
+        {"max_prompt_bytes", std::to_string(f.max_prompt_bytes)},
+        {"keepalive_time_seconds", std::to_string(f.keepalive_time_seconds)},
+        {"keepalive_timeout_seconds", std::to_string(f.keepalive_timeout_seconds)},
+        {"max_connection_idle_seconds", std::to_string(f.max_connection_idle_seconds)},
+        {"stream_buffer_bytes", std::to_string(f.stream_buffer_bytes)},
+        {"total_stream_buffer_bytes", std::to_string(f.total_stream_buffer_bytes)},
     };
 }
 
@@ -157,6 +180,7 @@ Status serve(const ServeFlags& f) {
     eo.scheduler.max_batched_tokens = f.max_batched_tokens;
     eo.scheduler.max_seqs = f.max_seqs;
     eo.scheduler.max_model_len = f.max_model_len;
+    eo.limits.max_prompt_text_bytes = static_cast<size_t>(f.max_prompt_bytes);
 
     server::ServerOptions so;
     so.host = f.host;
@@ -166,6 +190,17 @@ Status serve(const ServeFlags& f) {
     so.backend = backend->name();
     so.threads = backend->num_threads();
     so.config = effective_config(f, eo);
+    so.tls_cert_file = f.tls_cert;
+    so.tls_key_file = f.tls_key;
+    so.tls_client_ca_file = f.tls_client_ca;
+    so.admin_token = f.admin_token;
+    so.max_message_bytes = static_cast<int>(f.max_message_bytes);
+    auto ms = [](double seconds) { return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)); };
+    so.keepalive_time = ms(f.keepalive_time_seconds);
+    so.keepalive_timeout = ms(f.keepalive_timeout_seconds);
+    so.max_connection_idle = ms(f.max_connection_idle_seconds);
+    so.stream_buffer_bytes = f.stream_buffer_bytes;
+    so.total_stream_buffer_bytes = f.total_stream_buffer_bytes;
     std::string line;
     for (const auto& [k, v] : so.config) line += (line.empty() ? "" : " ") + k + "=" + v;
     logger.info("config: {}", line);
@@ -236,6 +271,37 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
         "on SIGTERM/SIGINT, how long in-flight requests may run before they are cancelled",
         "MOESERVE_DRAIN_GRACE_SECONDS")
         ->check(CLI::NonNegativeNumber);
+    opt("--tls-cert", f->tls_cert, "PEM certificate chain: serve over TLS (with --tls-key)", "MOESERVE_TLS_CERT");
+    opt("--tls-key", f->tls_key, "PEM private key for --tls-cert", "MOESERVE_TLS_KEY");
+    opt("--tls-client-ca", f->tls_client_ca, "PEM CA bundle: require client certificates signed by it (mTLS)",
+        "MOESERVE_TLS_CLIENT_CA");
+    // NOTE: prefer MOESERVE_ADMIN_TOKEN to the flag: a flag shows in the process list.
+    cmd->add_option("--admin-token", f->admin_token,
+                    "admin credential, sent as metadata 'authorization: Bearer <token>'; needed for Control.Drain "
+                    "and aborting other clients' requests (empty: loopback peers are admin)")
+        ->envname("MOESERVE_ADMIN_TOKEN");
+    opt("--max-message-bytes", f->max_message_bytes, "largest request message accepted (bytes)",
+        "MOESERVE_MAX_MESSAGE_BYTES")
+        ->check(CLI::Range(int64_t{1024}, int64_t{1} << 30));
+    opt("--max-prompt-bytes", f->max_prompt_bytes, "longest text prompt accepted, checked before tokenizing (bytes)",
+        "MOESERVE_MAX_PROMPT_BYTES")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+    opt("--keepalive-time-seconds", f->keepalive_time_seconds, "ping a connection after this long without traffic",
+        "MOESERVE_KEEPALIVE_TIME_SECONDS")
+        ->check(CLI::Range(1.0, 86400.0));
+    opt("--keepalive-timeout-seconds", f->keepalive_timeout_seconds, "close a connection whose ping goes unanswered",
+        "MOESERVE_KEEPALIVE_TIMEOUT_SECONDS")
+        ->check(CLI::Range(1.0, 3600.0));
+    opt("--max-connection-idle-seconds", f->max_connection_idle_seconds,
+        "close a connection that has had no call for this long", "MOESERVE_MAX_CONNECTION_IDLE_SECONDS")
+        ->check(CLI::Range(1.0, 86400.0 * 30));
+    opt("--stream-buffer-bytes", f->stream_buffer_bytes,
+        "output one stream may hold for a client that does not read; beyond: the request ends RESOURCE_EXHAUSTED",
+        "MOESERVE_STREAM_BUFFER_BYTES")
+        ->check(CLI::Range(int64_t{1024}, int64_t{1} << 40));
+    opt("--total-stream-buffer-bytes", f->total_stream_buffer_bytes,
+        "output all streams together may hold unsent (>= --stream-buffer-bytes)", "MOESERVE_TOTAL_STREAM_BUFFER_BYTES")
+        ->check(CLI::Range(int64_t{1024}, int64_t{1} << 40));
     cmd->callback([f, &exit_code] {
         Status s = serve(*f);
         if (!s.ok()) {

@@ -3,15 +3,48 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 namespace moe::cli {
 
-std::shared_ptr<grpc::Channel> make_channel(const std::string& address) {
+namespace {
+
+StatusOr<std::string> read_file(const std::string& path, const char* flag) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return invalid_argument(std::string(flag) + ": cannot read " + path);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const std::string& address, const ChannelSecurity& security) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
     args.SetMaxSendMessageSize(64 << 20);
-    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    if (security.tls_ca.empty() && security.tls_cert.empty())
+        return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    if (security.tls_cert.empty() != security.tls_key.empty())
+        return invalid_argument("--tls-cert and --tls-key must be given together");
+    grpc::SslCredentialsOptions ssl;
+    if (!security.tls_ca.empty()) {
+        MOE_ASSIGN_OR_RETURN(ssl.pem_root_certs, read_file(security.tls_ca, "--tls-ca"));
+    }
+    if (!security.tls_cert.empty()) {
+        MOE_ASSIGN_OR_RETURN(ssl.pem_cert_chain, read_file(security.tls_cert, "--tls-cert"));
+        MOE_ASSIGN_OR_RETURN(ssl.pem_private_key, read_file(security.tls_key, "--tls-key"));
+    }
+    return grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl), args);
+}
+
+std::shared_ptr<grpc::Channel> make_channel(const std::string& address) {
+    return make_channel(address, ChannelSecurity{}).value();
+}
+
+void add_admin_token(grpc::ClientContext& ctx, const std::string& token) {
+    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
 }
 
 std::string grpc_status_string(const grpc::Status& status) {

@@ -22,11 +22,17 @@ double seconds(Clock::duration d) {
     return std::chrono::duration<double>(d).count();
 }
 
+// The key of a request in live_ids / seq_of / cancels: the namespace, length-prefixed so that
+// no (namespace, id) pair can spell another's key.
+std::string request_key(const std::string& id_namespace, const std::string& request_id) {
+    return std::to_string(id_namespace.size()) + ":" + id_namespace + request_id;
+}
+
 }  // namespace
 
 // One request the engine thread is working on.
 struct Active {
-    std::string request_id;
+    std::string request_id;  // the namespaced key (request_key), not the id the submitter sees
     SeqId seq = 0;
     GenerateParams params;
     std::shared_ptr<RequestSink> sink;
@@ -57,7 +63,6 @@ struct Engine::Impl {
     std::unordered_set<std::string> live_ids;  // submitted, final not yet sent
     bool stopping = false;
     bool draining = false;
-    uint64_t next_auto_id = 0;
     EngineLoad snapshot;  // refreshed by the engine thread after every step
 
     std::atomic<int64_t> num_preemptions{0};
@@ -114,6 +119,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer>
     if (options.kv_block_size < 1 || options.kv_block_size > 1024)
         return invalid_argument("kv_block_size must be in [1, 1024], got " + std::to_string(options.kv_block_size));
     if (options.max_pending < 1) return invalid_argument("max_pending must be >= 1");
+    if (options.limits.max_request_id_bytes < kAssignedRequestIdBytes)
+        return invalid_argument("limits.max_request_id_bytes must be >= " + std::to_string(kAssignedRequestIdBytes) +
+                                " (an assigned id's length), got " +
+                                std::to_string(options.limits.max_request_id_bytes));
     int64_t max_len = c.max_position_embeddings > 0 ? c.max_position_embeddings : 4096;
     if (options.scheduler.max_model_len > 0) max_len = std::min(max_len, options.scheduler.max_model_len);
     impl->max_model_len = max_len;
@@ -201,7 +210,17 @@ void Engine::stop() {
 StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSink> sink) {
     Impl& m = *impl_;
     const ModelConfig& c = m.model->config();
+    const RequestLimits& lim = m.options.limits;
     if (!sink) return invalid_argument("submit: no sink");
+    if (p.request_id.size() > lim.max_request_id_bytes)
+        return invalid_argument("request_id is " + std::to_string(p.request_id.size()) + " bytes, the limit is " +
+                                std::to_string(lim.max_request_id_bytes));
+    if (p.id_namespace.size() > lim.max_id_namespace_bytes)
+        return invalid_argument("id_namespace is " + std::to_string(p.id_namespace.size()) + " bytes, the limit is " +
+                                std::to_string(lim.max_id_namespace_bytes));
+    if (p.cache_salt.size() > lim.max_cache_salt_bytes)
+        return invalid_argument("cache_salt is " + std::to_string(p.cache_salt.size()) + " bytes, the limit is " +
+                                std::to_string(lim.max_cache_salt_bytes));
     if (p.prompt_ids.empty()) return invalid_argument("prompt: empty (at least 1 token is needed)");
     for (size_t i = 0; i < p.prompt_ids.size(); ++i)
         if (p.prompt_ids[i] < 0 || p.prompt_ids[i] >= c.vocab_size)
@@ -213,6 +232,9 @@ StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSi
         return invalid_argument("prompt: " + std::to_string(n_prompt) + " tokens, the context length is " +
                                 std::to_string(m.max_model_len) + " (prompt + max_tokens must fit)");
     MOE_RETURN_IF_ERROR(validate(p.sampling));
+    if (p.sampling.logprobs > lim.max_logprobs)
+        return invalid_argument("logprobs must be in [0, " + std::to_string(lim.max_logprobs) + "], got " +
+                                std::to_string(p.sampling.logprobs));
     MOE_RETURN_IF_ERROR(validate(p.stopping, m.max_model_len));
     if (n_prompt + p.stopping.max_tokens > m.max_model_len)
         return invalid_argument("max_tokens: prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
@@ -222,10 +244,12 @@ StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSi
     if (need_blocks > m.kv->num_total_blocks())
         return invalid_argument("prompt + max_tokens needs " + std::to_string(need_blocks) +
                                 " KV blocks, the whole cache holds " + std::to_string(m.kv->num_total_blocks()));
-    if (p.stream_interval < 1 || p.stream_interval > 1024)
-        return invalid_argument("stream_interval must be in [1, 1024], got " + std::to_string(p.stream_interval));
-    if (p.request_id.size() > 256) return invalid_argument("request_id: longer than 256 bytes");
-    if (p.cache_salt.size() > 1024) return invalid_argument("cache_salt: longer than 1024 bytes");
+    if (p.stream_interval < 1 || p.stream_interval > lim.max_stream_interval)
+        return invalid_argument("stream_interval must be in [1, " + std::to_string(lim.max_stream_interval) +
+                                "], got " + std::to_string(p.stream_interval));
+    if (p.request_id.empty()) {
+        MOE_ASSIGN_OR_RETURN(p.request_id, new_request_id());
+    }
     // EOS ids: the model's (config.json + generation_config.json), else the tokenizer's.
     p.stopping.eos_token_ids.assign(c.eos_token_ids.begin(), c.eos_token_ids.end());
     if (p.stopping.eos_token_ids.empty() && m.tokenizer && m.tokenizer->eos_id())
@@ -234,17 +258,19 @@ StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSi
     auto a = std::make_unique<Active>();
     a->submitted = Clock::now();
     a->sink = std::move(sink);
-    std::string id;
+    const std::string id = p.request_id;
+    const std::string key = request_key(p.id_namespace, p.request_id);
     {
         std::lock_guard<std::mutex> lock(m.mu);
+        if (m.failed.load()) return unavailable("the engine has failed: not accepting requests");
         if (m.draining || m.stopping) return unavailable("server is draining: not accepting new requests");
         if (static_cast<int64_t>(m.live_ids.size()) >= m.options.max_pending)
             return resource_exhausted("queue full: " + std::to_string(m.live_ids.size()) +
                                       " requests pending (max_pending " + std::to_string(m.options.max_pending) + ")");
-        id = p.request_id.empty() ? "req-" + std::to_string(m.next_auto_id++) : p.request_id;
-        if (m.live_ids.count(id)) return invalid_argument("request_id \"" + id + "\" is already in use");
-        m.live_ids.insert(id);
-        a->request_id = id;
+        // NOTE: the id is not echoed: the message goes back to the client, and may be logged.
+        if (m.live_ids.count(key)) return invalid_argument("request_id is already in use by a pending request");
+        m.live_ids.insert(key);
+        a->request_id = key;
         a->params = std::move(p);
         m.inbox.push_back(std::move(a));
     }
@@ -252,11 +278,12 @@ StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSi
     return id;
 }
 
-bool Engine::cancel(const std::string& request_id) {
+bool Engine::cancel(const std::string& request_id, const std::string& id_namespace) {
+    const std::string key = request_key(id_namespace, request_id);
     {
         std::lock_guard<std::mutex> lock(impl_->mu);
-        if (!impl_->live_ids.count(request_id)) return false;
-        impl_->cancels.push_back(request_id);
+        if (!impl_->live_ids.count(key)) return false;
+        impl_->cancels.push_back(key);
     }
     impl_->cv.notify_all();
     return true;
@@ -501,7 +528,7 @@ void Engine::Impl::serve() {
         for (auto& [seq, a] : active)
             if (a->params.deadline && *a->params.deadline <= now) expired.push_back(seq);
         for (SeqId s : expired)
-            finalize(s, FinishReason::kCancelled, Status(StatusCode::kDeadlineExceeded, "deadline exceeded"));
+            finalize(s, FinishReason::kDeadline, Status(StatusCode::kDeadlineExceeded, "deadline exceeded"));
         // NOTE: work that cannot be scheduled now (should not happen: running sequences always
         // progress) must not spin the core.
         if (scheduler->has_work() && !step()) std::this_thread::sleep_for(std::chrono::milliseconds(1));

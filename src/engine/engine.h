@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "engine/executor.h"
+#include "engine/request_limits.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/stop_checker.h"
@@ -43,10 +44,16 @@ struct EngineOptions {
     bool prefix_caching = true;
     DType kv_dtype = DType::kF32;  // f32 or bf16; kv_cache_dtype_from_name resolves a flag
     int64_t max_pending = 1024;    // submitted but not finished; beyond: RESOURCE_EXHAUSTED
+    RequestLimits limits;          // what submit() accepts; the server validates against the same
 };
 
 struct GenerateParams {
-    std::string request_id;           // empty: the engine assigns one ("req-<n>")
+    // Empty: the engine assigns one with new_request_id(). At most limits.max_request_id_bytes.
+    std::string request_id;
+    // Ids are unique per namespace: two submitters with different namespaces may use the same
+    // request_id without colliding, and cancel() reaches only the namespace it is given. The
+    // server puts a tag of the caller's credential here; in-process callers may leave it empty.
+    std::string id_namespace;
     std::vector<int32_t> prompt_ids;  // already tokenized
     SamplingParams sampling;
     StopCriteria stopping;  // eos_token_ids is filled in by the engine from the model
@@ -125,16 +132,20 @@ public:
     // Stops the engine thread; requests still pending end with kCancelled.
     void stop();
 
-    // Validates and enqueues. INVALID_ARGUMENT naming the field and the limit (prompt empty or
-    // too long, max_tokens beyond the context, token id outside the vocabulary, sampling or stop
-    // parameters out of range); RESOURCE_EXHAUSTED when max_pending requests are pending;
-    // UNAVAILABLE while draining. On OK the sink will get exactly one on_final.
-    // Returns the request id (assigned when params.request_id is empty).
+    // Validates against options().limits and enqueues. INVALID_ARGUMENT naming the field and the
+    // limit (prompt empty or too long, max_tokens beyond the context, token id outside the
+    // vocabulary, sampling or stop parameters out of range, request_id / cache_salt too long,
+    // request_id already pending in the same namespace); RESOURCE_EXHAUSTED when max_pending
+    // requests are pending; UNAVAILABLE while draining. On OK the sink will get exactly one
+    // on_final. Returns the request id (assigned when params.request_id is empty).
+    //
+    // A request whose params.deadline passes ends at the next step boundary with
+    // FinishReason::kDeadline (FinalEvent::error is DEADLINE_EXCEEDED), freeing its KV blocks.
     StatusOr<std::string> submit(GenerateParams params, std::shared_ptr<RequestSink> sink);
 
     // Ends a request with kCancelled at the next step boundary, freeing its KV blocks. False if
-    // no pending request has that id.
-    bool cancel(const std::string& request_id);
+    // no pending request has that id in that namespace.
+    bool cancel(const std::string& request_id, const std::string& id_namespace = {});
 
     // Stops admitting (submit -> UNAVAILABLE); pending requests continue.
     void drain();

@@ -16,6 +16,8 @@ const char* finish_reason_name(FinishReason reason) {
             return "cancelled";
         case FinishReason::kError:
             return "error";
+        case FinishReason::kDeadline:
+            return "deadline";
     }
     return "?";
 }

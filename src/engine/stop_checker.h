@@ -40,7 +40,8 @@ struct StopCriteria {
 // INVALID_ARGUMENT naming the field and the limit.
 Status validate(const StopCriteria& criteria, int64_t max_model_len);
 
-enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
+// kDeadline: GenerateParams::deadline passed before the request finished.
+enum class FinishReason { kNone, kStop, kLength, kCancelled, kError, kDeadline };
 const char* finish_reason_name(FinishReason reason);
 
 struct StopUpdate {

@@ -8,6 +8,8 @@
 #include <deque>
 
 #include "core/logging.h"
+#include "server/auth.h"
+#include "server/log_field.h"
 #include "server/server_core.h"
 #include "server/status_map.h"
 
@@ -33,33 +35,92 @@ class GenerateReactor;
 
 // State shared between the reactor (gRPC threads) and the sink (engine thread).
 struct StreamState {
+    explicit StreamState(Server::Core* c) : core(c) {}
+    Server::Core* core;
     std::mutex mu;
     GenerateReactor* reactor = nullptr;  // valid while !finished
+    // Messages not yet handed to gRPC, and their sizes: the bytes this stream holds for a client
+    // that reads slower than it generates (bounded by stream_buffer_bytes; all streams together
+    // by total_stream_buffer_bytes, counted in Core::buffered_bytes).
     std::deque<v1::GenerateResponse> queue;
+    std::deque<int64_t> queue_sizes;
+    int64_t queued_bytes = 0;
     bool writing = false;  // a write is in flight (ownership of the reactor's ops)
     bool current_is_final = false;
     bool final_queued = false;
     bool cancelled = false;
     bool finished = false;                   // Finish called (or about to be, by the owner)
     std::optional<grpc::Status> end_status;  // finish with this once the queue is written
+    bool overflowed = false;                 // ended for not reading: later events are dropped
+
+    void push(v1::GenerateResponse&& msg, int64_t size) {
+        queue.push_back(std::move(msg));
+        queue_sizes.push_back(size);
+        queued_bytes += size;
+        core->buffered_bytes.fetch_add(size);
+    }
+    v1::GenerateResponse pop() {
+        v1::GenerateResponse msg = std::move(queue.front());
+        queue.pop_front();
+        queued_bytes -= queue_sizes.front();
+        core->buffered_bytes.fetch_sub(queue_sizes.front());
+        queue_sizes.pop_front();
+        return msg;
+    }
+    void drop_queue() {
+        core->buffered_bytes.fetch_sub(queued_bytes);
+        queued_bytes = 0;
+        queue.clear();
+        queue_sizes.clear();
+    }
 };
 
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 public:
-    GenerateReactor(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)) {}
+    GenerateReactor(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id, std::string ns)
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {}
 
     // Queues one message; starts a write if none is in flight. Any thread. Static because the
     // reactor may already be gone (the call was cancelled and finished): then it drops `msg`.
-    static void enqueue(StreamState& state, v1::GenerateResponse&& msg, bool is_final) {
+    // `then`: the status to finish with once this (final) message is written, instead of OK.
+    static void enqueue(StreamState& state, v1::GenerateResponse&& msg, bool is_final,
+                        std::optional<grpc::Status> then = std::nullopt) {
         std::unique_lock<std::mutex> lock(state.mu);
-        if (state.finished || state.reactor == nullptr) return;
+        if (state.finished || state.reactor == nullptr || state.overflowed) return;
+        const int64_t size = static_cast<int64_t>(msg.ByteSizeLong());
+        const ServerOptions& o = state.core->options;
+        // Defect I (#18): a client that does not read must not make the server buffer its whole
+        // output. Past the stream's (or all streams') budget, the request is cancelled, its
+        // buffered output dropped, and the call ends RESOURCE_EXHAUSTED once the write in flight
+        // (if any) completes. A final is never refused: it is small and ends the stream anyway.
+        if (!is_final && (state.queued_bytes + size > o.stream_buffer_bytes ||
+                          state.core->buffered_bytes.load() + size > o.total_stream_buffer_bytes)) {
+            const bool own = state.queued_bytes + size > o.stream_buffer_bytes;
+            state.overflowed = true;
+            state.end_status = grpc::Status(
+                grpc::StatusCode::RESOURCE_EXHAUSTED,
+                own ? "the client is not reading its stream: " + std::to_string(state.queued_bytes + size) +
+                          " bytes of output waiting, the per-stream budget is " +
+                          std::to_string(o.stream_buffer_bytes) + " bytes (--stream-buffer-bytes)"
+                    : "the server's output buffers are full (" + std::to_string(o.total_stream_buffer_bytes) +
+                          " bytes, --total-stream-buffer-bytes): this stream is not being read fast enough");
+            state.drop_queue();
+            state.core->engine->cancel(state.reactor->request_id(), state.reactor->id_namespace());
+            logger().warn("request {}: {}", log_field(state.reactor->request_id()), state.end_status->error_message());
+            if (state.writing) return;  // OnWriteDone finishes: the queue is empty
+            state.reactor->finish_locked(lock, *state.end_status);
+            return;
+        }
         if (is_final) state.final_queued = true;
+        if (then) state.end_status = std::move(then);
         // A slow reader gets fewer, larger deltas rather than an ever longer queue.
         if (!is_final && !state.queue.empty() && state.queue.back().has_delta()) {
             merge_delta(state.queue.back().mutable_delta(), msg.mutable_delta());
+            state.queue_sizes.back() += size;
+            state.queued_bytes += size;
+            state.core->buffered_bytes.fetch_add(size);
         } else {
-            state.queue.push_back(std::move(msg));
+            state.push(std::move(msg), size);
         }
         if (state.writing) return;
         // Taking ownership under the lock keeps the reactor alive: only the owner finishes it.
@@ -83,7 +144,7 @@ public:
             return;
         }
         if (state_->current_is_final) {
-            finish_locked(lock, grpc::Status::OK);
+            finish_locked(lock, state_->end_status.value_or(grpc::Status::OK));
             return;
         }
         if (state_->queue.empty()) {
@@ -98,7 +159,7 @@ public:
     }
 
     void OnCancel() override {
-        core_->engine->cancel(request_id_);
+        core_->engine->cancel(request_id_, ns_);
         std::unique_lock<std::mutex> lock(state_->mu);
         state_->cancelled = true;
         if (!state_->writing && !state_->finished)
@@ -109,7 +170,7 @@ public:
         {
             std::lock_guard<std::mutex> lock(state_->mu);
             state_->reactor = nullptr;
-            state_->queue.clear();
+            state_->drop_queue();
         }
         delete this;
     }
@@ -122,10 +183,17 @@ public:
 
     // Holds ownership (writing == true); pops the next message and writes it outside the lock.
     void start_next_locked(std::unique_lock<std::mutex>& lock) {
-        current_ = std::move(state_->queue.front());
-        state_->queue.pop_front();
-        state_->current_is_final = current_.has_final();
+        v1::GenerateResponse next = state_->pop();
+        state_->current_is_final = next.has_final();
         lock.unlock();
+        current_.Clear();
+        const grpc::Status s = serialize_response(next, &current_);
+        if (!s.ok()) {
+            // Cannot happen for a message this server built; end the call rather than abort.
+            lock.lock();
+            finish_locked(lock, grpc::Status(grpc::StatusCode::INTERNAL, "could not serialize a response"));
+            return;
+        }
         StartWrite(&current_);
     }
 
@@ -133,24 +201,27 @@ public:
         if (state_->finished) return;
         state_->finished = true;
         state_->writing = true;  // nobody else may start a write after Finish
-        state_->queue.clear();
+        state_->drop_queue();
         lock.unlock();
         Finish(status);
     }
+
+    const std::string& request_id() const { return request_id_; }
+    const std::string& id_namespace() const { return ns_; }
 
 private:
     Server::Core* core_;
     std::shared_ptr<StreamState> state_;
     std::string request_id_;
-    v1::GenerateResponse current_;  // the message being written; touched only by the owner
+    std::string ns_;
+    grpc::ByteBuffer current_;  // the message being written; touched only by the owner
 };
 
 // The engine's side: called on the engine thread, never blocks.
 class StreamSink final : public RequestSink {
 public:
-    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id,
-               std::optional<std::chrono::steady_clock::time_point> deadline)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), deadline_(deadline) {}
+    StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id, std::string ns)
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {}
 
     void on_delta(DeltaEvent&& delta) override {
         v1::GenerateResponse msg;
@@ -160,23 +231,21 @@ public:
     }
 
     void on_final(FinalEvent&& final_event) override {
-        core_->remove_active(request_id_);
+        core_->remove_active(request_id_, ns_);
         if (final_event.reason == FinishReason::kError)
-            logger().warn("request {} failed: {}", request_id_, final_event.error.to_string());
-        // The engine cancels a request whose deadline passed; the client should then see the
-        // status its own timer would give, not a race between that timer and our final message.
-        if (final_event.reason == FinishReason::kCancelled && deadline_ &&
-            std::chrono::steady_clock::now() >= *deadline_) {
-            GenerateReactor::end_with(
-                *state_, grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                      "the deadline passed after " + std::to_string(final_event.completion_tokens) +
-                                          " generated tokens"));
-            return;
-        }
+            logger().warn("request {} failed: {}", log_field(request_id_), log_field(final_event.error.to_string()));
+        // The engine ends a request whose deadline passed with kDeadline; the call then ends
+        // with the status the client's own timer gives (DEADLINE_EXCEEDED), after the final
+        // (FINISH_REASON_DEADLINE, with usage) for a client that still reads.
+        std::optional<grpc::Status> then;
+        if (final_event.reason == FinishReason::kDeadline)
+            then = grpc::Status(
+                grpc::StatusCode::DEADLINE_EXCEEDED,
+                "the deadline passed after " + std::to_string(final_event.completion_tokens) + " generated tokens");
         v1::GenerateResponse msg;
         msg.set_request_id(request_id_);
         final_to_proto(std::move(final_event), msg.mutable_final());
-        deliver(std::move(msg), true);
+        GenerateReactor::enqueue(*state_, std::move(msg), true, std::move(then));
     }
 
 private:
@@ -187,44 +256,55 @@ private:
     Server::Core* core_;
     std::shared_ptr<StreamState> state_;
     std::string request_id_;
-    std::optional<std::chrono::steady_clock::time_point> deadline_;
+    std::string ns_;
 };
 
-class InferenceService final : public v1::Inference::CallbackService {
+class InferenceService final : public v1::Inference::WithRawCallbackMethod_Generate<v1::Inference::Service> {
 public:
     explicit InferenceService(Server::Core* core) : core_(core) {}
 
-    grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
-                                                             const v1::GenerateRequest* request) override {
+    grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* raw) override {
         auto reject = [](const grpc::Status& status) {
-            class Rejected final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+            class Rejected final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
             public:
                 explicit Rejected(const grpc::Status& s) { Finish(s); }
                 void OnDone() override { delete this; }
             };
             return new Rejected(status);
         };
+        v1::GenerateRequest parsed;
+        if (grpc::Status s = parse_request(*raw, &parsed); !s.ok()) return reject(s);
+        const v1::GenerateRequest* request = &parsed;
         if (core_->draining.load())
             return reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining"));
-        StatusOr<GenerateParams> params_or = build_generate_params(*request, core_->model, core_->options.limits);
+        if (core_->engine_failed.load())
+            return reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the engine has failed"));
+        StatusOr<GenerateParams> params_or = build_generate_params(*request, core_->model, core_->limits);
         if (!params_or.ok()) {
-            logger().debug("rejected request: {}", params_or.status().to_string());
+            logger().debug("rejected request: {}", log_field(params_or.status().to_string()));
             return reject(to_grpc_status(params_or.status()));
         }
         GenerateParams params = std::move(params_or).value();
-        if (params.request_id.empty()) params.request_id = "req-" + std::to_string(core_->next_request_id.fetch_add(1));
+        // The one id assigner (new_request_id), called here because the sink needs the id first.
+        if (params.request_id.empty()) {
+            StatusOr<std::string> id_or = new_request_id();
+            if (!id_or.ok()) return reject(to_grpc_status(id_or.status()));
+            params.request_id = std::move(id_or).value();
+        }
         params.deadline = engine_deadline(ctx);
+        params.id_namespace = identify_caller(*ctx, core_->options.admin_token).id_namespace;
         const std::string id = params.request_id;
-        const auto deadline = params.deadline;
+        const std::string ns = params.id_namespace;
 
-        auto state = std::make_shared<StreamState>();
-        auto* reactor = new GenerateReactor(core_, state, id);
+        auto state = std::make_shared<StreamState>(core_);
+        auto* reactor = new GenerateReactor(core_, state, id, ns);
         state->reactor = reactor;
-        core_->add_active(id);
+        core_->add_active(id, ns);
         StatusOr<std::string> submitted =
-            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id, deadline));
+            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id, ns));
         if (!submitted.ok()) {
-            core_->remove_active(id);
+            core_->remove_active(id, ns);
             {
                 std::lock_guard<std::mutex> lock(state->mu);
                 state->finished = true;
@@ -242,7 +322,7 @@ private:
 
 }  // namespace
 
-std::unique_ptr<v1::Inference::CallbackService> make_inference_service(Server::Core* core) {
+std::unique_ptr<grpc::Service> make_inference_service(Server::Core* core) {
     return std::make_unique<InferenceService>(core);
 }
 

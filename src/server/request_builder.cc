@@ -113,6 +113,8 @@ StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& reques
     if (request.request_id().size() > limits.max_request_id_bytes)
         return invalid_argument("request_id is " + str(static_cast<int64_t>(request.request_id().size())) +
                                 " bytes, the limit is " + str(static_cast<int64_t>(limits.max_request_id_bytes)));
+    if (const int64_t bad = first_invalid_utf8(request.request_id()); bad >= 0)
+        return invalid_argument("request_id: invalid UTF-8 at byte " + str(bad));
     params.request_id = request.request_id();
 
     // ---- the prompt
@@ -122,6 +124,10 @@ StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& reques
             if (model.tokenizer == nullptr)
                 return invalid_argument("text: the served model has no tokenizer; send token_ids instead");
             if (text.empty()) return invalid_argument("text: the prompt is empty");
+            if (text.size() > limits.max_prompt_text_bytes)
+                return invalid_argument("text: the prompt is " + str(static_cast<int64_t>(text.size())) +
+                                        " bytes, the limit is " +
+                                        str(static_cast<int64_t>(limits.max_prompt_text_bytes)));
             const int64_t bad = first_invalid_utf8(text);
             if (bad >= 0) return invalid_argument("text: invalid UTF-8 at byte " + str(bad));
             auto ids = model.tokenizer->encode(text, /*add_special_tokens=*/true);
@@ -187,7 +193,8 @@ StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& reques
         if (s.size() > limits.max_stop_string_bytes)
             return invalid_argument("stopping.stop[" + str(i) + "] is " + str(static_cast<int64_t>(s.size())) +
                                     " bytes, the limit is " + str(static_cast<int64_t>(limits.max_stop_string_bytes)));
-        if (first_invalid_utf8(s) >= 0) return invalid_argument("stopping.stop[" + str(i) + "]: invalid UTF-8");
+        if (const int64_t bad = first_invalid_utf8(s); bad >= 0)
+            return invalid_argument("stopping.stop[" + str(i) + "]: invalid UTF-8 at byte " + str(bad));
         stop.stop_strings.push_back(s);
     }
     if (st.stop_token_ids_size() > limits.max_stop_token_ids)
@@ -260,6 +267,9 @@ void final_to_proto(FinalEvent&& f, v1::Final* out) {
             break;
         case FinishReason::kError:
             out->set_finish_reason(v1::FINISH_REASON_ERROR);
+            break;
+        case FinishReason::kDeadline:
+            out->set_finish_reason(v1::FINISH_REASON_DEADLINE);
             break;
         case FinishReason::kNone:
             out->set_finish_reason(v1::FINISH_REASON_UNSPECIFIED);

@@ -2,7 +2,8 @@
 //
 // Validation happens here, on the gRPC handler thread, before anything reaches the engine: each
 // failure is INVALID_ARGUMENT naming the proto field ("sampling.top_p", "token_ids.ids[3]") and
-// the limit. The engine validates again (it also serves in-process callers); both agree.
+// the limit. The engine validates again against the same RequestLimits (it also serves
+// in-process callers), so both agree.
 #pragma once
 
 #include <cstdint>
@@ -14,20 +15,8 @@
 
 namespace moe::server {
 
-struct RequestLimits {
-    int32_t default_max_tokens = 16;  // max_tokens when unset (vLLM's completions default)
-    // The engine's own limits, so that the server and the engine never disagree.
-    int max_stop_strings = static_cast<int>(kMaxStopStrings);
-    size_t max_stop_string_bytes = kMaxStopStringBytes;
-    int max_stop_token_ids = static_cast<int>(kMaxStopTokenIds);
-    int32_t max_logprobs = kMaxLogprobs;
-    int32_t max_stream_interval = 1024;
-    size_t max_request_id_bytes = 128;
-    size_t max_cache_salt_bytes = 256;
-    float max_temperature = 100.0f;
-    float max_repetition_penalty = 10.0f;
-    float max_abs_penalty = 2.0f;  // presence and frequency penalties
-};
+// One limits struct for the server and the engine (src/engine/request_limits.h).
+using moe::RequestLimits;
 
 // What the request is checked against.
 struct ModelLimits {
@@ -36,7 +25,9 @@ struct ModelLimits {
     int64_t max_model_len = 0;
 };
 
-// Checks every field and tokenizes text input. Does not set params.deadline.
+// Checks every field and tokenizes text input (a text longer than limits.max_prompt_text_bytes is
+// refused before tokenizing). Does not set params.deadline, request_id or id_namespace beyond
+// copying the client's request_id.
 StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& request, const ModelLimits& model,
                                                const RequestLimits& limits = {});
 

@@ -3,22 +3,90 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
+#include <fstream>
+#include <limits>
+#include <sstream>
 #include <thread>
 
 #include "core/logging.h"
+#include "server/auth.h"
 #include "server/server_core.h"
 
 namespace moe::server {
+
+namespace {
+
+void stop_monitor(Server::Core& core) {
+    {
+        std::lock_guard<std::mutex> lock(core.monitor_mu);
+        core.monitor_stop = true;
+    }
+    core.monitor_cv.notify_all();
+    if (core.monitor.joinable()) core.monitor.join();
+}
+
+void run_monitor(Server::Core* core) {
+    std::unique_lock<std::mutex> lock(core->monitor_mu);
+    while (!core->monitor_cv.wait_for(lock, core->options.health_poll, [&] { return core->monitor_stop; })) {
+        if (core->engine_failed.load() || core->engine_healthy()) continue;
+        core->engine_failed.store(true);
+        log::get("server")->error("the engine has failed: readiness NOT_SERVING, new requests get UNAVAILABLE");
+        core->set_ready(false);
+    }
+}
+
+}  // namespace
+
+StatusOr<std::string> read_pem(const std::string& path, const char* flag) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return invalid_argument(std::string(flag) + ": cannot read " + path);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (ss.str().find("-----BEGIN") == std::string::npos)
+        return invalid_argument(std::string(flag) + ": " + path + " is not a PEM file");
+    return ss.str();
+}
+
+StatusOr<std::shared_ptr<grpc::ServerCredentials>> make_credentials(const ServerOptions& o) {
+    if (o.tls_cert_file.empty() != o.tls_key_file.empty())
+        return invalid_argument("--tls-cert and --tls-key must be given together");
+    if (o.tls_cert_file.empty()) {
+        if (!o.tls_client_ca_file.empty())
+            return invalid_argument("--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS first)");
+        return grpc::InsecureServerCredentials();
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    MOE_ASSIGN_OR_RETURN(pair.private_key, read_pem(o.tls_key_file, "--tls-key"));
+    MOE_ASSIGN_OR_RETURN(pair.cert_chain, read_pem(o.tls_cert_file, "--tls-cert"));
+    ssl.pem_key_cert_pairs.push_back(std::move(pair));
+    if (!o.tls_client_ca_file.empty()) {
+        MOE_ASSIGN_OR_RETURN(ssl.pem_root_certs, read_pem(o.tls_client_ca_file, "--tls-client-ca"));
+        ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    } else {
+        ssl.client_certificate_request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+    }
+    return grpc::SslServerCredentials(ssl);
+}
 
 Server::Server() : core_(std::make_shared<Core>()) {}
 
 Server::~Server() {
     shutdown(std::chrono::milliseconds(0));
+    stop_monitor(*core_);
 }
 
 StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions options) {
     if (options.port < 0 || options.port > 65535)
         return invalid_argument("port must be in [0, 65535], got " + std::to_string(options.port));
+    if (options.max_message_bytes < 1024)
+        return invalid_argument("max_message_bytes must be >= 1024, got " + std::to_string(options.max_message_bytes));
+    if (options.stream_buffer_bytes < 1024 || options.total_stream_buffer_bytes < options.stream_buffer_bytes)
+        return invalid_argument("stream_buffer_bytes must be >= 1024 and <= total_stream_buffer_bytes, got " +
+                                std::to_string(options.stream_buffer_bytes) + " and " +
+                                std::to_string(options.total_stream_buffer_bytes));
+    MOE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, make_credentials(options));
     std::unique_ptr<Server> server(new Server());
     Core& core = *server->core_;
     core.engine = &engine;
@@ -26,6 +94,7 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     core.model.tokenizer = engine.tokenizer();
     core.model.vocab_size = engine.config().vocab_size;
     core.model.max_model_len = engine.max_model_len();
+    core.limits = engine.options().limits;
     core.inference = make_inference_service(&core);
     core.control = make_control_service(&core);
 
@@ -37,8 +106,17 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
         core.options.host.find(':') != std::string::npos ? "[" + core.options.host + "]" : core.options.host;
     const std::string address = host + ":" + std::to_string(core.options.port);
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &core.bound_port);
+    builder.AddListeningPort(address, credentials, &core.bound_port);
     builder.SetMaxReceiveMessageSize(core.options.max_message_bytes);
+    auto ms = [](std::chrono::milliseconds d) {
+        return static_cast<int>(std::min<int64_t>(d.count(), std::numeric_limits<int>::max()));
+    };
+    if (core.options.keepalive_time.count() > 0)
+        builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms(core.options.keepalive_time));
+    if (core.options.keepalive_timeout.count() > 0)
+        builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms(core.options.keepalive_timeout));
+    if (core.options.max_connection_idle.count() > 0)
+        builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, ms(core.options.max_connection_idle));
     // gRPC sets SO_REUSEPORT by default: a second server on a busy port would then bind and
     // silently share the traffic instead of failing.
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -48,7 +126,19 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     if (!core.grpc_server || core.bound_port == 0)
         return unavailable("could not listen on " + address + " (address in use or not local?)");
     core.set_ready(true);
-    log::get("server")->info("serving moe.v1.Inference and moe.v1.Control on {}", server->address());
+    auto& logger = *log::get("server");
+    if (!server->tls() && !is_loopback_host(core.options.host))
+        logger.warn(
+            "listening on {} without TLS: requests, prompts and outputs travel in plain text; use --tls-cert and "
+            "--tls-key",
+            address);
+    if (core.options.admin_token.empty() && !is_loopback_host(core.options.host))
+        logger.warn("no --admin-token: Drain and cross-client Abort are refused to every non-loopback peer");
+    core.monitor = std::thread(run_monitor, &core);
+    logger.info("serving moe.v1.Inference and moe.v1.Control on {} ({}{}, admin: {})", server->address(),
+                server->tls() ? "TLS" : "plaintext",
+                core.options.tls_client_ca_file.empty() ? "" : ", client certificates required",
+                core.options.admin_token.empty() ? "loopback peers" : "--admin-token holders");
     return server;
 }
 
@@ -64,18 +154,22 @@ void Server::drain() {
     core_->drain();
 }
 
+bool Server::tls() const {
+    return !core_->options.tls_cert_file.empty();
+}
+
 bool Server::draining() const {
     return core_->draining.load();
 }
 
 int64_t Server::cancel_all() {
-    std::vector<std::string> ids;
+    std::vector<std::pair<std::string, std::string>> ids;
     {
         std::lock_guard<std::mutex> lock(core_->active_mu);
         ids.assign(core_->active.begin(), core_->active.end());
     }
     int64_t n = 0;
-    for (const std::string& id : ids) n += core_->engine->cancel(id) ? 1 : 0;
+    for (const auto& [id, ns] : ids) n += core_->engine->cancel(id, ns) ? 1 : 0;
     return n;
 }
 

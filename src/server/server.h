@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -26,14 +27,40 @@ struct ServerOptions {
     std::string backend = "cpu";
     int threads = 0;
     std::map<std::string, std::string> config;  // effective flags, for GetServerInfo
-    RequestLimits limits;
-    int max_message_bytes = 16 << 20;  // gRPC receive limit (a long text prompt)
+    int max_message_bytes = 16 << 20;           // gRPC receive limit (a long text prompt)
+
+    // Output a stream may hold for a client that does not read (beyond the message being
+    // written), and all streams together: past either, the request is cancelled and its call
+    // ends RESOURCE_EXHAUSTED. Server memory for unread output is bounded by the total.
+    int64_t stream_buffer_bytes = 4 << 20;
+    int64_t total_stream_buffer_bytes = int64_t{256} << 20;
+
+    // ---- security (see src/server/auth.h for who may call what)
+    // PEM files. Both cert and key: TLS. With client_ca too: mTLS, every client must present a
+    // certificate signed by it. None: plaintext (a warning is logged for a non-loopback host).
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string tls_client_ca_file;
+    // Empty: admin is any loopback peer. Set: admin is whoever sends "authorization: Bearer
+    // <admin_token>"; Drain and Abort of another caller's request need admin.
+    std::string admin_token;
+    // Connection hygiene: the server pings an idle-looking client every keepalive_time and drops
+    // it if no answer comes within keepalive_timeout; a connection with no call for
+    // max_connection_idle is closed. 0 leaves gRPC's default.
+    std::chrono::milliseconds keepalive_time{std::chrono::minutes(2)};
+    std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(20)};
+    std::chrono::milliseconds max_connection_idle{std::chrono::minutes(5)};
+    // Readiness follows this probe (polled every health_poll); empty: Engine::healthy(). Tests
+    // inject a failing engine through it.
+    std::function<bool()> engine_healthy;
+    std::chrono::milliseconds health_poll{100};
 };
 
 class Server {
 public:
     // Binds, registers the services and starts serving. `engine` must be started and must
-    // outlive the server. Readiness ("moe.v1.Inference") is SERVING once this returns.
+    // outlive the server. Readiness ("moe.v1.Inference") is SERVING once this returns; it turns
+    // NOT_SERVING on drain and, for good, when the engine reports failure (Engine::healthy()).
     static StatusOr<std::unique_ptr<Server>> start(Engine& engine, ServerOptions options);
     ~Server();  // shutdown(0) if not done
 
@@ -45,6 +72,9 @@ public:
     // also what Control.Drain does.
     void drain();
     bool draining() const;
+
+    // True when TLS is on.
+    bool tls() const;
 
     // Cancels every request this server submitted that has not finished; returns how many.
     int64_t cancel_all();

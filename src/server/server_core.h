@@ -8,8 +8,11 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
-#include <unordered_set>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "moe/v1/control.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -23,17 +26,29 @@ struct Server::Core {
     Engine* engine = nullptr;
     ServerOptions options;
     ModelLimits model;
+    RequestLimits limits;  // the engine's own (EngineOptions::limits)
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-    std::atomic<int64_t> next_request_id{0};
     std::atomic<bool> draining{false};
+    std::atomic<bool> engine_failed{false};  // latched by the health monitor
+    std::atomic<int64_t> buffered_bytes{0};  // output queued for all streams, not yet given to gRPC
 
-    // Request ids submitted by this server and not finished yet (for cancel_all).
+    // The health monitor: polls the engine's health and turns readiness NOT_SERVING for good
+    // when it fails.
+    std::thread monitor;
+    std::mutex monitor_mu;
+    std::condition_variable monitor_cv;
+    bool monitor_stop = false;
+
+    // Requests submitted by this server and not finished yet, as (request_id, id_namespace):
+    // for cancel_all and for an admin Abort, which reaches an id in every namespace.
     std::mutex active_mu;
-    std::unordered_set<std::string> active;
+    std::set<std::pair<std::string, std::string>> active;
 
     // The services must outlive the grpc::Server (members are destroyed in reverse order).
-    std::unique_ptr<v1::Inference::CallbackService> inference;
-    std::unique_ptr<v1::Control::CallbackService> control;
+    // Raw (ByteBuffer) services: they parse requests themselves, so that a malformed message
+    // gets INVALID_ARGUMENT with a reason instead of gRPC's empty UNIMPLEMENTED.
+    std::unique_ptr<grpc::Service> inference;
+    std::unique_ptr<grpc::Service> control;
     std::unique_ptr<grpc::Server> grpc_server;
     int bound_port = 0;
 
@@ -46,22 +61,49 @@ struct Server::Core {
         if (grpc_server && grpc_server->GetHealthCheckService())
             grpc_server->GetHealthCheckService()->SetServingStatus(kReadinessService, ready);
     }
+    bool engine_healthy() const { return options.engine_healthy ? options.engine_healthy() : engine->healthy(); }
     void drain() {
         if (draining.exchange(true)) return;
         engine->drain();
         set_ready(false);
     }
-    void add_active(const std::string& id) {
+    void add_active(const std::string& id, const std::string& ns) {
         std::lock_guard<std::mutex> lock(active_mu);
-        active.insert(id);
+        active.emplace(id, ns);
     }
-    void remove_active(const std::string& id) {
+    void remove_active(const std::string& id, const std::string& ns) {
         std::lock_guard<std::mutex> lock(active_mu);
-        active.erase(id);
+        active.erase({id, ns});
+    }
+    // The namespaces in which `id` is pending.
+    std::vector<std::string> namespaces_of(const std::string& id) {
+        std::lock_guard<std::mutex> lock(active_mu);
+        std::vector<std::string> out;
+        for (auto it = active.lower_bound({id, std::string()}); it != active.end() && it->first == id; ++it)
+            out.push_back(it->second);
+        return out;
     }
 };
 
-std::unique_ptr<v1::Inference::CallbackService> make_inference_service(Server::Core* core);
-std::unique_ptr<v1::Control::CallbackService> make_control_service(Server::Core* core);
+std::unique_ptr<grpc::Service> make_inference_service(Server::Core* core);
+std::unique_ptr<grpc::Service> make_control_service(Server::Core* core);
+
+// Parses a request message received as raw bytes. INVALID_ARGUMENT naming the message type when
+// the bytes are not a valid (or are a truncated) encoding of it.
+template <class Message>
+grpc::Status parse_request(const grpc::ByteBuffer& raw, Message* out) {
+    grpc::ByteBuffer copy(raw);  // Deserialize consumes its buffer; the slices are shared, not copied
+    const grpc::Status s = grpc::SerializationTraits<Message>::Deserialize(&copy, out);
+    if (s.ok()) return s;
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "request: " + std::to_string(raw.Length()) + " bytes that are not a valid " +
+                            Message::descriptor()->full_name() + " (malformed or truncated protobuf)");
+}
+
+template <class Message>
+grpc::Status serialize_response(const Message& msg, grpc::ByteBuffer* out) {
+    bool own_buffer = false;
+    return grpc::SerializationTraits<Message>::Serialize(msg, out, &own_buffer);
+}
 
 }  // namespace moe::server

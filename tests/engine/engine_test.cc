@@ -218,7 +218,8 @@ TEST_F(EngineTest, ExpiredDeadlineEndsTheRequest) {
     p.deadline = std::chrono::steady_clock::now();
     ASSERT_TRUE(engine->submit(p, sink).ok());
     ASSERT_TRUE(sink->wait());
-    EXPECT_EQ(sink->final_event().reason, FinishReason::kCancelled);
+    // (#17 item 5) a passed deadline is its own finish reason, no longer "cancelled".
+    EXPECT_EQ(sink->final_event().reason, FinishReason::kDeadline);
     EXPECT_EQ(sink->final_event().error.code(), StatusCode::kDeadlineExceeded);
     ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(5)));
     EXPECT_EQ(engine->load().kv_blocks_free, engine->load().kv_blocks_total);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/client_unary_call.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -136,6 +137,31 @@ inline StreamResult collect(v1::Inference::Stub& stub, const v1::GenerateRequest
     }
     r.status = reader->Finish();
     return r;
+}
+
+// grpc.health.v1.Health/Check with the messages encoded by hand (no generated health stubs):
+// 1 SERVING, 2 NOT_SERVING, 0 UNKNOWN, -code for an RPC failure.
+inline int health_status(grpc::Channel& channel, const std::string& service) {
+    std::string wire;
+    wire.push_back(0x0A);
+    wire.push_back(static_cast<char>(service.size()));
+    wire += service;
+    grpc::Slice slice(wire);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::internal::RpcMethod method("/grpc.health.v1.Health/Check", grpc::internal::RpcMethod::NORMAL_RPC);
+    const grpc::Status s = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(&channel, method, &ctx,
+                                                                                                 request, &response);
+    if (!s.ok()) return -static_cast<int>(s.error_code());
+    std::vector<grpc::Slice> slices;
+    if (!response.Dump(&slices).ok()) return -100;
+    std::string out;
+    for (const auto& sl : slices) out.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    if (out.empty()) return 0;
+    if (out.size() != 2 || out[0] != 0x08) return -101;
+    return out[1];
 }
 
 inline v1::GenerateRequest greedy_ids(const std::vector<int32_t>& prompt, int max_tokens) {
