@@ -2,12 +2,13 @@
 # The whole test suite, from a fresh Debian 12 machine: installs packages, checks that every
 # tracked source is clang-formatted, builds (release, CUDA backend compiled when nvcc is found),
 # runs every ctest test, then the CPU tests again under ASan+UBSan, then the engine, scheduler,
-# server and thread-pool tests under ThreadSanitizer. GPU tests skip visibly on machines without
-# a GPU.
+# server and thread-pool tests under ThreadSanitizer, then a short smoke of each libFuzzer target
+# (fuzz/). GPU tests skip visibly on machines without a GPU.
 #
 #   scripts/test.sh            everything
 #   MOE_TEST_SKIP_ASAN=1 scripts/test.sh   skip the ASan+UBSan pass (local iteration)
 #   MOE_TEST_SKIP_TSAN=1 scripts/test.sh   skip the TSan pass (local iteration)
+#   MOE_TEST_SKIP_FUZZ=1 scripts/test.sh   skip the libFuzzer smoke (local iteration)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -64,4 +65,11 @@ if [[ "${MOE_TEST_SKIP_TSAN:-0}" != "1" ]]; then
   ctest --test-dir build/tsan --output-on-failure -j"$JOBS" --timeout 900 -R '^ThreadPool\.'
   unset TSAN_OPTIONS
   echo "== TSan pass: $((SECONDS - tsan_start)) s"
+fi
+
+if [[ "${MOE_TEST_SKIP_FUZZ:-0}" != "1" ]]; then
+  # Every file loader and the request builder under libFuzzer (clang, ASan+UBSan), from the seed
+  # corpora in fuzz/corpus: a short run each; longer runs: scripts/fuzz.sh TARGET SECONDS.
+  echo "== libFuzzer smoke"
+  scripts/fuzz_smoke.sh
 fi

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/log_field.h"
 #include "core/logging.h"
 #include "moe/check.h"
 
@@ -480,7 +481,8 @@ void Engine::Impl::on_result(const SeqResult& r) {
             on_token(*it->second, r.sample);
             return;
         case SeqOutcome::kFailed:
-            log::engine().error("request {} failed in a step: {}", it->second->request_id, r.status.to_string());
+            log::engine().error("request {} failed in a step: {}", log_field(it->second->request_id),
+                                r.status.to_string());
             finalize(r.id, FinishReason::kError, r.status);
             return;
         case SeqOutcome::kHandedOff:
@@ -546,7 +548,7 @@ void Engine::Impl::abandon(Active& a, const Status& error) {
     try {
         a.sink->on_final(std::move(f));
     } catch (...) {
-        log::engine().error("request {}: its sink threw while being told the engine failed", a.request_id);
+        log::engine().error("request {}: its sink threw while being told the engine failed", log_field(a.request_id));
     }
     std::lock_guard<std::mutex> lock(mu);
     live_ids.erase(a.request_id);

@@ -6,9 +6,9 @@
 // namespace. Drain: admin only.
 #include <filesystem>
 
+#include "core/log_field.h"
 #include "core/logging.h"
 #include "server/auth.h"
-#include "server/log_field.h"
 #include "server/request_builder.h"
 #include "server/server_core.h"
 

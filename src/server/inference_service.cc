@@ -7,9 +7,9 @@
 // events because `finished` is set.
 #include <deque>
 
+#include "core/log_field.h"
 #include "core/logging.h"
 #include "server/auth.h"
-#include "server/log_field.h"
 #include "server/server_core.h"
 #include "server/status_map.h"
 
@@ -78,7 +78,9 @@ struct StreamState {
 class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 public:
     GenerateReactor(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id, std::string ns)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {}
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {
+        core_->live_streams.fetch_add(1);
+    }
 
     // Queues one message; starts a write if none is in flight. Any thread. Static because the
     // reactor may already be gone (the call was cancelled and finished): then it drops `msg`.
@@ -172,7 +174,9 @@ public:
             state_->reactor = nullptr;
             state_->drop_queue();
         }
+        Server::Core* core = core_;
         delete this;
+        core->live_streams.fetch_sub(1);
     }
 
     static void merge_delta(v1::Delta* into, v1::Delta* from) {
@@ -221,7 +225,9 @@ private:
 class StreamSink final : public RequestSink {
 public:
     StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id, std::string ns)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {}
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {
+        core_->live_streams.fetch_add(1);
+    }
 
     void on_delta(DeltaEvent&& delta) override {
         v1::GenerateResponse msg;

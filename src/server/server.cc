@@ -190,7 +190,12 @@ void Server::shutdown(std::chrono::milliseconds grace) {
             core_->engine->wait_idle(std::chrono::seconds(5));
         }
     }
-    // Streams whose final message is still being written get a moment; then gRPC cancels them.
+    // Every request has its final event now, but a stream may still be writing it (a slow client, a
+    // loaded machine): wait for the streams to end, bounded (a client that stops reading must not
+    // hold shutdown), then give gRPC a moment more before it cancels what is left.
+    const auto streams_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (core_->live_streams.load() > 0 && std::chrono::steady_clock::now() < streams_deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
     core_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     logger.info("server stopped");
     {

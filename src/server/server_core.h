@@ -31,6 +31,7 @@ struct Server::Core {
     std::atomic<bool> draining{false};
     std::atomic<bool> engine_failed{false};  // latched by the health monitor
     std::atomic<int64_t> buffered_bytes{0};  // output queued for all streams, not yet given to gRPC
+    std::atomic<int64_t> live_streams{0};    // Generate reactors not yet done (shutdown waits for them)
 
     // The health monitor: polls the engine's health and turns readiness NOT_SERVING for good
     // when it fails.

@@ -8,8 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/log_field.h"
 #include "server/auth.h"
-#include "server/log_field.h"
 #include "server_harness.h"
 
 namespace moe::server::testing {

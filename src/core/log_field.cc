@@ -1,6 +1,6 @@
-#include "server/log_field.h"
+#include "core/log_field.h"
 
-namespace moe::server {
+namespace moe {
 
 std::string log_field(std::string_view value, size_t max_bytes) {
     static const char kHex[] = "0123456789abcdef";
@@ -38,4 +38,4 @@ std::string log_field(std::string_view value, size_t max_bytes) {
     return out;
 }
 
-}  // namespace moe::server
+}  // namespace moe

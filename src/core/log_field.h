@@ -1,11 +1,11 @@
-// The one way client-supplied data reaches the server's log: bounded and escaped.
+// The one way client-supplied data reaches a log (server, engine): bounded and escaped.
 #pragma once
 
 #include <cstddef>
 #include <string>
 #include <string_view>
 
-namespace moe::server {
+namespace moe {
 
 inline constexpr size_t kMaxLoggedFieldBytes = 256;
 
@@ -14,4 +14,4 @@ inline constexpr size_t kMaxLoggedFieldBytes = 256;
 // at most `max_bytes` input bytes are kept, then "...(N bytes)" gives the full length.
 std::string log_field(std::string_view value, size_t max_bytes = kMaxLoggedFieldBytes);
 
-}  // namespace moe::server
+}  // namespace moe
