@@ -110,5 +110,30 @@ TEST_F(WireErrors, GarbageAndInvalidUtf8ControlRequestsAreInvalidArgument) {
     EXPECT_TRUE(raw_unary(*h_->channel, "/moe.v1.Control/GetLoad", "").ok());
 }
 
+// Issue 18 A over gRPC: sampling parameters inside the accepted ranges whose arithmetic overflows
+// (1 / temperature, logit / repetition_penalty) used to abort the whole process. Each request is
+// served to the end; after each one the server still serves a good request (TearDown).
+TEST_F(WireErrors, SamplerExtremesAreServedToTheEnd) {
+    struct Probe {
+        const char* what;
+        float temperature;
+        float repetition_penalty;
+    };
+    for (const Probe& p : {Probe{"temperature 1e-45", 1e-45f, 1.0f}, Probe{"temperature 2.9e-39", 2.9e-39f, 1.0f},
+                           Probe{"temperature 1e-38", 1e-38f, 1.0f}, Probe{"repetition_penalty 1e-45", 1.0f, 1e-45f},
+                           Probe{"both", 1e-45f, 1e-45f}}) {
+        SCOPED_TRACE(p.what);
+        v1::GenerateRequest req = greedy_ids({1, 2, 3, 1, 2}, 4);
+        req.mutable_sampling()->set_temperature(p.temperature);
+        req.mutable_sampling()->set_repetition_penalty(p.repetition_penalty);
+        req.mutable_sampling()->set_seed(7);
+        const StreamResult r = collect(*h_->inference, req, std::chrono::seconds(60));
+        EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+        EXPECT_EQ(r.ids.size(), 4u);
+        ASSERT_TRUE(r.final_msg.has_value());
+        EXPECT_EQ(r.final_msg->finish_reason(), v1::FINISH_REASON_LENGTH);
+    }
+}
+
 }  // namespace
 }  // namespace moe::server::testing
