@@ -60,7 +60,7 @@ if [[ "${MOE_TEST_SKIP_TSAN:-0}" != "1" ]]; then
   # engine, server; the Python client needs moeserve, not built here), the unit binary's ThreadPool.
   # ignore_noninstrumented_modules: interceptors (malloc, memcpy, send, ...) called from the
   # uninstrumented libraries are not checked; see scripts/tsan.supp.
-  export TSAN_OPTIONS="ignore_noninstrumented_modules=1:second_deadlock_stack=1:history_size=4:suppressions=$ROOT/scripts/tsan.supp"
+  export TSAN_OPTIONS="ignore_noninstrumented_modules=1:second_deadlock_stack=1:history_size=7:suppressions=$ROOT/scripts/tsan.supp"
   ctest --test-dir build/tsan --output-on-failure -j"$JOBS" --timeout 900 -L '^(engine|server)$' -E 'python_client'
   ctest --test-dir build/tsan --output-on-failure -j"$JOBS" --timeout 900 -R '^ThreadPool\.'
   unset TSAN_OPTIONS
