@@ -12,63 +12,13 @@
 #include <stdexcept>
 
 #include "engine/engine.h"
+#include "engine/engine_test_util.h"
 #include "moe/cpu_backend.h"
 
 namespace moe {
 namespace {
 
-class Sink : public RequestSink {
-public:
-    void on_delta(DeltaEvent&& d) override {
-        std::lock_guard<std::mutex> lock(mu_);
-        for (const auto& t : d.tokens) tokens_.push_back(t.token);
-    }
-    void on_final(FinalEvent&& f) override {
-        std::lock_guard<std::mutex> lock(mu_);
-        final_ = std::move(f);
-        ++num_finals_;
-        cv_.notify_all();
-    }
-    bool wait() {
-        std::unique_lock<std::mutex> lock(mu_);
-        return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return num_finals_ > 0; });
-    }
-    std::vector<int32_t> tokens() const {
-        std::lock_guard<std::mutex> l(mu_);
-        return tokens_;
-    }
-    FinalEvent final_event() const {
-        std::lock_guard<std::mutex> l(mu_);
-        return final_;
-    }
-    int num_finals() const {
-        std::lock_guard<std::mutex> l(mu_);
-        return num_finals_;
-    }
-
-private:
-    mutable std::mutex mu_;
-    std::condition_variable cv_;
-    std::vector<int32_t> tokens_;
-    FinalEvent final_;
-    int num_finals_ = 0;
-};
-
-std::string fixture_dir() {
-    return std::string(MOE_SOURCE_DIR) + "/tests/reference/fixtures/qwen3_moe";
-}
-
-struct Reference {
-    std::vector<std::vector<int32_t>> prompts, greedy;
-};
-
-Reference load_reference() {
-    std::ifstream in(fixture_dir() + "/reference.json");
-    EXPECT_TRUE(in.good()) << "missing " << fixture_dir() << "/reference.json";
-    auto j = nlohmann::json::parse(in);
-    return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
-            j["greedy"].get<std::vector<std::vector<int32_t>>>()};
-}
+using namespace moe::testing;
 
 GenerateParams greedy_params(std::vector<int32_t> prompt, int64_t max_tokens, std::optional<uint64_t> seed = {}) {
     GenerateParams p;
@@ -87,7 +37,7 @@ protected:
     void SetUp() override { backend_ = make_cpu_backend({.num_threads = 2}); }
     // The engine, its faults set, started.
     std::unique_ptr<Engine> engine(ExecutorFaults faults) {
-        auto model = MoeTransformer::load(fixture_dir(), *backend_, {});
+        auto model = MoeTransformer::load(fixture_dir("qwen3_moe"), *backend_, {});
         EXPECT_TRUE(model.ok()) << model.status().to_string();
         auto e = Engine::create(std::move(model).value(), nullptr, {.kv_cache_bytes = 4 << 20});
         EXPECT_TRUE(e.ok()) << e.status().to_string();
@@ -101,16 +51,16 @@ protected:
 // Issue 18 A's probes through the whole engine: parameters that passed validation and used to
 // abort the process in the sampler now give tokens, and the engine stays healthy.
 TEST_F(EngineFailureTest, SamplerExtremesAreServed) {
-    const Reference ref = load_reference();
+    const Reference ref = load_reference("qwen3_moe");
     auto e = engine({});
-    std::vector<std::shared_ptr<Sink>> sinks;
+    std::vector<std::shared_ptr<CollectSink>> sinks;
     for (int probe = 0; probe < 6; ++probe) {
         GenerateParams p = greedy_params(ref.prompts[0], 8, 1);
         p.sampling.temperature = probe < 3 ? std::vector<float>{1e-45f, 2.9e-39f, 1e-38f}[probe] : 1.0f;
         if (probe >= 3) p.sampling.repetition_penalty = 1e-45f;
         if (probe == 4) p.sampling.top_p = 1e-45f;
         if (probe == 5) p.sampling.min_p = 1.0f;
-        sinks.push_back(std::make_shared<Sink>());
+        sinks.push_back(std::make_shared<CollectSink>());
         auto id = e->submit(p, sinks.back());
         ASSERT_TRUE(id.ok()) << "probe " << probe << ": " << id.status().to_string();
     }
@@ -127,15 +77,15 @@ TEST_F(EngineFailureTest, SamplerExtremesAreServed) {
 }
 
 TEST_F(EngineFailureTest, SamplingFailureEndsOnlyThatRequest) {
-    const Reference ref = load_reference();
+    const Reference ref = load_reference("qwen3_moe");
     auto e = engine({.before_sample = [](SeqId, const SequenceSampler& s) -> Status {
         return s.params().seed == kDoomedSeed ? internal_error("injected sampling failure") : ok_status();
     }});
-    auto doomed = std::make_shared<Sink>();
-    std::vector<std::shared_ptr<Sink>> others;
+    auto doomed = std::make_shared<CollectSink>();
+    std::vector<std::shared_ptr<CollectSink>> others;
     ASSERT_TRUE(e->submit(greedy_params(ref.prompts[0], 16, kDoomedSeed), doomed).ok());
     for (size_t i = 0; i < ref.prompts.size(); ++i) {
-        others.push_back(std::make_shared<Sink>());
+        others.push_back(std::make_shared<CollectSink>());
         ASSERT_TRUE(e->submit(greedy_params(ref.prompts[i], 16), others.back()).ok());
     }
     ASSERT_TRUE(doomed->wait());
@@ -154,7 +104,7 @@ TEST_F(EngineFailureTest, SamplingFailureEndsOnlyThatRequest) {
 }
 
 TEST_F(EngineFailureTest, ForwardFailureEndsThatStepsRequestsAndTheEngineGoesOn) {
-    const Reference ref = load_reference();
+    const Reference ref = load_reference("qwen3_moe");
     std::atomic<int> fail_forwards{0};
     auto e = engine({.before_forward = [&]() -> Status {
         if (fail_forwards.load() > 0) {
@@ -164,7 +114,7 @@ TEST_F(EngineFailureTest, ForwardFailureEndsThatStepsRequestsAndTheEngineGoesOn)
         return ok_status();
     }});
     fail_forwards.store(1);
-    auto first = std::make_shared<Sink>();
+    auto first = std::make_shared<CollectSink>();
     ASSERT_TRUE(e->submit(greedy_params(ref.prompts[0], 16), first).ok());
     ASSERT_TRUE(first->wait());
     EXPECT_EQ(first->final_event().reason, FinishReason::kError);
@@ -173,7 +123,7 @@ TEST_F(EngineFailureTest, ForwardFailureEndsThatStepsRequestsAndTheEngineGoesOn)
         << first->final_event().error.to_string();
     EXPECT_EQ(first->num_finals(), 1);
     // The next request is served as if nothing happened.
-    auto next = std::make_shared<Sink>();
+    auto next = std::make_shared<CollectSink>();
     ASSERT_TRUE(e->submit(greedy_params(ref.prompts[1], 16), next).ok());
     ASSERT_TRUE(next->wait());
     EXPECT_EQ(next->tokens(), ref.greedy[1]);
@@ -183,16 +133,16 @@ TEST_F(EngineFailureTest, ForwardFailureEndsThatStepsRequestsAndTheEngineGoesOn)
 }
 
 TEST_F(EngineFailureTest, ExceptionInTheStepLoopFailsEveryRequestAndMarksTheEngineFailed) {
-    const Reference ref = load_reference();
+    const Reference ref = load_reference("qwen3_moe");
     std::atomic<int> forwards{0};
     // The third forward throws: by then some requests have streamed tokens.
     auto e = engine({.before_forward = [&]() -> Status {
         if (forwards.fetch_add(1) == 2) throw std::runtime_error("injected exception");
         return ok_status();
     }});
-    std::vector<std::shared_ptr<Sink>> sinks;
+    std::vector<std::shared_ptr<CollectSink>> sinks;
     for (size_t i = 0; i < ref.prompts.size(); ++i) {
-        sinks.push_back(std::make_shared<Sink>());
+        sinks.push_back(std::make_shared<CollectSink>());
         ASSERT_TRUE(e->submit(greedy_params(ref.prompts[i], 100), sinks.back()).ok());
     }
     for (auto& s : sinks) {
@@ -206,7 +156,7 @@ TEST_F(EngineFailureTest, ExceptionInTheStepLoopFailsEveryRequestAndMarksTheEngi
     EXPECT_FALSE(e->healthy());
     EXPECT_TRUE(e->load().failed);
     // A request that arrives afterwards still gets its one final event, with INTERNAL.
-    auto late = std::make_shared<Sink>();
+    auto late = std::make_shared<CollectSink>();
     auto id = e->submit(greedy_params(ref.prompts[0], 4), late);
     if (id.ok()) {
         ASSERT_TRUE(late->wait());
