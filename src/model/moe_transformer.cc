@@ -483,16 +483,22 @@ Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t 
 }
 
 // h += o_proj(attention(rope(norm(h) * {q, k, v}))), the new keys and values written to the cache.
+MoeTransformer::Residual MoeTransformer::residual(int64_t T) const {
+    const int64_t H = config_.hidden_size;
+    const Device dev = backend_->device();
+    return {view(ws_->h, DType::kF32, {T, H}, dev), view(ws_->x, DType::kF32, {T, H}, dev),
+            view(ws_->y, DType::kF32, {T, H}, dev)};
+}
+
 Status MoeTransformer::attention_block(const Layer& L, int64_t layer_idx, KvCache& cache, int64_t T) {
     const ModelConfig& c = config_;
     Backend& be = *backend_;
     Workspace& w = *ws_;
     const Device dev = be.device();
-    const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
+    const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
     const int64_t S = meta_.num_seqs;
     const float eps = c.rms_norm_eps;
-    const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
-    const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
+    const auto [h, x, y] = residual(T);
     MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = h, .weight = L.input_norm, .out = x, .eps = eps}));
     const TensorView q2 = view(w.q, DType::kF32, {T, nh * hd}, dev);
     const TensorView k2 = view(w.k, DType::kF32, {T, nkv * hd}, dev);
@@ -545,9 +551,7 @@ Status MoeTransformer::dense_mlp(const Layer& L, int64_t T) {
     Backend& be = *backend_;
     Workspace& w = *ws_;
     const Device dev = be.device();
-    const int64_t H = c.hidden_size;
-    const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
-    const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
+    const auto [h, x, y] = residual(T);
     const int64_t I = c.intermediate_size;
     const TensorView g = view(w.mlp_gate, DType::kF32, {T, I}, dev);
     const TensorView u = view(w.mlp_up, DType::kF32, {T, I}, dev);
@@ -565,9 +569,7 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
     Workspace& w = *ws_;
     const Device dev = be.device();
     const int64_t H = c.hidden_size;
-    const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
-    const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
-    const TensorView y = view(w.y, DType::kF32, {T, H}, dev);
+    const auto [h, x, y] = residual(T);
     const int64_t E = c.num_experts, K = c.num_experts_per_tok;
     const TensorView logits = view(w.router_logits, DType::kF32, {T, E}, dev);
     const TensorView ids = view(w.topk_ids, DType::kI32, {T, K}, dev);
@@ -615,9 +617,7 @@ Status MoeTransformer::shared_expert(const Layer& L, int64_t T) {
     Workspace& w = *ws_;
     const Device dev = be.device();
     const int64_t H = c.hidden_size;
-    const TensorView h = view(w.h, DType::kF32, {T, H}, dev);
-    const TensorView x = view(w.x, DType::kF32, {T, H}, dev);
-    const TensorView y = view(w.y, DType::kF32, {T, H}, dev);
+    const auto [h, x, y] = residual(T);
     const int64_t SI = c.shared_expert_intermediate_size;
     const TensorView g = view(w.mlp_gate, DType::kF32, {T, SI}, dev);
     const TensorView u = view(w.mlp_up, DType::kF32, {T, SI}, dev);

@@ -75,6 +75,12 @@ private:
     Status reserve_workspace(const StepShape& shape);
     Status upload_step_metadata(const StepShape& shape);
     Status layer_forward(int64_t layer_idx, KvCache& cache, int64_t num_tokens);
+    // The residual stream h, a block's normed input x and a block's output y: f32 [num_tokens,
+    // hidden_size] views of the workspace, as every block reads them.
+    struct Residual {
+        TensorView h, x, y;
+    };
+    Residual residual(int64_t num_tokens) const;
     Status attention_block(const Layer& layer, int64_t layer_idx, KvCache& cache, int64_t num_tokens);
     Status dense_mlp(const Layer& layer, int64_t num_tokens);
     Status moe_block(const Layer& layer, int64_t num_tokens);
