@@ -114,6 +114,16 @@ def main():
                          "added_tokens_decoder": {"5": {"content": "<|endoftext|>", "special": True}}}).encode()
     put("fuzz_tokenizer_files", "gpt2_like", vocab + SEP + merges + SEP + config)
     put("fuzz_tokenizer_files", "no_config", vocab + SEP + merges)
+    # ---- tiktoken.model SEP tokenizer_config.json (Kimi K2's format)
+    import base64
+    ranks = [bytes([b]) for b in range(256)] + [b"ab", b" a", b" ab", b"\xe4\xbd", b"\xe4\xbd\xa0"]
+    model = "".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(ranks)).encode()
+    kimi = json.dumps({"auto_map": {"AutoTokenizer": ["tokenization_kimi.TikTokenTokenizer", None]},
+                       "bos_token": "[BOS]", "eos_token": "[EOS]",
+                       "added_tokens_decoder": {"261": {"content": "[BOS]", "special": True},
+                                                "262": {"content": "[EOS]", "special": True}}}).encode()
+    put("fuzz_tiktoken", "kimi_like", model + SEP + kimi)
+    put("fuzz_tiktoken", "duplicate_rank", b"YQ== 0\nYg== 0\n" + SEP + kimi)
     # ---- GenerateRequest (protobuf text -> wire bytes)
     requests = {
         "token_ids": 'request_id: "r1" token_ids { ids: [1, 2, 3] } stopping { max_tokens: 4 }',

@@ -1,5 +1,6 @@
-// Tokenizer: Hugging Face tokenizer.json (or the slow vocab.json + merges.txt pair) to token ids
-// and back, id-exact with Hugging Face `tokenizers`.
+// Tokenizer: Hugging Face tokenizer.json (or the slow vocab.json + merges.txt pair, or a tiktoken
+// rank file as Kimi K2 ships it) to token ids and back, id-exact with Hugging Face `tokenizers`
+// (and with `tiktoken` for rank files).
 //
 // Supported: BPE models, byte-level (GPT-2, GPT-NeoX, Qwen2, Llama-3) and SentencePiece-style
 // (byte_fallback, fuse_unk); added tokens with their lstrip/rstrip/single_word/normalized flags;
@@ -35,7 +36,9 @@ struct SpecialToken {
 
 class Tokenizer {
 public:
-    // Loads `dir/tokenizer.json`, or `dir/vocab.json` + `dir/merges.txt` (+ tokenizer_config.json).
+    // Loads `dir/tokenizer.json`, or `dir/vocab.json` + `dir/merges.txt` (+ tokenizer_config.json),
+    // or `dir/tiktoken.model` + tokenizer_config.json (whose auto_map class fixes the split pattern:
+    // Kimi K2's tokenization_kimi is known; others are refused by name).
     // `dir` may also name a tokenizer.json file directly.
     static StatusOr<std::unique_ptr<Tokenizer>> load(const std::string& dir, const TokenizerLoadOptions& options = {});
     // Builds from the text of a tokenizer.json (`origin` names it in error messages).

@@ -108,6 +108,45 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::build(std::vector<std::pair<std::s
     return m;
 }
 
+StatusOr<std::unique_ptr<BpeModel>> BpeModel::build_from_ranks(std::vector<std::pair<std::string, int64_t>> ranks,
+                                                               const std::string& where) {
+    // Raw bytes -> rank, to find every way a token splits into two tokens.
+    std::unordered_map<std::string, int64_t> by_bytes;
+    by_bytes.reserve(ranks.size());
+    for (const auto& [bytes, rank] : ranks) by_bytes.emplace(bytes, rank);
+    for (int b = 0; b < 256; ++b) {
+        if (!by_bytes.count(std::string(1, static_cast<char>(b)))) {
+            return invalid_argument(
+                fmt::format("{}: byte 0x{:02X} is not a token; every single byte must be one", where, b));
+        }
+    }
+    std::vector<std::pair<std::string, int64_t>> vocab;
+    vocab.reserve(ranks.size());
+    const auto& table = byte_to_code_point();
+    for (const auto& [bytes, rank] : ranks) {
+        std::string mapped;
+        for (char c : bytes) append_utf8(mapped, table[static_cast<unsigned char>(c)]);
+        vocab.emplace_back(std::move(mapped), rank);
+    }
+    BpeOptions opt;
+    opt.byte_level = true;
+    opt.ignore_merges = true;  // a word that is a token is looked up whole, as tiktoken does
+    MOE_ASSIGN_OR_RETURN(auto m, build(std::move(vocab), {}, std::move(opt), where));
+    // A pair merges into the token it concatenates to, at that token's rank: tiktoken's rule.
+    // Each concatenation names one token, so no pair is ranked twice.
+    for (const auto& [bytes, rank] : ranks) {
+        for (size_t k = 1; k < bytes.size(); ++k) {
+            auto a = by_bytes.find(bytes.substr(0, k));
+            if (a == by_bytes.end()) continue;
+            auto b = by_bytes.find(bytes.substr(k));
+            if (b == by_bytes.end()) continue;
+            m->merges_.emplace(pair_key(static_cast<int32_t>(a->second), static_cast<int32_t>(b->second)),
+                               (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(rank));
+        }
+    }
+    return m;
+}
+
 std::optional<int32_t> BpeModel::find(std::string_view token) const {
     auto it = token_to_id_.find(token);
     if (it == token_to_id_.end()) return std::nullopt;

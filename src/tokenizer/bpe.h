@@ -46,6 +46,12 @@ public:
     static StatusOr<std::unique_ptr<BpeModel>> build(std::vector<std::pair<std::string, int64_t>> vocab,
                                                      const std::vector<std::pair<std::string, std::string>>& merges,
                                                      BpeOptions options, const std::string& where);
+    // tiktoken's model (tokenizer/tiktoken.h): `ranks` are (token bytes, rank); a token's id is
+    // its rank. Byte-level; two adjacent symbols merge when their concatenation is a token, the
+    // lowest rank first and the leftmost on ties; a word that is a token is that token. Every
+    // single byte must be a token (else some text could not be encoded).
+    static StatusOr<std::unique_ptr<BpeModel>> build_from_ranks(std::vector<std::pair<std::string, int64_t>> ranks,
+                                                                const std::string& where);
 
     // Appends the ids of one pre-tokenized word.
     void encode_word(std::string_view word, std::vector<int32_t>& out) const;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/json_limits.h"
+#include "tokenizer/tiktoken.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode.h"
 
@@ -368,6 +369,85 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_vocab_merges(const std::string& 
         return impl;
     } catch (const json::exception& e) {
         return invalid_argument(fmt::format("{}: unexpected structure: {}", vocab_file, e.what()));
+    }
+}
+
+// tiktoken tokenizers as Kimi K2 publishes them (tokenization_kimi.py): the rank file is the
+// model; the special tokens take the 256 + 2 ids after the last rank, named by
+// added_tokens_decoder where it names them and `<|reserved_token_ID|>` otherwise; all of them are
+// recognised in text (the class encodes with allowed_special="all").
+StatusOr<std::unique_ptr<Tokenizer::Impl>> load_tiktoken(const std::string& model_file,
+                                                         const std::string& config_file) {
+    constexpr int64_t kNumSpecial = 256 + 2;  // tokenization_kimi.py: num_reserved_special_tokens + 2
+    try {
+        if (config_file.empty()) {
+            return invalid_argument(fmt::format(
+                "{}: a tiktoken model needs its tokenizer_config.json (split pattern and special tokens)", model_file));
+        }
+        MOE_ASSIGN_OR_RETURN(json cfg, read_config(config_file));
+        std::string cls;
+        if (cfg.contains("auto_map") && cfg["auto_map"].is_object() && cfg["auto_map"].contains("AutoTokenizer")) {
+            const json& a = cfg["auto_map"]["AutoTokenizer"];
+            if (a.is_string()) cls = a.get<std::string>();
+            if (a.is_array() && !a.empty() && a[0].is_string()) cls = a[0].get<std::string>();
+        }
+        MOE_ASSIGN_OR_RETURN(std::string regex, tiktoken_split_regex(cls, config_file));
+        MOE_ASSIGN_OR_RETURN(std::string text, read_file(model_file, kMaxTiktokenFileBytes));
+        MOE_ASSIGN_OR_RETURN(auto ranks, parse_tiktoken_ranks(text, model_file));
+        text = std::string();
+        const int64_t num_base = static_cast<int64_t>(ranks.size());
+
+        auto impl = std::make_unique<Tokenizer::Impl>();
+        impl->origin = model_file;
+        MOE_ASSIGN_OR_RETURN(ParsedPreTokenizer pt, make_byte_level_regex_pre_tokenizer(regex));
+        impl->pre_tokenizer = std::move(pt.pre_tokenizer);
+        impl->decoder = make_byte_level_decoder();
+        MOE_ASSIGN_OR_RETURN(impl->model, BpeModel::build_from_ranks(std::move(ranks), model_file));
+        if (impl->model->size() != num_base) {
+            return invalid_argument(
+                fmt::format("{}: ranks must be 0..{} without gaps (the special tokens follow them); "
+                            "the largest is {}",
+                            model_file, num_base - 1, impl->model->size() - 1));
+        }
+        std::unordered_map<int64_t, std::string> named;
+        if (cfg.contains("added_tokens_decoder")) {
+            const json& dec = cfg["added_tokens_decoder"];
+            if (!dec.is_object() || dec.size() > kMaxAddedTokens) {
+                return invalid_argument(fmt::format("{}: added_tokens_decoder must be an object of at most {} entries",
+                                                    config_file, kMaxAddedTokens));
+            }
+            for (auto it = dec.begin(); it != dec.end(); ++it) {
+                const std::string w = fmt::format("{}: added_tokens_decoder[\"{}\"]", config_file, it.key());
+                AddedToken t;
+                MOE_RETURN_IF_ERROR(parse_added_token(it.value(), w, t));
+                int64_t id = -1;
+                try {
+                    size_t used = 0;
+                    id = std::stoll(it.key(), &used);
+                    if (used != it.key().size()) id = -1;
+                } catch (const std::exception&) {
+                    id = -1;
+                }
+                if (id < num_base || id >= num_base + kNumSpecial) {
+                    return invalid_argument(fmt::format("{}: id is outside the special range [{}, {}) of this model", w,
+                                                        num_base, num_base + kNumSpecial));
+                }
+                named[id] = t.content;
+            }
+        }
+        for (int64_t id = num_base; id < num_base + kNumSpecial; ++id) {
+            AddedToken t;
+            t.id = static_cast<int32_t>(id);
+            auto it = named.find(id);
+            t.content = it != named.end() ? it->second : fmt::format("<|reserved_token_{}|>", id);
+            t.special = true;
+            impl->added.push_back(std::move(t));
+        }
+        MOE_RETURN_IF_ERROR(impl->finalize());
+        MOE_RETURN_IF_ERROR(apply_config_bos_eos(cfg, *impl));
+        return impl;
+    } catch (const json::exception& e) {
+        return invalid_argument(fmt::format("{}: unexpected structure: {}", config_file, e.what()));
     }
 }
 

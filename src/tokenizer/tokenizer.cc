@@ -123,7 +123,12 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::load(const std::string& dir, con
             auto impl, tok::load_vocab_merges((path / "vocab.json").string(), (path / "merges.txt").string(), config));
         return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
     }
-    return not_found(fmt::format("tokenizer: '{}' has neither tokenizer.json nor vocab.json + merges.txt", dir));
+    if (fs::exists(path / "tiktoken.model", ec)) {
+        MOE_ASSIGN_OR_RETURN(auto impl, tok::load_tiktoken((path / "tiktoken.model").string(), config));
+        return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+    }
+    return not_found(
+        fmt::format("tokenizer: '{}' has neither tokenizer.json, vocab.json + merges.txt, nor tiktoken.model", dir));
 }
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::from_json_string(std::string_view json, const std::string& origin) {

@@ -48,6 +48,9 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_tokenizer_json(std::string_view 
 StatusOr<std::unique_ptr<Tokenizer::Impl>> load_vocab_merges(const std::string& vocab_file,
                                                              const std::string& merges_file,
                                                              const std::string& config_file);
+// Builds the Impl from a tiktoken rank file (tiktoken.model) and the tokenizer_config.json that
+// names its Python class (for the split pattern) and special tokens.
+StatusOr<std::unique_ptr<Tokenizer::Impl>> load_tiktoken(const std::string& model_file, const std::string& config_file);
 // Reads a whole file, refusing more than `max_bytes`.
 StatusOr<std::string> read_file(const std::string& path, size_t max_bytes);
 }  // namespace tok

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 
 SEP = "\n__ggml_vocab_test__\n"
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "data"))
+SHARED = os.path.normpath(os.path.join(HERE, "..", "data"))  # tests/data
 OUT_DIR = os.path.join(HERE, "tokenizer")
 INPUTS = [
     # gpt-2.inp, qwen2.inp and mpt.inp are the same llama.cpp test strings (same sha256).
