@@ -161,7 +161,8 @@ const Registrar kRegistrar("run", [](CLI::App& app, int& exit_code) {
     cmd->add_option("--max-tokens", flags->max_tokens, "tokens to generate")->capture_default_str();
     cmd->add_flag("--json", flags->json, "print one JSON line with ids and per-token logprobs");
     cmd->add_flag("--ignore-eos", flags->ignore_eos, "do not stop at the model's EOS ids");
-    cmd->add_option("--threads", flags->threads, "CPU threads (0: all)")->envname("MOESERVE_THREADS");
+    cmd->add_option("--threads", flags->threads, "CPU threads (0: the affinity mask and cgroup CPU quota allow)")
+        ->envname("MOESERVE_THREADS");
     cmd->add_option("--device", flags->device, "cpu, cuda or cuda:N")
         ->capture_default_str()
         ->envname("MOESERVE_DEVICE");

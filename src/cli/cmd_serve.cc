@@ -238,7 +238,7 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
     opt("--host", f->host, "address to listen on", "MOESERVE_HOST");
     opt("--port", f->port, "port to listen on (0: pick a free one and print it)", "MOESERVE_PORT")
         ->check(CLI::Range(0, 65535));
-    opt("--threads", f->threads, "CPU threads (0: all the process may use)", "MOESERVE_THREADS");
+    opt("--threads", f->threads, "CPU threads (0: the affinity mask and cgroup CPU quota allow)", "MOESERVE_THREADS");
     opt("--device", f->device, "cpu, cuda or cuda:N", "MOESERVE_DEVICE");
     opt("--dtype", f->dtype, "weight dtype: auto, f32, bf16", "MOESERVE_DTYPE");
     opt("--kv-cache-bytes", f->kv_cache_bytes, "KV cache size in bytes (0: --kv-cache-fraction of free memory)",

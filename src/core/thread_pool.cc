@@ -8,6 +8,8 @@
 #include <chrono>
 #include <climits>
 
+#include "core/cpu_quota.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -48,7 +50,7 @@ void spin_until(Done&& done) {
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads, int spin_us) {
-    if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (num_threads <= 0) num_threads = process_cpu_budget().threads;
     num_threads_ = num_threads;
     spin_us_ = std::max(0, spin_us);
     workers_.reserve(static_cast<size_t>(num_threads_ - 1));

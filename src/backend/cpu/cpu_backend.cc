@@ -15,20 +15,25 @@
 #include "backend/cpu/host_memory.h"
 #include "backend/cpu/onednn_panels.h"
 #include "core/allocator.h"
+#include "core/cpu_quota.h"
 #include "core/logging.h"
 
 namespace moe {
 namespace cpu {
 namespace {
 
-// 0 means "all cores the process may use": the affinity mask (taskset, cgroups cpusets), which
-// can be smaller than the machine.
+// 0 means "what the process may really use": the affinity mask (taskset, cpusets) and the
+// cgroup CPU quota (containers, Kubernetes limits), either of which can be smaller than the
+// machine. Logged once at start, with where the number came from.
 int resolve_threads(int requested) {
     if (requested > 0) return requested;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    const CpuBudget& b = process_cpu_budget();
+    static const bool logged = [&] {
+        log::backend().info("cpu backend: default thread count {}", b.describe());
+        return true;
+    }();
+    (void)logged;
+    return b.threads;
 }
 
 }  // namespace
