@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 namespace moe::comm {
@@ -30,10 +31,10 @@ Status check_side(const std::string& who, const char* side, size_t buf_bytes, st
 
 }  // namespace
 
-Status check_all_to_all_v(const std::string& who, int group_size, size_t send_bytes,
-                          std::span<const int64_t> send_counts, std::span<const int64_t> send_displs, size_t recv_bytes,
-                          std::span<const int64_t> recv_counts, std::span<const int64_t> recv_displs,
-                          int64_t max_count) {
+Status check_all_to_all_v(const std::string& who, int group_size, const void* send_data, size_t send_bytes,
+                          std::span<const int64_t> send_counts, std::span<const int64_t> send_displs,
+                          const void* recv_data, size_t recv_bytes, std::span<const int64_t> recv_counts,
+                          std::span<const int64_t> recv_displs, int64_t max_count) {
     const auto n = static_cast<size_t>(group_size);
     for (auto [len, name] : {std::pair{send_counts.size(), "send_counts"},
                              {send_displs.size(), "send_displs"},
@@ -42,6 +43,15 @@ Status check_all_to_all_v(const std::string& who, int group_size, size_t send_by
         if (len != n)
             return invalid_argument(
                 fmt::format("{}: {} has {} entries, the group has {} ranks", who, name, len, group_size));
+    }
+    if (send_bytes > 0 && recv_bytes > 0 && send_data != nullptr && recv_data != nullptr) {
+        // Aliased buffers are erroneous in MPI; OpenMPI's libnbc even takes send == recv as
+        // MPI_IN_PLACE and runs another algorithm than its peers, which then hang.
+        const auto s0 = reinterpret_cast<uintptr_t>(send_data), r0 = reinterpret_cast<uintptr_t>(recv_data);
+        if (s0 < r0 + recv_bytes && r0 < s0 + send_bytes)
+            return invalid_argument(
+                fmt::format("{}: the send buffer ({} bytes) and the receive buffer ({} bytes) overlap", who, send_bytes,
+                            recv_bytes));
     }
     MOE_RETURN_IF_ERROR(check_side(who, "send", send_bytes, send_counts, send_displs, max_count));
     MOE_RETURN_IF_ERROR(check_side(who, "recv", recv_bytes, recv_counts, recv_displs, max_count));

@@ -98,18 +98,17 @@ public:
         MOE_RETURN_IF_ERROR(check_usable("all_to_all_v"));
         // MPI-3 counts and displacements are int: larger ones are refused, never truncated
         // (OpenMPI 4.1 has no MPI-4 large-count _c variants).
-        MOE_RETURN_IF_ERROR(check_all_to_all_v(who("all_to_all_v"), size_, send.size(), send_counts, send_displs,
-                                               recv.size(), recv_counts, recv_displs, INT_MAX));
+        MOE_RETURN_IF_ERROR(check_all_to_all_v(who("all_to_all_v"), size_, send.data(), send.size(), send_counts,
+                                               send_displs, recv.data(), recv.size(), recv_counts, recv_displs,
+                                               INT_MAX));
         const auto n = static_cast<size_t>(size_);
         const auto me = static_cast<size_t>(rank_);
         if (send_counts[me] != recv_counts[me])
             return invalid_argument(fmt::format("{}: sends {} bytes to itself but expects {}", who("all_to_all_v"),
                                                 send_counts[me], recv_counts[me]));
-        // Point-to-point, not MPI_Ialltoallv: OpenMPI 4.1's libnbc lets the collectives that
-        // follow an MPI_Ialltoallv hang when one rank's counts are all zero and another's are
-        // not (the idle-rank step of expert parallelism; reproduced by
-        // MpiComm.AllToAllVIdleRank). Pairwise messages on one tag keep their order between two
-        // ranks, and each arrival's size is checked against the announced count.
+        // Point-to-point rather than MPI_Ialltoallv: each arrival's size can then be checked
+        // against the announced count (MPI_Get_count), which a collective does not report.
+        // Messages between two ranks on one tag keep their order, so steps cannot mix.
         reqs_.clear();
         recv_peer_.clear();
         static std::byte dummy[1];  // MPI wants a valid address even for zero bytes

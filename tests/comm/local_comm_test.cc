@@ -73,14 +73,15 @@ TEST(LocalComm, RefusesBadCounts) {
 // The checks MpiComm and NcclComm run before posting anything.
 TEST(CommCheck, AcceptsUnevenZeroAndGappedRanges) {
     const int64_t sc[] = {3, 0, 5}, sd[] = {0, 3, 4}, rc[] = {0, 2, 7}, rd[] = {0, 8, 0};
-    EXPECT_TRUE(check_all_to_all_v("t", 3, 9, sc, sd, 10, rc, rd, INT_MAX).ok());
+    EXPECT_TRUE(check_all_to_all_v("t", 3, nullptr, 9, sc, sd, nullptr, 10, rc, rd, INT_MAX).ok());
 }
 
 TEST(CommCheck, RefusesEachBadField) {
     const int64_t ok3[] = {1, 1, 1}, d3[] = {0, 1, 2};
     auto code = [&](std::span<const int64_t> sc, std::span<const int64_t> sd, std::span<const int64_t> rc,
                     std::span<const int64_t> rd, size_t sbytes = 3, size_t rbytes = 3, int64_t max = INT_MAX) {
-        Status st = check_all_to_all_v("MpiComm rank 0 of 3: all_to_all_v", 3, sbytes, sc, sd, rbytes, rc, rd, max);
+        Status st = check_all_to_all_v("MpiComm rank 0 of 3: all_to_all_v", 3, nullptr, sbytes, sc, sd, nullptr, rbytes,
+                                       rc, rd, max);
         if (!st.ok()) EXPECT_NE(st.message().find("MpiComm rank 0 of 3"), std::string::npos) << st.message();
         return st.code();
     };
@@ -97,12 +98,17 @@ TEST(CommCheck, RefusesEachBadField) {
     EXPECT_EQ(code(ok3, d3, ok3, overlap), StatusCode::kInvalidArgument);
     // Counts above the library's count type are refused, not truncated (2^31 wraps to INT_MIN).
     const int64_t huge[] = {int64_t{1} << 31, 0, 0}, z3[] = {0, 0, 0};
-    Status st = check_all_to_all_v("t", 3, size_t{1} << 32, huge, z3, 3, z3, d3, INT_MAX);
+    Status st = check_all_to_all_v("t", 3, nullptr, size_t{1} << 32, huge, z3, nullptr, 3, z3, d3, INT_MAX);
     EXPECT_EQ(st.code(), StatusCode::kOutOfRange);
     EXPECT_NE(st.message().find("not truncated"), std::string::npos) << st.message();
     // Overflow of displ + count is caught, not wrapped.
     const int64_t big_d[] = {INT64_MAX, 0, 0};
     EXPECT_EQ(code(ok3, big_d, ok3, d3, 3, 3, INT64_MAX), StatusCode::kOutOfRange);
+    // Send and receive buffers that overlap in memory (one workspace with disjoint halves is fine).
+    std::vector<std::byte> ws(8);
+    EXPECT_EQ(check_all_to_all_v("t", 3, ws.data(), 3, ok3, d3, ws.data() + 2, 3, ok3, d3, INT_MAX).code(),
+              StatusCode::kInvalidArgument);
+    EXPECT_TRUE(check_all_to_all_v("t", 3, ws.data(), 3, ok3, d3, ws.data() + 3, 3, ok3, d3, INT_MAX).ok());
 }
 
 TEST(MpiBuild, AvailabilityMatchesTheBuild) {

@@ -129,23 +129,27 @@ TEST(MpiComm, AllToAllVIdleRank) {
 // usable: the barrier after each refusal completes.
 TEST(MpiComm, BadCountsRefusedClearlyAndCommStaysUsable) {
     const int n = g_comm->size();
-    std::vector<std::byte> buf(16);
+    std::vector<std::byte> buf(16), rbuf(16);
     std::vector<int64_t> z(n, 0), wrong(n + 1, 0), neg(n, 0), past(n, 0), huge(n, 0);
     neg[0] = -4;
     past[n - 1] = 17;
     huge[0] = int64_t{1} << 31;
-    Status st = g_comm->all_to_all_v(buf, wrong, wrong, buf, z, z);
+    Status st = g_comm->all_to_all_v(buf, wrong, wrong, rbuf, z, z);
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(st.message().find("send_counts has"), std::string::npos) << st.message();
     EXPECT_NE(st.message().find("MpiComm rank"), std::string::npos) << st.message();
-    st = g_comm->all_to_all_v(buf, neg, z, buf, z, z);
+    st = g_comm->all_to_all_v(buf, neg, z, rbuf, z, z);
     EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st.message();
-    st = g_comm->all_to_all_v(buf, z, z, buf, past, z);
+    st = g_comm->all_to_all_v(buf, z, z, rbuf, past, z);
     EXPECT_EQ(st.code(), StatusCode::kOutOfRange);
     EXPECT_NE(st.message().find("outside the recv buffer of 16 bytes"), std::string::npos) << st.message();
-    st = g_comm->all_to_all_v(buf, huge, z, buf, z, z);
+    st = g_comm->all_to_all_v(buf, huge, z, rbuf, z, z);
     EXPECT_EQ(st.code(), StatusCode::kOutOfRange);
     EXPECT_NE(st.message().find("2147483648"), std::string::npos) << st.message();
+    // The same buffer for sending and receiving (MPI forbids the aliasing).
+    st = g_comm->all_to_all_v(buf, z, z, buf, z, z);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("overlap"), std::string::npos) << st.message();
     std::vector<int64_t> out(n + 2);
     EXPECT_EQ(g_comm->all_to_all_counts(z, out).code(), StatusCode::kInvalidArgument);
     EXPECT_TRUE(g_comm->barrier().ok());
