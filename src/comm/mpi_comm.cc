@@ -294,6 +294,10 @@ Status mpi_init(int* argc, char*** argv) {
     return ok_status();
 }
 
+void mpi_mark_broken() {
+    g_broken.store(true);
+}
+
 void mpi_finalize(int exit_code) {
     int inited = 0, finalized = 0;
     MPI_Initialized(&inited);
