@@ -11,11 +11,8 @@ namespace moe {
 
 StatusOr<ExpertPlacement> ExpertPlacement::contiguous(int64_t num_experts, int world_size) {
     if (world_size < 1) return invalid_argument("expert placement: world size " + std::to_string(world_size) + " < 1");
-    if (num_experts < world_size)
-        return invalid_argument("expert parallelism: " + std::to_string(num_experts) +
-                                " routed experts cannot be "
-                                "spread over " +
-                                std::to_string(world_size) + " ranks (each rank needs at least one)");
+    // NOTE: with fewer experts than ranks the last ranks hold none (they still run attention on
+    // their own requests and take part in every exchange with zero rows).
     std::vector<std::vector<int32_t>> per_rank(static_cast<size_t>(world_size));
     const int64_t base = num_experts / world_size, extra = num_experts % world_size;
     int32_t e = 0;
@@ -46,8 +43,6 @@ StatusOr<ExpertPlacement> ExpertPlacement::from_rank_lists(int64_t num_experts,
             p.logical_of.push_back(e);
             p.rank_of.push_back(static_cast<int32_t>(r));
         }
-        if (per_rank[r].empty())
-            return invalid_argument("expert placement: rank " + std::to_string(r) + " holds no expert");
         p.rank_begin.push_back(static_cast<int64_t>(p.logical_of.size()));
     }
     MOE_RETURN_IF_ERROR(p.finish());

@@ -41,11 +41,11 @@ struct ExpertPlacement {
     // One slot per logical expert, slot e == expert e: no remap before the permute.
     bool identity() const { return identity_; }
 
-    // Contiguous ranges: rank r holds E / N experts, the first E % N ranks one more.
-    // kInvalidArgument unless num_experts >= world_size >= 1.
+    // Contiguous ranges: rank r holds E / N experts, the first E % N ranks one more (with E < N
+    // the last ranks hold none). kInvalidArgument unless world_size >= 1 and num_experts >= 1.
     static StatusOr<ExpertPlacement> contiguous(int64_t num_experts, int world_size);
-    // per_rank[r] lists the logical experts rank r holds (each at most once per rank); every
-    // logical expert must be held somewhere. Errors name the rank and the expert.
+    // per_rank[r] lists the logical experts rank r holds (each at most once per rank; a rank may
+    // hold none); every logical expert must be held somewhere. Errors name the rank and the expert.
     static StatusOr<ExpertPlacement> from_rank_lists(int64_t num_experts,
                                                      const std::vector<std::vector<int32_t>>& per_rank);
 
