@@ -176,6 +176,13 @@ public:
     // host memory within the process's cgroup limit for a host backend, the GPU's for a GPU
     // backend. kUnimplemented by default; backends may report kUnavailable.
     virtual StatusOr<MemoryInfo> memory_info() const;
+    // Whether the moe_experts kernel rounds its f32 input rows to bf16 before multiplying by
+    // weights of `weight_dtype` (then a caller may ship those rows as bf16 and get bitwise the
+    // same result: expert parallelism's wire format). False by default.
+    virtual bool moe_experts_round_input_to_bf16(DType weight_dtype) const {
+        (void)weight_dtype;
+        return false;
+    }
 
     const OpTable& ops() const { return ops_; }
 

@@ -12,6 +12,7 @@
 
 #include "core/log_field.h"
 #include "core/logging.h"
+#include "engine/group_lockstep.h"
 #include "moe/check.h"
 
 namespace moe {
@@ -82,7 +83,7 @@ struct Engine::Impl {
     void serve();  // the step loop, until stop()
     // After an exception escaped serve(): every request in flight ends with INTERNAL, the engine
     // is marked failed, and requests that still arrive end the same way until stop().
-    void fail_everything(const std::string& why);
+    void fail_everything(const std::string& why, StatusCode code = StatusCode::kInternal);
     // Ends a request without touching the scheduler or the executor (whose state an exception
     // may have left half-updated): one on_final with kError, sink exceptions swallowed.
     void abandon(Active& a, const Status& error);
@@ -454,6 +455,8 @@ void Engine::Impl::on_token(Active& a, const SampleResult& r) {
 bool Engine::Impl::step() {
     const auto now = Clock::now();
     StepResult r = executor->step();
+    // A failed expert-parallel group: the serve loop ends every request with UNAVAILABLE instead.
+    if (!model->expert_parallel_status().ok()) return true;
     num_preemptions.fetch_add(static_cast<int64_t>(r.preempted.size()), std::memory_order_relaxed);
     if (r.empty()) return false;
     steps.fetch_add(1, std::memory_order_relaxed);
@@ -508,14 +511,20 @@ void Engine::Impl::run() {
 }
 
 void Engine::Impl::serve() {
+    // Expert parallelism: the ranks' engines agree once per iteration whether to step or stop
+    // (group_lockstep.h); alone, this is inactive and the loop is the single-process one.
+    GroupLockstep group(model->expert_group());
     for (;;) {
         std::deque<std::unique_ptr<Active>> arrivals;
         std::vector<std::string> cancelled;
+        bool stop_now = false;
         {
             std::unique_lock<std::mutex> lock(mu);
-            cv.wait_for(lock, std::chrono::milliseconds(50),
+            // NOTE: no waiting while the group is busy: the other ranks would wait for this one.
+            cv.wait_for(lock, std::chrono::milliseconds(group.busy() ? 0 : 50),
                         [&] { return stopping || !inbox.empty() || !cancels.empty() || scheduler->has_work(); });
-            if (stopping) break;
+            stop_now = stopping;
+            if (stop_now && !group.active()) break;
             arrivals.swap(inbox);
             cancelled.swap(cancels);
         }
@@ -531,6 +540,20 @@ void Engine::Impl::serve() {
             if (a->params.deadline && *a->params.deadline <= now) expired.push_back(seq);
         for (SeqId s : expired)
             finalize(s, FinishReason::kDeadline, Status(StatusCode::kDeadlineExceeded, "deadline exceeded"));
+        if (group.active()) {
+            StatusOr<GroupLockstep::Decision> d = group.agree(scheduler->has_work(), stop_now);
+            if (!d.ok())
+                return fail_everything("expert-parallel group failed: " + d.status().to_string(),
+                                       StatusCode::kUnavailable);
+            if (d->stop && stop_now) break;
+            if (d->stop)  // another rank stopped: this one cannot step alone
+                return fail_everything("another rank of the expert-parallel group stopped", StatusCode::kUnavailable);
+            if (d->step) step();
+            if (!model->expert_parallel_status().ok())
+                return fail_everything(model->expert_parallel_status().to_string(), StatusCode::kUnavailable);
+            refresh_snapshot();
+            continue;
+        }
         // NOTE: work that cannot be scheduled now (should not happen: running sequences always
         // progress) must not spin the core.
         if (scheduler->has_work() && !step()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -555,16 +578,17 @@ void Engine::Impl::abandon(Active& a, const Status& error) {
     if (live_ids.empty()) cv_idle.notify_all();
 }
 
-void Engine::Impl::fail_everything(const std::string& why) {
-    log::engine().critical("{}; every request in flight ends with INTERNAL and the engine stops serving", why);
+void Engine::Impl::fail_everything(const std::string& why, StatusCode code) {
+    log::engine().critical("{}; every request in flight ends with {} and the engine stops serving", why,
+                           status_code_name(code));
     failed.store(true);
-    const Status error = internal_error(why);
+    const Status error(code, why);
     for (auto& [seq, a] : active) abandon(*a, error);
     active.clear();
     seq_of.clear();
     // Requests keep arriving until the server sees the engine unhealthy; each still gets its one
     // final event. The scheduler and the executor are not touched again.
-    const Status refused = internal_error("the engine failed earlier (" + why + "); request not run");
+    const Status refused(code, "the engine failed earlier (" + why + "); request not run");
     for (;;) {
         std::deque<std::unique_ptr<Active>> arrivals;
         {

@@ -44,6 +44,10 @@ Executor::Executor(MoeTransformer& model, KvCache& cache) : model_(model), cache
 
 Executor::~Executor() = default;
 
+bool Executor::in_group() const {
+    return model_.expert_group() != nullptr && model_.expert_group()->size() > 1;
+}
+
 Status Executor::add(NewRequest request, const SamplingParams& sampling, SeqOptions options) {
     const SeqId id = request.id;
     // The sampler reads the prompt (repetition penalty) before the scheduler takes it.
@@ -74,8 +78,17 @@ void Executor::set_faults_for_testing(ExecutorFaults faults) {
 std::vector<SeqResult> Executor::run(std::span<const ExecSeq> seqs, StepTimes* times) {
     std::vector<SeqResult> results(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) results[i].id = seqs[i].id;
-    // An empty local batch: nothing to compute (see the header on expert parallelism).
-    if (seqs.empty()) return results;
+    if (seqs.empty()) {
+        // An empty local batch: nothing to compute here, but a rank of an expert-parallel group
+        // still joins the step's collectives (its experts serve the other ranks' rows). Its
+        // failure has no sequence to fail: the model keeps it (expert_parallel_status()).
+        if (in_group()) {
+            auto t0 = Clock::now();
+            (void)model_.forward(BatchView{}, cache_);
+            if (times) times->forward_s += seconds_since(t0);
+        }
+        return results;
+    }
     auto fail_all = [&](const std::string& message) {
         for (size_t i = 0; i < seqs.size(); ++i) results[i] = failed(seqs[i].id, message);
         return results;
@@ -131,7 +144,14 @@ StepResult Executor::step() {
     result.times.schedule_s = seconds_since(t0);
     result.preempted = plan.preempted;
     result.num_tokens = plan.num_tokens;
-    if (plan.empty()) return result;  // an empty local batch is a legal step
+    if (plan.empty()) {
+        // An empty local batch is a legal step (in a group it still runs the empty forward).
+        if (in_group()) {
+            run({}, &result.times);
+            result.ran_forward = true;
+        }
+        return result;
+    }
 
     // ---- plan -> explicit batch; sequences that must not run fail here, alone
     result.seqs.resize(plan.seqs.size());
@@ -161,7 +181,7 @@ StepResult Executor::step() {
     }
 
     std::vector<SeqResult> ran = run(batch_, &result.times);
-    result.ran_forward = !batch_.empty();
+    result.ran_forward = !batch_.empty() || in_group();
 
     // ---- results back in plan order; the plan of what actually happened for the scheduler
     StepPlan done;

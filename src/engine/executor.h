@@ -18,11 +18,13 @@
 //
 // ## Contract of a step
 // - An empty local batch is a legal step: step() with nothing schedulable (or run() with no
-//   sequences) returns a StepResult with no seqs and ran_forward == false, and does not call the
-//   model (MoeTransformer::forward refuses zero sequences today). When expert parallelism lands,
-//   every rank of a group steps together even when its own batch is empty; that rank's forward
-//   must still take part in the group's collectives. The model will then accept zero rows and
-//   this is the single place that changes: call forward with the empty batch instead of skipping.
+//   sequences) returns a StepResult with no seqs. Alone (no expert-parallel group, or a group of
+//   one), it does not call the model and ran_forward is false. As a rank of an expert-parallel
+//   group of several ranks (MoeTransformer::expert_group()), every rank steps together even when
+//   its own batch is empty: this is the single place where that rank calls forward with the
+//   empty batch, which joins the group's collectives with zero rows (ran_forward true). A
+//   failure of that empty forward has no sequence to fail; the model keeps it
+//   (MoeTransformer::expert_parallel_status()) and the caller checks it after the step.
 // - Every planned sequence gets exactly one SeqResult (SeqOutcome below). kFailed is per
 //   sequence: a forward failure fails every sequence of that batch, a sampling failure only its
 //   own sequence; the others of the step are unaffected and their tokens are appended. A failed
@@ -148,10 +150,12 @@ public:
     // caller chose the blocks and keeps them. One SeqResult per input, in order (kSampled where a
     // sampler was given, else kPrefilling, or kFailed); nothing is appended anywhere. `times`,
     // if given, accumulates forward_s and sample_s. An empty batch returns no results and does
-    // not call the model.
+    // not call the model, except in a group (see the contract above).
     std::vector<SeqResult> run(std::span<const ExecSeq> seqs, StepTimes* times = nullptr);
 
-    Scheduler* scheduler() { return scheduler_; }    // null without one
+    Scheduler* scheduler() { return scheduler_; }  // null without one
+    // The model belongs to an expert-parallel group of more than one rank.
+    bool in_group() const;
     const SequenceSampler* sampler(SeqId id) const;  // null for an unknown id
 
     // Test-only: see ExecutorFaults. Replaces any previous faults; an empty struct clears them.

@@ -23,6 +23,10 @@ struct MoeTransformer::Layer {
     WeightView shared_gate, shared_up, shared_down;  // Qwen2-MoE
     TensorView shared_expert_gate;                   // f32 [1, H]
     WeightView mlp_gate, mlp_up, mlp_down;           // dense layers
+    int64_t index = 0;
+    // Expert parallelism: where this layer's experts live; w_gate/w_up/w_down are indexed by
+    // physical slot and empty for the slots of other ranks. Null without expert parallelism.
+    const ExpertPlacement* placement = nullptr;
 };
 
 namespace {
@@ -152,11 +156,55 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::create(const ModelConf
     m->config_ = config;
     m->source_ = std::move(weights);
     m->backend_ = &backend;
+    MOE_RETURN_IF_ERROR(m->setup_expert_parallel(options.expert_parallel));
     MOE_RETURN_IF_ERROR(m->load_weights(options).with_context(m->source_->describe()));
+    if (m->ep_comm_ != nullptr && m->ep_comm_->size() > 1) {
+        // NOTE: bf16 on the wire only where the expert kernels round their input to bf16 anyway:
+        // the rows they compute with are then bitwise the ones they would have had locally.
+        const bool bf16_wire =
+            m->matrix_dtype_ == DType::kBF16 && backend.moe_experts_round_input_to_bf16(DType::kBF16);
+        m->ep_ = std::make_unique<ExpertExchange>(*m->ep_comm_, config.hidden_size, bf16_wire);
+        log::model().info("expert parallelism: rank {} of {} ({}), {} on the wire", m->ep_comm_->rank(),
+                          m->ep_comm_->size(), m->ep_comm_->kind(), bf16_wire ? "bf16" : "f32");
+    }
     // Every tensor the forward reads is in backend memory now: let the source (a file mapping)
     // go, so that nothing done to the file later reaches the server (#18 D).
     m->source_.reset();
     return m;
+}
+
+// The group and each MoE layer's placement, checked against the config before any weight is read.
+Status MoeTransformer::setup_expert_parallel(const ExpertParallelOptions& ep) {
+    const ModelConfig& c = config_;
+    ep_comm_ = ep.comm;
+    ep_placement_.assign(static_cast<size_t>(c.num_layers), ExpertPlacement{});
+    if (ep_comm_ == nullptr) return ok_status();
+    if (backend_->device().kind != DeviceKind::kCpu)
+        return unimplemented(
+            "expert parallelism runs on the CPU backend only in this build (the exchange of device "
+            "buffers through NCCL is not built)");
+    const int N = ep_comm_->size();
+    const size_t given = ep.placement.size();
+    if (given != 0 && given != 1 && given != static_cast<size_t>(c.num_layers))
+        return invalid_argument("expert placement: " + std::to_string(given) + " layers given, the model has " +
+                                std::to_string(c.num_layers) + " (give one for all layers or one per layer)");
+    expert_load_.assign(static_cast<size_t>(c.num_layers), {});
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+        if (!c.layer_is_moe[static_cast<size_t>(l)]) continue;
+        expert_load_[static_cast<size_t>(l)].assign(static_cast<size_t>(c.num_experts), 0);
+        ExpertPlacement& pl = ep_placement_[static_cast<size_t>(l)];
+        if (given == 0) {
+            MOE_ASSIGN_OR_RETURN(pl, ExpertPlacement::contiguous(c.num_experts, N));
+        } else {
+            pl = ep.placement[given == 1 ? 0 : static_cast<size_t>(l)];
+        }
+        if (pl.world_size != N || pl.num_experts != c.num_experts)
+            return invalid_argument("expert placement of layer " + std::to_string(l) + ": " +
+                                    std::to_string(pl.num_experts) + " experts over " + std::to_string(pl.world_size) +
+                                    " ranks, but the model has " + std::to_string(c.num_experts) +
+                                    " experts and the group " + std::to_string(N) + " ranks");
+    }
+    return ok_status();
 }
 
 Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
@@ -197,6 +245,7 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
     layers_.resize(static_cast<size_t>(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
         Layer& L = layers_[static_cast<size_t>(l)];
+        L.index = l;
         const std::string p = "model.layers." + std::to_string(l) + ".";
         MOE_ASSIGN_OR_RETURN(L.input_norm, wl.get(p + "input_layernorm.weight", {H}, f32));
         MOE_ASSIGN_OR_RETURN(L.post_norm, wl.get(p + "post_attention_layernorm.weight", {H}, f32));
@@ -224,14 +273,24 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             // discontinuous, so bf16 rounding of its logits flips near-tied experts and moves the
             // output far more than rounding anywhere else does.
             MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + "gate.weight", {E, H}, f32));
-            for (int64_t e = 0; e < E; ++e) {
-                const std::string ep = mp + "experts." + std::to_string(e) + ".";
-                MOE_ASSIGN_OR_RETURN(WeightView g, wl.matrix(ep + en.gate + ".weight", {I, H}, mat));
-                MOE_ASSIGN_OR_RETURN(WeightView u, wl.matrix(ep + en.up + ".weight", {I, H}, mat));
-                MOE_ASSIGN_OR_RETURN(WeightView d, wl.matrix(ep + en.down + ".weight", {H, I}, mat));
-                L.w_gate.push_back(g);
-                L.w_up.push_back(u);
-                L.w_down.push_back(d);
+            // Under expert parallelism: one entry per physical slot, and only this rank's slots
+            // are read from the source at all (another rank's experts never touch this rank's
+            // memory: not copied, not paged in).
+            const ExpertPlacement& pl = ep_placement_[static_cast<size_t>(l)];
+            const bool ep = ep_comm_ != nullptr;
+            if (ep) L.placement = &pl;
+            const int64_t P = ep ? pl.num_physical() : E;
+            L.w_gate.resize(static_cast<size_t>(P));
+            L.w_up.resize(static_cast<size_t>(P));
+            L.w_down.resize(static_cast<size_t>(P));
+            for (int64_t s = 0; s < P; ++s) {
+                if (ep && pl.rank_of[static_cast<size_t>(s)] != ep_comm_->rank()) continue;
+                const int64_t e = ep ? pl.logical_of[static_cast<size_t>(s)] : s;
+                const std::string ep_name = mp + "experts." + std::to_string(e) + ".";
+                const size_t i = static_cast<size_t>(s);
+                MOE_ASSIGN_OR_RETURN(L.w_gate[i], wl.matrix(ep_name + en.gate + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(L.w_up[i], wl.matrix(ep_name + en.up + ".weight", {I, H}, mat));
+                MOE_ASSIGN_OR_RETURN(L.w_down[i], wl.matrix(ep_name + en.down + ".weight", {H, I}, mat));
             }
             if (c.shared_expert_intermediate_size > 0) {
                 const int64_t SI = c.shared_expert_intermediate_size;
@@ -285,7 +344,9 @@ TensorView view(const DeviceBuffer& b, DType dtype, std::initializer_list<int64_
 }  // namespace
 
 StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache& cache) {
+    if (ep_) return forward_expert_parallel(batch, cache);
     MOE_ASSIGN_OR_RETURN(const StepShape shape, check_batch(batch, cache));
+    if (shape.num_seqs == 0) return ForwardOutput{.logits = {}, .row_start = {0}, .vocab_size = config_.vocab_size};
     if (!ws_) {
         ws_ = std::make_unique<Workspace>();
         ws_->be = backend_;
@@ -313,10 +374,10 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
 StatusOr<MoeTransformer::StepShape> MoeTransformer::check_batch(const BatchView& batch, const KvCache& cache) const {
     const ModelConfig& c = config_;
     const int64_t S = static_cast<int64_t>(batch.sequences.size());
-    if (S == 0) return invalid_argument("forward: empty batch");
     if (cache.num_layers() != c.num_layers) return invalid_argument("forward: kv cache has wrong layer count");
     const int64_t bs = cache.block_size();
     StepShape shape{.num_seqs = S, .num_tokens = 0, .num_logit_rows = 0, .max_blocks = 1};
+    if (S == 0) return shape;  // an empty step (an idle rank of an expert-parallel group)
     for (int64_t s = 0; s < S; ++s) {
         const SequenceInput& in = batch.sequences[static_cast<size_t>(s)];
         const int64_t n = static_cast<int64_t>(in.token_ids.size());
@@ -395,7 +456,9 @@ Status MoeTransformer::reserve_workspace(const StepShape& shape) {
     Workspace& w = *ws_;
     const int64_t T = shape.num_tokens, S = shape.num_seqs, R = shape.num_logit_rows;
     const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
-    const int64_t K = std::max<int64_t>(1, c.num_experts_per_tok), E = std::max<int64_t>(1, c.num_experts);
+    const int64_t K = std::max<int64_t>(1, c.num_experts_per_tok);
+    int64_t E = std::max<int64_t>(1, c.num_experts);
+    for (const ExpertPlacement& pl : ep_placement_) E = std::max(E, pl.num_physical());  // slots
     const int64_t I =
         std::max({c.intermediate_size, c.moe_intermediate_size, c.shared_expert_intermediate_size, int64_t{1}});
     const auto f = [](int64_t n) { return static_cast<size_t>(n) * 4; };
@@ -471,6 +534,7 @@ Status MoeTransformer::final_logits(const StepShape& shape, ForwardOutput& out) 
 
 Status MoeTransformer::layer_forward(int64_t layer_idx, KvCache& cache, int64_t T) {
     const Layer& L = layers_[static_cast<size_t>(layer_idx)];
+    if (T == 0) return L.is_moe && ep_ ? moe_experts_parallel(L, 0) : ok_status();  // an idle rank's step
     MOE_RETURN_IF_ERROR(attention_block(L, layer_idx, cache, T));
     const Device dev = backend_->device();
     const int64_t H = config_.hidden_size;
@@ -584,19 +648,24 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
                                                   .topk_weights = weights,
                                                   .top_k = static_cast<int>(K),
                                                   .renormalize = c.norm_topk_prob}));
-    MOE_RETURN_IF_ERROR(ops::run(be, MoePermuteArgs{.x = x,
-                                                    .topk_ids = ids,
-                                                    .num_experts = static_cast<int>(E),
-                                                    .x_permuted = x_perm,
-                                                    .expert_offsets = offsets,
-                                                    .row_of = row_of,
-                                                    .token_of = view(w.token_of, DType::kI32, {T * K}, dev)}));
-    MOE_RETURN_IF_ERROR(ops::run(be, MoeExpertsArgs{.x_permuted = x_perm,
-                                                    .expert_offsets = offsets,
-                                                    .w_gate = L.w_gate,
-                                                    .w_up = L.w_up,
-                                                    .w_down = L.w_down,
-                                                    .out_permuted = out_perm}));
+    if (ep_) {
+        MOE_RETURN_IF_ERROR(moe_experts_parallel(L, T));
+    } else {
+        if (ep_comm_ != nullptr) count_expert_load(L, static_cast<const int32_t*>(w.offsets.data()));
+        MOE_RETURN_IF_ERROR(ops::run(be, MoePermuteArgs{.x = x,
+                                                        .topk_ids = ids,
+                                                        .num_experts = static_cast<int>(E),
+                                                        .x_permuted = x_perm,
+                                                        .expert_offsets = offsets,
+                                                        .row_of = row_of,
+                                                        .token_of = view(w.token_of, DType::kI32, {T * K}, dev)}));
+        MOE_RETURN_IF_ERROR(ops::run(be, MoeExpertsArgs{.x_permuted = x_perm,
+                                                        .expert_offsets = offsets,
+                                                        .w_gate = L.w_gate,
+                                                        .w_up = L.w_up,
+                                                        .w_down = L.w_down,
+                                                        .out_permuted = out_perm}));
+    }
     if (c.shared_expert_intermediate_size == 0) {
         // The weighted expert rows go straight into the residual stream: one pass over h instead
         // of filling y and adding it (a 16-sequence decode step saved ~20 us a layer).
@@ -630,6 +699,141 @@ Status MoeTransformer::shared_expert(const Layer& L, int64_t T) {
     MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.shared_expert_gate, .bias = {}, .y = gate_logit}));
     MOE_RETURN_IF_ERROR(ops::run(be, MoeSharedGateArgs{.gate_logits = gate_logit, .shared_out = shared, .y = y}));
     return ops::run(be, AddArgs{.a = h, .b = y, .out = h});
+}
+
+// ---- expert parallelism ----------------------------------------------------------------------
+
+// The step of one rank of an expert-parallel group (docs/ARCHITECTURE.md, "Expert
+// parallelism"). The same calls in the same order on every rank: begin_step, then per MoE layer
+// dispatch (two all_to_all_v) and combine (one), whatever this rank's own batch holds.
+StatusOr<ForwardOutput> MoeTransformer::forward_expert_parallel(const BatchView& batch, KvCache& cache) {
+    if (!ep_status_.ok()) return ep_status_;
+    // NOTE: a batch this rank refuses still takes part with zero rows: the other ranks wait for
+    // its collectives. Its error comes back once the step is over.
+    StatusOr<StepShape> checked = check_batch(batch, cache);
+    const BatchView none;
+    const BatchView& run = checked.ok() ? batch : none;
+    const StepShape shape = checked.ok() ? *checked : StepShape{};
+    if (!ws_) {
+        ws_ = std::make_unique<Workspace>();
+        ws_->be = backend_;
+    }
+    ForwardOutput out;
+    prepare_step_metadata(run, cache.block_size(), shape, out);
+    const int64_t T = shape.num_tokens;
+    Status st = reserve_workspace(shape);
+    if (st.ok()) st = upload_step_metadata(shape);
+    if (!st.ok()) {
+        // Nothing exchanged yet, but the group waits for this rank: end it rather than let it
+        // time out.
+        ep_status_ = unavailable("expert-parallel rank " + std::to_string(ep_comm_->rank()) +
+                                 " aborted the group: " + st.to_string());
+        log::model().error("{}", ep_status_.to_string());
+        ep_comm_->abort(ep_status_.message());
+        return ep_status_;
+    }
+    st = ep_->begin_step(T, std::max<int64_t>(1, config_.num_experts_per_tok));
+    if (st.ok() && T > 0) {
+        st = ops::run(*backend_,
+                      EmbeddingArgs{.ids = view(ws_->ids, DType::kI32, {T}, backend_->device()),
+                                    .table = embed_,
+                                    .out = view(ws_->h, DType::kF32, {T, config_.hidden_size}, backend_->device())});
+    }
+    for (int64_t l = 0; st.ok() && l < config_.num_layers; ++l)
+        st = layer_forward(l, cache, T).with_context("layer " + std::to_string(l));
+    if (st.ok() && T > 0) st = final_logits(shape, out);
+    if (!st.ok()) {
+        if (st.code() == StatusCode::kUnavailable) {
+            // A collective failed (a lost peer, the timeout): the group is gone for good.
+            ep_status_ = unavailable("expert-parallel group failed: " + st.message());
+        } else {
+            // This rank failed mid-step while the others wait in a collective: end the group
+            // with the reason instead of letting them time out.
+            ep_status_ = unavailable("expert-parallel rank " + std::to_string(ep_comm_->rank()) +
+                                     " aborted the group: " + st.to_string());
+            log::model().error("{}", ep_status_.to_string());
+            ep_comm_->abort(ep_status_.message());
+        }
+        return ep_status_;
+    }
+    if (!checked.ok()) return checked.status();
+    return out;
+}
+
+// top-k ids -> out_perm through the group: remap to physical slots, permute, dispatch, the
+// local experts over every source's rows, combine. T may be 0 (an idle rank still serves the
+// rows of the others).
+Status MoeTransformer::moe_experts_parallel(const Layer& L, int64_t T) {
+    const ModelConfig& c = config_;
+    Backend& be = *backend_;
+    Workspace& w = *ws_;
+    const Device dev = be.device();
+    const int64_t H = c.hidden_size, K = c.num_experts_per_tok;
+    const ExpertPlacement& pl = *L.placement;
+    const int64_t P = pl.num_physical();
+    std::span<const int32_t> offsets;
+    if (T > 0) {
+        if (!pl.identity()) {
+            // Logical -> physical before the permute, so the permuted rows come out grouped by
+            // slot, each rank's slots contiguous (NOTE: CPU memory; see setup_expert_parallel).
+            int32_t* ids = static_cast<int32_t*>(w.topk_ids.data());
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t j = 0; j < K; ++j) ids[t * K + j] = pl.physical_for(ids[t * K + j], t, ep_comm_->rank());
+        }
+        MOE_RETURN_IF_ERROR(ops::run(be, MoePermuteArgs{.x = residual(T).x,
+                                                        .topk_ids = view(w.topk_ids, DType::kI32, {T, K}, dev),
+                                                        .num_experts = static_cast<int>(P),
+                                                        .x_permuted = view(w.x_perm, DType::kF32, {T * K, H}, dev),
+                                                        .expert_offsets = view(w.offsets, DType::kI32, {P + 1}, dev),
+                                                        .row_of = view(w.row_of, DType::kI32, {T * K}, dev),
+                                                        .token_of = view(w.token_of, DType::kI32, {T * K}, dev)}));
+        offsets = std::span<const int32_t>(static_cast<const int32_t*>(w.offsets.data()), static_cast<size_t>(P + 1));
+        count_expert_load(L, offsets.data());
+    } else {
+        ep_zero_offsets_.assign(static_cast<size_t>(P + 1), 0);
+        offsets = ep_zero_offsets_;
+    }
+    float* x_perm = static_cast<float*>(w.x_perm.data());
+    MOE_RETURN_IF_ERROR(ep_->dispatch(pl, x_perm, offsets, T));
+    const int64_t R = ep_->local_rows();
+    if (R > 0) {
+        MOE_RETURN_IF_ERROR(ops::run(
+            be, MoeExpertsArgs{.x_permuted = TensorView::make(ep_->local_x(), DType::kF32, {R, H}, dev),
+                               .expert_offsets = TensorView::make(const_cast<int32_t*>(ep_->local_offsets().data()),
+                                                                  DType::kI32, {P + 1}, dev),
+                               .w_gate = L.w_gate,
+                               .w_up = L.w_up,
+                               .w_down = L.w_down,
+                               .out_permuted = TensorView::make(ep_->local_out(), DType::kF32, {R, H}, dev)}));
+    }
+    return ep_->combine(pl, static_cast<float*>(w.out_perm.data()), offsets);
+}
+
+// Rows per logical expert from the permute's offsets (host memory: expert parallelism runs on
+// the CPU backend only).
+void MoeTransformer::count_expert_load(const Layer& L, const int32_t* offsets) {
+    std::vector<int64_t>& load = expert_load_[static_cast<size_t>(L.index)];
+    if (L.placement == nullptr) {
+        for (size_t e = 0; e < load.size(); ++e) load[e] += offsets[e + 1] - offsets[e];
+        return;
+    }
+    for (int64_t s = 0; s < L.placement->num_physical(); ++s)
+        load[static_cast<size_t>(L.placement->logical_of[static_cast<size_t>(s)])] += offsets[s + 1] - offsets[s];
+}
+
+ExpertParallelStats MoeTransformer::expert_parallel_stats() const {
+    return ep_ ? ep_->stats() : ExpertParallelStats{};
+}
+
+std::vector<int32_t> MoeTransformer::local_experts(int64_t layer_idx) const {
+    std::vector<int32_t> out;
+    if (layer_idx < 0 || layer_idx >= config_.num_layers || !config_.layer_is_moe[static_cast<size_t>(layer_idx)])
+        return out;
+    const Layer& L = layers_[static_cast<size_t>(layer_idx)];
+    for (size_t s = 0; s < L.w_gate.size(); ++s)
+        if (!L.w_gate[s].empty()) out.push_back(L.placement ? L.placement->logical_of[s] : static_cast<int32_t>(s));
+    std::sort(out.begin(), out.end());
+    return out;
 }
 
 }  // namespace moe

@@ -14,6 +14,7 @@
 
 #include "model/batch.h"
 #include "model/config.h"
+#include "model/expert_parallel.h"
 #include "model/kv_cache.h"
 #include "model/weight_source.h"
 #include "moe/backend.h"
@@ -28,6 +29,10 @@ enum class WeightDType {
 
 struct ModelLoadOptions {
     WeightDType weight_dtype = WeightDType::kAuto;
+    // Expert parallelism (model/expert_parallel.h): the group and the placement. With a group of
+    // more than one rank the model loads only this rank's routed experts (the others' tensors
+    // are never read) and every MoE layer exchanges rows with the group.
+    ExpertParallelOptions expert_parallel{};
 };
 
 class MoeTransformer {
@@ -48,6 +53,12 @@ public:
 
     // Runs one step. Errors (bad token id, block table too short, block id out of range) name
     // the sequence and the value; the cache is not written for a batch that fails validation.
+    // An empty batch (no sequences) is a legal step: no logits. Under expert parallelism every
+    // rank of the group calls forward once per step, with its own batch, empty or not, and a
+    // batch this rank refuses still joins the group's collectives (with zero rows) before the
+    // error comes back. A local failure after the step's first collective aborts the group
+    // (Communicator::abort, logged); a collective's failure (lost peer, timeout) makes this and
+    // every later forward fail with UNAVAILABLE (expert_parallel_status()).
     StatusOr<ForwardOutput> forward(const BatchView& batch, KvCache& cache);
 
     const ModelConfig& config() const { return config_; }
@@ -56,6 +67,22 @@ public:
     DType matrix_dtype() const { return matrix_dtype_; }
     // Bytes of backend memory held by the model's weights (all of them: nothing stays mapped).
     int64_t owned_weight_bytes() const;
+
+    // ---- expert parallelism (all null / empty / OK without it)
+    // The group this model exchanges expert rows with; null without expert parallelism. A group
+    // of one rank runs today's single-process path.
+    comm::Communicator* expert_group() const { return ep_comm_; }
+    // Ok until a collective failed or this rank aborted the group; sticky.
+    const Status& expert_parallel_status() const { return ep_status_; }
+    // Exchange counters (zero without a group of several ranks).
+    ExpertParallelStats expert_parallel_stats() const;
+    // Logical experts whose weights this rank holds in `layer_idx` (every expert without expert
+    // parallelism; empty for a dense layer).
+    std::vector<int32_t> local_experts(int64_t layer_idx) const;
+    // Per layer, per logical expert: the (token, slot) pairs this rank's tokens routed to it
+    // since the model was built. Counted only with expert parallelism configured (any group
+    // size); empty vectors for dense layers.
+    const std::vector<std::vector<int64_t>>& expert_load() const { return expert_load_; }
 
 private:
     struct Layer;
@@ -67,6 +94,7 @@ private:
         int64_t max_blocks = 1;  // block-table entries of the longest sequence
     };
     MoeTransformer() = default;
+    Status setup_expert_parallel(const ExpertParallelOptions& options);
     Status load_weights(const ModelLoadOptions& options);
 
     // forward(), step by step.
@@ -84,6 +112,10 @@ private:
     Status attention_block(const Layer& layer, int64_t layer_idx, KvCache& cache, int64_t num_tokens);
     Status dense_mlp(const Layer& layer, int64_t num_tokens);
     Status moe_block(const Layer& layer, int64_t num_tokens);
+    // The routed experts under expert parallelism, from top-k ids to out_perm (num_tokens may be 0).
+    Status moe_experts_parallel(const Layer& layer, int64_t num_tokens);
+    StatusOr<ForwardOutput> forward_expert_parallel(const BatchView& batch, KvCache& cache);
+    void count_expert_load(const Layer& layer, const int32_t* offsets);
     Status shared_expert(const Layer& layer, int64_t num_tokens);
     Status final_logits(const StepShape& shape, ForwardOutput& out);
 
@@ -100,6 +132,13 @@ private:
 
     struct Workspace;
     std::unique_ptr<Workspace> ws_;
+
+    comm::Communicator* ep_comm_ = nullptr;
+    std::vector<ExpertPlacement> ep_placement_;  // per layer (dense layers: empty placement)
+    std::unique_ptr<ExpertExchange> ep_;         // groups of more than one rank only
+    Status ep_status_;
+    std::vector<std::vector<int64_t>> expert_load_;
+    std::vector<int32_t> ep_zero_offsets_;  // an idle rank's offsets (no rows for any slot)
     struct StepMeta {
         int64_t num_seqs = 0;
         int64_t max_blocks = 0;

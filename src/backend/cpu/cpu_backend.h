@@ -40,6 +40,8 @@ public:
     std::string weight_summary() const override;
     // /proc/meminfo capped by the process's cgroup memory limit (host_memory.h).
     StatusOr<MemoryInfo> memory_info() const override;
+    // bf16 weights on the AVX512-BF16 route of moe_experts (moe_experts.cc: the same test).
+    bool moe_experts_round_input_to_bf16(DType weight_dtype) const override;
 
     // Who multiplies by bf16 matrices: "own AVX512-BF16 kernels", "oneDNN brg:avx512_core_amx
     // over the packed panels", ... (CpuBackendOptions::matmul as resolved on this CPU).
