@@ -82,7 +82,10 @@ public:
     ~MpiComm() override {
         // A broken communicator has a request MPI cannot cancel; freeing it would wait for the
         // lost peer. It is left to the process's end (mpi_finalize aborts the job).
-        if (broken_.empty()) MPI_Comm_free(&comm_);
+        // After MPI_Finalize (a caller that finalized first) MPI may not be called at all.
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (broken_.empty() && !finalized) MPI_Comm_free(&comm_);
     }
 
     int rank() const override { return rank_; }
