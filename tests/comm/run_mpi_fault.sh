@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs one failure case of mpi_fault_prog under mpirun and asserts on what a user would see:
 #   run_mpi_fault.sh MODE MPIEXEC PROG [extra mpirun flags...]
+# abort:    rank 0 calls abort(reason) while rank 1 waits: the reason is printed, nobody
+#           outlives it, the job ends non-zero before the timeout would have fired.
 # lying:    rank 1 sends fewer, then more bytes than announced: rank 0 says so (DATA_LOSS, then
 #           MPI's truncation) and the job exits non-zero.
 # timeout:  rank 0 reports UNAVAILABLE naming the collective, rank and timeout, after at least
@@ -56,6 +58,12 @@ case $mode in
       grep -Eq 'rank 1 .*exited on signal 9' "$out" || fail "mpirun did not say that rank 1 was killed"
     fi
     ((elapsed < 3 * timeout_ms / 1000 + 15)) || fail "the job took ${elapsed}s to end"
+    ;;
+  abort)
+    grep -q 'moeserve: rank 0 of 2 aborts the MPI job: expert kernel failed in layer 3 (test)' "$out" ||
+      fail "rank 0's abort reason was not printed"
+    grep -q 'all_reduce_sum returned' "$out" && fail "a rank outlived the abort"
+    ((elapsed < timeout_ms / 1000 + 10)) || fail "the job took ${elapsed}s to end after the abort"
     ;;
   lying)
     short=$(grep '^FAULT rank 0 received 4 announced as 8' "$out") || fail "rank 0 never reported the short message"
