@@ -50,6 +50,11 @@ Status mpi_init(int* argc, char*** argv);
 // No-op when MPI was never initialised or the build has no MPI.
 void mpi_finalize(int exit_code = 1);
 
+// Marks the job as failed on this rank (as a broken communicator does): mpi_finalize will then
+// MPI_Abort. For failures outside a communicator that leave an MPI request pending (the NCCL
+// bootstrap's broadcast) or a rank that cannot go on mid-step.
+void mpi_mark_broken();
+
 // A communicator over every rank of the job (a duplicate of MPI_COMM_WORLD with
 // MPI_ERRORS_RETURN). Needs mpi_init first. The duplication itself is bounded by
 // `options.timeout` like any collective.

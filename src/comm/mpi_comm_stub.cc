@@ -28,6 +28,8 @@ Status mpi_init(int*, char***) {
 
 void mpi_finalize(int) {}
 
+void mpi_mark_broken() {}
+
 StatusOr<std::unique_ptr<Communicator>> make_mpi_comm(const CommOptions&) {
     return no_mpi();
 }

@@ -128,9 +128,19 @@ std::span<const int32_t> LayerPlacement::local_experts(int rank) const {
 int32_t LayerPlacement::choose_replica(int32_t logical, int64_t token_row, int source_rank) const {
     const auto r = replicas(logical);
     if (r.size() == 1) return r[0];
-    const uint64_t n = r.size();
-    const uint64_t k = (static_cast<uint64_t>(token_row) % n + static_cast<uint64_t>(source_rank) % n) % n;
-    return r[k];
+    for (int32_t p : r)
+        if (rank_of_physical(p) == source_rank) return p;
+    const auto n = static_cast<int64_t>(r.size());
+    return r[static_cast<size_t>(((token_row % n) + n) % n)];
+}
+
+std::vector<std::vector<int32_t>> LayerPlacement::rank_lists() const {
+    std::vector<std::vector<int32_t>> out(static_cast<size_t>(world_size()));
+    for (int r = 0; r < world_size(); ++r) {
+        auto l = local_experts(r);
+        out[static_cast<size_t>(r)].assign(l.begin(), l.end());
+    }
+    return out;
 }
 
 bool LayerPlacement::is_contiguous() const {
@@ -318,7 +328,8 @@ nlohmann::json expert_counts_to_json(const ExpertCounts& counts) {
         {"num_layers", counts.num_layers}, {"num_experts", counts.num_experts}, {"layers", std::move(layers)}};
 }
 
-StatusOr<LayerPlacement> plan_layer(std::span<const int64_t> counts, int world_size, int redundant) {
+static StatusOr<LayerPlacement> plan_layer_impl(std::span<const int64_t> counts, int world_size, int redundant,
+                                                bool lpt) {
     const int num_experts = static_cast<int>(std::min<size_t>(counts.size(), INT32_MAX));
     MOE_RETURN_IF_ERROR(check_dims(num_experts, world_size));
     const int64_t max_redundant = static_cast<int64_t>(num_experts) * (world_size - 1);
@@ -385,7 +396,7 @@ StatusOr<LayerPlacement> plan_layer(std::span<const int64_t> counts, int world_s
         return true;
     };
     std::vector<std::vector<int32_t>> slots(static_cast<size_t>(world_size));
-    if (!try_lpt(slots)) {
+    if (!lpt || !try_lpt(slots)) {
         // LPT can paint itself into a corner (the only free slots are on ranks that already hold
         // the expert). Ryser's construction cannot: experts with the most replicas first, each
         // onto the ranks with the most free slots (ties: least loaded).
@@ -421,7 +432,25 @@ StatusOr<LayerPlacement> plan_layer(std::span<const int64_t> counts, int world_s
     return LayerPlacement::from_rank_slots(num_experts, slots, "expert planner");
 }
 
+StatusOr<LayerPlacement> plan_layer(std::span<const int64_t> counts, int world_size, int redundant) {
+    return plan_layer_impl(counts, world_size, redundant, /*lpt=*/true);
+}
+
+namespace ep_detail {
+StatusOr<LayerPlacement> plan_layer_ryser(std::span<const int64_t> counts, int world_size, int redundant) {
+    return plan_layer_impl(counts, world_size, redundant, /*lpt=*/false);
+}
+}  // namespace ep_detail
+
 StatusOr<EpPlacement> plan_placement(const ExpertCounts& counts, int world_size, int redundant) {
+    // Checked here too, so that a counts file without layers still refuses a bad request.
+    MOE_RETURN_IF_ERROR(check_dims(counts.num_experts, world_size));
+    const int64_t max_redundant = static_cast<int64_t>(counts.num_experts) * (world_size - 1);
+    if (redundant < 0 || redundant > max_redundant)
+        return invalid_argument(
+            fmt::format("--redundant {}: must be in [0, {}] ({} experts, {} ranks: at most one "
+                        "replica of an expert per rank)",
+                        redundant, max_redundant, counts.num_experts, world_size));
     MOE_ASSIGN_OR_RETURN(EpPlacement p, EpPlacement::contiguous(counts.num_layers, counts.num_experts, world_size));
     for (size_t i = 0; i < counts.layer_ids.size(); ++i) {
         MOE_ASSIGN_OR_RETURN(LayerPlacement lp, plan_layer(counts.counts[i], world_size, redundant));

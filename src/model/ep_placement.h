@@ -65,10 +65,14 @@ public:
     std::span<const int32_t> replicas(int32_t logical) const;
     // Logical ids `rank` holds, in slot order (may be empty).
     std::span<const int32_t> local_experts(int rank) const;
-    // The replica a row goes to: deterministic in (logical, token_row, source_rank), spreading
-    // the rows of one source round-robin over the replicas (offset by the source rank so that
-    // sources do not all start on the same replica). With one replica, that one.
+    // The replica a row goes to, deterministic in (logical, token_row, source_rank): a copy on
+    // `source_rank` itself when there is one (no traffic), else the copies in turn by token row
+    // (replicas[token_row % count]). The same rule as ExpertPlacement::physical_for in the EP
+    // model code, so a plan's balance is judged by the rule the model applies.
     int32_t choose_replica(int32_t logical, int64_t token_row, int source_rank) const;
+    // The logical ids of every rank, in slot order: the form ExpertPlacement::from_rank_lists
+    // (model/expert_parallel.h) takes.
+    std::vector<std::vector<int32_t>> rank_lists() const;
     // True when this is exactly the contiguous layout (no replicas, ranges in order).
     bool is_contiguous() const;
 
@@ -139,6 +143,13 @@ nlohmann::json expert_counts_to_json(const ExpertCounts& counts);
 // (never more replicas than ranks); replicas are then placed heaviest first on the least loaded
 // rank that has a free slot and does not hold that expert yet. Deterministic (ties by lower id).
 StatusOr<LayerPlacement> plan_layer(std::span<const int64_t> counts, int world_size, int redundant);
+namespace ep_detail {
+// plan_layer's fallback alone (experts with the most replicas first, each onto the ranks with the
+// most free slots), which plan_layer uses when its greedy pass finds no rank for a replica.
+// Exposed for tests: random loads rarely reach it through plan_layer.
+StatusOr<LayerPlacement> plan_layer_ryser(std::span<const int64_t> counts, int world_size, int redundant);
+}  // namespace ep_detail
+
 // Every layer of `counts`, the others contiguous.
 StatusOr<EpPlacement> plan_placement(const ExpertCounts& counts, int world_size, int redundant);
 
