@@ -82,7 +82,10 @@ public:
     ~MpiComm() override {
         // A broken communicator has a request MPI cannot cancel; freeing it would wait for the
         // lost peer. It is left to the process's end (mpi_finalize aborts the job).
-        if (broken_.empty()) MPI_Comm_free(&comm_);
+        // After MPI_Finalize (a caller that finalized first) MPI may not be called at all.
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (broken_.empty() && !finalized) MPI_Comm_free(&comm_);
     }
 
     int rank() const override { return rank_; }
@@ -176,6 +179,10 @@ public:
         if (in.size() != static_cast<size_t>(size_) || out.size() != static_cast<size_t>(size_))
             return invalid_argument(fmt::format("{}: in has {} and out {} entries, the group has {} ranks",
                                                 who("all_to_all_counts"), in.size(), out.size(), size_));
+        // Aliasing is erroneous in MPI, and libnbc would take it as MPI_IN_PLACE (another
+        // algorithm than the peers run: they hang).
+        if (in.data() < out.data() + out.size() && out.data() < in.data() + in.size())
+            return invalid_argument(fmt::format("{}: in and out overlap", who("all_to_all_counts")));
         MPI_Request req;
         const int rc = MPI_Ialltoall(in.data(), 1, MPI_INT64_T, out.data(), 1, MPI_INT64_T, comm_, &req);
         return finish("all_to_all_counts", rc, &req);

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Runs one failure case of mpi_fault_prog under mpirun and asserts on what a user would see:
 #   run_mpi_fault.sh MODE MPIEXEC PROG [extra mpirun flags...]
+# abort:    rank 0 calls abort(reason) while rank 1 waits: the reason is printed, nobody
+#           outlives it, the job ends non-zero before the timeout would have fired.
+# lying:    rank 1 sends fewer, then more bytes than announced: rank 0 says so (DATA_LOSS, then
+#           MPI's truncation) and the job exits non-zero.
 # timeout:  rank 0 reports UNAVAILABLE naming the collective, rank and timeout, after at least
 #           the timeout and well before twice it; its next call fails fast; the job exits
 #           non-zero within a bound (no hang).
@@ -54,6 +58,19 @@ case $mode in
       grep -Eq 'rank 1 .*exited on signal 9' "$out" || fail "mpirun did not say that rank 1 was killed"
     fi
     ((elapsed < 3 * timeout_ms / 1000 + 15)) || fail "the job took ${elapsed}s to end"
+    ;;
+  abort)
+    grep -q 'moeserve: rank 0 of 2 aborts the MPI job: expert kernel failed in layer 3 (test)' "$out" ||
+      fail "rank 0's abort reason was not printed"
+    grep -q 'all_reduce_sum returned' "$out" && fail "a rank outlived the abort"
+    ((elapsed < timeout_ms / 1000 + 10)) || fail "the job took ${elapsed}s to end after the abort"
+    ;;
+  lying)
+    short=$(grep '^FAULT rank 0 received 4 announced as 8' "$out") || fail "rank 0 never reported the short message"
+    [[ $short == *"DATA_LOSS"*"rank 1 sent 4 bytes, the counts exchange announced 8"* ]] ||
+      fail "the short message was not DATA_LOSS naming the peer and both counts: $short"
+    long=$(grep '^FAULT rank 0 received 16 announced as 8' "$out") || fail "rank 0 never reported the long message"
+    [[ $long == *"UNAVAILABLE"*"receiving from rank 1"* ]] || fail "the long message was not refused naming rank 1: $long"
     ;;
   *) fail "unknown mode $mode" ;;
 esac

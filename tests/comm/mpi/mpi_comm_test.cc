@@ -150,6 +150,10 @@ TEST(MpiComm, BadCountsRefusedClearlyAndCommStaysUsable) {
     st = g_comm->all_to_all_v(buf, z, z, buf, z, z);
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(st.message().find("overlap"), std::string::npos) << st.message();
+    std::vector<int64_t> inout(n, 1);
+    st = g_comm->all_to_all_counts(inout, inout);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("in and out overlap"), std::string::npos) << st.message();
     std::vector<int64_t> out(n + 2);
     EXPECT_EQ(g_comm->all_to_all_counts(z, out).code(), StatusCode::kInvalidArgument);
     EXPECT_TRUE(g_comm->barrier().ok());

@@ -5,6 +5,10 @@
 //   kill     rank 1 raises SIGKILL between collectives; rank 0 keeps exchanging data. Under
 //            mpirun's defaults mpirun ends the job; with --enable-recovery rank 0's collective
 //            returns UNAVAILABLE within the timeout.
+//   abort    rank 0 calls abort(reason) while rank 1 waits in a collective: the job ends at once
+//            (well inside the timeout) with the reason printed, never a hang.
+//   lying    rank 1 sends fewer, then more bytes than rank 0 was announced: rank 0 reports
+//            DATA_LOSS naming the peer and both counts, then MPI's truncation, never garbage.
 // Lines for the driver start with "FAULT ".
 #include <fmt/format.h>
 
@@ -47,7 +51,7 @@ Status exchange(Communicator& c) {
 
 int main(int argc, char** argv) {
     if (argc < 3) {
-        std::fprintf(stderr, "usage: %s timeout|kill TIMEOUT_MS\n", argv[0]);
+        std::fprintf(stderr, "usage: %s timeout|kill|abort|lying TIMEOUT_MS\n", argv[0]);
         return 2;
     }
     const std::string mode = argv[1];
@@ -105,6 +109,37 @@ int main(int argc, char** argv) {
                     return;
                 }
                 if (step > 100000) return;  // never: the peer dies at step 20
+            }
+        } else if (mode == "abort") {
+            // Rank 0 fails mid-layer and aborts the group; rank 1 is waiting in a collective.
+            if (me == 0) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                say("rank 0 aborts");
+                comm->abort("expert kernel failed in layer 3 (test)");
+            }
+            std::vector<int64_t> v{1};
+            st = comm->all_reduce_sum(v);
+            say(fmt::format("rank {} all_reduce_sum returned: {}", me, st.to_string()));  // never: the job ends
+            exit_code = 5;
+        } else if (mode == "lying") {
+            // Rank 1 sends other byte counts than rank 0 was told, on two fresh communicators:
+            // fewer bytes (DATA_LOSS on arrival), then more (MPI's truncation error).
+            for (int64_t sent : {4, 16}) {
+                auto c = make_mpi_comm(opts);
+                if (!c.ok()) {
+                    say(fmt::format("rank {} make_mpi_comm: {}", me, c.status().to_string()));
+                    exit_code = 4;
+                    return;
+                }
+                std::vector<int64_t> z(2, 0), sc(2, 0), rc(2, 0), sd(2, 0), rd(2, 0);
+                std::vector<std::byte> send(16, std::byte{7}), recv(16);
+                if (me == 1) sc[0] = sent;
+                if (me == 0) rc[1] = 8;
+                Status s2 = (*c)->all_to_all_v(send, sc, sd, recv, rc, rd);
+                say(fmt::format("rank {} received {} announced as 8: {}", me, sent, s2.to_string()));
+                if (me == 0 && s2.ok()) exit_code = 6;  // the lie went unnoticed
+                if (me == 0 && !s2.ok() && exit_code == 0) exit_code = 5;
+                c->reset();
             }
         } else {
             say("unknown mode " + mode);
