@@ -20,6 +20,7 @@
 
 #include "cli/backend_select.h"
 #include "cli/command.h"
+#include "cli/ep_launch.h"
 #include "core/logging.h"
 #include "engine/engine.h"
 #include "model/demo_model.h"
@@ -29,6 +30,7 @@ namespace moe::cli {
 namespace {
 
 struct ServeFlags {
+    EpFlags ep;
     std::string model;
     std::string host = "127.0.0.1";
     int port = 50051;
@@ -131,10 +133,13 @@ std::map<std::string, std::string> effective_config(const ServeFlags& f, const E
         {"max_connection_idle_seconds", std::to_string(f.max_connection_idle_seconds)},
         {"stream_buffer_bytes", std::to_string(f.stream_buffer_bytes)},
         {"total_stream_buffer_bytes", std::to_string(f.total_stream_buffer_bytes)},
+        {"expert_parallel", b(f.ep.enabled)},
+        {"comm_timeout", std::to_string(f.ep.comm_timeout_s)},
+        {"ep_placement", f.ep.placement_file},
     };
 }
 
-Status serve(const ServeFlags& f) {
+Status serve(const ServeFlags& f, EpGroup& group) {
     // Before loading anything, so that a signal during a long model load also drains cleanly
     // (it is read once the server is up).
     MOE_RETURN_IF_ERROR(install_signal_pipe());
@@ -154,6 +159,7 @@ Status serve(const ServeFlags& f) {
     std::unique_ptr<MoeTransformer> model;
     std::unique_ptr<Tokenizer> tokenizer;
     if (f.model.empty()) {
+        if (group.comm) return invalid_argument("--expert-parallel needs --model (the demo model is not sharded)");
         MOE_ASSIGN_OR_RETURN(DemoModel demo, make_demo_model(*backend));
         model = std::move(demo.model);
         tokenizer = std::move(demo.tokenizer);
@@ -161,7 +167,10 @@ Status serve(const ServeFlags& f) {
             "no --model: serving the built-in demo model (random weights, fixed seed): its output is "
             "meaningless");
     } else {
-        MOE_ASSIGN_OR_RETURN(model, MoeTransformer::load(f.model, *backend, {.weight_dtype = dtype}));
+        MOE_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(f.model));
+        MOE_ASSIGN_OR_RETURN(ExpertParallelOptions ep, ep_model_options(f.ep, group, config));
+        MOE_ASSIGN_OR_RETURN(
+            model, MoeTransformer::load(f.model, *backend, {.weight_dtype = dtype, .expert_parallel = std::move(ep)}));
         if (has_tokenizer_files(f.model)) {
             MOE_ASSIGN_OR_RETURN(tokenizer, Tokenizer::load(f.model));
         } else {
@@ -184,7 +193,17 @@ Status serve(const ServeFlags& f) {
 
     server::ServerOptions so;
     so.host = f.host;
-    so.port = f.port;
+    // Expert parallelism: every rank serves its own requests on --port + rank (data-parallel
+    // front ends behind any load balancer).
+    so.port = f.port == 0 ? 0 : f.port + group.rank();
+    if (group.comm) {
+        so.expert_parallel.rank = group.rank();
+        so.expert_parallel.world_size = group.size();
+        so.expert_parallel.comm = group.comm->kind();
+        for (int64_t l = 0; l < model->config().num_layers; ++l)
+            if (model->config().layer_is_moe[static_cast<size_t>(l)])
+                so.expert_parallel.layer_experts.emplace_back(l, model->local_experts(l));
+    }
     so.model_name = f.model.empty() ? "built-in demo model" : f.model;
     so.dtype = matrix_dtype;
     so.backend = backend->name();
@@ -302,12 +321,16 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
     opt("--total-stream-buffer-bytes", f->total_stream_buffer_bytes,
         "output all streams together may hold unsent (>= --stream-buffer-bytes)", "MOESERVE_TOTAL_STREAM_BUFFER_BYTES")
         ->check(CLI::Range(int64_t{1024}, int64_t{1} << 40));
+    add_ep_flags(cmd, f->ep);
     cmd->callback([f, &exit_code] {
-        Status s = serve(*f);
+        StatusOr<EpGroup> group = start_ep_group(f->ep);
+        Status s = group.ok() ? serve(*f, *group) : group.status();
         if (!s.ok()) {
-            std::fprintf(stderr, "moeserve serve: %s\n", s.to_string().c_str());
+            const std::string rank = group.ok() && group->comm ? " (rank " + std::to_string(group->rank()) + ")" : "";
+            std::fprintf(stderr, "moeserve serve%s: %s\n", rank.c_str(), s.to_string().c_str());
             exit_code = 1;
         }
+        if (group.ok()) finish_ep_group(*group, exit_code);
     });
 });
 

@@ -66,6 +66,8 @@ struct Engine::Impl {
     bool stopping = false;
     bool draining = false;
     EngineLoad snapshot;  // refreshed by the engine thread after every step
+    // NOTE: kept apart from snapshot so that the per-step copy reuses its capacity.
+    std::vector<std::vector<int64_t>> expert_load;
 
     std::atomic<int64_t> num_preemptions{0};
     std::atomic<int64_t> steps{0};
@@ -308,6 +310,7 @@ bool Engine::wait_idle(std::chrono::milliseconds timeout) {
 EngineLoad Engine::load() const {
     std::lock_guard<std::mutex> lock(impl_->mu);
     EngineLoad l = impl_->snapshot;
+    l.expert_load = impl_->expert_load;
     l.pending = static_cast<int64_t>(impl_->live_ids.size());
     l.draining = impl_->draining;
     l.num_preemptions = impl_->num_preemptions.load();
@@ -353,6 +356,7 @@ void Engine::Impl::refresh_snapshot() {
     std::lock_guard<std::mutex> lock(mu);
     l.draining = draining;
     snapshot = l;
+    if (!model->expert_load().empty()) expert_load = model->expert_load();
 }
 
 void Engine::Impl::admit(std::unique_ptr<Active> a) {

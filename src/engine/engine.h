@@ -112,6 +112,10 @@ struct EngineLoad {
     // An unexpected exception escaped the engine thread's step loop: every request in flight
     // ended with INTERNAL and nothing is served any more (readiness should say NOT_SERVING).
     bool failed = false;
+    // Expert parallelism: per layer, per logical expert, the (token, slot) pairs this rank's
+    // tokens routed to it since start (MoeTransformer::expert_load; refreshed every step). Empty
+    // without expert parallelism, empty rows for dense layers.
+    std::vector<std::vector<int64_t>> expert_load;
 };
 
 // The KV cache dtype for a --kv-cache-dtype flag: "f32", "bf16", or "auto": the dtype the model's

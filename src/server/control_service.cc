@@ -97,6 +97,16 @@ private:
         out->set_uptime_seconds(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - core_->started).count());
         out->set_draining(core_->draining.load());
+        const ServerOptions::ExpertParallelInfo& ep = core_->options.expert_parallel;
+        v1::ExpertParallelInfo* epo = out->mutable_expert_parallel();
+        epo->set_rank(ep.rank);
+        epo->set_world_size(ep.world_size);
+        epo->set_comm(ep.comm);
+        for (const auto& [layer, experts] : ep.layer_experts) {
+            v1::LayerExperts* le = epo->add_layers();
+            le->set_layer(static_cast<int32_t>(layer));
+            le->mutable_experts()->Add(experts.begin(), experts.end());
+        }
         return grpc::Status::OK;
     }
 
@@ -114,6 +124,12 @@ private:
         out->set_num_generated_tokens(l.generated_tokens);
         out->set_draining(l.draining || core_->draining.load());
         out->set_failed(l.failed || core_->engine_failed.load());
+        for (size_t layer = 0; layer < l.expert_load.size(); ++layer) {
+            if (l.expert_load[layer].empty()) continue;
+            v1::ExpertLoad* el = out->add_expert_load();
+            el->set_layer(static_cast<int32_t>(layer));
+            el->mutable_tokens()->Add(l.expert_load[layer].begin(), l.expert_load[layer].end());
+        }
         return grpc::Status::OK;
     }
 
@@ -156,7 +172,8 @@ private:
     }
     // Options whose values are filesystem paths.
     static bool is_path_option(const std::string& key) {
-        return key == "model" || key == "tls_cert" || key == "tls_key" || key == "tls_client_ca";
+        return key == "model" || key == "tls_cert" || key == "tls_key" || key == "tls_client_ca" ||
+               key == "ep_placement";
     }
 
     Server::Core* core_;

@@ -54,6 +54,16 @@ struct ServerOptions {
     // inject a failing engine through it.
     std::function<bool()> engine_healthy;
     std::chrono::milliseconds health_poll{100};
+
+    // Expert parallelism (GetServerInfo): this server's rank of the group and the experts it
+    // holds per MoE layer. world_size 1 and no layers without it.
+    struct ExpertParallelInfo {
+        int rank = 0;
+        int world_size = 1;
+        std::string comm;                                                     // "mpi"
+        std::vector<std::pair<int64_t, std::vector<int32_t>>> layer_experts;  // (layer, logical ids)
+    };
+    ExpertParallelInfo expert_parallel;
 };
 
 class Server {

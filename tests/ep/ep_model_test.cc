@@ -272,6 +272,51 @@ TEST(EpFailure, ARefusedBatchStillJoinsTheGroupAndFailsAlone) {
     EXPECT_TRUE(st1.ok()) << st1.to_string();
 }
 
+TEST(EpFailure, APeerAnnouncingTooManyRowsIsRefusedBeforeAnyAllocation) {
+    const RandomBf16 m(8);  // two ranks: slots 0-3 on rank 0, 4-7 on rank 1
+    auto comms = make_thread_comms(2, std::chrono::milliseconds(5000));
+    Status peer_end;
+    // Rank 1 is a hostile peer driving the collectives by hand: one token this step, yet it
+    // announces 2^30 rows for rank 0's first expert.
+    std::thread peer([&] {
+        comm::Communicator& c = *comms[1];
+        int64_t tokens = 1;
+        if (Status s = c.all_reduce_max(std::span<int64_t>(&tokens, 1)); !s.ok()) {
+            peer_end = s;
+            return;
+        }
+        std::vector<int32_t> send(8, 0), recv(8, 0);
+        send[0] = 1 << 30;
+        const std::vector<int64_t> counts = {16, 16}, displs = {0, 16};
+        if (Status s = c.all_to_all_v(std::as_bytes(std::span(send)), counts, displs,
+                                      std::as_writable_bytes(std::span(recv)), counts, displs);
+            !s.ok()) {
+            peer_end = s;
+            return;
+        }
+        peer_end = c.barrier();  // rank 0 aborts the group instead of joining
+    });
+    std::unique_ptr<Backend> be = make_cpu_backend({.num_threads = 1});
+    ModelLoadOptions o;
+    o.expert_parallel.comm = comms[0].get();
+    auto model = m.factory()(*be, o);
+    ASSERT_TRUE(model.ok()) << model.status().to_string();
+    auto cache = KvCache::create(*be, m.config, {.num_blocks = 4, .block_size = 16, .dtype = DType::kF32});
+    const std::vector<int32_t> ids = {1, 2, 3};
+    const std::vector<int32_t> table = {0};
+    BatchView batch;
+    batch.sequences.push_back({.token_ids = ids, .num_cached = 0, .block_table = table, .all_logits = false});
+    auto out = (*model)->forward(batch, *cache);
+    peer.join();
+    ASSERT_FALSE(out.ok());
+    EXPECT_EQ(out.status().code(), StatusCode::kUnavailable);
+    EXPECT_NE(out.status().message().find("aborted the group"), std::string::npos) << out.status().to_string();
+    EXPECT_NE(out.status().message().find("announced 1073741824 rows"), std::string::npos) << out.status().to_string();
+    // The peer learns the group is gone (the abort's reason), it does not hang.
+    EXPECT_EQ(peer_end.code(), StatusCode::kUnavailable) << peer_end.to_string();
+    EXPECT_NE(peer_end.message().find("aborted"), std::string::npos) << peer_end.to_string();
+}
+
 TEST(EpModel, ThePlainModelTakesAnEmptyBatch) {
     const RandomBf16 m(8);
     std::unique_ptr<Backend> be = make_cpu_backend({.num_threads = 1});
