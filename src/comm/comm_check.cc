@@ -23,8 +23,10 @@ Status check_side(const std::string& who, const char* side, size_t buf_bytes, st
                             "limit of {} bytes per peer (refused, not truncated)",
                             who, side, r, c, side, r, d, max_count));
         if (d > size || c > size - d)
-            return out_of_range(fmt::format("{}: {} range of rank {} [{}, {}) falls outside the {} buffer of {} bytes",
-                                            who, side, r, d, d + c, side, size));
+            // Displacement and count printed apart: their sum may not fit in int64.
+            return out_of_range(fmt::format(
+                "{}: {} range of rank {} ({} bytes at displacement {}) falls outside the {} buffer of {} bytes", who,
+                side, r, c, d, side, size));
     }
     return ok_status();
 }

@@ -83,4 +83,20 @@ TEST_F(EpPlanCli, BadInputIsAClearErrorAndNoFile) {
     EXPECT_NE(r.out.find("--world-size 0: must be in [1, 4096]"), std::string::npos) << r.out;
 }
 
+TEST_F(EpPlanCli, ServersUnreachableOrMixedWithCountsAreClearErrors) {
+    const std::string good = write("good.json", R"({"num_layers": 1, "num_experts": 3, "layers": []})");
+    const std::string out = (dir_ / "plan.json").string();
+    // Port 1 on loopback: nothing listens there.
+    Result r = run("ep-plan --servers 127.0.0.1:1 --world-size 2 -o " + out);
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find("GetModelInfo on 127.0.0.1:1: UNAVAILABLE"), std::string::npos) << r.out;
+    r = run("ep-plan --servers 127.0.0.1:1 --counts " + good + " --world-size 2 -o " + out);
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find("exactly one of --counts FILE and --servers"), std::string::npos) << r.out;
+    r = run("ep-plan --counts " + good + " --save-counts x.json --world-size 2 -o " + out);
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find("--save-counts needs --servers"), std::string::npos) << r.out;
+    EXPECT_FALSE(std::filesystem::exists(out));
+}
+
 }  // namespace
