@@ -10,6 +10,7 @@ PACKAGES=(
   libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc grpc-proto
+  libboost-dev  # Boost.Beast + Asio (header-only): the OpenAI-compatible HTTP API (src/http)
   clang libclang-rt-14-dev  # libFuzzer + sanitizer runtimes for fuzz/ (scripts/fuzz.sh)
 )
 

@@ -22,6 +22,7 @@
 #include "cli/command.h"
 #include "core/logging.h"
 #include "engine/engine.h"
+#include "http/http_cli.h"
 #include "model/demo_model.h"
 #include "server/server.h"
 
@@ -58,6 +59,7 @@ struct ServeFlags {
     double max_connection_idle_seconds = 300;
     int64_t stream_buffer_bytes = 4 << 20;
     int64_t total_stream_buffer_bytes = int64_t{256} << 20;
+    http::HttpFlags http;  // the OpenAI-compatible HTTP API (src/http/http_cli.h)
 };
 
 int g_signal_pipe[2] = {-1, -1};
@@ -217,11 +219,30 @@ Status serve(const ServeFlags& f) {
     }
     std::unique_ptr<server::Server> server = std::move(server_or).value();
     std::printf("moeserve listening on %s\n", server->address().c_str());
+    // ---- the OpenAI-compatible HTTP API (off unless --http-port), same engine and limits
+    StatusOr<std::unique_ptr<http::HttpServer>> http_or =
+        http::start_http_from_flags(f.http,
+                                    {.host = f.host,
+                                     .model_dir = f.model,
+                                     .max_body_bytes = f.max_message_bytes,
+                                     .stream_buffer_bytes = f.stream_buffer_bytes,
+                                     .admin_token = f.admin_token},
+                                    *engine);
+    if (!http_or.ok()) {
+        server->shutdown(std::chrono::milliseconds(0));
+        engine->stop();
+        return http_or.status();
+    }
+    std::unique_ptr<http::HttpServer> http_server = std::move(http_or).value();
+    if (http_server) std::printf("moeserve http listening on %s\n", http_server->address().c_str());
     std::fflush(stdout);
 
     const int sig = wait_for_shutdown_signal();
     logger.info("{}: draining (grace {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_grace_seconds);
+    if (http_server) http_server->drain();  // new HTTP requests 503 while gRPC drains the engine
     server->shutdown(std::chrono::milliseconds(static_cast<int64_t>(f.drain_grace_seconds * 1000)));
+    if (http_server) http_server->shutdown(std::chrono::seconds(1));
+    http_server.reset();
     server.reset();
     engine->stop();
     logger.info("exiting");
@@ -302,6 +323,7 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
     opt("--total-stream-buffer-bytes", f->total_stream_buffer_bytes,
         "output all streams together may hold unsent (>= --stream-buffer-bytes)", "MOESERVE_TOTAL_STREAM_BUFFER_BYTES")
         ->check(CLI::Range(int64_t{1024}, int64_t{1} << 40));
+    http::add_http_flags(*cmd, f->http);
     cmd->callback([f, &exit_code] {
         Status s = serve(*f);
         if (!s.ok()) {
