@@ -17,10 +17,11 @@ struct HttpFlags {
     int64_t max_connections = 4096;
     double idle_timeout_seconds = 60;
     std::string served_model_name;  // empty: the model directory's name ("demo" for the built-in model)
+    std::string chat_template;      // a Jinja chat template file used instead of the model's own
 };
 
 // Registers --http-port, --http-threads, --http-max-connections, --http-idle-timeout-seconds and
-// --served-model-name (each also MOESERVE_<FLAG>).
+// --served-model-name, --chat-template (each also MOESERVE_<FLAG>).
 void add_http_flags(CLI::App& cmd, HttpFlags& flags);
 
 // What the HTTP server shares with the rest of `serve`.
@@ -32,8 +33,10 @@ struct HttpServeContext {
     std::string admin_token;
 };
 
-// The server (null when --http-port is -1). Loads the model's chat template when it has one
-// (chat requests get 400 otherwise).
+// The server (null when --http-port is -1). Loads the chat template: --chat-template (an error
+// there fails the start: the operator asked for it), else the model directory's own (absent: chat
+// requests get 400; present but unusable, e.g. a construct outside the supported Jinja subset: a
+// warning, and chat requests get 400 saying why).
 StatusOr<std::unique_ptr<HttpServer>> start_http_from_flags(const HttpFlags& flags, const HttpServeContext& ctx,
                                                             Engine& engine);
 

@@ -14,6 +14,7 @@
 
 #include "core/log_field.h"
 #include "core/logging.h"
+#include "core/metrics.h"
 #include "server/auth.h"
 
 namespace moe::http {
@@ -37,46 +38,7 @@ struct Hub {
     bool open = true;
 };
 
-std::string escape_label(const std::string& v) {
-    std::string out;
-    for (char c : v) {
-        if (c == '\\' || c == '"')
-            out += std::string("\\") + c;
-        else if (c == '\n')
-            out += "\\n";
-        else
-            out += c;
-    }
-    return out;
-}
-
 }  // namespace
-
-std::string engine_load_metrics(const EngineLoad& load, const std::string& model_id) {
-    const std::string label = "{model_name=\"" + escape_label(model_id) + "\"}";
-    std::string out;
-    auto metric = [&](const char* name, const char* type, const char* help, double value) {
-        out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + label +
-               " " + fmt::format("{}", value) + "\n";
-    };
-    const double used = load.kv_blocks_total > 0
-                            ? 1.0 - static_cast<double>(load.kv_blocks_free) / static_cast<double>(load.kv_blocks_total)
-                            : 0.0;
-    metric("vllm:num_requests_running", "gauge", "Requests in the running batch.", static_cast<double>(load.running));
-    metric("vllm:num_requests_waiting", "gauge", "Requests waiting to be scheduled.",
-           static_cast<double>(load.waiting));
-    metric("vllm:kv_cache_usage_perc", "gauge", "KV cache usage (1 = full).", used);
-    metric("vllm:num_preemptions_total", "counter", "Preemptions since start.",
-           static_cast<double>(load.num_preemptions));
-    metric("vllm:generation_tokens_total", "counter", "Generated tokens since start.",
-           static_cast<double>(load.generated_tokens));
-    metric("moe:requests_pending", "gauge", "Requests submitted and not finished.", static_cast<double>(load.pending));
-    metric("moe:kv_blocks_total", "gauge", "KV cache blocks.", static_cast<double>(load.kv_blocks_total));
-    metric("moe:kv_blocks_free", "gauge", "KV cache blocks allocatable now.", static_cast<double>(load.kv_blocks_free));
-    metric("moe:engine_steps_total", "counter", "Engine steps since start.", static_cast<double>(load.steps));
-    metric("moe:engine_healthy", "gauge", "1 while the engine serves, 0 once it has failed.", load.failed ? 0.0 : 1.0);
-    return out;
-}
 
 struct HttpServer::Impl {
     Engine* engine = nullptr;
@@ -88,6 +50,8 @@ struct HttpServer::Impl {
     std::atomic<int64_t> connections{0};
     std::atomic<int64_t> responding{0};  // accepted generations whose response is not yet fully written
     std::shared_ptr<Hub> hub = std::make_shared<Hub>();
+    // moe:http_requests_total{endpoint, code}, in the engine's registry (served on /metrics).
+    metrics::Family<metrics::Counter>* http_responses = nullptr;
 
     std::mutex active_mu;
     std::set<std::pair<std::string, std::string>> active;  // (request_id, namespace) submitted, not finished
@@ -242,6 +206,12 @@ private:
     void route() {
         std::string_view target(req_.target().data(), req_.target().size());
         const std::string_view path = target.substr(0, target.find('?'));
+        // The metric label: known routes only, so that clients cannot grow the label set.
+        endpoint_ = "other";
+        for (const char* known :
+             {"/v1/completions", "/v1/chat/completions", "/health", "/ready", "/metrics", "/v1/models"})
+            if (path == known) endpoint_ = known;
+        if (path.rfind("/v1/models/", 0) == 0) endpoint_ = "/v1/models/{id}";
         const bhttp::verb method = req_.method();
         auto only = [&](bhttp::verb allowed) {
             if (method == allowed) return true;
@@ -267,10 +237,9 @@ private:
                 send(200, R"({"status":"ready"})");
         } else if (path == "/metrics") {
             if (!only(bhttp::verb::get)) return;
-            std::string body = srv_->options.metrics_text
-                                   ? srv_->options.metrics_text()
-                                   : engine_load_metrics(srv_->engine->load(), srv_->api.model_id);
-            send(200, std::move(body), "text/plain; version=0.0.4; charset=utf-8");
+            std::string body = srv_->options.metrics_text ? srv_->options.metrics_text()
+                                                          : metrics::render_text(srv_->engine->metrics());
+            send(200, std::move(body), metrics::kTextContentType);
         } else if (path == "/v1/models") {
             if (only(bhttp::verb::get))
                 send(200, dump_json(json{{"object", "list"}, {"data", json::array({model_json()})}}));
@@ -362,6 +331,7 @@ private:
     }
 
     void write_sse_header() {
+        count_response(200);
         sse_res_ = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::ok, version_);
         sse_res_->set(bhttp::field::server, "moeserve");
         sse_res_->set(bhttp::field::content_type, "text/event-stream");
@@ -474,6 +444,7 @@ private:
         res->keep_alive(keep_alive_ && !srv_->draining.load());
         res->body() = std::move(body);
         res->prepare_payload();
+        count_response(status);
         stream_.expires_after(srv_->options.write_timeout);
         bhttp::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
             if (ec) return self->close();
@@ -482,6 +453,8 @@ private:
             self->after_response();
         });
     }
+
+    void count_response(unsigned status) { srv_->http_responses->labels({endpoint_, std::to_string(status)}).inc(); }
 
     void send_error(const ApiError& e, std::string allow = {}) {
         send(static_cast<unsigned>(e.status), error_body(e), "application/json", std::move(allow));
@@ -523,6 +496,7 @@ private:
     bhttp::request<bhttp::string_body> req_;
     bool keep_alive_ = false;
     unsigned version_ = 11;
+    std::string endpoint_ = "other";  // the route, for moe:http_requests_total
     bool closed_ = false;
 
     // The request being generated.
@@ -614,6 +588,9 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(Engine& engine, HttpOpti
     api.limits = engine.options().limits;
     api.max_json_depth = impl->options.max_json_depth;
     api.render_chat = impl->options.render_chat;
+    api.chat_unavailable_reason = impl->options.chat_unavailable_reason;
+    impl->http_responses = &engine.metrics().counter("moe:http_requests_total",
+                                                     "HTTP responses by route and status code.", {"endpoint", "code"});
 
     const std::string& host = impl->options.host;
     const std::string address = host + ":" + std::to_string(impl->options.port);

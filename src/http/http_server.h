@@ -52,8 +52,10 @@ struct HttpOptions {
     // ("token:admin", as on gRPC: Control.Abort reaches them); other callers' ids are their
     // connection's. OpenAI clients always send some key, so a wrong one is not refused.
     std::string admin_token;
-    ChatRenderer render_chat;  // null: chat requests get 400 (the model has no chat template)
-    // /metrics body (Prometheus text 0.0.4); null: a minimal exposition of Engine::load().
+    ChatRenderer render_chat;             // null: chat requests get 400 (the model has no chat template)
+    std::string chat_unavailable_reason;  // said in that 400 (e.g. why the template failed to load)
+    // /metrics body (Prometheus text 0.0.4); null: the engine's registry (Engine::metrics(), to
+    // which this server adds moe:http_requests_total{endpoint, code}).
     std::function<std::string()> metrics_text;
     // Readiness follows this probe; empty: Engine::healthy().
     std::function<bool()> engine_healthy;
@@ -87,9 +89,5 @@ private:
     explicit HttpServer(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
-
-// The /metrics body used when HttpOptions::metrics_text is null: the engine's load with vLLM's
-// names where the meaning is the same.
-std::string engine_load_metrics(const EngineLoad& load, const std::string& model_id);
 
 }  // namespace moe::http

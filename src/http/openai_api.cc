@@ -11,6 +11,7 @@ namespace moe::http {
 namespace {
 
 using nlohmann::json;
+using nlohmann::ordered_json;
 
 std::string str(int64_t v) {
     return std::to_string(v);
@@ -450,28 +451,37 @@ std::optional<ApiError> parse_request(std::string_view body, Endpoint endpoint, 
             if (!role->is_string()) return wrong_type(where + ".role", "a string", *role);
             if (auto e = normalize_content(m, where)) return e;
         }
-        json tools = json::array();
-        if (const json* t = field(req, "tools")) {
-            if (!t->is_array()) return wrong_type("tools", "an array", *t);
-            tools = *t;
-        }
-        json extra = json::object();
-        if (const json* kw = field(req, "chat_template_kwargs")) {
-            if (!kw->is_object()) return wrong_type("chat_template_kwargs", "an object", *kw);
-            extra = *kw;
-        }
+        if (const json* t = field(req, "tools"); t != nullptr && !t->is_array())
+            return wrong_type("tools", "an array", *t);
+        if (const json* kw = field(req, "chat_template_kwargs"); kw != nullptr && !kw->is_object())
+            return wrong_type("chat_template_kwargs", "an object", *kw);
         std::optional<bool> add_generation_prompt;
         if (auto e = get_bool(req, "add_generation_prompt", &add_generation_prompt)) return e;
         if (!ctx.render_chat)
             return ApiError{.status = 400,
-                            .message =
-                                "the served model has no chat template (tokenizer_config.json chat_template or "
-                                "chat_template.jinja): use /v1/completions with a prompt",
+                            .message = ctx.chat_unavailable_reason.empty()
+                                           ? "the served model has no chat template (tokenizer_config.json "
+                                             "chat_template or chat_template.jinja; or --chat-template): use "
+                                             "/v1/completions with a prompt"
+                                           : "chat is unavailable: " + ctx.chat_unavailable_reason,
                             .param = "messages",
                             .code = "chat_template_missing"};
         if (ctx.model.tokenizer == nullptr)
             return bad_request("messages: the served model has no tokenizer", "messages");
-        StatusOr<std::string> rendered = ctx.render_chat(messages, tools, add_generation_prompt.value_or(true), extra);
+        // The template sees objects in the client's key order (as Python's dicts keep it: a tool's
+        // parameters print in the order sent), so it gets an insertion-ordered copy of the fields
+        // checked above, with text parts joined the same way.
+        const ordered_json oreq = ordered_json::parse(body);
+        ordered_json omessages = oreq["messages"];
+        for (size_t i = 0; i < omessages.size(); ++i)
+            if (omessages[i].contains("content") && !omessages[i]["content"].is_null())
+                omessages[i]["content"] = messages[i]["content"];
+        const ordered_json tools =
+            oreq.contains("tools") && !oreq["tools"].is_null() ? oreq["tools"] : ordered_json(nullptr);
+        const ordered_json extra = oreq.contains("chat_template_kwargs") && !oreq["chat_template_kwargs"].is_null()
+                                       ? oreq["chat_template_kwargs"]
+                                       : ordered_json::object();
+        StatusOr<std::string> rendered = ctx.render_chat(omessages, tools, add_generation_prompt.value_or(true), extra);
         if (!rendered.ok())
             return bad_request("messages: the chat template failed: " + rendered.status().message(), "messages");
         if (rendered->size() > ctx.limits.max_prompt_text_bytes)

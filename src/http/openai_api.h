@@ -37,9 +37,12 @@ ApiError bad_request(std::string message, std::string param = {});
 // kNotFound 404, kResourceExhausted 429, kUnavailable 503, anything else 500.
 ApiError from_status(const Status& status, std::string param = {});
 
-// Renders chat messages to a prompt with the model's chat template (see HttpOptions::render_chat).
-using ChatRenderer = std::function<StatusOr<std::string>(const nlohmann::json& messages, const nlohmann::json& tools,
-                                                         bool add_generation_prompt, const nlohmann::json& extra)>;
+// Renders chat messages to a prompt with the model's chat template (see HttpOptions::render_chat):
+// (messages, tools (null when the request has none), add_generation_prompt, chat_template_kwargs),
+// insertion-ordered as the client sent them.
+using ChatRenderer =
+    std::function<StatusOr<std::string>(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                                        bool add_generation_prompt, const nlohmann::ordered_json& extra)>;
 
 enum class Endpoint { kCompletions, kChatCompletions };
 
@@ -51,6 +54,8 @@ struct ApiContext {
     RequestLimits limits;
     int max_json_depth = 32;
     ChatRenderer render_chat;  // null: the model has no chat template (chat requests get 400)
+    // Why render_chat is null, for that 400 (e.g. the template failed to load); empty: no template.
+    std::string chat_unavailable_reason;
 };
 
 struct ParsedRequest {

@@ -86,9 +86,8 @@ TEST(ParseRequest, ChatChecksMessages) {
         parse_request(R"({"messages": [{"role": "user", "content": "x"}]})", Endpoint::kChatCompletions, ctx, &p);
     ASSERT_TRUE(err);
     EXPECT_EQ(err->code, "chat_template_missing");
-    ctx.render_chat = [](const json&, const json&, bool, const json&) -> StatusOr<std::string> {
-        return std::string("x");
-    };
+    ctx.render_chat = [](const nlohmann::ordered_json&, const nlohmann::ordered_json&, bool,
+                         const nlohmann::ordered_json&) -> StatusOr<std::string> { return std::string("x"); };
     const std::pair<const char*, const char*> cases[] = {
         {R"({"messages": []})", "messages"},
         {R"({"messages": "hi"})", "messages"},
