@@ -239,10 +239,18 @@ Status serve(const ServeFlags& f) {
 
     const int sig = wait_for_shutdown_signal();
     logger.info("{}: draining (grace {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_grace_seconds);
-    if (http_server) http_server->drain();  // new HTTP requests 503 while gRPC drains the engine
-    server->shutdown(std::chrono::milliseconds(static_cast<int64_t>(f.drain_grace_seconds * 1000)));
-    if (http_server) http_server->shutdown(std::chrono::seconds(1));
-    http_server.reset();
+    auto grace = std::chrono::milliseconds(static_cast<int64_t>(f.drain_grace_seconds * 1000));
+    if (http_server) {
+        // Both APIs stop admitting and their requests share one grace period; then each cancels
+        // what is left of its own (HTTP first, so gRPC's shutdown does not wait on HTTP requests).
+        http_server->drain();
+        server->drain();
+        engine->wait_idle(grace);
+        http_server->shutdown(std::chrono::milliseconds(0));
+        http_server.reset();
+        grace = std::chrono::milliseconds(0);  // spent
+    }
+    server->shutdown(grace);
     server.reset();
     engine->stop();
     logger.info("exiting");

@@ -174,6 +174,27 @@ def test_disconnect(port):
     check(metric(port, "vllm:generation_tokens_total") < 3000, "cancelled long before max_tokens")
 
 
+def test_sigterm_mid_stream(moeserve):
+    proc, port = start_server(moeserve, ["--drain-grace-seconds", "0.5"])
+    body = json.dumps({"prompt": "Hello", "max_tokens": 3000, "ignore_eos": True, "stream": True}).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    got = b""
+    while b"data: " not in got:
+        got += s.recv(4096)
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    while b"[DONE]" not in got:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    rc = proc.wait(timeout=30)
+    check(b"[DONE]" in got and b'"error"' in got, "SIGTERM mid-stream: the stream ends with an error event and [DONE]")
+    check(rc == 0 and time.time() - t0 < 15, f"SIGTERM mid-stream: exit 0 after the grace ({time.time() - t0:.1f} s)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moeserve", required=True)
@@ -203,6 +224,7 @@ def main():
         check(rc == 0, "SIGTERM: the server exits 0")
     finally:
         os.unlink(out.name)
+    test_sigterm_mid_stream(args.moeserve)
 
 
 if __name__ == "__main__":
