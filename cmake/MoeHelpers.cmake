@@ -3,7 +3,7 @@
 # One GoogleTest executable; each TEST() becomes its own ctest entry carrying the labels.
 # GPU_TESTS: the tests matching this filter (e.g. "*Cuda", the CUDA instances of a suite run on
 # every backend) carry the label "gpu" as well.
-# Labels in use: unit, ops, model, tokenizer, reference, slow, gpu.
+# Labels in use: unit, ops, model, tokenizer, reference, metrics, slow, gpu.
 function(moe_add_test)
   cmake_parse_arguments(T "" "NAME;GPU_TESTS" "SOURCES;LABELS;LIBS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})

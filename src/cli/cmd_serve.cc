@@ -23,6 +23,7 @@
 #include "cli/ep_launch.h"
 #include "core/logging.h"
 #include "engine/engine.h"
+#include "http/http_cli.h"
 #include "model/demo_model.h"
 #include "server/server.h"
 
@@ -60,6 +61,7 @@ struct ServeFlags {
     double max_connection_idle_seconds = 300;
     int64_t stream_buffer_bytes = 4 << 20;
     int64_t total_stream_buffer_bytes = int64_t{256} << 20;
+    http::HttpFlags http;  // the OpenAI-compatible HTTP API (src/http/http_cli.h)
 };
 
 int g_signal_pipe[2] = {-1, -1};
@@ -236,11 +238,38 @@ Status serve(const ServeFlags& f, EpGroup& group) {
     }
     std::unique_ptr<server::Server> server = std::move(server_or).value();
     std::printf("moeserve listening on %s\n", server->address().c_str());
+    // ---- the OpenAI-compatible HTTP API (off unless --http-port), same engine and limits
+    StatusOr<std::unique_ptr<http::HttpServer>> http_or =
+        http::start_http_from_flags(f.http,
+                                    {.host = f.host,
+                                     .model_dir = f.model,
+                                     .max_body_bytes = f.max_message_bytes,
+                                     .stream_buffer_bytes = f.stream_buffer_bytes,
+                                     .admin_token = f.admin_token},
+                                    *engine);
+    if (!http_or.ok()) {
+        server->shutdown(std::chrono::milliseconds(0));
+        engine->stop();
+        return http_or.status();
+    }
+    std::unique_ptr<http::HttpServer> http_server = std::move(http_or).value();
+    if (http_server) std::printf("moeserve http listening on %s\n", http_server->address().c_str());
     std::fflush(stdout);
 
     const int sig = wait_for_shutdown_signal();
     logger.info("{}: draining (grace {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_grace_seconds);
-    server->shutdown(std::chrono::milliseconds(static_cast<int64_t>(f.drain_grace_seconds * 1000)));
+    auto grace = std::chrono::milliseconds(static_cast<int64_t>(f.drain_grace_seconds * 1000));
+    if (http_server) {
+        // Both APIs stop admitting and their requests share one grace period; then each cancels
+        // what is left of its own (HTTP first, so gRPC's shutdown does not wait on HTTP requests).
+        http_server->drain();
+        server->drain();
+        engine->wait_idle(grace);
+        http_server->shutdown(std::chrono::milliseconds(0));
+        http_server.reset();
+        grace = std::chrono::milliseconds(0);  // spent
+    }
+    server->shutdown(grace);
     server.reset();
     engine->stop();
     logger.info("exiting");
@@ -322,6 +351,7 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
         "output all streams together may hold unsent (>= --stream-buffer-bytes)", "MOESERVE_TOTAL_STREAM_BUFFER_BYTES")
         ->check(CLI::Range(int64_t{1024}, int64_t{1} << 40));
     add_ep_flags(cmd, f->ep);
+    http::add_http_flags(*cmd, f->http);
     cmd->callback([f, &exit_code] {
         StatusOr<EpGroup> group = start_ep_group(f->ep);
         Status s = group.ok() ? serve(*f, *group) : group.status();

@@ -13,6 +13,7 @@
 #include "core/log_field.h"
 #include "core/logging.h"
 #include "engine/group_lockstep.h"
+#include "engine/engine_metrics.h"
 #include "moe/check.h"
 
 namespace moe {
@@ -54,7 +55,8 @@ struct Engine::Impl {
     std::optional<KvCache> cache;
     std::unique_ptr<KvBlockManager> kv;
     std::unique_ptr<Scheduler> scheduler;
-    std::unique_ptr<Executor> executor;  // owns every running sequence's sampler
+    std::unique_ptr<Executor> executor;    // owns every running sequence's sampler
+    std::unique_ptr<EngineMetrics> stats;  // recorded on the engine thread (engine_metrics.h)
 
     // ---- shared with other threads (guarded by mu)
     mutable std::mutex mu;
@@ -130,6 +132,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer>
     int64_t max_len = c.max_position_embeddings > 0 ? c.max_position_embeddings : 4096;
     if (options.scheduler.max_model_len > 0) max_len = std::min(max_len, options.scheduler.max_model_len);
     impl->max_model_len = max_len;
+    if (!impl->options.metrics) impl->options.metrics = std::make_shared<metrics::Registry>();
+    impl->stats = std::make_unique<EngineMetrics>(*impl->options.metrics, options.metrics_model_name, max_len);
 
     const int64_t per_block = KvCache::bytes_per_block(c, options.kv_block_size, options.kv_dtype);
     int64_t budget = options.kv_cache_bytes;
@@ -342,6 +346,9 @@ int64_t Engine::max_model_len() const {
 const EngineOptions& Engine::options() const {
     return impl_->options;
 }
+metrics::Registry& Engine::metrics() const {
+    return *impl_->options.metrics;
+}
 
 // ---- the engine thread -------------------------------------------------------------------------
 
@@ -353,6 +360,7 @@ void Engine::Impl::refresh_snapshot() {
     l.kv_blocks_free = kv->num_free_blocks();
     l.kv_blocks_cached = kv->num_cached_blocks();
     l.kv_block_size = kv->block_size();
+    stats->on_load(l.running, l.waiting, l.kv_blocks_total, l.kv_blocks_free, l.kv_blocks_cached);
     std::lock_guard<std::mutex> lock(mu);
     l.draining = draining;
     snapshot = l;
@@ -402,6 +410,7 @@ void Engine::Impl::finalize(SeqId seq, FinishReason reason, Status error, const 
     f.mean_itl_seconds =
         a.generated > 1 ? seconds(a.last_token - a.first_token) / static_cast<double>(a.generated - 1) : 0;
     f.total_seconds = seconds(now - a.submitted);
+    stats->on_finish(reason, f.total_seconds, a.scheduled ? f.queue_seconds : -1, f.prompt_tokens, f.completion_tokens);
     f.error = std::move(error);
     // Held-back text (a partial stop-string match that never completed) goes out, unless a stop
     // string matched.
@@ -431,7 +440,15 @@ void Engine::Impl::finalize(SeqId seq, FinishReason reason, Status error, const 
 
 void Engine::Impl::on_token(Active& a, const SampleResult& r) {
     const auto now = Clock::now();
-    if (a.generated == 0) a.first_token = now;
+    if (a.generated == 0) {
+        a.first_token = now;
+        const SequenceState* st = scheduler->get(a.seq);
+        stats->on_first_token(seconds(now - a.submitted), static_cast<int64_t>(a.params.prompt_ids.size()),
+                              st ? st->num_cached_prompt : 0);
+    } else {
+        stats->on_next_token(seconds(now - a.last_token));
+    }
+    stats->on_token();
     a.last_token = now;
     ++a.generated;
     generated_tokens.fetch_add(1, std::memory_order_relaxed);
@@ -462,7 +479,9 @@ bool Engine::Impl::step() {
     // A failed expert-parallel group: the serve loop ends every request with UNAVAILABLE instead.
     if (!model->expert_parallel_status().ok()) return true;
     num_preemptions.fetch_add(static_cast<int64_t>(r.preempted.size()), std::memory_order_relaxed);
+    if (!r.preempted.empty()) stats->on_preempted(static_cast<int64_t>(r.preempted.size()));
     if (r.empty()) return false;
+    stats->on_step(seconds(Clock::now() - now), r.num_tokens);
     steps.fetch_add(1, std::memory_order_relaxed);
     for (const SeqResult& s : r.seqs) {
         auto it = active.find(s.id);
@@ -572,6 +591,7 @@ void Engine::Impl::abandon(Active& a, const Status& error) {
     f.completion_tokens = a.generated;
     f.total_seconds = seconds(Clock::now() - a.submitted);
     f.error = error;
+    stats->on_finish(FinishReason::kError, f.total_seconds, -1, f.prompt_tokens, f.completion_tokens);
     try {
         a.sink->on_final(std::move(f));
     } catch (...) {

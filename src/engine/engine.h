@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/metrics.h"
 #include "engine/executor.h"
 #include "engine/request_limits.h"
 #include "engine/sampler.h"
@@ -45,6 +46,10 @@ struct EngineOptions {
     DType kv_dtype = DType::kF32;  // f32 or bf16; kv_cache_dtype_from_name resolves a flag
     int64_t max_pending = 1024;    // submitted but not finished; beyond: RESOURCE_EXHAUSTED
     RequestLimits limits;          // what submit() accepts; the server validates against the same
+    // Where the engine records its metrics (docs/ARCHITECTURE.md, "Metrics"); null: a registry of
+    // its own. Engine::metrics() returns it: the servers add their families and serve it.
+    std::shared_ptr<metrics::Registry> metrics;
+    std::string metrics_model_name = "moeserve";  // the model_name label of the engine's metrics
 };
 
 struct GenerateParams {
@@ -163,6 +168,9 @@ public:
     const Tokenizer* tokenizer() const;
     int64_t max_model_len() const;
     const EngineOptions& options() const;
+    // The registry the engine records into (EngineOptions::metrics, or its own): what GET
+    // /metrics renders (metrics::render_text). Valid for the engine's lifetime; any thread.
+    metrics::Registry& metrics() const;
 
     // Test-only (tests/engine): faults injected into the engine's Executor (see ExecutorFaults).
     // Call before start(); hooks run on the engine thread.
