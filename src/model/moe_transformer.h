@@ -15,6 +15,7 @@
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/mla_attention.h"
 #include "model/weight_source.h"
 #include "moe/backend.h"
 
@@ -28,6 +29,7 @@ enum class WeightDType {
 
 struct ModelLoadOptions {
     WeightDType weight_dtype = WeightDType::kAuto;
+    MlaPath mla_path = MlaPath::kAuto;  // MLA models only: tests pin a path to compare the two
 };
 
 class MoeTransformer {
@@ -100,6 +102,7 @@ private:
 
     struct Workspace;
     std::unique_ptr<Workspace> ws_;
+    std::unique_ptr<MlaAttention> mla_;  // MLA models (DeepSeek-V3, Kimi K2) only
     struct StepMeta {
         int64_t num_seqs = 0;
         int64_t max_blocks = 0;
