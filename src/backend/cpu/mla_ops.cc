@@ -169,13 +169,15 @@ Status mla_attention(Backend& be, const MlaAttentionArgs& a) {
     for (int64_t s = 0; s < S; ++s)
         for (int64_t t = qs[s]; t < qs[s + 1]; ++t) seq_of[static_cast<size_t>(t)] = static_cast<int32_t>(s);
     // One task = one query row and a block of heads: every latent row read (and widened from
-    // bf16) once serves all heads of the block, which is what makes MLA decode cheap.
-    constexpr int64_t kHeadBlock = 16;
-    const int64_t head_blocks = (H + kHeadBlock - 1) / kHeadBlock;
+    // bf16) once serves all heads of the block, which is what makes MLA decode cheap. Blocks of
+    // up to 16 heads, smaller when there are fewer rows than threads (a single decode).
+    const int64_t threads = as_cpu(be).pool().size();
+    const int64_t head_block = std::clamp<int64_t>(H * T / std::max<int64_t>(threads, 1), 1, 16);
+    const int64_t head_blocks = (H + head_block - 1) / head_block;
     as_cpu(be).pool().parallel_for(T * head_blocks, [&](int64_t begin, int64_t end) {
         std::vector<float> score, buf;
         for (int64_t i = begin; i < end; ++i) {
-            const int64_t t = i / head_blocks, h0 = (i % head_blocks) * kHeadBlock, h1 = std::min(H, h0 + kHeadBlock);
+            const int64_t t = i / head_blocks, h0 = (i % head_blocks) * head_block, h1 = std::min(H, h0 + head_block);
             const int64_t nh = h1 - h0, s = seq_of[static_cast<size_t>(t)];
             const int64_t q_len = qs[s + 1] - qs[s], p = kv_lens[s] - q_len + (t - qs[s]), n = p + 1;
             const auto slot = [&](int64_t c) { return int64_t{tables[s * max_blocks + c / bs]} * bs + c % bs; };
