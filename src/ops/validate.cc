@@ -487,6 +487,10 @@ Status validate(const HeadGemmArgs& a) {
     MOE_RETURN_IF_ERROR(check_view(op, "w", a.w, 2, kF32OrBf16));
     MOE_RETURN_IF_ERROR(check_view(op, "out", a.out, 3, kF32));
     MOE_RETURN_IF_ERROR(check_positive(op, "head_rows", a.head_rows));
+    // Bounded before any product or sum below can overflow.
+    if (a.head_rows > kMaxDim || a.row_offset > kMaxDim)
+        return fail(op, "head_rows " + std::to_string(a.head_rows) + " and row_offset " + std::to_string(a.row_offset) +
+                            " must be <= " + std::to_string(kMaxDim));
     MOE_RETURN_IF_ERROR(check_dim(op, "w", a.w, 0, a.x.dim(1) * a.head_rows, "heads x head_rows"));
     MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 0, a.x.dim(0), "the rows of x"));
     MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 1, a.x.dim(1), "the heads of x"));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "ops/mla_ops.h"
@@ -288,6 +289,16 @@ TEST(OpsMlaValidate, HeadGemmRowsPastTheHeadAreInvalid) {
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(s.message().find("row_offset 2 + 3 rows is outside the head's 4 rows"), std::string::npos)
         << s.to_string();
+    HeadGemmArgs huge{.x = host_view(x.data(), DType::kF32, {1, 2, 3}),
+                      .w = host_view(w.data(), DType::kF32, {8, 3}),
+                      .head_rows = int64_t{1} << 62,
+                      .row_offset = 0,
+                      .transpose_w = false,
+                      .out = host_view(out.data(), DType::kF32, {1, 2, 3})};
+    EXPECT_EQ(ops::validate(huge).code(), StatusCode::kInvalidArgument);
+    huge.head_rows = 4;
+    huge.row_offset = std::numeric_limits<int64_t>::max();
+    EXPECT_EQ(ops::validate(huge).code(), StatusCode::kInvalidArgument);
 }
 
 // A hand-made token: the best single expert sits in a group that loses on its top-2 sum, the
