@@ -34,6 +34,14 @@ struct MoeSharedGateArgs;
 struct MoePermuteArgs;
 struct MoeExpertsArgs;
 struct MoeUnpermuteArgs;
+struct RopeTableArgs;
+struct LatentWriteArgs;
+struct LatentGatherArgs;
+struct MlaExpandArgs;
+struct RaggedAttentionArgs;
+struct MlaAttentionArgs;
+struct HeadGemmArgs;
+struct MoeRouteGroupedArgs;
 
 // One entry per op. Signatures are uniform: (backend, args) -> Status.
 struct OpTable {
@@ -50,6 +58,15 @@ struct OpTable {
     Status (*moe_permute)(Backend&, const MoePermuteArgs&) = nullptr;
     Status (*moe_experts)(Backend&, const MoeExpertsArgs&) = nullptr;
     Status (*moe_unpermute)(Backend&, const MoeUnpermuteArgs&) = nullptr;
+    // Multi-head latent attention and DeepSeek-V3 routing (src/ops/mla_ops.h).
+    Status (*rope_table)(Backend&, const RopeTableArgs&) = nullptr;
+    Status (*latent_write)(Backend&, const LatentWriteArgs&) = nullptr;
+    Status (*latent_gather)(Backend&, const LatentGatherArgs&) = nullptr;
+    Status (*mla_expand)(Backend&, const MlaExpandArgs&) = nullptr;
+    Status (*ragged_attention)(Backend&, const RaggedAttentionArgs&) = nullptr;
+    Status (*mla_attention)(Backend&, const MlaAttentionArgs&) = nullptr;
+    Status (*head_gemm)(Backend&, const HeadGemmArgs&) = nullptr;
+    Status (*moe_route_grouped)(Backend&, const MoeRouteGroupedArgs&) = nullptr;
 };
 
 // Owned device buffer, freed through its backend.

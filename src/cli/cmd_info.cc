@@ -15,6 +15,7 @@
 #include "core/json_limits.h"
 #include "model/config.h"
 #include "model/expected_tensors.h"
+#include "model/kv_cache.h"
 #include "model/weights.h"
 
 namespace moe::cli {
@@ -31,6 +32,13 @@ std::string human(double v, const char* const* units, int n_units, double base) 
     }
     char buf[64];
     std::snprintf(buf, sizeof(buf), "%.2f %s", v, units[u]);
+    return buf;
+}
+
+// 40 -> "40", 2.827 -> "2.827".
+std::string shortest(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%g", v);
     return buf;
 }
 
@@ -57,21 +65,6 @@ int64_t raw_int(const json& j, const char* key) {
     return v > 0 && v < (int64_t{1} << 24) ? v : 0;
 }
 
-// ModelConfig counts attention as GQA q/k/v/o. For MLA (DeepSeek-V2/V3, Kimi K2) swap in the
-// low-rank projections so `info` shows the published sizes; returns the per-model delta.
-int64_t mla_param_delta(const ModelConfig& c, const json& raw) {
-    const int64_t kv_rank = raw_int(raw, "kv_lora_rank");
-    if (kv_rank == 0) return 0;
-    const int64_t H = c.hidden_size, nh = c.num_heads, q_rank = raw_int(raw, "q_lora_rank");
-    const int64_t nope = raw_int(raw, "qk_nope_head_dim"), rope = raw_int(raw, "qk_rope_head_dim");
-    const int64_t v_dim = raw_int(raw, "v_head_dim");
-    const int64_t gqa = H * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads) +
-                        (c.attention_bias ? (c.num_heads + 2 * c.num_kv_heads) * c.head_dim : 0);
-    int64_t mla = q_rank > 0 ? H * q_rank + q_rank + q_rank * nh * (nope + rope) : H * nh * (nope + rope);
-    mla += H * (kv_rank + rope) + kv_rank + kv_rank * nh * (nope + v_dim) + nh * v_dim * H;
-    return c.num_layers * (mla - gqa);
-}
-
 std::string index_total_size(const fs::path& dir) {
     const json idx = read_raw(dir / kWeightsIndexFile);
     if (idx.is_object() && idx.contains("metadata") && idx["metadata"].is_object() &&
@@ -89,9 +82,11 @@ int run_info(const std::string& model_dir, bool as_json) {
     }
     const ModelConfig& c = *cfg;
     const json raw = read_raw(dir / "config.json");
-    const int64_t delta = mla_param_delta(c, raw);
-    const int64_t total = c.total_params() + delta;
-    const int64_t active = c.active_params_per_token() + delta;
+    const int64_t total = c.total_params();
+    const int64_t active = c.active_params_per_token();
+    // What one token costs in the KV cache at bf16 (the serving default), per the model's layout.
+    const int64_t kv_bytes_per_token = KvCache::bytes_per_block(c, 1, DType::kBF16);
+    const KvLayout kv = kv_layout(c);
     int64_t moe_layers = 0;
     for (bool m : c.layer_is_moe) moe_layers += m ? 1 : 0;
     std::string quant;
@@ -164,6 +159,9 @@ int run_info(const std::string& model_dir, bool as_json) {
             {"sliding_window", c.sliding_window},
             {"rope_theta", c.rope_theta},
             {"eos_token_ids", c.eos_token_ids},
+            {"kv_bytes_per_token_bf16", kv_bytes_per_token},
+            {"kv_cache_layout", kv.describe()},
+            {"num_nextn_predict_layers", c.num_nextn_predict_layers},
             {"weights", weights_line},
             {"weights_measured", weights_measured},
             {"weight_bytes", weights_measured ? weight_bytes : estimate},
@@ -202,7 +200,21 @@ int run_info(const std::string& model_dir, bool as_json) {
     os << "vocab          " << c.vocab_size << (c.tie_word_embeddings ? " (tied embeddings)" : "") << "\n"
        << "dtype          " << dtype_name(c.torch_dtype) << (quant.empty() ? "" : " (quantized: " + quant + ")") << "\n"
        << "parameters     " << human_params(total) << " total, " << human_params(active) << " active per token\n"
-       << "weights        " << weights_line << "\n";
+       << "weights        " << weights_line << "\n"
+       << "kv cache       " << kv_bytes_per_token << " B/token at bf16 (" << kv.describe() << ")\n";
+    if (c.is_mla()) {
+        const MlaConfig& m = c.mla;
+        os << "mla            q_lora_rank " << (m.q_lora_rank > 0 ? std::to_string(m.q_lora_rank) : "none")
+           << ", kv_lora_rank " << m.kv_lora_rank << ", qk " << m.qk_nope_head_dim << " nope + " << m.qk_rope_head_dim
+           << " rope, v " << m.v_head_dim << (m.rope_interleave ? ", interleaved rope" : "")
+           << (c.yarn.enabled ? ", yarn x" + shortest(c.yarn.factor) : "") << "\n";
+    }
+    if (c.group_routing.enabled)
+        os << "routing        sigmoid, noaux_tc bias, " << c.group_routing.num_groups << " groups keep "
+           << c.group_routing.topk_groups << ", scaled x" << shortest(c.group_routing.routed_scaling_factor) << "\n";
+    if (c.num_nextn_predict_layers > 0)
+        os << "mtp            " << c.num_nextn_predict_layers
+           << " next-token-prediction layer(s) in the checkpoint: recognised, not loaded\n";
     if (!weights_check.empty()) os << "weights check  " << weights_check << "\n";
     os << "context        " << c.max_position_embeddings
        << (c.sliding_window > 0 ? " (sliding window " + std::to_string(c.sliding_window) + ")" : "") << "\n"

@@ -172,7 +172,7 @@ FamilyInfo family_of(const std::string& arch, const std::string& model_type) {
     if (arch == "Qwen3ForCausalLM" || (arch.empty() && model_type == "qwen3")) return {ModelFamily::kQwen3, nullptr};
     if (arch == "DeepseekV3ForCausalLM" || arch.rfind("KimiK2", 0) == 0 ||
         (arch.empty() && (model_type == "deepseek_v3" || model_type == "kimi_k2")))
-        return {ModelFamily::kDeepseekV3, "MLA attention and FP8 block-scaled weights are not implemented yet"};
+        return {ModelFamily::kDeepseekV3, nullptr};  // FP8 checkpoints: refused in parse_deepseek_v3
     if (arch == "GptOssForCausalLM" || (arch.empty() && model_type == "gpt_oss"))
         return {ModelFamily::kGptOss,
                 "attention sinks, clamped SwiGLU with biases and MXFP4 experts are not implemented yet"};
@@ -319,6 +319,90 @@ Status parse_experts(const Reader& r, const Defaults& d, ModelConfig* c) {
     }
     const bool any_dense = std::find(c->layer_is_moe.begin(), c->layer_is_moe.end(), false) != c->layer_is_moe.end();
     c->intermediate_size = any_dense ? intermediate : 0;
+    return ok_status();
+}
+
+// MLA fields (DeepSeek-V2/V3, Kimi K2): read whenever kv_lora_rank is there, so `info` can size
+// the latent cache of families it cannot serve too.
+Status parse_mla(const json& j, const std::string& source, ModelConfig* c) {
+    Reader r(j, source);
+    if (!r.has("kv_lora_rank")) {
+        if (c->family == ModelFamily::kDeepseekV3) return r.error("missing required key kv_lora_rank");
+        return ok_status();
+    }
+    MlaConfig& m = c->mla;
+    MOE_ASSIGN_OR_RETURN(m.kv_lora_rank, r.integer("kv_lora_rank", std::nullopt, 1, kMaxHidden));
+    MOE_ASSIGN_OR_RETURN(m.q_lora_rank, r.integer("q_lora_rank", 0, 0, kMaxHidden));  // null: no q_a/q_b
+    MOE_ASSIGN_OR_RETURN(m.qk_nope_head_dim, r.integer("qk_nope_head_dim", std::nullopt, 0, kMaxHeadDim));
+    MOE_ASSIGN_OR_RETURN(m.qk_rope_head_dim, r.integer("qk_rope_head_dim", std::nullopt, 2, kMaxHeadDim));
+    MOE_ASSIGN_OR_RETURN(m.v_head_dim, r.integer("v_head_dim", std::nullopt, 1, kMaxHeadDim));
+    MOE_ASSIGN_OR_RETURN(m.rope_interleave, r.boolean("rope_interleave", c->family == ModelFamily::kDeepseekV3));
+    MOE_ASSIGN_OR_RETURN(c->num_nextn_predict_layers, r.integer("num_nextn_predict_layers", 0, 0, kMaxLayers));
+    if (r.has("rope_scaling")) {
+        const json& sub = j.at("rope_scaling");
+        if (!sub.is_object()) return r.error("rope_scaling must be an object, got " + type_of(sub));
+        Reader rs(sub, source + ": rope_scaling");
+        MOE_ASSIGN_OR_RETURN(std::string type, rs.string("type", ""));
+        if (type.empty()) {
+            MOE_ASSIGN_OR_RETURN(type, rs.string("rope_type", ""));
+        }
+        if (type != "yarn" && type != "default")
+            return r.error("rope_scaling type \"" + type + "\" is not supported for MLA models (yarn or default)");
+        if (type == "yarn") {
+            YarnScaling& y = c->yarn;
+            y.enabled = true;
+            MOE_ASSIGN_OR_RETURN(y.factor, rs.number("factor", 1.0, 1.0, 1e6));
+            MOE_ASSIGN_OR_RETURN(
+                y.original_max_position_embeddings,
+                rs.integer("original_max_position_embeddings", c->max_position_embeddings, 1, kMaxPositions));
+            MOE_ASSIGN_OR_RETURN(y.beta_fast, rs.number("beta_fast", 32.0, 1e-3, 1e6));
+            MOE_ASSIGN_OR_RETURN(y.beta_slow, rs.number("beta_slow", 1.0, 1e-3, 1e6));
+            MOE_ASSIGN_OR_RETURN(y.mscale, rs.number("mscale", 0.0, 0.0, 1e3));
+            MOE_ASSIGN_OR_RETURN(y.mscale_all_dim, rs.number("mscale_all_dim", 0.0, 0.0, 1e3));
+            if (rs.has("attention_factor"))
+                return r.error("rope_scaling attention_factor is not supported (mscale/mscale_all_dim are)");
+        }
+    }
+    if (m.qk_nope_head_dim + m.qk_rope_head_dim != c->head_dim)
+        return r.error("qk_nope_head_dim + qk_rope_head_dim != head dim");  // parse order guarantees it
+    return ok_status();
+}
+
+// DeepSeek-V3 / Kimi K2 routing and the checks that keep the router's indexing in range.
+Status parse_deepseek_v3(const json& j, const std::string& source, ModelConfig* c) {
+    Reader r(j, source);
+    MOE_ASSIGN_OR_RETURN(c->norm_topk_prob, r.boolean("norm_topk_prob", true));  // transformers' default
+    MOE_ASSIGN_OR_RETURN(std::string topk_method, r.string("topk_method", "noaux_tc"));
+    MOE_ASSIGN_OR_RETURN(std::string scoring, r.string("scoring_func", "sigmoid"));
+    if (topk_method != "noaux_tc") return r.error("topk_method \"" + topk_method + "\" is not supported (noaux_tc is)");
+    if (scoring != "sigmoid") return r.error("scoring_func \"" + scoring + "\" is not supported (sigmoid is)");
+    GroupRouting& g = c->group_routing;
+    g.enabled = true;
+    MOE_ASSIGN_OR_RETURN(g.num_groups, r.integer("n_group", 1, 1, kMaxExperts));
+    MOE_ASSIGN_OR_RETURN(g.topk_groups, r.integer("topk_group", 1, 1, kMaxExperts));
+    MOE_ASSIGN_OR_RETURN(g.routed_scaling_factor, r.number("routed_scaling_factor", 1.0, 0.0, 1e6));
+    const int64_t E = c->num_experts;
+    if (E < 1) return r.error("n_routed_experts must be >= 1 for deepseek_v3");
+    if (E % g.num_groups != 0)
+        return r.error("n_routed_experts (" + std::to_string(E) + ") is not divisible by n_group (" +
+                       std::to_string(g.num_groups) + ")");
+    if (g.num_groups > 1 && E / g.num_groups < 2)
+        return r.error("n_routed_experts / n_group (" + std::to_string(E / g.num_groups) +
+                       ") must be >= 2: a group is scored by its top-2 experts");
+    if (g.topk_groups > g.num_groups)
+        return r.error("topk_group (" + std::to_string(g.topk_groups) + ") > n_group (" + std::to_string(g.num_groups) +
+                       ")");
+    if (c->num_experts_per_tok > g.topk_groups * (E / g.num_groups))
+        return r.error("num_experts_per_tok (" + std::to_string(c->num_experts_per_tok) +
+                       ") > the experts of topk_group groups (" + std::to_string(g.topk_groups * (E / g.num_groups)) +
+                       ")");
+    if (c->attention_bias) return r.error("attention_bias true is not supported for deepseek_v3");
+    if (r.has("quantization_config")) {
+        c->supported = false;
+        c->unsupported_reason = (c->architecture.empty() ? c->model_type : c->architecture) +
+                                ": FP8 block-scaled weights (quantization_config) are not implemented yet; a bf16 "
+                                "or f32 checkpoint of the same architecture is served";
+    }
     return ok_status();
 }
 
@@ -476,6 +560,8 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
         MOE_RETURN_IF_ERROR(parse_rope(j, source, d, &c));
         MOE_ASSIGN_OR_RETURN(c.max_position_embeddings,
                              r.integer("max_position_embeddings", d.max_pos, 1, kMaxPositions));
+        if (is_deepseek_like(c)) MOE_RETURN_IF_ERROR(parse_mla(j, source, &c));
+        if (c.family == ModelFamily::kDeepseekV3) MOE_RETURN_IF_ERROR(parse_deepseek_v3(j, source, &c));
 
         // Qwen configs carry a sliding_window that is off unless use_sliding_window says so.
         bool use_sw = true;
@@ -522,6 +608,14 @@ StatusOr<ModelConfig> load_model_config(const std::filesystem::path& dir) {
 int64_t ModelConfig::total_params() const {
     const int64_t H = hidden_size;
     int64_t attn = H * num_heads * head_dim + 2 * H * num_kv_heads * head_dim + num_heads * head_dim * H;
+    if (is_mla()) {
+        const MlaConfig& m = mla;
+        const int64_t qk = m.qk_nope_head_dim + m.qk_rope_head_dim;
+        attn =
+            m.q_lora_rank > 0 ? H * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * num_heads * qk : H * num_heads * qk;
+        attn += H * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank +
+                m.kv_lora_rank * num_heads * (m.qk_nope_head_dim + m.v_head_dim) + num_heads * m.v_head_dim * H;
+    }
     if (attention_bias) attn += (num_heads + 2 * num_kv_heads) * head_dim;
     if (qk_norm == QkNorm::kPerHead) attn += 2 * head_dim;
     if (qk_norm == QkNorm::kFull) attn += (num_heads + num_kv_heads) * head_dim;
@@ -531,6 +625,7 @@ int64_t ModelConfig::total_params() const {
         const bool moe = static_cast<size_t>(i) < layer_is_moe.size() && layer_is_moe[i];
         if (moe) {
             total += num_experts * H + num_experts * 3 * H * moe_intermediate_size;
+            if (group_routing.enabled) total += num_experts;  // e_score_correction_bias
             if (shared_expert_intermediate_size > 0) {
                 total += 3 * H * shared_expert_intermediate_size;
                 if (family == ModelFamily::kQwen2Moe) total += H;  // shared_expert_gate

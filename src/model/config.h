@@ -32,6 +32,39 @@ enum class QkNorm {
     kFull,     // OLMoE: RMSNorm over the whole q (k) projection (weight [num_heads * head_dim])
 };
 
+// Multi-head latent attention (DeepSeek-V2/V3, Kimi K2): q through an optional low-rank q_a/q_b
+// pair, K and V from a kv_lora_rank latent plus one RoPE key shared by all heads. The KV cache
+// stores the latent (after kv_a_layernorm) and the roped key: kv_lora_rank + qk_rope_head_dim
+// values per token per layer. All zero for other families.
+struct MlaConfig {
+    int64_t q_lora_rank = 0;  // 0: q_proj straight from the hidden state ("q_lora_rank": null)
+    int64_t kv_lora_rank = 0;
+    int64_t qk_nope_head_dim = 0;
+    int64_t qk_rope_head_dim = 0;
+    int64_t v_head_dim = 0;
+    bool rope_interleave = false;  // rope pairs (2i, 2i+1) instead of (i, i + rope/2)
+};
+
+// "rope_scaling": {"type": "yarn", ...} (the only scaling the MLA families use). Absent: none.
+struct YarnScaling {
+    bool enabled = false;
+    double factor = 1.0;
+    int64_t original_max_position_embeddings = 0;
+    double beta_fast = 32.0;
+    double beta_slow = 1.0;
+    double mscale = 0.0;          // 0: absent
+    double mscale_all_dim = 0.0;  // 0: absent
+};
+
+// DeepSeek-V3's router (topk_method "noaux_tc", scoring_func "sigmoid"): sigmoid scores, a
+// per-expert bias for choosing only, num_groups groups of which topk_groups are kept.
+struct GroupRouting {
+    bool enabled = false;  // false: softmax top-k (every other family)
+    int64_t num_groups = 1;
+    int64_t topk_groups = 1;
+    double routed_scaling_factor = 1.0;
+};
+
 struct ModelConfig {
     ModelFamily family = ModelFamily::kUnknown;
     std::string architecture;  // as written in config.json "architectures"[0]
@@ -59,6 +92,12 @@ struct ModelConfig {
     int64_t max_position_embeddings = 0;
     int64_t sliding_window = 0;  // 0: none
     bool tie_word_embeddings = false;
+
+    MlaConfig mla;  // kv_lora_rank > 0 iff the model uses MLA
+    YarnScaling yarn;
+    GroupRouting group_routing;
+    int64_t num_nextn_predict_layers = 0;  // MTP layers in the checkpoint: recognised, not loaded
+    bool is_mla() const { return mla.kv_lora_rank > 0; }
 
     DType torch_dtype = DType::kBF16;  // "torch_dtype" / "dtype"; f32/bf16/f16
     int64_t bos_token_id = -1;

@@ -35,10 +35,27 @@ void for_each_expected_tensor(const ModelConfig& c, const std::function<bool(con
         const std::string l = "model.layers." + std::to_string(i) + ".";
         out.push_back({l + "input_layernorm.weight", {H}});
         out.push_back({l + "post_attention_layernorm.weight", {H}});
-        out.push_back({l + "self_attn.q_proj.weight", {q_dim, H}});
-        out.push_back({l + "self_attn.k_proj.weight", {kv_dim, H}});
-        out.push_back({l + "self_attn.v_proj.weight", {kv_dim, H}});
-        out.push_back({l + "self_attn.o_proj.weight", {H, q_dim}});
+        if (c.is_mla()) {
+            const MlaConfig& m = c.mla;
+            const int64_t nh = c.num_heads, qk = m.qk_nope_head_dim + m.qk_rope_head_dim;
+            if (m.q_lora_rank > 0) {
+                out.push_back({l + "self_attn.q_a_proj.weight", {m.q_lora_rank, H}});
+                out.push_back({l + "self_attn.q_a_layernorm.weight", {m.q_lora_rank}});
+                out.push_back({l + "self_attn.q_b_proj.weight", {nh * qk, m.q_lora_rank}});
+            } else {
+                out.push_back({l + "self_attn.q_proj.weight", {nh * qk, H}});
+            }
+            out.push_back({l + "self_attn.kv_a_proj_with_mqa.weight", {m.kv_lora_rank + m.qk_rope_head_dim, H}});
+            out.push_back({l + "self_attn.kv_a_layernorm.weight", {m.kv_lora_rank}});
+            out.push_back(
+                {l + "self_attn.kv_b_proj.weight", {nh * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank}});
+            out.push_back({l + "self_attn.o_proj.weight", {H, nh * m.v_head_dim}});
+        } else {
+            out.push_back({l + "self_attn.q_proj.weight", {q_dim, H}});
+            out.push_back({l + "self_attn.k_proj.weight", {kv_dim, H}});
+            out.push_back({l + "self_attn.v_proj.weight", {kv_dim, H}});
+            out.push_back({l + "self_attn.o_proj.weight", {H, q_dim}});
+        }
         if (c.attention_bias) {
             out.push_back({l + "self_attn.q_proj.bias", {q_dim}});
             out.push_back({l + "self_attn.k_proj.bias", {kv_dim}});
@@ -63,6 +80,7 @@ void for_each_expected_tensor(const ModelConfig& c, const std::function<bool(con
             }
         } else if (moe) {
             out.push_back({l + "mlp.gate.weight", {E, H}});
+            if (c.group_routing.enabled) out.push_back({l + "mlp.gate.e_score_correction_bias", {E}});
             for (int64_t e = 0; e < E && !out.stopped(); ++e) {
                 const std::string x = l + "mlp.experts." + std::to_string(e) + ".";
                 out.push_back({x + "gate_proj.weight", {I, H}});
@@ -75,6 +93,12 @@ void for_each_expected_tensor(const ModelConfig& c, const std::function<bool(con
                 out.push_back({l + "mlp.shared_expert.up_proj.weight", {S, H}});
                 out.push_back({l + "mlp.shared_expert.down_proj.weight", {H, S}});
                 out.push_back({l + "mlp.shared_expert_gate.weight", {1, H}});
+            }
+            if (c.family == ModelFamily::kDeepseekV3 && c.shared_expert_intermediate_size > 0) {
+                const int64_t S = c.shared_expert_intermediate_size;  // no gate: always on
+                out.push_back({l + "mlp.shared_experts.gate_proj.weight", {S, H}});
+                out.push_back({l + "mlp.shared_experts.up_proj.weight", {S, H}});
+                out.push_back({l + "mlp.shared_experts.down_proj.weight", {H, S}});
             }
         } else {
             const int64_t I = c.intermediate_size;

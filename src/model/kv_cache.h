@@ -1,11 +1,18 @@
-// The paged KV cache's memory: per layer one K and one V pool of fixed-size blocks.
+// The paged KV cache's memory: per layer one or two pools of fixed-size blocks. What a token
+// stores is the model's business (KvLayout, from its config):
 //
-//   k(layer): [num_blocks, block_size, num_kv_heads, head_dim]   (same for v)
+//   GQA (every family but MLA): k(layer), v(layer): [num_blocks, block_size, num_kv_heads, head_dim]
+//   MLA (DeepSeek-V3, Kimi K2): latent(layer): [num_blocks, block_size, kv_lora_rank + qk_rope_head_dim]
+//                               (the normed latent, then the roped key; k(layer) is its 4-D view)
+//
+// Blocks, block tables, prefix caching and preemption see only blocks of block_size tokens, so
+// they work unchanged on either layout.
 //
 // Which block belongs to which sequence is not known here: callers (the engine's
 // KvBlockManager, or tests) hand block tables to MoeTransformer::forward.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "model/config.h"
@@ -13,6 +20,17 @@
 #include "moe/tensor.h"
 
 namespace moe {
+
+// Per token per layer: num_pools pools of [num_heads, head_dim] elements.
+struct KvLayout {
+    int64_t num_pools = 2;  // 2: K and V; 1: the MLA latent row
+    int64_t num_heads = 0;
+    int64_t head_dim = 0;
+    int64_t elements_per_token() const { return num_pools * num_heads * head_dim; }
+    std::string describe() const;  // "K+V 8 x 128 per layer", "latent 576 per layer"
+};
+
+KvLayout kv_layout(const ModelConfig& config);
 
 struct KvCacheOptions {
     int64_t num_blocks = 0;
@@ -26,11 +44,15 @@ public:
     // the allocation fails.
     static StatusOr<KvCache> create(Backend& backend, const ModelConfig& config, const KvCacheOptions& options);
 
-    // Bytes one block takes over all layers, K and V.
+    // Bytes one block takes over all layers and pools.
     static int64_t bytes_per_block(const ModelConfig& config, int64_t block_size, DType dtype);
 
     TensorView k(int64_t layer) const { return view(k_[static_cast<size_t>(layer)]); }
+    // Precondition: layout().num_pools == 2.
     TensorView v(int64_t layer) const { return view(v_[static_cast<size_t>(layer)]); }
+    // The MLA latent pool as [num_blocks, block_size, row]; precondition: layout().num_pools == 1.
+    TensorView latent(int64_t layer) const;
+    const KvLayout& layout() const { return layout_; }
     int64_t num_blocks() const { return num_blocks_; }
     int64_t block_size() const { return block_size_; }
     int64_t num_layers() const { return static_cast<int64_t>(k_.size()); }
@@ -43,8 +65,7 @@ private:
     std::vector<DeviceBuffer> v_;
     int64_t num_blocks_ = 0;
     int64_t block_size_ = 0;
-    int64_t num_kv_heads_ = 0;
-    int64_t head_dim_ = 0;
+    KvLayout layout_;
     DType dtype_ = DType::kF32;
     Device device_{};
 };

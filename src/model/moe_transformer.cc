@@ -6,6 +6,9 @@
 #include <string>
 
 #include "core/logging.h"
+#include "model/mla_attention.h"
+#include "model/weight_loader.h"
+#include "ops/mla_ops.h"
 #include "ops/ops.h"
 
 namespace moe {
@@ -27,15 +30,11 @@ struct MoeTransformer::Layer {
     // Expert parallelism: where this layer's experts live; w_gate/w_up/w_down are indexed by
     // physical slot and empty for the slots of other ranks. Null without expert parallelism.
     const ExpertPlacement* placement = nullptr;
+    MlaWeights mla;          // MLA attention (instead of wq..wo)
+    TensorView router_bias;  // DeepSeek-V3 e_score_correction_bias, f32 [E]
 };
 
 namespace {
-
-std::string shape_string(const std::vector<int64_t>& s) {
-    std::string out = "[";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
 
 struct Names {
     std::string moe_prefix;  // "block_sparse_moe" (Mixtral) or "mlp"
@@ -48,95 +47,6 @@ Names expert_names(ModelFamily family) {
 }
 
 }  // namespace
-
-// Copies every tensor the forward reads into memory the backend owns: small ones (norms,
-// biases, the router, the embedding table) as plain DeviceBuffers, matrices through
-// Backend::prepare_weight. Nothing the model keeps points into the source, so the source (a
-// file mapping) can go once the model is built. Each tensor's source pages are released as soon
-// as it is copied, so the peak is the copies made so far plus one tensor (plus one converted
-// host copy when the dtype changes).
-class WeightLoader {
-public:
-    WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned,
-                 std::vector<std::unique_ptr<PreparedWeight>>& prepared)
-        : src_(src), be_(be), owned_(owned), prepared_(prepared) {}
-
-    // A tensor of exactly `shape`, converted to `dtype` (f32, bf16), in backend memory.
-    StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
-        MOE_ASSIGN_OR_RETURN(Host host, host_tensor(name, shape, dtype));
-        TensorView view = host.view;
-        const size_t bytes = view.nbytes();
-        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(be_, std::max<size_t>(bytes, 1)));
-        MOE_RETURN_IF_ERROR(be_.copy(buf.data(), be_.device(), view.data, Device{}, bytes));
-        if (host.mapped) src_.release(view.data, bytes);
-        view.data = buf.data();
-        view.device = be_.device();
-        owned_.push_back(std::move(buf));
-        return view;
-    }
-
-    // A matrix of exactly `shape` in `dtype`, prepared by the backend for its GEMMs. Every matrix
-    // of the model is one a decode step streams from memory for a few rows (the attention
-    // projections, the experts, lm_head): WeightUse::kStreamedMatmul.
-    StatusOr<WeightView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
-        MOE_ASSIGN_OR_RETURN(Host host, host_tensor(name, shape, dtype));
-        MOE_ASSIGN_OR_RETURN(std::unique_ptr<PreparedWeight> w,
-                             be_.prepare_weight(name, host.view, WeightUse::kStreamedMatmul));
-        if (host.mapped) src_.release(host.view.data, host.view.nbytes());
-        prepared_.push_back(std::move(w));
-        return WeightView(*prepared_.back());
-    }
-
-private:
-    // A tensor in host memory: the source's own (mapped) or a converted copy.
-    struct Host {
-        TensorView view;
-        bool mapped = false;
-        std::vector<uint8_t> converted;
-    };
-
-    StatusOr<Host> host_tensor(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
-        MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
-        const std::vector<int64_t> want(shape);
-        if (w.shape != want)
-            return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
-                                    ", expected " + shape_string(want) + " from config.json");
-        if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
-            return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
-                                    ", expected f32, bf16 or f16");
-        Host h;
-        h.view.dtype = dtype;
-        h.view.ndim = static_cast<int>(want.size());
-        int64_t stride = 1;
-        for (int d = h.view.ndim - 1; d >= 0; --d) {
-            h.view.shape[static_cast<size_t>(d)] = want[static_cast<size_t>(d)];
-            h.view.strides[static_cast<size_t>(d)] = stride;
-            stride *= want[static_cast<size_t>(d)];
-        }
-        const size_t numel = static_cast<size_t>(h.view.numel());
-        if (w.dtype == dtype) {
-            h.view.data = const_cast<void*>(w.data);  // NOTE: read only, and only during load
-            h.mapped = true;
-            return h;
-        }
-        std::vector<float> f32(w.dtype == DType::kF32 ? 0 : numel);
-        const float* as_f32 = static_cast<const float*>(w.data);
-        if (w.dtype != DType::kF32) {
-            convert_to_f32(w.data, w.dtype, f32.data(), numel);
-            as_f32 = f32.data();
-        }
-        h.converted.resize(numel * dtype_size(dtype));
-        convert_from_f32(as_f32, h.converted.data(), dtype, numel);
-        src_.release(w.data, numel * dtype_size(w.dtype));
-        h.view.data = h.converted.data();
-        return h;
-    }
-
-    const WeightSource& src_;
-    Backend& be_;
-    std::vector<DeviceBuffer>& owned_;
-    std::vector<std::unique_ptr<PreparedWeight>>& prepared_;
-};
 
 MoeTransformer::~MoeTransformer() = default;
 
@@ -166,6 +76,9 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::create(const ModelConf
         m->ep_ = std::make_unique<ExpertExchange>(*m->ep_comm_, config.hidden_size, bf16_wire);
         log::model().info("expert parallelism: rank {} of {} ({}), {} on the wire", m->ep_comm_->rank(),
                           m->ep_comm_->size(), m->ep_comm_->kind(), bf16_wire ? "bf16" : "f32");
+    }
+    if (config.is_mla()) {
+        MOE_ASSIGN_OR_RETURN(m->mla_, MlaAttention::create(config, backend, options.mla_path));
     }
     // Every tensor the forward reads is in backend memory now: let the source (a file mapping)
     // go, so that nothing done to the file later reaches the server (#18 D).
@@ -249,10 +162,14 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         MOE_ASSIGN_OR_RETURN(L.input_norm, wl.get(p + "input_layernorm.weight", {H}, f32));
         MOE_ASSIGN_OR_RETURN(L.post_norm, wl.get(p + "post_attention_layernorm.weight", {H}, f32));
-        MOE_ASSIGN_OR_RETURN(L.wq, wl.matrix(p + "self_attn.q_proj.weight", {nh * hd, H}, mat));
-        MOE_ASSIGN_OR_RETURN(L.wk, wl.matrix(p + "self_attn.k_proj.weight", {nkv * hd, H}, mat));
-        MOE_ASSIGN_OR_RETURN(L.wv, wl.matrix(p + "self_attn.v_proj.weight", {nkv * hd, H}, mat));
-        MOE_ASSIGN_OR_RETURN(L.wo, wl.matrix(p + "self_attn.o_proj.weight", {H, nh * hd}, mat));
+        if (c.is_mla()) {
+            MOE_ASSIGN_OR_RETURN(L.mla, MlaAttention::load_weights(wl, c, p, mat));
+        } else {
+            MOE_ASSIGN_OR_RETURN(L.wq, wl.matrix(p + "self_attn.q_proj.weight", {nh * hd, H}, mat));
+            MOE_ASSIGN_OR_RETURN(L.wk, wl.matrix(p + "self_attn.k_proj.weight", {nkv * hd, H}, mat));
+            MOE_ASSIGN_OR_RETURN(L.wv, wl.matrix(p + "self_attn.v_proj.weight", {nkv * hd, H}, mat));
+            MOE_ASSIGN_OR_RETURN(L.wo, wl.matrix(p + "self_attn.o_proj.weight", {H, nh * hd}, mat));
+        }
         if (c.attention_bias) {
             MOE_ASSIGN_OR_RETURN(L.bq, wl.get(p + "self_attn.q_proj.bias", {nh * hd}, f32));
             MOE_ASSIGN_OR_RETURN(L.bk, wl.get(p + "self_attn.k_proj.bias", {nkv * hd}, f32));
@@ -273,6 +190,9 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             // discontinuous, so bf16 rounding of its logits flips near-tied experts and moves the
             // output far more than rounding anywhere else does.
             MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + "gate.weight", {E, H}, f32));
+            if (c.group_routing.enabled) {
+                MOE_ASSIGN_OR_RETURN(L.router_bias, wl.get(mp + "gate.e_score_correction_bias", {E}, f32));
+            }
             // Under expert parallelism: one entry per physical slot, and only this rank's slots
             // are read from the source at all (another rank's experts never touch this rank's
             // memory: not copied, not paged in).
@@ -293,11 +213,17 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
                 MOE_ASSIGN_OR_RETURN(L.w_down[i], wl.matrix(ep_name + en.down + ".weight", {H, I}, mat));
             }
             if (c.shared_expert_intermediate_size > 0) {
+                // Qwen2-MoE: "shared_expert" behind a sigmoid gate; DeepSeek-V3: "shared_experts"
+                // (n_shared_experts of them as one MLP), always on.
+                const bool gated = c.family == ModelFamily::kQwen2Moe;
+                const std::string sp = mp + (gated ? "shared_expert." : "shared_experts.");
                 const int64_t SI = c.shared_expert_intermediate_size;
-                MOE_ASSIGN_OR_RETURN(L.shared_gate, wl.matrix(mp + "shared_expert.gate_proj.weight", {SI, H}, mat));
-                MOE_ASSIGN_OR_RETURN(L.shared_up, wl.matrix(mp + "shared_expert.up_proj.weight", {SI, H}, mat));
-                MOE_ASSIGN_OR_RETURN(L.shared_down, wl.matrix(mp + "shared_expert.down_proj.weight", {H, SI}, mat));
-                MOE_ASSIGN_OR_RETURN(L.shared_expert_gate, wl.get(mp + "shared_expert_gate.weight", {1, H}, f32));
+                MOE_ASSIGN_OR_RETURN(L.shared_gate, wl.matrix(sp + "gate_proj.weight", {SI, H}, mat));
+                MOE_ASSIGN_OR_RETURN(L.shared_up, wl.matrix(sp + "up_proj.weight", {SI, H}, mat));
+                MOE_ASSIGN_OR_RETURN(L.shared_down, wl.matrix(sp + "down_proj.weight", {H, SI}, mat));
+                if (gated) {
+                    MOE_ASSIGN_OR_RETURN(L.shared_expert_gate, wl.get(mp + "shared_expert_gate.weight", {1, H}, f32));
+                }
             }
         } else {
             const int64_t I = c.intermediate_size;
@@ -355,6 +281,22 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
     prepare_step_metadata(batch, cache.block_size(), shape, out);
     MOE_RETURN_IF_ERROR(reserve_workspace(shape));
     MOE_RETURN_IF_ERROR(upload_step_metadata(shape));
+    if (mla_) {
+        const Workspace& w = *ws_;
+        const Device d = backend_->device();
+        const int64_t S = shape.num_seqs;
+        MOE_RETURN_IF_ERROR(
+            mla_->begin_step({.positions = view(w.positions, DType::kI32, {shape.num_tokens}, d),
+                              .slots = view(w.slots, DType::kI64, {shape.num_tokens}, d),
+                              .block_tables = view(w.block_tables, DType::kI32, {S, shape.max_blocks}, d),
+                              .query_start = view(w.query_start, DType::kI32, {S + 1}, d),
+                              .kv_lens = view(w.kv_lens, DType::kI32, {S}, d),
+                              .host_query_start = w.host_query_start,
+                              .host_kv_lens = w.host_kv_lens,
+                              .host_tables = w.host_tables,
+                              .max_blocks = shape.max_blocks,
+                              .block_size = cache.block_size()}));
+    }
 
     Backend& be = *backend_;
     const Device dev = be.device();
@@ -375,6 +317,11 @@ StatusOr<MoeTransformer::StepShape> MoeTransformer::check_batch(const BatchView&
     const ModelConfig& c = config_;
     const int64_t S = static_cast<int64_t>(batch.sequences.size());
     if (cache.num_layers() != c.num_layers) return invalid_argument("forward: kv cache has wrong layer count");
+    const KvLayout want = kv_layout(c);
+    if (cache.layout().num_pools != want.num_pools || cache.layout().num_heads != want.num_heads ||
+        cache.layout().head_dim != want.head_dim)
+        return invalid_argument("forward: kv cache holds " + cache.layout().describe() + ", the model needs " +
+                                want.describe());
     const int64_t bs = cache.block_size();
     StepShape shape{.num_seqs = S, .num_tokens = 0, .num_logit_rows = 0, .max_blocks = 1};
     if (S == 0) return shape;  // an empty step (an idle rank of an expert-parallel group)
@@ -564,6 +511,7 @@ Status MoeTransformer::attention_block(const Layer& L, int64_t layer_idx, KvCach
     const float eps = c.rms_norm_eps;
     const auto [h, x, y] = residual(T);
     MOE_RETURN_IF_ERROR(ops::run(be, RmsNormArgs{.x = h, .weight = L.input_norm, .out = x, .eps = eps}));
+    if (mla_) return mla_->forward(L.mla, x, h, cache.latent(layer_idx));
     const TensorView q2 = view(w.q, DType::kF32, {T, nh * hd}, dev);
     const TensorView k2 = view(w.k, DType::kF32, {T, nkv * hd}, dev);
     const TensorView v2 = view(w.v, DType::kF32, {T, nkv * hd}, dev);
@@ -643,11 +591,25 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
     const TensorView offsets = view(w.offsets, DType::kI32, {E + 1}, dev);
     const TensorView row_of = view(w.row_of, DType::kI32, {T * K}, dev);
     MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.router, .bias = {}, .y = logits}));
-    MOE_RETURN_IF_ERROR(ops::run(be, MoeRouteArgs{.logits = logits,
-                                                  .topk_ids = ids,
-                                                  .topk_weights = weights,
-                                                  .top_k = static_cast<int>(K),
-                                                  .renormalize = c.norm_topk_prob}));
+    if (c.group_routing.enabled) {
+        const GroupRouting& g = c.group_routing;
+        MOE_RETURN_IF_ERROR(
+            ops::run(be, MoeRouteGroupedArgs{.logits = logits,
+                                             .bias = L.router_bias,
+                                             .topk_ids = ids,
+                                             .topk_weights = weights,
+                                             .top_k = static_cast<int>(K),
+                                             .num_groups = static_cast<int>(g.num_groups),
+                                             .topk_groups = static_cast<int>(g.topk_groups),
+                                             .renormalize = c.norm_topk_prob,
+                                             .scaling_factor = static_cast<float>(g.routed_scaling_factor)}));
+    } else {
+        MOE_RETURN_IF_ERROR(ops::run(be, MoeRouteArgs{.logits = logits,
+                                                      .topk_ids = ids,
+                                                      .topk_weights = weights,
+                                                      .top_k = static_cast<int>(K),
+                                                      .renormalize = c.norm_topk_prob}));
+    }
     if (ep_) {
         MOE_RETURN_IF_ERROR(moe_experts_parallel(L, T));
     } else {
@@ -666,12 +628,15 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
                                                         .w_down = L.w_down,
                                                         .out_permuted = out_perm}));
     }
-    if (c.shared_expert_intermediate_size == 0) {
+    if (c.shared_expert_intermediate_size == 0 || L.shared_expert_gate.empty()) {
         // The weighted expert rows go straight into the residual stream: one pass over h instead
         // of filling y and adding it (a 16-sequence decode step saved ~20 us a layer).
-        return ops::run(
+        MOE_RETURN_IF_ERROR(ops::run(
             be, MoeUnpermuteArgs{
-                    .out_permuted = out_perm, .row_of = row_of, .topk_weights = weights, .y = h, .accumulate = true});
+                    .out_permuted = out_perm, .row_of = row_of, .topk_weights = weights, .y = h, .accumulate = true}));
+        // DeepSeek-V3's shared experts: ungated, added to h like a dense MLP.
+        if (c.shared_expert_intermediate_size == 0) return ok_status();
+        return shared_expert(L, T);
     }
     MOE_RETURN_IF_ERROR(ops::run(
         be, MoeUnpermuteArgs{
@@ -680,6 +645,7 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
 }
 
 // Qwen2-MoE's shared expert, gated: y += sigmoid(x * gate) * shared(x); h += y.
+// DeepSeek-V3's shared experts (no gate): h += shared(x).
 Status MoeTransformer::shared_expert(const Layer& L, int64_t T) {
     const ModelConfig& c = config_;
     Backend& be = *backend_;
@@ -695,6 +661,8 @@ Status MoeTransformer::shared_expert(const Layer& L, int64_t T) {
     MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.shared_gate, .bias = {}, .y = g}));
     MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.shared_up, .bias = {}, .y = u}));
     MOE_RETURN_IF_ERROR(ops::run(be, SiluMulArgs{.gate = g, .up = u, .out = g}));
+    if (L.shared_expert_gate.empty())  // DeepSeek-V3: always on
+        return ops::run(be, GemmArgs{.x = g, .w = L.shared_down, .bias = {}, .y = h, .accumulate = true});
     MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = g, .w = L.shared_down, .bias = {}, .y = shared}));
     MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.shared_expert_gate, .bias = {}, .y = gate_logit}));
     MOE_RETURN_IF_ERROR(ops::run(be, MoeSharedGateArgs{.gate_logits = gate_logit, .shared_out = shared, .y = y}));

@@ -16,6 +16,7 @@
 #include "model/config.h"
 #include "model/expert_parallel.h"
 #include "model/kv_cache.h"
+#include "model/mla_attention.h"
 #include "model/weight_source.h"
 #include "moe/backend.h"
 
@@ -33,6 +34,7 @@ struct ModelLoadOptions {
     // more than one rank the model loads only this rank's routed experts (the others' tensors
     // are never read) and every MoE layer exchanges rows with the group.
     ExpertParallelOptions expert_parallel{};
+    MlaPath mla_path = MlaPath::kAuto;  // MLA models only: tests pin a path to compare the two
 };
 
 class MoeTransformer {
@@ -139,6 +141,7 @@ private:
     Status ep_status_;
     std::vector<std::vector<int64_t>> expert_load_;
     std::vector<int32_t> ep_zero_offsets_;  // an idle rank's offsets (no rows for any slot)
+    std::unique_ptr<MlaAttention> mla_;     // MLA models (DeepSeek-V3, Kimi K2) only
     struct StepMeta {
         int64_t num_seqs = 0;
         int64_t max_blocks = 0;

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "ops/mla_ops.h"
 #include "ops/ops.h"
 
 namespace moe::ops {
@@ -114,6 +115,50 @@ Status run(Backend& be, const MoeUnpermuteArgs& a) {
     return call(
         be, "moe_unpermute", be.ops().moe_unpermute, a,
         {{"out_permuted", &a.out_permuted}, {"row_of", &a.row_of}, {"topk_weights", &a.topk_weights}, {"y", &a.y}});
+}
+
+Status run(Backend& be, const RopeTableArgs& a) {
+    return call(be, "rope_table", be.ops().rope_table, a,
+                {{"x", &a.x}, {"positions", &a.positions}, {"inv_freq", &a.inv_freq}});
+}
+Status run(Backend& be, const LatentWriteArgs& a) {
+    return call(be, "latent_write", be.ops().latent_write, a,
+                {{"rows", &a.rows}, {"slot_mapping", &a.slot_mapping}, {"cache", &a.cache}});
+}
+Status run(Backend& be, const LatentGatherArgs& a) {
+    return call(be, "latent_gather", be.ops().latent_gather, a,
+                {{"cache", &a.cache}, {"slots", &a.slots}, {"out", &a.out}});
+}
+Status run(Backend& be, const MlaExpandArgs& a) {
+    return call(be, "mla_expand", be.ops().mla_expand, a,
+                {{"kv", &a.kv}, {"k_rope", &a.k_rope}, {"k", &a.k}, {"v", &a.v}});
+}
+Status run(Backend& be, const RaggedAttentionArgs& a) {
+    return call(be, "ragged_attention", be.ops().ragged_attention, a,
+                {{"q", &a.q},
+                 {"k", &a.k},
+                 {"v", &a.v},
+                 {"query_start", &a.query_start},
+                 {"kv_start", &a.kv_start},
+                 {"out", &a.out}});
+}
+Status run(Backend& be, const MlaAttentionArgs& a) {
+    return call(be, "mla_attention", be.ops().mla_attention, a,
+                {{"q_latent", &a.q_latent},
+                 {"q_rope", &a.q_rope},
+                 {"cache", &a.cache},
+                 {"block_tables", &a.block_tables},
+                 {"query_start", &a.query_start},
+                 {"kv_lens", &a.kv_lens},
+                 {"out", &a.out}});
+}
+Status run(Backend& be, const HeadGemmArgs& a) {
+    return call(be, "head_gemm", be.ops().head_gemm, a, {{"x", &a.x}, {"w", &a.w}, {"out", &a.out}});
+}
+Status run(Backend& be, const MoeRouteGroupedArgs& a) {
+    return call(
+        be, "moe_route_grouped", be.ops().moe_route_grouped, a,
+        {{"logits", &a.logits}, {"bias", &a.bias}, {"topk_ids", &a.topk_ids}, {"topk_weights", &a.topk_weights}});
 }
 
 }  // namespace moe::ops

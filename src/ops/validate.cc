@@ -4,6 +4,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "ops/mla_ops.h"
 #include "ops/ops.h"
 
 namespace moe::ops {
@@ -350,6 +351,181 @@ Status validate(const MoeUnpermuteArgs& a) {
     MOE_RETURN_IF_ERROR(check_dim(op, "out_permuted", a.out_permuted, 0, pairs, "tokens * top_k"));
     MOE_RETURN_IF_ERROR(check_dim(op, "out_permuted", a.out_permuted, 1, a.y.dim(1), "the hidden size of y"));
     return check_dim(op, "row_of", a.row_of, 0, pairs, "tokens * top_k");
+}
+
+// ---- MLA and DeepSeek-V3 routing (ops/mla_ops.h) ----------------------------------------------
+
+namespace {
+
+// A 3-D f32 view with unit stride inside its last dim and non-overlapping rows (heads inside a
+// token, tokens): what a head-sliced view of a [T, H, D'] buffer looks like.
+Status check_heads_view(const char* op, const char* name, const TensorView& t) {
+    if (t.data == nullptr) return fail(op, std::string(name) + " has no data (null pointer)");
+    if (t.ndim != 3) return fail(op, std::string(name) + " must have 3 dims, got " + std::to_string(t.ndim));
+    if (t.dtype != DType::kF32) return fail(op, std::string(name) + " must be f32, got " + dtype_name(t.dtype));
+    for (int d = 0; d < 3; ++d)
+        if (t.dim(d) < 0 || t.dim(d) > kMaxDim) return fail(op, std::string(name) + " has a dim outside range");
+    if (t.dim(2) > 1 && t.stride(2) != 1) return fail(op, std::string(name) + " must have unit stride inside a head");
+    if (t.dim(1) > 1 && t.stride(1) < t.dim(2))
+        return fail(op, std::string(name) + " head stride " + std::to_string(t.stride(1)) + " < head length " +
+                            std::to_string(t.dim(2)));
+    if (t.dim(0) > 1 && t.stride(0) < t.dim(1) * t.stride(1))
+        return fail(op, std::string(name) + " token stride " + std::to_string(t.stride(0)) + " overlaps its heads");
+    return ok_status();
+}
+
+Status check_paged_meta(const char* op, const TensorView& q, const TensorView& block_tables,
+                        const TensorView& query_start, const TensorView& kv_lens) {
+    MOE_RETURN_IF_ERROR(check_view(op, "block_tables", block_tables, 2, kI32));
+    MOE_RETURN_IF_ERROR(check_view(op, "query_start", query_start, 1, kI32));
+    MOE_RETURN_IF_ERROR(check_view(op, "kv_lens", kv_lens, 1, kI32));
+    MOE_RETURN_IF_ERROR(check_positive(op, "number of sequences (block_tables dim 0)", block_tables.dim(0)));
+    MOE_RETURN_IF_ERROR(check_positive(op, "block_tables dim 1", block_tables.dim(1)));
+    MOE_RETURN_IF_ERROR(check_dim(op, "query_start", query_start, 0, block_tables.dim(0) + 1, "sequences + 1"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "kv_lens", kv_lens, 0, block_tables.dim(0), "the sequences"));
+    (void)q;
+    return ok_status();
+}
+
+}  // namespace
+
+Status validate(const RopeTableArgs& a) {
+    constexpr const char* op = "rope_table";
+    MOE_RETURN_IF_ERROR(check_view(op, "x", a.x, 2, kF32, Layout::kRowStride));
+    MOE_RETURN_IF_ERROR(check_view(op, "positions", a.positions, 1, kI32));
+    MOE_RETURN_IF_ERROR(check_view(op, "inv_freq", a.inv_freq, 1, kF32));
+    MOE_RETURN_IF_ERROR(check_positive(op, "inv_freq length", a.inv_freq.dim(0)));
+    MOE_RETURN_IF_ERROR(check_dim(op, "x", a.x, 1, 2 * a.inv_freq.dim(0), "twice the frequencies"));
+    MOE_RETURN_IF_ERROR(check_positive(op, "positions length", a.positions.dim(0)));
+    if (a.x.dim(0) % a.positions.dim(0) != 0)
+        return fail(op, "x rows (" + std::to_string(a.x.dim(0)) + ") are not a multiple of the positions (" +
+                            std::to_string(a.positions.dim(0)) + ")");
+    if (!std::isfinite(a.attention_factor))
+        return fail(op, "attention_factor must be finite, got " + std::to_string(a.attention_factor));
+    return ok_status();
+}
+
+Status validate(const LatentWriteArgs& a) {
+    constexpr const char* op = "latent_write";
+    MOE_RETURN_IF_ERROR(check_view(op, "rows", a.rows, 2, kF32, Layout::kRowStride));
+    MOE_RETURN_IF_ERROR(check_view(op, "slot_mapping", a.slot_mapping, 1, {DType::kI64}));
+    MOE_RETURN_IF_ERROR(check_view(op, "cache", a.cache, 3, kF32OrBf16));
+    MOE_RETURN_IF_ERROR(check_positive(op, "cache block_size (dim 1)", a.cache.dim(1)));
+    MOE_RETURN_IF_ERROR(check_dim(op, "slot_mapping", a.slot_mapping, 0, a.rows.dim(0), "the rows"));
+    return check_dim(op, "cache", a.cache, 2, a.rows.dim(1), "the row length");
+}
+
+Status validate(const LatentGatherArgs& a) {
+    constexpr const char* op = "latent_gather";
+    MOE_RETURN_IF_ERROR(check_view(op, "cache", a.cache, 3, kF32OrBf16));
+    MOE_RETURN_IF_ERROR(check_view(op, "slots", a.slots, 1, {DType::kI64}));
+    MOE_RETURN_IF_ERROR(check_view(op, "out", a.out, 2, kF32));
+    MOE_RETURN_IF_ERROR(check_positive(op, "cache block_size (dim 1)", a.cache.dim(1)));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 0, a.slots.dim(0), "the slots"));
+    return check_dim(op, "out", a.out, 1, a.cache.dim(2), "the cache row length");
+}
+
+Status validate(const MlaExpandArgs& a) {
+    constexpr const char* op = "mla_expand";
+    MOE_RETURN_IF_ERROR(check_view(op, "kv", a.kv, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_view(op, "k_rope", a.k_rope, 2, kF32, Layout::kRowStride));
+    MOE_RETURN_IF_ERROR(check_view(op, "k", a.k, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_view(op, "v", a.v, 3, kF32));
+    const int64_t nope = a.k.dim(2) - a.k_rope.dim(1);
+    if (nope < 0) return fail(op, "k head dim is smaller than k_rope's row length");
+    MOE_RETURN_IF_ERROR(check_dim(op, "k_rope", a.k_rope, 0, a.kv.dim(0), "the rows of kv"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "k", a.k, 0, a.kv.dim(0), "the rows of kv"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "v", a.v, 0, a.kv.dim(0), "the rows of kv"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "k", a.k, 1, a.kv.dim(1), "the heads of kv"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "v", a.v, 1, a.kv.dim(1), "the heads of kv"));
+    return check_dim(op, "kv", a.kv, 2, nope + a.v.dim(2), "nope + v head dim");
+}
+
+Status validate(const RaggedAttentionArgs& a) {
+    constexpr const char* op = "ragged_attention";
+    MOE_RETURN_IF_ERROR(check_view(op, "q", a.q, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_view(op, "k", a.k, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_view(op, "v", a.v, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_view(op, "query_start", a.query_start, 1, kI32));
+    MOE_RETURN_IF_ERROR(check_view(op, "kv_start", a.kv_start, 1, kI32));
+    MOE_RETURN_IF_ERROR(check_view(op, "out", a.out, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_positive(op, "query_start length", a.query_start.dim(0)));
+    MOE_RETURN_IF_ERROR(check_dim(op, "kv_start", a.kv_start, 0, a.query_start.dim(0), "the length of query_start"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "k", a.k, 1, a.q.dim(1), "the heads of q"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "k", a.k, 2, a.q.dim(2), "the head dim of q"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "v", a.v, 0, a.k.dim(0), "the rows of k"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "v", a.v, 1, a.q.dim(1), "the heads of q"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 0, a.q.dim(0), "the rows of q"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 1, a.q.dim(1), "the heads of q"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 2, a.v.dim(2), "the head dim of v"));
+    if (!std::isfinite(a.scale)) return fail(op, "scale must be finite");
+    return ok_status();
+}
+
+Status validate(const MlaAttentionArgs& a) {
+    constexpr const char* op = "mla_attention";
+    MOE_RETURN_IF_ERROR(check_view(op, "q_latent", a.q_latent, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_heads_view(op, "q_rope", a.q_rope));
+    MOE_RETURN_IF_ERROR(check_view(op, "cache", a.cache, 3, kF32OrBf16));
+    MOE_RETURN_IF_ERROR(check_view(op, "out", a.out, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_paged_meta(op, a.q_latent, a.block_tables, a.query_start, a.kv_lens));
+    MOE_RETURN_IF_ERROR(check_positive(op, "cache block_size (dim 1)", a.cache.dim(1)));
+    MOE_RETURN_IF_ERROR(check_dim(op, "q_rope", a.q_rope, 0, a.q_latent.dim(0), "the rows of q_latent"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "q_rope", a.q_rope, 1, a.q_latent.dim(1), "the heads of q_latent"));
+    MOE_RETURN_IF_ERROR(
+        check_dim(op, "cache", a.cache, 2, a.q_latent.dim(2) + a.q_rope.dim(2), "latent + rope head dims"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 0, a.q_latent.dim(0), "the rows of q_latent"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 1, a.q_latent.dim(1), "the heads of q_latent"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 2, a.q_latent.dim(2), "the latent dim"));
+    if (!std::isfinite(a.scale)) return fail(op, "scale must be finite");
+    return ok_status();
+}
+
+Status validate(const HeadGemmArgs& a) {
+    constexpr const char* op = "head_gemm";
+    MOE_RETURN_IF_ERROR(check_heads_view(op, "x", a.x));
+    MOE_RETURN_IF_ERROR(check_view(op, "w", a.w, 2, kF32OrBf16));
+    MOE_RETURN_IF_ERROR(check_view(op, "out", a.out, 3, kF32));
+    MOE_RETURN_IF_ERROR(check_positive(op, "head_rows", a.head_rows));
+    // Bounded before any product or sum below can overflow.
+    if (a.head_rows > kMaxDim || a.row_offset > kMaxDim)
+        return fail(op, "head_rows " + std::to_string(a.head_rows) + " and row_offset " + std::to_string(a.row_offset) +
+                            " must be <= " + std::to_string(kMaxDim));
+    MOE_RETURN_IF_ERROR(check_dim(op, "w", a.w, 0, a.x.dim(1) * a.head_rows, "heads x head_rows"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 0, a.x.dim(0), "the rows of x"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, 1, a.x.dim(1), "the heads of x"));
+    const int64_t rows_used = a.transpose_w ? a.out.dim(2) : a.x.dim(2);
+    if (a.row_offset < 0 || a.row_offset + rows_used > a.head_rows)
+        return fail(op, "row_offset " + std::to_string(a.row_offset) + " + " + std::to_string(rows_used) +
+                            " rows is outside the head's " + std::to_string(a.head_rows) + " rows");
+    if (a.transpose_w) return check_dim(op, "w", a.w, 1, a.x.dim(2), "the head dim of x");
+    return check_dim(op, "w", a.w, 1, a.out.dim(2), "the head dim of out");
+}
+
+Status validate(const MoeRouteGroupedArgs& a) {
+    constexpr const char* op = "moe_route_grouped";
+    MOE_RETURN_IF_ERROR(check_view(op, "logits", a.logits, 2, kF32));
+    MOE_RETURN_IF_ERROR(check_view(op, "bias", a.bias, 1, kF32));
+    MOE_RETURN_IF_ERROR(check_view(op, "topk_ids", a.topk_ids, 2, kI32));
+    MOE_RETURN_IF_ERROR(check_view(op, "topk_weights", a.topk_weights, 2, kF32));
+    const int64_t E = a.logits.dim(1);
+    MOE_RETURN_IF_ERROR(check_positive(op, "number of experts (logits dim 1)", E));
+    MOE_RETURN_IF_ERROR(check_dim(op, "bias", a.bias, 0, E, "the experts"));
+    if (a.num_groups < 1 || E % a.num_groups != 0)
+        return fail(
+            op, "num_groups " + std::to_string(a.num_groups) + " must divide the " + std::to_string(E) + " experts");
+    if (a.topk_groups < 1 || a.topk_groups > a.num_groups)
+        return fail(op, "topk_groups " + std::to_string(a.topk_groups) + " must be in [1, num_groups " +
+                            std::to_string(a.num_groups) + "]");
+    if (a.top_k < 1 || a.top_k > a.topk_groups * (E / a.num_groups))
+        return fail(op, "top_k " + std::to_string(a.top_k) + " must be in [1, " +
+                            std::to_string(a.topk_groups * (E / a.num_groups)) + "] (the experts of the kept groups)");
+    MOE_RETURN_IF_ERROR(check_dim(op, "topk_ids", a.topk_ids, 0, a.logits.dim(0), "the tokens"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "topk_ids", a.topk_ids, 1, a.top_k, "top_k"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "topk_weights", a.topk_weights, 0, a.logits.dim(0), "the tokens"));
+    MOE_RETURN_IF_ERROR(check_dim(op, "topk_weights", a.topk_weights, 1, a.top_k, "top_k"));
+    if (!std::isfinite(a.scaling_factor)) return fail(op, "scaling_factor must be finite");
+    return ok_status();
 }
 
 }  // namespace moe::ops

@@ -208,6 +208,16 @@ TEST(CliInfo, EverySharedConfigParsesAndUnsupportedFamiliesSaySo) {
         EXPECT_NE(r.out.find("parameters"), std::string::npos) << r.out;
         const bool supported = r.out.find("supported      yes") != std::string::npos;
         if (!supported) EXPECT_NE(r.out.find("not implemented yet"), std::string::npos) << r.out;
+        if (e.path().filename() == "deepseek-v3") {
+            // The published FP8 checkpoint: sized (MLA counted as MLA), its latent KV cache, MTP.
+            EXPECT_FALSE(supported);
+            EXPECT_NE(r.out.find("FP8 block-scaled weights"), std::string::npos) << r.out;
+            EXPECT_NE(r.out.find("671.03 B total, 37.55 B active"), std::string::npos) << r.out;
+            EXPECT_NE(r.out.find("70272 B/token at bf16 (latent 576 per layer)"), std::string::npos) << r.out;
+            EXPECT_NE(r.out.find("1 next-token-prediction layer(s) in the checkpoint: recognised, not loaded"),
+                      std::string::npos)
+                << r.out;
+        }
         if (e.path().filename() == "mixtral-8x7b") {
             EXPECT_TRUE(supported);
             EXPECT_NE(r.out.find("46.70 B total, 12.88 B active"), std::string::npos) << r.out;

@@ -76,12 +76,12 @@ TEST(ConfigReal, Mixtral8x7bParamCounts) {
     EXPECT_EQ(c.total_params() * 2, int64_t{93405585408});
 }
 
-TEST(ConfigReal, DeepseekV3Unsupported) {
+TEST(ConfigReal, DeepseekV3Fp8Unsupported) {
     ModelConfig c = load_ok("deepseek-v3");
     EXPECT_EQ(c.family, ModelFamily::kDeepseekV3);
     EXPECT_FALSE(c.supported);
     EXPECT_NE(c.unsupported_reason.find("DeepseekV3ForCausalLM"), std::string::npos) << c.unsupported_reason;
-    EXPECT_NE(c.unsupported_reason.find("MLA"), std::string::npos) << c.unsupported_reason;
+    EXPECT_NE(c.unsupported_reason.find("FP8"), std::string::npos) << c.unsupported_reason;
     EXPECT_EQ(c.num_layers, 61);
     EXPECT_EQ(c.num_experts, 256);
     EXPECT_EQ(c.num_experts_per_tok, 8);

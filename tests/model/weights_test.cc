@@ -225,7 +225,7 @@ TEST(CheckWeights, UnsupportedFamilyRefused) {
     write_safetensors(dir / "model.safetensors", {{"x", "F32", {1}, ""}});
     auto w = WeightStore::open(dir.path());
     ASSERT_TRUE(w.ok());
-    expect_error(check_weights(*c, *w), StatusCode::kUnimplemented, {"MLA"});
+    expect_error(check_weights(*c, *w), StatusCode::kUnimplemented, {"FP8"});
 }
 
 TEST(CheckWeights, RealMixtralIndexNamesMatchExpected) {

@@ -29,6 +29,8 @@ import torch
 import transformers
 from safetensors.torch import save_file
 from transformers import (
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
     GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
@@ -129,6 +131,39 @@ def qwen3():
     return Qwen3ForCausalLM, cfg
 
 
+def deepseek_v3():
+    vocab = 288
+    # MLA with q_lora_rank, YaRN (mscale != mscale_all_dim, so both the cos/sin factor and the
+    # softmax-scale correction are exercised), interleaved rope, one dense layer first, 4 groups of
+    # 2 experts with 2 kept, two shared experts.
+    cfg = DeepseekV3Config(
+        vocab_size=vocab, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=24,
+        kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
+        n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=3, n_group=4, topk_group=2,
+        routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1,
+        rope_interleave=True, attention_bias=False, tie_word_embeddings=False,
+        rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                      "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.8},
+        **COMMON, **special_ids(vocab))
+    return DeepseekV3ForCausalLM, cfg
+
+
+def deepseek_v3_noq():
+    vocab = 256
+    # As DeepSeek-V2-Lite: no q_lora_rank (q_proj), plain rope in rotate-half layout, two dense
+    # layers first, one group, one shared expert, unnormalised top-k weights.
+    cfg = DeepseekV3Config(
+        vocab_size=vocab, hidden_size=64, intermediate_size=80, moe_intermediate_size=24,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=None,
+        kv_lora_rank=24, qk_nope_head_dim=8, qk_rope_head_dim=16, v_head_dim=16,
+        n_routed_experts=6, n_shared_experts=1, num_experts_per_tok=2, n_group=1, topk_group=1,
+        routed_scaling_factor=1.5, norm_topk_prob=False, first_k_dense_replace=2,
+        rope_interleave=False, attention_bias=False, tie_word_embeddings=False, rope_scaling=None,
+        **COMMON, **special_ids(vocab))
+    return DeepseekV3ForCausalLM, cfg
+
+
 # name -> (builder, base seed, max shard size or None for a single file)
 FIXTURES = {
     "mixtral": (mixtral, 1000, None),
@@ -137,6 +172,8 @@ FIXTURES = {
     "olmoe": (olmoe, 4000, None),
     "llama": (llama, 5000, None),
     "qwen3": (qwen3, 6000, None),
+    "deepseek_v3": (deepseek_v3, 7000, None),
+    "deepseek_v3_noq": (deepseek_v3_noq, 8000, None),
 }
 
 
@@ -167,6 +204,13 @@ def reinit(model, gen):
             else:
                 value = 0.08 * torch.randn(p.shape, generator=gen)
             p.copy_(value.to(p.dtype))
+        # DeepSeek-V3's e_score_correction_bias is a buffer (zeros by default): give it values so
+        # choosing by biased scores differs from weighting by unbiased ones. Non-negative, because
+        # transformers masks the dropped groups with 0.0 (not -inf), which equals top-k within the
+        # kept groups only while every biased score is positive.
+        for name, b in sorted(model.named_buffers()):
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.3 * torch.rand(b.shape, generator=gen))
 
 
 def make_prompts(vocab, avoid, gen):
@@ -303,7 +347,8 @@ def check_saved_names(name, out_dir):
         if fn.startswith("model") and fn.endswith(".safetensors"):
             with safe_open(os.path.join(out_dir, fn), "pt") as f:
                 names.extend(f.keys())
-    fused = [n for n in names if "experts." in n and not any(c.isdigit() for c in n.split("experts.")[1][:1])]
+    # ".experts." so that DeepSeek's (always one) "shared_experts." MLP is not taken for a fused expert.
+    fused = [n for n in names if ".experts." in n and not n.split(".experts.")[1][:1].isdigit()]
     if fused:
         raise SystemExit(f"{name}: fused expert tensors saved: {fused[:4]}")
     print(f"  saved {len(names)} tensors to {os.path.relpath(out_dir, HERE)}")

@@ -56,6 +56,14 @@ CpuBackend::CpuBackend(const CpuBackendOptions& options)
     ops_.moe_permute = &cpu::moe_permute;
     ops_.moe_experts = &cpu::moe_experts;
     ops_.moe_unpermute = &cpu::moe_unpermute;
+    ops_.rope_table = &cpu::rope_table;
+    ops_.latent_write = &cpu::latent_write;
+    ops_.latent_gather = &cpu::latent_gather;
+    ops_.mla_expand = &cpu::mla_expand;
+    ops_.ragged_attention = &cpu::ragged_attention;
+    ops_.mla_attention = &cpu::mla_attention;
+    ops_.head_gemm = &cpu::head_gemm;
+    ops_.moe_route_grouped = &cpu::moe_route_grouped;
     resolve_matmul(options.matmul);
     log::backend().debug("cpu backend: {} threads, cpu features: {}; bf16 matrix products: {}", pool_.size(),
                          cpu_features().to_string(), matmul_);

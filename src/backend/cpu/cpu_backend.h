@@ -12,6 +12,7 @@
 #include "core/thread_pool.h"
 #include "moe/backend.h"
 #include "moe/cpu_backend.h"
+#include "ops/mla_ops.h"
 #include "ops/ops.h"
 
 namespace moe::cpu {
@@ -83,6 +84,15 @@ Status moe_shared_gate(Backend& be, const MoeSharedGateArgs& a);
 Status moe_permute(Backend& be, const MoePermuteArgs& a);
 Status moe_experts(Backend& be, const MoeExpertsArgs& a);
 Status moe_unpermute(Backend& be, const MoeUnpermuteArgs& a);
+// mla_ops.cc
+Status rope_table(Backend& be, const RopeTableArgs& a);
+Status latent_write(Backend& be, const LatentWriteArgs& a);
+Status latent_gather(Backend& be, const LatentGatherArgs& a);
+Status mla_expand(Backend& be, const MlaExpandArgs& a);
+Status ragged_attention(Backend& be, const RaggedAttentionArgs& a);
+Status mla_attention(Backend& be, const MlaAttentionArgs& a);
+Status head_gemm(Backend& be, const HeadGemmArgs& a);
+Status moe_route_grouped(Backend& be, const MoeRouteGroupedArgs& a);
 
 // A dot product with 8 independent f32 partial sums, so the compiler vectorizes it and the
 // summation order (hence the result) is fixed.
