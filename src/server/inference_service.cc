@@ -224,10 +224,9 @@ private:
 // The engine's side: called on the engine thread, never blocks.
 class StreamSink final : public RequestSink {
 public:
+    // Streams are counted by their reactor (shutdown waits for those); the sink is not a stream.
     StreamSink(Server::Core* core, std::shared_ptr<StreamState> state, std::string request_id, std::string ns)
-        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {
-        core_->live_streams.fetch_add(1);
-    }
+        : core_(core), state_(std::move(state)), request_id_(std::move(request_id)), ns_(std::move(ns)) {}
 
     void on_delta(DeltaEvent&& delta) override {
         v1::GenerateResponse msg;
