@@ -302,6 +302,20 @@ TEST(ServerShutdown, GracePeriodLetsInFlightFinishThenPortCloses) {
     EXPECT_EQ(after.status.error_code(), grpc::StatusCode::UNAVAILABLE) << after.status.error_message();
 }
 
+// With every stream ended, shutdown does not wait for streams at all (it once waited its full
+// 10 s bound on every stop: each request was counted twice and returned once).
+TEST(ServerShutdown, AfterFinishedStreamsIsPrompt) {
+    auto h = Harness::start("");
+    ASSERT_NE(h, nullptr);
+    for (int i = 0; i < 3; ++i) {
+        const StreamResult r = collect(*h->inference, greedy_ids({1, 2}, 2), std::chrono::seconds(60));
+        ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    h->server->shutdown(std::chrono::seconds(30));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
 TEST(ServerShutdown, ZeroGraceCancelsInFlight) {
     auto h = Harness::start("");
     ASSERT_NE(h, nullptr);
