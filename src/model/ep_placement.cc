@@ -376,9 +376,11 @@ static StatusOr<LayerPlacement> plan_layer_impl(std::span<const int64_t> counts,
     for (int e = 0; e < num_experts; ++e)
         for (int k = 0; k < nrep[static_cast<size_t>(e)]; ++k)
             items.push_back({e, static_cast<double>(counts[static_cast<size_t>(e)]) / nrep[static_cast<size_t>(e)]});
-    std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-        return a.load != b.load ? a.load > b.load : a.expert < b.expert;
-    });
+    // std::sort with total orders throughout (ties broken by id): deterministic without
+    // stable_sort, whose temporary buffer comes from operator new(nothrow), which a test binary
+    // that replaces operator new/delete (tests/model/forward_alloc_test.cc) mismatches under ASan.
+    std::sort(items.begin(), items.end(),
+              [](const Item& a, const Item& b) { return a.load != b.load ? a.load > b.load : a.expert < b.expert; });
     auto try_lpt = [&](std::vector<std::vector<int32_t>>& slots) {
         std::vector<double> load(static_cast<size_t>(world_size), 0.0);
         for (const Item& it : items) {
@@ -404,17 +406,21 @@ static StatusOr<LayerPlacement> plan_layer_impl(std::span<const int64_t> counts,
         std::vector<double> load(static_cast<size_t>(world_size), 0.0);
         std::vector<int> order(static_cast<size_t>(num_experts));
         std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(),
-                         [&](int a, int b) { return nrep[static_cast<size_t>(a)] > nrep[static_cast<size_t>(b)]; });
+        std::sort(order.begin(), order.end(), [&](int a, int b) {
+            const int na = nrep[static_cast<size_t>(a)], nb = nrep[static_cast<size_t>(b)];
+            return na != nb ? na > nb : a < b;
+        });
         std::vector<int> ranks(static_cast<size_t>(world_size));
         for (int e : order) {
             std::iota(ranks.begin(), ranks.end(), 0);
-            std::stable_sort(ranks.begin(), ranks.end(), [&](int a, int b) {
+            std::sort(ranks.begin(), ranks.end(), [&](int a, int b) {
                 const int64_t fa =
                     cap[static_cast<size_t>(a)] - static_cast<int64_t>(slots[static_cast<size_t>(a)].size());
                 const int64_t fb =
                     cap[static_cast<size_t>(b)] - static_cast<int64_t>(slots[static_cast<size_t>(b)].size());
-                return fa != fb ? fa > fb : load[static_cast<size_t>(a)] < load[static_cast<size_t>(b)];
+                if (fa != fb) return fa > fb;
+                const double la = load[static_cast<size_t>(a)], lb = load[static_cast<size_t>(b)];
+                return la != lb ? la < lb : a < b;
             });
             const double share = static_cast<double>(counts[static_cast<size_t>(e)]) / nrep[static_cast<size_t>(e)];
             for (int k = 0; k < nrep[static_cast<size_t>(e)]; ++k) {
