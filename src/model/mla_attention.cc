@@ -80,6 +80,25 @@ MlaRope mla_rope(const ModelConfig& c) {
     return r;
 }
 
+// Multiply-adds per head of each path, from the step's shape. Expanded pays kv_b_proj over every
+// cached row of every sequence (N x (nope + v) x L) and then attention at the head dims; absorbed
+// pays the two per-head products per query row and attention at the latent dim (2L + R per
+// (query, key) pair). A whole prompt favours expanded, decode (one query, long context)
+// absorbed; a mixed step gets whichever its sum favours.
+MlaPath cheaper_path(const ModelConfig& c, std::span<const int32_t> query_start, std::span<const int32_t> kv_lens) {
+    const MlaConfig& m = c.mla;
+    const double L = static_cast<double>(m.kv_lora_rank), R = static_cast<double>(m.qk_rope_head_dim);
+    const double nope = static_cast<double>(m.qk_nope_head_dim), v = static_cast<double>(m.v_head_dim);
+    double expanded = 0, absorbed = 0;
+    for (size_t s = 0; s < kv_lens.size(); ++s) {
+        const double q = query_start[s + 1] - query_start[s], kv = kv_lens[s];
+        const double pairs = q * kv - q * (q - 1) / 2;  // causal
+        expanded += kv * (nope + v) * L + pairs * (nope + R + v);
+        absorbed += q * (nope + v) * L + pairs * (2 * L + R);
+    }
+    return absorbed <= expanded ? MlaPath::kAbsorbed : MlaPath::kExpanded;
+}
+
 MlaAttention::~MlaAttention() = default;
 
 StatusOr<std::unique_ptr<MlaAttention>> MlaAttention::create(const ModelConfig& c, Backend& be, MlaPath path) {
@@ -128,11 +147,7 @@ Status MlaAttention::begin_step(const MlaStep& step) {
     step_ = step;
     S_ = static_cast<int64_t>(step.host_kv_lens.size());
     T_ = step.host_query_start[static_cast<size_t>(S_)];
-    bool prefill = false;
-    for (int64_t s = 0; s < S_; ++s)
-        prefill = prefill ||
-                  step.host_query_start[static_cast<size_t>(s + 1)] - step.host_query_start[static_cast<size_t>(s)] > 1;
-    step_path_ = path_ == MlaPath::kAuto ? (prefill ? MlaPath::kExpanded : MlaPath::kAbsorbed) : path_;
+    step_path_ = path_ == MlaPath::kAuto ? cheaper_path(c_, step.host_query_start, step.host_kv_lens) : path_;
     const MlaConfig& m = c_.mla;
     const int64_t nh = c_.num_heads, L = m.kv_lora_rank, R = m.qk_rope_head_dim, qk = m.qk_nope_head_dim + R;
     const auto f = [](int64_t n) { return static_cast<size_t>(n) * 4; };

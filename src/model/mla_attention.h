@@ -27,8 +27,9 @@
 
 namespace moe {
 
-// Which attention path MLA runs. kAuto: expanded when the step holds a prefill chunk (a query
-// of more than one token), absorbed when every sequence decodes one token.
+// Which attention path MLA runs. kAuto: per step, the one with fewer multiply-adds for the
+// step's shape (cheaper_path): expanded for prompts, absorbed for decodes and for mixed steps
+// whose decode contexts outweigh the prompt.
 enum class MlaPath { kAuto, kExpanded, kAbsorbed };
 
 struct MlaWeights {
@@ -49,6 +50,10 @@ struct MlaRope {
     float softmax_scale = 1.0f;
 };
 MlaRope mla_rope(const ModelConfig& c);
+
+// kExpanded or kAbsorbed, whichever costs fewer multiply-adds for a step of these sequences
+// (query_start [S + 1], kv_lens [S], on the host).
+MlaPath cheaper_path(const ModelConfig& c, std::span<const int32_t> query_start, std::span<const int32_t> kv_lens);
 
 // The step's metadata, as the transformer uploaded it (device views) and on the host.
 struct MlaStep {

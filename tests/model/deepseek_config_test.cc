@@ -8,6 +8,7 @@
 #include "core/json_limits.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/mla_attention.h"
 
 namespace moe {
 namespace {
@@ -85,6 +86,25 @@ TEST(DeepseekConfig, V2LiteIsSizedButNotServed) {
     EXPECT_EQ(c->mla.q_lora_rank, 0);  // "q_lora_rank": null
     EXPECT_EQ(KvCache::bytes_per_block(*c, 1, DType::kBF16), (512 + 64) * 27 * 2);
     EXPECT_NEAR(static_cast<double>(c->total_params()), 15.7e9, 15.7e9 * 0.02);
+}
+
+// kAuto's choice on DeepSeek-V3's shapes: prompts expand, decodes absorb, mixed steps by their sum.
+TEST(DeepseekConfig, AutoPathPicksTheCheaperOne) {
+    auto c = parse(raw("deepseek-v3"));
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    const auto pick = [&](std::vector<int32_t> q_lens, std::vector<int32_t> kv_lens) {
+        std::vector<int32_t> qs = {0};
+        for (int32_t q : q_lens) qs.push_back(qs.back() + q);
+        return cheaper_path(*c, qs, kv_lens);
+    };
+    EXPECT_EQ(pick({1000}, {1000}), MlaPath::kExpanded);  // a whole prompt
+    EXPECT_EQ(pick({512}, {4096}), MlaPath::kExpanded);   // a chunk after a cached prefix
+    EXPECT_EQ(pick({1}, {2048}), MlaPath::kAbsorbed);     // decode
+    EXPECT_EQ(pick({1, 1, 1, 1}, {100, 9, 4000, 1}), MlaPath::kAbsorbed);
+    std::vector<int32_t> q(16, 1), kv(16, 4096);  // 15 long decodes and a small chunk
+    q[0] = 64;
+    EXPECT_EQ(pick(q, kv), MlaPath::kAbsorbed);
+    EXPECT_EQ(pick({2048, 1}, {2048, 100}), MlaPath::kExpanded);  // a long prompt and one short decode
 }
 
 // Each bad value is refused naming the key and the limit.
