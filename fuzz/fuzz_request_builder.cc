@@ -29,9 +29,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }();
     moe::v1::GenerateRequest request;
     if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
+    // GenerateRequest.chat goes through a small template with loops, filters and tojson.
+    static const moe::tmpl::ChatTemplate chat = [] {
+        auto t = moe::tmpl::ChatTemplate::from_string(
+            "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}{% endfor %}"
+            "{% if tools %}{{ tools | tojson }}{% endif %}{% if add_generation_prompt %}<a>{% endif %}",
+            "a", "b");
+        if (!t.ok()) __builtin_trap();
+        return std::move(t).value();
+    }();
     const moe::Tokenizer* const tokenizers[] = {tokenizer.get(), nullptr};
     for (const moe::Tokenizer* tok : tokenizers) {
-        const moe::server::ModelLimits model{.tokenizer = tok, .vocab_size = 6, .max_model_len = 64};
+        const moe::server::ModelLimits model{
+            .tokenizer = tok, .vocab_size = 6, .max_model_len = 64, .chat_template = tok ? &chat : nullptr};
         auto params = moe::server::build_generate_params(request, model);
         (void)params;
     }

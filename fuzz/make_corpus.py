@@ -132,12 +132,35 @@ def main():
                          'stopping { max_tokens: 8 min_tokens: 1 stop: ["b", "ab"] stop_token_ids: [5] ignore_eos: true } '
                          'output { logprobs: 2 skip_special_tokens: true stream_interval: 2 } cache_salt: "s"',
         "greedy": 'token_ids { ids: [0] } sampling { temperature: 0 }',
+        "chat": 'chat { messages: "[{\\"role\\": \\"user\\", \\"content\\": \\"ab\\"}]" '
+                'tools: "[{\\"name\\": \\"f\\"}]" add_generation_prompt: true '
+                'template_kwargs: "{\\"enable_thinking\\": false}" } stopping { max_tokens: 2 }',
     }
     proto_dir = os.path.join(ROOT, "proto")
     for name, text in requests.items():
         wire = subprocess.run(["protoc", "--proto_path=" + proto_dir, "--encode=moe.v1.GenerateRequest",
                                "moe/v1/inference.proto"], input=text.encode(), capture_output=True, check=True).stdout
         put("fuzz_request_builder", name, wire)
+    # ---- chat templates: each served family's real template + a conversation with tool calls
+    tmpl_dir = os.path.join(ROOT, "tests", "data", "chat-templates")
+    conversation = json.dumps([
+        {"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function",
+                                                             "function": {"name": "f", "arguments": {"x": 1}}}]},
+        {"role": "tool", "content": "r"}, {"role": "assistant", "content": "<think>t</think>a"}])
+    for fam in sorted(os.listdir(tmpl_dir)):
+        d = os.path.join(tmpl_dir, fam)
+        if not os.path.isdir(d):
+            continue
+        src = None
+        cfg_path = os.path.join(d, "tokenizer_config.json")
+        if os.path.exists(cfg_path):
+            with open(cfg_path, encoding="utf-8") as f:
+                src = json.load(f).get("chat_template")
+        if src is None:
+            with open(os.path.join(d, "chat_template.jinja"), encoding="utf-8") as f:
+                src = f.read()
+        put("fuzz_chat_template", fam, src.encode() + SEP + conversation.encode())
     total = sum(len(fs) for _, _, fs in os.walk(OUT))
     print(f"make_corpus: {total} seeds in {OUT}")
 

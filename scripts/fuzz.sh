@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh TARGET|all SECONDS [extra libFuzzer flags...]
 #
 # Targets (fuzz/*.cc): fuzz_safetensors fuzz_weights_index fuzz_config fuzz_tokenizer_json
-# fuzz_tokenizer_files fuzz_tiktoken fuzz_request_builder. Builds the `fuzz` preset first (clang, ASan+UBSan,
+# fuzz_tokenizer_files fuzz_tiktoken fuzz_request_builder fuzz_chat_template. Builds the `fuzz` preset first (clang, ASan+UBSan,
 # only the parsers). Seeds come from fuzz/corpus/<target>/ (read only); inputs the fuzzer finds
 # go to build/fuzz/corpus/<target>/, crashes to build/fuzz/artifacts/<target>/. One process,
 # one job. Exit code: 0 when no target crashed, 1 otherwise. The last lines of each run give the
@@ -23,7 +23,8 @@ shift 2
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-all_targets=(fuzz_safetensors fuzz_weights_index fuzz_config fuzz_tokenizer_json fuzz_tokenizer_files fuzz_tiktoken fuzz_request_builder)
+all_targets=(fuzz_safetensors fuzz_weights_index fuzz_config fuzz_tokenizer_json fuzz_tokenizer_files fuzz_tiktoken
+  fuzz_request_builder fuzz_chat_template)
 if [[ $target == all ]]; then
   targets=("${all_targets[@]}")
 else

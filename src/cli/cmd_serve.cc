@@ -26,6 +26,7 @@
 #include "http/http_cli.h"
 #include "model/demo_model.h"
 #include "server/server.h"
+#include "template/chat_template.h"
 
 namespace moe::cli {
 namespace {
@@ -221,6 +222,20 @@ Status serve(const ServeFlags& f, EpGroup& group) {
     so.keepalive_timeout = ms(f.keepalive_timeout_seconds);
     so.max_connection_idle = ms(f.max_connection_idle_seconds);
     so.stream_buffer_bytes = f.stream_buffer_bytes;
+    if (!f.model.empty()) {
+        // Loaded once here: a template outside the supported subset is reported now, naming the
+        // construct, and the server serves text and token-id input without it.
+        StatusOr<tmpl::ChatTemplate> chat = tmpl::ChatTemplate::load(f.model);
+        if (chat.ok()) {
+            so.chat_template = std::make_shared<const tmpl::ChatTemplate>(std::move(chat).value());
+            logger.info("chat template: loaded from {}", f.model);
+        } else if (chat.status().code() == StatusCode::kNotFound) {
+            logger.info("{}: chat input (GenerateRequest.chat) is refused", chat.status().message());
+        } else {
+            so.chat_template_error = chat.status().message();
+            logger.error("chat template not usable, chat input is refused: {}", chat.status().message());
+        }
+    }
     so.total_stream_buffer_bytes = f.total_stream_buffer_bytes;
     std::string line;
     for (const auto& [k, v] : so.config) line += (line.empty() ? "" : " ") + k + "=" + v;

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <string>
 
+#include "core/json_limits.h"
+
 namespace moe::server {
 namespace {
 
@@ -67,6 +69,66 @@ Status build_sampling(const v1::SamplingOptions& s, const RequestLimits& limits,
     }
     if (s.has_seed()) out.seed = s.seed();
     return ok_status();
+}
+
+// One JSON field of GenerateRequest.Chat: UTF-8, size and depth checked before parsing; ordered
+// so that dicts reach the template in the client's key order.
+StatusOr<nlohmann::ordered_json> parse_chat_json(const std::string& bytes, const char* field,
+                                                 const RequestLimits& limits) {
+    if (bytes.size() > limits.max_prompt_text_bytes)
+        return invalid_argument(std::string(field) + " is " + str(static_cast<int64_t>(bytes.size())) +
+                                " bytes, the limit is " + str(static_cast<int64_t>(limits.max_prompt_text_bytes)));
+    if (const int64_t bad = first_invalid_utf8(bytes); bad >= 0)
+        return invalid_argument(std::string(field) + ": invalid UTF-8 at byte " + str(bad));
+    MOE_RETURN_IF_ERROR(check_json_depth(bytes, field));
+    try {
+        return nlohmann::ordered_json::parse(bytes);
+    } catch (const nlohmann::json::exception& e) {
+        return invalid_argument(std::string(field) + ": not valid JSON: " + e.what());
+    }
+}
+
+StatusOr<std::string> render_chat(const v1::GenerateRequest::Chat& chat, const ModelLimits& model,
+                                  const RequestLimits& limits) {
+    if (model.chat_template == nullptr) {
+        if (!model.chat_template_error.empty())
+            return invalid_argument("chat: the served model's chat template could not be loaded: " +
+                                    model.chat_template_error);
+        return invalid_argument(
+            "chat: the served model has no chat template (no 'chat_template' in tokenizer_config.json and no "
+            "chat_template.jinja); send text or token_ids instead");
+    }
+    if (model.tokenizer == nullptr)
+        return invalid_argument("chat: the served model has no tokenizer; send token_ids instead");
+    if (chat.messages().empty()) return invalid_argument("chat.messages: empty (a JSON array of messages is required)");
+    MOE_ASSIGN_OR_RETURN(nlohmann::ordered_json messages, parse_chat_json(chat.messages(), "chat.messages", limits));
+    if (!messages.is_array()) return invalid_argument("chat.messages must be a JSON array of message objects");
+    for (size_t i = 0; i < messages.size(); ++i) {
+        if (!messages[i].is_object())
+            return invalid_argument("chat.messages[" + str(static_cast<int64_t>(i)) + "] must be a JSON object");
+    }
+    nlohmann::ordered_json tools;  // null: the template sees None
+    if (!chat.tools().empty()) {
+        MOE_ASSIGN_OR_RETURN(tools, parse_chat_json(chat.tools(), "chat.tools", limits));
+        if (!tools.is_array()) return invalid_argument("chat.tools must be a JSON array of tool definitions");
+    }
+    nlohmann::ordered_json kwargs = nlohmann::ordered_json::object();
+    if (!chat.template_kwargs().empty()) {
+        MOE_ASSIGN_OR_RETURN(kwargs, parse_chat_json(chat.template_kwargs(), "chat.template_kwargs", limits));
+        if (!kwargs.is_object()) return invalid_argument("chat.template_kwargs must be a JSON object");
+    }
+    const bool add_generation_prompt = chat.has_add_generation_prompt() ? chat.add_generation_prompt() : true;
+    tmpl::ChatTemplate tmpl = *model.chat_template;  // shares the parsed template; only limits are per copy
+    tmpl::RenderLimits rl;
+    rl.max_output_bytes = limits.max_prompt_text_bytes;
+    tmpl.set_limits(rl);
+    StatusOr<std::string> text = tmpl.render(messages, tools, add_generation_prompt, kwargs);
+    if (!text.ok()) {
+        // A template's raise_exception or a malformed conversation is the caller's to fix.
+        return invalid_argument("chat: " + text.status().message());
+    }
+    if (text->empty()) return invalid_argument("chat: the chat template rendered an empty prompt");
+    return text;
 }
 
 }  // namespace
@@ -147,8 +209,16 @@ StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& reques
             params.prompt_ids.assign(ids.begin(), ids.end());
             break;
         }
+        case v1::GenerateRequest::kChat: {
+            MOE_ASSIGN_OR_RETURN(std::string text, render_chat(request.chat(), model, limits));
+            auto ids = model.tokenizer->encode(text, /*add_special_tokens=*/false);
+            if (!ids.ok()) return invalid_argument("chat: " + ids.status().message());
+            params.prompt_ids = std::move(ids).value();
+            if (params.prompt_ids.empty()) return invalid_argument("chat: the prompt tokenizes to no tokens");
+            break;
+        }
         case v1::GenerateRequest::INPUT_NOT_SET:
-            return invalid_argument("input: set either text or token_ids");
+            return invalid_argument("input: set text, token_ids or chat");
     }
     const int64_t num_prompt = static_cast<int64_t>(params.prompt_ids.size());
     if (num_prompt >= model.max_model_len)

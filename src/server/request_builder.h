@@ -12,6 +12,7 @@
 
 #include "engine/engine.h"
 #include "moe/v1/inference.pb.h"
+#include "template/chat_template.h"
 
 namespace moe::server {
 
@@ -23,11 +24,17 @@ struct ModelLimits {
     const Tokenizer* tokenizer = nullptr;  // null: token ids only
     int64_t vocab_size = 0;
     int64_t max_model_len = 0;
+    // The model's chat template, loaded once at start; null: chat input is refused, with
+    // `chat_template_error` as the reason when loading failed (empty: the model has none).
+    const tmpl::ChatTemplate* chat_template = nullptr;
+    std::string chat_template_error;
 };
 
 // Checks every field and tokenizes text input (a text longer than limits.max_prompt_text_bytes is
-// refused before tokenizing). Does not set params.deadline, request_id or id_namespace beyond
-// copying the client's request_id.
+// refused before tokenizing). Chat input: each JSON field is valid UTF-8 of at most
+// max_prompt_text_bytes, nested at most kMaxJsonDepth; the rendered prompt is held to
+// max_prompt_text_bytes too, then tokenized without special tokens (the template wrote them). Does not set
+// params.deadline, request_id or id_namespace beyond copying the client's request_id.
 StatusOr<GenerateParams> build_generate_params(const v1::GenerateRequest& request, const ModelLimits& model,
                                                const RequestLimits& limits = {});
 

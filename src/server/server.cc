@@ -95,6 +95,8 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     core.model.vocab_size = engine.config().vocab_size;
     core.model.max_model_len = engine.max_model_len();
     core.limits = engine.options().limits;
+    core.model.chat_template = core.options.chat_template.get();
+    core.model.chat_template_error = core.options.chat_template_error;
     core.inference = make_inference_service(&core);
     core.control = make_control_service(&core);
 

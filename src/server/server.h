@@ -50,6 +50,11 @@ struct ServerOptions {
     std::chrono::milliseconds keepalive_time{std::chrono::minutes(2)};
     std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(20)};
     std::chrono::milliseconds max_connection_idle{std::chrono::minutes(5)};
+    // The served model's chat template, for GenerateRequest.chat (loaded once at start, shared by
+    // every request). Null: chat input is refused with INVALID_ARGUMENT, naming
+    // chat_template_error when it is set (why loading failed).
+    std::shared_ptr<const tmpl::ChatTemplate> chat_template;
+    std::string chat_template_error;
     // Readiness follows this probe (polled every health_poll); empty: Engine::healthy(). Tests
     // inject a failing engine through it.
     std::function<bool()> engine_healthy;

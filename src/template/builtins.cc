@@ -3,6 +3,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -287,7 +288,13 @@ Value attr_path(Interp& in, const Value& v, const std::string& path) {
         const std::string part = path.substr(pos, dot == std::string::npos ? std::string::npos : dot - pos);
         bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
         if (cur.is_undefined()) return cur;
-        cur = numeric ? in.get_item(cur, Value::integer(std::stoll(part))) : in.get_item(cur, Value::string(part));
+        int64_t index = 0;
+        if (numeric) {
+            // Past int64 no list has that element: the part is then looked up as a name (undefined).
+            const auto res = std::from_chars(part.data(), part.data() + part.size(), index);
+            numeric = res.ec == std::errc() && res.ptr == part.data() + part.size();
+        }
+        cur = numeric ? in.get_item(cur, Value::integer(index)) : in.get_item(cur, Value::string(part));
         if (dot == std::string::npos) break;
         pos = dot + 1;
     }
@@ -1212,8 +1219,9 @@ Value py_format(Interp& in, const std::string& fmt, CallArgs& a) {
             v = auto_idx < a.args.size() ? &a.args[auto_idx] : nullptr;
             ++auto_idx;
         } else if (std::all_of(field.begin(), field.end(), ::isdigit)) {
-            const size_t idx = std::stoul(field);
-            v = idx < a.args.size() ? &a.args[idx] : nullptr;
+            size_t idx = 0;
+            const auto res = std::from_chars(field.data(), field.data() + field.size(), idx);
+            v = res.ec == std::errc() && idx < a.args.size() ? &a.args[idx] : nullptr;
         } else {
             for (const auto& kw : a.kwargs) {
                 if (kw.first == field) v = &kw.second;
@@ -1457,7 +1465,10 @@ Value g_namespace(Interp& in, CallArgs& a, bool as_namespace) {
         for (const auto& kv : pos.as_dict().items) d.set(kv.first, kv.second);
     }
     for (const auto& kw : a.kwargs) d.set(kw.first, kw.second);
-    return as_namespace ? Value::namespace_(std::move(d)) : Value::dict(std::move(d));
+    if (!as_namespace) return Value::dict(std::move(d));
+    Value ns = Value::namespace_(std::move(d));
+    in.track_namespace(ns);
+    return ns;
 }
 
 }  // namespace

@@ -260,6 +260,10 @@ StatusOr<std::string> ChatTemplate::render(const nlohmann::ordered_json& message
         return Status(e.code, e.message);
     } catch (const std::bad_alloc&) {
         return resource_exhausted("chat template rendering ran out of memory");
+    } catch (const std::exception& e) {
+        // A library call on template data (a number conversion out of range, ...): still the
+        // template's or the request's fault, never the server's.
+        return invalid_argument(std::string("chat template error: ") + e.what());
     }
     return out;
 }

@@ -32,6 +32,18 @@ void CallArgs::check(const char* fn, size_t max_pos, std::initializer_list<const
 Interp::Interp(const RenderLimits& limits, std::optional<std::time_t> fixed_now)
     : limits_(limits), fixed_now_(fixed_now) {}
 
+Interp::~Interp() {
+    // A namespace may hold itself, directly or through a dict, list or caller (set ns.me = ns):
+    // emptying every namespace this render made breaks any such cycle.
+    for (auto& weak : namespaces_) {
+        if (auto ns = weak.lock()) ns->items.clear();
+    }
+}
+
+void Interp::track_namespace(const Value& ns) {
+    namespaces_.push_back(ns.namespace_ptr());
+}
+
 void Interp::fail(const std::string& message, StatusCode code) const {
     throw RenderError{code, "chat template error at line " + std::to_string(line_) + ": " + message};
 }
@@ -149,11 +161,14 @@ Interp::Flow Interp::exec(const Stmt& s) {
             CallArgs args;
             for (const auto& a : call.items) args.args.push_back(eval(*a));
             for (const auto& kw : call.kwargs) args.kwargs.emplace_back(kw.name, eval(*kw.value));
-            auto def_scope = scope_;
+            // NOTE: weak, as for macros: a strong reference stored back into a scope it can reach
+            // would be a cycle that outlives the render.
+            std::weak_ptr<Scope> def_scope = scope_;
             const Stmt* stmt = &s;
             args.kwargs.emplace_back("caller", Value::function("caller", [stmt, def_scope](Interp& in, CallArgs& a) {
                                          auto scope = std::make_shared<Scope>();
-                                         scope->parent = def_scope;
+                                         scope->parent = def_scope.lock();
+                                         if (!scope->parent) in.fail("caller() used after its call block ended");
                                          for (size_t i = 0; i < stmt->params.size(); ++i) {
                                              const Value* v = a.get(i, stmt->params[i].name.c_str());
                                              scope->vars[stmt->params[i].name] =
@@ -294,9 +309,15 @@ void Interp::exec_set(const Stmt& s) {
 
 Value Interp::make_macro(const Stmt& s) {
     const Stmt* stmt = &s;
-    auto def_scope = scope_;
-    return Value::function(s.text,
-                           [stmt, def_scope](Interp& in, CallArgs& a) { return in.call_macro(*stmt, def_scope, a); });
+    // NOTE: the macro is stored in the scope that defines it; a strong reference back to that
+    // scope would be a cycle, leaked at the end of every render. The scope outlives every call
+    // made while it is current, which is every call a template can make.
+    std::weak_ptr<Scope> def_scope = scope_;
+    return Value::function(s.text, [stmt, def_scope](Interp& in, CallArgs& a) {
+        auto scope = def_scope.lock();
+        if (!scope) in.fail("macro '" + stmt->text + "' called after the scope that defined it ended");
+        return in.call_macro(*stmt, scope, a);
+    });
 }
 
 Value Interp::call_macro(const Stmt& m, const std::shared_ptr<Scope>& def_scope, CallArgs& a) {

@@ -50,6 +50,12 @@ struct Scope {
 class Interp {
 public:
     Interp(const RenderLimits& limits, std::optional<std::time_t> fixed_now);
+    ~Interp();
+    Interp(const Interp&) = delete;
+    Interp& operator=(const Interp&) = delete;
+
+    // Every namespace() made during the render, emptied when the render ends (see ~Interp).
+    void track_namespace(const Value& ns);
 
     // Renders `body` with `vars` as the template's globals.
     void render(const StmtList& body, std::shared_ptr<Scope> globals, std::string& out);
@@ -107,6 +113,7 @@ private:
     uint64_t work_bytes_ = 0;
     int call_depth_ = 0;
     int line_ = 0;
+    std::vector<std::weak_ptr<ValueDict>> namespaces_;
 };
 
 // Names the template may call, filter with and test with (checked at load).

@@ -84,6 +84,7 @@ public:
     const ValueList& as_list() const { return *list_; }
     const ValueDict& as_dict() const { return *dict_; }
     ValueDict& namespace_dict() const { return *dict_; }
+    const std::shared_ptr<ValueDict>& namespace_ptr() const { return dict_; }
     const Function& as_function() const { return *fn_; }
     // What an undefined value stands for, for error messages ("'x' is undefined").
     const std::string& undefined_hint() const { return *s_; }
