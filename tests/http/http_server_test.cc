@@ -403,3 +403,27 @@ TEST(HttpServer, ShutdownCancelsRequestsInFlight) {
 
 }  // namespace
 }  // namespace moe::http::testing
+
+namespace moe::http::testing {
+namespace {
+
+TEST(HttpServer, AFailedEngineIsNotReadyAndRefusesWith503) {
+    auto healthy = std::make_shared<std::atomic<bool>>(true);
+    HttpOptions ho;
+    ho.engine_healthy = [healthy] { return healthy->load(); };
+    auto h = HttpHarness::start({}, ho);
+    ASSERT_TRUE(h);
+    Client c(h->port());
+    EXPECT_EQ(c.get("/ready").status, 200);
+    healthy->store(false);
+    Reply r = c.get("/ready");
+    EXPECT_EQ(r.status, 503);
+    EXPECT_NE(r.body.find("engine failed"), std::string::npos) << r.body;
+    EXPECT_EQ(c.get("/health").status, 200);
+    r = c.post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "x"}}}}});
+    EXPECT_EQ(r.status, 503) << r.body;
+    EXPECT_EQ(r.parsed()["error"]["type"], "server_error");
+}
+
+}  // namespace
+}  // namespace moe::http::testing
