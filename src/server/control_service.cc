@@ -25,29 +25,32 @@ public:
 
     grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                            grpc::ByteBuffer* out) override {
-        return unary<v1::GetModelInfoRequest, v1::ModelInfo>(ctx, in, out, &ControlService::get_model_info);
+        return unary<v1::GetModelInfoRequest, v1::ModelInfo>("GetModelInfo", ctx, in, out,
+                                                             &ControlService::get_model_info);
     }
     grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                             grpc::ByteBuffer* out) override {
-        return unary<v1::GetServerInfoRequest, v1::ServerInfo>(ctx, in, out, &ControlService::get_server_info);
+        return unary<v1::GetServerInfoRequest, v1::ServerInfo>("GetServerInfo", ctx, in, out,
+                                                               &ControlService::get_server_info);
     }
     grpc::ServerUnaryReactor* GetLoad(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                       grpc::ByteBuffer* out) override {
-        return unary<v1::GetLoadRequest, v1::Load>(ctx, in, out, &ControlService::get_load);
+        return unary<v1::GetLoadRequest, v1::Load>("GetLoad", ctx, in, out, &ControlService::get_load);
     }
     grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                     grpc::ByteBuffer* out) override {
-        return unary<v1::AbortRequest, v1::AbortResponse>(ctx, in, out, &ControlService::abort);
+        return unary<v1::AbortRequest, v1::AbortResponse>("Abort", ctx, in, out, &ControlService::abort);
     }
     grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                     grpc::ByteBuffer* out) override {
-        return unary<v1::DrainRequest, v1::DrainResponse>(ctx, in, out, &ControlService::drain);
+        return unary<v1::DrainRequest, v1::DrainResponse>("Drain", ctx, in, out, &ControlService::drain);
     }
 
 private:
     // Parses the request, runs the handler, serializes its answer.
     template <class Req, class Resp>
-    grpc::ServerUnaryReactor* unary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in, grpc::ByteBuffer* out,
+    grpc::ServerUnaryReactor* unary(const char* method, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out,
                                     grpc::Status (ControlService::*handler)(grpc::CallbackServerContext*, const Req*,
                                                                             Resp*)) {
         Req req;
@@ -57,6 +60,7 @@ private:
             s = (this->*handler)(ctx, &req, &resp);
             if (s.ok()) s = serialize_response(resp, out);
         }
+        core_->count_call("moe.v1.Control", method, "unary", s.error_code());
         return finish(ctx, s);
     }
 

@@ -95,6 +95,10 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     core.model.vocab_size = engine.config().vocab_size;
     core.model.max_model_len = engine.max_model_len();
     core.limits = engine.options().limits;
+    core.handled = &engine.metrics().counter("grpc_server_handled_total",
+                                             "Total number of RPCs completed on the server, regardless of success "
+                                             "or failure.",
+                                             {"grpc_type", "grpc_service", "grpc_method", "grpc_code"});
     core.inference = make_inference_service(&core);
     core.control = make_control_service(&core);
 
