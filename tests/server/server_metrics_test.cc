@@ -2,6 +2,10 @@
 // through the real gRPC server: what a Prometheus scrape of this process would read.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
 #include "core/metrics.h"
 #include "metrics/exposition_parser.h"
 #include "server_harness.h"
@@ -45,6 +49,37 @@ TEST(ServerMetrics, EveryCallIsCountedByItsStatusAndRequestsReachTheEngineMetric
     EXPECT_EQ(e.sum("vllm:request_success_total", {{"finished_reason", "length"}}), 2);
     EXPECT_EQ(e.sum("vllm:generation_tokens_total"), 8);
     EXPECT_EQ(e.sum("vllm:prompt_tokens_total"), 6);
+}
+
+// Every metric the Grafana dashboard (deploy/grafana) queries is one this server exposes, so the
+// dashboard cannot drift from the names.
+TEST(ServerMetrics, TheDashboardQueriesOnlyMetricsTheServerExposes) {
+    auto h = Harness::start("");
+    ASSERT_NE(h, nullptr);
+    auto parsed = parse_exposition(metrics::render_text(h->engine->metrics()));
+    ASSERT_TRUE(parsed.ok()) << parsed.status().to_string();
+    std::ifstream in(std::string(MOE_SOURCE_DIR) + "/deploy/grafana/moeserve-dashboard.json");
+    ASSERT_TRUE(in.good());
+    const auto dash = nlohmann::json::parse(in);
+    const std::regex name_re("(vllm:|moe:)[a-zA-Z0-9_:]+|grpc_server_handled_total");
+    int checked = 0;
+    for (const auto& panel : dash.at("panels"))
+        for (const auto& target : panel.at("targets")) {
+            const std::string expr = target.at("expr").get<std::string>();
+            for (std::sregex_iterator it(expr.begin(), expr.end(), name_re), end; it != end; ++it) {
+                std::string name = it->str();
+                for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+                    const std::string suf(suffix);
+                    if (name.size() > suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0 &&
+                        parsed->type.count(name.substr(0, name.size() - suf.size())))
+                        name = name.substr(0, name.size() - suf.size());
+                }
+                EXPECT_TRUE(parsed->type.count(name)) << "panel \"" << panel.at("title").get<std::string>()
+                                                      << "\" queries " << name << ", which the server does not expose";
+                ++checked;
+            }
+        }
+    EXPECT_GT(checked, 20);
 }
 
 }  // namespace
