@@ -146,6 +146,21 @@ echo "$out" | grep -q '"final"' || die "no final event in the generate output: $
 echo "$out" | grep -Eq '"completion_tokens": ?8' || die "generate did not produce 8 tokens: $out"
 log "PASS gRPC Generate (the image's moeserve generate): 8 tokens and a final event"
 
+# The Prometheus metrics over gRPC (Control.GetMetrics) with the image's own client: the engine
+# counted the generation above and the server counted the call.
+prom=$(inside moeserve metrics --server "127.0.0.1:$PORT") || die "moeserve metrics failed: $prom"
+grep -Eq '^vllm:generation_tokens_total\{model_name="demo"\} ([89]|[1-9][0-9]+)(\.0)?$' <<<"$prom" ||
+  die "vllm:generation_tokens_total does not count the 8 generated tokens: $(grep generation_tokens <<<"$prom")"
+grep -q '^grpc_server_handled_total{grpc_type="server_stream",grpc_service="moe.v1.Inference",grpc_method="Generate",grpc_code="OK"}' <<<"$prom" ||
+  die "grpc_server_handled_total has no OK Generate"
+if python3 -c "import prometheus_client" 2>/dev/null; then
+  python3 -c 'import sys; from prometheus_client.parser import text_string_to_metric_families as p; n=sum(1 for _ in p(sys.stdin.read())); assert n > 10, n' <<<"$prom" ||
+    die "prometheus_client could not parse the metrics"
+  log "PASS metrics over gRPC (moeserve metrics): engine and call counters, parsed by prometheus_client"
+else
+  log "PASS metrics over gRPC (moeserve metrics): engine and call counters (prometheus_client not installed: not parsed)"
+fi
+
 if ((${#http_args[@]})); then
   command -v curl >/dev/null || die "curl not found on the host (apt-get install curl)"
   base="http://127.0.0.1:$HTTP_PORT"

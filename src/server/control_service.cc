@@ -1,7 +1,8 @@
-// moe.v1.Control: model and server facts, load, abort, drain. Each handler answers at once.
+// moe.v1.Control: model and server facts, load, metrics, abort, drain. Each handler answers at
+// once.
 //
-// Who may call what (src/server/auth.h defines admin and namespaces): GetModelInfo, GetLoad:
-// anyone. GetServerInfo: anyone, but filesystem paths (model directory, TLS files) only for
+// Who may call what (src/server/auth.h defines admin and namespaces): GetModelInfo, GetLoad,
+// GetMetrics: anyone. GetServerInfo: anyone, but filesystem paths (model directory, TLS files) only for
 // admin. Abort: anyone, reaching only the caller's own namespace; admin reaches the id in every
 // namespace. Drain: admin only.
 #include <filesystem>
@@ -17,12 +18,17 @@ namespace {
 
 using RawControl = v1::Control::WithRawCallbackMethod_GetModelInfo<
     v1::Control::WithRawCallbackMethod_GetServerInfo<v1::Control::WithRawCallbackMethod_GetLoad<
-        v1::Control::WithRawCallbackMethod_Abort<v1::Control::WithRawCallbackMethod_Drain<v1::Control::Service>>>>>;
+        v1::Control::WithRawCallbackMethod_Abort<v1::Control::WithRawCallbackMethod_Drain<
+            v1::Control::WithRawCallbackMethod_GetMetrics<v1::Control::Service>>>>>>;
 
 class ControlService final : public RawControl {
 public:
     explicit ControlService(Server::Core* core) : core_(core) {}
 
+    grpc::ServerUnaryReactor* GetMetrics(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
+        return unary<v1::GetMetricsRequest, v1::MetricsText>("GetMetrics", ctx, in, out, &ControlService::get_metrics);
+    }
     grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                            grpc::ByteBuffer* out) override {
         return unary<v1::GetModelInfoRequest, v1::ModelInfo>("GetModelInfo", ctx, in, out,
@@ -62,6 +68,12 @@ private:
         }
         core_->count_call("moe.v1.Control", method, "unary", s.error_code());
         return finish(ctx, s);
+    }
+
+    grpc::Status get_metrics(grpc::CallbackServerContext*, const v1::GetMetricsRequest*, v1::MetricsText* out) {
+        out->set_text(metrics::render_text(core_->engine->metrics()));
+        out->set_content_type(metrics::kTextContentType);
+        return grpc::Status::OK;
     }
 
     grpc::Status get_model_info(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest*, v1::ModelInfo* out) {

@@ -49,6 +49,19 @@ TEST(ServerMetrics, EveryCallIsCountedByItsStatusAndRequestsReachTheEngineMetric
     EXPECT_EQ(e.sum("vllm:request_success_total", {{"finished_reason", "length"}}), 2);
     EXPECT_EQ(e.sum("vllm:generation_tokens_total"), 8);
     EXPECT_EQ(e.sum("vllm:prompt_tokens_total"), 6);
+
+    // The same registry over gRPC (Control.GetMetrics): strict text, the same engine counters,
+    // and the call itself counted.
+    grpc::ClientContext ctx;
+    v1::MetricsText text;
+    ASSERT_TRUE(h->control->GetMetrics(&ctx, v1::GetMetricsRequest(), &text).ok());
+    EXPECT_EQ(text.content_type(), metrics::kTextContentType);
+    auto remote = parse_exposition(text.text());
+    ASSERT_TRUE(remote.ok()) << remote.status().to_string();
+    EXPECT_EQ(remote->sum("vllm:generation_tokens_total"), 8);
+    auto after = parse_exposition(metrics::render_text(h->engine->metrics()));
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after->value("grpc_server_handled_total", call("moe.v1.Control", "GetMetrics", "unary", "OK")), 1);
 }
 
 // Every metric the Grafana dashboard (deploy/grafana) queries is one this server exposes, so the
