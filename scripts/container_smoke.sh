@@ -92,8 +92,17 @@ podman "${ST[@]}" image exists "$IMAGE" || die "no image $IMAGE"
 ctr=$(buildah "${ST[@]}" from --pull-never "$IMAGE")
 inside() { buildah "${ST[@]}" run --isolation chroot "$ctr" -- "$@"; }
 http_args=()
-if inside moeserve serve --help 2>/dev/null | grep -q -- '--http-port'; then
+serve_help=$(inside moeserve serve --help 2>/dev/null || true)
+if grep -q -- '--http-port' <<<"$serve_help"; then
   http_args=(--http-port "$HTTP_PORT")
+  # The demo model has no chat template of its own: give it a small one (copied into the
+  # container) so /v1/chat/completions has a prompt to render.
+  if grep -q -- '--chat-template' <<<"$serve_help"; then
+    printf '%s' "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}
+{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}" >"$work/chat.jinja"
+    buildah "${ST[@]}" copy "$ctr" "$work/chat.jinja" /tmp/chat.jinja >/dev/null
+    http_args+=(--chat-template /tmp/chat.jinja)
+  fi
 fi
 log "starting moeserve serve on 127.0.0.1:$PORT ${http_args[*]:-(no --http-port in this image)}"
 inside moeserve serve --host 127.0.0.1 --port "$PORT" --threads 1 --kv-cache-bytes 67108864 --drain-grace-seconds 5 "${http_args[@]}" \
@@ -165,9 +174,9 @@ if ((${#http_args[@]})); then
   command -v curl >/dev/null || die "curl not found on the host (apt-get install curl)"
   base="http://127.0.0.1:$HTTP_PORT"
   curl -fsS "$base/health" >/dev/null || die "GET /health"
-  chat=$(curl -fsS "$base/v1/chat/completions" -H 'Content-Type: application/json' \
+  chat=$(curl -sS "$base/v1/chat/completions" -H 'Content-Type: application/json' \
     -d '{"model":"demo","messages":[{"role":"user","content":"Hello"}],"max_tokens":8,"temperature":0}') ||
-    die "POST /v1/chat/completions"
+    die "POST /v1/chat/completions: no answer"
   echo "$chat" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["object"]=="chat.completion", r; assert r["choices"][0]["message"]["role"]=="assistant", r; assert r["usage"]["completion_tokens"]>0, r' ||
     die "unexpected chat completion: $chat"
   log "PASS OpenAI chat completion over HTTP"
