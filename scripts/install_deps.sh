@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages moeserve builds and tests with. Idempotent; needs root (or sudo).
-# Used by the README commands and by .ci/run.
+# Used by the README commands, by .ci/run and by docker/Dockerfile.*.
+#   MOE_DEPS_SKIP="pkg ..."  leaves those packages out (the images skip the test and lint tools).
 set -euo pipefail
 
 PACKAGES=(
@@ -15,8 +16,10 @@ PACKAGES=(
   clang libclang-rt-14-dev  # libFuzzer + sanitizer runtimes for fuzz/ (scripts/fuzz.sh)
 )
 
+read -r -a skip <<<"${MOE_DEPS_SKIP:-}"
 missing=()
 for p in "${PACKAGES[@]}"; do
+  [[ " ${skip[*]} " == *" $p "* ]] && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]} == 0)); then

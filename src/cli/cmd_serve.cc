@@ -103,6 +103,17 @@ bool has_tokenizer_files(const std::filesystem::path& dir) {
            (std::filesystem::exists(dir / "vocab.json", ec) && std::filesystem::exists(dir / "merges.txt", ec));
 }
 
+// The model_name label of the metrics: the model directory's name ("Qwen3-30B-A3B" for
+// /models/Qwen3-30B-A3B/), as a vLLM server's for a model id; a directory layout is no business of
+// a dashboard.
+std::string metrics_model_name(const std::string& model_dir) {
+    if (model_dir.empty()) return "demo";
+    std::filesystem::path p = std::filesystem::path(model_dir).lexically_normal();
+    if (!p.has_filename()) p = p.parent_path();
+    const std::string name = p.filename().string();
+    return name.empty() ? "model" : name;
+}
+
 std::map<std::string, std::string> effective_config(const ServeFlags& f, const EngineOptions& eo) {
     auto b = [](bool v) { return std::string(v ? "true" : "false"); };
     return {
@@ -193,6 +204,7 @@ Status serve(const ServeFlags& f, EpGroup& group) {
     eo.scheduler.max_seqs = f.max_seqs;
     eo.scheduler.max_model_len = f.max_model_len;
     eo.limits.max_prompt_text_bytes = static_cast<size_t>(f.max_prompt_bytes);
+    eo.metrics_model_name = metrics_model_name(f.model);
 
     server::ServerOptions so;
     so.host = f.host;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/logging.h"
+#include "model/load_progress.h"
 #include "model/moe_transformer.h"
 #include "model/weights.h"
 
@@ -13,17 +14,25 @@ namespace {
 
 class StoreSource final : public WeightSource {
 public:
-    explicit StoreSource(WeightStore store) : store_(std::move(store)) {}
+    explicit StoreSource(WeightStore store)
+        : store_(std::move(store)),
+          progress_(store_.total_bytes(), [](const std::string& line) { log::model().info("{}", line); }) {}
     StatusOr<WeightRef> get(const std::string& name) const override {
         MOE_ASSIGN_OR_RETURN(TensorInfo t, store_.get(name));
         return WeightRef{.name = t.name, .dtype = t.dtype, .shape = t.shape, .data = t.data, .origin = t.file};
     }
     bool has(const std::string& name) const override { return store_.has(name); }
     std::string describe() const override { return store_.dir().string(); }
-    void release(const void* data, size_t bytes) const override { store_.release(data, bytes); }
+    // The loader calls this once per tensor, after copying or packing it: the progress log.
+    void release(const void* data, size_t bytes) const override {
+        store_.release(data, bytes);
+        progress_.add(bytes);
+    }
 
 private:
     WeightStore store_;
+    // NOTE: mutable: release() is a const hint; the load runs on one thread.
+    mutable LoadProgress progress_;
 };
 
 }  // namespace

@@ -1,7 +1,8 @@
-// moe.v1.Control: model and server facts, load, abort, drain. Each handler answers at once.
+// moe.v1.Control: model and server facts, load, metrics, abort, drain. Each handler answers at
+// once.
 //
-// Who may call what (src/server/auth.h defines admin and namespaces): GetModelInfo, GetLoad:
-// anyone. GetServerInfo: anyone, but filesystem paths (model directory, TLS files) only for
+// Who may call what (src/server/auth.h defines admin and namespaces): GetModelInfo, GetLoad,
+// GetMetrics: anyone. GetServerInfo: anyone, but filesystem paths (model directory, TLS files) only for
 // admin. Abort: anyone, reaching only the caller's own namespace; admin reaches the id in every
 // namespace. Drain: admin only.
 #include <filesystem>
@@ -17,37 +18,45 @@ namespace {
 
 using RawControl = v1::Control::WithRawCallbackMethod_GetModelInfo<
     v1::Control::WithRawCallbackMethod_GetServerInfo<v1::Control::WithRawCallbackMethod_GetLoad<
-        v1::Control::WithRawCallbackMethod_Abort<v1::Control::WithRawCallbackMethod_Drain<v1::Control::Service>>>>>;
+        v1::Control::WithRawCallbackMethod_Abort<v1::Control::WithRawCallbackMethod_Drain<
+            v1::Control::WithRawCallbackMethod_GetMetrics<v1::Control::Service>>>>>>;
 
 class ControlService final : public RawControl {
 public:
     explicit ControlService(Server::Core* core) : core_(core) {}
 
+    grpc::ServerUnaryReactor* GetMetrics(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
+        return unary<v1::GetMetricsRequest, v1::MetricsText>("GetMetrics", ctx, in, out, &ControlService::get_metrics);
+    }
     grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                            grpc::ByteBuffer* out) override {
-        return unary<v1::GetModelInfoRequest, v1::ModelInfo>(ctx, in, out, &ControlService::get_model_info);
+        return unary<v1::GetModelInfoRequest, v1::ModelInfo>("GetModelInfo", ctx, in, out,
+                                                             &ControlService::get_model_info);
     }
     grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                             grpc::ByteBuffer* out) override {
-        return unary<v1::GetServerInfoRequest, v1::ServerInfo>(ctx, in, out, &ControlService::get_server_info);
+        return unary<v1::GetServerInfoRequest, v1::ServerInfo>("GetServerInfo", ctx, in, out,
+                                                               &ControlService::get_server_info);
     }
     grpc::ServerUnaryReactor* GetLoad(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                       grpc::ByteBuffer* out) override {
-        return unary<v1::GetLoadRequest, v1::Load>(ctx, in, out, &ControlService::get_load);
+        return unary<v1::GetLoadRequest, v1::Load>("GetLoad", ctx, in, out, &ControlService::get_load);
     }
     grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                     grpc::ByteBuffer* out) override {
-        return unary<v1::AbortRequest, v1::AbortResponse>(ctx, in, out, &ControlService::abort);
+        return unary<v1::AbortRequest, v1::AbortResponse>("Abort", ctx, in, out, &ControlService::abort);
     }
     grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                     grpc::ByteBuffer* out) override {
-        return unary<v1::DrainRequest, v1::DrainResponse>(ctx, in, out, &ControlService::drain);
+        return unary<v1::DrainRequest, v1::DrainResponse>("Drain", ctx, in, out, &ControlService::drain);
     }
 
 private:
     // Parses the request, runs the handler, serializes its answer.
     template <class Req, class Resp>
-    grpc::ServerUnaryReactor* unary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in, grpc::ByteBuffer* out,
+    grpc::ServerUnaryReactor* unary(const char* method, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out,
                                     grpc::Status (ControlService::*handler)(grpc::CallbackServerContext*, const Req*,
                                                                             Resp*)) {
         Req req;
@@ -57,7 +66,14 @@ private:
             s = (this->*handler)(ctx, &req, &resp);
             if (s.ok()) s = serialize_response(resp, out);
         }
+        core_->count_call("moe.v1.Control", method, "unary", s.error_code());
         return finish(ctx, s);
+    }
+
+    grpc::Status get_metrics(grpc::CallbackServerContext*, const v1::GetMetricsRequest*, v1::MetricsText* out) {
+        out->set_text(metrics::render_text(core_->engine->metrics()));
+        out->set_content_type(metrics::kTextContentType);
+        return grpc::Status::OK;
     }
 
     grpc::Status get_model_info(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest*, v1::ModelInfo* out) {

@@ -207,6 +207,7 @@ public:
         state_->writing = true;  // nobody else may start a write after Finish
         state_->drop_queue();
         lock.unlock();
+        core_->count_call("moe.v1.Inference", "Generate", "server_stream", status.error_code());
         Finish(status);
     }
 
@@ -270,7 +271,8 @@ public:
 
     grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
                                                          const grpc::ByteBuffer* raw) override {
-        auto reject = [](const grpc::Status& status) {
+        auto reject = [this](const grpc::Status& status) {
+            core_->count_call("moe.v1.Inference", "Generate", "server_stream", status.error_code());
             class Rejected final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
             public:
                 explicit Rejected(const grpc::Status& s) { Finish(s); }

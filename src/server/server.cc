@@ -97,6 +97,10 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     core.limits = engine.options().limits;
     core.model.chat_template = core.options.chat_template.get();
     core.model.chat_template_error = core.options.chat_template_error;
+    core.handled = &engine.metrics().counter("grpc_server_handled_total",
+                                             "Total number of RPCs completed on the server, regardless of success "
+                                             "or failure.",
+                                             {"grpc_type", "grpc_service", "grpc_method", "grpc_code"});
     core.inference = make_inference_service(&core);
     core.control = make_control_service(&core);
 

@@ -14,9 +14,11 @@
 #include <utility>
 #include <vector>
 
+#include "core/metrics.h"
 #include "moe/v1/control.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
 #include "server/server.h"
+#include "server/status_map.h"
 
 namespace moe::server {
 
@@ -52,6 +54,15 @@ struct Server::Core {
     std::unique_ptr<grpc::Service> control;
     std::unique_ptr<grpc::Server> grpc_server;
     int bound_port = 0;
+
+    // grpc_server_handled_total{grpc_type, grpc_service, grpc_method, grpc_code}: every call's
+    // status at its end, under go-grpc-prometheus's name and labels (what gRPC dashboards read;
+    // the error rate is the calls with grpc_code != "OK"). Registered in the engine's registry.
+    // One child lookup (the family's mutex) per call, on a gRPC thread.
+    metrics::Family<metrics::Counter>* handled = nullptr;
+    void count_call(const char* service, const char* method, const char* type, grpc::StatusCode code) {
+        if (handled != nullptr) handled->labels({type, service, method, grpc_code_label(code)}).inc();
+    }
 
     std::mutex shutdown_mu;
     std::condition_variable shutdown_cv;
