@@ -25,6 +25,10 @@ scripts/check_format.sh
 if command -v python3 >/dev/null 2>&1; then
   python3 -m pip install -q -r examples/requirements.txt 2>/dev/null \
     || echo "test.sh: could not pip install examples/requirements.txt; the Python client test will be skipped"
+  # The official OpenAI client (http.openai_client) and prometheus_client (the metrics test's
+  # cross-check of our exposition); each test says so and is skipped where its package is absent.
+  python3 -m pip install -q -r tests/http/requirements.txt prometheus_client 2>/dev/null \
+    || echo "test.sh: could not pip install the OpenAI / Prometheus clients; their tests will be skipped"
 fi
 
 echo "== release build"
@@ -48,20 +52,25 @@ if [[ "${MOE_TEST_SKIP_ASAN:-0}" != "1" ]]; then
 fi
 
 if [[ "${MOE_TEST_SKIP_TSAN:-0}" != "1" ]]; then
-  # The threaded parts: the engine thread and its inbox, the scheduler, the gRPC server and the
-  # thread pool. Only their three test binaries are built. Debian's gRPC and protobuf are not
+  # The threaded parts: the engine thread and its inbox, the scheduler, the gRPC and HTTP servers,
+  # the metrics registry (lock-free writers against a scraper), expert-parallel groups of threads
+  # and the thread pool. Only their test binaries are built. Debian's gRPC and protobuf are not
   # TSan-instrumented; scripts/tsan.supp silences their own reports, by name, and nothing of ours.
-  echo "== TSan build (CPU only): engine, server and unit tests"
+  echo "== TSan build (CPU only): engine, server, http, metrics, ep and unit tests"
   tsan_start=$SECONDS
   cmake --preset cpu-tsan >/dev/null
-  cmake --build build/tsan -j"$JOBS" --target moe_engine_tests moe_server_tests moe_unit_tests
-  echo "== tests under TSan (engine, scheduler, server, thread pool)"
-  # A report fails its test (TSan exits 66). Every test of the engine and server binaries (labels
-  # engine, server; the Python client needs moeserve, not built here), the unit binary's ThreadPool.
+  cmake --build build/tsan -j"$JOBS" --target moe_engine_tests moe_server_tests moe_http_tests moe_metrics_tests \
+    moe_ep_tests moe_unit_tests
+  echo "== tests under TSan (engine, scheduler, servers, metrics, ep groups, thread pool)"
+  # A report fails its test (TSan exits 66). Every test of those binaries (labels engine, server,
+  # http, metrics, ep), the unit binary's ThreadPool.
   # ignore_noninstrumented_modules: interceptors (malloc, memcpy, send, ...) called from the
   # uninstrumented libraries are not checked; see scripts/tsan.supp.
   export TSAN_OPTIONS="ignore_noninstrumented_modules=1:second_deadlock_stack=1:history_size=7:suppressions=$ROOT/scripts/tsan.supp"
-  ctest --test-dir build/tsan --output-on-failure -j"$JOBS" --timeout 900 -L '^(engine|server)$' -E 'python_client'
+  # Not here: the tests that drive the moeserve binary or mpirun (not built under TSan) and the
+  # 500-stream HTTP load test (its own binary; minutes under TSan, it adds no new thread pattern).
+  ctest --test-dir build/tsan --output-on-failure -j"$JOBS" --timeout 900 -L '^(engine|server|http|metrics|ep)$' \
+    -E 'python_client|openai_client|^ep\.mpi_|^ep\.run_|HttpLoad|_NOT_BUILT'
   ctest --test-dir build/tsan --output-on-failure -j"$JOBS" --timeout 900 -R '^ThreadPool\.'
   unset TSAN_OPTIONS
   echo "== TSan pass: $((SECONDS - tsan_start)) s"
