@@ -16,6 +16,7 @@
 
 #include "backend/cpu/bf16_block.h"
 #include "backend/cpu/bf16_panels.h"
+#include "backend/cpu/cpu_features.h"
 #include "core/logging.h"
 
 namespace moe::cpu {
@@ -77,7 +78,7 @@ struct ThreadState {
     dnnl::engine engine{dnnl::engine::kind::cpu, 0};
     dnnl::stream stream{engine};
     std::unordered_map<Key, Entry, KeyHash> cache;
-    Buffer scratch, plain, x_dense, y_dense;
+    Buffer scratch, plain, x_dense, x_pad, y_dense;
 };
 
 ThreadState& thread_state() {
@@ -142,21 +143,26 @@ Entry& entry_for(ThreadState& s, const Key& key) {
 
 std::atomic<int64_t> g_calls{0};
 
-// One oneDNN product over `cols` columns of plain panels; false (nothing written) if oneDNN
-// refuses the shape.
-bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels, int64_t cols, int64_t k,
-         float* y, int64_t ldy, bool accumulate) {
-    Entry& e = entry_for(s, Key{rows, cols, k});
+// One oneDNN product through the primitive of `shape`: shape.rows rows of x (at ldx) by `cols`
+// (<= shape.cols) columns of plain panels; y gets the first `rows` (<= shape.rows) rows of the
+// result. False (nothing written) if oneDNN refuses the shape.
+bool run(ThreadState& s, const Key& shape, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels,
+         int64_t cols, float* y, int64_t ldy, bool accumulate) {
+    Entry& e = entry_for(s, shape);
     if (e.refused) return false;
+    const int64_t k = shape.k;
     if (ldx != k) {
-        auto* dense = reinterpret_cast<uint16_t*>(s.x_dense.reserve(static_cast<size_t>(rows * k) * sizeof(uint16_t)));
-        for (int64_t r = 0; r < rows; ++r)
+        auto* dense =
+            reinterpret_cast<uint16_t*>(s.x_dense.reserve(static_cast<size_t>(shape.rows * k) * sizeof(uint16_t)));
+        for (int64_t r = 0; r < shape.rows; ++r)
             std::memcpy(dense + r * k, x + r * ldx, static_cast<size_t>(k) * sizeof(uint16_t));
         x = dense;
     }
-    const bool direct = !accumulate && ldy == cols;
+    const bool direct = !accumulate && ldy == cols && rows == shape.rows && cols == shape.cols;
     float* out =
-        direct ? y : reinterpret_cast<float*>(s.y_dense.reserve(static_cast<size_t>(rows * cols) * sizeof(float)));
+        direct
+            ? y
+            : reinterpret_cast<float*>(s.y_dense.reserve(static_cast<size_t>(shape.rows * shape.cols) * sizeof(float)));
     e.src.set_data_handle(const_cast<uint16_t*>(x));
     e.wei.set_data_handle(const_cast<uint16_t*>(panels));
     e.dst.set_data_handle(out);
@@ -167,11 +173,54 @@ bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uin
     if (direct) return true;
     for (int64_t r = 0; r < rows; ++r) {
         float* yr = y + r * ldy;
-        const float* o = out + r * cols;
+        const float* o = out + r * shape.cols;
         if (accumulate) {
             for (int64_t c = 0; c < cols; ++c) yr[c] += o[c];
         } else {
             std::memcpy(yr, o, static_cast<size_t>(cols) * sizeof(float));
+        }
+    }
+    return true;
+}
+
+// With AMX, oneDNN 2.6 picks its kernels and blockings per shape: its AVX512-BF16 brgemm below
+// about 256 outputs (rows x columns), AMX above, and on AMX a split of K into chunks (summed in
+// a different order) that changes with the rows and the columns of the call (measured: with K =
+// 2048, rows 0-299 of a 300-row call differ from the same rows in calls of 1-297 rows, and
+// columns [0, 330) from [0, c) for every c tried). So on AMX every product goes through the
+// one primitive of kFixedRows rows by one panel: each output is computed by the same kernel
+// with the same K order whatever the call. 64 rows: the AMX kernel's M block, and the
+// prefill route's threshold (no padding there but the last chunk's).
+constexpr int64_t kFixedRows = 64;
+
+bool fixed_shape() {
+    return cpu_features().amx_bf16;
+}
+
+// The fixed-shape product (fixed_shape()) of x's rows by columns [c0, c1) of plain panels
+// starting at panel c0 / kBf16PanelCols (the last one zero padded past n, so a whole panel is
+// always there to read). Panels outer, rows inner: a panel stays in L2 across the row chunks.
+bool run_fixed(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels, int64_t c0,
+               int64_t c1, int64_t k, float* y, int64_t ldy, bool accumulate) {
+    const Key shape{kFixedRows, kBf16PanelCols, k};
+    if (entry_for(s, shape).refused) return false;
+    // Whole chunks of dense rows are read in place; the rest (the last chunk, or every row when
+    // x is strided) is copied once per call, dense and zero padded to whole chunks.
+    const int64_t in_place = ldx == k ? rows / kFixedRows * kFixedRows : 0;
+    const int64_t rest = rows - in_place;
+    const int64_t padded = (rest + kFixedRows - 1) / kFixedRows * kFixedRows;
+    auto* xp = reinterpret_cast<uint16_t*>(
+        s.x_pad.reserve(static_cast<size_t>(std::max<int64_t>(1, padded * k)) * sizeof(uint16_t)));
+    for (int64_t r = 0; r < rest; ++r)
+        std::memcpy(xp + r * k, x + (in_place + r) * ldx, static_cast<size_t>(k) * sizeof(uint16_t));
+    std::memset(xp + rest * k, 0, static_cast<size_t>((padded - rest) * k) * sizeof(uint16_t));
+    const int64_t panel_elems = bf16_panels_elems(kBf16PanelCols, k);
+    for (int64_t c = c0; c < c1; c += kBf16PanelCols) {
+        const int64_t cols = std::min(c1 - c, kBf16PanelCols);
+        const uint16_t* panel = panels + (c - c0) / kBf16PanelCols * panel_elems;
+        for (int64_t r = 0; r < rows; r += kFixedRows) {
+            const uint16_t* xr = r < in_place ? x + r * k : xp + (r - in_place) * k;
+            run(s, shape, xr, k, std::min(kFixedRows, rows - r), panel, cols, y + r * ldy + (c - c0), ldy, accumulate);
         }
     }
     return true;
@@ -182,7 +231,8 @@ bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uin
 StatusOr<std::string> onednn_panels_probe() {
     try {
         std::string why;
-        const auto pd = panel_matmul_pd(thread_state().engine, Key{16, 64, 64}, &why);
+        const Key shape = fixed_shape() ? Key{kFixedRows, kBf16PanelCols, 64} : Key{16, 64, 64};
+        const auto pd = panel_matmul_pd(thread_state().engine, shape, &why);
         if (!pd) return unimplemented("oneDNN has " + why + " over packed panels here");
         return std::string(pd->impl_info_str());
     } catch (const dnnl::error& e) {
@@ -222,9 +272,11 @@ Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const Cp
         if (layout == CpuLayout::kPanels) {
             // One call over the whole range: the panels are contiguous, the last one zero padded
             // past n (as BA16a64b2a pads N to 64).
-            if (!run(s, x, ldx, rows, static_cast<const uint16_t*>(packed) + n_begin / kBf16PanelCols * panel_elems,
-                     n_end - n_begin, k, y, ldy, accumulate))
-                own(n_begin, n_end);
+            const auto* first = static_cast<const uint16_t*>(packed) + n_begin / kBf16PanelCols * panel_elems;
+            const bool done = fixed_shape() ? run_fixed(s, x, ldx, rows, first, n_begin, n_end, k, y, ldy, accumulate)
+                                            : run(s, Key{rows, n_end - n_begin, k}, x, ldx, rows, first,
+                                                  n_end - n_begin, y, ldy, accumulate);
+            if (!done) own(n_begin, n_end);
             return ok_status();
         }
         const auto* p12 = static_cast<const uint8_t*>(packed);
@@ -235,12 +287,16 @@ Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const Cp
         for (int64_t p0 = n_begin / kBf16PanelCols; p0 * kBf16PanelCols < n_end; p0 += per_call) {
             const int64_t c0 = p0 * kBf16PanelCols;
             const int64_t c1 = std::min(n_end, c0 + per_call * kBf16PanelCols);
-            if (entry_for(s, Key{rows, c1 - c0, k}).refused) {
+            const Key shape = fixed_shape() ? Key{kFixedRows, kBf16PanelCols, k} : Key{rows, c1 - c0, k};
+            if (entry_for(s, shape).refused) {
                 own(c0, c1);
                 continue;
             }
             unpack_bf16_panels12_range(p12, p0, bf16_panel_count(c1), plain);
-            run(s, x, ldx, rows, plain, c1 - c0, k, y + (c0 - n_begin), ldy, accumulate);
+            if (fixed_shape())
+                run_fixed(s, x, ldx, rows, plain, c0, c1, k, y + (c0 - n_begin), ldy, accumulate);
+            else
+                run(s, shape, x, ldx, rows, plain, c1 - c0, y + (c0 - n_begin), ldy, accumulate);
         }
         return ok_status();
     } catch (const dnnl::error& e) {
