@@ -18,8 +18,9 @@
 // gives that on a primitive per (rows, columns, K) (measured). With AMX it does not: oneDNN picks
 // its AVX512-BF16 brgemm for calls of few outputs and AMX above, and on AMX splits K into chunks
 // by the call's rows and columns. So where the CPU has AMX every call is cut into products of
-// one fixed shape, 64 rows (the last chunk zero padded) by one panel, all through one AMX
-// primitive per K.
+// fixed shapes: 64 rows (the last chunk zero padded) by groups of 4 panels counted from the
+// matrix's first column (the last group as wide as the matrix's remaining panels), so one or
+// two AMX primitives per matrix width and K.
 #pragma once
 
 #include <atomic>
@@ -73,6 +74,10 @@ int64_t onednn_panels_calls();
 int64_t onednn_panels_refused();
 // Tests only: every later call takes the refused path (our kernels), until called with false.
 void onednn_panels_refuse_for_testing(bool refuse);
+
+// Column ranges that start on a multiple of this (and end on one or at n) compute nothing
+// twice: on AMX a product covers whole groups of columns (above); elsewhere one panel.
+int64_t onednn_panels_align_cols();
 
 // Primitives this thread has built (for tests: the cache must stay bounded).
 int64_t onednn_panels_cached_primitives();
