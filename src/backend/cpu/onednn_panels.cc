@@ -191,10 +191,11 @@ bool run(ThreadState& s, const Key& shape, const uint16_t* x, int64_t ldx, int64
 // shapes: kFixedRows rows (the last chunk zero padded) by the column group that holds the
 // columns, groups of kGroupPanels panels counted from the matrix's first column, the last group
 // of a matrix as wide as its panels. Each output is then computed by the same primitive, at the
-// same place in it, whatever the call. 64 rows: the AMX kernel's M block, and the prefill
-// route's threshold (no padding there but the last chunk's). 4 panels: ~10% faster than one
-// panel per product on prefill shapes (K 2048, 128-512 rows), as fast as one call over all.
-constexpr int64_t kFixedRows = 64;
+// same place in it, whatever the call. Measured against one call per range (K 1024-2048, 256
+// columns, interleaved medians): 32 rows cost 0-6% on 64-512 rows and 17% on 70 or 100 rows
+// (padded to 96 and 128), where 64 rows cost 47% on 70; 16 rows cost ~45% everywhere. 4 panels:
+// ~10% faster than one panel per product on prefill shapes.
+constexpr int64_t kFixedRows = 32;
 constexpr int64_t kGroupPanels = 4;
 constexpr int64_t kGroupCols = kGroupPanels * kBf16PanelCols;
 

@@ -18,7 +18,7 @@
 // gives that on a primitive per (rows, columns, K) (measured). With AMX it does not: oneDNN picks
 // its AVX512-BF16 brgemm for calls of few outputs and AMX above, and on AMX splits K into chunks
 // by the call's rows and columns. So where the CPU has AMX every call is cut into products of
-// fixed shapes: 64 rows (the last chunk zero padded) by groups of 4 panels counted from the
+// fixed shapes: 32 rows (the last chunk zero padded) by groups of 4 panels counted from the
 // matrix's first column (the last group as wide as the matrix's remaining panels), so one or
 // two AMX primitives per matrix width and K.
 #pragma once
