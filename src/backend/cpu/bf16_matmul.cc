@@ -55,9 +55,10 @@ Status bf16_matmul(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
     // columns: 4-8 panels) otherwise made one or two chunks, which left a thread idle. Chunks
     // stay whole panels when the weights are packed.
     const int threads = pool != nullptr ? pool->size() : 1;
-    const int64_t unit = p.w.panels() ? kBf16PanelCols / kBf16ColGroup : 1;
-    const int64_t units = (groups + unit - 1) / unit;
     const bool onednn = panel_route_onednn(route, p.m) && p.w.panels() && onednn_panels_usable(p.k);
+    // oneDNN on AMX computes whole groups of panels: chunks cut on them compute nothing twice.
+    const int64_t unit = p.w.panels() ? (onednn ? onednn_panels_align_cols() : kBf16PanelCols) / kBf16ColGroup : 1;
+    const int64_t units = (groups + unit - 1) / unit;
     // oneDNN: about two chunks per thread. A call costs ~3 us whatever its size, which on
     // one-panel chunks at decode (a few us of streaming each) cost more than the products.
     const int64_t chunk_groups =

@@ -16,6 +16,7 @@
 
 #include "backend/cpu/bf16_block.h"
 #include "backend/cpu/bf16_panels.h"
+#include "backend/cpu/cpu_features.h"
 #include "core/logging.h"
 
 namespace moe::cpu {
@@ -77,7 +78,7 @@ struct ThreadState {
     dnnl::engine engine{dnnl::engine::kind::cpu, 0};
     dnnl::stream stream{engine};
     std::unordered_map<Key, Entry, KeyHash> cache;
-    Buffer scratch, plain, x_dense, y_dense;
+    Buffer scratch, plain, x_dense, x_pad, y_dense;
 };
 
 ThreadState& thread_state() {
@@ -142,21 +143,26 @@ Entry& entry_for(ThreadState& s, const Key& key) {
 
 std::atomic<int64_t> g_calls{0};
 
-// One oneDNN product over `cols` columns of plain panels; false (nothing written) if oneDNN
-// refuses the shape.
-bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels, int64_t cols, int64_t k,
-         float* y, int64_t ldy, bool accumulate) {
-    Entry& e = entry_for(s, Key{rows, cols, k});
+// One oneDNN product through the primitive of `shape`: shape.rows rows of x (at ldx) by
+// shape.cols columns of plain panels; y gets the first `rows` (<= shape.rows) rows of the
+// result's columns [col0, col0 + cols). False (nothing written) if oneDNN refuses the shape.
+bool run(ThreadState& s, const Key& shape, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels,
+         int64_t col0, int64_t cols, float* y, int64_t ldy, bool accumulate) {
+    Entry& e = entry_for(s, shape);
     if (e.refused) return false;
+    const int64_t k = shape.k;
     if (ldx != k) {
-        auto* dense = reinterpret_cast<uint16_t*>(s.x_dense.reserve(static_cast<size_t>(rows * k) * sizeof(uint16_t)));
-        for (int64_t r = 0; r < rows; ++r)
+        auto* dense =
+            reinterpret_cast<uint16_t*>(s.x_dense.reserve(static_cast<size_t>(shape.rows * k) * sizeof(uint16_t)));
+        for (int64_t r = 0; r < shape.rows; ++r)
             std::memcpy(dense + r * k, x + r * ldx, static_cast<size_t>(k) * sizeof(uint16_t));
         x = dense;
     }
-    const bool direct = !accumulate && ldy == cols;
+    const bool direct = !accumulate && ldy == cols && rows == shape.rows && col0 == 0 && cols == shape.cols;
     float* out =
-        direct ? y : reinterpret_cast<float*>(s.y_dense.reserve(static_cast<size_t>(rows * cols) * sizeof(float)));
+        direct
+            ? y
+            : reinterpret_cast<float*>(s.y_dense.reserve(static_cast<size_t>(shape.rows * shape.cols) * sizeof(float)));
     e.src.set_data_handle(const_cast<uint16_t*>(x));
     e.wei.set_data_handle(const_cast<uint16_t*>(panels));
     e.dst.set_data_handle(out);
@@ -167,11 +173,69 @@ bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uin
     if (direct) return true;
     for (int64_t r = 0; r < rows; ++r) {
         float* yr = y + r * ldy;
-        const float* o = out + r * cols;
+        const float* o = out + r * shape.cols + col0;
         if (accumulate) {
             for (int64_t c = 0; c < cols; ++c) yr[c] += o[c];
         } else {
             std::memcpy(yr, o, static_cast<size_t>(cols) * sizeof(float));
+        }
+    }
+    return true;
+}
+
+// With AMX, oneDNN 2.6 picks its kernels and blockings per shape: its AVX512-BF16 brgemm below
+// about 256 outputs (rows x columns), AMX above, and on AMX a split of K into chunks (summed in
+// a different order) that changes with the rows and the columns of the call (measured: with K =
+// 2048, rows 0-299 of a 300-row call differ from the same rows in calls of 1-297 rows, and
+// columns [0, 330) from [0, c) for every c tried). So on AMX every product goes through fixed
+// shapes: kFixedRows rows (the last chunk zero padded) by the column group that holds the
+// columns, groups of kGroupPanels panels counted from the matrix's first column, the last group
+// of a matrix as wide as its panels. Each output is then computed by the same primitive, at the
+// same place in it, whatever the call. Measured against one call per range (K 1024-2048, 256
+// columns, interleaved medians): 32 rows cost 0-6% on 64-512 rows and 17% on 70 or 100 rows
+// (padded to 96 and 128), where 64 rows cost 47% on 70; 16 rows cost ~45% everywhere. 4 panels:
+// ~10% faster than one panel per product on prefill shapes.
+constexpr int64_t kFixedRows = 32;
+constexpr int64_t kGroupPanels = 4;
+constexpr int64_t kGroupCols = kGroupPanels * kBf16PanelCols;
+
+bool fixed_shape() {
+    return cpu_features().amx_bf16;
+}
+
+// The fixed-shape product (fixed_shape()) of x's rows by columns [c0, c1) of a matrix of n
+// columns: `panels` holds its plain panels from panel p_first on (p_first <= the first panel of
+// c0's group), through the end of c1's group or of the matrix. Groups outer, rows inner: a group
+// stays in L2 across the row chunks. False (nothing written) if oneDNN refuses a shape.
+bool run_fixed(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uint16_t* panels, int64_t p_first,
+               int64_t n, int64_t c0, int64_t c1, int64_t k, float* y, int64_t ldy, bool accumulate) {
+    const int64_t panel_count = bf16_panel_count(n);
+    auto shape_of = [&](int64_t g) {
+        return Key{kFixedRows, std::min(kGroupPanels, panel_count - g * kGroupPanels) * kBf16PanelCols, k};
+    };
+    const int64_t g_first = c0 / kGroupCols, g_last = (c1 - 1) / kGroupCols;
+    // Every group but the matrix's last has the full shape.
+    if (entry_for(s, shape_of(g_first)).refused || entry_for(s, shape_of(g_last)).refused) return false;
+    // Whole chunks of dense rows are read in place; the rest (the last chunk, or every row when
+    // x is strided) is copied once per call, dense and zero padded to whole chunks.
+    const int64_t in_place = ldx == k ? rows / kFixedRows * kFixedRows : 0;
+    const int64_t rest = rows - in_place;
+    const int64_t padded = (rest + kFixedRows - 1) / kFixedRows * kFixedRows;
+    auto* xp = reinterpret_cast<uint16_t*>(
+        s.x_pad.reserve(static_cast<size_t>(std::max<int64_t>(1, padded * k)) * sizeof(uint16_t)));
+    for (int64_t r = 0; r < rest; ++r)
+        std::memcpy(xp + r * k, x + (in_place + r) * ldx, static_cast<size_t>(k) * sizeof(uint16_t));
+    std::memset(xp + rest * k, 0, static_cast<size_t>((padded - rest) * k) * sizeof(uint16_t));
+    const int64_t panel_elems = bf16_panels_elems(kBf16PanelCols, k);
+    for (int64_t g = g_first; g <= g_last; ++g) {
+        const Key shape = shape_of(g);
+        const int64_t gc0 = g * kGroupCols;
+        const int64_t lo = std::max(c0, gc0), hi = std::min(c1, gc0 + shape.cols);
+        const uint16_t* group = panels + (g * kGroupPanels - p_first) * panel_elems;
+        for (int64_t r = 0; r < rows; r += kFixedRows) {
+            const uint16_t* xr = r < in_place ? x + r * k : xp + (r - in_place) * k;
+            run(s, shape, xr, k, std::min(kFixedRows, rows - r), group, lo - gc0, hi - lo, y + r * ldy + (lo - c0), ldy,
+                accumulate);
         }
     }
     return true;
@@ -182,7 +246,8 @@ bool run(ThreadState& s, const uint16_t* x, int64_t ldx, int64_t rows, const uin
 StatusOr<std::string> onednn_panels_probe() {
     try {
         std::string why;
-        const auto pd = panel_matmul_pd(thread_state().engine, Key{16, 64, 64}, &why);
+        const Key shape = fixed_shape() ? Key{kFixedRows, kGroupCols, 64} : Key{16, 64, 64};
+        const auto pd = panel_matmul_pd(thread_state().engine, shape, &why);
         if (!pd) return unimplemented("oneDNN has " + why + " over packed panels here");
         return std::string(pd->impl_info_str());
     } catch (const dnnl::error& e) {
@@ -222,25 +287,45 @@ Status onednn_panel_block(const uint16_t* x, int64_t ldx, int64_t rows, const Cp
         if (layout == CpuLayout::kPanels) {
             // One call over the whole range: the panels are contiguous, the last one zero padded
             // past n (as BA16a64b2a pads N to 64).
-            if (!run(s, x, ldx, rows, static_cast<const uint16_t*>(packed) + n_begin / kBf16PanelCols * panel_elems,
-                     n_end - n_begin, k, y, ldy, accumulate))
-                own(n_begin, n_end);
+            const auto* all = static_cast<const uint16_t*>(packed);
+            const bool done =
+                fixed_shape()
+                    ? run_fixed(s, x, ldx, rows, all, 0, n, n_begin, n_end, k, y, ldy, accumulate)
+                    : run(s, Key{rows, n_end - n_begin, k}, x, ldx, rows, all + n_begin / kBf16PanelCols * panel_elems,
+                          0, n_end - n_begin, y, ldy, accumulate);
+            if (!done) own(n_begin, n_end);
             return ok_status();
         }
         const auto* p12 = static_cast<const uint8_t*>(packed);
-        const int64_t per_call =
-            std::max<int64_t>(1, kDecodeBytes / (panel_elems * static_cast<int64_t>(sizeof(uint16_t))));
-        auto* plain = reinterpret_cast<uint16_t*>(
-            s.plain.reserve(static_cast<size_t>(per_call * panel_elems) * sizeof(uint16_t)));
+        const int64_t panel_bytes = panel_elems * static_cast<int64_t>(sizeof(uint16_t));
+        if (fixed_shape()) {
+            // Whole groups decoded per call, so that run_fixed finds every panel of its groups.
+            const int64_t per_call = std::max<int64_t>(1, kDecodeBytes / (kGroupPanels * panel_bytes));
+            auto* plain = reinterpret_cast<uint16_t*>(
+                s.plain.reserve(static_cast<size_t>(per_call * kGroupPanels * panel_bytes)));
+            for (int64_t g = n_begin / kGroupCols; g * kGroupCols < n_end; g += per_call) {
+                const int64_t p0 = g * kGroupPanels;
+                const int64_t p1 = std::min(bf16_panel_count(n), p0 + per_call * kGroupPanels);
+                const int64_t c0 = std::max(n_begin, p0 * kBf16PanelCols);
+                const int64_t c1 = std::min(n_end, p1 * kBf16PanelCols);
+                unpack_bf16_panels12_range(p12, p0, p1, plain);
+                if (!run_fixed(s, x, ldx, rows, plain, p0, n, c0, c1, k, y + (c0 - n_begin), ldy, accumulate))
+                    own(c0, c1);
+            }
+            return ok_status();
+        }
+        const int64_t per_call = std::max<int64_t>(1, kDecodeBytes / panel_bytes);
+        auto* plain = reinterpret_cast<uint16_t*>(s.plain.reserve(static_cast<size_t>(per_call * panel_bytes)));
         for (int64_t p0 = n_begin / kBf16PanelCols; p0 * kBf16PanelCols < n_end; p0 += per_call) {
             const int64_t c0 = p0 * kBf16PanelCols;
             const int64_t c1 = std::min(n_end, c0 + per_call * kBf16PanelCols);
-            if (entry_for(s, Key{rows, c1 - c0, k}).refused) {
+            const Key shape{rows, c1 - c0, k};
+            if (entry_for(s, shape).refused) {
                 own(c0, c1);
                 continue;
             }
             unpack_bf16_panels12_range(p12, p0, bf16_panel_count(c1), plain);
-            run(s, x, ldx, rows, plain, c1 - c0, k, y + (c0 - n_begin), ldy, accumulate);
+            run(s, shape, x, ldx, rows, plain, 0, c1 - c0, y + (c0 - n_begin), ldy, accumulate);
         }
         return ok_status();
     } catch (const dnnl::error& e) {
@@ -260,6 +345,10 @@ void onednn_panels_refuse_for_testing(bool refuse) {
 
 int64_t onednn_panels_calls() {
     return g_calls.load(std::memory_order_relaxed);
+}
+
+int64_t onednn_panels_align_cols() {
+    return fixed_shape() ? kGroupCols : kBf16PanelCols;
 }
 
 int64_t onednn_panels_cached_primitives() {

@@ -10,12 +10,17 @@
 //
 // Each call runs on the calling thread (oneDNN with one OpenMP thread): the backend's pool
 // splits the columns, as for our own kernels, and oneDNN's OpenMP team never runs beside the
-// pool. Primitives are built per (rows, columns, K) and cached per thread; strided rows and
-// accumulation go through dense per-thread buffers (oneDNN 2.6's brgemm takes dense rows only).
+// pool. Primitives are cached per thread; strided rows and accumulation go through dense
+// per-thread buffers (oneDNN 2.6's brgemm takes dense rows only).
 //
-// Batch invariance: measured on the AVX512-BF16 brgemm (tests/ops/onednn_panels_test.cc), a
-// row's result is bitwise the same whatever the row count and the column range of the call. The
-// same test checks it on AMX wherever it runs on a CPU that has AMX; this machine has none.
+// Batch invariance: a row's result is bitwise the same whatever the row count and the column
+// range of the call (tests/ops/onednn_panels_test.cc). Without AMX, oneDNN's AVX512-BF16 brgemm
+// gives that on a primitive per (rows, columns, K) (measured). With AMX it does not: oneDNN picks
+// its AVX512-BF16 brgemm for calls of few outputs and AMX above, and on AMX splits K into chunks
+// by the call's rows and columns. So where the CPU has AMX every call is cut into products of
+// fixed shapes: 32 rows (the last chunk zero padded) by groups of 4 panels counted from the
+// matrix's first column (the last group as wide as the matrix's remaining panels), so one or
+// two AMX primitives per matrix width and K.
 #pragma once
 
 #include <atomic>
@@ -69,6 +74,10 @@ int64_t onednn_panels_calls();
 int64_t onednn_panels_refused();
 // Tests only: every later call takes the refused path (our kernels), until called with false.
 void onednn_panels_refuse_for_testing(bool refuse);
+
+// Column ranges that start on a multiple of this (and end on one or at n) compute nothing
+// twice: on AMX a product covers whole groups of columns (above); elsewhere one panel.
+int64_t onednn_panels_align_cols();
 
 // Primitives this thread has built (for tests: the cache must stay bounded).
 int64_t onednn_panels_cached_primitives();
