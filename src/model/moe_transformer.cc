@@ -269,6 +269,25 @@ TensorView view(const DeviceBuffer& b, DType dtype, std::initializer_list<int64_
 
 }  // namespace
 
+// MLA models: the step's positions, slots and tables, which every MLA layer of the step reads.
+Status MoeTransformer::begin_mla_step(const StepShape& shape, const KvCache& cache) {
+    if (!mla_ || shape.num_tokens == 0) return ok_status();
+    const Workspace& w = *ws_;
+    const Device d = backend_->device();
+    const int64_t S = shape.num_seqs;
+    MOE_RETURN_IF_ERROR(mla_->begin_step({.positions = view(w.positions, DType::kI32, {shape.num_tokens}, d),
+                                          .slots = view(w.slots, DType::kI64, {shape.num_tokens}, d),
+                                          .block_tables = view(w.block_tables, DType::kI32, {S, shape.max_blocks}, d),
+                                          .query_start = view(w.query_start, DType::kI32, {S + 1}, d),
+                                          .kv_lens = view(w.kv_lens, DType::kI32, {S}, d),
+                                          .host_query_start = w.host_query_start,
+                                          .host_kv_lens = w.host_kv_lens,
+                                          .host_tables = w.host_tables,
+                                          .max_blocks = shape.max_blocks,
+                                          .block_size = cache.block_size()}));
+    return ok_status();
+}
+
 StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache& cache) {
     if (ep_) return forward_expert_parallel(batch, cache);
     MOE_ASSIGN_OR_RETURN(const StepShape shape, check_batch(batch, cache));
@@ -281,22 +300,7 @@ StatusOr<ForwardOutput> MoeTransformer::forward(const BatchView& batch, KvCache&
     prepare_step_metadata(batch, cache.block_size(), shape, out);
     MOE_RETURN_IF_ERROR(reserve_workspace(shape));
     MOE_RETURN_IF_ERROR(upload_step_metadata(shape));
-    if (mla_) {
-        const Workspace& w = *ws_;
-        const Device d = backend_->device();
-        const int64_t S = shape.num_seqs;
-        MOE_RETURN_IF_ERROR(
-            mla_->begin_step({.positions = view(w.positions, DType::kI32, {shape.num_tokens}, d),
-                              .slots = view(w.slots, DType::kI64, {shape.num_tokens}, d),
-                              .block_tables = view(w.block_tables, DType::kI32, {S, shape.max_blocks}, d),
-                              .query_start = view(w.query_start, DType::kI32, {S + 1}, d),
-                              .kv_lens = view(w.kv_lens, DType::kI32, {S}, d),
-                              .host_query_start = w.host_query_start,
-                              .host_kv_lens = w.host_kv_lens,
-                              .host_tables = w.host_tables,
-                              .max_blocks = shape.max_blocks,
-                              .block_size = cache.block_size()}));
-    }
+    MOE_RETURN_IF_ERROR(begin_mla_step(shape, cache));
 
     Backend& be = *backend_;
     const Device dev = be.device();
@@ -613,7 +617,6 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
     if (ep_) {
         MOE_RETURN_IF_ERROR(moe_experts_parallel(L, T));
     } else {
-        if (ep_comm_ != nullptr) count_expert_load(L, static_cast<const int32_t*>(w.offsets.data()));
         MOE_RETURN_IF_ERROR(ops::run(be, MoePermuteArgs{.x = x,
                                                         .topk_ids = ids,
                                                         .num_experts = static_cast<int>(E),
@@ -621,6 +624,8 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
                                                         .expert_offsets = offsets,
                                                         .row_of = row_of,
                                                         .token_of = view(w.token_of, DType::kI32, {T * K}, dev)}));
+        // A group of one: the loads come from this step's offsets, known once the permute ran.
+        if (ep_comm_ != nullptr) count_expert_load(L, static_cast<const int32_t*>(w.offsets.data()));
         MOE_RETURN_IF_ERROR(ops::run(be, MoeExpertsArgs{.x_permuted = x_perm,
                                                         .expert_offsets = offsets,
                                                         .w_gate = L.w_gate,
@@ -701,6 +706,7 @@ StatusOr<ForwardOutput> MoeTransformer::forward_expert_parallel(const BatchView&
         return ep_status_;
     }
     st = ep_->begin_step(T, std::max<int64_t>(1, config_.num_experts_per_tok));
+    if (st.ok()) st = begin_mla_step(shape, cache);
     if (st.ok() && T > 0) {
         st = ops::run(*backend_,
                       EmbeddingArgs{.ids = view(ws_->ids, DType::kI32, {T}, backend_->device()),

@@ -113,6 +113,7 @@ private:
     Residual residual(int64_t num_tokens) const;
     Status attention_block(const Layer& layer, int64_t layer_idx, KvCache& cache, int64_t num_tokens);
     Status dense_mlp(const Layer& layer, int64_t num_tokens);
+    Status begin_mla_step(const StepShape& shape, const KvCache& cache);
     Status moe_block(const Layer& layer, int64_t num_tokens);
     // The routed experts under expert parallelism, from top-k ids to out_perm (num_tokens may be 0).
     Status moe_experts_parallel(const Layer& layer, int64_t num_tokens);
