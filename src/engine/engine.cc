@@ -12,8 +12,8 @@
 
 #include "core/log_field.h"
 #include "core/logging.h"
-#include "engine/group_lockstep.h"
 #include "engine/engine_metrics.h"
+#include "engine/group_lockstep.h"
 #include "moe/check.h"
 
 namespace moe {
