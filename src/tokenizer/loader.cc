@@ -141,6 +141,38 @@ Status apply_config_bos_eos(const json& cfg, Tokenizer::Impl& impl) {
     return ok_status();
 }
 
+// tokenizer_config.json's added_tokens_decoder ({"id": {token}, ...}) appended to `out`; every id
+// must lie in [first_id, end_id), the range the model gives such tokens.
+Status parse_added_tokens_decoder(const json& cfg, const std::string& where, int64_t first_id, int64_t end_id,
+                                  std::vector<AddedToken>& out) {
+    if (!cfg.contains("added_tokens_decoder")) return ok_status();
+    const json& dec = cfg["added_tokens_decoder"];
+    if (!dec.is_object() || dec.size() > kMaxAddedTokens) {
+        return invalid_argument(
+            fmt::format("{}: added_tokens_decoder must be an object of at most {} entries", where, kMaxAddedTokens));
+    }
+    for (auto it = dec.begin(); it != dec.end(); ++it) {
+        const std::string w = fmt::format("{}: added_tokens_decoder[\"{}\"]", where, it.key());
+        AddedToken t;
+        MOE_RETURN_IF_ERROR(parse_added_token(it.value(), w, t));
+        int64_t id = -1;
+        try {
+            size_t used = 0;
+            id = std::stoll(it.key(), &used);
+            if (used != it.key().size()) id = -1;
+        } catch (const std::exception&) {
+            id = -1;
+        }
+        if (id < first_id || id >= end_id) {
+            return invalid_argument(fmt::format(
+                "{}: key is not an id in range (the model's added tokens are ids [{}, {}))", w, first_id, end_id));
+        }
+        t.id = static_cast<int32_t>(id);
+        out.push_back(std::move(t));
+    }
+    return ok_status();
+}
+
 StatusOr<json> read_config(const std::string& config_file) {
     if (config_file.empty()) return json::object();
     MOE_ASSIGN_OR_RETURN(std::string text, read_file(config_file, 64u << 20));
@@ -315,29 +347,7 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_vocab_merges(const std::string& 
         MOE_ASSIGN_OR_RETURN(impl->model, BpeModel::build(std::move(vocab), merges, std::move(opt), vocab_file));
 
         const std::string where = config_file.empty() ? std::string("tokenizer_config.json") : config_file;
-        if (cfg.contains("added_tokens_decoder")) {
-            const json& dec = cfg["added_tokens_decoder"];
-            if (!dec.is_object() || dec.size() > kMaxAddedTokens) {
-                return invalid_argument(fmt::format("{}: added_tokens_decoder must be an object of at most {} entries",
-                                                    where, kMaxAddedTokens));
-            }
-            for (auto it = dec.begin(); it != dec.end(); ++it) {
-                const std::string w = fmt::format("{}: added_tokens_decoder[\"{}\"]", where, it.key());
-                AddedToken t;
-                MOE_RETURN_IF_ERROR(parse_added_token(it.value(), w, t));
-                int64_t id = -1;
-                try {
-                    size_t used = 0;
-                    id = std::stoll(it.key(), &used);
-                    if (used != it.key().size()) id = -1;
-                } catch (const std::exception&) {
-                    id = -1;
-                }
-                if (id < 0 || id > kMaxTokenId) return invalid_argument(w + ": key is not an id in range");
-                t.id = static_cast<int32_t>(id);
-                impl->added.push_back(std::move(t));
-            }
-        }
+        MOE_RETURN_IF_ERROR(parse_added_tokens_decoder(cfg, where, 0, kMaxTokenId + 1, impl->added));
         // The slow tokenizers never split their named special tokens, even when those are only
         // in vocab.json (GPT-2's <|endoftext|>).
         std::vector<std::string> names;
@@ -409,32 +419,10 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> load_tiktoken(const std::string& mode
                             "the largest is {}",
                             model_file, num_base - 1, impl->model->size() - 1));
         }
+        std::vector<AddedToken> listed;
+        MOE_RETURN_IF_ERROR(parse_added_tokens_decoder(cfg, config_file, num_base, num_base + kNumSpecial, listed));
         std::unordered_map<int64_t, std::string> named;
-        if (cfg.contains("added_tokens_decoder")) {
-            const json& dec = cfg["added_tokens_decoder"];
-            if (!dec.is_object() || dec.size() > kMaxAddedTokens) {
-                return invalid_argument(fmt::format("{}: added_tokens_decoder must be an object of at most {} entries",
-                                                    config_file, kMaxAddedTokens));
-            }
-            for (auto it = dec.begin(); it != dec.end(); ++it) {
-                const std::string w = fmt::format("{}: added_tokens_decoder[\"{}\"]", config_file, it.key());
-                AddedToken t;
-                MOE_RETURN_IF_ERROR(parse_added_token(it.value(), w, t));
-                int64_t id = -1;
-                try {
-                    size_t used = 0;
-                    id = std::stoll(it.key(), &used);
-                    if (used != it.key().size()) id = -1;
-                } catch (const std::exception&) {
-                    id = -1;
-                }
-                if (id < num_base || id >= num_base + kNumSpecial) {
-                    return invalid_argument(fmt::format("{}: id is outside the special range [{}, {}) of this model", w,
-                                                        num_base, num_base + kNumSpecial));
-                }
-                named[id] = t.content;
-            }
-        }
+        for (AddedToken& t : listed) named[t.id] = std::move(t.content);
         for (int64_t id = num_base; id < num_base + kNumSpecial; ++id) {
             AddedToken t;
             t.id = static_cast<int32_t>(id);
