@@ -152,7 +152,7 @@ public:
 
 private:
     const json& j_;
-    const std::string& source_;
+    std::string source_;  // a copy: readers are made for sub-objects with a built name (rope_scaling)
 };
 
 struct FamilyInfo {
