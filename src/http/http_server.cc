@@ -88,26 +88,16 @@ class Session;
 // The engine's side of one request: posts each event to the connection's strand (never blocks).
 class HttpSink final : public RequestSink {
 public:
-    HttpSink(HttpServer::Impl* srv, asio::any_io_executor strand, std::weak_ptr<Session> session, std::string id,
-             std::string ns)
-        : srv_(srv),
-          hub_(srv->hub),
-          strand_(std::move(strand)),
-          session_(std::move(session)),
-          id_(std::move(id)),
-          ns_(std::move(ns)) {}
+    HttpSink(HttpServer::Impl* srv, std::weak_ptr<Session> session, std::string id, std::string ns)
+        : srv_(srv), hub_(srv->hub), session_(std::move(session)), id_(std::move(id)), ns_(std::move(ns)) {}
     void on_delta(DeltaEvent&& delta) override;
     void on_final(FinalEvent&& final_event) override;
 
 private:
     template <class Fn>
-    void post(Fn&& fn) {
-        std::lock_guard<std::mutex> lock(hub_->mu);
-        if (hub_->open) asio::post(strand_, std::forward<Fn>(fn));
-    }
+    void post(Fn&& fn);
     HttpServer::Impl* srv_;
     std::shared_ptr<Hub> hub_;
-    asio::any_io_executor strand_;
     std::weak_ptr<Session> session_;
     std::string id_;
     std::string ns_;
@@ -121,6 +111,8 @@ private:
 //                              else:   one response at the final event
 class Session : public std::enable_shared_from_this<Session> {
 public:
+    // The connection's strand (the stream's executor).
+    asio::any_io_executor executor() { return stream_.get_executor(); }
     Session(tcp::socket&& socket, HttpServer::Impl* srv) : stream_(std::move(socket)), srv_(srv) {
         srv_->connections.fetch_add(1);
         beast::error_code ec;
@@ -316,8 +308,7 @@ private:
         gen_active_ = true;
         srv_->add_active(id, ns);
         StatusOr<std::string> submitted =
-            srv_->engine->submit(std::move(parsed.params),
-                                 std::make_shared<HttpSink>(srv_, stream_.get_executor(), weak_from_this(), id, ns));
+            srv_->engine->submit(std::move(parsed.params), std::make_shared<HttpSink>(srv_, weak_from_this(), id, ns));
         if (!submitted.ok()) {
             gen_active_ = false;
             srv_->remove_active(id, ns);
@@ -520,6 +511,22 @@ private:
     char watch_buf_[4096];
     int64_t lingered_ = 0;
 };
+
+// Under the hub's lock: while it is open the io_context exists, so the session and its strand may
+// be reached (and the session even released) here. The sink holds no executor of its own: one
+// that outlived the io_context (a sink the engine drops after the server is gone) would touch the
+// destroyed strand service (TSan saw that race at shutdown).
+template <class Fn>
+void HttpSink::post(Fn&& fn) {
+    std::lock_guard<std::mutex> lock(hub_->mu);
+    if (!hub_->open) return;
+    std::shared_ptr<Session> session = session_.lock();
+    if (!session) return;
+    asio::any_io_executor ex = session->executor();
+    // The handler keeps the session, so its last reference is dropped on the strand, not here on
+    // the engine thread.
+    asio::post(ex, [session = std::move(session), fn = std::forward<Fn>(fn)]() mutable { fn(); });
+}
 
 void HttpSink::on_delta(DeltaEvent&& delta) {
     post([w = session_, d = std::move(delta)]() mutable {
