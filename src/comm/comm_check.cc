@@ -72,4 +72,12 @@ Status check_all_to_all_v(const std::string& who, int group_size, const void* se
     return ok_status();
 }
 
+Status check_self_count(const std::string& who, int rank, std::span<const int64_t> send_counts,
+                        std::span<const int64_t> recv_counts) {
+    const auto me = static_cast<size_t>(rank);
+    if (send_counts[me] == recv_counts[me]) return ok_status();
+    return invalid_argument(
+        fmt::format("{}: sends {} bytes to itself but expects {}", who, send_counts[me], recv_counts[me]));
+}
+
 }  // namespace moe::comm

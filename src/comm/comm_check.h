@@ -21,4 +21,9 @@ Status check_all_to_all_v(const std::string& who, int group_size, const void* se
                           const void* recv_data, size_t recv_bytes, std::span<const int64_t> recv_counts,
                           std::span<const int64_t> recv_displs, int64_t max_count);
 
+// kInvalidArgument when what `rank` sends to itself is not what it expects from itself (both
+// spans already checked to have an entry for `rank`).
+Status check_self_count(const std::string& who, int rank, std::span<const int64_t> send_counts,
+                        std::span<const int64_t> recv_counts);
+
 }  // namespace moe::comm

@@ -1,6 +1,7 @@
 // LocalComm: the group of one rank. Collectives copy the caller's own slice or do nothing.
 #include <cstring>
 
+#include "comm/comm_check.h"
 #include "comm/communicator.h"
 
 namespace moe::comm {
@@ -32,10 +33,7 @@ public:
             if (Status st = check_one(s, name); !st.ok()) return st;
         }
         const int64_t n = send_counts[0];
-        if (n != recv_counts[0]) {
-            return invalid_argument("LocalComm: all_to_all_v sends " + std::to_string(n) +
-                                    " bytes to itself but expects " + std::to_string(recv_counts[0]));
-        }
+        MOE_RETURN_IF_ERROR(check_self_count("LocalComm: all_to_all_v", 0, send_counts, recv_counts));
         if (n < 0 || send_displs[0] < 0 || recv_displs[0] < 0 || send_displs[0] > static_cast<int64_t>(send.size()) ||
             n > static_cast<int64_t>(send.size()) - send_displs[0] ||
             recv_displs[0] > static_cast<int64_t>(recv.size()) ||

@@ -106,9 +106,7 @@ public:
                                                INT_MAX));
         const auto n = static_cast<size_t>(size_);
         const auto me = static_cast<size_t>(rank_);
-        if (send_counts[me] != recv_counts[me])
-            return invalid_argument(fmt::format("{}: sends {} bytes to itself but expects {}", who("all_to_all_v"),
-                                                send_counts[me], recv_counts[me]));
+        MOE_RETURN_IF_ERROR(check_self_count(who("all_to_all_v"), rank_, send_counts, recv_counts));
         // Point-to-point rather than MPI_Ialltoallv: each arrival's size can then be checked
         // against the announced count (MPI_Get_count), which a collective does not report.
         // Messages between two ranks on one tag keep their order, so steps cannot mix.

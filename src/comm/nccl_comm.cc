@@ -100,9 +100,7 @@ public:
                                                send_displs, recv.data(), recv.size(), recv_counts, recv_displs,
                                                INT64_MAX));
         const auto me = static_cast<size_t>(rank_);
-        if (send_counts[me] != recv_counts[me])
-            return invalid_argument(fmt::format("{}: sends {} bytes to itself but expects {}", who("all_to_all_v"),
-                                                send_counts[me], recv_counts[me]));
+        MOE_RETURN_IF_ERROR(check_self_count(who("all_to_all_v"), rank_, send_counts, recv_counts));
         MOE_RETURN_IF_ERROR(set_device("all_to_all_v"));
         if (send_counts[me] > 0) {
             const cudaError_t e =
