@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "moe/quant.h"
 #include "moe/status.h"
 #include "moe/tensor.h"
 
@@ -186,6 +187,12 @@ public:
     // kResourceExhausted when the memory cannot be had.
     virtual StatusOr<std::unique_ptr<PreparedWeight>> prepare_weight(const std::string& name, const TensorView& w,
                                                                      WeightUse use);
+    // A block-scaled matrix as the checkpoint stores it (include/moe/quant.h), kept in a form this
+    // backend's gemm and moe_experts kernels read directly; logical() is [q.n, q.k] bf16 with no
+    // data. The default refuses (kUnimplemented naming the backend and the format): a backend
+    // that cannot multiply by a format says so at load, never by expanding it.
+    virtual StatusOr<std::unique_ptr<PreparedWeight>> prepare_quantized_weight(const std::string& name,
+                                                                               const QuantizedTensor& q, WeightUse use);
     // What the prepared weights alive now hold, in words, for the load log (counts per form and
     // bytes); empty when the backend has nothing to say.
     virtual std::string weight_summary() const { return {}; }

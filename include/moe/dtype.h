@@ -15,6 +15,9 @@ enum class DType : uint8_t {
     kI32,
     kI64,
     kU8,
+    // float8_e4m3fn (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; no infinities, 0x7f/0xff
+    // NaN): the values of block-scaled FP8 checkpoints (include/moe/quant.h). Not a compute dtype.
+    kF8E4M3,
 };
 
 // Bytes per element.
@@ -22,7 +25,7 @@ size_t dtype_size(DType dtype);
 // "f32", "bf16", ...
 const char* dtype_name(DType dtype);
 // Parses our names ("f32", "bf16", "f16") and safetensors names ("F32", "BF16", "F16", "I32",
-// "I64", "U8"). Returns nullopt for anything else.
+// "I64", "U8", "F8_E4M3"). Returns nullopt for anything else.
 std::optional<DType> parse_dtype(std::string_view name);
 
 // bf16 <-> f32. Rounds to nearest even; NaN stays NaN.

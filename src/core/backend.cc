@@ -42,6 +42,13 @@ StatusOr<std::unique_ptr<PreparedWeight>> Backend::prepare_weight(const std::str
     return std::unique_ptr<PreparedWeight>(std::make_unique<PlainWeight>(*this, logical, std::move(buf)));
 }
 
+StatusOr<std::unique_ptr<PreparedWeight>> Backend::prepare_quantized_weight(const std::string& name,
+                                                                            const QuantizedTensor& q, WeightUse) {
+    MOE_RETURN_IF_ERROR(validate_quantized(q, name));
+    return unimplemented(std::string("backend ") + this->name() + " cannot hold " + quant_format_name(q.format) +
+                         " weights (" + name + ")");
+}
+
 StatusOr<MemoryInfo> Backend::memory_info() const {
     return unimplemented(std::string("backend ") + name() + " does not report its memory");
 }

@@ -20,6 +20,8 @@ size_t dtype_size(DType dtype) {
             return 8;
         case DType::kU8:
             return 1;
+        case DType::kF8E4M3:
+            return 1;
     }
     return 0;
 }
@@ -38,6 +40,8 @@ const char* dtype_name(DType dtype) {
             return "i64";
         case DType::kU8:
             return "u8";
+        case DType::kF8E4M3:
+            return "f8_e4m3";
     }
     return "?";
 }
@@ -49,6 +53,7 @@ std::optional<DType> parse_dtype(std::string_view name) {
     if (name == "i32" || name == "I32") return DType::kI32;
     if (name == "i64" || name == "I64") return DType::kI64;
     if (name == "u8" || name == "U8") return DType::kU8;
+    if (name == "f8_e4m3" || name == "F8_E4M3" || name == "float8_e4m3fn") return DType::kF8E4M3;
     return std::nullopt;
 }
 
