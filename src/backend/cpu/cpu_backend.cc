@@ -206,7 +206,9 @@ StatusOr<std::unique_ptr<PreparedWeight>> CpuBackend::prepare_weight(const std::
 
 std::string CpuBackend::weight_summary() const {
     std::string out;
-    const std::pair<CpuLayout, const char*> parts[] = {{CpuLayout::kPanels12, " in the lossless 12-bit form"},
+    const std::pair<CpuLayout, const char*> parts[] = {{CpuLayout::kFp8Block, " in FP8 e4m3 with block scales"},
+                                                       {CpuLayout::kMxfp4, " in MXFP4"},
+                                                       {CpuLayout::kPanels12, " in the lossless 12-bit form"},
                                                        {CpuLayout::kPanels, " in bf16 column panels"},
                                                        {CpuLayout::kRowMajor, " row-major"}};
     for (const auto& [layout, what] : parts) {

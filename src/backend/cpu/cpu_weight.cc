@@ -12,6 +12,10 @@ const char* layout_name(CpuLayout layout) {
             return "bf16 column panels";
         case CpuLayout::kPanels12:
             return "lossless 12-bit panels";
+        case CpuLayout::kFp8Block:
+            return "fp8 e4m3 block-scaled";
+        case CpuLayout::kMxfp4:
+            return "mxfp4";
     }
     return "?";
 }

@@ -17,7 +17,10 @@ enum class CpuLayout : uint8_t {
     kRowMajor,  // the checkpoint's [n, k] rows, f32 or bf16
     kPanels,    // bf16 column panels (bf16_panels.h)
     kPanels12,  // their lossless 12-bit form (bf16_panels.h)
+    kFp8Block,  // FP8 e4m3 with f32 block scales, as the checkpoint stores it (#20; moe/quant.h)
+    kMxfp4,     // MXFP4: e2m1 blocks of 32 with e8m0 scales, as the checkpoint stores it (#24)
 };
+inline constexpr int kNumCpuLayouts = 5;
 
 const char* layout_name(CpuLayout layout);
 
@@ -27,8 +30,13 @@ struct CpuMatrix {
     DType dtype = DType::kF32;  // kRowMajor: f32 or bf16; the panel forms: bf16
     int64_t n = 0, k = 0;
     const void* data = nullptr;
+    // kFp8Block: f32 scales [ceil(n / block_n), ceil(k / block_k)]; kMxfp4: e8m0 bytes [n, k / 32]
+    // (block 1 x 32). Null and 0 for the other layouts.
+    const void* scales = nullptr;
+    int64_t block_n = 0, block_k = 0;
 
-    bool panels() const { return layout != CpuLayout::kRowMajor; }
+    bool panels() const { return layout == CpuLayout::kPanels || layout == CpuLayout::kPanels12; }
+    bool quantized() const { return layout == CpuLayout::kFp8Block || layout == CpuLayout::kMxfp4; }
 };
 
 // The matrix an op's weight names: its prepared form when it has one (made by the CPU backend:
@@ -38,7 +46,7 @@ CpuMatrix cpu_matrix(const WeightView& w);
 // What the CPU backend holds for its live prepared weights, per layout (CpuBackend keeps one;
 // weights count themselves in and out, from any thread).
 struct CpuWeightCounts {
-    std::atomic<int64_t> matrices[3] = {0, 0, 0};
+    std::atomic<int64_t> matrices[kNumCpuLayouts] = {0, 0, 0, 0, 0};
     std::atomic<int64_t> bytes{0};
 };
 
