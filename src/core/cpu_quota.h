@@ -3,8 +3,9 @@
 //
 // The quota is read from cgroup v2 (`cpu.max` of the process's cgroup and every ancestor: the
 // tightest wins) or, on a v1 hierarchy, from `cpu.cfs_quota_us` / `cpu.cfs_period_us`. A quota
-// of q CPUs gives floor(q) threads, at least 1: the CPU pool's workers meet at barriers, so a
-// thread more than the quota pays for is a thread that stalls the others every period.
+// of q CPUs gives floor(q) threads, at least 1: a thread more than the quota pays for is
+// descheduled every period (the pool's dynamic units keep that from stalling the others, but
+// the thread still costs its switches and its cache).
 #pragma once
 
 #include <optional>

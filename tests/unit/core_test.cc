@@ -97,40 +97,6 @@ TEST(ThreadPool, CoversEveryIndexOnceForAnySize) {
     }
 }
 
-// run() gives every thread its index once; barriers order phases (every thread sees all
-// writes of the previous phase); a loop nested in a region runs inline; the pool keeps working
-// after its workers have gone to sleep (spin time 0).
-TEST(ThreadPool, RegionsBarriersNestingAndSleep) {
-    for (int spin_us : {0, ThreadPool::kDefaultSpinUs}) {
-        for (int threads : {1, 2, 3}) {
-            ThreadPool pool(threads, spin_us);
-            for (int round = 0; round < 50; ++round) {
-                std::vector<int> phase1(static_cast<size_t>(threads), 0), seen(static_cast<size_t>(threads), 0);
-                std::atomic<int> calls{0}, nested_chunks{0};
-                pool.run([&](const ThreadPool::Region& r) {
-                    ASSERT_EQ(r.threads(), threads);
-                    calls++;
-                    phase1[static_cast<size_t>(r.thread())] = round + 1;
-                    r.barrier();
-                    int sum = 0;
-                    for (int v : phase1) sum += v;
-                    seen[static_cast<size_t>(r.thread())] = sum;
-                    r.barrier();
-                    pool.parallel_for(10, [&](int64_t b, int64_t e) {
-                        EXPECT_EQ(b, 0);
-                        EXPECT_EQ(e, 10);
-                        nested_chunks++;
-                    });
-                });
-                EXPECT_EQ(calls.load(), threads);
-                EXPECT_EQ(nested_chunks.load(), threads);
-                for (int v : seen) ASSERT_EQ(v, threads * (round + 1)) << "threads " << threads << " round " << round;
-                if (round % 10 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-            }
-        }
-    }
-}
-
 TEST(CpuAllocator, AlignedAndCounted) {
     const int64_t before = CpuAllocator::bytes_in_use();
     {

@@ -19,13 +19,13 @@
 // Decode rows whose 4-row groups each sit in one KV head (GQA groups of 4, 8, ...) read K and V
 // in place, a bf16 cache widened in registers; other shapes stage bf16 rows as f32 per chunk.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <vector>
 
 #include "backend/cpu/avx512_math.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
+#include "moe/check.h"
 #include "ops/data_checks.h"
 
 namespace moe::cpu {
@@ -596,14 +596,13 @@ Status attention_tiles(Backend& be, const AttentionArgs& a, const Geometry& g) {
         sc.v.reserve(static_cast<size_t>(kPosChunk * g.num_kv_heads) * hd16);
     }
     TileScratch* per_thread = scratch.data();
-    std::atomic<int64_t> next{0};
     const int64_t num_tasks = static_cast<int64_t>(tasks.size());
-    pool.run([&](const ThreadPool::Region& r) {
-        for (int64_t i = next.fetch_add(1); i < num_tasks; i = next.fetch_add(1)) {
-            const Task& t = task_of[i];
-            const int64_t t1 = std::min<int64_t>(qs[t.seq + 1], t.t0 + kQueryBlock);
-            attention_task(a, g, t.seq, t.kvh, t.nk, t.t0, t1, per_thread[r.thread()]);
-        }
+    pool.parallel_tasks(num_tasks, [&](int64_t i) {
+        const Task& t = task_of[i];
+        const int64_t t1 = std::min<int64_t>(qs[t.seq + 1], t.t0 + kQueryBlock);
+        const int idx = ThreadPool::thread_index();
+        MOE_CHECK_LT(idx, pool.size());
+        attention_task(a, g, t.seq, t.kvh, t.nk, t.t0, t1, per_thread[idx]);
     });
     return ok_status();
 }

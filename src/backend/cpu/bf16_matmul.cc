@@ -1,7 +1,6 @@
 #include "backend/cpu/bf16_matmul.h"
 
 #include <algorithm>
-#include <atomic>
 #include <vector>
 
 #include "backend/cpu/bf16_block.h"
@@ -20,6 +19,8 @@ static_assert(kChunkCols % kBf16PanelCols == 0);
 // takes. Prefill keeps one-panel chunks (compute bound; finer balance between the threads).
 constexpr int64_t kPrefetchChunkCols = 4 * kBf16PanelCols;
 static_assert(kPrefetchChunkCols % kBf16ColGroup == 0);
+// Rows of x converted to bf16 per unit of work.
+constexpr int64_t kConvertRows = 8;
 
 }  // namespace
 
@@ -66,29 +67,28 @@ Status bf16_matmul(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
                        : std::clamp<int64_t>(units / (2 * threads), 1,
                                              std::max<int64_t>(1, chunk_cols / kBf16ColGroup / unit)));
     const int64_t num_chunks = (groups + chunk_groups - 1) / chunk_groups;
-    std::atomic<int64_t> next{0};
     FirstError error;
-    auto body = [&](int t, int nt, const ThreadPool::Region* region) {
-        // Each thread converts its share of x's rows, then (after the barrier) takes chunks of
-        // columns for all rows.
-        const int64_t r0 = p.m * t / nt, r1 = p.m * (t + 1) / nt;
+    // Phase 0: x's rows to bf16, kConvertRows per unit; phase 1: the chunks of columns, for all
+    // rows. The pool takes units dynamically; a chunk starts once every row is converted.
+    const int64_t convert_units = (p.m + kConvertRows - 1) / kConvertRows;
+    auto convert = [&](int64_t u) {
+        const int64_t r0 = u * kConvertRows, r1 = std::min(p.m, r0 + kConvertRows);
         f32_rows_to_bf16(p.x + r0 * p.ldx, p.ldx, r1 - r0, p.k, x_bf16 + r0 * k_pad, k_pad);
-        if (region != nullptr) region->barrier();
-        for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < num_chunks;
-             c = next.fetch_add(1, std::memory_order_relaxed)) {
-            const int64_t n0 = std::min(p.n, c * chunk_groups * kBf16ColGroup);
-            const int64_t n1 = std::min(p.n, (c + 1) * chunk_groups * kBf16ColGroup);
-            error.keep(bf16_routed_block(x_bf16, k_pad, p.m, p.w, n0, n1, p.y + n0, p.ldy, p.accumulate, onednn));
-            if (p.bias != nullptr)
-                for (int64_t i = 0; i < p.m; ++i)
-                    for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];
-        }
     };
-    // One region: the barrier between converting x and the products needs it.
+    auto chunk = [&](int64_t c) {
+        const int64_t n0 = std::min(p.n, c * chunk_groups * kBf16ColGroup);
+        const int64_t n1 = std::min(p.n, (c + 1) * chunk_groups * kBf16ColGroup);
+        error.keep(bf16_routed_block(x_bf16, k_pad, p.m, p.w, n0, n1, p.y + n0, p.ldy, p.accumulate, onednn));
+        if (p.bias != nullptr)
+            for (int64_t i = 0; i < p.m; ++i)
+                for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];
+    };
     if (pool != nullptr && pool->size() > 1 && groups > 1) {
-        pool->run([&](const ThreadPool::Region& r) { body(r.thread(), r.threads(), &r); });
+        pool->run_phases({convert_units, num_chunks},
+                         [&](int phase, int64_t u) { phase == 0 ? convert(u) : chunk(u); });
     } else {
-        body(0, 1, nullptr);
+        for (int64_t u = 0; u < convert_units; ++u) convert(u);
+        for (int64_t c = 0; c < num_chunks; ++c) chunk(c);
     }
     return error.take();
 }

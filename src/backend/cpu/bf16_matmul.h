@@ -6,9 +6,9 @@
 // At decode, M (tokens per weight matrix) is 1 to a few and the step is bound by reading the
 // weights from DRAM; oneDNN's matmul reaches a fraction of the bandwidth there (PERF_NOTES: 5.6
 // GB/s at M=1, 1 thread). The tiles stream each weight row once for all M rows, eight weight
-// rows in flight per thread. For larger M they are also the prefill kernel: one OpenMP region
-// per call, no per-shape primitive to build, batch invariant. Columns are spread over
-// the pool's threads in 64-column chunks taken from a shared counter.
+// rows in flight per thread. For larger M they are also the prefill kernel: one job of the pool
+// per call (x converted to bf16, then the columns), no per-shape primitive to build, batch
+// invariant. Columns are spread over the pool's threads in 64-column chunks taken dynamically.
 #pragma once
 
 #include "backend/cpu/gemm_problem.h"

@@ -1,25 +1,28 @@
 // Grouped expert MLP.
 //
-// bf16 weights on an AVX512-BF16 CPU (the served case): every expert of the layer in ONE region
-// of the backend's pool, three phases separated by barriers:
-//   1. x_permuted -> bf16 (rows split over the threads);
+// bf16 weights on an AVX512-BF16 CPU (the served case): every expert of the layer in ONE job
+// of the backend's pool, three phases (each starts when the units of the previous one are done):
+//   1. x_permuted -> bf16 (kConvertRows rows per unit);
 //   2. for (expert, block of intermediate columns) items: the gate and up products for all of
 //      the expert's rows, silu(gate) * up rounded to bf16 into h (fused SwiGLU: gate and up
 //      never leave the thread's cache);
 //   3. for (expert, block of hidden columns) items: h * down^T into the expert's rows of
 //      out_permuted.
-// Items are split over the threads by cost (weights streamed + rows x columns), contiguous, so
-// each expert's weights are read once per step for all tokens routed to it, and a decode step
-// with a few active experts still keeps every thread streaming; a thread done with its part
-// takes the others' remaining items from their ends (work stealing), so one slowed thread does
-// not hold the rest at the barrier. One region per layer instead
-// of one or two per expert matrix: thread wake-ups per step drop from hundreds to a few dozen.
-// Each output element is computed by exactly one tile call, so the result does not depend on
-// the split (nor on the thread count). The products read each matrix's packed column panels
-// (bf16_panels.h; an item is one panel) when the loader made them, in their lossless 12-bit form
-// when it prepared them as streamed matrices (CpuLayout::kPanels12: a quarter fewer bytes per
-// decode step), else the checkpoint layout. With PanelRoute::kOnednn, oneDNN does the products over the
-// panels instead (onednn_panels.h: AMX tiles where present), inside the same items.
+// Items are split into one part per pool thread by cost (weights streamed + rows x columns),
+// contiguous, so each expert's weights are read once per step for all tokens routed to it, and
+// a decode step with a few active experts still keeps every thread streaming. A part is a unit
+// of the pool's job, taken by whichever thread comes first: it runs its own items front to back,
+// then takes the other parts' remaining items from their ends (work stealing), so a thread
+// slowed or descheduled (a neighbour on the host, a page fault) holds up only the item it is
+// running, and a part no thread has taken yet is emptied by the others. One job per layer
+// instead of one or two per expert matrix: thread wake-ups per step drop from hundreds to a few
+// dozen. Each output element is computed by exactly one tile call, so the result does not depend
+// on the split, on who ran what, nor on the thread count. The products read each matrix's packed
+// column panels (bf16_panels.h; an item is one panel) when the loader made them, in their
+// lossless 12-bit form when it prepared them as streamed matrices (CpuLayout::kPanels12: a
+// quarter fewer bytes per decode step), else the checkpoint layout. With PanelRoute::kOnednn,
+// oneDNN does the products over the panels instead (onednn_panels.h: AMX tiles where present),
+// inside the same items.
 //
 // f32 weights (or no AVX512-BF16): per expert, GEMMs through the backend's GemmEngine (BLAS
 // for f32, oneDNN for bf16), silu * up between.
@@ -45,6 +48,8 @@ namespace {
 // (~6 us of streaming) left moe-s decode at 0.6x of our kernels.
 constexpr int64_t kItemCols = 64;
 constexpr int64_t kOnednnItemCols = 256;
+// Rows of x_permuted converted to bf16 per unit of the job.
+constexpr int64_t kConvertRows = 8;
 static_assert(kItemCols % kBf16PanelCols == 0 && kOnednnItemCols % kBf16PanelCols == 0, "items start on a panel");
 
 // y = x * w[n_begin:n_end]^T over w's packed panels when it has them, else its checkpoint
@@ -96,12 +101,11 @@ struct Scratch {
     int ranges = 0;
 };
 
-// Thread t of nt runs its own part's items front to back, then takes what is left of the other
-// parts from their backs, so a thread slowed down (a neighbour on the host, a page fault) does
-// not hold the others at the next barrier.
+// Runs part `own`'s items front to back, then takes what is left of the other parts from their
+// backs, so a thread slowed down (a neighbour on the host, a page fault) does not hold the others
+// at the next phase.
 template <typename Fn>
-void run_items(ItemRange* ranges, int parts, int t, int nt, Fn&& fn) {
-    const int own = t * parts / nt;  // nt < parts only in a nested call (nt = 1): it takes all
+void run_items(ItemRange* ranges, int parts, int own, Fn&& fn) {
     int64_t i;
     while (ranges[own].take_front(i)) fn(i);
     for (int q = 1; q < parts; ++q)
@@ -166,15 +170,16 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
     float* out = a.out_permuted.ptr<float>();
     FirstError error;
 
-    auto body = [&](int t, int nt, const ThreadPool::Region* region) {
-        // Phase 1: this thread's share of the rows to bf16.
-        const int64_t r0 = total * t / nt, r1 = total * (t + 1) / nt;
+    // Phase 1: rows to bf16.
+    auto convert = [&](int64_t unit) {
+        const int64_t r0 = unit * kConvertRows, r1 = std::min(total, r0 + kConvertRows);
         f32_rows_to_bf16(x + r0 * hidden, hidden, r1 - r0, hidden, xb + r0 * kph, kph);
-        if (region != nullptr) region->barrier();
-        // Phase 2: gate, up and SwiGLU per (expert, intermediate block).
+    };
+    // Phase 2: gate, up and SwiGLU per (expert, intermediate block).
+    auto gate_up_part = [&](int part) {
         alignas(64) float g[kBf16RowBlock * kOnednnItemCols];
         alignas(64) float u[kBf16RowBlock * kOnednnItemCols];
-        run_items(gu_ranges, threads, t, nt, [&](int64_t i) {
+        run_items(gu_ranges, threads, part, [&](int64_t i) {
             const Item& it = gate_up[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
@@ -193,9 +198,10 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
                 }
             }
         });
-        if (region != nullptr) region->barrier();
-        // Phase 3: down per (expert, hidden block), straight into out_permuted.
-        run_items(down_ranges, threads, t, nt, [&](int64_t i) {
+    };
+    // Phase 3: down per (expert, hidden block), straight into out_permuted.
+    auto down_part = [&](int part) {
+        run_items(down_ranges, threads, part, [&](int64_t i) {
             const Item& it = down[i];
             const size_t e = static_cast<size_t>(it.expert);
             const int64_t rows = off[e + 1] - off[e];
@@ -203,10 +209,21 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
                 out + off[e] * hidden + it.col_begin, hidden, panel_route_onednn(route, rows), error);
         });
     };
+    const int64_t convert_units = (total + kConvertRows - 1) / kConvertRows;
     if (threads > 1) {
-        cpu.pool().run([&](const ThreadPool::Region& r) { body(r.thread(), r.threads(), &r); });
+        cpu.pool().run_phases({convert_units, threads, threads}, [&](int phase, int64_t unit) {
+            if (phase == 0) {
+                convert(unit);
+            } else if (phase == 1) {
+                gate_up_part(static_cast<int>(unit));
+            } else {
+                down_part(static_cast<int>(unit));
+            }
+        });
     } else {
-        body(0, 1, nullptr);
+        for (int64_t unit = 0; unit < convert_units; ++unit) convert(unit);
+        gate_up_part(0);
+        down_part(0);
     }
     return error.take();
 }
