@@ -12,6 +12,8 @@
 //       [--outliers P] (with --packed 12: P in 1000 weights drawn 3000x wider, so that the 12-bit
 //       form keeps them as exceptions; it is then packed directly, past the backend's bound of 1
 //       exception in 1024 values, to measure what exceptions cost)
+//       [--peak 1] (the VDPBF16PS peak, bf16_peak_probe.h, measured on the backend's threads right
+//       before and right after the products; prefill-shaped lines add their fraction of it)
 //
 // Weights are drawn like a checkpoint's (normal, std 0.02), so that the 12-bit form keeps as
 // many exceptions as it would on a model. GB/s and GFLOP/s count the bf16 bytes (2 per weight)
@@ -28,13 +30,14 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
 #include "bench_args.h"
+#include "bf16_peak_probe.h"
 #include "ops/ops.h"
 
 using namespace moe;
 
 int main(int argc, char** argv) {
     int threads = 2, repeats = 5;
-    int packed = 0;
+    int packed = 0, peak = 0;
     double outliers = 0;
     int64_t n = 4096, k = 2048, matrices = 16;
     std::vector<int64_t> ms = {1, 2, 4, 16, 64, 512};
@@ -54,6 +57,8 @@ int main(int argc, char** argv) {
             packed = std::stoi(argv[i + 1]);
         else if (a == "--outliers")
             outliers = std::stod(argv[i + 1]);
+        else if (a == "--peak")
+            peak = std::stoi(argv[i + 1]);
         else if (a == "--ms")
             ms = bench::parse_int_list(argv[i + 1]);
     }
@@ -118,6 +123,13 @@ int main(int argc, char** argv) {
         std::printf("12-bit form packed directly: %.4f%% of the values are exceptions (1 in %.0f)\n",
                     100.0 * static_cast<double>(exceptions) / static_cast<double>(matrices * n * k),
                     static_cast<double>(matrices * n * k) / static_cast<double>(std::max<int64_t>(1, exceptions)));
+    // The peak right before and right after the products; the faster of the two is the harsher
+    // denominator.
+    auto probe_peak = [&] {
+        return bench::vdpbf16ps_peak_gflops_per_thread(cpu::as_cpu(*be).pool(), cpu::cpu_features().avx512_bf16);
+    };
+    const double peak_before = peak ? probe_peak() : 0;
+    std::vector<std::pair<int64_t, std::pair<double, double>>> prefill_lines;
     for (int64_t m : ms) {
         std::vector<double> gbs[2];
         for (int rep = 0; rep < repeats; ++rep) {
@@ -147,7 +159,19 @@ int main(int argc, char** argv) {
             std::printf("M=%lld: %s %.1f GFLOP/s, %s %.1f GFLOP/s (median of %d), ratio %.2fx\n",
                         static_cast<long long>(m), first, g * static_cast<double>(m), second,
                         d * static_cast<double>(m), repeats, g / d);
+            prefill_lines.push_back({m, {g * static_cast<double>(m), d * static_cast<double>(m)}});
         }
+    }
+    if (peak) {
+        const double peak_after = probe_peak();
+        const double per_thread = std::max(peak_before, peak_after);
+        std::printf(
+            "VDPBF16PS peak (16 accumulators, all %d threads at once): %.1f GFLOP/s per thread before, "
+            "%.1f after; %.1f for the team\n",
+            threads, peak_before, peak_after, per_thread * threads);
+        for (const auto& [m, f] : prefill_lines)
+            std::printf("M=%lld: %s %.0f%% of the peak, %s %.0f%%\n", static_cast<long long>(m), first,
+                        100 * f.first / (per_thread * threads), second, 100 * f.second / (per_thread * threads));
     }
     return 0;
 }
