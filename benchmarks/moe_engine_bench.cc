@@ -56,6 +56,7 @@
 #include "bandwidth_probe.h"
 #include "cli/bench_workload.h"
 #include "core/allocator.h"
+#include "core/thread_pool.h"
 #include "engine/engine.h"
 #include "engine/executor.h"
 #include "model/moe_transformer.h"
@@ -228,6 +229,19 @@ int run_bench(const Flags& f) {
     j["kv_dtype"] = dtype_name(cache.dtype());
     j["compress_weights"] = f.compress_weights;
     j["matmul"] = cpu::as_cpu(*e->backend).matmul();
+    // The pool's counters over a timed section (thread_pool.h): jobs, units the workers took, waits
+    // that ran out of spin and slept, preemptions of the pool's threads (the contended-mode signal).
+    ThreadPool& pool = cpu::as_cpu(*e->backend).pool();
+    auto pool_delta = [](const ThreadPool::Stats& a, const ThreadPool::Stats& b, int steps) {
+        nlohmann::json p;
+        p["jobs_per_step"] = static_cast<double>(b.jobs - a.jobs) / steps;
+        p["units_by_workers"] = b.units_by_workers - a.units_by_workers;
+        p["phase_sleeps"] = b.phase_sleeps - a.phase_sleeps;
+        p["idle_sleeps"] = b.idle_sleeps - a.idle_sleeps;
+        p["preemptions"] = b.preemptions - a.preemptions;
+        return p;
+    };
+    nlohmann::json pool_json = nlohmann::json::object();
 
     // Prefill: one prompt in one step; the first step warms up (first-touch of the weights,
     // packing), the second is timed.
@@ -240,9 +254,11 @@ int run_bench(const Flags& f) {
         for (int rep = 0; rep < 2; ++rep) {
             SequenceSampler sampler(greedy, {});
             const ExecSeq seq{.id = 0, .token_ids = prompt, .num_cached = 0, .block_table = table, .sampler = &sampler};
+            const ThreadPool::Stats before = pool.stats();
             const auto t0 = std::chrono::steady_clock::now();
             const std::vector<SeqResult> r = executor.run(std::span<const ExecSeq>(&seq, 1));
             const double s = seconds_since(t0);
+            pool_json["prefill"] = pool_delta(before, pool.stats(), 1);
             if (r[0].outcome == SeqOutcome::kFailed) return fail(r[0].status.to_string());
             tps.push_back(f.prompt / s);
         }
@@ -288,6 +304,7 @@ int run_bench(const Flags& f) {
         // Step 0 is a warm-up (first decode shapes); steps 1..decode are timed.
         const bool probe_after = n == 1 && f.bs1_probe_gib > 0;
         std::chrono::steady_clock::time_point t0;
+        ThreadPool::Stats pool_before;
         for (int step = 0; step <= f.decode; ++step) {
             if (step == 1 && probe_after) {
                 // The host's DRAM bandwidth swings by 1.5x within minutes; the roofline of batch 1
@@ -298,7 +315,10 @@ int run_bench(const Flags& f) {
                 bs1_probe["bytes"] = probe_bytes;
                 bs1_probe["kernel"] = probe_kernel();
             }
-            if (step == 1) t0 = std::chrono::steady_clock::now();
+            if (step == 1) {
+                t0 = std::chrono::steady_clock::now();
+                pool_before = pool.stats();
+            }
             for (int s = 0; s < n; ++s)
                 batch[static_cast<size_t>(s)] = {
                     .id = static_cast<SeqId>(s),
@@ -315,6 +335,7 @@ int run_bench(const Flags& f) {
             }
         }
         const double s = seconds_since(t0);
+        pool_json["decode" + std::to_string(n)] = pool_delta(pool_before, pool.stats(), f.decode);
         if (n == 1 && probe_after) {
             // The probe right after batch 1's decode (see probe_before).
             bs1_probe["after_gbs"] = median_of(bandwidth_passes(f.threads, probe_bytes, 3));
@@ -331,6 +352,7 @@ int run_bench(const Flags& f) {
     j["ctx_tokens"] = f.ctx;
     j["decode_steps"] = f.decode;
     j["decode_tps"] = dec;
+    j["pool"] = pool_json;
     if (!bs1_probe.empty()) j["bs1_bandwidth"] = bs1_probe;
     // Peak RSS: with the batch-1 probes, the larger of the peak before them and the peak since
     // the reset after them (the probes' own array left out).

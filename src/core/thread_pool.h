@@ -41,6 +41,7 @@
 // call made from inside a running unit (a nested loop) runs inline on the calling thread.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
@@ -82,19 +83,29 @@ public:
                  const_cast<void*>(static_cast<const void*>(&fn)));
     }
 
-    // Splits [0, n) into min(n, kUnitsPerThread * size()) contiguous chunks and runs
-    // fn(begin, end) on each. Chunks are a pure function of n and size().
+    // Splits [0, n) into min(n / grain, kUnitsPerThread * size()) contiguous chunks (at least one)
+    // and runs fn(begin, end) on each. Chunks are a pure function of n, grain and size(). grain:
+    // the fewest indices worth a unit of their own (grain_for()); a loop of one chunk runs inline.
     template <typename Fn>
-    void parallel_for(int64_t n, Fn&& fn) {
+    void parallel_for(int64_t n, Fn&& fn, int64_t grain = 1) {
         if (n <= 0) return;
-        const int64_t chunks =
-            n < int64_t{kUnitsPerThread} * num_threads_ ? n : int64_t{kUnitsPerThread} * num_threads_;
+        const int64_t most = grain > 1 ? std::max<int64_t>(1, n / grain) : n;
+        const int64_t chunks = std::min<int64_t>(most, int64_t{kUnitsPerThread} * num_threads_);
         if (chunks == 1 || num_threads_ == 1 || in_region()) {
             fn(int64_t{0}, n);
             return;
         }
         // Chunk c is [n * c / chunks, n * (c + 1) / chunks).
         run_phases({chunks}, [&](int, int64_t c) { fn(n * c / chunks, n * (c + 1) / chunks); });
+    }
+
+    // The grain of a loop whose index costs about `elements_per_index` elements of streaming work:
+    // a unit gets at least kMinUnitElements (~16K floats, a few microseconds), below which a job's
+    // wake-up and completion cost more than they save (and on a shared host, each job is a
+    // point where a descheduled thread can hold the caller).
+    static constexpr int64_t kMinUnitElements = int64_t{1} << 14;
+    static int64_t grain_for(int64_t elements_per_index) {
+        return std::max<int64_t>(1, kMinUnitElements / std::max<int64_t>(1, elements_per_index));
     }
 
     // Runs fn(i) for i in [0, num_tasks), one unit each.

@@ -139,6 +139,27 @@ TEST(ThreadPool, CoversEveryIndexOnceWithMoreUnitsThanThreads) {
         for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "n " << n;
         EXPECT_EQ(chunks.load(), std::min<int64_t>(n, ThreadPool::kUnitsPerThread * 2)) << "n " << n;
     }
+    // With a grain: at most n / grain chunks (at least one, then inline on the caller).
+    for (int64_t n : {1, 5, 63, 64, 65, 1000}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int64_t> chunks{0};
+        std::atomic<int> off_caller{0};
+        pool.parallel_for(
+            n,
+            [&](int64_t b, int64_t e) {
+                chunks++;
+                if (e - b < 16 && n >= 16) off_caller++;  // a chunk below the grain
+                for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+            },
+            /*grain=*/16);
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "n " << n;
+        EXPECT_EQ(chunks.load(), std::min<int64_t>(std::max<int64_t>(1, n / 16), ThreadPool::kUnitsPerThread * 2))
+            << "n " << n;
+        EXPECT_EQ(off_caller.load(), 0) << "n " << n;
+    }
+    EXPECT_EQ(ThreadPool::grain_for(64), ThreadPool::kMinUnitElements / 64);
+    EXPECT_EQ(ThreadPool::grain_for(1 << 20), 1);
+    EXPECT_EQ(ThreadPool::grain_for(0), ThreadPool::kMinUnitElements);
 }
 
 // An exception in a unit comes back on the caller after the units in flight are done; the

@@ -28,11 +28,14 @@ Status moe_permute(Backend& be, const MoePermuteArgs& a) {
         row_of[p] = row;
         token_of[row] = static_cast<int32_t>(p / top_k);
     }
-    as_cpu(be).pool().parallel_for(pairs, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r)
-            std::memcpy(a.x_permuted.ptr<float>() + r * hidden, a.x.ptr<const float>() + token_of[r] * hidden,
-                        static_cast<size_t>(hidden) * sizeof(float));
-    });
+    as_cpu(be).pool().parallel_for(
+        pairs,
+        [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; ++r)
+                std::memcpy(a.x_permuted.ptr<float>() + r * hidden, a.x.ptr<const float>() + token_of[r] * hidden,
+                            static_cast<size_t>(hidden) * sizeof(float));
+        },
+        ThreadPool::grain_for(hidden));
     return ok_status();
 }
 

@@ -41,23 +41,26 @@ Status rope(Backend& be, const RopeArgs& a) {
         inv_freq[i] = 1.0f / std::pow(a.theta, exponent);
     }
     const int64_t head_dim = a.q.dim(2);
-    as_cpu(be).pool().parallel_for(a.q.dim(0), [&](int64_t begin, int64_t end) {
-        thread_local std::vector<float> cos, sin;
-        cos.resize(static_cast<size_t>(half));
-        sin.resize(static_cast<size_t>(half));
-        for (int64_t t = begin; t < end; ++t) {
-            const float pos = static_cast<float>(a.positions.ptr<const int32_t>()[t]);
-            for (int i = 0; i < half; ++i) {
-                const float angle = pos * inv_freq[i];
-                cos[static_cast<size_t>(i)] = std::cos(angle);
-                sin[static_cast<size_t>(i)] = std::sin(angle);
+    as_cpu(be).pool().parallel_for(
+        a.q.dim(0),
+        [&](int64_t begin, int64_t end) {
+            thread_local std::vector<float> cos, sin;
+            cos.resize(static_cast<size_t>(half));
+            sin.resize(static_cast<size_t>(half));
+            for (int64_t t = begin; t < end; ++t) {
+                const float pos = static_cast<float>(a.positions.ptr<const int32_t>()[t]);
+                for (int i = 0; i < half; ++i) {
+                    const float angle = pos * inv_freq[i];
+                    cos[static_cast<size_t>(i)] = std::cos(angle);
+                    sin[static_cast<size_t>(i)] = std::sin(angle);
+                }
+                rotate_heads(a.q.ptr<float>() + t * a.q.dim(1) * head_dim, a.q.dim(1), head_dim, cos.data(), sin.data(),
+                             half);
+                rotate_heads(a.k.ptr<float>() + t * a.k.dim(1) * head_dim, a.k.dim(1), head_dim, cos.data(), sin.data(),
+                             half);
             }
-            rotate_heads(a.q.ptr<float>() + t * a.q.dim(1) * head_dim, a.q.dim(1), head_dim, cos.data(), sin.data(),
-                         half);
-            rotate_heads(a.k.ptr<float>() + t * a.k.dim(1) * head_dim, a.k.dim(1), head_dim, cos.data(), sin.data(),
-                         half);
-        }
-    });
+        },
+        ThreadPool::grain_for(a.q.dim(1) * head_dim));
     return ok_status();
 }
 
