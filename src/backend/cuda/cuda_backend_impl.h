@@ -64,5 +64,7 @@ private:
 void register_cuda_ops(OpTable& table);
 // attention and the MoE ops (cuda_moe_ops.cc); called by register_cuda_ops.
 void register_cuda_moe_ops(OpTable& table);
+// The MLA ops and DeepSeek-V3's grouped router (cuda_mla_ops.cc); called by register_cuda_ops.
+void register_cuda_mla_ops(OpTable& table);
 
 }  // namespace moe::cuda
