@@ -97,12 +97,19 @@ int run_info(const std::string& model_dir, bool as_json) {
         if (q.contains("fmt") && q["fmt"].is_string()) quant += " " + q["fmt"].get<std::string>();
     }
 
+    // FP8 (#20): the e4m3 matrices stay 1 byte per weight plus their f32 block scales in memory;
+    // the rest is at the config's dtype; MLA's kv_b_proj is expanded to it at load.
+    const Fp8Footprint fp8 = fp8_footprint(c);
+    const uint64_t fp8_bytes = static_cast<uint64_t>(fp8.weights + fp8.scale_bytes);
+    const uint64_t rest_bytes = static_cast<uint64_t>(total - fp8.weights) * dtype_size(c.torch_dtype);
+    const uint64_t expanded_bytes = static_cast<uint64_t>(fp8.expanded_weights) * dtype_size(c.torch_dtype);
+
     // Weights: measured when the files are here, estimated otherwise.
     int exit_code = 0;
     std::string weights_line, weights_check;
     uint64_t weight_bytes = 0;
     bool weights_measured = false;
-    const uint64_t estimate = static_cast<uint64_t>(total) * dtype_size(c.torch_dtype);
+    const uint64_t estimate = fp8_bytes + rest_bytes;
     if (!weights_present(dir)) {
         weights_line = "weights absent: estimated " + human_bytes(estimate) + " at " + dtype_name(c.torch_dtype);
         if (!quant.empty()) weights_line += " (checkpoint is quantized: " + quant + ")";
@@ -167,6 +174,17 @@ int run_info(const std::string& model_dir, bool as_json) {
             {"weight_bytes", weights_measured ? weight_bytes : estimate},
         };
         if (!weights_check.empty()) out["weights_check"] = weights_check;
+        if (c.quantization.fp8) {
+            out["fp8_block_size"] = {c.quantization.block_n, c.quantization.block_k};
+            out["fp8_matrices"] = fp8.matrices;
+            out["fp8_weight_bytes"] = fp8.weights;
+            out["fp8_scale_bytes"] = fp8.scale_bytes;
+            out["fp8_expanded_at_load_bytes"] = expanded_bytes;
+            // In memory once loaded: the FP8 matrices as stored, kv_b_proj expanded instead (its
+            // few scale bytes ignored), the rest at the config's dtype.
+            out["resident_weight_bytes"] =
+                fp8_bytes - static_cast<uint64_t>(fp8.expanded_weights) + expanded_bytes + rest_bytes;
+        }
         std::printf("%s\n", out.dump(2).c_str());
         return exit_code;
     }
@@ -202,6 +220,15 @@ int run_info(const std::string& model_dir, bool as_json) {
        << "parameters     " << human_params(total) << " total, " << human_params(active) << " active per token\n"
        << "weights        " << weights_line << "\n"
        << "kv cache       " << kv_bytes_per_token << " B/token at bf16 (" << kv.describe() << ")\n";
+    if (c.quantization.fp8)
+        os << "fp8 weights    " << fp8.matrices << " matrices in e4m3, blocks [" << c.quantization.block_n << ", "
+           << c.quantization.block_k << "]: " << human_bytes(static_cast<uint64_t>(fp8.weights))
+           << " (1 byte/weight) + " << human_bytes(static_cast<uint64_t>(fp8.scale_bytes))
+           << " f32 scales, kept as stored; the rest " << human_bytes(rest_bytes) << " at " << dtype_name(c.torch_dtype)
+           << (fp8.expanded_weights > 0 ? "; kv_b_proj expanded to " + std::string(dtype_name(c.torch_dtype)) +
+                                              " at load for MLA weight absorption (" + human_bytes(expanded_bytes) + ")"
+                                        : std::string())
+           << "\n";
     if (c.is_mla()) {
         const MlaConfig& m = c.mla;
         os << "mla            q_lora_rank " << (m.q_lora_rank > 0 ? std::to_string(m.q_lora_rank) : "none")

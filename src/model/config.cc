@@ -397,12 +397,45 @@ Status parse_deepseek_v3(const json& j, const std::string& source, ModelConfig* 
                        ") > the experts of topk_group groups (" + std::to_string(g.topk_groups * (E / g.num_groups)) +
                        ")");
     if (c->attention_bias) return r.error("attention_bias true is not supported for deepseek_v3");
-    if (r.has("quantization_config")) {
-        c->supported = false;
-        c->unsupported_reason = (c->architecture.empty() ? c->model_type : c->architecture) +
-                                ": FP8 block-scaled weights (quantization_config) are not implemented yet; a bf16 "
-                                "or f32 checkpoint of the same architecture is served";
-    }
+    return ok_status();
+}
+
+// "quantization_config": FP8 e4m3 with block scales and dynamic activations, as DeepSeek-V3/R1
+// and Kimi K2 publish (#20). A malformed entry is an error naming the key; a well-formed one of
+// another kind (another method, static activation scales, per-tensor scales) makes the model
+// unsupported with the reason, so `info` still describes it and loading refuses it up front.
+Status parse_quantization(const json& j, const std::string& source, ModelConfig* c) {
+    if (!j.contains("quantization_config")) return ok_status();
+    const json& q = j.at("quantization_config");
+    const std::string where = source + ": quantization_config";
+    if (!q.is_object()) return invalid_argument(where + " must be an object, got " + type_of(q));
+    Reader r(q, where);
+    auto refuse = [&](const std::string& why) {
+        if (c->supported) {
+            c->supported = false;
+            c->unsupported_reason =
+                (c->architecture.empty() ? c->model_type : c->architecture) + ": quantization_config " + why;
+        }
+        return ok_status();
+    };
+    MOE_ASSIGN_OR_RETURN(std::string method, r.string("quant_method", ""));
+    if (method != "fp8")
+        return refuse("quant_method \"" + method + "\" is not supported (fp8 with e4m3 block scales is)");
+    MOE_ASSIGN_OR_RETURN(std::string fmt, r.string("fmt", "e4m3"));
+    if (fmt != "e4m3") return refuse("fmt \"" + fmt + "\" is not supported (e4m3 is)");
+    MOE_ASSIGN_OR_RETURN(std::string activations, r.string("activation_scheme", "dynamic"));
+    if (activations != "dynamic")
+        return refuse("activation_scheme \"" + activations +
+                      "\" is not supported: only \"dynamic\" (static activation scales are not read)");
+    if (!r.has("weight_block_size"))
+        return refuse("has no weight_block_size: FP8 with per-tensor scales is not supported, block scales are");
+    const json& b = q.at("weight_block_size");
+    if (!b.is_array() || b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer())
+        return r.error("weight_block_size must be [block_n, block_k] (two integers), got " + b.dump());
+    const int64_t bn = b[0].get<int64_t>(), bk = b[1].get<int64_t>();
+    if (bn < 1 || bk < 1 || bn > 4096 || bk > 4096)
+        return r.error("weight_block_size " + b.dump() + " must hold integers in [1, 4096]");
+    c->quantization = QuantizationConfig{.fp8 = true, .block_n = bn, .block_k = bk};
     return ok_status();
 }
 
@@ -562,6 +595,7 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
                              r.integer("max_position_embeddings", d.max_pos, 1, kMaxPositions));
         if (is_deepseek_like(c)) MOE_RETURN_IF_ERROR(parse_mla(j, source, &c));
         if (c.family == ModelFamily::kDeepseekV3) MOE_RETURN_IF_ERROR(parse_deepseek_v3(j, source, &c));
+        MOE_RETURN_IF_ERROR(parse_quantization(j, source, &c));
 
         // Qwen configs carry a sliding_window that is off unless use_sliding_window says so.
         bool use_sw = true;

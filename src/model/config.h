@@ -65,6 +65,15 @@ struct GroupRouting {
     double routed_scaling_factor = 1.0;
 };
 
+// "quantization_config" of a checkpoint whose weights are stored quantized. FP8 (DeepSeek-V3/R1,
+// Kimi K2: quant_method "fp8", fmt "e4m3", activation_scheme "dynamic", weight_block_size
+// [block_n, block_k]): the matrices the checkpoint stores as F8_E4M3 come with an f32
+// `weight_scale_inv` per block (moe/quant.h). Which matrices follows the checkpoint's dtypes.
+struct QuantizationConfig {
+    bool fp8 = false;  // false: no quantization_config
+    int64_t block_n = 0, block_k = 0;
+};
+
 struct ModelConfig {
     ModelFamily family = ModelFamily::kUnknown;
     std::string architecture;  // as written in config.json "architectures"[0]
@@ -97,6 +106,7 @@ struct ModelConfig {
     YarnScaling yarn;
     GroupRouting group_routing;
     int64_t num_nextn_predict_layers = 0;  // MTP layers in the checkpoint: recognised, not loaded
+    QuantizationConfig quantization;
     bool is_mla() const { return mla.kv_lora_rank > 0; }
 
     DType torch_dtype = DType::kBF16;  // "torch_dtype" / "dtype"; f32/bf16/f16

@@ -120,6 +120,31 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
     return out;
 }
 
+bool published_fp8_tensor(const std::string& name, const std::vector<int64_t>& shape) {
+    const auto ends_with = [&](const char* suffix) {
+        const std::string s(suffix);
+        return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    return shape.size() == 2 && name.rfind("model.layers.", 0) == 0 && ends_with(".weight") &&
+           !ends_with("norm.weight") && !ends_with(".mlp.gate.weight");
+}
+
+Fp8Footprint fp8_footprint(const ModelConfig& c) {
+    Fp8Footprint f;
+    if (!c.quantization.fp8) return f;
+    const int64_t bn = c.quantization.block_n, bk = c.quantization.block_k;
+    for_each_expected_tensor(c, [&](const ExpectedTensor& e) {
+        if (!published_fp8_tensor(e.name, e.shape)) return true;
+        const int64_t n = e.shape[0], k = e.shape[1];
+        f.matrices += 1;
+        f.weights += n * k;
+        f.scale_bytes += ((n + bn - 1) / bn) * ((k + bk - 1) / bk) * 4;
+        if (e.name.find(".self_attn.kv_b_proj.") != std::string::npos) f.expanded_weights += n * k;
+        return true;
+    });
+    return f;
+}
+
 Status check_weights(const ModelConfig& c, const WeightStore& w) {
     if (!c.supported) return unimplemented(c.unsupported_reason);
     Status result;
@@ -128,6 +153,24 @@ Status check_weights(const ModelConfig& c, const WeightStore& w) {
         if (!t.ok()) {
             result = t.status();
             return false;
+        }
+        if (t->dtype == DType::kF8E4M3 && c.quantization.fp8) {
+            // FP8: the block scales must be there, one per block (the loader checks it again).
+            const int64_t n = e.shape.size() == 2 ? e.shape[0] : 0, k = e.shape.size() == 2 ? e.shape[1] : 0;
+            const std::string scale_name = e.name + "_scale_inv";
+            StatusOr<TensorInfo> s =
+                w.get_checked(scale_name, {(n + c.quantization.block_n - 1) / c.quantization.block_n,
+                                           (k + c.quantization.block_k - 1) / c.quantization.block_k});
+            if (!s.ok()) {
+                result = s.status();
+                return false;
+            }
+            if (s->dtype != DType::kF32 && s->dtype != DType::kBF16) {
+                result = invalid_argument("tensor " + scale_name + ": dtype " + dtype_name(s->dtype) +
+                                          ", expected f32 block scales");
+                return false;
+            }
+            return true;
         }
         if (t->dtype != DType::kF32 && t->dtype != DType::kBF16 && t->dtype != DType::kF16) {
             result = invalid_argument("tensor " + e.name + " in " + std::filesystem::path(t->file).filename().string() +

@@ -30,4 +30,18 @@ void for_each_expected_tensor(const ModelConfig& config, const std::function<boo
 // (message names the tensor, its file and both shapes). kUnimplemented for unsupported families.
 Status check_weights(const ModelConfig& config, const WeightStore& weights);
 
+// Whether a published FP8 checkpoint (DeepSeek-V3/R1, Kimi K2; tests/reference/fp8_quant.py
+// follows the same rule) stores this tensor in e4m3: the 2-D weights of the layers except the
+// norms and the MoE router. The embedding and lm_head stay bf16.
+bool published_fp8_tensor(const std::string& name, const std::vector<int64_t>& shape);
+
+// What an FP8 checkpoint of `config` holds in e4m3 (for `info`): its matrices, their weights (1
+// byte each), their f32 block scales, and the weights of the MLA kv_b_proj matrices the loader
+// expands at load (weight absorption reads them plain). All zero without an FP8
+// quantization_config.
+struct Fp8Footprint {
+    int64_t matrices = 0, weights = 0, scale_bytes = 0, expanded_weights = 0;
+};
+Fp8Footprint fp8_footprint(const ModelConfig& config);
+
 }  // namespace moe

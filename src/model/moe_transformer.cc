@@ -138,6 +138,7 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
     const DType mat = matrix_dtype_;
     const DType f32 = DType::kF32;
     WeightLoader wl(*source_, *backend_, owned_, prepared_);
+    wl.set_quantization(c.quantization);
     const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
 
     if (c.tie_word_embeddings && !source_->has("lm_head.weight")) {
@@ -232,6 +233,13 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             MOE_ASSIGN_OR_RETURN(L.mlp_down, wl.matrix(p + "mlp.down_proj.weight", {H, I}, mat));
         }
     }
+    const WeightLoader::Fp8Stats& fp8 = wl.fp8_stats();
+    if (fp8.matrices > 0 || fp8.dequantized > 0)
+        log::model().info(
+            "FP8 e4m3 checkpoint (blocks [{}, {}]): {} matrices kept as stored ({} weights, {:.1f} MiB with their "
+            "scales); {} tensors expanded to {} at load for MLA weight absorption (kv_b_proj, {} weights)",
+            c.quantization.block_n, c.quantization.block_k, fp8.matrices, fp8.weights,
+            static_cast<double>(fp8.bytes) / (1 << 20), fp8.dequantized, dtype_name(mat), fp8.dequantized_weights);
     return ok_status();
 }
 

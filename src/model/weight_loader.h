@@ -9,8 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "model/config.h"
 #include "model/weight_source.h"
 #include "moe/backend.h"
+#include "moe/quant.h"
 
 namespace moe {
 
@@ -26,11 +28,29 @@ inline std::string shape_string(const std::vector<int64_t>& s) {
 // file mapping) can go once the model is built. Each tensor's source pages are released as soon
 // as it is copied, so the peak is the copies made so far plus one tensor (plus one converted
 // host copy when the dtype changes).
+//
+// FP8 checkpoints (#20; set_quantization with QuantizationConfig::fp8): a matrix the checkpoint
+// stores as F8_E4M3 comes with `<name minus .weight>.weight_scale_inv`; matrix() hands both to
+// Backend::prepare_quantized_weight (1 byte per weight, never expanded), get() expands it
+// (dequantize_to_f32, then `dtype`) for the few tensors the model reads plain (MLA's kv_b_proj).
+// Which tensors are FP8 follows the checkpoint's dtypes; every shape and count is checked
+// against config.json and the block size before use.
 class WeightLoader {
 public:
     WeightLoader(const WeightSource& src, Backend& be, std::vector<DeviceBuffer>& owned,
                  std::vector<std::unique_ptr<PreparedWeight>>& prepared)
         : src_(src), be_(be), owned_(owned), prepared_(prepared) {}
+
+    // The checkpoint's quantization_config (none by default).
+    void set_quantization(const QuantizationConfig& q) { quant_ = q; }
+
+    // What the FP8 path did so far: matrices kept in FP8 (and their values + scales bytes), and
+    // FP8 tensors expanded at load because the model reads them plain.
+    struct Fp8Stats {
+        int64_t matrices = 0, weights = 0, bytes = 0;
+        int64_t dequantized = 0, dequantized_weights = 0;
+    };
+    const Fp8Stats& fp8_stats() const { return fp8_stats_; }
 
     // A tensor of exactly `shape`, converted to `dtype` (f32, bf16), in backend memory.
     StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
@@ -50,6 +70,19 @@ public:
     // of the model is one a decode step streams from memory for a few rows (the attention
     // projections, the experts, lm_head): WeightUse::kStreamedMatmul.
     StatusOr<WeightView> matrix(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
+        MOE_ASSIGN_OR_RETURN(WeightRef ref, src_.get(name));
+        if (ref.dtype == DType::kF8E4M3) {
+            MOE_ASSIGN_OR_RETURN(Fp8Host q, fp8_tensor(name, ref, shape));
+            MOE_ASSIGN_OR_RETURN(std::unique_ptr<PreparedWeight> w,
+                                 be_.prepare_quantized_weight(name, q.q, WeightUse::kStreamedMatmul));
+            src_.release(q.q.values.data, q.q.values.nbytes());
+            if (q.scales_mapped) src_.release(q.q.scales.data, q.q.scales.nbytes());
+            fp8_stats_.matrices += 1;
+            fp8_stats_.weights += q.q.n * q.q.k;
+            fp8_stats_.bytes += q.q.nbytes();
+            prepared_.push_back(std::move(w));
+            return WeightView(*prepared_.back());
+        }
         MOE_ASSIGN_OR_RETURN(Host host, host_tensor(name, shape, dtype));
         MOE_ASSIGN_OR_RETURN(std::unique_ptr<PreparedWeight> w,
                              be_.prepare_weight(name, host.view, WeightUse::kStreamedMatmul));
@@ -66,9 +99,81 @@ private:
         std::vector<uint8_t> converted;
     };
 
+    // An FP8 matrix and its scales from the checkpoint, checked; the scales converted to f32
+    // when the file holds them in bf16.
+    struct Fp8Host {
+        QuantizedTensor q;
+        bool scales_mapped = false;
+        std::vector<float> scales;
+    };
+
+    StatusOr<Fp8Host> fp8_tensor(const std::string& name, const WeightRef& w, std::initializer_list<int64_t> shape) {
+        const std::vector<int64_t> want(shape);
+        if (!quant_.fp8)
+            return invalid_argument("tensor " + name + " in " + w.origin +
+                                    ": dtype f8_e4m3, but config.json has no FP8 quantization_config (quant_method "
+                                    "\"fp8\" with weight_block_size)");
+        if (w.shape != want || want.size() != 2)
+            return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
+                                    ", expected " + shape_string(want) + " from config.json");
+        const std::string suffix = ".weight";
+        if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+            return invalid_argument("tensor " + name + " in " + w.origin +
+                                    ": an FP8 tensor must be named <module>.weight (its scales are "
+                                    "<module>.weight_scale_inv)");
+        const std::string scale_name = name + "_scale_inv";
+        auto s = src_.get(scale_name);
+        if (!s.ok())
+            return invalid_argument("tensor " + name + " is f8_e4m3 but its block scales " + scale_name +
+                                    " are missing: " + s.status().message());
+        const int64_t n = want[0], k = want[1];
+        const std::vector<int64_t> scale_shape = {(n + quant_.block_n - 1) / quant_.block_n,
+                                                  (k + quant_.block_k - 1) / quant_.block_k};
+        if (s->shape != scale_shape)
+            return invalid_argument("tensor " + scale_name + " in " + s->origin + ": shape " + shape_string(s->shape) +
+                                    ", expected " + shape_string(scale_shape) + " for " + name + " " +
+                                    shape_string(want) + " in blocks of weight_block_size [" +
+                                    std::to_string(quant_.block_n) + ", " + std::to_string(quant_.block_k) + "]");
+        if (s->dtype != DType::kF32 && s->dtype != DType::kBF16)
+            return invalid_argument("tensor " + scale_name + " in " + s->origin + ": dtype " + dtype_name(s->dtype) +
+                                    ", expected f32 (or bf16)");
+        Fp8Host h;
+        h.q.format = QuantFormat::kFp8E4M3Block;
+        h.q.n = n;
+        h.q.k = k;
+        h.q.block_n = quant_.block_n;
+        h.q.block_k = quant_.block_k;
+        h.q.values = TensorView::make(const_cast<void*>(w.data), DType::kF8E4M3, {n, k});
+        const size_t num_scales = static_cast<size_t>(scale_shape[0] * scale_shape[1]);
+        if (s->dtype == DType::kF32) {
+            h.q.scales = TensorView::make(const_cast<void*>(s->data), DType::kF32, {scale_shape[0], scale_shape[1]});
+            h.scales_mapped = true;
+        } else {
+            h.scales.resize(num_scales);
+            convert_to_f32(s->data, s->dtype, h.scales.data(), num_scales);
+            h.q.scales = TensorView::make(h.scales.data(), DType::kF32, {scale_shape[0], scale_shape[1]});
+        }
+        MOE_RETURN_IF_ERROR(validate_quantized(h.q, name));
+        return h;
+    }
+
     StatusOr<Host> host_tensor(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
         MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
         const std::vector<int64_t> want(shape);
+        if (w.dtype == DType::kF8E4M3) {
+            // Read plain by the model (MLA's kv_b_proj, for weight absorption): expanded here.
+            MOE_ASSIGN_OR_RETURN(Fp8Host q, fp8_tensor(name, w, shape));
+            Host h;
+            h.view = TensorView::make(nullptr, dtype, {q.q.n, q.q.k});
+            std::vector<float> f32(static_cast<size_t>(q.q.n * q.q.k));
+            dequantize_to_f32(q.q, 0, q.q.n, f32.data());
+            h.converted.resize(f32.size() * dtype_size(dtype));
+            convert_from_f32(f32.data(), h.converted.data(), dtype, f32.size());
+            h.view.data = h.converted.data();
+            fp8_stats_.dequantized += 1;
+            fp8_stats_.dequantized_weights += q.q.n * q.q.k;
+            return h;
+        }
         if (w.shape != want)
             return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
                                     ", expected " + shape_string(want) + " from config.json");
@@ -107,6 +212,8 @@ private:
     Backend& be_;
     std::vector<DeviceBuffer>& owned_;
     std::vector<std::unique_ptr<PreparedWeight>>& prepared_;
+    QuantizationConfig quant_;
+    Fp8Stats fp8_stats_;
 };
 
 }  // namespace moe

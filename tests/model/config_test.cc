@@ -76,12 +76,14 @@ TEST(ConfigReal, Mixtral8x7bParamCounts) {
     EXPECT_EQ(c.total_params() * 2, int64_t{93405585408});
 }
 
-TEST(ConfigReal, DeepseekV3Fp8Unsupported) {
+// The published FP8 checkpoint is served as stored (#20): its quantization_config is read.
+TEST(ConfigReal, DeepseekV3Fp8Served) {
     ModelConfig c = load_ok("deepseek-v3");
     EXPECT_EQ(c.family, ModelFamily::kDeepseekV3);
-    EXPECT_FALSE(c.supported);
-    EXPECT_NE(c.unsupported_reason.find("DeepseekV3ForCausalLM"), std::string::npos) << c.unsupported_reason;
-    EXPECT_NE(c.unsupported_reason.find("FP8"), std::string::npos) << c.unsupported_reason;
+    EXPECT_TRUE(c.supported) << c.unsupported_reason;
+    EXPECT_TRUE(c.quantization.fp8);
+    EXPECT_EQ(c.quantization.block_n, 128);
+    EXPECT_EQ(c.quantization.block_k, 128);
     EXPECT_EQ(c.num_layers, 61);
     EXPECT_EQ(c.num_experts, 256);
     EXPECT_EQ(c.num_experts_per_tok, 8);
@@ -99,7 +101,8 @@ TEST(ConfigReal, KimiK2IsDeepseekFamily) {
     ModelConfig c = load_ok("kimi-k2");
     EXPECT_EQ(c.family, ModelFamily::kDeepseekV3);
     EXPECT_EQ(c.model_type, "kimi_k2");
-    EXPECT_FALSE(c.supported);
+    EXPECT_TRUE(c.supported) << c.unsupported_reason;  // FP8 e4m3 [128, 128], as DeepSeek-V3
+    EXPECT_TRUE(c.quantization.fp8);
     EXPECT_EQ(c.num_experts, 384);
     EXPECT_EQ(c.num_heads, 64);
     EXPECT_FLOAT_EQ(c.rope_theta, 50000.0f);

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "core/json_limits.h"
 #include "model/config.h"
@@ -53,14 +54,55 @@ TEST(DeepseekConfig, V3FieldsKvBytesAndParameters) {
     // Published: 671B parameters (the MTP module's 14B not counted), 37B active.
     EXPECT_NEAR(static_cast<double>(c->total_params()), 671e9, 671e9 * 0.005);
     EXPECT_NEAR(static_cast<double>(c->active_params_per_token()), 37.5e9, 37.5e9 * 0.03);
-    // Published FP8 checkpoint: refused with the reason; the same config in bf16 is served.
-    EXPECT_FALSE(c->supported);
-    EXPECT_NE(c->unsupported_reason.find("FP8"), std::string::npos) << c->unsupported_reason;
+    // Published FP8 checkpoint (e4m3, 128 x 128 blocks): served as stored; the same config in
+    // bf16 too.
+    EXPECT_TRUE(c->supported) << c->unsupported_reason;
+    EXPECT_TRUE(c->quantization.fp8);
+    EXPECT_EQ(c->quantization.block_n, 128);
+    EXPECT_EQ(c->quantization.block_k, 128);
     json bf16 = raw("deepseek-v3");
     bf16.erase("quantization_config");
     auto b = parse(bf16);
     ASSERT_TRUE(b.ok()) << b.status().to_string();
     EXPECT_TRUE(b->supported) << b->unsupported_reason;
+    EXPECT_FALSE(b->quantization.fp8);
+}
+
+// quantization_config variants: another block read as given; other kinds refused with the reason
+// (the config still parses, for `info`); malformed block sizes are errors naming the key.
+TEST(DeepseekConfig, QuantizationConfigVariants) {
+    auto with = [](const char* key, json value) {
+        json j = raw("deepseek-v3");
+        j["quantization_config"][key] = std::move(value);
+        return parse(j);
+    };
+    auto other_block = with("weight_block_size", json::array({64, 32}));
+    ASSERT_TRUE(other_block.ok()) << other_block.status().to_string();
+    EXPECT_TRUE(other_block->supported);
+    EXPECT_EQ(other_block->quantization.block_n, 64);
+    EXPECT_EQ(other_block->quantization.block_k, 32);
+    const std::tuple<const char*, json, const char*> refused[] = {
+        {"activation_scheme", "static", "activation_scheme \"static\""},
+        {"fmt", "e5m2", "fmt \"e5m2\""},
+        {"quant_method", "awq", "quant_method \"awq\""}};
+    for (const auto& [key, value, want] : refused) {
+        auto c = with(key, value);
+        ASSERT_TRUE(c.ok()) << key << ": " << c.status().to_string();
+        EXPECT_FALSE(c->supported) << key;
+        EXPECT_NE(c->unsupported_reason.find(want), std::string::npos) << c->unsupported_reason;
+    }
+    json per_tensor = raw("deepseek-v3");
+    per_tensor["quantization_config"].erase("weight_block_size");
+    auto pt = parse(per_tensor);
+    ASSERT_TRUE(pt.ok()) << pt.status().to_string();
+    EXPECT_FALSE(pt->supported);
+    EXPECT_NE(pt->unsupported_reason.find("weight_block_size"), std::string::npos) << pt->unsupported_reason;
+    for (json bad : {json::array({128}), json::array({0, 128}), json::array({128, 5000}), json("128")}) {
+        auto c = with("weight_block_size", bad);
+        ASSERT_FALSE(c.ok()) << bad.dump();
+        EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+        EXPECT_NE(c.status().message().find("weight_block_size"), std::string::npos) << c.status().to_string();
+    }
 }
 
 TEST(DeepseekConfig, R1AndKimiK2) {

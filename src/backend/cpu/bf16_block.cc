@@ -2,6 +2,7 @@
 
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
+#include "backend/cpu/fp8_block.h"
 #include "moe/check.h"
 
 namespace moe::cpu {
@@ -18,7 +19,7 @@ void bf16_block(const uint16_t* x, int64_t ldx, int64_t rows, const CpuMatrix& w
                              accumulate, prefetch_following);
             return;
         case CpuLayout::kFp8Block:
-            MOE_CHECK(false && "bf16_block: the FP8 block-scaled kernel is not built yet");
+            fp8_block(x, ldx, rows, w, n_begin, n_end, y, ldy, accumulate);
             return;
         case CpuLayout::kMxfp4:
             MOE_CHECK(false && "bf16_block: the MXFP4 kernel is not built yet");

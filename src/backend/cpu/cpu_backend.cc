@@ -12,6 +12,7 @@
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/cpu_features.h"
+#include "backend/cpu/fp8_block.h"
 #include "backend/cpu/host_memory.h"
 #include "backend/cpu/onednn_panels.h"
 #include "core/allocator.h"
@@ -202,6 +203,24 @@ StatusOr<std::unique_ptr<PreparedWeight>> CpuBackend::prepare_weight(const std::
     m.data = buf.data();
     return std::unique_ptr<PreparedWeight>(
         std::make_unique<CpuWeight>(*this, logical, m, std::move(buf), &weight_counts_));
+}
+
+StatusOr<std::unique_ptr<PreparedWeight>> CpuBackend::prepare_quantized_weight(const std::string& name,
+                                                                               const QuantizedTensor& q,
+                                                                               WeightUse use) {
+    MOE_RETURN_IF_ERROR(validate_quantized(q, name));
+    switch (q.format) {
+        case QuantFormat::kFp8E4M3Block: {
+            MOE_ASSIGN_OR_RETURN(Fp8Prepared fp8, prepare_fp8_weight(*this, q));
+            // The logical view: [n, k] bf16 without data (only these kernels read the form).
+            const TensorView logical = TensorView::make(nullptr, DType::kBF16, {q.n, q.k}, device());
+            return std::unique_ptr<PreparedWeight>(
+                std::make_unique<CpuWeight>(*this, logical, fp8.matrix, std::move(fp8.buffer), &weight_counts_));
+        }
+        case QuantFormat::kMxfp4:
+            break;
+    }
+    return Backend::prepare_quantized_weight(name, q, use);
 }
 
 std::string CpuBackend::weight_summary() const {

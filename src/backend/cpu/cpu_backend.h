@@ -37,6 +37,11 @@ public:
     // plain row-major copy. Always a CpuWeight (cpu_weight.h), in memory the backend owns.
     StatusOr<std::unique_ptr<PreparedWeight>> prepare_weight(const std::string& name, const TensorView& w,
                                                              WeightUse use) override;
+    // FP8 e4m3 block-scaled (#20): kept as the checkpoint stores it, 1 byte per weight plus the
+    // f32 block scales (CpuLayout::kFp8Block, fp8_block.h). Other formats: the default refusal.
+    StatusOr<std::unique_ptr<PreparedWeight>> prepare_quantized_weight(const std::string& name,
+                                                                       const QuantizedTensor& q,
+                                                                       WeightUse use) override;
     // "64 in the lossless 12-bit form, 3 in bf16 column panels, 1 row-major; 812.0 MiB"
     std::string weight_summary() const override;
     // /proc/meminfo capped by the process's cgroup memory limit (host_memory.h).

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "backend/cpu/bf16_matmul.h"
+#include "backend/cpu/bf16_tiles.h"
+#include "backend/cpu/fp8_block.h"
 #include "backend/cpu/gemm_f32_narrow.h"
 
 namespace moe::cpu {
@@ -71,6 +73,12 @@ size_t GemmEngine::cached_primitives() const {
 
 Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
+    if (p.w.layout == CpuLayout::kFp8Block) {
+        // FP8 block-scaled (fp8_block.h): our kernels through bf16_matmul's column split, or the
+        // scalar kernel without AVX512-BF16. oneDNN never sees these matrices.
+        if (bf16_tiles_available()) return bf16_matmul(p, pool_, PanelRoute::kOwn);
+        return fp8_gemm_f32(p, pool_);
+    }
     if (p.w.dtype == DType::kF32) {
         if (f32_narrow_applies(p)) {
             f32_narrow_gemm(p, pool_);

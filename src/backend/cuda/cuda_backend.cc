@@ -42,6 +42,23 @@ CudaBackend::~CudaBackend() {
     if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
 }
 
+StatusOr<std::unique_ptr<PreparedWeight>> CudaBackend::prepare_quantized_weight(const std::string& name,
+                                                                                const QuantizedTensor& q,
+                                                                                WeightUse use) {
+    MOE_RETURN_IF_ERROR(validate_quantized(q, name));
+    if (q.format != QuantFormat::kFp8E4M3Block) return Backend::prepare_quantized_weight(name, q, use);
+    const size_t value_bytes = q.values.nbytes(), scale_offset = (value_bytes + 255) / 256 * 256;
+    MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, scale_offset + q.scales.nbytes()));
+    auto* base = static_cast<uint8_t*>(buf.data());
+    MOE_RETURN_IF_ERROR(
+        copy(base, device(), q.values.data, Device{}, value_bytes).with_context("prepare_quantized_weight " + name));
+    MOE_RETURN_IF_ERROR(copy(base + scale_offset, device(), q.scales.data, Device{}, q.scales.nbytes())
+                            .with_context("prepare_quantized_weight " + name));
+    const TensorView logical = TensorView::make(nullptr, DType::kBF16, {q.n, q.k}, device());
+    return std::unique_ptr<PreparedWeight>(
+        std::make_unique<CudaFp8Weight>(*this, logical, std::move(buf), scale_offset, q.block_n, q.block_k));
+}
+
 Status CudaBackend::activate() const {
     MOE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     return ok_status();

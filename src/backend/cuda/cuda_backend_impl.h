@@ -6,6 +6,9 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
 
 #include "kernels/common/kernel_types.h"
 #include "moe/backend.h"
@@ -29,6 +32,12 @@ public:
     Status synchronize() override;
     // cudaMemGetInfo on this device: its total memory and what is free now.
     StatusOr<MemoryInfo> memory_info() const override;
+    // FP8 e4m3 block-scaled (#20): a device copy of the values (1 byte per weight) and the f32
+    // scales, as a CudaFp8Weight; gemm and moe_experts multiply by it with the block-scaled
+    // kernel (kernels/fp8_gemm). Other formats: the default refusal.
+    StatusOr<std::unique_ptr<PreparedWeight>> prepare_quantized_weight(const std::string& name,
+                                                                       const QuantizedTensor& q,
+                                                                       WeightUse use) override;
 
     // Makes this backend's device current on the calling thread (cheap after the first call).
     Status activate() const;
@@ -59,6 +68,35 @@ private:
     void* scratch_ = nullptr;
     size_t scratch_bytes_ = 0;
 };
+
+// An FP8 block-scaled matrix in device memory: values [n, k] e4m3 then, 256-byte aligned, the f32
+// scales [ceil(n / block_n), ceil(k / block_k)]. logical() is [n, k] bf16 without data.
+class CudaFp8Weight final : public PreparedWeight {
+public:
+    CudaFp8Weight(const Backend& backend, const TensorView& logical, DeviceBuffer buffer, size_t scale_offset,
+                  int64_t block_n, int64_t block_k)
+        : PreparedWeight(backend, logical, buffer.size()),
+          buffer_(std::move(buffer)),
+          scale_offset_(scale_offset),
+          block_n_(block_n),
+          block_k_(block_k) {}
+    const uint8_t* values() const { return static_cast<const uint8_t*>(buffer_.data()); }
+    const float* scales() const {
+        return reinterpret_cast<const float*>(static_cast<const uint8_t*>(buffer_.data()) + scale_offset_);
+    }
+    int64_t block_n() const { return block_n_; }
+    int64_t block_k() const { return block_k_; }
+
+private:
+    DeviceBuffer buffer_;
+    size_t scale_offset_;
+    int64_t block_n_, block_k_;
+};
+
+// The FP8 form behind a weight view, or null for a plain one.
+inline const CudaFp8Weight* fp8_weight(const WeightView& w) {
+    return dynamic_cast<const CudaFp8Weight*>(w.prepared);
+}
 
 // Fills `table` with the ops that have CUDA kernels (cuda_ops.cc).
 void register_cuda_ops(OpTable& table);

@@ -9,12 +9,14 @@
 
 #include <climits>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
 #include "kernels/attention/attention.h"
 #include "kernels/cast/cast.h"
+#include "kernels/fp8_gemm/fp8_gemm.h"
 #include "kernels/moe_experts/moe_experts_plan.h"
 #include "kernels/moe_experts/swiglu.h"
 #include "kernels/moe_permute/moe_permute.h"
@@ -217,7 +219,18 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
         if (v > INT_MAX)
             return unimplemented(fmt::format("moe_experts: cuBLAS takes 32-bit sizes; got rows {} hidden {} inter {}",
                                              rows, hidden, inter));
-    const bool bf16 = w_type == DType::kBF16;
+    // FP8 block-scaled experts (every expert's three matrices, or none): f32 x and activations
+    // into the block-scaled kernel (kernels/fp8_gemm).
+    const bool fp8 = fp8_weight(a.w_gate[first]) != nullptr;
+    for (const kernels::ExpertGemm& g : gemms) {
+        const size_t e = static_cast<size_t>(g.expert);
+        const bool all = fp8_weight(a.w_gate[e]) && fp8_weight(a.w_up[e]) && fp8_weight(a.w_down[e]);
+        const bool none = !fp8_weight(a.w_gate[e]) && !fp8_weight(a.w_up[e]) && !fp8_weight(a.w_down[e]);
+        if (fp8 ? !all : !none)
+            return unimplemented(fmt::format(
+                "moe_experts: expert {} mixes FP8 and plain weights; the CUDA backend needs one form for all", e));
+    }
+    const bool bf16 = w_type == DType::kBF16 && !fp8;
     const kernels::ExpertsScratch layout = kernels::plan_experts_scratch(rows, hidden, inter, bf16);
     MOE_ASSIGN_OR_RETURN(void* scratch_ptr, be.scratch(layout.total));
     char* scratch = static_cast<char*>(scratch_ptr);
@@ -240,6 +253,13 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
         const size_t e = static_cast<size_t>(g.expert);
         const void* xe = static_cast<const char*>(x_in) + static_cast<size_t>(g.row_begin * hidden) * x_elem;
         const int n = static_cast<int>(g.rows);
+        if (fp8) {
+            for (auto [w, y] : {std::pair{fp8_weight(a.w_gate[e]), gate}, std::pair{fp8_weight(a.w_up[e]), up}})
+                MOE_CUDA_RETURN_IF_ERROR(kernels::launch_fp8_block_gemm(
+                    static_cast<const float*>(xe), hidden, w->values(), w->scales(), g.rows, inter, hidden,
+                    w->block_n(), w->block_k(), y + g.row_begin * inter, inter, false, be.stream()));
+            continue;
+        }
         MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_gate[e].tensor.data, xe, gate + g.row_begin * inter, i, n, h));
         MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_up[e].tensor.data, xe, up + g.row_begin * inter, i, n, h));
     }
@@ -251,6 +271,13 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
     for (const kernels::ExpertGemm& g : gemms) {
         const size_t e = static_cast<size_t>(g.expert);
         const void* ae = static_cast<const char*>(act) + static_cast<size_t>(g.row_begin * inter) * act_elem;
+        if (fp8) {
+            const CudaFp8Weight* w = fp8_weight(a.w_down[e]);
+            MOE_CUDA_RETURN_IF_ERROR(kernels::launch_fp8_block_gemm(
+                static_cast<const float*>(ae), inter, w->values(), w->scales(), g.rows, hidden, inter, w->block_n(),
+                w->block_k(), a.out_permuted.ptr<float>() + g.row_begin * hidden, hidden, false, be.stream()));
+            continue;
+        }
         MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_down[e].tensor.data, ae,
                                         a.out_permuted.ptr<float>() + g.row_begin * hidden, h, static_cast<int>(g.rows),
                                         i));

@@ -11,6 +11,7 @@
 #include "kernels/add/add.h"
 #include "kernels/cast/cast.h"
 #include "kernels/embedding/embedding.h"
+#include "kernels/fp8_gemm/fp8_gemm.h"
 #include "kernels/kv_write/kv_write.h"
 #include "kernels/rms_norm/rms_norm.h"
 #include "kernels/rope/rope.h"
@@ -147,7 +148,12 @@ Status gemm(Backend& b, const GemmArgs& a) {
     const int ld_y = std::max(static_cast<int>(a.y.stride(0)), ni);
     const float alpha = 1.0f;
     const float beta = a.accumulate ? 1.0f : 0.0f;
-    if (a.w.dtype() == DType::kF32) {
+    if (const CudaFp8Weight* fp8 = fp8_weight(a.w)) {
+        // FP8 block-scaled: dequantized tile by tile in shared memory, f32 products.
+        MOE_CUDA_RETURN_IF_ERROR(kernels::launch_fp8_block_gemm(a.x.ptr<const float>(), ld_x, fp8->values(),
+                                                                fp8->scales(), m, n, k, fp8->block_n(), fp8->block_k(),
+                                                                a.y.ptr<float>(), ld_y, a.accumulate, be.stream()));
+    } else if (a.w.dtype() == DType::kF32) {
         MOE_CUDA_RETURN_IF_ERROR(cublasSgemm(be.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &alpha,
                                              a.w.tensor.ptr<const float>(), ki, a.x.ptr<const float>(), ld_x, &beta,
                                              a.y.ptr<float>(), ld_y));
