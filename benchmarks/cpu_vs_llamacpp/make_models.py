@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Builds one random-weight Qwen3-MoE model and writes it for both engines of issue 6.
+"""Builds one random-weight MoE model and writes it for both engines (issues 6 and 20).
 
-    make_models.py --shape moe-s|qwen3-a3b-8L|tiny --out DIR [--seed 1234]
+    make_models.py --shape moe-s|qwen3-a3b-8L|tiny|ds-s|ds-tiny --out DIR [--seed 1234]
 
 DIR/hf/    config.json + model.safetensors (Hugging Face names, bf16): what `moeserve` loads.
-DIR/model-bf16.gguf  the same numbers for llama.cpp (architecture qwen3moe, BF16 matrices;
-           1-D norms and the router in F32, which holds every bf16 value exactly).
+DIR/model-bf16.gguf  the same numbers for llama.cpp (BF16 matrices; 1-D norms, the router and
+           the routing bias in F32, which holds every bf16 value exactly).
+
+Two families: Qwen3-MoE (GGUF architecture qwen3moe) and DeepSeek-V3 (shapes ds-*: HF model_type
+deepseek_v3, GGUF architecture deepseek2 with MLA: kv_b_proj split into attn_k_b (transposed per
+head) and attn_v_b as llama.cpp's converter splits it, so llama.cpp runs its absorbed-MLA graph and
+keeps the latent cache; sigmoid gating, the e_score_correction bias as exp_probs_b, grouped
+routing, one always-on shared expert, leading dense layers).
 
 The GGUF is written from the safetensors file just written (memory-mapped), so the two files
 cannot drift apart: every matrix is the same bf16 bits in both.
@@ -32,7 +38,24 @@ SHAPES = {
     # multiples of 32 and the vocab is a multiple of 64 for the same reason.
     "tiny": dict(vocab_size=512, hidden_size=256, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=64,
                  num_experts=8, num_experts_per_tok=2, moe_intermediate_size=128),
+    # Issue 20's DeepSeek-shaped model, scaled to this machine: hidden 2048, 8 layers (the first
+    # dense), 64 routed experts top-6 in 8 groups keeping 4, one shared expert; MLA ranks scaled
+    # from V3's (q 1536 -> 512, kv 512 -> 256; head dims 128/64/128 as V3), 16 heads. 1.65 B
+    # parameters, 3.3 GB in bf16 (x2 files).
+    "ds-s": dict(family="deepseek2", vocab_size=32000, hidden_size=2048, num_layers=8, first_k_dense=1,
+                 num_heads=16, q_lora_rank=512, kv_lora_rank=256, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                 v_head_dim=128, intermediate_size=5632, num_experts=64, num_experts_per_tok=6, n_group=8,
+                 topk_group=4, n_shared_experts=1, moe_intermediate_size=512, routed_scaling_factor=2.5),
+    # For the same-model check and tests: the same structure, seconds to build.
+    "ds-tiny": dict(family="deepseek2", vocab_size=512, hidden_size=256, num_layers=3, first_k_dense=1,
+                    num_heads=4, q_lora_rank=96, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=32,
+                    v_head_dim=32, intermediate_size=512, num_experts=16, num_experts_per_tok=4, n_group=4,
+                    topk_group=2, n_shared_experts=1, moe_intermediate_size=128, routed_scaling_factor=2.5),
 }
+
+
+def is_ds(s: dict) -> bool:
+    return s.get("family") == "deepseek2"
 
 ROPE_THETA = 1000000.0
 RMS_EPS = 1e-6
@@ -40,6 +63,8 @@ MAX_POS = 4096
 
 
 def hf_config(s: dict) -> dict:
+    if is_ds(s):
+        return ds_hf_config(s)
     return {
         "architectures": ["Qwen3MoeForCausalLM"],
         "model_type": "qwen3_moe",
@@ -68,8 +93,93 @@ def hf_config(s: dict) -> dict:
     }
 
 
+def ds_hf_config(s: dict) -> dict:
+    return {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "vocab_size": s["vocab_size"],
+        "hidden_size": s["hidden_size"],
+        "intermediate_size": s["intermediate_size"],
+        "moe_intermediate_size": s["moe_intermediate_size"],
+        "num_hidden_layers": s["num_layers"],
+        "num_attention_heads": s["num_heads"],
+        "num_key_value_heads": s["num_heads"],
+        "q_lora_rank": s["q_lora_rank"],
+        "kv_lora_rank": s["kv_lora_rank"],
+        "qk_nope_head_dim": s["qk_nope_head_dim"],
+        "qk_rope_head_dim": s["qk_rope_head_dim"],
+        "v_head_dim": s["v_head_dim"],
+        "n_routed_experts": s["num_experts"],
+        "n_shared_experts": s["n_shared_experts"],
+        "num_experts_per_tok": s["num_experts_per_tok"],
+        "n_group": s["n_group"],
+        "topk_group": s["topk_group"],
+        "topk_method": "noaux_tc",
+        "scoring_func": "sigmoid",
+        "norm_topk_prob": True,
+        "routed_scaling_factor": s["routed_scaling_factor"],
+        "first_k_dense_replace": s["first_k_dense"],
+        "moe_layer_freq": 1,
+        "num_nextn_predict_layers": 0,
+        # llama.cpp's deepseek2 graph rotates adjacent pairs (its NORM rope): rope_interleave.
+        "rope_interleave": True,
+        "rope_scaling": None,
+        "rms_norm_eps": RMS_EPS,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": MAX_POS,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "hidden_act": "silu",
+        "torch_dtype": "bfloat16",
+        "bos_token_id": s["vocab_size"] - 2,
+        "eos_token_id": s["vocab_size"] - 1,
+    }
+
+
+def ds_tensor_specs(s: dict):
+    H, V, E = s["hidden_size"], s["vocab_size"], s["num_experts"]
+    nh, ql, kl = s["num_heads"], s["q_lora_rank"], s["kv_lora_rank"]
+    nope, rope, vd = s["qk_nope_head_dim"], s["qk_rope_head_dim"], s["v_head_dim"]
+    I, Id, S = s["moe_intermediate_size"], s["intermediate_size"], s["moe_intermediate_size"] * s["n_shared_experts"]
+    wstd = 1.0 / np.sqrt(H)
+    out = [("model.embed_tokens.weight", (V, H), 1.0, 0.0)]
+    for l in range(s["num_layers"]):
+        p = f"model.layers.{l}."
+        out += [
+            (p + "input_layernorm.weight", (H,), 0.05, 1.0),
+            (p + "post_attention_layernorm.weight", (H,), 0.05, 1.0),
+            (p + "self_attn.q_a_proj.weight", (ql, H), wstd, 0.0),
+            (p + "self_attn.q_a_layernorm.weight", (ql,), 0.05, 1.0),
+            (p + "self_attn.q_b_proj.weight", (nh * (nope + rope), ql), 1.0 / np.sqrt(ql), 0.0),
+            (p + "self_attn.kv_a_proj_with_mqa.weight", (kl + rope, H), wstd, 0.0),
+            (p + "self_attn.kv_a_layernorm.weight", (kl,), 0.05, 1.0),
+            (p + "self_attn.kv_b_proj.weight", (nh * (nope + vd), kl), 1.0 / np.sqrt(kl), 0.0),
+            (p + "self_attn.o_proj.weight", (H, nh * vd), 1.0 / np.sqrt(nh * vd), 0.0),
+        ]
+        if l < s["first_k_dense"]:
+            out += [(p + "mlp.gate_proj.weight", (Id, H), wstd, 0.0),
+                    (p + "mlp.up_proj.weight", (Id, H), wstd, 0.0),
+                    (p + "mlp.down_proj.weight", (H, Id), 1.0 / np.sqrt(Id), 0.0)]
+            continue
+        # The bias spreads choices by about the sigmoid scores' own spread, so it changes picks.
+        out += [(p + "mlp.gate.weight", (E, H), 2.0 * wstd, 0.0),
+                (p + "mlp.gate.e_score_correction_bias", (E,), 0.05, 0.0)]
+        for e in range(E):
+            ep = f"{p}mlp.experts.{e}."
+            out += [(ep + "gate_proj.weight", (I, H), wstd, 0.0),
+                    (ep + "up_proj.weight", (I, H), wstd, 0.0),
+                    (ep + "down_proj.weight", (H, I), 1.0 / np.sqrt(I), 0.0)]
+        out += [(p + "mlp.shared_experts.gate_proj.weight", (S, H), wstd, 0.0),
+                (p + "mlp.shared_experts.up_proj.weight", (S, H), wstd, 0.0),
+                (p + "mlp.shared_experts.down_proj.weight", (H, S), 1.0 / np.sqrt(S), 0.0)]
+    out += [("model.norm.weight", (H,), 0.05, 1.0), ("lm_head.weight", (V, H), wstd, 0.0)]
+    return out
+
+
 def tensor_specs(s: dict):
     """(hf name, shape, std, mean) for every tensor, in file order."""
+    if is_ds(s):
+        return ds_tensor_specs(s)
     H, hd, V, I, E = s["hidden_size"], s["head_dim"], s["vocab_size"], s["moe_intermediate_size"], s["num_experts"]
     wstd = 1.0 / np.sqrt(H)
     out = [("model.embed_tokens.weight", (V, H), 1.0, 0.0)]
@@ -161,8 +271,150 @@ def byte_tokens() -> list[str]:
     return [chr(table[b]) for b in range(256)]
 
 
+def add_vocab(w, V: int) -> None:
+    """A minimal byte-level BPE vocab: 256 byte tokens, padding tokens up to vocab_size, bos/eos
+    as control tokens at the end. Benchmarks feed token ids directly, so it never tokenizes text."""
+    import gguf
+    toks = byte_tokens()
+    toks += [f"<|pad_{i}|>" for i in range(V - 2 - len(toks))] + ["<|bos|>", "<|eos|>"]
+    assert len(toks) == V, "vocab_size must be >= 258"
+    types = [gguf.TokenType.NORMAL] * (V - 2) + [gguf.TokenType.CONTROL] * 2
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges(["Ġ t"])
+    w.add_bos_token_id(V - 2)
+    w.add_eos_token_id(V - 1)
+    w.add_add_bos_token(False)
+
+
+def write_tensors(w, plan) -> None:
+    """plan: (gguf name, numpy shape (out, in) order, producer, is_bf16). Shapes first (header),
+    then the data one tensor at a time, so that a 10 GB model is never held in memory at once."""
+    import gguf
+    for name, shape, _, is_bf16 in plan:
+        n = int(np.prod(shape))
+        if is_bf16:
+            w.add_tensor_info(name, shape, np.dtype(np.uint16), n * 2, raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            w.add_tensor_info(name, shape, np.dtype(np.float32), n * 4)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for name, shape, make, _ in plan:
+        arr = np.ascontiguousarray(make())
+        assert tuple(arr.shape) == tuple(shape), f"{name}: {arr.shape} != {shape}"
+        w.write_tensor_data(arr)
+    w.close()
+
+
+def write_gguf_ds(path: Path, s: dict, st: SafetensorsReader) -> None:
+    """The DeepSeek-V3-shaped model as llama.cpp's deepseek2 architecture, with the keys and the
+    kv_b split of its own converter (conversion/deepseek.py, DeepseekV2Model)."""
+    import gguf
+
+    H, V, E, L = s["hidden_size"], s["vocab_size"], s["num_experts"], s["num_layers"]
+    nh, kl = s["num_heads"], s["kv_lora_rank"]
+    nope, rope, vd = s["qk_nope_head_dim"], s["qk_rope_head_dim"], s["v_head_dim"]
+    w = gguf.GGUFWriter(str(path), "deepseek2")
+    w.add_name("moeserve-random-deepseek2")
+    w.add_block_count(L)
+    w.add_context_length(MAX_POS)
+    w.add_embedding_length(H)
+    w.add_feed_forward_length(s["intermediate_size"])
+    w.add_head_count(nh)
+    w.add_head_count_kv(1)  # MLA runs as MQA over the latent in llama.cpp
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(RMS_EPS)
+    w.add_vocab_size(V)
+    w.add_leading_dense_block_count(s["first_k_dense"])
+    w.add_q_lora_rank(s["q_lora_rank"])
+    w.add_kv_lora_rank(kl)
+    w.add_key_length(kl + rope)
+    w.add_value_length(kl)
+    w.add_key_length_mla(nope + rope)
+    w.add_value_length_mla(vd)
+    w.add_rope_dimension_count(rope)
+    w.add_expert_feed_forward_length(s["moe_intermediate_size"])
+    w.add_expert_count(E)
+    w.add_expert_used_count(s["num_experts_per_tok"])
+    w.add_expert_shared_count(s["n_shared_experts"])
+    w.add_expert_weights_scale(s["routed_scaling_factor"])
+    w.add_expert_weights_norm(True)
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    w.add_expert_group_count(s["n_group"])
+    w.add_expert_group_used_count(s["topk_group"])
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+    add_vocab(w, V)
+
+    def bits(n):
+        return lambda: st.bits(n)
+
+    def f32(n):
+        return lambda: bf16_bits_to_f32(np.asarray(st.bits(n)))
+
+    def kv_b(n, part):
+        # [nh * (nope + vd), kl] -> k_b [nh, kl, nope] (transposed per head), v_b [nh, vd, kl]
+        def make():
+            kvb = np.asarray(st.bits(n)).reshape(nh, nope + vd, kl)
+            return kvb[:, :nope, :].transpose(0, 2, 1) if part == "k" else kvb[:, nope:, :]
+        return make
+
+    def hf_shape(n):
+        return tuple(st.header[n]["shape"])
+
+    plan = [("token_embd.weight", hf_shape("model.embed_tokens.weight"), bits("model.embed_tokens.weight"), True)]
+    for l in range(L):
+        p, b = f"model.layers.{l}.", f"blk.{l}."
+
+        def mat(g, n, p=p):
+            return (b + g, hf_shape(p + n), bits(p + n), True)
+
+        def vec(g, n, p=p):
+            return (b + g, hf_shape(p + n), f32(p + n), False)
+
+        plan += [
+            vec("attn_norm.weight", "input_layernorm.weight"),
+            mat("attn_q_a.weight", "self_attn.q_a_proj.weight"),
+            vec("attn_q_a_norm.weight", "self_attn.q_a_layernorm.weight"),
+            mat("attn_q_b.weight", "self_attn.q_b_proj.weight"),
+            mat("attn_kv_a_mqa.weight", "self_attn.kv_a_proj_with_mqa.weight"),
+            vec("attn_kv_a_norm.weight", "self_attn.kv_a_layernorm.weight"),
+            (b + "attn_k_b.weight", (nh, kl, nope), kv_b(p + "self_attn.kv_b_proj.weight", "k"), True),
+            (b + "attn_v_b.weight", (nh, vd, kl), kv_b(p + "self_attn.kv_b_proj.weight", "v"), True),
+            mat("attn_output.weight", "self_attn.o_proj.weight"),
+            vec("ffn_norm.weight", "post_attention_layernorm.weight"),
+        ]
+        if l < s["first_k_dense"]:
+            plan += [mat("ffn_gate.weight", "mlp.gate_proj.weight"), mat("ffn_up.weight", "mlp.up_proj.weight"),
+                     mat("ffn_down.weight", "mlp.down_proj.weight")]
+            continue
+
+        def stack(n, p=p):
+            return lambda: np.stack([st.bits(f"{p}mlp.experts.{e}.{n}") for e in range(E)])
+
+        I = s["moe_intermediate_size"]
+        plan += [
+            vec("ffn_gate_inp.weight", "mlp.gate.weight"),
+            vec("exp_probs_b.bias", "mlp.gate.e_score_correction_bias"),
+            (b + "ffn_gate_exps.weight", (E, I, H), stack("gate_proj.weight"), True),
+            (b + "ffn_up_exps.weight", (E, I, H), stack("up_proj.weight"), True),
+            (b + "ffn_down_exps.weight", (E, H, I), stack("down_proj.weight"), True),
+            mat("ffn_gate_shexp.weight", "mlp.shared_experts.gate_proj.weight"),
+            mat("ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight"),
+            mat("ffn_down_shexp.weight", "mlp.shared_experts.down_proj.weight"),
+        ]
+    plan += [("output_norm.weight", (H,), f32("model.norm.weight"), False),
+             ("output.weight", hf_shape("lm_head.weight"), bits("lm_head.weight"), True)]
+    write_tensors(w, plan)
+
+
 def write_gguf(path: Path, s: dict, st: SafetensorsReader) -> None:
     import gguf  # PyPI `gguf`, llama.cpp's own writer
+
+    if is_ds(s):
+        return write_gguf_ds(path, s, st)
 
     H, V, E, L = s["hidden_size"], s["vocab_size"], s["num_experts"], s["num_layers"]
     w = gguf.GGUFWriter(str(path), "qwen3moe")
@@ -181,20 +433,7 @@ def write_gguf(path: Path, s: dict, st: SafetensorsReader) -> None:
     w.add_expert_used_count(s["num_experts_per_tok"])
     w.add_expert_feed_forward_length(s["moe_intermediate_size"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
-    # A minimal byte-level BPE vocab: 256 byte tokens, padding tokens up to vocab_size, bos/eos
-    # as control tokens at the end. Benchmarks feed token ids directly, so it never tokenizes text.
-    toks = byte_tokens()
-    toks += [f"<|pad_{i}|>" for i in range(V - 2 - len(toks))] + ["<|bos|>", "<|eos|>"]
-    assert len(toks) == V, "vocab_size must be >= 258"
-    types = [gguf.TokenType.NORMAL] * (V - 2) + [gguf.TokenType.CONTROL] * 2
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(toks)
-    w.add_token_types(types)
-    w.add_token_merges(["Ġ t"])
-    w.add_bos_token_id(V - 2)
-    w.add_eos_token_id(V - 1)
-    w.add_add_bos_token(False)
+    add_vocab(w, V)
 
     # (gguf name, producer of the numpy array). numpy shapes are (out, in) like HF; GGUF stores
     # dims reversed, which GGUFWriter does itself (ne0 = in features).
@@ -263,24 +502,57 @@ def shape_of(name: str, s: dict, st: SafetensorsReader, hf_of: dict):
 
 
 def expert_bytes_per_token(s: dict) -> int:
-    """bf16 bytes of one token's top-k experts over all layers."""
-    return 2 * s["num_layers"] * s["num_experts_per_tok"] * 3 * s["moe_intermediate_size"] * s["hidden_size"]
+    """bf16 bytes of one token's top-k routed experts over all (MoE) layers."""
+    moe_layers = s["num_layers"] - s.get("first_k_dense", 0)
+    return 2 * moe_layers * s["num_experts_per_tok"] * 3 * s["moe_intermediate_size"] * s["hidden_size"]
+
+
+def ds_attention_matrix_elems(s: dict) -> int:
+    """One layer's MLA matrices that moeserve loads as matrices (q_a, q_b, kv_a, o_proj); kv_b
+    is read as a plain tensor by the absorbed path and counted separately."""
+    H, nh, rope = s["hidden_size"], s["num_heads"], s["qk_rope_head_dim"]
+    qk = s["qk_nope_head_dim"] + rope
+    return (H * s["q_lora_rank"] + s["q_lora_rank"] * nh * qk + H * (s["kv_lora_rank"] + rope) +
+            nh * s["v_head_dim"] * H)
 
 
 def matrix_bytes_per_token(s: dict) -> int:
     """bf16 bytes of the weight matrices one decode token reads: the attention projections, its
-    top-k experts and lm_head (what moeserve keeps in the 12-bit form; not the router or norms)."""
-    H, hd = s["hidden_size"], s["head_dim"]
+    top-k experts and lm_head (what moeserve keeps in the 12-bit form; not the router or norms).
+    DeepSeek shapes add the dense layers' MLP and the shared experts (matrices too)."""
+    H = s["hidden_size"]
+    if is_ds(s):
+        dense = s["first_k_dense"]
+        shared = 3 * H * s["moe_intermediate_size"] * s["n_shared_experts"]
+        mlp = dense * 3 * H * s["intermediate_size"] + (s["num_layers"] - dense) * shared
+        return 2 * (s["num_layers"] * ds_attention_matrix_elems(s) + mlp + s["vocab_size"] * H) + \
+            expert_bytes_per_token(s)
+    hd = s["head_dim"]
     attn = H * hd * (2 * s["num_heads"] + 2 * s["num_kv_heads"])
     return 2 * (s["num_layers"] * attn + s["vocab_size"] * H) + expert_bytes_per_token(s)
 
 
 def active_weight_bytes_per_token(s: dict) -> int:
     """Bytes of bf16 weights one decode token reads: the matrices above, the router and the norms;
-    one embedding row (not the table)."""
-    H, hd = s["hidden_size"], s["head_dim"]
+    one embedding row (not the table). DeepSeek shapes: also kv_b_proj and the routing bias."""
+    H = s["hidden_size"]
+    if is_ds(s):
+        moe_layers = s["num_layers"] - s["first_k_dense"]
+        kv_b = s["num_heads"] * (s["qk_nope_head_dim"] + s["v_head_dim"]) * s["kv_lora_rank"]
+        norms = 2 * H + s["q_lora_rank"] + s["kv_lora_rank"]
+        rest = s["num_layers"] * (kv_b + norms) + moe_layers * (s["num_experts"] * H + s["num_experts"])
+        return matrix_bytes_per_token(s) + 2 * (rest + H + H)
+    hd = s["head_dim"]
     per_layer_rest = s["num_experts"] * H + 2 * H + 2 * hd  # router, two norms, q/k norms
     return matrix_bytes_per_token(s) + 2 * (s["num_layers"] * per_layer_rest + H + H)
+
+
+def kv_bytes_per_token(s: dict, elem_bytes: int = 2) -> int:
+    """KV cache bytes per token over all layers: the MLA latent and rope key for DeepSeek shapes,
+    K and V of every KV head otherwise."""
+    if is_ds(s):
+        return elem_bytes * s["num_layers"] * (s["kv_lora_rank"] + s["qk_rope_head_dim"])
+    return elem_bytes * s["num_layers"] * 2 * s["num_kv_heads"] * s["head_dim"]
 
 
 def main() -> int:
@@ -295,7 +567,8 @@ def main() -> int:
     gg = a.out / "model-bf16.gguf"
     meta_path = a.out / "shape.json"
     meta = {"shape": a.shape, "seed": a.seed, **s,
-            "active_weight_bytes_per_token": active_weight_bytes_per_token(s)}
+            "active_weight_bytes_per_token": active_weight_bytes_per_token(s),
+            "kv_bytes_per_token_bf16": kv_bytes_per_token(s)}
     if not a.force and meta_path.exists() and gg.exists() and (hf / "model.safetensors").exists():
         if json.loads(meta_path.read_text()) == meta:
             print(f"{a.out}: up to date")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""moeserve against llama.cpp on the same random Qwen3-MoE model, same machine, same run (issue 6).
+"""moeserve against llama.cpp on the same random MoE model, same machine, same run (issues 6, 20).
 
     run.py --shape moe-s --threads 2 --repeats 3 --out results.json --plot results.png
+    run.py --shape ds-s --batches 1,16,64 ...      (DeepSeek-V3-shaped: MLA, grouped sigmoid routing)
 
 Builds the model (make_models.py; skipped when up to date), checks that both engines compute the
 same logits on it, then for each repeat runs, one subprocess each and in this order: the
@@ -30,7 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from make_models import expert_bytes_per_token, matrix_bytes_per_token
+import re
+
+from make_models import SHAPES, expert_bytes_per_token, matrix_bytes_per_token
 
 HERE = Path(__file__).resolve().parent
 BS1_PROBE_GIB = 0.5  # the probes right before and after each engine's batch-1 decode
@@ -57,7 +60,9 @@ class Llama:
         import llama_cpp as lc
         self.lc = lc
         lc.llama_backend_init()
-        self._log_cb = lc.llama_log_callback(lambda level, text, data: None)  # kept: C holds the pointer
+        # llama.cpp's log goes nowhere but into self.log (its KV cache size line is read back).
+        self.log = []
+        self._log_cb = lc.llama_log_callback(lambda level, text, data: self.log.append(text.decode(errors="replace")))
         lc.llama_log_set(self._log_cb, None)
         mp = lc.llama_model_default_params()
         self.model = lc.llama_model_load_from_file(gguf.encode(), mp)
@@ -101,6 +106,19 @@ class Llama:
         return np.ctypeslib.as_array(ptr, shape=(n_out, self.vocab))
 
 
+def llama_kv_size(log) -> dict:
+    """llama.cpp's own account of its KV cache (its log line "size = X MiB (N cells, L layers,
+    ...), K (f16): a MiB, V (f16): b MiB"): bytes per token over all layers. For deepseek2 with
+    the split kv_b it keeps one K row of kv_lora_rank + rope per token and layer and no V."""
+    m = re.search(r"size =\s*([\d.]+) MiB \(\s*(\d+) cells,\s*(\d+) layers.*?K \((\w+)\):\s*([\d.]+) MiB, "
+                  r"V \((\w+)\):\s*([\d.]+) MiB", "".join(log))
+    if not m:
+        return {"kv_bytes_per_token": None, "kv_log": "no KV size line in llama.cpp's log"}
+    mib, cells = float(m.group(1)), int(m.group(2))
+    return {"kv_bytes_per_token": round(mib * 2**20 / cells), "kv_cells": cells, "kv_layers": int(m.group(3)),
+            "kv_k_mib": float(m.group(5)), "kv_v_mib": float(m.group(7)), "kv_k_type": m.group(4)}
+
+
 def probe_gbs(a) -> float:
     """The bandwidth probe in its own process (its array stays out of this one's peak RSS)."""
     p = subprocess.run([a.probe_harness, "bandwidth", "--threads", str(a.threads), "--gib", str(BS1_PROBE_GIB),
@@ -119,7 +137,7 @@ def llama_worker(a) -> int:
     t0 = time.perf_counter()
     L = Llama(a.gguf, a.threads, n_ctx, max(a.prompt, nmax, a.ctx * CTX_GROUP), nmax)
     out = {"mode": "bench", "engine": "llama.cpp", "threads": a.threads, "load_s": time.perf_counter() - t0,
-           "kv_dtype": "f16 (llama.cpp default)", "python_baseline_kib": base_kib}
+           "kv_dtype": "f16 (llama.cpp default)", "python_baseline_kib": base_kib, **llama_kv_size(L.log)}
     if a.logits_ids:
         ids = [int(x) for x in a.logits_ids.split(",")]
         rows = L.decode([(t, i, 0, True) for i, t in enumerate(ids)])
@@ -182,7 +200,7 @@ def median(xs):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="moe-s", choices=["tiny", "moe-s", "qwen3-a3b-8L"])
+    ap.add_argument("--shape", default="moe-s", choices=sorted(SHAPES))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("results.json"))
@@ -267,7 +285,8 @@ def main() -> int:
         rs = runs[eng]
         s = {"prefill_tps": median([x["prefill_tps"] for x in rs]),
              "decode_tps": {str(n): median([x["decode_tps"][str(n)] for x in rs]) for n in batches},
-             "peak_rss_mib": median([x["vm_hwm_kib"] for x in rs]) / 1024.0}
+             "peak_rss_mib": median([x["vm_hwm_kib"] for x in rs]) / 1024.0,
+             "kv_bytes_per_token": rs[-1].get("kv_bytes_per_token")}
         if "1" in s["decode_tps"]:
             s["decode_bs1_roofline_fraction"] = s["decode_tps"]["1"] / roofline
             # Against the probes taken right before and after each repeat's batch-1 decode (the
@@ -296,6 +315,7 @@ def main() -> int:
         "llama_cpp_python": llama_version(), "moeserve_commit": git_head(),
         "same_model_check": check,
         "read_bandwidth_gbs": bw, "active_weight_bytes_per_token": bytes_tok,
+        "kv_bytes_per_token_expected_bf16": shape.get("kv_bytes_per_token_bf16"),
         "moeserve_bytes_read_per_token": own_bytes_tok,
         "decode_bs1_roofline_tps": roofline,
         "median": summary, "runs": runs,
@@ -322,6 +342,8 @@ def print_table(res: dict, batches) -> None:
         rows.append((("decode bs 1 tok/s" if n == 1 else f"decode {n} seqs aggregate tok/s"),
                      m["decode_tps"][str(n)], l["decode_tps"][str(n)]))
     rows.append(("peak RSS MiB", m["peak_rss_mib"], l["peak_rss_mib"]))
+    if m.get("kv_bytes_per_token") and l.get("kv_bytes_per_token"):
+        rows.append(("KV cache bytes per token", m["kv_bytes_per_token"], l["kv_bytes_per_token"]))
     if "decode_bs1_roofline_fraction" in m:
         rows.append(("decode bs 1 / roofline", m["decode_bs1_roofline_fraction"], l["decode_bs1_roofline_fraction"]))
         rows.append(("decode bs 1 / adjacent roofline", m["decode_bs1_adjacent_roofline_fraction"],
@@ -355,7 +377,8 @@ def plot(res: dict, batches, path: Path) -> None:
     ax.set_xticks(batches, [str(n) for n in batches])
     ax.set_xlabel("concurrent sequences (one token each per step)")
     ax.set_ylabel("aggregate decode tokens/s")
-    ax.set_title(f"{res['shape']['shape']}, bf16, {res['threads']} threads, median of {res['repeats']}")
+    ax.set_title(f"{res['shape']['shape']}, bf16, {res['threads']} threads, median of {res['repeats']}\n"
+                 f"{res['machine']['cpu']}, shared host (load avg in the JSON)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

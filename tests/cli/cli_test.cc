@@ -228,6 +228,42 @@ TEST(CliInfo, EverySharedConfigParsesAndUnsupportedFamiliesSaySo) {
     EXPECT_GE(seen, 7);
 }
 
+// The other two published MLA configs (issue 20): DeepSeek-R1 (V3's shapes, one MTP layer) and
+// Kimi K2 (384 experts in one group, 64 heads, no MTP layer): parameters, the latent KV cache,
+// MTP recognised and not loaded, in the text and the JSON forms. The active counts were checked by
+// hand: V3/R1 61 x 187.1 M of MLA + 3 dense MLPs 1.19 B + 58 x (8 routed + 1 shared experts +
+// router) 23.1 B + embedding and lm_head 1.85 B = 37.55 B; K2 (64 heads) 6.17 + 0.40 + 60 x 399.1 M
+// + 2.35 = 32.86 B; both as published (37 B, 32 B activated).
+TEST(CliInfo, DeepseekR1AndKimiK2AreSizedWithTheirLatentCacheAndMtp) {
+    const std::string configs = std::string(MOE_TEST_DATA_DIR) + "/configs/";
+    struct Want {
+        const char* dir;
+        const char* params;
+        int64_t total, active;
+        int mtp;
+    };
+    for (const Want& w : {Want{"deepseek-r1", "671.03 B total, 37.55 B active", 671026419200, 37552297472, 1},
+                          Want{"kimi-k2", "1.03 T total, 32.86 B active", 1026408232448, 32861500928, 0}}) {
+        SCOPED_TRACE(w.dir);
+        Result r = run("info --model " + configs + w.dir);
+        ASSERT_EQ(r.exit_code, 0) << r.out;
+        EXPECT_NE(r.out.find(w.params), std::string::npos) << r.out;
+        EXPECT_NE(r.out.find("70272 B/token at bf16 (latent 576 per layer)"), std::string::npos) << r.out;
+        EXPECT_NE(r.out.find("kv_lora_rank 512, qk 128 nope + 64 rope, v 128"), std::string::npos) << r.out;
+        const bool mtp_line =
+            r.out.find("1 next-token-prediction layer(s) in the checkpoint: recognised, not loaded") !=
+            std::string::npos;
+        EXPECT_EQ(mtp_line, w.mtp == 1) << r.out;
+        r = run("info --model " + configs + w.dir + " --json");
+        ASSERT_EQ(r.exit_code, 0) << r.out;
+        const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+        EXPECT_EQ(j["total_params"].get<int64_t>(), w.total);
+        EXPECT_EQ(j["active_params_per_token"].get<int64_t>(), w.active);
+        EXPECT_EQ(j["kv_bytes_per_token_bf16"].get<int64_t>(), 70272);
+        EXPECT_EQ(j["num_nextn_predict_layers"].get<int>(), w.mtp);
+    }
+}
+
 TEST(CliInfo, FixtureWithWeightsIsCheckedAndBrokenConfigFails) {
     Result r = run("info --model " + fixture("qwen2_moe"));
     EXPECT_EQ(r.exit_code, 0) << r.out;

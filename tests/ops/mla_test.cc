@@ -1,5 +1,6 @@
 // The MLA ops and DeepSeek-V3's grouped router (ops/mla_ops.h) on every backend vs the naive
-// reference. A backend without an op (the CUDA backend today) skips with the reason.
+// reference: both CPU backends and the CUDA backend (kernels/mla; its instances skip without a
+// device). A backend without an op would skip with the reason; every backend has all 8 now.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -31,9 +32,8 @@ TensorView strided3(TensorView flat, int64_t d0, int64_t d1, int64_t d2, int64_t
 
 MOE_BACKEND_TEST_SUITE(OpsMla);
 
-// The CPU backends implement all 8; the CUDA backend has none yet (docs/ARCHITECTURE.md, Not built).
-TEST_P(OpsMla, CpuBackendsImplementEveryMlaOp) {
-    if (backend_name().rfind("cpu", 0) != 0) GTEST_SKIP() << backend_name() << ": the MLA ops are not built for it";
+// Every backend implements all 8 (so no case below can pass by skipping as unimplemented).
+TEST_P(OpsMla, EveryBackendImplementsEveryMlaOp) {
     const OpTable& t = be().ops();
     EXPECT_NE(t.rope_table, nullptr);
     EXPECT_NE(t.latent_write, nullptr);
@@ -116,6 +116,116 @@ TEST_P(OpsMla, SlotsOutsideTheCacheAreOutOfRange) {
     if (s.code() == StatusCode::kUnimplemented) GTEST_SKIP() << s.to_string();
     EXPECT_EQ(s.code(), StatusCode::kOutOfRange) << s.to_string();
     EXPECT_NE(s.message().find("slot 1 = 8"), std::string::npos) << s.to_string();
+}
+
+// Bad indices are kOutOfRange with the reference's words, and nothing is written (the CPU checks
+// before writing; the CUDA kernels read the check kernel's verdict before writing).
+TEST_P(OpsMla, BadIndicesAreOutOfRangeAndWriteNothing) {
+    DeviceArena arena(be());
+    {
+        std::vector<float> x(8, 1.0f), inv(2, 0.5f);
+        std::vector<int32_t> pos = {3, -2};
+        const TensorView xv = arena.put(x, DType::kF32, {2, 4});
+        const Status s = ops::run(be(), RopeTableArgs{.x = xv,
+                                                      .positions = arena.put(pos, DType::kI32, {2}),
+                                                      .inv_freq = arena.put(inv, DType::kF32, {2})});
+        if (s.code() == StatusCode::kUnimplemented) GTEST_SKIP() << s.to_string();
+        EXPECT_EQ(s.code(), StatusCode::kOutOfRange) << s.to_string();
+        EXPECT_NE(s.message().find("positions[1] = -2"), std::string::npos) << s.to_string();
+        expect_exact(arena.get<float>(xv), x, "x after a refused rope_table");
+    }
+    {
+        const int64_t nb = 2, bs = 2, D = 3;
+        std::vector<int64_t> slots = {1, -1};
+        const TensorView out = arena.alloc(DType::kF32, {2, D});
+        const Status s = ops::run(be(), LatentGatherArgs{.cache = arena.alloc(DType::kBF16, {nb, bs, D}, 0),
+                                                         .slots = arena.put(slots, DType::kI64, {2}),
+                                                         .out = out});
+        EXPECT_EQ(s.code(), StatusCode::kOutOfRange) << s.to_string();
+        EXPECT_NE(s.message().find("slot 1 = -1 is outside [0, 4)"), std::string::npos) << s.to_string();
+        for (float v : arena.get<float>(out)) EXPECT_TRUE(std::isnan(v)) << "latent_gather wrote after refusing";
+    }
+    {
+        // Sequence 1 has 2 query rows but 1 kv row.
+        const int64_t H = 2, D = 4;
+        std::vector<float> q(static_cast<size_t>(3 * H * D), 0.5f), kv(static_cast<size_t>(3 * H * D), 0.25f);
+        std::vector<int32_t> qs = {0, 1, 3}, ks = {0, 2, 3};
+        const TensorView out = arena.alloc(DType::kF32, {3, H, D});
+        const Status s = ops::run(be(), RaggedAttentionArgs{.q = arena.put(q, DType::kF32, {3, H, D}),
+                                                            .k = arena.put(kv, DType::kF32, {3, H, D}),
+                                                            .v = arena.put(kv, DType::kF32, {3, H, D}),
+                                                            .query_start = arena.put(qs, DType::kI32, {3}),
+                                                            .kv_start = arena.put(ks, DType::kI32, {3}),
+                                                            .out = out});
+        EXPECT_EQ(s.code(), StatusCode::kOutOfRange) << s.to_string();
+        EXPECT_NE(s.message().find("sequence 1 has 1 kv rows for 2 query rows"), std::string::npos) << s.to_string();
+        for (float v : arena.get<float>(out)) EXPECT_TRUE(std::isnan(v)) << "ragged_attention wrote after refusing";
+    }
+}
+
+// DeepSeek-sized rows: kv_lora_rank 512 + rope 64, contexts over several 128-key chunks (the CUDA
+// kernels score 128 keys at a time and keep up to 8 value dims a thread), a ragged batch.
+TEST_P(OpsMla, AttentionAtDeepseekDimsOverManyKeys) {
+    Rng rng(2007);
+    const int64_t H = 3, L = 512, R = 64, bs = 16, max_blocks = 20, nb = 48;
+    const std::vector<int32_t> qs = {0, 1, 3, 4}, kv_lens = {300, 131, 1};
+    const int64_t T = 4, S = 3;
+    std::vector<int32_t> tables(static_cast<size_t>(S * max_blocks), -1);
+    std::vector<int32_t> perm(static_cast<size_t>(nb));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng.gen());
+    size_t next = 0;
+    for (int64_t s = 0; s < S; ++s)
+        for (int64_t b = 0; b < (kv_lens[static_cast<size_t>(s)] + bs - 1) / bs; ++b)
+            tables[static_cast<size_t>(s * max_blocks + b)] = perm[next++];
+    auto cache = rng.uniform(static_cast<size_t>(nb * bs * (L + R)), -1, 1);
+    std::vector<uint16_t> cache_b = to_bf16(cache);
+    auto ql = rng.uniform(static_cast<size_t>(T * H * L), -0.2f, 0.2f);
+    auto qr = rng.uniform(static_cast<size_t>(T * H * R), -0.5f, 0.5f);
+    std::vector<float> ref_out(static_cast<size_t>(T * H * L));
+    MOE_ASSERT_OK(
+        ref::mla_attention({host_view(ql.data(), DType::kF32, {T, H, L}), host_view(qr.data(), DType::kF32, {T, H, R}),
+                            host_view(cache_b.data(), DType::kBF16, {nb, bs, L + R}),
+                            host_view(tables.data(), DType::kI32, {S, max_blocks}),
+                            host_view(const_cast<int32_t*>(qs.data()), DType::kI32, {S + 1}),
+                            host_view(const_cast<int32_t*>(kv_lens.data()), DType::kI32, {S}),
+                            host_view(ref_out.data(), DType::kF32, {T, H, L}), 0.07f}));
+    DeviceArena arena(be());
+    const TensorView o = arena.alloc(DType::kF32, {T, H, L});
+    MOE_RUN_OR_SKIP(ops::run(be(), MlaAttentionArgs{.q_latent = arena.put(ql, DType::kF32, {T, H, L}),
+                                                    .q_rope = arena.put(qr, DType::kF32, {T, H, R}),
+                                                    .cache = arena.put(cache_b, DType::kBF16, {nb, bs, L + R}),
+                                                    .block_tables = arena.put(tables, DType::kI32, {S, max_blocks}),
+                                                    .query_start = arena.put(qs, DType::kI32, {S + 1}),
+                                                    .kv_lens = arena.put(kv_lens, DType::kI32, {S}),
+                                                    .out = o,
+                                                    .scale = 0.07f}));
+    // f32 sums over 576-long dots and 300 keys against double: looser than the short cases.
+    expect_close(arena.get<float>(o), ref_out, 2e-5, 1e-4, "latent attention out");
+
+    // The expanded path's attention: 200 and 140 keys, v dim 160 (two dims a CUDA thread).
+    const int64_t Hr = 2, Dqk = 192, Dv = 160;
+    const std::vector<int32_t> rqs = {0, 2, 5}, rks = {0, 200, 340};
+    const int64_t Tr = 5, N = 340, Sr = 2;
+    auto q = rng.uniform(static_cast<size_t>(Tr * Hr * Dqk), -0.2f, 0.2f);
+    auto k = rng.uniform(static_cast<size_t>(N * Hr * Dqk), -1, 1);
+    auto v = rng.uniform(static_cast<size_t>(N * Hr * Dv), -1, 1);
+    std::vector<float> ref_r(static_cast<size_t>(Tr * Hr * Dv));
+    MOE_ASSERT_OK(ref::ragged_attention({host_view(q.data(), DType::kF32, {Tr, Hr, Dqk}),
+                                         host_view(k.data(), DType::kF32, {N, Hr, Dqk}),
+                                         host_view(v.data(), DType::kF32, {N, Hr, Dv}),
+                                         host_view(const_cast<int32_t*>(rqs.data()), DType::kI32, {Sr + 1}),
+                                         host_view(const_cast<int32_t*>(rks.data()), DType::kI32, {Sr + 1}),
+                                         host_view(ref_r.data(), DType::kF32, {Tr, Hr, Dv}), 0.1f}));
+    const TensorView ro = arena.alloc(DType::kF32, {Tr, Hr, Dv});
+    MOE_RUN_OR_SKIP(ops::run(be(), RaggedAttentionArgs{.q = arena.put(q, DType::kF32, {Tr, Hr, Dqk}),
+                                                       .k = arena.put(k, DType::kF32, {N, Hr, Dqk}),
+                                                       .v = arena.put(v, DType::kF32, {N, Hr, Dv}),
+                                                       .query_start = arena.put(rqs, DType::kI32, {Sr + 1}),
+                                                       .kv_start = arena.put(rks, DType::kI32, {Sr + 1}),
+                                                       .out = ro,
+                                                       .scale = 0.1f}));
+    expect_close(arena.get<float>(ro), ref_r, 2e-5, 1e-4, "ragged attention out");
 }
 
 TEST_P(OpsMla, ExpandAndRaggedAttention) {

@@ -102,5 +102,7 @@ inline const CudaFp8Weight* fp8_weight(const WeightView& w) {
 void register_cuda_ops(OpTable& table);
 // attention and the MoE ops (cuda_moe_ops.cc); called by register_cuda_ops.
 void register_cuda_moe_ops(OpTable& table);
+// The MLA ops and DeepSeek-V3's grouped router (cuda_mla_ops.cc); called by register_cuda_ops.
+void register_cuda_mla_ops(OpTable& table);
 
 }  // namespace moe::cuda

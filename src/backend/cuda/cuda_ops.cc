@@ -185,6 +185,7 @@ void register_cuda_ops(OpTable& table) {
     table.add = &add;
     table.kv_write = &kv_write;
     register_cuda_moe_ops(table);
+    register_cuda_mla_ops(table);
 }
 
 }  // namespace moe::cuda
