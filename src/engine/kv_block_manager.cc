@@ -137,6 +137,12 @@ std::span<const int32_t> KvBlockManager::block_table(SeqId seq) const {
     return it->second.table;
 }
 
+std::span<const Sha256Digest> KvBlockManager::block_hashes(SeqId seq) const {
+    auto it = seqs_.find(seq);
+    if (it == seqs_.end()) return {};
+    return it->second.hashes;
+}
+
 bool KvBlockManager::is_cached(int32_t block) const {
     const Block& b = blocks_[static_cast<size_t>(block)];
     if (!b.hash) return false;
