@@ -315,7 +315,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TransformersMatch,
 
 TEST(Fixtures, EverySupportedFamilyHasOne) {
     const auto names = fixture_names();
-    for (const char* want : {"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "deepseek_v3", "deepseek_v3_noq"})
+    for (const char* want : {"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "deepseek_v3", "deepseek_v3_noq", "gpt_oss"})
         EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << "missing fixture " << want;
 }
 
