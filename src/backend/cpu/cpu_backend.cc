@@ -204,6 +204,19 @@ StatusOr<std::unique_ptr<PreparedWeight>> CpuBackend::prepare_weight(const std::
         std::make_unique<CpuWeight>(*this, logical, m, std::move(buf), &weight_counts_));
 }
 
+StatusOr<std::unique_ptr<PreparedWeight>> CpuBackend::prepare_quantized_weight(const std::string& name,
+                                                                               const QuantizedTensor& q,
+                                                                               WeightUse use) {
+    MOE_RETURN_IF_ERROR(validate_quantized(q, name));
+    switch (q.format) {
+        case QuantFormat::kMxfp4:
+            return prepare_mxfp4(name, q);
+        case QuantFormat::kFp8E4M3Block:
+            break;
+    }
+    return Backend::prepare_quantized_weight(name, q, use);
+}
+
 std::string CpuBackend::weight_summary() const {
     std::string out;
     const std::pair<CpuLayout, const char*> parts[] = {{CpuLayout::kFp8Block, " in FP8 e4m3 with block scales"},

@@ -37,6 +37,13 @@ public:
     // plain row-major copy. Always a CpuWeight (cpu_weight.h), in memory the backend owns.
     StatusOr<std::unique_ptr<PreparedWeight>> prepare_weight(const std::string& name, const TensorView& w,
                                                              WeightUse use) override;
+    // Block-scaled checkpoint formats (moe/quant.h), after validate_quantized: MXFP4 is kept as
+    // the checkpoint stores it (CpuLayout::kMxfp4: values then scales in one buffer, 4.25 bits
+    // per weight; mxfp4_block.h), refused when a weight is not finite in f32. Other formats: the
+    // default's kUnimplemented.
+    StatusOr<std::unique_ptr<PreparedWeight>> prepare_quantized_weight(const std::string& name,
+                                                                       const QuantizedTensor& q,
+                                                                       WeightUse use) override;
     // "64 in the lossless 12-bit form, 3 in bf16 column panels, 1 row-major; 812.0 MiB"
     std::string weight_summary() const override;
     // /proc/meminfo capped by the process's cgroup memory limit (host_memory.h).
@@ -57,6 +64,8 @@ private:
     // the form would keep too many exceptions to pay).
     StatusOr<DeviceBuffer> pack_panels(const TensorView& w);
     StatusOr<DeviceBuffer> pack_panels12(const TensorView& w);
+    // mxfp4_weight.cc
+    StatusOr<std::unique_ptr<PreparedWeight>> prepare_mxfp4(const std::string& name, const QuantizedTensor& q);
 
     bool pack_weights_;
     bool compress_streamed_;

@@ -13,6 +13,7 @@
 
 #include "backend/cpu/bf16_matmul.h"
 #include "backend/cpu/gemm_f32_narrow.h"
+#include "backend/cpu/mxfp4_block.h"
 
 namespace moe::cpu {
 namespace {
@@ -71,6 +72,7 @@ size_t GemmEngine::cached_primitives() const {
 
 Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
+    if (p.w.layout == CpuLayout::kMxfp4) return mxfp4_matmul(p, pool_);
     if (p.w.dtype == DType::kF32) {
         if (f32_narrow_applies(p)) {
             f32_narrow_gemm(p, pool_);
