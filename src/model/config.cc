@@ -406,6 +406,40 @@ Status parse_deepseek_v3(const json& j, const std::string& source, ModelConfig* 
     return ok_status();
 }
 
+// quantization_config outside DeepSeek-V3 (whose FP8 form parse_deepseek_v3 handles): quant_method
+// "mxfp4" on gpt-oss (transformers' Mxfp4Config: modules_to_not_convert); any other method, or
+// MXFP4 on another family, leaves the model recognised and refused with the reason.
+Status parse_quantization(const json& j, const std::string& source, ModelConfig* c) {
+    Reader r(j, source);
+    if (!r.has("quantization_config")) return ok_status();
+    const json& q = j.at("quantization_config");
+    if (!q.is_object()) return r.error("quantization_config must be an object, got " + type_of(q));
+    Reader rq(q, source + ": quantization_config");
+    MOE_ASSIGN_OR_RETURN(std::string method, rq.string("quant_method", ""));
+    const std::string arch = c->architecture.empty() ? c->model_type : c->architecture;
+    if (method != "mxfp4" || c->family != ModelFamily::kGptOss) {
+        c->supported = false;
+        c->unsupported_reason = arch + ": quantization_config quant_method \"" + method.substr(0, 64) +
+                                "\" is not implemented yet (\"mxfp4\" on gpt-oss is read)";
+        return ok_status();
+    }
+    c->quantization.method = method;
+    if (rq.has("modules_to_not_convert")) {
+        const json& m = q.at("modules_to_not_convert");
+        constexpr size_t kMaxModules = 4096, kMaxModuleName = 256;
+        if (!m.is_array() || m.size() > kMaxModules)
+            return rq.error("modules_to_not_convert must be an array of at most " + std::to_string(kMaxModules) +
+                            " strings");
+        for (const json& name : m) {
+            if (!name.is_string() || name.get_ref<const std::string&>().size() > kMaxModuleName)
+                return rq.error("modules_to_not_convert must hold strings of at most " +
+                                std::to_string(kMaxModuleName) + " bytes, got " + name.dump().substr(0, 80));
+            c->quantization.modules_to_not_convert.push_back(name.get<std::string>());
+        }
+    }
+    return ok_status();
+}
+
 // Qwen2/3-MoE: layer i is MoE iff i is not in mlp_only_layers, there are experts and
 // (i + 1) % decoder_sparse_step == 0 (transformers Qwen3MoeDecoderLayer).
 Status parse_qwen_layers(const json& j, const std::string& source, const Defaults& d, ModelConfig* c) {
@@ -562,6 +596,7 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
                              r.integer("max_position_embeddings", d.max_pos, 1, kMaxPositions));
         if (is_deepseek_like(c)) MOE_RETURN_IF_ERROR(parse_mla(j, source, &c));
         if (c.family == ModelFamily::kDeepseekV3) MOE_RETURN_IF_ERROR(parse_deepseek_v3(j, source, &c));
+        if (c.family != ModelFamily::kDeepseekV3) MOE_RETURN_IF_ERROR(parse_quantization(j, source, &c));
 
         // Qwen configs carry a sliding_window that is off unless use_sliding_window says so.
         bool use_sw = true;

@@ -65,6 +65,16 @@ struct GroupRouting {
     double routed_scaling_factor = 1.0;
 };
 
+// config.json quantization_config, as far as this build reads it (#24). gpt-oss: quant_method
+// "mxfp4": the experts' gate_up_proj and down_proj are stored as *_blocks / *_scales (MXFP4,
+// moe/quant.h); the modules in modules_to_not_convert (attention, router, embeddings, lm_head)
+// and every bias stay bf16.
+struct QuantizationConfig {
+    std::string method;  // "" (none) or "mxfp4"
+    std::vector<std::string> modules_to_not_convert;
+    bool mxfp4() const { return method == "mxfp4"; }
+};
+
 struct ModelConfig {
     ModelFamily family = ModelFamily::kUnknown;
     std::string architecture;  // as written in config.json "architectures"[0]
@@ -97,6 +107,7 @@ struct ModelConfig {
     YarnScaling yarn;
     GroupRouting group_routing;
     int64_t num_nextn_predict_layers = 0;  // MTP layers in the checkpoint: recognised, not loaded
+    QuantizationConfig quantization;
     bool is_mla() const { return mla.kv_lora_rank > 0; }
 
     DType torch_dtype = DType::kBF16;  // "torch_dtype" / "dtype"; f32/bf16/f16
