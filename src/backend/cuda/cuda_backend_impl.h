@@ -6,6 +6,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <memory>
+#include <string>
 
 #include "kernels/common/kernel_types.h"
 #include "moe/backend.h"
@@ -27,6 +29,10 @@ public:
     void deallocate(void* ptr) override;
     Status copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
     Status synchronize() override;
+    // MXFP4 kept as the checkpoint stores it (cuda_mxfp4.h); other formats: the default's refusal.
+    StatusOr<std::unique_ptr<PreparedWeight>> prepare_quantized_weight(const std::string& name,
+                                                                       const QuantizedTensor& q,
+                                                                       WeightUse use) override;
     // cudaMemGetInfo on this device: its total memory and what is free now.
     StatusOr<MemoryInfo> memory_info() const override;
 

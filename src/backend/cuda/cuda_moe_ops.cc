@@ -13,6 +13,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_mxfp4.h"
 #include "kernels/attention/attention.h"
 #include "kernels/cast/cast.h"
 #include "kernels/moe_experts/moe_experts_plan.h"
@@ -217,6 +218,7 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
         if (v > INT_MAX)
             return unimplemented(fmt::format("moe_experts: cuBLAS takes 32-bit sizes; got rows {} hidden {} inter {}",
                                              rows, hidden, inter));
+    if (as_mxfp4(a.w_gate[first]) != nullptr) return mxfp4_moe_experts(be, a, gemms, inter);
     const bool bf16 = w_type == DType::kBF16;
     const kernels::ExpertsScratch layout = kernels::plan_experts_scratch(rows, hidden, inter, bf16);
     MOE_ASSIGN_OR_RETURN(void* scratch_ptr, be.scratch(layout.total));

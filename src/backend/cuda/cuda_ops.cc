@@ -8,6 +8,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_mxfp4.h"
 #include "kernels/add/add.h"
 #include "kernels/cast/cast.h"
 #include "kernels/embedding/embedding.h"
@@ -147,7 +148,9 @@ Status gemm(Backend& b, const GemmArgs& a) {
     const int ld_y = std::max(static_cast<int>(a.y.stride(0)), ni);
     const float alpha = 1.0f;
     const float beta = a.accumulate ? 1.0f : 0.0f;
-    if (a.w.dtype() == DType::kF32) {
+    if (const CudaMxfp4Weight* mx = as_mxfp4(a.w)) {
+        MOE_RETURN_IF_ERROR(mxfp4_gemm(be, a, *mx));
+    } else if (a.w.dtype() == DType::kF32) {
         MOE_CUDA_RETURN_IF_ERROR(cublasSgemm(be.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &alpha,
                                              a.w.tensor.ptr<const float>(), ki, a.x.ptr<const float>(), ld_x, &beta,
                                              a.y.ptr<float>(), ld_y));
