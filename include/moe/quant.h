@@ -58,6 +58,11 @@ float e8m0_to_f32(uint8_t e);           // 2^(e - 127); NaN for 0xff
 // Nearest-even encoders, for tests and fixture tools (e4m3 saturates to +-448).
 uint8_t f32_to_fp8_e4m3(float f);
 
+// MXFP4 only: kOk when every weight of q (validated) is finite in f32; else kInvalidArgument naming
+// `name`, the row, the block and the scale (e8m0 0xff is NaN; 2^(s - 127) * |e2m1| >= 2^128 for
+// scales 253 and 254 with large codes). Backends refuse such a matrix at load (#24).
+Status check_mxfp4_finite(const QuantizedTensor& q, std::string_view name);
+
 // Expands rows [row_begin, row_end) of q into out (f32, (row_end - row_begin) x k, row-major).
 // q must have passed validate_quantized.
 void dequantize_to_f32(const QuantizedTensor& q, int64_t row_begin, int64_t row_end, float* out);

@@ -131,6 +131,27 @@ uint8_t f32_to_fp8_e4m3(float f) {
     return static_cast<uint8_t>(sign | code);
 }
 
+Status check_mxfp4_finite(const QuantizedTensor& q, std::string_view name) {
+    const auto* v = static_cast<const uint8_t*>(q.values.data);
+    const auto* s = static_cast<const uint8_t*>(q.scales.data);
+    const int64_t kb = q.k / 32;
+    for (int64_t i = 0; i < q.n * kb; ++i) {
+        if (s[i] < 253) continue;
+        // The largest magnitude that stays finite: 2^(s - 127) * m < 2^128.
+        const int max_code = s[i] == 255 ? -1 : s[i] == 254 ? 3 /* 1.5 */ : 5 /* 3.0 */;
+        for (int64_t j = 0; j < 16; ++j) {
+            const uint8_t byte = v[i * 16 + j];
+            const int lo = byte & 0x7, hi = (byte >> 4) & 0x7;
+            if (s[i] == 255 || lo > max_code || hi > max_code)
+                return invalid_argument(std::string(name) + ": MXFP4 row " + std::to_string(i / kb) + " block " +
+                                        std::to_string(i % kb) + " has e8m0 scale " + std::to_string(s[i]) +
+                                        (s[i] == 255 ? " (NaN)" : "") +
+                                        ", which makes its weights non-finite in f32; refused");
+        }
+    }
+    return ok_status();
+}
+
 void dequantize_to_f32(const QuantizedTensor& q, int64_t row_begin, int64_t row_end, float* out) {
     const int64_t k = q.k;
     if (q.format == QuantFormat::kFp8E4M3Block) {

@@ -451,6 +451,40 @@ Status parse_deepseek_v3(const json& j, const std::string& source, ModelConfig* 
     return ok_status();
 }
 
+// quantization_config quant_method "mxfp4" on gpt-oss (transformers' Mxfp4Config:
+// modules_to_not_convert); MXFP4 on another family leaves the model recognised and refused with
+// the reason.
+Status parse_mxfp4(const json& j, const std::string& source, ModelConfig* c) {
+    Reader r(j, source);
+    if (!r.has("quantization_config")) return ok_status();
+    const json& q = j.at("quantization_config");
+    if (!q.is_object()) return r.error("quantization_config must be an object, got " + type_of(q));
+    Reader rq(q, source + ": quantization_config");
+    MOE_ASSIGN_OR_RETURN(std::string method, rq.string("quant_method", ""));
+    const std::string arch = c->architecture.empty() ? c->model_type : c->architecture;
+    if (method != "mxfp4" || c->family != ModelFamily::kGptOss) {
+        c->supported = false;
+        c->unsupported_reason = arch + ": quantization_config quant_method \"" + method.substr(0, 64) +
+                                "\" is not supported on this family (\"mxfp4\" on gpt-oss is)";
+        return ok_status();
+    }
+    c->quantization.method = method;
+    if (rq.has("modules_to_not_convert")) {
+        const json& m = q.at("modules_to_not_convert");
+        constexpr size_t kMaxModules = 4096, kMaxModuleName = 256;
+        if (!m.is_array() || m.size() > kMaxModules)
+            return rq.error("modules_to_not_convert must be an array of at most " + std::to_string(kMaxModules) +
+                            " strings");
+        for (const json& name : m) {
+            if (!name.is_string() || name.get_ref<const std::string&>().size() > kMaxModuleName)
+                return rq.error("modules_to_not_convert must hold strings of at most " +
+                                std::to_string(kMaxModuleName) + " bytes, got " + name.dump().substr(0, 80));
+            c->quantization.modules_to_not_convert.push_back(name.get<std::string>());
+        }
+    }
+    return ok_status();
+}
+
 // "quantization_config": FP8 e4m3 with block scales and dynamic activations, as DeepSeek-V3/R1
 // and Kimi K2 publish (#20). A malformed entry is an error naming the key; a well-formed one of
 // another kind (another method, static activation scales, per-tensor scales) makes the model
@@ -470,8 +504,10 @@ Status parse_quantization(const json& j, const std::string& source, ModelConfig*
         return ok_status();
     };
     MOE_ASSIGN_OR_RETURN(std::string method, r.string("quant_method", ""));
+    if (method == "mxfp4") return parse_mxfp4(j, source, c);
     if (method != "fp8")
-        return refuse("quant_method \"" + method + "\" is not supported (fp8 with e4m3 block scales is)");
+        return refuse("quant_method \"" + method.substr(0, 64) +
+                      "\" is not supported (fp8 with e4m3 block scales on DeepSeek-V3/Kimi K2, mxfp4 on gpt-oss are)");
     MOE_ASSIGN_OR_RETURN(std::string fmt, r.string("fmt", "e4m3"));
     if (fmt != "e4m3") return refuse("fmt \"" + fmt + "\" is not supported (e4m3 is)");
     MOE_ASSIGN_OR_RETURN(std::string activations, r.string("activation_scheme", "dynamic"));
@@ -486,7 +522,7 @@ Status parse_quantization(const json& j, const std::string& source, ModelConfig*
     const int64_t bn = b[0].get<int64_t>(), bk = b[1].get<int64_t>();
     if (bn < 1 || bk < 1 || bn > 4096 || bk > 4096)
         return r.error("weight_block_size " + b.dump() + " must hold integers in [1, 4096]");
-    c->quantization = QuantizationConfig{.fp8 = true, .block_n = bn, .block_k = bk};
+    c->quantization = QuantizationConfig{.method = "fp8", .fp8 = true, .block_n = bn, .block_k = bk};
     return ok_status();
 }
 
@@ -646,8 +682,8 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
                              r.integer("max_position_embeddings", d.max_pos, 1, kMaxPositions));
         if (is_deepseek_like(c)) MOE_RETURN_IF_ERROR(parse_mla(j, source, &c));
         if (c.family == ModelFamily::kDeepseekV3) MOE_RETURN_IF_ERROR(parse_deepseek_v3(j, source, &c));
-        MOE_RETURN_IF_ERROR(parse_quantization(j, source, &c));
         if (c.family == ModelFamily::kGptOss) MOE_RETURN_IF_ERROR(parse_gpt_oss(j, source, &c));
+        MOE_RETURN_IF_ERROR(parse_quantization(j, source, &c));
 
         // Qwen configs carry a sliding_window that is off unless use_sliding_window says so.
         bool use_sw = true;

@@ -76,13 +76,19 @@ struct GroupRouting {
     double routed_scaling_factor = 1.0;
 };
 
-// "quantization_config" of a checkpoint whose weights are stored quantized. FP8 (DeepSeek-V3/R1,
-// Kimi K2: quant_method "fp8", fmt "e4m3", activation_scheme "dynamic", weight_block_size
-// [block_n, block_k]): the matrices the checkpoint stores as F8_E4M3 come with an f32
-// `weight_scale_inv` per block (moe/quant.h). Which matrices follows the checkpoint's dtypes.
+// config.json "quantization_config" of a checkpoint whose weights are stored quantized.
+// - FP8 (DeepSeek-V3/R1, Kimi K2: quant_method "fp8", fmt "e4m3", activation_scheme "dynamic",
+//   weight_block_size [block_n, block_k]): the matrices the checkpoint stores as F8_E4M3 come with
+//   an f32 `weight_scale_inv` per block (moe/quant.h). Which matrices follows the checkpoint's dtypes.
+// - MXFP4 (gpt-oss: quant_method "mxfp4"): the experts' gate_up_proj and down_proj are stored as
+//   *_blocks / *_scales (moe/quant.h); the modules in modules_to_not_convert (attention, router,
+//   embeddings, lm_head) and every bias stay bf16.
 struct QuantizationConfig {
-    bool fp8 = false;  // false: no quantization_config
-    int64_t block_n = 0, block_k = 0;
+    std::string method;  // "" (none), "fp8" or "mxfp4"
+    bool fp8 = false;
+    int64_t block_n = 0, block_k = 0;                 // fp8
+    std::vector<std::string> modules_to_not_convert;  // mxfp4
+    bool mxfp4() const { return method == "mxfp4"; }
 };
 
 struct ModelConfig {

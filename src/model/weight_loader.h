@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -128,6 +129,73 @@ public:
                              be_.prepare_weight(name, host, WeightUse::kStreamedMatmul));
         prepared_.push_back(std::move(w));
         return WeightView(*prepared_.back());
+    }
+
+    // Rows of a matrix taken from a larger one: first, first + step, ... (count of them).
+    struct RowSelection {
+        int64_t first = 0, step = 1, count = 0;
+    };
+
+    // Expert `expert` of an MXFP4 expert tensor as gpt-oss checkpoints store it (#24; moe/quant.h):
+    // `name`_blocks u8 [num_experts, rows, k / 32, 16] and `name`_scales u8 [num_experts, rows,
+    // k / 32], both checked against the shape config.json implies. One matrix per selection of
+    // rows (gate_up_proj interleaves gate and up: rows 0::2 and 1::2), prepared through
+    // Backend::prepare_quantized_weight: the blocks run along k, so taking rows needs no
+    // requantization. The expert's mapped pages are released after. Errors name the tensor.
+    StatusOr<std::vector<WeightView>> mxfp4_expert(const std::string& name, int64_t num_experts, int64_t rows,
+                                                   int64_t k, int64_t expert, std::initializer_list<RowSelection> sel) {
+        if (k <= 0 || k % 32 != 0)
+            return invalid_argument(name + ": MXFP4 needs the reduction size (" + std::to_string(k) +
+                                    ") to be a positive multiple of 32");
+        if (expert < 0 || expert >= num_experts)
+            return invalid_argument(name + ": expert " + std::to_string(expert) + " out of range [0, " +
+                                    std::to_string(num_experts) + ")");
+        const int64_t kb = k / 32;
+        MOE_ASSIGN_OR_RETURN(WeightRef blocks, src_.get(name + "_blocks"));
+        MOE_ASSIGN_OR_RETURN(WeightRef scales, src_.get(name + "_scales"));
+        const std::vector<int64_t> want_blocks = {num_experts, rows, kb, 16}, want_scales = {num_experts, rows, kb};
+        for (const auto& [ref, want] :
+             {std::pair<const WeightRef&, const std::vector<int64_t>&>{blocks, want_blocks}, {scales, want_scales}}) {
+            if (ref.dtype != DType::kU8 || ref.shape != want)
+                return invalid_argument("tensor " + ref.name + " in " + ref.origin + ": " + dtype_name(ref.dtype) +
+                                        " " + shape_string(ref.shape) + ", expected u8 " + shape_string(want) +
+                                        " (MXFP4, from config.json)");
+        }
+        const auto* bsrc = static_cast<const uint8_t*>(blocks.data) + expert * rows * kb * 16;
+        const auto* ssrc = static_cast<const uint8_t*>(scales.data) + expert * rows * kb;
+        std::vector<WeightView> out;
+        std::vector<uint8_t> values, scale_bytes;
+        for (const RowSelection& s : sel) {
+            if (s.count < 1 || s.step < 1 || s.first < 0 || s.first + (s.count - 1) * s.step >= rows)
+                return invalid_argument(name + ": row selection " + std::to_string(s.first) + " + i * " +
+                                        std::to_string(s.step) + " for " + std::to_string(s.count) +
+                                        " rows leaves [0, " + std::to_string(rows) + ")");
+            values.resize(static_cast<size_t>(s.count * kb * 16));
+            scale_bytes.resize(static_cast<size_t>(s.count * kb));
+            for (int64_t i = 0; i < s.count; ++i) {
+                const int64_t r = s.first + i * s.step;
+                std::memcpy(values.data() + i * kb * 16, bsrc + r * kb * 16, static_cast<size_t>(kb * 16));
+                std::memcpy(scale_bytes.data() + i * kb, ssrc + r * kb, static_cast<size_t>(kb));
+            }
+            QuantizedTensor q;
+            q.format = QuantFormat::kMxfp4;
+            q.n = s.count;
+            q.k = k;
+            q.block_n = 1;
+            q.block_k = 32;
+            q.values = TensorView::make(values.data(), DType::kU8, {s.count, kb, 16});
+            q.scales = TensorView::make(scale_bytes.data(), DType::kU8, {s.count, kb});
+            const std::string what =
+                name + "[" + std::to_string(expert) + "]" +
+                (sel.size() > 1 ? " rows " + std::to_string(s.first) + "::" + std::to_string(s.step) : std::string());
+            MOE_ASSIGN_OR_RETURN(std::unique_ptr<PreparedWeight> w,
+                                 be_.prepare_quantized_weight(what, q, WeightUse::kStreamedMatmul));
+            prepared_.push_back(std::move(w));
+            out.emplace_back(*prepared_.back());
+        }
+        src_.release(bsrc, static_cast<size_t>(rows * kb * 16));
+        src_.release(ssrc, static_cast<size_t>(rows * kb));
+        return out;
     }
 
 private:

@@ -3,6 +3,7 @@
 #include "backend/cpu/bf16_panels.h"
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/fp8_block.h"
+#include "backend/cpu/mxfp4_block.h"
 #include "moe/check.h"
 
 namespace moe::cpu {
@@ -22,7 +23,7 @@ void bf16_block(const uint16_t* x, int64_t ldx, int64_t rows, const CpuMatrix& w
             fp8_block(x, ldx, rows, w, n_begin, n_end, y, ldy, accumulate);
             return;
         case CpuLayout::kMxfp4:
-            MOE_CHECK(false && "bf16_block: the MXFP4 kernel is not built yet");
+            mxfp4_block(x, ldx, rows, w, n_begin, n_end, y, ldy, accumulate);
             return;
         case CpuLayout::kRowMajor:
             bf16_dot_block(x, ldx, rows, static_cast<const uint16_t*>(w.data), w.k, n_begin, n_end, y, ldy, accumulate);

@@ -218,7 +218,7 @@ StatusOr<std::unique_ptr<PreparedWeight>> CpuBackend::prepare_quantized_weight(c
                 std::make_unique<CpuWeight>(*this, logical, fp8.matrix, std::move(fp8.buffer), &weight_counts_));
         }
         case QuantFormat::kMxfp4:
-            break;
+            return prepare_mxfp4(name, q);
     }
     return Backend::prepare_quantized_weight(name, q, use);
 }

@@ -37,8 +37,11 @@ public:
     // plain row-major copy. Always a CpuWeight (cpu_weight.h), in memory the backend owns.
     StatusOr<std::unique_ptr<PreparedWeight>> prepare_weight(const std::string& name, const TensorView& w,
                                                              WeightUse use) override;
-    // FP8 e4m3 block-scaled (#20): kept as the checkpoint stores it, 1 byte per weight plus the
-    // f32 block scales (CpuLayout::kFp8Block, fp8_block.h). Other formats: the default refusal.
+    // Block-scaled checkpoint formats (moe/quant.h), after validate_quantized, kept as the
+    // checkpoint stores them: FP8 e4m3 block-scaled (#20), 1 byte per weight plus the f32 block
+    // scales (CpuLayout::kFp8Block, fp8_block.h); MXFP4 (#24; CpuLayout::kMxfp4: values then
+    // scales in one buffer, 4.25 bits per weight; mxfp4_block.h), refused when a weight is not
+    // finite in f32.
     StatusOr<std::unique_ptr<PreparedWeight>> prepare_quantized_weight(const std::string& name,
                                                                        const QuantizedTensor& q,
                                                                        WeightUse use) override;
@@ -62,6 +65,8 @@ private:
     // the form would keep too many exceptions to pay).
     StatusOr<DeviceBuffer> pack_panels(const TensorView& w);
     StatusOr<DeviceBuffer> pack_panels12(const TensorView& w);
+    // mxfp4_weight.cc
+    StatusOr<std::unique_ptr<PreparedWeight>> prepare_mxfp4(const std::string& name, const QuantizedTensor& q);
 
     bool pack_weights_;
     bool compress_streamed_;

@@ -15,6 +15,7 @@
 #include "backend/cpu/bf16_tiles.h"
 #include "backend/cpu/fp8_block.h"
 #include "backend/cpu/gemm_f32_narrow.h"
+#include "backend/cpu/mxfp4_block.h"
 
 namespace moe::cpu {
 namespace {
@@ -73,6 +74,7 @@ size_t GemmEngine::cached_primitives() const {
 
 Status GemmEngine::run(const GemmProblem& p) {
     if (p.m == 0) return ok_status();
+    if (p.w.layout == CpuLayout::kMxfp4) return mxfp4_matmul(p, pool_);
     if (p.w.layout == CpuLayout::kFp8Block) {
         // FP8 block-scaled (fp8_block.h): our kernels through bf16_matmul's column split, or the
         // scalar kernel without AVX512-BF16. oneDNN never sees these matrices.

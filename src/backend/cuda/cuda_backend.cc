@@ -6,6 +6,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_mxfp4.h"
 #include "core/logging.h"
 
 namespace moe {
@@ -46,6 +47,10 @@ StatusOr<std::unique_ptr<PreparedWeight>> CudaBackend::prepare_quantized_weight(
                                                                                 const QuantizedTensor& q,
                                                                                 WeightUse use) {
     MOE_RETURN_IF_ERROR(validate_quantized(q, name));
+    if (q.format == QuantFormat::kMxfp4) {
+        MOE_RETURN_IF_ERROR(activate());
+        return prepare_mxfp4(*this, name, q);
+    }
     if (q.format != QuantFormat::kFp8E4M3Block) return Backend::prepare_quantized_weight(name, q, use);
     const size_t value_bytes = q.values.nbytes(), scale_offset = (value_bytes + 255) / 256 * 256;
     MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*this, scale_offset + q.scales.nbytes()));

@@ -34,7 +34,7 @@ public:
     StatusOr<MemoryInfo> memory_info() const override;
     // FP8 e4m3 block-scaled (#20): a device copy of the values (1 byte per weight) and the f32
     // scales, as a CudaFp8Weight; gemm and moe_experts multiply by it with the block-scaled
-    // kernel (kernels/fp8_gemm). Other formats: the default refusal.
+    // kernel (kernels/fp8_gemm). MXFP4 (#24): kept as the checkpoint stores it (cuda_mxfp4.h).
     StatusOr<std::unique_ptr<PreparedWeight>> prepare_quantized_weight(const std::string& name,
                                                                        const QuantizedTensor& q,
                                                                        WeightUse use) override;

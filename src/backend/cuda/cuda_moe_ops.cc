@@ -14,6 +14,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_mxfp4.h"
 #include "kernels/attention/attention.h"
 #include "kernels/cast/cast.h"
 #include "kernels/fp8_gemm/fp8_gemm.h"
@@ -221,6 +222,7 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
         if (v > INT_MAX)
             return unimplemented(fmt::format("moe_experts: cuBLAS takes 32-bit sizes; got rows {} hidden {} inter {}",
                                              rows, hidden, inter));
+    if (as_mxfp4(a.w_gate[first]) != nullptr) return mxfp4_moe_experts(be, a, gemms, inter);
     // FP8 block-scaled experts (every expert's three matrices, or none): f32 x and activations
     // into the block-scaled kernel (kernels/fp8_gemm).
     const bool fp8 = fp8_weight(a.w_gate[first]) != nullptr;

@@ -8,6 +8,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_mxfp4.h"
 #include "kernels/add/add.h"
 #include "kernels/cast/cast.h"
 #include "kernels/embedding/embedding.h"
@@ -150,7 +151,9 @@ Status gemm(Backend& b, const GemmArgs& a) {
     const int ld_y = std::max(static_cast<int>(a.y.stride(0)), ni);
     const float alpha = 1.0f;
     const float beta = a.accumulate ? 1.0f : 0.0f;
-    if (const CudaFp8Weight* fp8 = fp8_weight(a.w)) {
+    if (const CudaMxfp4Weight* mx = as_mxfp4(a.w)) {
+        MOE_RETURN_IF_ERROR(mxfp4_gemm(be, a, *mx));
+    } else if (const CudaFp8Weight* fp8 = fp8_weight(a.w)) {
         // FP8 block-scaled: dequantized tile by tile in shared memory, f32 products.
         MOE_CUDA_RETURN_IF_ERROR(kernels::launch_fp8_block_gemm(a.x.ptr<const float>(), ld_x, fp8->values(),
                                                                 fp8->scales(), m, n, k, fp8->block_n(), fp8->block_k(),
