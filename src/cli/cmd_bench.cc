@@ -3,11 +3,14 @@
 //   moeserve bench --server ADDR --num-requests 64 --concurrency 8 --input-len 32 --output-len 64
 //   moeserve bench --server ADDR --num-requests 64 --request-rate 4 --seed 1 ...   (Poisson arrivals)
 //   moeserve bench --server ADDR --dataset prompts.jsonl --output timings.json
+//   moeserve bench ... --request-rate 2 --slo-ttft 0.5 --slo-itl 0.05   (goodput under an SLO)
 //
 // Synthetic prompts are random token ids valid for the served vocabulary (GetModelInfo), sent
 // with ignore_eos so that every request generates exactly its output length. Times are measured
 // on the client: TTFT = call start -> first delta; inter-token latency = gap between deltas
-// divided over the tokens of the later delta (one sample per token).
+// divided over the tokens of the later delta (one sample per token). Goodput: requests that
+// completed without error and met both SLOs (--slo-ttft, --slo-itl; an SLO of 0 is not
+// checked), per second of the run's wall time.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -42,6 +45,10 @@ struct BenchFlags {
     std::string output;
     uint64_t seed = 0;
     double timeout_seconds = 600;
+    // Service-level objectives (0: not checked): a request meets them when its TTFT is at most
+    // slo_ttft and its mean inter-token latency at most slo_itl (DistServe's per-request TPOT).
+    double slo_ttft = 0;
+    double slo_itl = 0;
 };
 
 struct Job {
@@ -62,6 +69,12 @@ struct Result {
     std::string finish_reason;
     std::string error;
 };
+
+double mean_of(const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return v.empty() ? 0.0 : sum / static_cast<double>(v.size());
+}
 
 StatusOr<std::vector<Job>> load_dataset(const std::string& path) {
     std::ifstream in(path);
@@ -165,6 +178,7 @@ int bench(const BenchFlags& f) {
     if (f.num_requests < 1) return fail("--num-requests must be >= 1");
     if ((f.concurrency > 0) == (f.request_rate > 0))
         return fail("give exactly one of --concurrency and --request-rate");
+    if (f.slo_ttft < 0 || f.slo_itl < 0) return fail("--slo-ttft and --slo-itl must be >= 0 (0: not checked)");
     if (f.input_len < 1 || f.output_len < 1) return fail("--input-len and --output-len must be >= 1");
     if (f.input_len_max != 0 && f.input_len_max < f.input_len) return fail("--input-len-max must be >= --input-len");
     if (f.output_len_max != 0 && f.output_len_max < f.output_len)
@@ -233,6 +247,13 @@ int bench(const BenchFlags& f) {
         in_tokens += r.prompt_tokens;
     }
     const int ok = static_cast<int>(results.size()) - errors;
+    int met_slo = 0;
+    for (const Result& r : results) {
+        if (!r.error.empty() || r.ttft_s < 0) continue;
+        if (f.slo_ttft > 0 && r.ttft_s > f.slo_ttft) continue;
+        if (f.slo_itl > 0 && mean_of(r.itl_s) > f.slo_itl) continue;
+        ++met_slo;
+    }
     nlohmann::json summary = {
         {"requests", results.size()},
         {"completed", ok},
@@ -242,6 +263,11 @@ int bench(const BenchFlags& f) {
         {"output_tokens_per_second", static_cast<double>(out_tokens) / wall},
         {"prompt_tokens", in_tokens},
         {"output_tokens", out_tokens},
+        {"slo_ttft_seconds", f.slo_ttft},
+        {"slo_itl_seconds", f.slo_itl},
+        {"slo_met", met_slo},
+        {"slo_attainment", static_cast<double>(met_slo) / static_cast<double>(results.size())},
+        {"goodput_requests_per_second", met_slo / wall},
     };
     for (auto [name, v] : {std::pair{"ttft", &ttft}, {"itl", &itl}, {"e2e", &e2e}})
         for (int p : {50, 90, 99}) {
@@ -259,6 +285,9 @@ int bench(const BenchFlags& f) {
     std::printf("  request throughput %.3f req/s\n", ok / wall);
     std::printf("  output tokens/s    %.1f (%lld tokens)\n", static_cast<double>(out_tokens) / wall,
                 static_cast<long long>(out_tokens));
+    if (f.slo_ttft > 0 || f.slo_itl > 0)
+        std::printf("  goodput            %.3f req/s (%d of %zu met TTFT <= %g s and mean ITL <= %g s)\n",
+                    met_slo / wall, met_slo, results.size(), f.slo_ttft, f.slo_itl);
     std::printf("  TTFT      p50 %8.4f s  p90 %8.4f s  p99 %8.4f s\n", percentile(ttft, 50), percentile(ttft, 90),
                 percentile(ttft, 99));
     std::printf("  ITL       p50 %8.4f s  p90 %8.4f s  p99 %8.4f s\n", percentile(itl, 50), percentile(itl, 90),
@@ -278,13 +307,12 @@ int bench(const BenchFlags& f) {
                        {"input_len", f.input_len},     {"input_len_max", f.input_len_max},
                        {"output_len", f.output_len},   {"output_len_max", f.output_len_max},
                        {"dataset", f.dataset},         {"seed", f.seed},
+                       {"slo_ttft", f.slo_ttft},       {"slo_itl", f.slo_itl},
                        {"model", info.name()}};
         j["summary"] = summary;
         j["requests"] = nlohmann::json::array();
         for (const Result& r : results) {
-            double itl_mean = 0;
-            for (double x : r.itl_s) itl_mean += x;
-            if (!r.itl_s.empty()) itl_mean /= static_cast<double>(r.itl_s.size());
+            const double itl_mean = mean_of(r.itl_s);
             j["requests"].push_back({{"index", r.index},
                                      {"request_id", r.request_id},
                                      {"start_seconds", r.start_s},
@@ -326,6 +354,10 @@ const Registrar kRegistrar("bench", [](CLI::App& app, int& exit_code) {
         "MOESERVE_BENCH_DATASET");
     opt("--output", f->output, "write every request's timings to this JSON file", "MOESERVE_BENCH_OUTPUT");
     opt("--seed", f->seed, "seed for prompts, lengths and arrivals", "MOESERVE_BENCH_SEED");
+    opt("--slo-ttft", f->slo_ttft, "SLO: time to first token at most this, seconds (0: not checked)",
+        "MOESERVE_BENCH_SLO_TTFT");
+    opt("--slo-itl", f->slo_itl, "SLO: a request's mean inter-token latency at most this, seconds (0: not checked)",
+        "MOESERVE_BENCH_SLO_ITL");
     opt("--timeout", f->timeout_seconds, "per-request deadline, seconds", "MOESERVE_BENCH_TIMEOUT");
     cmd->callback([f, &exit_code] { exit_code = bench(*f); });
 });

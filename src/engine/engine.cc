@@ -217,6 +217,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer>
     impl->cache.emplace(std::move(cache));
     impl->kv = std::make_unique<KvBlockManager>(KvBlockManagerOptions{
         .num_blocks = num_blocks, .block_size = options.kv_block_size, .prefix_caching = options.prefix_caching});
+    if (options.kv_events) impl->kv->set_record_events(true);
     SchedulerOptions so = options.scheduler;
     so.max_model_len = max_len;
     so.max_waiting = std::max<int64_t>(so.max_waiting, options.max_pending);
@@ -255,6 +256,7 @@ void Engine::stop() {
     }
     impl_->cv.notify_all();
     if (impl_->thread.joinable()) impl_->thread.join();
+    if (impl_->options.kv_events) impl_->options.kv_events->close();
     // Whatever is left ends cancelled (the engine thread is gone, so this thread owns the state).
     std::deque<std::unique_ptr<Active>> inbox;
     {
@@ -506,6 +508,11 @@ void Engine::Impl::refresh_snapshot() {
     l.handoffs = static_cast<int64_t>(leases.size());
     l.receiving = static_cast<int64_t>(scheduler->num_receiving() + awaiting_room.size());
     stats->on_load(l.running, l.waiting, l.kv_blocks_total, l.kv_blocks_free, l.kv_blocks_cached);
+    if (options.kv_events)
+        options.kv_events->publish(kv->take_events(), KvLoadInfo{.kv_blocks_total = l.kv_blocks_total,
+                                                                 .kv_blocks_free = l.kv_blocks_free,
+                                                                 .num_running = static_cast<int32_t>(l.running),
+                                                                 .num_waiting = static_cast<int32_t>(l.waiting)});
     std::lock_guard<std::mutex> lock(mu);
     l.draining = draining;
     snapshot = l;

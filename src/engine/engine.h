@@ -30,6 +30,7 @@
 
 #include "core/metrics.h"
 #include "engine/executor.h"
+#include "engine/kv_event_hub.h"
 #include "engine/request_limits.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
@@ -52,6 +53,11 @@ struct EngineOptions {
     // its own. Engine::metrics() returns it: the servers add their families and serve it.
     std::shared_ptr<metrics::Registry> metrics;
     std::string metrics_model_name = "moeserve";  // the model_name label of the engine's metrics
+    // Prefix-cache events for a KV-aware router (WorkerEvents.Subscribe): when set, the engine
+    // thread publishes the KV block manager's stored/evicted hashes and its load here at each
+    // step boundary (a short critical section, never a wait on a subscriber) and closes the hub
+    // when the engine stops. Null: nothing is recorded.
+    std::shared_ptr<KvEventHub> kv_events;
 };
 
 // Prefill role (disaggregation): run the prompt, sample the first token, then hold the prompt's

@@ -67,7 +67,10 @@ int32_t KvBlockManager::take_block() {
         b.in_lru = false;
         if (b.hash) {
             auto it = index_.find(*b.hash);
-            if (it != index_.end() && it->second == id) index_.erase(it);
+            if (it != index_.end() && it->second == id) {
+                index_.erase(it);
+                note_event(*b.hash, /*stored=*/false);
+            }
             b.hash.reset();
         }
     }
@@ -104,6 +107,7 @@ void KvBlockManager::commit(SeqId seq, std::span<const int32_t> tokens, int64_t 
         if (index_.count(h)) continue;  // an identical block is cached elsewhere: keep that one
         index_[h] = id;
         b.hash = h;
+        note_event(h, /*stored=*/true);
     }
 }
 
@@ -141,6 +145,32 @@ std::span<const Sha256Digest> KvBlockManager::block_hashes(SeqId seq) const {
     auto it = seqs_.find(seq);
     if (it == seqs_.end()) return {};
     return it->second.hashes;
+}
+
+void KvBlockManager::note_event(const Sha256Digest& h, bool stored) {
+    if (!record_events_) return;
+    auto [it, inserted] = pending_events_.try_emplace(h, stored);
+    // The opposite change of the same hash since the last take: the two cancel out.
+    if (!inserted && it->second != stored) pending_events_.erase(it);
+}
+
+void KvBlockManager::set_record_events(bool on) {
+    record_events_ = on;
+    if (!on) pending_events_.clear();
+}
+
+KvBlockManager::Events KvBlockManager::take_events() {
+    Events e;
+    for (const auto& [h, stored] : pending_events_) (stored ? e.stored : e.evicted).push_back(h);
+    pending_events_.clear();
+    return e;
+}
+
+std::vector<Sha256Digest> KvBlockManager::cached_hashes() const {
+    std::vector<Sha256Digest> out;
+    out.reserve(index_.size());
+    for (const auto& [h, id] : index_) out.push_back(h);
+    return out;
 }
 
 bool KvBlockManager::is_cached(int32_t block) const {

@@ -88,6 +88,23 @@ public:
     // blocks holding that hash.
     bool check_invariants(std::string* why) const;
 
+    // ---- prefix-cache events (the KV-aware router's view of this cache, via KvEventHub)
+    // With recording on, every change of the prefix index is noted as a net change since the
+    // last take_events(): a hash stored then evicted (or evicted then stored again) in between
+    // cancels out, so a receiver applying `stored` then `evicted` in any order ends with the
+    // index's exact key set. Memory is bounded by the index's size (one entry per hash).
+    struct Events {
+        std::vector<Sha256Digest> stored;
+        std::vector<Sha256Digest> evicted;
+        bool empty() const { return stored.empty() && evicted.empty(); }
+    };
+    void set_record_events(bool on);
+    bool record_events() const { return record_events_; }
+    // The net changes since the last call (or since recording began); clears them.
+    Events take_events();
+    // Every hash in the prefix index now (a snapshot; order unspecified).
+    std::vector<Sha256Digest> cached_hashes() const;
+
 private:
     struct Block {
         int32_t ref = 0;
@@ -108,6 +125,7 @@ private:
     };
 
     int32_t take_block();  // caller checked num_free_blocks() > 0
+    void note_event(const Sha256Digest& h, bool stored);
 
     int64_t block_size_;
     bool prefix_caching_;
@@ -116,6 +134,8 @@ private:
     std::list<int32_t> lru_;
     std::unordered_map<Sha256Digest, int32_t, DigestHash> index_;
     std::unordered_map<SeqId, SeqBlocks> seqs_;
+    bool record_events_ = false;
+    std::unordered_map<Sha256Digest, bool, DigestHash> pending_events_;  // hash -> stored (true) / evicted
 };
 
 }  // namespace moe

@@ -24,7 +24,7 @@ bool is_loopback_peer(std::string_view peer) {
     return false;
 }
 
-Caller identify_caller(const grpc::CallbackServerContext& ctx, const std::string& admin_token) {
+Caller identify_caller(const grpc::ServerContextBase& ctx, const std::string& admin_token) {
     Caller c;
     const auto& md = ctx.client_metadata();
     const auto it = md.find("authorization");

@@ -24,7 +24,7 @@ struct Caller {
     std::string id_namespace;
 };
 
-Caller identify_caller(const grpc::CallbackServerContext& ctx, const std::string& admin_token);
+Caller identify_caller(const grpc::ServerContextBase& ctx, const std::string& admin_token);
 
 // a == b without an early exit on the first differing byte (length differences still show).
 bool constant_time_equals(std::string_view a, std::string_view b);
