@@ -66,7 +66,8 @@ TEST(DType, F16RoundTripsEveryHalf) {
 TEST(DType, ParsesSafetensorsNames) {
     EXPECT_EQ(parse_dtype("BF16"), DType::kBF16);
     EXPECT_EQ(parse_dtype("F32"), DType::kF32);
-    EXPECT_FALSE(parse_dtype("F8_E4M3").has_value());
+    EXPECT_EQ(parse_dtype("F8_E4M3"), DType::kF8E4M3);  // FP8 checkpoints (#20)
+    EXPECT_FALSE(parse_dtype("F8_E5M2").has_value());
 }
 
 TEST(Tensor, ContiguousViews) {
