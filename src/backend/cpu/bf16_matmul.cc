@@ -21,6 +21,8 @@ constexpr int64_t kPrefetchChunkCols = 4 * kBf16PanelCols;
 static_assert(kPrefetchChunkCols % kBf16ColGroup == 0);
 // Rows of x converted to bf16 per unit of work.
 constexpr int64_t kConvertRows = 8;
+// Products with fewer multiply-adds than this run on the calling thread.
+constexpr int64_t kMinJobMacs = int64_t{1} << 17;
 
 }  // namespace
 
@@ -83,7 +85,10 @@ Status bf16_matmul(const GemmProblem& p, ThreadPool* pool, PanelRoute route) {
             for (int64_t i = 0; i < p.m; ++i)
                 for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] += p.bias[j];
     };
-    if (pool != nullptr && pool->size() > 1 && groups > 1) {
+    // A product too small to pay for a job (a router's 32 x 1024 at decode: ~64 KB streamed,
+    // a few microseconds) runs on the calling thread: same chunks, same results.
+    const bool worth_a_job = p.m * p.n * p.k >= kMinJobMacs;
+    if (pool != nullptr && pool->size() > 1 && groups > 1 && worth_a_job) {
         pool->run_phases({convert_units, num_chunks},
                          [&](int phase, int64_t u) { phase == 0 ? convert(u) : chunk(u); });
     } else {

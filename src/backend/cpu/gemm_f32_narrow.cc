@@ -59,7 +59,12 @@ void f32_narrow_gemm(const GemmProblem& p, ThreadPool* pool) {
     const int64_t blocks = (p.m + 3) / 4;
     const int64_t groups = (p.n + 3) / 4;
     const int threads = pool != nullptr ? pool->size() : 1;
-    if (threads > 1 && blocks < 4 * threads && groups >= 2 * threads) {
+    // NOTE: a product this small (moe-s's router at decode: 32 x 1024) costs less on the calling
+    // thread than a job of the pool.
+    constexpr int64_t kMinJobMacs = int64_t{1} << 17;
+    if (p.m * p.n * p.k < kMinJobMacs) {
+        block(p, 0, p.m, 0, p.n);
+    } else if (threads > 1 && blocks < 4 * threads && groups >= 2 * threads) {
         // A decode step's router (16 rows x 128 experts x 2048): columns split over the threads,
         // so each reads only its share of the weights (a row split had every thread stream all
         // of them: 149 us a call on qwen3's shape).
