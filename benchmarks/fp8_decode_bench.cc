@@ -2,7 +2,8 @@
 // (bf16_panels.h, what a bf16 checkpoint loads as), through the gemm op, alternated in one run:
 // decode-shaped M streams the weights from DRAM, so FP8 (1 byte per weight + 4 bytes per
 // 128 x 128 block) should take about half the time of bf16 (2 bytes per weight). Prints the
-// time per pass over all matrices, the bytes each form reads per second, and the time ratio.
+// time per pass over all matrices, the bytes each form reads per second, the time ratio, and the
+// process CPU time per pass (on a shared machine, wall time also counts waiting for a core).
 //
 //   fp8_decode_bench [--threads 2] [--n 4096] [--k 2048] [--matrices 16] [--repeats 7] [--ms 1,4,16,64]
 //       [--block 128]
@@ -128,6 +129,9 @@ int main(int argc, char** argv) {
             "M=%lld: bf16 %.2f ms (%.1f GB/s read), FP8 %.2f ms (%.1f GB/s read); bf16/FP8 time %.2fx "
             "(median of %d)\n",
             static_cast<long long>(m), tb * 1e3, bytes[0] / tb / 1e9, tf * 1e3, bytes[1] / tf / 1e9, tb / tf, repeats);
+        // On a shared machine wall time includes time the process waited for a core.
+        std::printf("      process CPU time (median): bf16 %.2f ms, FP8 %.2f ms\n",
+                    cpu_secs[0][cpu_secs[0].size() / 2] * 1e3, cpu_secs[1][cpu_secs[1].size() / 2] * 1e3);
     }
     return 0;
 }
