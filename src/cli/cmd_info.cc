@@ -119,10 +119,12 @@ int run_info(const std::string& model_dir, bool as_json) {
     uint64_t weight_bytes = 0;
     bool weights_measured = false;
     const uint64_t estimate = quant == "mxfp4" ? static_cast<uint64_t>(mxfp4_total_bytes) : fp8_bytes + rest_bytes;
+    const std::string estimate_at =
+        quant == "mxfp4"     ? std::string("at mxfp4 experts + bf16")
+        : c.quantization.fp8 ? std::string("with its matrices in FP8 e4m3, the rest at ") + dtype_name(c.torch_dtype)
+                             : std::string("at ") + dtype_name(c.torch_dtype);
     if (!weights_present(dir)) {
-        weights_line =
-            "weights absent: estimated " + human_bytes(estimate) + " at " +
-            (quant == "mxfp4" ? std::string("mxfp4 experts + bf16") : std::string(dtype_name(c.torch_dtype)));
+        weights_line = "weights absent: estimated " + human_bytes(estimate) + " " + estimate_at;
         if (!quant.empty()) weights_line += " (checkpoint is quantized: " + quant + ")";
     } else {
         auto store = WeightStore::open(dir);
@@ -139,10 +141,8 @@ int run_info(const std::string& model_dir, bool as_json) {
         } else if (store.status().code() == StatusCode::kNotFound) {
             // Typical for a config-only checkout: the index is there, the shards are not.
             const std::string listed = index_total_size(dir);
-            weights_line =
-                "weights absent (" + store.status().message() + "): estimated " + human_bytes(estimate) + " at " +
-                (quant == "mxfp4" ? std::string("mxfp4 experts + bf16") : std::string(dtype_name(c.torch_dtype))) +
-                (listed.empty() ? "" : ", index says " + listed);
+            weights_line = "weights absent (" + store.status().message() + "): estimated " + human_bytes(estimate) +
+                           " " + estimate_at + (listed.empty() ? "" : ", index says " + listed);
         } else {
             weights_line = "invalid: " + store.status().to_string();
             exit_code = 1;

@@ -277,6 +277,8 @@ private:
             h.converted.resize(f32.size() * dtype_size(dtype));
             convert_from_f32(f32.data(), h.converted.data(), dtype, f32.size());
             h.view.data = h.converted.data();
+            src_.release(q.q.values.data, q.q.values.nbytes());
+            if (q.scales_mapped) src_.release(q.q.scales.data, q.q.scales.nbytes());
             fp8_stats_.dequantized += 1;
             fp8_stats_.dequantized_weights += q.q.n * q.q.k;
             return h;

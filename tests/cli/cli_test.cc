@@ -209,9 +209,14 @@ TEST(CliInfo, EverySharedConfigParsesAndUnsupportedFamiliesSaySo) {
         const bool supported = r.out.find("supported      yes") != std::string::npos;
         if (!supported) EXPECT_NE(r.out.find("not implemented yet"), std::string::npos) << r.out;
         if (e.path().filename() == "deepseek-v3") {
-            // The published FP8 checkpoint: sized (MLA counted as MLA), its latent KV cache, MTP.
-            EXPECT_FALSE(supported);
-            EXPECT_NE(r.out.find("FP8 block-scaled weights"), std::string::npos) << r.out;
+            // The published FP8 checkpoint: served as stored; sized (MLA counted as MLA), its FP8
+            // bytes, its latent KV cache, MTP.
+            EXPECT_TRUE(supported) << r.out;
+            EXPECT_NE(r.out.find("fp8 weights    "), std::string::npos) << r.out;
+            EXPECT_NE(r.out.find("blocks [128, 128]"), std::string::npos) << r.out;
+            EXPECT_NE(r.out.find("(1 byte/weight)"), std::string::npos) << r.out;
+            EXPECT_NE(r.out.find("kv_b_proj expanded to bf16 at load for MLA weight absorption"), std::string::npos)
+                << r.out;
             EXPECT_NE(r.out.find("671.03 B total, 37.55 B active"), std::string::npos) << r.out;
             EXPECT_NE(r.out.find("70272 B/token at bf16 (latent 576 per layer)"), std::string::npos) << r.out;
             EXPECT_NE(r.out.find("1 next-token-prediction layer(s) in the checkpoint: recognised, not loaded"),
@@ -262,6 +267,21 @@ TEST(CliInfo, DeepseekR1AndKimiK2AreSizedWithTheirLatentCacheAndMtp) {
         EXPECT_EQ(j["kv_bytes_per_token_bf16"].get<int64_t>(), 70272);
         EXPECT_EQ(j["num_nextn_predict_layers"].get<int>(), w.mtp);
     }
+}
+
+// The FP8 fixture (tests/reference/make_fp8_fixture.py): its e4m3 tensors and their scales are
+// checked against config.json and the block size; --json gives the FP8 bytes.
+TEST(CliInfo, Fp8FixtureIsCheckedAndSized) {
+    const std::string dir = std::string(MOE_SOURCE_DIR) + "/tests/reference/fixtures_fp8/deepseek_v3_fp8";
+    Result r = run("info --model " + dir);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("supported      yes"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("every tensor matches config.json"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("fp8 weights    72 matrices in e4m3, blocks [128, 128]"), std::string::npos) << r.out;
+    r = run("info --model " + dir + " --json");
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("\"fp8_matrices\": 72"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("\"fp8_weight_bytes\": "), std::string::npos) << r.out;
 }
 
 TEST(CliInfo, FixtureWithWeightsIsCheckedAndBrokenConfigFails) {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <random>
 
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/cpu_weight.h"
 #include "backend/cpu/fp8_block.h"
@@ -277,6 +278,47 @@ TEST_P(OpsFp8, MalformedTensorIsRefusedNamingTheField) {
     EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(p.status().message().find("layers.0.mlp.down_proj"), std::string::npos) << p.status().to_string();
     EXPECT_NE(p.status().message().find("weight_scale_inv"), std::string::npos) << p.status().to_string();
+}
+
+// The scalar kernel that CPUs without AVX512-BF16 run (GemmEngine::run sends FP8 there; this CPU
+// may have AVX512-BF16, so it is called directly): f32 x, not rounded; exact on small integers.
+TEST(Fp8Scalar, F32KernelIsExactOnSmallIntegers) {
+    auto be = make_cpu_backend({.num_threads = 2});
+    uint32_t seed = 2300;
+    for (const Fp8Case& c : kCases) {
+        SCOPED_TRACE(describe(c) + " seed=" + std::to_string(++seed));
+        std::mt19937 gen(seed);
+        HostFp8 h(c.n, c.k, c.bn, c.bk);
+        fill(h, gen, true);
+        auto weight = prepare(*be, h);
+        ASSERT_NE(weight, nullptr);
+        Rng rng(seed + 1);
+        auto x = rng.small_ints(static_cast<size_t>(c.m * c.k), -3, 3);
+        auto bias = rng.small_ints(static_cast<size_t>(c.n), -5, 5);
+        auto y = rng.small_ints(static_cast<size_t>(c.m * c.n), -9, 9);
+        std::vector<float> w = h.dequantized(), y_ref = y;
+        GemmArgs r;
+        r.x = host_view(x.data(), DType::kF32, {c.m, c.k});
+        r.w = host_view(w.data(), DType::kF32, {c.n, c.k});
+        if (c.bias) r.bias = host_view(bias.data(), DType::kF32, {c.n});
+        r.y = host_view(y_ref.data(), DType::kF32, {c.m, c.n});
+        r.accumulate = c.accumulate;
+        MOE_ASSERT_OK(ref::gemm(r));
+        cpu::GemmProblem p;
+        p.m = c.m;
+        p.n = c.n;
+        p.k = c.k;
+        p.x = x.data();
+        p.ldx = c.k;
+        p.w = cpu::cpu_matrix(WeightView(*weight));
+        ASSERT_EQ(p.w.layout, cpu::CpuLayout::kFp8Block);
+        p.bias = c.bias ? bias.data() : nullptr;
+        p.y = y.data();
+        p.ldy = c.n;
+        p.accumulate = c.accumulate;
+        MOE_ASSERT_OK(cpu::fp8_gemm_f32(p, &cpu::as_cpu(*be).pool()));
+        expect_exact(y, y_ref, "y");
+    }
 }
 
 // The kernels' e4m3 -> bf16 conversion, every code, against the reference decoder; tails of

@@ -12,10 +12,11 @@
 //                of x[r, block b] . e4m3(w[c, block b])
 //
 // Up to kFp8DirectRows rows (decode) the bytes stream once, converted in registers, against all
-// rows. Above (prefill), each group of kFp8PanelCols weight rows is expanded to a bf16 panel per
-// k-block in the thread's cache and multiplied by the existing bf16 tiles (bf16_dot_block). Both
-// sum in the same order, so results are bitwise the same whatever the row count (batch
-// invariant) and however columns are split over threads.
+// rows (4 weight rows x up to 4 rows of x per tile). Above (prefill), each group of
+// kFp8PanelCols weight rows is expanded once to a bf16 panel in the thread's cache, which the
+// same tiles then read for every group of 4 rows of x. Both sum in the same order, so results
+// are bitwise the same whatever the row count (batch invariant) and however columns are split
+// over threads.
 //
 // A block_k that is not a multiple of 32, or a CPU without AVX512-BF16, takes the scalar kernel
 // (f32 products, the same per-block scaling), which serves correctness, not speed.
@@ -34,7 +35,7 @@
 namespace moe::cpu {
 
 inline constexpr int64_t kFp8DirectRows = 8;
-inline constexpr int64_t kFp8PanelCols = 16;
+inline constexpr int64_t kFp8PanelCols = 64;
 
 // The exact bf16 bit pattern of an e4m3 code (0x7fc0 with the code's sign for its NaNs, 0x7f
 // and 0xff). Scalar; the reference of the vector conversion.
