@@ -391,7 +391,7 @@ Status parse_gpt_oss(const json& j, const std::string& source, ModelConfig* c) {
         c->supported = false;
         c->unsupported_reason = (c->architecture.empty() ? c->model_type : c->architecture) +
                                 ": quantized experts (quantization_config " + method +
-                                ") are not loaded by this build; a bf16 or f32 checkpoint of the same "
+                                ") are not implemented yet; a bf16 or f32 checkpoint of the same "
                                 "architecture is served";
     }
     return ok_status();
