@@ -58,7 +58,7 @@ cudaError_t launch_attention(const AttentionParams& p, ElemType cache_type, cons
     const int64_t rows = p.num_tokens * p.num_q_heads;
     if (rows == 0) return cudaSuccess;
     attention_combine_kernel<<<grid_for(rows, 1), threads_for_row(p.head_dim, 1, 256), 0, stream>>>(
-        p.partials, p.out, rows, p.head_dim, plan.num_splits);
+        p.partials, p.out, rows, p.head_dim, plan.num_splits, p.sinks, p.num_q_heads);
     return cudaGetLastError();
 }
 

@@ -181,10 +181,18 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
         const int64_t row = t * p.num_q_heads + h;
         if (num_splits == 1) {
             float* o = p.out + row * p.head_dim;
+            // A sink adds exp(sinks[h]) to the denominator (no value): rescale to the larger max.
+            float f = 1.0f, den = l[i];
+            if (p.sinks != nullptr) {
+                const float sk = p.sinks[h];
+                const float big = fmaxf(m[i], sk);
+                f = expf(m[i] - big);
+                den = l[i] * f + expf(sk - big);
+            }
 #pragma unroll
             for (int j = 0; j < DPL; ++j) {
                 const int d = lane + 32 * j;
-                if (d < p.head_dim) o[d] = l[i] > 0.0f ? acc[i][j] / l[i] : 0.0f;
+                if (d < p.head_dim) o[d] = den > 0.0f ? acc[i][j] * f / den : 0.0f;
             }
         } else {
             const int64_t pr = row * num_splits + split;
@@ -205,14 +213,18 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 
 // out[row] = sum_z e^(m_z - M) acc_z / sum_z e^(m_z - M) l_z over the splits z in order, with M the
 // largest m_z. One CTA per (token, q head) row (grid-stride), threads over head_dim.
+// With sinks (one per q head, rows are (token, head) pairs), exp(sinks[h] - M) joins the denominator.
 __global__ void attention_combine_kernel(const float* __restrict__ partials, float* __restrict__ out, int64_t rows,
-                                         int64_t head_dim, int num_splits) {
+                                         int64_t head_dim, int num_splits, const float* __restrict__ sinks,
+                                         int64_t num_q_heads) {
     const float* ml_all = partials + rows * num_splits * head_dim;
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const float* ml = ml_all + row * num_splits * 2;
         float big = -INFINITY;
         for (int z = 0; z < num_splits; ++z) big = fmaxf(big, ml[2 * z]);
-        float denom = 0.0f;
+        const float sk = sinks != nullptr ? sinks[row % num_q_heads] : -INFINITY;
+        big = fmaxf(big, sk);
+        float denom = sinks != nullptr ? expf(sk - big) : 0.0f;
         for (int z = 0; z < num_splits; ++z)
             if (ml[2 * z] != -INFINITY) denom += expf(ml[2 * z] - big) * ml[2 * z + 1];
         for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {

@@ -30,6 +30,7 @@ struct AttentionParams {
     int64_t max_blocks_per_seq = 0;
     float scale = 1.0f;
     int sliding_window = 0;
+    const float* sinks = nullptr;  // [num_q_heads] or null (AttentionArgs::sinks)
 };
 
 // Metadata errors (query_start not starting at 0 / not ending at T / decreasing, kv_lens outside

@@ -36,12 +36,16 @@ __global__ void rope_kernel(float* __restrict__ q, float* __restrict__ k, const 
         float* qt = q + t * p.num_q_heads * p.head_dim;
         float* kt = k + t * p.num_kv_heads * p.head_dim;
         for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-            const double inv_freq = exp(-log_theta * static_cast<double>(2 * i) / static_cast<double>(p.rotary_dim));
+            const double inv_freq =
+                p.inv_freq != nullptr
+                    ? static_cast<double>(p.inv_freq[i])
+                    : exp(-log_theta * static_cast<double>(2 * i) / static_cast<double>(p.rotary_dim));
             double s;
             double c;
             sincos(pos * inv_freq, &s, &c);
-            const float cf = static_cast<float>(c);
-            const float sf = static_cast<float>(s);
+            const float factor = p.inv_freq != nullptr ? p.attention_factor : 1.0f;
+            const float cf = static_cast<float>(c) * factor;
+            const float sf = static_cast<float>(s) * factor;
             for (int64_t h = 0; h < p.num_q_heads; ++h) rotate_pair(qt + h * p.head_dim, i, half, cf, sf);
             for (int64_t h = 0; h < p.num_kv_heads; ++h) rotate_pair(kt + h * p.head_dim, i, half, cf, sf);
         }

@@ -16,6 +16,8 @@ struct RopeParams {
     int64_t head_dim = 0;
     int64_t rotary_dim = 0;  // even, <= head_dim
     float theta = 10000.0f;
+    const float* inv_freq = nullptr;  // [rotary_dim / 2] (YaRN) or null: theta^(-2i/rotary_dim)
+    float attention_factor = 1.0f;    // with inv_freq: cos and sin scaled by it
 };
 
 // q: [num_tokens, num_q_heads, head_dim], k: [num_tokens, num_kv_heads, head_dim], both contiguous

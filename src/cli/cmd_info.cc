@@ -97,14 +97,27 @@ int run_info(const std::string& model_dir, bool as_json) {
         if (q.contains("fmt") && q["fmt"].is_string()) quant += " " + q["fmt"].get<std::string>();
     }
 
+    // Per layer type (gpt-oss alternates sliding-window and full layers): a token's KV bytes in
+    // one layer are the same for both; a sliding layer reads only the last sliding_window of them.
+    const int64_t num_sliding = c.num_sliding_layers();
+    const int64_t kv_layer_bytes = c.num_layers > 0 ? kv_bytes_per_token / c.num_layers : 0;
+    // MXFP4 (the published gpt-oss checkpoints): the routed experts' matrices as blocks of 32
+    // e2m1 values (16 bytes) plus one e8m0 scale byte, 4.25 bits per weight; the rest bf16.
+    const int64_t expert_weights = c.routed_expert_weights();
+    const int64_t mxfp4_expert_bytes = expert_weights / 32 * 17;
+    const int64_t mxfp4_total_bytes = mxfp4_expert_bytes + (total - expert_weights) * 2;
+
     // Weights: measured when the files are here, estimated otherwise.
     int exit_code = 0;
     std::string weights_line, weights_check;
     uint64_t weight_bytes = 0;
     bool weights_measured = false;
-    const uint64_t estimate = static_cast<uint64_t>(total) * dtype_size(c.torch_dtype);
+    const uint64_t estimate = quant == "mxfp4" ? static_cast<uint64_t>(mxfp4_total_bytes)
+                                               : static_cast<uint64_t>(total) * dtype_size(c.torch_dtype);
     if (!weights_present(dir)) {
-        weights_line = "weights absent: estimated " + human_bytes(estimate) + " at " + dtype_name(c.torch_dtype);
+        weights_line =
+            "weights absent: estimated " + human_bytes(estimate) + " at " +
+            (quant == "mxfp4" ? std::string("mxfp4 experts + bf16") : std::string(dtype_name(c.torch_dtype)));
         if (!quant.empty()) weights_line += " (checkpoint is quantized: " + quant + ")";
     } else {
         auto store = WeightStore::open(dir);
@@ -121,8 +134,10 @@ int run_info(const std::string& model_dir, bool as_json) {
         } else if (store.status().code() == StatusCode::kNotFound) {
             // Typical for a config-only checkout: the index is there, the shards are not.
             const std::string listed = index_total_size(dir);
-            weights_line = "weights absent (" + store.status().message() + "): estimated " + human_bytes(estimate) +
-                           " at " + dtype_name(c.torch_dtype) + (listed.empty() ? "" : ", index says " + listed);
+            weights_line =
+                "weights absent (" + store.status().message() + "): estimated " + human_bytes(estimate) + " at " +
+                (quant == "mxfp4" ? std::string("mxfp4 experts + bf16") : std::string(dtype_name(c.torch_dtype))) +
+                (listed.empty() ? "" : ", index says " + listed);
         } else {
             weights_line = "invalid: " + store.status().to_string();
             exit_code = 1;
@@ -167,6 +182,17 @@ int run_info(const std::string& model_dir, bool as_json) {
             {"weight_bytes", weights_measured ? weight_bytes : estimate},
         };
         if (!weights_check.empty()) out["weights_check"] = weights_check;
+        if (!c.layer_sliding.empty()) {
+            out["num_sliding_layers"] = num_sliding;
+            out["num_full_layers"] = c.num_layers - num_sliding;
+            out["kv_bytes_per_token_per_layer_bf16"] = {{"sliding_attention", kv_layer_bytes},
+                                                        {"full_attention", kv_layer_bytes}};
+        }
+        if (c.gpt_oss.enabled) {
+            out["mxfp4_expert_weights"] = expert_weights;
+            out["mxfp4_expert_bytes"] = mxfp4_expert_bytes;
+            out["mxfp4_checkpoint_bytes"] = mxfp4_total_bytes;
+        }
         std::printf("%s\n", out.dump(2).c_str());
         return exit_code;
     }
@@ -202,6 +228,17 @@ int run_info(const std::string& model_dir, bool as_json) {
        << "parameters     " << human_params(total) << " total, " << human_params(active) << " active per token\n"
        << "weights        " << weights_line << "\n"
        << "kv cache       " << kv_bytes_per_token << " B/token at bf16 (" << kv.describe() << ")\n";
+    if (!c.layer_sliding.empty())
+        os << "layer types    " << num_sliding << " sliding_attention (window " << c.sliding_window << "), "
+           << c.num_layers - num_sliding << " full_attention; KV " << kv_layer_bytes
+           << " B/token per layer of either type at bf16: sliding layers " << num_sliding * kv_layer_bytes
+           << " B/token (read over the last " << c.sliding_window << " tokens only), full layers "
+           << (c.num_layers - num_sliding) * kv_layer_bytes << " B/token\n";
+    if (c.gpt_oss.enabled)
+        os << "mxfp4          experts " << human_params(expert_weights)
+           << " weights = " << human_bytes(mxfp4_expert_bytes)
+           << " at 4.25 bits/weight (blocks of 32 e2m1 + e8m0 scale); checkpoint with the rest in bf16 "
+           << human_bytes(mxfp4_total_bytes) << "\n";
     if (c.is_mla()) {
         const MlaConfig& m = c.mla;
         os << "mla            q_lora_rank " << (m.q_lora_rank > 0 ? std::to_string(m.q_lora_rank) : "none")

@@ -174,8 +174,7 @@ FamilyInfo family_of(const std::string& arch, const std::string& model_type) {
         (arch.empty() && (model_type == "deepseek_v3" || model_type == "kimi_k2")))
         return {ModelFamily::kDeepseekV3, nullptr};  // FP8 checkpoints: refused in parse_deepseek_v3
     if (arch == "GptOssForCausalLM" || (arch.empty() && model_type == "gpt_oss"))
-        return {ModelFamily::kGptOss,
-                "attention sinks, clamped SwiGLU with biases and MXFP4 experts are not implemented yet"};
+        return {ModelFamily::kGptOss, nullptr};  // MXFP4 checkpoints: refused in parse_gpt_oss
     if (arch == "DeepseekV2ForCausalLM" || (arch.empty() && model_type == "deepseek_v2"))
         return {ModelFamily::kUnknown, "MLA attention and group-limited routing are not implemented yet"};
     if (arch == "Glm4MoeForCausalLM" || (arch.empty() && model_type == "glm4_moe"))
@@ -218,6 +217,9 @@ Defaults defaults_for(ModelFamily f) {
             break;
         case ModelFamily::kQwen3:
             d = {22016, 0, 0, 0, 1e-6, 10000.0, 32768, 128};
+            break;
+        case ModelFamily::kGptOss:  // GptOssConfig
+            d = {2880, 2880, 128, 4, 1e-5, 150000.0, 131072, 64};
             break;
         default:
             break;
@@ -322,6 +324,68 @@ Status parse_experts(const Reader& r, const Defaults& d, ModelConfig* c) {
     return ok_status();
 }
 
+// "rope_scaling": {"rope_type": "yarn", ...} or "default"; anything else is refused for `who`.
+Status parse_yarn(const json& j, const std::string& source, const std::string& who, ModelConfig* c) {
+    Reader r(j, source);
+    if (!r.has("rope_scaling")) return ok_status();
+    const json& sub = j.at("rope_scaling");
+    if (!sub.is_object()) return r.error("rope_scaling must be an object, got " + type_of(sub));
+    Reader rs(sub, source + ": rope_scaling");
+    MOE_ASSIGN_OR_RETURN(std::string type, rs.string("type", ""));
+    if (type.empty()) {
+        MOE_ASSIGN_OR_RETURN(type, rs.string("rope_type", ""));
+    }
+    if (type != "yarn" && type != "default")
+        return r.error("rope_scaling type \"" + type + "\" is not supported for " + who + " (yarn or default)");
+    if (type != "yarn") return ok_status();
+    YarnScaling& y = c->yarn;
+    y.enabled = true;
+    MOE_ASSIGN_OR_RETURN(y.factor, rs.number("factor", 1.0, 1.0, 1e6));
+    MOE_ASSIGN_OR_RETURN(y.original_max_position_embeddings,
+                         rs.integer("original_max_position_embeddings", c->max_position_embeddings, 1, kMaxPositions));
+    MOE_ASSIGN_OR_RETURN(y.beta_fast, rs.number("beta_fast", 32.0, 1e-3, 1e6));
+    MOE_ASSIGN_OR_RETURN(y.beta_slow, rs.number("beta_slow", 1.0, 1e-3, 1e6));
+    MOE_ASSIGN_OR_RETURN(y.mscale, rs.number("mscale", 0.0, 0.0, 1e3));
+    MOE_ASSIGN_OR_RETURN(y.mscale_all_dim, rs.number("mscale_all_dim", 0.0, 0.0, 1e3));
+    MOE_ASSIGN_OR_RETURN(y.truncate, rs.boolean("truncate", true));
+    if (rs.has("attention_factor"))
+        return r.error("rope_scaling attention_factor is not supported (mscale/mscale_all_dim are)");
+    return ok_status();
+}
+
+// gpt-oss: layer_types, the clamped SwiGLU's limit, YaRN. Its quantization_config (the published
+// MXFP4 checkpoints) is parse_quantization's.
+Status parse_gpt_oss(const json& j, const std::string& source, ModelConfig* c) {
+    Reader r(j, source);
+    GptOssConfig& g = c->gpt_oss;
+    g.enabled = true;
+    MOE_ASSIGN_OR_RETURN(g.swiglu_limit, r.number("swiglu_limit", 7.0, 1e-3, 1e6));
+    c->attention_bias = true;  // GptOssConfig hard-wires it
+    c->norm_topk_prob = true;  // softmax over the top-k logits
+    if (c->num_experts < 1) return r.error("num_local_experts must be >= 1 for gpt_oss");
+    // layer_types: absent means transformers' default, sliding on even layers.
+    c->layer_sliding.assign(static_cast<size_t>(c->num_layers), false);
+    if (r.has("layer_types")) {
+        const json& v = j.at("layer_types");
+        if (!v.is_array() || static_cast<int64_t>(v.size()) != c->num_layers)
+            return r.error("layer_types must be an array of num_hidden_layers (" + std::to_string(c->num_layers) +
+                           ") strings, got " + (v.is_array() ? std::to_string(v.size()) + " entries" : type_of(v)));
+        for (size_t i = 0; i < v.size(); ++i) {
+            const json& x = v[i];
+            if (!x.is_string() ||
+                (x.get<std::string>() != "sliding_attention" && x.get<std::string>() != "full_attention"))
+                return r.error("layer_types[" + std::to_string(i) + "] must be \"sliding_attention\" or " +
+                               "\"full_attention\", got " + x.dump());
+            c->layer_sliding[i] = x.get<std::string>() == "sliding_attention";
+        }
+    } else {
+        for (int64_t i = 0; i < c->num_layers; ++i) c->layer_sliding[static_cast<size_t>(i)] = (i + 1) % 2 != 0;
+    }
+    MOE_RETURN_IF_ERROR(parse_yarn(j, source, "gpt_oss", c));
+    if (c->rotary_dim != c->head_dim) return r.error("partial_rotary_factor is not supported for gpt_oss");
+    return ok_status();
+}
+
 // MLA fields (DeepSeek-V2/V3, Kimi K2): read whenever kv_lora_rank is there, so `info` can size
 // the latent cache of families it cannot serve too.
 Status parse_mla(const json& j, const std::string& source, ModelConfig* c) {
@@ -338,31 +402,7 @@ Status parse_mla(const json& j, const std::string& source, ModelConfig* c) {
     MOE_ASSIGN_OR_RETURN(m.v_head_dim, r.integer("v_head_dim", std::nullopt, 1, kMaxHeadDim));
     MOE_ASSIGN_OR_RETURN(m.rope_interleave, r.boolean("rope_interleave", c->family == ModelFamily::kDeepseekV3));
     MOE_ASSIGN_OR_RETURN(c->num_nextn_predict_layers, r.integer("num_nextn_predict_layers", 0, 0, kMaxLayers));
-    if (r.has("rope_scaling")) {
-        const json& sub = j.at("rope_scaling");
-        if (!sub.is_object()) return r.error("rope_scaling must be an object, got " + type_of(sub));
-        Reader rs(sub, source + ": rope_scaling");
-        MOE_ASSIGN_OR_RETURN(std::string type, rs.string("type", ""));
-        if (type.empty()) {
-            MOE_ASSIGN_OR_RETURN(type, rs.string("rope_type", ""));
-        }
-        if (type != "yarn" && type != "default")
-            return r.error("rope_scaling type \"" + type + "\" is not supported for MLA models (yarn or default)");
-        if (type == "yarn") {
-            YarnScaling& y = c->yarn;
-            y.enabled = true;
-            MOE_ASSIGN_OR_RETURN(y.factor, rs.number("factor", 1.0, 1.0, 1e6));
-            MOE_ASSIGN_OR_RETURN(
-                y.original_max_position_embeddings,
-                rs.integer("original_max_position_embeddings", c->max_position_embeddings, 1, kMaxPositions));
-            MOE_ASSIGN_OR_RETURN(y.beta_fast, rs.number("beta_fast", 32.0, 1e-3, 1e6));
-            MOE_ASSIGN_OR_RETURN(y.beta_slow, rs.number("beta_slow", 1.0, 1e-3, 1e6));
-            MOE_ASSIGN_OR_RETURN(y.mscale, rs.number("mscale", 0.0, 0.0, 1e3));
-            MOE_ASSIGN_OR_RETURN(y.mscale_all_dim, rs.number("mscale_all_dim", 0.0, 0.0, 1e3));
-            if (rs.has("attention_factor"))
-                return r.error("rope_scaling attention_factor is not supported (mscale/mscale_all_dim are)");
-        }
-    }
+    MOE_RETURN_IF_ERROR(parse_yarn(j, source, "MLA models", c));
     if (m.qk_nope_head_dim + m.qk_rope_head_dim != c->head_dim)
         return r.error("qk_nope_head_dim + qk_rope_head_dim != head dim");  // parse order guarantees it
     return ok_status();
@@ -423,6 +463,9 @@ Status parse_quantization(const json& j, const std::string& source, ModelConfig*
                                 "\" is not implemented yet (\"mxfp4\" on gpt-oss is read)";
         return ok_status();
     }
+    if (c->hidden_size % 32 != 0 || c->moe_intermediate_size % 32 != 0)
+        return rq.error("mxfp4 needs hidden_size (" + std::to_string(c->hidden_size) + ") and intermediate_size (" +
+                        std::to_string(c->moe_intermediate_size) + ") to be multiples of 32 (the block size)");
     c->quantization.method = method;
     if (rq.has("modules_to_not_convert")) {
         const json& m = q.at("modules_to_not_convert");
@@ -596,6 +639,7 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& j, const std::str
                              r.integer("max_position_embeddings", d.max_pos, 1, kMaxPositions));
         if (is_deepseek_like(c)) MOE_RETURN_IF_ERROR(parse_mla(j, source, &c));
         if (c.family == ModelFamily::kDeepseekV3) MOE_RETURN_IF_ERROR(parse_deepseek_v3(j, source, &c));
+        if (c.family == ModelFamily::kGptOss) MOE_RETURN_IF_ERROR(parse_gpt_oss(j, source, &c));
         if (c.family != ModelFamily::kDeepseekV3) MOE_RETURN_IF_ERROR(parse_quantization(j, source, &c));
 
         // Qwen configs carry a sliding_window that is off unless use_sliding_window says so.
@@ -652,6 +696,7 @@ int64_t ModelConfig::total_params() const {
                 m.kv_lora_rank * num_heads * (m.qk_nope_head_dim + m.v_head_dim) + num_heads * m.v_head_dim * H;
     }
     if (attention_bias) attn += (num_heads + 2 * num_kv_heads) * head_dim;
+    if (gpt_oss.enabled) attn += H + num_heads;  // o_proj bias, sinks
     if (qk_norm == QkNorm::kPerHead) attn += 2 * head_dim;
     if (qk_norm == QkNorm::kFull) attn += (num_heads + num_kv_heads) * head_dim;
     int64_t total = vocab_size * H * (tie_word_embeddings ? 1 : 2) + H;  // embeddings, lm_head, final norm
@@ -660,7 +705,8 @@ int64_t ModelConfig::total_params() const {
         const bool moe = static_cast<size_t>(i) < layer_is_moe.size() && layer_is_moe[i];
         if (moe) {
             total += num_experts * H + num_experts * 3 * H * moe_intermediate_size;
-            if (group_routing.enabled) total += num_experts;  // e_score_correction_bias
+            if (group_routing.enabled) total += num_experts;                                  // e_score_correction_bias
+            if (gpt_oss.enabled) total += num_experts * (1 + 2 * moe_intermediate_size + H);  // router, expert biases
             if (shared_expert_intermediate_size > 0) {
                 total += 3 * H * shared_expert_intermediate_size;
                 if (family == ModelFamily::kQwen2Moe) total += H;  // shared_expert_gate
@@ -672,11 +718,27 @@ int64_t ModelConfig::total_params() const {
     return total;
 }
 
+int64_t ModelConfig::routed_expert_weights() const {
+    int64_t n = 0;
+    for (int64_t i = 0; i < num_layers; ++i)
+        if (static_cast<size_t>(i) < layer_is_moe.size() && layer_is_moe[i])
+            n += num_experts * 3 * hidden_size * moe_intermediate_size;
+    return n;
+}
+
+int64_t ModelConfig::num_sliding_layers() const {
+    int64_t n = 0;
+    for (int64_t i = 0; i < num_layers; ++i) n += window_of(i) > 0 ? 1 : 0;
+    return n;
+}
+
 int64_t ModelConfig::active_params_per_token() const {
     int64_t inactive = 0;
     for (int64_t i = 0; i < num_layers; ++i) {
         if (static_cast<size_t>(i) < layer_is_moe.size() && layer_is_moe[i])
-            inactive += (num_experts - num_experts_per_tok) * 3 * hidden_size * moe_intermediate_size;
+            inactive +=
+                (num_experts - num_experts_per_tok) * (3 * hidden_size * moe_intermediate_size +
+                                                       (gpt_oss.enabled ? 2 * moe_intermediate_size + hidden_size : 0));
     }
     return total_params() - inactive;
 }

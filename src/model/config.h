@@ -20,7 +20,7 @@ enum class ModelFamily {
     kLlama,       // LlamaForCausalLM (dense)
     kQwen3,       // Qwen3ForCausalLM (dense)
     kDeepseekV3,  // DeepseekV3ForCausalLM / Kimi K2: parsed for `info`, not served yet
-    kGptOss,      // GptOssForCausalLM: parsed for `info`, not served yet
+    kGptOss,      // GptOssForCausalLM (bf16/f32 checkpoints; MXFP4 experts: see unsupported_reason)
     kUnknown,     // any other architecture: parsed for `info` where the usual keys exist
 };
 
@@ -54,6 +54,17 @@ struct YarnScaling {
     double beta_slow = 1.0;
     double mscale = 0.0;          // 0: absent
     double mscale_all_dim = 0.0;  // 0: absent
+    // transformers' find_correction_range: floor/ceil the correction range (default true;
+    // gpt-oss writes false and keeps the fractional bounds).
+    bool truncate = true;
+};
+
+// gpt-oss (GptOssForCausalLM): learned attention sinks, an o_proj bias, a router with a bias,
+// experts with biases and the clamped SwiGLU, gate and up interleaved in one fused tensor.
+struct GptOssConfig {
+    bool enabled = false;
+    double swiglu_limit = 7.0;  // config "swiglu_limit" (transformers hard-codes 7.0)
+    double swiglu_alpha = 1.702;
 };
 
 // DeepSeek-V3's router (topk_method "noaux_tc", scoring_func "sigmoid"): sigmoid scores, a
@@ -101,11 +112,20 @@ struct ModelConfig {
     int64_t rotary_dim = 0;  // head_dim unless partial rotary
     int64_t max_position_embeddings = 0;
     int64_t sliding_window = 0;  // 0: none
+    // Per layer, whether it is a sliding-window layer ("layer_types": sliding_attention vs
+    // full_attention). Empty: every layer uses sliding_window (Mixtral, Qwen).
+    std::vector<bool> layer_sliding;
+    // The window of layer `l` (0: full attention).
+    int64_t window_of(int64_t l) const {
+        if (layer_sliding.empty()) return sliding_window;
+        return layer_sliding[static_cast<size_t>(l)] ? sliding_window : 0;
+    }
     bool tie_word_embeddings = false;
 
     MlaConfig mla;  // kv_lora_rank > 0 iff the model uses MLA
     YarnScaling yarn;
     GroupRouting group_routing;
+    GptOssConfig gpt_oss;
     int64_t num_nextn_predict_layers = 0;  // MTP layers in the checkpoint: recognised, not loaded
     QuantizationConfig quantization;
     bool is_mla() const { return mla.kv_lora_rank > 0; }
@@ -122,6 +142,11 @@ struct ModelConfig {
     // Parameter counts from the shapes above (embedding and lm_head included).
     int64_t total_params() const;
     int64_t active_params_per_token() const;
+    // Elements of the routed experts' gate, up and down matrices (biases not included): what an
+    // MXFP4 checkpoint (gpt-oss) stores as blocks of 32 e2m1 values with one e8m0 scale each.
+    int64_t routed_expert_weights() const;
+    // Sliding-window layers (0 when there is no window).
+    int64_t num_sliding_layers() const;
 };
 
 // Parses and checks a config.json already read as JSON. `source` names the file in errors.

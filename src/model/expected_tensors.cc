@@ -61,6 +61,10 @@ void for_each_expected_tensor(const ModelConfig& c, const std::function<bool(con
             out.push_back({l + "self_attn.k_proj.bias", {kv_dim}});
             out.push_back({l + "self_attn.v_proj.bias", {kv_dim}});
         }
+        if (c.gpt_oss.enabled) {
+            out.push_back({l + "self_attn.o_proj.bias", {H}});
+            out.push_back({l + "self_attn.sinks", {c.num_heads}});
+        }
         if (c.qk_norm == QkNorm::kPerHead) {
             out.push_back({l + "self_attn.q_norm.weight", {D}});
             out.push_back({l + "self_attn.k_norm.weight", {D}});
@@ -70,7 +74,23 @@ void for_each_expected_tensor(const ModelConfig& c, const std::function<bool(con
         }
         const bool moe = static_cast<size_t>(i) < c.layer_is_moe.size() && c.layer_is_moe[i];
         const int64_t E = c.num_experts, I = c.moe_intermediate_size;
-        if (moe && c.family == ModelFamily::kMixtral) {
+        if (moe && c.gpt_oss.enabled) {
+            // Fused and interleaved as transformers' GptOssExperts (model/gpt_oss_experts.h).
+            out.push_back({l + "mlp.router.weight", {E, H}});
+            out.push_back({l + "mlp.router.bias", {E}});
+            if (c.quantization.mxfp4()) {
+                // MXFP4 as published: rows = output features, 32 values per block.
+                out.push_back({l + "mlp.experts.gate_up_proj_blocks", {E, 2 * I, H / 32, 16}});
+                out.push_back({l + "mlp.experts.gate_up_proj_scales", {E, 2 * I, H / 32}});
+                out.push_back({l + "mlp.experts.down_proj_blocks", {E, H, I / 32, 16}});
+                out.push_back({l + "mlp.experts.down_proj_scales", {E, H, I / 32}});
+            } else {
+                out.push_back({l + "mlp.experts.gate_up_proj", {E, H, 2 * I}});
+                out.push_back({l + "mlp.experts.down_proj", {E, I, H}});
+            }
+            out.push_back({l + "mlp.experts.gate_up_proj_bias", {E, 2 * I}});
+            out.push_back({l + "mlp.experts.down_proj_bias", {E, H}});
+        } else if (moe && c.family == ModelFamily::kMixtral) {
             out.push_back({l + "block_sparse_moe.gate.weight", {E, H}});
             for (int64_t e = 0; e < E && !out.stopped(); ++e) {
                 const std::string x = l + "block_sparse_moe.experts." + std::to_string(e) + ".";

@@ -33,14 +33,17 @@ double yarn_get_mscale(double scale, double mscale) {
 // transformers' _compute_default_rope_parameters / _compute_yarn_parameters (f32 tensors, the
 // correction range in double) and DeepseekV3Attention's softmax scale.
 MlaRope mla_rope(const ModelConfig& c) {
+    return rope_frequencies(c, c.mla.qk_rope_head_dim, c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim);
+}
+
+MlaRope rope_frequencies(const ModelConfig& c, int64_t dim, int64_t qk) {
     MlaRope r;
-    const int64_t dim = c.mla.qk_rope_head_dim, half = dim / 2;
+    const int64_t half = dim / 2;
     const float base = c.rope_theta;
     r.inv_freq.resize(static_cast<size_t>(half));
     std::vector<float> pos_freqs(static_cast<size_t>(half));
     for (int64_t i = 0; i < half; ++i)
         pos_freqs[static_cast<size_t>(i)] = std::pow(base, static_cast<float>(2 * i) / static_cast<float>(dim));
-    const int64_t qk = c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim;
     double scale = 1.0 / std::sqrt(static_cast<double>(qk));
     if (!c.yarn.enabled) {
         for (int64_t i = 0; i < half; ++i)
@@ -54,7 +57,11 @@ MlaRope mla_rope(const ModelConfig& c) {
                 std::log(static_cast<double>(y.original_max_position_embeddings) / (rotations * 2 * M_PI))) /
                (2 * std::log(static_cast<double>(c.rope_theta)));
     };
-    double low = std::floor(correction_dim(y.beta_fast)), high = std::ceil(correction_dim(y.beta_slow));
+    double low = correction_dim(y.beta_fast), high = correction_dim(y.beta_slow);
+    if (y.truncate) {
+        low = std::floor(low);
+        high = std::ceil(high);
+    }
     low = std::max(low, 0.0);
     high = std::min(high, static_cast<double>(dim - 1));
     if (low == high) high += 0.001;  // as transformers: no division by zero

@@ -50,6 +50,9 @@ struct MlaRope {
     float softmax_scale = 1.0f;
 };
 MlaRope mla_rope(const ModelConfig& c);
+// The same for `dim` rotary dims of a head whose q.k runs over `qk` dims (GQA families with YaRN:
+// gpt-oss), honouring rope_scaling's truncate.
+MlaRope rope_frequencies(const ModelConfig& c, int64_t dim, int64_t qk);
 
 // kExpanded or kAbsorbed, whichever costs fewer multiply-adds for a step of these sequences
 // (query_start [S + 1], kv_lens [S], on the host).

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/logging.h"
+#include "model/gpt_oss_experts.h"
 #include "model/mla_attention.h"
 #include "model/weight_loader.h"
 #include "ops/mla_ops.h"
@@ -32,6 +33,10 @@ struct MoeTransformer::Layer {
     const ExpertPlacement* placement = nullptr;
     MlaWeights mla;          // MLA attention (instead of wq..wo)
     TensorView router_bias;  // DeepSeek-V3 e_score_correction_bias, f32 [E]
+    // gpt-oss: o_proj bias, sinks, the router's logit bias and the experts' biases (per slot).
+    TensorView bo, sinks;          // f32 [H], [nh]
+    TensorView router_logit_bias;  // f32 [E]
+    std::vector<TensorView> b_gate, b_up, b_down;
 };
 
 namespace {
@@ -79,6 +84,18 @@ StatusOr<std::unique_ptr<MoeTransformer>> MoeTransformer::create(const ModelConf
     }
     if (config.is_mla()) {
         MOE_ASSIGN_OR_RETURN(m->mla_, MlaAttention::create(config, backend, options.mla_path));
+    } else if (config.yarn.enabled) {
+        const MlaRope rope = rope_frequencies(config, config.head_dim, config.head_dim);
+        const size_t bytes = rope.inv_freq.size() * 4;
+        MOE_ASSIGN_OR_RETURN(m->rope_inv_freq_, DeviceBuffer::allocate(backend, bytes));
+        MOE_RETURN_IF_ERROR(
+            backend.copy(m->rope_inv_freq_.data(), backend.device(), rope.inv_freq.data(), Device{}, bytes));
+        m->rope_attention_factor_ = rope.attention_factor;
+    }
+    if (config.gpt_oss.enabled) {
+        m->expert_activation_ = ExpertActivation::kClampedSwiGLU;
+        m->swiglu_alpha_ = static_cast<float>(config.gpt_oss.swiglu_alpha);
+        m->swiglu_limit_ = static_cast<float>(config.gpt_oss.swiglu_limit);
     }
     // Every tensor the forward reads is in backend memory now: let the source (a file mapping)
     // go, so that nothing done to the file later reaches the server (#18 D).
@@ -175,6 +192,10 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             MOE_ASSIGN_OR_RETURN(L.bk, wl.get(p + "self_attn.k_proj.bias", {nkv * hd}, f32));
             MOE_ASSIGN_OR_RETURN(L.bv, wl.get(p + "self_attn.v_proj.bias", {nkv * hd}, f32));
         }
+        if (c.gpt_oss.enabled) {
+            MOE_ASSIGN_OR_RETURN(L.bo, wl.get(p + "self_attn.o_proj.bias", {H}, f32));
+            MOE_ASSIGN_OR_RETURN(L.sinks, wl.get(p + "self_attn.sinks", {nh}, f32));
+        }
         if (c.qk_norm == QkNorm::kPerHead) {
             MOE_ASSIGN_OR_RETURN(L.q_norm, wl.get(p + "self_attn.q_norm.weight", {hd}, f32));
             MOE_ASSIGN_OR_RETURN(L.k_norm, wl.get(p + "self_attn.k_norm.weight", {hd}, f32));
@@ -189,7 +210,11 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             // NOTE: the router stays f32 whatever the matrices are: it is small (E x H), and top-k is
             // discontinuous, so bf16 rounding of its logits flips near-tied experts and moves the
             // output far more than rounding anywhere else does.
-            MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + "gate.weight", {E, H}, f32));
+            const std::string router = c.gpt_oss.enabled ? "router" : "gate";
+            MOE_ASSIGN_OR_RETURN(L.router, wl.get(mp + router + ".weight", {E, H}, f32));
+            if (c.gpt_oss.enabled) {
+                MOE_ASSIGN_OR_RETURN(L.router_logit_bias, wl.get(mp + "router.bias", {E}, f32));
+            }
             if (c.group_routing.enabled) {
                 MOE_ASSIGN_OR_RETURN(L.router_bias, wl.get(mp + "gate.e_score_correction_bias", {E}, f32));
             }
@@ -203,7 +228,21 @@ Status MoeTransformer::load_weights(const ModelLoadOptions& options) {
             L.w_gate.resize(static_cast<size_t>(P));
             L.w_up.resize(static_cast<size_t>(P));
             L.w_down.resize(static_cast<size_t>(P));
-            for (int64_t s = 0; s < P; ++s) {
+            if (c.gpt_oss.enabled) {
+                std::vector<int64_t> slot_expert(static_cast<size_t>(P), -1);
+                for (int64_t s = 0; s < P; ++s)
+                    if (!ep || pl.rank_of[static_cast<size_t>(s)] == ep_comm_->rank())
+                        slot_expert[static_cast<size_t>(s)] = ep ? pl.logical_of[static_cast<size_t>(s)] : s;
+                GptOssExperts ge;
+                MOE_RETURN_IF_ERROR(load_gpt_oss_experts(wl, c, mp + "experts.", slot_expert, mat, &ge));
+                L.w_gate = std::move(ge.gate);
+                L.w_up = std::move(ge.up);
+                L.w_down = std::move(ge.down);
+                L.b_gate = std::move(ge.b_gate);
+                L.b_up = std::move(ge.b_up);
+                L.b_down = std::move(ge.b_down);
+            }
+            for (int64_t s = 0; !c.gpt_oss.enabled && s < P; ++s) {
                 if (ep && pl.rank_of[static_cast<size_t>(s)] != ep_comm_->rank()) continue;
                 const int64_t e = ep ? pl.logical_of[static_cast<size_t>(s)] : s;
                 const std::string ep_name = mp + "experts." + std::to_string(e) + ".";
@@ -534,11 +573,16 @@ Status MoeTransformer::attention_block(const Layer& L, int64_t layer_idx, KvCach
     const TensorView q3 = view(w.q, DType::kF32, {T, nh, hd}, dev);
     const TensorView k3 = view(w.k, DType::kF32, {T, nkv, hd}, dev);
     const TensorView v3 = view(w.v, DType::kF32, {T, nkv, hd}, dev);
-    MOE_RETURN_IF_ERROR(ops::run(be, RopeArgs{.q = q3,
-                                              .k = k3,
-                                              .positions = view(w.positions, DType::kI32, {T}, dev),
-                                              .theta = c.rope_theta,
-                                              .rotary_dim = static_cast<int>(c.rotary_dim)}));
+    // YaRN (gpt-oss): the frequency table transformers computes, made at load.
+    MOE_RETURN_IF_ERROR(ops::run(
+        be,
+        RopeArgs{.q = q3,
+                 .k = k3,
+                 .positions = view(w.positions, DType::kI32, {T}, dev),
+                 .theta = c.rope_theta,
+                 .rotary_dim = static_cast<int>(c.rotary_dim),
+                 .inv_freq = c.yarn.enabled ? view(rope_inv_freq_, DType::kF32, {c.rotary_dim / 2}, dev) : TensorView{},
+                 .attention_factor = rope_attention_factor_}));
     MOE_RETURN_IF_ERROR(ops::run(be, KvWriteArgs{.k = k3,
                                                  .v = v3,
                                                  .slot_mapping = view(w.slots, DType::kI64, {T}, dev),
@@ -554,10 +598,12 @@ Status MoeTransformer::attention_block(const Layer& L, int64_t layer_idx, KvCach
                                    .kv_lens = view(w.kv_lens, DType::kI32, {S}, dev),
                                    .out = attn3,
                                    .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
-                                   .sliding_window = static_cast<int>(c.sliding_window)}));
+                                   .sliding_window = static_cast<int>(c.window_of(layer_idx)),
+                                   .sinks = L.sinks}));
     MOE_RETURN_IF_ERROR(ops::run(
-        be, GemmArgs{
-                .x = view(w.attn, DType::kF32, {T, nh * hd}, dev), .w = L.wo, .bias = {}, .y = h, .accumulate = true}));
+        be,
+        GemmArgs{
+            .x = view(w.attn, DType::kF32, {T, nh * hd}, dev), .w = L.wo, .bias = L.bo, .y = h, .accumulate = true}));
     return ok_status();
 }
 
@@ -594,7 +640,7 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
     const TensorView out_perm = view(w.out_perm, DType::kF32, {T * K, H}, dev);
     const TensorView offsets = view(w.offsets, DType::kI32, {E + 1}, dev);
     const TensorView row_of = view(w.row_of, DType::kI32, {T * K}, dev);
-    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.router, .bias = {}, .y = logits}));
+    MOE_RETURN_IF_ERROR(ops::run(be, GemmArgs{.x = x, .w = L.router, .bias = L.router_logit_bias, .y = logits}));
     if (c.group_routing.enabled) {
         const GroupRouting& g = c.group_routing;
         MOE_RETURN_IF_ERROR(
@@ -631,7 +677,13 @@ Status MoeTransformer::moe_block(const Layer& L, int64_t T) {
                                                         .w_gate = L.w_gate,
                                                         .w_up = L.w_up,
                                                         .w_down = L.w_down,
-                                                        .out_permuted = out_perm}));
+                                                        .out_permuted = out_perm,
+                                                        .b_gate = L.b_gate,
+                                                        .b_up = L.b_up,
+                                                        .b_down = L.b_down,
+                                                        .activation = expert_activation_,
+                                                        .swiglu_alpha = swiglu_alpha_,
+                                                        .swiglu_limit = swiglu_limit_}));
     }
     if (c.shared_expert_intermediate_size == 0 || L.shared_expert_gate.empty()) {
         // The weighted expert rows go straight into the residual stream: one pass over h instead
@@ -778,7 +830,13 @@ Status MoeTransformer::moe_experts_parallel(const Layer& L, int64_t T) {
                                .w_gate = L.w_gate,
                                .w_up = L.w_up,
                                .w_down = L.w_down,
-                               .out_permuted = TensorView::make(ep_->local_out(), DType::kF32, {R, H}, dev)}));
+                               .out_permuted = TensorView::make(ep_->local_out(), DType::kF32, {R, H}, dev),
+                               .b_gate = L.b_gate,
+                               .b_up = L.b_up,
+                               .b_down = L.b_down,
+                               .activation = expert_activation_,
+                               .swiglu_alpha = swiglu_alpha_,
+                               .swiglu_limit = swiglu_limit_}));
     }
     return ep_->combine(pl, static_cast<float*>(w.out_perm.data()), offsets);
 }

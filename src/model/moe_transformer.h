@@ -19,6 +19,7 @@
 #include "model/mla_attention.h"
 #include "model/weight_source.h"
 #include "moe/backend.h"
+#include "ops/ops.h"
 
 namespace moe {
 
@@ -143,6 +144,10 @@ private:
     std::vector<std::vector<int64_t>> expert_load_;
     std::vector<int32_t> ep_zero_offsets_;  // an idle rank's offsets (no rows for any slot)
     std::unique_ptr<MlaAttention> mla_;     // MLA models (DeepSeek-V3, Kimi K2) only
+    DeviceBuffer rope_inv_freq_;            // GQA with YaRN (gpt-oss): f32 [head_dim / 2]
+    float rope_attention_factor_ = 1.0f;
+    ExpertActivation expert_activation_ = ExpertActivation::kSwiGLU;  // gpt-oss: clamped
+    float swiglu_alpha_ = 1.702f, swiglu_limit_ = 7.0f;
     struct StepMeta {
         int64_t num_seqs = 0;
         int64_t max_blocks = 0;

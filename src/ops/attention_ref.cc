@@ -43,7 +43,10 @@ Status attention(const AttentionArgs& a) {
                     scores[static_cast<size_t>(c - lo)] = dot * a.scale;
                     max_score = std::max(max_score, dot * a.scale);
                 }
-                double sum = 0.0;
+                // A sink is one more logit in the denominator only.
+                const double sink = a.sinks.empty() ? -INFINITY : a.sinks.ptr<const float>()[h];
+                max_score = std::max(max_score, sink);
+                double sum = a.sinks.empty() ? 0.0 : std::exp(sink - max_score);
                 for (double& sc : scores) {
                     sc = std::exp(sc - max_score);
                     sum += sc;

@@ -107,6 +107,10 @@ Status check_moe_experts_data(const MoeExpertsArgs& a) {
         if (off[e + 1] > off[e] && (a.w_gate[i].empty() || a.w_up[i].empty() || a.w_down[i].empty()))
             return invalid_argument("moe_experts: expert " + std::to_string(e) + " has " +
                                     std::to_string(off[e + 1] - off[e]) + " rows but its weights are not present");
+        const auto no_bias = [&](std::span<const TensorView> b) { return !b.empty() && b[i].empty(); };
+        if (off[e + 1] > off[e] && (no_bias(a.b_gate) || no_bias(a.b_up) || no_bias(a.b_down)))
+            return invalid_argument("moe_experts: expert " + std::to_string(e) + " has " +
+                                    std::to_string(off[e + 1] - off[e]) + " rows but its biases are not present");
     }
     return ok_status();
 }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -30,10 +31,19 @@ Status moe_experts(const MoeExpertsArgs& a) {
                     g += static_cast<double>(x[h]) * load(a.w_gate[e].tensor, i * hidden + h);
                     u += static_cast<double>(x[h]) * load(a.w_up[e].tensor, i * hidden + h);
                 }
-                act[static_cast<size_t>(i)] = g / (1.0 + std::exp(-g)) * u;
+                if (!a.b_gate.empty()) g += a.b_gate[e].ptr<const float>()[i];
+                if (!a.b_up.empty()) u += a.b_up[e].ptr<const float>()[i];
+                if (a.activation == ExpertActivation::kSwiGLU) {
+                    act[static_cast<size_t>(i)] = g / (1.0 + std::exp(-g)) * u;
+                } else {
+                    const double limit = a.swiglu_limit, alpha = a.swiglu_alpha;
+                    g = std::min(g, limit);
+                    u = std::clamp(u, -limit, limit);
+                    act[static_cast<size_t>(i)] = (u + 1.0) * g / (1.0 + std::exp(-alpha * g));
+                }
             }
             for (int64_t h = 0; h < hidden; ++h) {
-                double acc = 0.0;
+                double acc = a.b_down.empty() ? 0.0 : a.b_down[e].ptr<const float>()[h];
                 for (int64_t i = 0; i < inter; ++i)
                     acc += act[static_cast<size_t>(i)] * load(a.w_down[e].tensor, h * inter + i);
                 a.out_permuted.ptr<float>()[r * hidden + h] = static_cast<float>(acc);

@@ -14,6 +14,8 @@
 // - Ops never log; they return Status. validate() reports the argument's name and the limit.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <span>
 
 #include "moe/backend.h"
@@ -41,12 +43,16 @@ struct RmsNormArgs {
 // For pair i < rotary_dim/2 of a head: angle = pos * theta^(-2i/rotary_dim),
 // (x[i], x[i + rotary_dim/2]) -> (x[i] cos - x[i+h] sin, x[i+h] cos + x[i] sin).
 // Dimensions at and past rotary_dim are left alone.
+// With inv_freq (YaRN, computed on the host as transformers does: gpt-oss), angle = pos *
+// inv_freq[i] instead, and cos and sin are multiplied by attention_factor.
 struct RopeArgs {
     TensorView q;          // f32 [T, num_q_heads, head_dim], contiguous
     TensorView k;          // f32 [T, num_kv_heads, head_dim], contiguous
     TensorView positions;  // i32 [T], >= 0
     float theta = 10000.0f;
-    int rotary_dim = 0;  // even, <= head_dim
+    int rotary_dim = 0;             // even, <= head_dim
+    TensorView inv_freq;            // optional (empty) or f32 [rotary_dim / 2]
+    float attention_factor = 1.0f;  // with inv_freq only; finite
 };
 
 // y[M, N] (+)= x[M, K] * w[N, K]^T (+ bias[N])      (w in the Hugging Face Linear layout)
@@ -94,6 +100,9 @@ struct KvWriteArgs {
 // block_tables[s, c / block_size] at offset c % block_size. Query head h reads KV head
 // h / (num_q_heads / num_kv_heads) (GQA).
 //
+// With sinks (gpt-oss), head h's softmax denominator has one more term, exp(sinks[h]), a
+// learned logit with no value: out = sum_c exp(s_c) v_c / (exp(sinks[h]) + sum_c exp(s_c)).
+//
 // A prefill chunk after a cached prefix is just q_len < kv_lens; decode is q_len == 1.
 // Only the block-table entries a query can see are read (and checked): entries wholly before a
 // sliding window may be -1. Bad metadata (query_start, kv_lens, block ids) is kOutOfRange.
@@ -109,6 +118,7 @@ struct AttentionArgs {
     TensorView out;           // f32 [T, num_q_heads, head_dim]
     float scale = 1.0f;       // usually 1/sqrt(head_dim)
     int sliding_window = 0;   // 0: none
+    TensorView sinks;         // optional (empty) or f32 [num_q_heads], finite
 };
 
 // Router: probabilities = softmax(logits[t, :]) (computed in f32 at least); the top_k experts
@@ -143,8 +153,16 @@ struct MoePermuteArgs {
     TensorView token_of;        // i32 [T * top_k]: token_of[r] = t of row r
 };
 
+// The activation between an expert's gate/up and down products.
+enum class ExpertActivation {
+    kSwiGLU,         // silu(g) * u
+    kClampedSwiGLU,  // gpt-oss: g' = min(g, limit), u' = clamp(u, -limit, limit),
+                     //          (u' + 1) * g' * sigmoid(alpha * g')
+};
+
 // Grouped expert MLP with SwiGLU: for each expert e and each row r of e,
-// out[r] = w_down[e] * (silu(w_gate[e] * x[r]) .* (w_up[e] * x[r])).
+// g = w_gate[e] * x[r] (+ b_gate[e]), u = w_up[e] * x[r] (+ b_up[e]),
+// out[r] = w_down[e] * act(g, u) (+ b_down[e]).
 // Experts with no rows are skipped (their weights are not read, and their views may be empty:
 // under expert parallelism a rank holds only its own experts). An expert with rows and no
 // weights is an invalid argument.
@@ -155,7 +173,24 @@ struct MoeExpertsArgs {
     std::span<const WeightView> w_up;    // E weights, f32|bf16 [I, H]
     std::span<const WeightView> w_down;  // E weights, f32|bf16 [H, I]
     TensorView out_permuted;             // f32 [R, H]
+    // Biases (gpt-oss): each span empty (no bias) or E views, f32 [I], [I], [H]; a view may be
+    // empty for an expert without rows, as its weights may.
+    std::span<const TensorView> b_gate = {};
+    std::span<const TensorView> b_up = {};
+    std::span<const TensorView> b_down = {};
+    ExpertActivation activation = ExpertActivation::kSwiGLU;
+    float swiglu_alpha = 1.702f;  // kClampedSwiGLU only
+    float swiglu_limit = 7.0f;    // kClampedSwiGLU only, > 0
 };
+
+// The activation of one element, in f32 (the CPU kernels and the CUDA kernel compute this same
+// expression; the reference computes it in double).
+inline float expert_activation(ExpertActivation act, float g, float u, float alpha, float limit) {
+    if (act == ExpertActivation::kSwiGLU) return g / (1.0f + std::exp(-g)) * u;
+    g = std::min(g, limit);
+    u = std::min(std::max(u, -limit), limit);
+    return (u + 1.0f) * (g / (1.0f + std::exp(-alpha * g)));
+}
 
 // Weighted combine: y[t] (+)= sum_j topk_weights[t, j] * out_permuted[row_of[t * top_k + j]],
 // summed in slot order j = 0..top_k-1.

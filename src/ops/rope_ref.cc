@@ -6,14 +6,18 @@
 namespace moe::ref {
 namespace {
 
-void rotate(float* x, double pos, double theta, int rotary_dim) {
-    const int half = rotary_dim / 2;
+void rotate(float* x, double pos, const RopeArgs& a) {
+    const int half = a.rotary_dim / 2;
+    const bool table = !a.inv_freq.empty();
+    const double factor = table ? a.attention_factor : 1.0;
     for (int i = 0; i < half; ++i) {
-        const double angle = pos * std::pow(theta, -2.0 * i / rotary_dim);
+        const double angle = table ? pos * static_cast<double>(a.inv_freq.ptr<const float>()[i])
+                                   : pos * std::pow(a.theta, -2.0 * i / a.rotary_dim);
         const double x0 = x[i];
         const double x1 = x[i + half];
-        x[i] = static_cast<float>(x0 * std::cos(angle) - x1 * std::sin(angle));
-        x[i + half] = static_cast<float>(x1 * std::cos(angle) + x0 * std::sin(angle));
+        const double c = std::cos(angle) * factor, s = std::sin(angle) * factor;
+        x[i] = static_cast<float>(x0 * c - x1 * s);
+        x[i + half] = static_cast<float>(x1 * c + x0 * s);
     }
 }
 
@@ -25,10 +29,8 @@ Status rope(const RopeArgs& a) {
     const int64_t head_dim = a.q.dim(2);
     for (int64_t t = 0; t < a.q.dim(0); ++t) {
         const double pos = a.positions.ptr<const int32_t>()[t];
-        for (int64_t h = 0; h < a.q.dim(1); ++h)
-            rotate(a.q.ptr<float>() + (t * a.q.dim(1) + h) * head_dim, pos, a.theta, a.rotary_dim);
-        for (int64_t h = 0; h < a.k.dim(1); ++h)
-            rotate(a.k.ptr<float>() + (t * a.k.dim(1) + h) * head_dim, pos, a.theta, a.rotary_dim);
+        for (int64_t h = 0; h < a.q.dim(1); ++h) rotate(a.q.ptr<float>() + (t * a.q.dim(1) + h) * head_dim, pos, a);
+        for (int64_t h = 0; h < a.k.dim(1); ++h) rotate(a.k.ptr<float>() + (t * a.k.dim(1) + h) * head_dim, pos, a);
     }
     return ok_status();
 }

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <string>
+#include <string_view>
 
 #include "ops/mla_ops.h"
 #include "ops/ops.h"
@@ -148,6 +149,12 @@ Status validate(const RopeArgs& a) {
                             std::to_string(a.rotary_dim));
     if (!std::isfinite(a.theta) || a.theta <= 0.0f)
         return fail(op, "theta must be finite and > 0, got " + std::to_string(a.theta));
+    if (!a.inv_freq.empty()) {
+        MOE_RETURN_IF_ERROR(check_view(op, "inv_freq", a.inv_freq, 1, kF32));
+        MOE_RETURN_IF_ERROR(check_dim(op, "inv_freq", a.inv_freq, 0, a.rotary_dim / 2, "rotary_dim / 2"));
+        if (!std::isfinite(a.attention_factor))
+            return fail(op, "attention_factor must be finite, got " + std::to_string(a.attention_factor));
+    }
     return ok_status();
 }
 
@@ -243,6 +250,10 @@ Status validate(const AttentionArgs& a) {
     for (int d = 0; d < 3; ++d) MOE_RETURN_IF_ERROR(check_dim(op, "out", a.out, d, a.q.dim(d), "the shape of q"));
     if (!std::isfinite(a.scale)) return fail(op, "scale must be finite, got " + std::to_string(a.scale));
     if (a.sliding_window < 0) return fail(op, "sliding_window must be >= 0, got " + std::to_string(a.sliding_window));
+    if (!a.sinks.empty()) {
+        MOE_RETURN_IF_ERROR(check_view(op, "sinks", a.sinks, 1, kF32));
+        MOE_RETURN_IF_ERROR(check_dim(op, "sinks", a.sinks, 0, a.q.dim(1), "the heads of q"));
+    }
     return ok_status();
 }
 
@@ -336,6 +347,29 @@ Status validate(const MoeExpertsArgs& a) {
             }
         }
     }
+    for (auto [name, span] :
+         {std::pair{"b_gate", a.b_gate}, std::pair{"b_up", a.b_up}, std::pair{"b_down", a.b_down}}) {
+        if (span.empty()) continue;
+        if (static_cast<int64_t>(span.size()) != num_experts)
+            return fail(op, std::string(name) + " has " + std::to_string(span.size()) + " views, expected 0 or " +
+                                std::to_string(num_experts));
+        const bool down = std::string_view(name) == "b_down";
+        for (int64_t e = 0; e < num_experts; ++e) {
+            const TensorView& b = span[static_cast<size_t>(e)];
+            if (b.empty()) continue;
+            const std::string bn = std::string(name) + "[" + std::to_string(e) + "]";
+            MOE_RETURN_IF_ERROR(check_view(op, bn.c_str(), b, 1, kF32));
+            if (down) {
+                MOE_RETURN_IF_ERROR(check_dim(op, bn.c_str(), b, 0, hidden, "the hidden size of x_permuted"));
+            } else if (inter > 0) {
+                MOE_RETURN_IF_ERROR(check_dim(op, bn.c_str(), b, 0, inter, "the experts' intermediate size"));
+            }
+        }
+    }
+    if (a.activation == ExpertActivation::kClampedSwiGLU &&
+        !(std::isfinite(a.swiglu_alpha) && std::isfinite(a.swiglu_limit) && a.swiglu_limit > 0.0f))
+        return fail(op, "clamped SwiGLU needs a finite alpha and a finite limit > 0, got alpha " +
+                            std::to_string(a.swiglu_alpha) + " limit " + std::to_string(a.swiglu_limit));
     return ok_status();
 }
 

@@ -115,6 +115,8 @@ struct AttnCase {
     int window;
     DType cache_dtype;
     float q_amp = 1.0f;  // large values stress the softmax's max subtraction
+    // gpt-oss: one sink logit per q head, uniform in [sink_lo, sink_hi]; none when both are 0.
+    float sink_lo = 0.0f, sink_hi = 0.0f;
 };
 
 void run_attention_case(Backend& be, const std::string& backend_name, const AttnCase& c, uint32_t seed) {
@@ -168,6 +170,11 @@ void run_attention_case(Backend& be, const std::string& backend_name, const Attn
     r.out = host_view(ref.data(), DType::kF32, {tokens, c.q_heads, c.head_dim});
     r.scale = scale;
     r.sliding_window = c.window;
+    std::vector<float> sinks;
+    if (c.sink_lo != 0.0f || c.sink_hi != 0.0f) {
+        sinks = rng.uniform(static_cast<size_t>(c.q_heads), c.sink_lo, c.sink_hi);
+        r.sinks = host_view(sinks.data(), DType::kF32, {c.q_heads});
+    }
     MOE_ASSERT_OK(ref::attention(r));
 
     std::vector<float> runs[2];
@@ -181,6 +188,7 @@ void run_attention_case(Backend& be, const std::string& backend_name, const Attn
         a.query_start = arena.put(query_start, DType::kI32, {num_seqs + 1});
         a.kv_lens = arena.put(c.kv_lens, DType::kI32, {num_seqs});
         a.out = arena.alloc(DType::kF32, {tokens, c.q_heads, c.head_dim});
+        if (!sinks.empty()) a.sinks = arena.put(sinks, DType::kF32, {c.q_heads});
         MOE_ASSERT_OK(ops::run(be, a));
         out = arena.get<float>(a.out);
     }
@@ -244,6 +252,40 @@ TEST_P(OpsAttention, MatchesReference) {
          DType::kF32},
     };
     uint32_t seed = 1000;
+    for (const AttnCase& c : cases) run_attention_case(be(), backend_name(), c, ++seed);
+}
+
+// gpt-oss's attention sinks (one logit per q head in the denominator), with and without a
+// sliding window, decode (the CPU's fast path: groups of 4 over whole vectors; the CUDA
+// backend's split-KV combine on the long one) and prefill, f32 and bf16 caches; sinks far above
+// the scores (the output shrinks toward 0) and far below them (no effect).
+TEST_P(OpsAttention, SinksMatchReference) {
+    AttnCase cases[] = {
+        {"sinks decode gqa4 window 8", {1, 1, 1}, {1, 17, 40}, 8, 2, 64, 16, 8, DType::kF32},
+        {"sinks prefill gqa2 window 8 bf16", {19, 30}, {19, 30}, 4, 2, 16, 4, 8, DType::kBF16},
+        {"sinks prefill after prefix full", {7, 3}, {30, 3}, 6, 2, 16, 8, 0, DType::kF32},
+        {"sinks many decode seqs gqa4 bf16",
+         {1, 1, 1, 1, 1, 1, 1, 1, 1},
+         {70, 5, 33, 64, 1, 40, 97, 12, 50},
+         8,
+         2,
+         64,
+         16,
+         0,
+         DType::kBF16},
+        {"sinks long decode 3000", {1}, {3000}, 8, 1, 64, 16, 0, DType::kF32},
+        {"sinks far above", {5, 1}, {5, 20}, 4, 2, 32, 4, 0, DType::kF32},
+        {"sinks far below", {5, 1}, {5, 20}, 4, 2, 32, 4, 6, DType::kF32},
+    };
+    for (AttnCase& c : cases) {
+        c.sink_lo = -2.0f;
+        c.sink_hi = 2.0f;
+    }
+    cases[5].sink_lo = 30.0f;
+    cases[5].sink_hi = 40.0f;
+    cases[6].sink_lo = -60.0f;
+    cases[6].sink_hi = -50.0f;
+    uint32_t seed = 3000;
     for (const AttnCase& c : cases) run_attention_case(be(), backend_name(), c, ++seed);
 }
 

@@ -224,6 +224,52 @@ TEST_P(OpsRope, MatchesReferenceForPartialRotaryAndGqa) {
 // Long-context positions (up to 131071) and a rotary_dim of 2. The bound is what f32 angles allow
 // (as Hugging Face computes them, and the CPU does): the angle float(pos) * inv_freq is off by up
 // to ~pos * 2^-23 rad, which moves a rotated pair of |x| <= 1 by up to ~pos * 2^-22.
+// YaRN (gpt-oss): a host-computed frequency table and a cos/sin factor; the table's values are
+// not theta's, so a kernel that ignored it would fail.
+TEST_P(OpsRope, FrequencyTableAndAttentionFactor) {
+    const int64_t tokens = 23, q_heads = 4, kv_heads = 2, head_dim = 16;
+    const int rotary_dim = 16;
+    Rng rng(350);
+    auto q = rng.uniform(static_cast<size_t>(tokens * q_heads * head_dim), -2, 2);
+    auto k = rng.uniform(static_cast<size_t>(tokens * kv_heads * head_dim), -2, 2);
+    auto pos = rng.ints(static_cast<size_t>(tokens), 0, 300);
+    auto inv_freq = rng.uniform(static_cast<size_t>(rotary_dim / 2), 0.001f, 0.9f);
+    const float factor = 1.1386f;
+    auto q_ref = q, k_ref = k;
+    RopeArgs r{host_view(q_ref.data(), DType::kF32, {tokens, q_heads, head_dim}),
+               host_view(k_ref.data(), DType::kF32, {tokens, kv_heads, head_dim}),
+               host_view(pos.data(), DType::kI32, {tokens}),
+               10000.0f,
+               rotary_dim,
+               host_view(inv_freq.data(), DType::kF32, {rotary_dim / 2}),
+               factor};
+    MOE_ASSERT_OK(ref::rope(r));
+    // The factor scales the rotated vector's length: at position 0 too.
+    EXPECT_GT(std::fabs(q_ref[0]), 0.0f);
+    std::vector<float> runs_q[2], runs_k[2];
+    for (int run = 0; run < 2; ++run) {
+        DeviceArena arena(be());
+        RopeArgs a = r;
+        a.q = arena.put(q, DType::kF32, {tokens, q_heads, head_dim});
+        a.k = arena.put(k, DType::kF32, {tokens, kv_heads, head_dim});
+        a.positions = arena.put(pos, DType::kI32, {tokens});
+        a.inv_freq = arena.put(inv_freq, DType::kF32, {rotary_dim / 2});
+        MOE_ASSERT_OK(ops::run(be(), a));
+        runs_q[run] = arena.get<float>(a.q);
+        runs_k[run] = arena.get<float>(a.k);
+    }
+    expect_close(runs_q[0], q_ref, 1e-4, 1e-4, "q");
+    expect_close(runs_k[0], k_ref, 1e-4, 1e-4, "k");
+    expect_bitwise_equal(runs_q[0], runs_q[1], "q");
+    // A table of the wrong length is refused, named.
+    DeviceArena arena(be());
+    RopeArgs bad = r;
+    bad.inv_freq = host_view(inv_freq.data(), DType::kF32, {rotary_dim / 2 - 1});
+    const Status s = ops::validate(bad);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("inv_freq"), std::string::npos) << s.message();
+}
+
 TEST_P(OpsRope, LongPositionsAndNarrowRotary) {
     const int64_t tokens = 19, q_heads = 4, kv_heads = 2, head_dim = 64;
     uint32_t seed = 350;

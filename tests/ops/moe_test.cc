@@ -250,6 +250,154 @@ TEST_P(OpsMoeExperts, MatchesReferenceSkippingEmptyExperts) {
     }
 }
 
+// gpt-oss's experts: biases on gate, up and down, and the clamped SwiGLU (gate clamped above at
+// the limit, up to +-limit, (up + 1) * gate * sigmoid(alpha * gate)). Biases drawn in [-9, 9] put
+// a good share of gate and up values past the limit of 7, so every branch runs. Expert 1 has no
+// rows and neither weights nor biases (as on another rank).
+TEST_P(OpsMoeExperts, ClampedSwiGLUWithBiasesMatchesReference) {
+    uint32_t seed = 1400;
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+        for (int64_t hidden : {19, 130}) {
+            ++seed;
+            SCOPED_TRACE(backend_name() + " " + dtype_name(dt) + " H=" + std::to_string(hidden) +
+                         " seed=" + std::to_string(seed));
+            Rng rng(seed);
+            const int64_t inter = hidden == 130 ? 150 : 23, num_experts = 4;
+            std::vector<int32_t> offsets =
+                hidden == 130 ? std::vector<int32_t>{0, 70, 70, 71, 140} : std::vector<int32_t>{0, 5, 5, 6, 25};
+            const int64_t rows = offsets.back();
+            auto x = rng.uniform(static_cast<size_t>(rows * hidden), -1, 1);
+            std::vector<std::vector<float>> w[3], b[3];
+            std::vector<std::vector<uint16_t>> wb[3];
+            for (int m = 0; m < 3; ++m)
+                for (int64_t e = 0; e < num_experts; ++e) {
+                    w[m].push_back(rng.uniform(static_cast<size_t>(inter * hidden), -0.3f, 0.3f));
+                    wb[m].push_back(to_bf16(w[m].back()));
+                    b[m].push_back(rng.uniform(static_cast<size_t>(m == 2 ? hidden : inter), -9.0f, 9.0f));
+                }
+            auto weights = [&](int m, DeviceArena* arena) {
+                std::vector<WeightView> views;
+                for (int64_t e = 0; e < num_experts; ++e) {
+                    const size_t i = static_cast<size_t>(e);
+                    const int64_t d0 = m == 2 ? hidden : inter, d1 = m == 2 ? inter : hidden;
+                    if (e == 1) {
+                        views.emplace_back();
+                    } else if (arena == nullptr) {
+                        void* data = dt == DType::kF32 ? static_cast<void*>(w[m][i].data()) : wb[m][i].data();
+                        views.push_back(host_view(data, dt, {d0, d1}));
+                    } else {
+                        views.push_back(dt == DType::kF32 ? arena->put(w[m][i], dt, {d0, d1})
+                                                          : arena->put(wb[m][i], dt, {d0, d1}));
+                    }
+                }
+                return views;
+            };
+            auto biases = [&](int m, DeviceArena* arena) {
+                std::vector<TensorView> views;
+                for (int64_t e = 0; e < num_experts; ++e) {
+                    const size_t i = static_cast<size_t>(e);
+                    const int64_t n = m == 2 ? hidden : inter;
+                    if (e == 1) {
+                        views.emplace_back();
+                    } else {
+                        views.push_back(arena == nullptr ? host_view(b[m][i].data(), DType::kF32, {n})
+                                                         : arena->put(b[m][i], DType::kF32, {n}));
+                    }
+                }
+                return views;
+            };
+            auto hg = weights(0, nullptr), hu = weights(1, nullptr), hd = weights(2, nullptr);
+            auto hbg = biases(0, nullptr), hbu = biases(1, nullptr), hbd = biases(2, nullptr);
+            std::vector<float> ref(static_cast<size_t>(rows * hidden));
+            MoeExpertsArgs r{host_view(x.data(), DType::kF32, {rows, hidden}),
+                             host_view(offsets.data(), DType::kI32, {num_experts + 1}),
+                             hg,
+                             hu,
+                             hd,
+                             host_view(ref.data(), DType::kF32, {rows, hidden}),
+                             hbg,
+                             hbu,
+                             hbd,
+                             ExpertActivation::kClampedSwiGLU,
+                             1.702f,
+                             7.0f};
+            MOE_ASSERT_OK(ref::moe_experts(r));
+            // Without the clamp (a limit no value reaches), the result must differ: the clamp ran.
+            std::vector<float> unclamped(ref.size());
+            MoeExpertsArgs r2 = r;
+            r2.out_permuted = host_view(unclamped.data(), DType::kF32, {rows, hidden});
+            r2.swiglu_limit = 1e6f;
+            MOE_ASSERT_OK(ref::moe_experts(r2));
+            double diff = 0;
+            for (size_t i = 0; i < ref.size(); ++i) diff = std::max(diff, std::fabs(double(ref[i]) - unclamped[i]));
+            EXPECT_GT(diff, 1.0) << "the clamp never changed the reference's output";
+
+            std::vector<float> runs[2];
+            for (auto& out : runs) {
+                DeviceArena arena(be());
+                auto dg = weights(0, &arena), du = weights(1, &arena), dd = weights(2, &arena);
+                auto dbg = biases(0, &arena), dbu = biases(1, &arena), dbd = biases(2, &arena);
+                MoeExpertsArgs a = r;
+                a.x_permuted = arena.put(x, DType::kF32, {rows, hidden});
+                a.expert_offsets = arena.put(offsets, DType::kI32, {num_experts + 1});
+                a.w_gate = dg;
+                a.w_up = du;
+                a.w_down = dd;
+                a.b_gate = dbg;
+                a.b_up = dbu;
+                a.b_down = dbd;
+                a.out_permuted = arena.alloc(DType::kF32, {rows, hidden});
+                MOE_ASSERT_OK(ops::run(be(), a));
+                out = arena.get<float>(a.out_permuted);
+            }
+            if (dt == DType::kF32) {
+                expect_close(runs[0], ref, 1e-4, 1e-4, "out_permuted");
+            } else {
+                // bf16 rounding of x and of the activations before each product (see above).
+                double sq = 0;
+                for (float v : ref) sq += static_cast<double>(v) * v;
+                const double rms = std::sqrt(sq / static_cast<double>(ref.size()));
+                expect_close(runs[0], ref, 2e-2 + 1e-2 * rms, 2e-2, "out_permuted");
+            }
+            expect_bitwise_equal(runs[0], runs[1], "out_permuted");
+        }
+    }
+}
+
+// An expert with rows and weights but no biases, where the others have biases: the caller's error.
+TEST_P(OpsMoeExperts, ExpertWithRowsAndNoBiasIsInvalid) {
+    const int64_t hidden = 8, inter = 4;
+    std::vector<int32_t> offsets = {0, 2, 3};
+    std::vector<float> x(3 * hidden, 0.5f), wg(inter * hidden, 0.1f), wd(hidden * inter, 0.1f), bi(inter, 0.1f),
+        bh(hidden, 0.1f);
+    DeviceArena arena(be());
+    std::vector<WeightView> g = {arena.put(wg, DType::kF32, {inter, hidden}),
+                                 arena.put(wg, DType::kF32, {inter, hidden})};
+    std::vector<WeightView> d = {arena.put(wd, DType::kF32, {hidden, inter}),
+                                 arena.put(wd, DType::kF32, {hidden, inter})};
+    std::vector<TensorView> bg = {arena.put(bi, DType::kF32, {inter}), TensorView{}};
+    std::vector<TensorView> bd = {arena.put(bh, DType::kF32, {hidden}), arena.put(bh, DType::kF32, {hidden})};
+    MoeExpertsArgs a{arena.put(x, DType::kF32, {3, hidden}),
+                     arena.put(offsets, DType::kI32, {3}),
+                     g,
+                     g,
+                     d,
+                     arena.alloc(DType::kF32, {3, hidden}),
+                     bg,
+                     bg,
+                     bd,
+                     ExpertActivation::kClampedSwiGLU};
+    const Status s = ops::run(be(), a);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    EXPECT_NE(s.message().find("expert 1"), std::string::npos) << s.message();
+    // A bias of the wrong length is refused by validate, naming it.
+    std::vector<TensorView> short_bias = {arena.put(bh, DType::kF32, {hidden}), arena.put(bh, DType::kF32, {hidden})};
+    a.b_gate = short_bias;
+    const Status v = ops::run(be(), a);
+    EXPECT_EQ(v.code(), StatusCode::kInvalidArgument) << v.to_string();
+    EXPECT_NE(v.message().find("b_gate[0]"), std::string::npos) << v.message();
+}
+
 // An expert that has rows but no weights (as if another rank held it) is the caller's error,
 // named, not a read through a null view.
 TEST_P(OpsMoeExperts, ExpertWithRowsAndNoWeightsIsInvalid) {

@@ -32,6 +32,8 @@ from transformers import (
     DeepseekV3Config,
     DeepseekV3ForCausalLM,
     GenerationConfig,
+    GptOssConfig,
+    GptOssForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MixtralConfig,
@@ -164,6 +166,24 @@ def deepseek_v3_noq():
     return DeepseekV3ForCausalLM, cfg
 
 
+def gpt_oss():
+    vocab = 320
+    # Sliding layers alternate with full ones as in the published configs, with a window of 8 so
+    # that every prompt (9, 17, 30 ids) and every greedy step crosses it; YaRN with truncate false
+    # (the published rope_scaling); attention sinks, q/k/v/o biases, a biased router, biased
+    # experts with the clamped SwiGLU (transformers hard-codes limit 7 and alpha 1.702).
+    cfg = GptOssConfig(
+        vocab_size=vocab, hidden_size=64, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=6,
+        num_experts_per_tok=2, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                      "truncate": False, "original_max_position_embeddings": 64},
+        rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=256, attention_dropout=0.0,
+        use_cache=True, tie_word_embeddings=False, **special_ids(vocab))
+    return GptOssForCausalLM, cfg
+
+
 # name -> (builder, base seed, max shard size or None for a single file)
 FIXTURES = {
     "mixtral": (mixtral, 1000, None),
@@ -174,13 +194,19 @@ FIXTURES = {
     "qwen3": (qwen3, 6000, None),
     "deepseek_v3": (deepseek_v3, 7000, None),
     "deepseek_v3_noq": (deepseek_v3_noq, 8000, None),
+    "gpt_oss": (gpt_oss, 9000, None),
 }
+
+# gpt-oss keeps its experts fused as transformers defines them (one [E, ...] tensor per layer, gate
+# and up interleaved), which is also how the published checkpoints name them.
+FUSED_EXPERTS_OK = {"gpt_oss"}
 
 
 def is_router(name):
     # Mixtral: block_sparse_moe.gate; Qwen*-MoE/OLMoE: mlp.gate (not mlp.gate_proj);
     # Qwen2-MoE's sigmoid shared-expert gate is a router-like [1, hidden] row too.
-    return name.endswith(("block_sparse_moe.gate.weight", "mlp.gate.weight", "shared_expert_gate.weight"))
+    return name.endswith(("block_sparse_moe.gate.weight", "mlp.gate.weight", "shared_expert_gate.weight",
+                          "mlp.router.weight"))
 
 
 def reinit(model, gen):
@@ -195,6 +221,21 @@ def reinit(model, gen):
                 value = 0.5 * torch.randn(p.shape, generator=gen)
             elif name.endswith(".bias"):
                 value = 0.05 * torch.randn(p.shape, generator=gen)
+            elif name.endswith("self_attn.sinks"):
+                # gpt-oss: a sink logit per head, of the size of the scores, so it takes a share.
+                value = 1.0 * torch.randn(p.shape, generator=gen)
+            elif name.endswith("experts.gate_up_proj"):
+                # With the biases below, about 0.7% of gate values pass the clamp limit of 7 and
+                # 1.6% of up values pass +-7 (every branch of the clamped SwiGLU runs), while the
+                # model stays as insensitive to bf16 rounding as the other fixtures (larger
+                # spreads made transformers itself move 10% of rows by over 2e-2 in bf16).
+                value = 0.2 * torch.randn(p.shape, generator=gen)
+            elif name.endswith("experts.gate_up_proj_bias"):
+                value = 2.5 * torch.randn(p.shape, generator=gen)
+            elif name.endswith("experts.down_proj"):
+                value = 0.02 * torch.randn(p.shape, generator=gen)
+            elif name.endswith("experts.down_proj_bias"):
+                value = 0.1 * torch.randn(p.shape, generator=gen)
             elif name == "model.embed_tokens.weight":
                 # Tied embeddings also serve as lm_head; a large spread there makes every step repeat its input.
                 std = 0.1 if model.config.tie_word_embeddings else 0.5
@@ -306,6 +347,7 @@ def write_fixture(name, builder, base_seed, shard):
         model, cfg, gen = build(builder, seed)
         prompts = make_prompts(cfg.vocab_size, {cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id}, gen)
         routing_summary(model, cfg, prompts)
+        clamp_summary(model, prompts)
         tensors, greedy, problems = run_reference(model, cfg, prompts)
         if not problems:
             break
@@ -338,6 +380,32 @@ def write_fixture(name, builder, base_seed, shard):
     check_saved_names(name, out_dir)
 
 
+def clamp_summary(model, prompts):
+    """gpt-oss: how often the clamped SwiGLU clamps (gate above 7, up outside +-7), so a fixture that
+    never reaches the limit is noticed."""
+    stats = []
+    hooks = []
+    for name, module in model.named_modules():
+        if name.endswith("mlp.experts") and hasattr(module, "gate_up_proj"):
+            def hook(mod, inp, _out):
+                x = inp[0].reshape(-1, mod.hidden_size)
+                gu = torch.einsum("th,ehi->eti", x, mod.gate_up_proj) + mod.gate_up_proj_bias[:, None, :]
+                stats.append(((gu[..., ::2] > mod.limit).float().mean().item(),
+                              (gu[..., 1::2].abs() > mod.limit).float().mean().item()))
+            hooks.append(module.register_forward_hook(hook))
+    if not hooks:
+        return
+    with torch.no_grad():
+        model(input_ids=torch.tensor([prompts[-1]]), use_cache=False)
+    for h in hooks:
+        h.remove()
+    g = sum(s[0] for s in stats) / len(stats)
+    u = sum(s[1] for s in stats) / len(stats)
+    print(f"  clamped SwiGLU: gate > limit {g:.3%}, |up| > limit {u:.3%} (all experts, last prompt)")
+    if g == 0 or u == 0:
+        raise SystemExit("gpt_oss: the fixture never reaches the SwiGLU limit")
+
+
 def check_saved_names(name, out_dir):
     """Fails if save_pretrained fused the experts: the C++ loader expects the hub's one-tensor-per-expert names."""
     from safetensors import safe_open
@@ -349,7 +417,7 @@ def check_saved_names(name, out_dir):
                 names.extend(f.keys())
     # ".experts." so that DeepSeek's (always one) "shared_experts." MLP is not taken for a fused expert.
     fused = [n for n in names if ".experts." in n and not n.split(".experts.")[1][:1].isdigit()]
-    if fused:
+    if fused and name not in FUSED_EXPERTS_OK:
         raise SystemExit(f"{name}: fused expert tensors saved: {fused[:4]}")
     print(f"  saved {len(names)} tensors to {os.path.relpath(out_dir, HERE)}")
 

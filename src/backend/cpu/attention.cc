@@ -179,6 +179,16 @@ MOE_AVX512_TARGET __attribute__((always_inline)) inline TileTask start_task(cons
     sc.o.assign(static_cast<size_t>(rows * hd16), 0.0f);
     sc.m.assign(static_cast<size_t>(rows), -INFINITY);
     sc.l.assign(static_cast<size_t>(rows), 0.0f);
+    if (!a.sinks.empty()) {
+        // A sink is a key of logit sinks[h] and value 0: the running max starts at it and the
+        // running sum at its exp(sinks[h] - m) = 1; the online softmax then rescales it as
+        // any other term.
+        const float* sinks = a.sinks.ptr<const float>();
+        for (int64_t r = 0; r < rows; ++r) {
+            sc.m[static_cast<size_t>(r)] = sinks[kvh * g.group + r % heads];
+            sc.l[static_cast<size_t>(r)] = 1.0f;
+        }
+    }
     sc.s.resize(static_cast<size_t>(rows * kPosChunk));
     sc.kt.resize(static_cast<size_t>(hd * kPosChunk));
     sc.k.resize(static_cast<size_t>(kPosChunk * nk * hd16));
@@ -653,8 +663,9 @@ Status attention(Backend& be, const AttentionArgs& a) {
         inv_sum.resize(static_cast<size_t>(g.group));
         for (int64_t h = 0; h < g.group; ++h) {
             float* sc = scores.data() + h * n;
-            const float max_score = *std::max_element(sc, sc + n);
-            float sum = 0.0f;
+            const float sink = a.sinks.empty() ? -INFINITY : a.sinks.ptr<const float>()[kvh * g.group + h];
+            const float max_score = std::max(sink, *std::max_element(sc, sc + n));
+            float sum = a.sinks.empty() ? 0.0f : std::exp(sink - max_score);
             for (int64_t i = 0; i < n; ++i) {
                 sc[i] = std::exp(sc[i] - max_score);
                 sum += sc[i];

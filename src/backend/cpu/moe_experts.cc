@@ -56,6 +56,25 @@ void dot(const uint16_t* x, int64_t ldx, int64_t rows, const WeightView& weight,
     error.keep(bf16_routed_block(x, ldx, rows, cpu_matrix(weight), n_begin, n_end, y, ldy, false, onednn, true));
 }
 
+// y[r, c] += bias[c] for r < rows, c < cols.
+void add_bias_rows(const float* bias, int64_t rows, int64_t cols, float* y, int64_t ldy) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) y[r * ldy + c] += bias[c];
+}
+
+// Columns [col0, col0 + n) of one row: biases, then the args' activation, rounded to bf16 (the
+// clamped SwiGLU and biased experts of gpt-oss; plain SwiGLU takes silu_mul_to_bf16).
+void activate_to_bf16(const MoeExpertsArgs& a, size_t e, const float* g, const float* u, int64_t col0, int64_t n,
+                      uint16_t* out) {
+    const float* bg = a.b_gate.empty() ? nullptr : a.b_gate[e].ptr<const float>() + col0;
+    const float* bu = a.b_up.empty() ? nullptr : a.b_up[e].ptr<const float>() + col0;
+    for (int64_t c = 0; c < n; ++c) {
+        const float gv = g[c] + (bg != nullptr ? bg[c] : 0.0f);
+        const float uv = u[c] + (bu != nullptr ? bu[c] : 0.0f);
+        out[c] = f32_to_bf16(expert_activation(a.activation, gv, uv, a.swiglu_alpha, a.swiglu_limit));
+    }
+}
+
 struct Item {
     int32_t expert;
     int32_t col_begin, col_end;
@@ -155,6 +174,7 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
         s.down_ranges[static_cast<size_t>(p)].reset(s.down_bounds[static_cast<size_t>(p)],
                                                     s.down_bounds[static_cast<size_t>(p) + 1]);
     }
+    const bool plain = a.activation == ExpertActivation::kSwiGLU && a.b_gate.empty() && a.b_up.empty();
     ItemRange* gu_ranges = s.gate_up_ranges.get();
     ItemRange* down_ranges = s.down_ranges.get();
 
@@ -187,7 +207,12 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
                 dot(xr, kph, n, a.w_up[e], it.col_begin, it.col_end, u, item_cols, onednn, error);
                 for (int64_t r = 0; r < n; ++r) {
                     uint16_t* hr = hb + (off[e] + rb + r) * kpi;
-                    silu_mul_to_bf16(g + r * item_cols, u + r * item_cols, cols, hr + it.col_begin);
+                    if (plain) {
+                        silu_mul_to_bf16(g + r * item_cols, u + r * item_cols, cols, hr + it.col_begin);
+                    } else {
+                        activate_to_bf16(a, e, g + r * item_cols, u + r * item_cols, it.col_begin, cols,
+                                         hr + it.col_begin);
+                    }
                     if (it.col_end == inter)
                         for (int64_t c = inter; c < kpi; ++c) hr[c] = 0;  // the tiles' zero padding
                 }
@@ -201,6 +226,9 @@ Status moe_experts_bf16(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
             const int64_t rows = off[e + 1] - off[e];
             dot(hb + off[e] * kpi, kpi, rows, a.w_down[e], it.col_begin, it.col_end,
                 out + off[e] * hidden + it.col_begin, hidden, panel_route_onednn(route, rows), error);
+            if (!a.b_down.empty())
+                add_bias_rows(a.b_down[e].ptr<const float>() + it.col_begin, rows, it.col_end - it.col_begin,
+                              out + off[e] * hidden + it.col_begin, hidden);
         });
     };
     if (threads > 1) {
@@ -239,11 +267,16 @@ Status moe_experts_gemm(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
         p.y = up.data();
         MOE_RETURN_IF_ERROR(cpu.gemm_engine().run(p));
 
+        const float* bg = a.b_gate.empty() ? nullptr : a.b_gate[i].ptr<const float>();
+        const float* bu = a.b_up.empty() ? nullptr : a.b_up[i].ptr<const float>();
         cpu.pool().parallel_for(rows, [&](int64_t begin, int64_t end) {
-            for (int64_t idx = begin * inter; idx < end * inter; ++idx) {
-                const float g = gate_buf[idx];
-                gate_buf[idx] = g / (1.0f + std::exp(-g)) * up_buf[idx];
-            }
+            for (int64_t r = begin; r < end; ++r)
+                for (int64_t c = 0; c < inter; ++c) {
+                    const int64_t idx = r * inter + c;
+                    const float g = gate_buf[idx] + (bg != nullptr ? bg[c] : 0.0f);
+                    const float u = up_buf[idx] + (bu != nullptr ? bu[c] : 0.0f);
+                    gate_buf[idx] = expert_activation(a.activation, g, u, a.swiglu_alpha, a.swiglu_limit);
+                }
         });
 
         GemmProblem dn;
@@ -256,6 +289,7 @@ Status moe_experts_gemm(CpuBackend& cpu, const MoeExpertsArgs& a, const int32_t*
         dn.y = a.out_permuted.ptr<float>() + off[e] * hidden;
         dn.ldy = hidden;
         MOE_RETURN_IF_ERROR(cpu.gemm_engine().run(dn));
+        if (!a.b_down.empty()) add_bias_rows(a.b_down[i].ptr<const float>(), rows, hidden, dn.y, hidden);
     }
     return ok_status();
 }

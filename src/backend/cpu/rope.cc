@@ -36,9 +36,11 @@ Status rope(Backend& be, const RopeArgs& a) {
     thread_local std::vector<float> inv_freq_buf;
     inv_freq_buf.resize(static_cast<size_t>(half));
     float* inv_freq = inv_freq_buf.data();
+    const bool table = !a.inv_freq.empty();
+    const float factor = table ? a.attention_factor : 1.0f;
     for (int i = 0; i < half; ++i) {
         const float exponent = static_cast<float>(2 * i) / static_cast<float>(a.rotary_dim);
-        inv_freq[i] = 1.0f / std::pow(a.theta, exponent);
+        inv_freq[i] = table ? a.inv_freq.ptr<const float>()[i] : 1.0f / std::pow(a.theta, exponent);
     }
     const int64_t head_dim = a.q.dim(2);
     as_cpu(be).pool().parallel_for(a.q.dim(0), [&](int64_t begin, int64_t end) {
@@ -49,8 +51,8 @@ Status rope(Backend& be, const RopeArgs& a) {
             const float pos = static_cast<float>(a.positions.ptr<const int32_t>()[t]);
             for (int i = 0; i < half; ++i) {
                 const float angle = pos * inv_freq[i];
-                cos[static_cast<size_t>(i)] = std::cos(angle);
-                sin[static_cast<size_t>(i)] = std::sin(angle);
+                cos[static_cast<size_t>(i)] = std::cos(angle) * factor;
+                sin[static_cast<size_t>(i)] = std::sin(angle) * factor;
             }
             rotate_heads(a.q.ptr<float>() + t * a.q.dim(1) * head_dim, a.q.dim(1), head_dim, cos.data(), sin.data(),
                          half);

@@ -16,6 +16,7 @@
 #include "backend/cuda/cuda_mxfp4.h"
 #include "kernels/attention/attention.h"
 #include "kernels/cast/cast.h"
+#include "kernels/moe_experts/expert_bias_act.h"
 #include "kernels/moe_experts/moe_experts_plan.h"
 #include "kernels/moe_experts/swiglu.h"
 #include "kernels/moe_permute/moe_permute.h"
@@ -80,6 +81,7 @@ Status attention(Backend& b, const AttentionArgs& a) {
     p.max_blocks_per_seq = a.block_tables.dim(1);
     p.scale = a.scale;
     p.sliding_window = a.sliding_window;
+    p.sinks = a.sinks.empty() ? nullptr : a.sinks.ptr<const float>();
     if (p.num_seqs == 0) return ok_status();
     const kernels::AttentionPlan plan =
         kernels::plan_attention(p.num_tokens, p.num_seqs, p.num_q_heads, p.num_kv_heads, p.head_dim,
@@ -245,10 +247,24 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
         MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_gate[e].tensor.data, xe, gate + g.row_begin * inter, i, n, h));
         MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_up[e].tensor.data, xe, up + g.row_begin * inter, i, n, h));
     }
-    // One SwiGLU over all rows (every row belongs to a running expert since offsets[E] == R).
+    // One SwiGLU over all rows (every row belongs to a running expert since offsets[E] == R);
+    // with biases or the clamped SwiGLU (gpt-oss), one launch per running expert for its biases.
     void* act = bf16 ? static_cast<void*>(scratch + layout.act_bf16) : static_cast<void*>(gate);
-    MOE_CUDA_RETURN_IF_ERROR(kernels::launch_swiglu(
-        gate, up, act, bf16 ? kernels::ElemType::kBF16 : kernels::ElemType::kF32, rows * inter, be.stream()));
+    const auto act_type = bf16 ? kernels::ElemType::kBF16 : kernels::ElemType::kF32;
+    if (a.activation == ExpertActivation::kSwiGLU && a.b_gate.empty() && a.b_up.empty()) {
+        MOE_CUDA_RETURN_IF_ERROR(kernels::launch_swiglu(gate, up, act, act_type, rows * inter, be.stream()));
+    } else {
+        const size_t act_bytes = bf16 ? sizeof(uint16_t) : sizeof(float);
+        for (const kernels::ExpertGemm& g : gemms) {
+            const size_t e = static_cast<size_t>(g.expert);
+            const int64_t at = g.row_begin * inter;
+            MOE_CUDA_RETURN_IF_ERROR(kernels::launch_expert_bias_act(
+                gate + at, up + at, a.b_gate.empty() ? nullptr : a.b_gate[e].ptr<const float>(),
+                a.b_up.empty() ? nullptr : a.b_up[e].ptr<const float>(),
+                static_cast<char*>(act) + static_cast<size_t>(at) * act_bytes, act_type, g.rows, inter,
+                a.activation == ExpertActivation::kClampedSwiGLU, a.swiglu_alpha, a.swiglu_limit, be.stream()));
+        }
+    }
     const size_t act_elem = bf16 ? sizeof(uint16_t) : sizeof(float);
     for (const kernels::ExpertGemm& g : gemms) {
         const size_t e = static_cast<size_t>(g.expert);
@@ -256,6 +272,10 @@ Status moe_experts(Backend& b, const MoeExpertsArgs& a) {
         MOE_RETURN_IF_ERROR(expert_gemm(be, w_type, a.w_down[e].tensor.data, ae,
                                         a.out_permuted.ptr<float>() + g.row_begin * hidden, h, static_cast<int>(g.rows),
                                         i));
+        if (!a.b_down.empty())
+            MOE_CUDA_RETURN_IF_ERROR(kernels::launch_add_bias_rows(a.out_permuted.ptr<float>() + g.row_begin * hidden,
+                                                                   a.b_down[e].ptr<const float>(), g.rows, hidden,
+                                                                   hidden, be.stream()));
     }
     return ok_status();
 }

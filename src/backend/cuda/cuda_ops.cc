@@ -84,6 +84,8 @@ Status rope(Backend& b, const RopeArgs& a) {
         .head_dim = a.q.dim(2),
         .rotary_dim = a.rotary_dim,
         .theta = a.theta,
+        .inv_freq = a.inv_freq.empty() ? nullptr : a.inv_freq.ptr<const float>(),
+        .attention_factor = a.attention_factor,
     };
     const auto* positions = a.positions.ptr<const int32_t>();
     MOE_CUDA_RETURN_IF_ERROR(
