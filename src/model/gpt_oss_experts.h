@@ -38,7 +38,8 @@ struct GptOssExperts {
 
 // `prefix`: "model.layers.N.mlp.experts."; `slot_expert[s]`: the logical expert slot s holds, or
 // -1 when slot s is another rank's (its tensors' slices are not read). Matrices are kept in
-// `dtype` (f32 or bf16), or in MXFP4 when c.quantization says so; biases in f32. Errors name the tensor, its file and both shapes.
+// `dtype` (f32 or bf16), or in MXFP4 when c.quantization says so; biases in f32. Errors name the tensor, its file and
+// both shapes.
 Status load_gpt_oss_experts(WeightLoader& wl, const ModelConfig& c, const std::string& prefix,
                             std::span<const int64_t> slot_expert, DType dtype, GptOssExperts* out);
 
