@@ -207,6 +207,7 @@ int run_info(const std::string& model_dir, bool as_json) {
        << "hidden         " << c.hidden_size << "\n"
        << "attention      " << c.num_heads << " heads, " << c.num_kv_heads << " kv heads, head_dim " << c.head_dim
        << ", rotary " << c.rotary_dim << (c.attention_bias ? ", qkv bias" : "")
+       << (c.gpt_oss.enabled ? ", o bias, sinks" : "")
        << (c.qk_norm == QkNorm::kPerHead ? ", q/k norm per head"
            : c.qk_norm == QkNorm::kFull  ? ", q/k norm full"
                                          : "")

@@ -218,6 +218,22 @@ TEST(CliInfo, EverySharedConfigParsesAndUnsupportedFamiliesSaySo) {
                       std::string::npos)
                 << r.out;
         }
+        if (e.path().filename() == "gpt-oss-20b" || e.path().filename() == "gpt-oss-120b") {
+            // The published MXFP4 checkpoints: sized per layer type and in MXFP4, served with the
+            // experts kept as MXFP4 (#24).
+            const bool big = e.path().filename() == "gpt-oss-120b";
+            EXPECT_TRUE(supported) << r.out;
+            EXPECT_NE(r.out.find("mxfp4          experts"), std::string::npos) << r.out;
+            EXPECT_NE(r.out.find(big ? "116.83 B total" : "20.91 B total"), std::string::npos) << r.out;
+            EXPECT_NE(
+                r.out.find(big ? "18 sliding_attention (window 128), 18 full_attention; KV 2048 B/token per layer"
+                               : "12 sliding_attention (window 128), 12 full_attention; KV 2048 B/token per layer"),
+                std::string::npos)
+                << r.out;
+            EXPECT_NE(r.out.find("at 4.25 bits/weight"), std::string::npos) << r.out;
+            // 20b: the published index's total_size is 13,761,264,768 bytes.
+            if (!big) EXPECT_NE(r.out.find("checkpoint with the rest in bf16 13.76 GB"), std::string::npos) << r.out;
+        }
         if (e.path().filename() == "mixtral-8x7b") {
             EXPECT_TRUE(supported);
             EXPECT_NE(r.out.find("46.70 B total, 12.88 B active"), std::string::npos) << r.out;

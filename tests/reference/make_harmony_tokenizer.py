@@ -14,8 +14,8 @@ this builds one with the SAME structure as the published file and a small vocabu
 
 The split regex is o200k_base's (tiktoken's `o200k_base` pat_str, which o200k_harmony shares),
 written as the published tokenizer.json writes it. Hugging Face `tokenizers` trains the BPE
-(BpeTrainer, vocab 4000, the byte-level alphabet) on this repository's docs and the llama.cpp test
-strings, then encodes every string of tests/data/tokenizer-vectors/gpt-2.inp and of
+(BpeTrainer, vocab 4000, the byte-level alphabet) on the published chat templates and the llama.cpp
+test strings of tests/data, then encodes every string of tests/data/tokenizer-vectors/gpt-2.inp and of
 `harmony_extra.inp` (contractions in upper and mixed case, digits in runs of 1-3, CJK, emoji,
 newline runs, harmony special tokens inside text):
 
@@ -70,12 +70,15 @@ EXTRA = [
 
 
 def training_corpus():
+    # Fixed files only (published data with provenance, never edited), so the vocabulary does not
+    # change when the project's own docs do.
+    data = os.path.join(ROOT, "tests", "data")
+    paths = sorted(glob.glob(os.path.join(data, "chat-templates", "*", "*")))
+    paths += sorted(glob.glob(os.path.join(data, "tokenizer-vectors", "*.inp")))
     texts = []
-    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]:
+    for path in paths:
         with open(path, encoding="utf-8") as f:
             texts.append(f.read())
-    with open(os.path.join(ROOT, "tests", "data", "tokenizer-vectors", "gpt-2.inp"), encoding="utf-8") as f:
-        texts.append(f.read())
     texts.extend(EXTRA)
     return texts
 

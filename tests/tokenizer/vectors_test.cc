@@ -162,6 +162,46 @@ TEST(TokenizerVectors, MixtralDecodeMatchesHfTokenizers) {
     }
 }
 
+// gpt-oss's o200k_harmony shape (tests/reference/make_harmony_tokenizer.py): o200k's split regex
+// through our PCRE2 path, then byte-level BPE with ignore_merges, the harmony special tokens as
+// added tokens; a small vocabulary trained with HF tokenizers, whose ids and decodes we match.
+const std::string kHarmony = source_path("tests/reference/tokenizer/harmony");
+
+TEST(TokenizerVectors, HarmonyShapedO200kMatchesHfTokenizers) {
+    const auto& tok = cached_tokenizer(kHarmony);
+    EXPECT_EQ(tok.vocab_size(), 2342);
+    // The 21 harmony specials follow the trained vocabulary in the published order.
+    EXPECT_EQ(tok.token_to_id("<|startoftext|>"), 2321);
+    EXPECT_EQ(tok.token_to_id("<|endofprompt|>"), 2321 + 20);
+    for (const std::string name : {"gpt-2", "harmony_extra"}) {
+        SCOPED_TRACE(name);
+        const std::string inp = name == "gpt-2" ? test_data("tokenizer-vectors/gpt-2.inp")
+                                                : source_path("tests/reference/tokenizer/harmony_extra.inp");
+        expect_vectors(tok, inp, source_path("tests/reference/tokenizer/harmony." + name + ".out"));
+        const auto ids = read_out(source_path("tests/reference/tokenizer/harmony." + name + ".out"));
+        const auto expected = nlohmann::json::parse(
+            testing::read_all(source_path("tests/reference/tokenizer/harmony." + name + ".decoded.json")));
+        ASSERT_EQ(ids.size(), expected.size());
+        for (size_t k = 0; k < ids.size(); ++k) {
+            auto text = tok.decode(ids[k], false);
+            ASSERT_TRUE(text.ok());
+            EXPECT_EQ(*text, expected[k].get<std::string>()) << name << " string " << k;
+        }
+    }
+    // The harmony markers are single special tokens inside text, and skipped on request.
+    auto ids = tok.encode("<|start|>assistant<|channel|>final<|message|>Hi<|return|>", false);
+    ASSERT_TRUE(ids.ok());
+    ASSERT_GE(ids->size(), 5u);
+    EXPECT_EQ(ids->front(), 2321 + 8);  // <|start|>: the 9th of the published specials
+    EXPECT_EQ(ids->back(), 2321 + 4);   // <|return|>
+    auto plain = tok.decode(*ids, true);
+    ASSERT_TRUE(plain.ok());
+    EXPECT_EQ(*plain, "assistantfinalHi");
+    // Streaming decode of the same strings concatenates to decode (byte-level pieces of CJK and
+    // emoji held back until whole).
+    expect_streaming(tok, source_path("tests/reference/tokenizer/harmony_extra.inp"), false);
+}
+
 TEST(TokenizerStreaming, DeltasConcatenateToDecode) {
     const std::string inp = test_data("tokenizer-vectors/gpt-2.inp");
     const std::string extra = source_path("tests/reference/tokenizer/mixtral_extra.inp");
