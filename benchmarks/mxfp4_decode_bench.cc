@@ -9,7 +9,10 @@
 // First figures (2 threads, 2-vCPU AMD EPYC with AVX512-BF16, load average 17-19 from other
 // builds, so the process got a fraction of the cores: the ratios are loose and the GB/s are not
 // the machine's): M=1 mxfp4 88 ms vs bf16 96 ms per pass (1.08x), M=4 0.93x, M=16 0.81x, M=64
-// 0.58x; the MXFP4 pass reads 105.8 MB, the bf16 one 398.1 MB. To be rerun on a quiet machine.
+// 0.58x; the MXFP4 pass reads 105.8 MB, the bf16 one 398.1 MB. A second run at load 10 (the
+// process got 2.3 s of CPU in 10.6 s of wall time on 2 threads): M=1 0.91x, M=4 0.95x, M=16
+// 0.78x. Starved of CPU, both passes are bound by the cycles they get, not by DRAM, so the 3.8x
+// fewer bytes do not show; to be rerun on a quiet machine.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
