@@ -11,6 +11,9 @@
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/mla_attention.h"
+#include "model/moe_transformer.h"
+#include "model/weights.h"
+#include "moe/cpu_backend.h"
 
 namespace moe {
 namespace {
@@ -142,6 +145,68 @@ TEST(GptOssConfig, DefaultsAndErrors) {
     auto r = parse(bad_rope);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.status().message().find("longrope"), std::string::npos) << r.status().message();
+}
+
+// The fixture's weights through a source that can lie: a fused expert tensor of the wrong shape
+// or a missing sinks tensor is refused at load, naming the tensor and both shapes.
+class LyingSource final : public WeightSource {
+public:
+    LyingSource(WeightStore store, std::string name, std::vector<int64_t> shape, bool drop)
+        : store_(std::move(store)), name_(std::move(name)), shape_(std::move(shape)), drop_(drop) {}
+    StatusOr<WeightRef> get(const std::string& name) const override {
+        if (drop_ && name == name_) return not_found("tensor " + name + " not found");
+        MOE_ASSIGN_OR_RETURN(TensorInfo t, store_.get(name));
+        WeightRef w{.name = t.name, .dtype = t.dtype, .shape = t.shape, .data = t.data, .origin = t.file};
+        if (name == name_) w.shape = shape_;
+        return w;
+    }
+    bool has(const std::string& name) const override { return !(drop_ && name == name_) && store_.has(name); }
+    std::string describe() const override { return "lying source"; }
+
+private:
+    WeightStore store_;
+    std::string name_;
+    std::vector<int64_t> shape_;
+    bool drop_;
+};
+
+TEST(GptOssLoad, BadFusedExpertShapeAndMissingSinksAreNamed) {
+    const fs::path dir = fs::path(MOE_SOURCE_DIR) / "tests/reference/fixtures/gpt_oss";
+    auto c = load_model_config(dir);
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    std::unique_ptr<Backend> be = make_cpu_backend({.num_threads = 1});
+    {
+        auto store = WeightStore::open(dir);
+        ASSERT_TRUE(store.ok()) << store.status().to_string();
+        auto src = std::make_shared<LyingSource>(std::move(store).value(), "model.layers.1.mlp.experts.gate_up_proj",
+                                                 std::vector<int64_t>{6, 96, 64}, false);
+        auto m = MoeTransformer::create(*c, src, *be, {});
+        ASSERT_FALSE(m.ok());
+        EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+        EXPECT_NE(m.status().message().find("model.layers.1.mlp.experts.gate_up_proj"), std::string::npos)
+            << m.status().message();
+        EXPECT_NE(m.status().message().find("shape [6, 96, 64], expected [6, 64, 96]"), std::string::npos)
+            << m.status().message();
+    }
+    {
+        auto store = WeightStore::open(dir);
+        ASSERT_TRUE(store.ok()) << store.status().to_string();
+        auto src = std::make_shared<LyingSource>(std::move(store).value(), "model.layers.2.self_attn.sinks",
+                                                 std::vector<int64_t>{}, true);
+        auto m = MoeTransformer::create(*c, src, *be, {});
+        ASSERT_FALSE(m.ok());
+        EXPECT_NE(m.status().message().find("model.layers.2.self_attn.sinks"), std::string::npos)
+            << m.status().message();
+    }
+    // The same model with a quantization_config (as the published MXFP4 files) is refused.
+    ModelConfig q = *c;
+    q.supported = false;
+    q.unsupported_reason = "quantized";
+    auto store = WeightStore::open(dir);
+    ASSERT_TRUE(store.ok());
+    auto refused = MoeTransformer::create(
+        q, std::make_shared<LyingSource>(std::move(store).value(), "", std::vector<int64_t>{}, false), *be, {});
+    EXPECT_EQ(refused.status().code(), StatusCode::kUnimplemented);
 }
 
 }  // namespace
