@@ -353,8 +353,8 @@ Status parse_yarn(const json& j, const std::string& source, const std::string& w
     return ok_status();
 }
 
-// gpt-oss: layer_types, the clamped SwiGLU's limit, YaRN; the MXFP4 checkpoints as published
-// are recognised and refused here (their expert loader is separate work).
+// gpt-oss: layer_types, the clamped SwiGLU's limit, YaRN. Its quantization_config (the published
+// MXFP4 checkpoints) is parse_quantization's.
 Status parse_gpt_oss(const json& j, const std::string& source, ModelConfig* c) {
     Reader r(j, source);
     GptOssConfig& g = c->gpt_oss;
@@ -383,17 +383,6 @@ Status parse_gpt_oss(const json& j, const std::string& source, ModelConfig* c) {
     }
     MOE_RETURN_IF_ERROR(parse_yarn(j, source, "gpt_oss", c));
     if (c->rotary_dim != c->head_dim) return r.error("partial_rotary_factor is not supported for gpt_oss");
-    if (r.has("quantization_config")) {
-        const json& q = j.at("quantization_config");
-        const std::string method = q.is_object() && q.contains("quant_method") && q.at("quant_method").is_string()
-                                       ? q.at("quant_method").get<std::string>()
-                                       : std::string("unknown");
-        c->supported = false;
-        c->unsupported_reason = (c->architecture.empty() ? c->model_type : c->architecture) +
-                                ": quantized experts (quantization_config " + method +
-                                ") are not implemented yet; a bf16 or f32 checkpoint of the same "
-                                "architecture is served";
-    }
     return ok_status();
 }
 
@@ -468,6 +457,9 @@ Status parse_mxfp4(const json& j, const std::string& source, ModelConfig* c) {
                                 "\" is not supported on this family (\"mxfp4\" on gpt-oss is)";
         return ok_status();
     }
+    if (c->hidden_size % 32 != 0 || c->moe_intermediate_size % 32 != 0)
+        return rq.error("mxfp4 needs hidden_size (" + std::to_string(c->hidden_size) + ") and intermediate_size (" +
+                        std::to_string(c->moe_intermediate_size) + ") to be multiples of 32 (the block size)");
     c->quantization.method = method;
     if (rq.has("modules_to_not_convert")) {
         const json& m = q.at("modules_to_not_convert");

@@ -78,9 +78,17 @@ void for_each_expected_tensor(const ModelConfig& c, const std::function<bool(con
             // Fused and interleaved as transformers' GptOssExperts (model/gpt_oss_experts.h).
             out.push_back({l + "mlp.router.weight", {E, H}});
             out.push_back({l + "mlp.router.bias", {E}});
-            out.push_back({l + "mlp.experts.gate_up_proj", {E, H, 2 * I}});
+            if (c.quantization.mxfp4()) {
+                // MXFP4 as published: rows = output features, 32 values per block.
+                out.push_back({l + "mlp.experts.gate_up_proj_blocks", {E, 2 * I, H / 32, 16}});
+                out.push_back({l + "mlp.experts.gate_up_proj_scales", {E, 2 * I, H / 32}});
+                out.push_back({l + "mlp.experts.down_proj_blocks", {E, H, I / 32, 16}});
+                out.push_back({l + "mlp.experts.down_proj_scales", {E, H, I / 32}});
+            } else {
+                out.push_back({l + "mlp.experts.gate_up_proj", {E, H, 2 * I}});
+                out.push_back({l + "mlp.experts.down_proj", {E, I, H}});
+            }
             out.push_back({l + "mlp.experts.gate_up_proj_bias", {E, 2 * I}});
-            out.push_back({l + "mlp.experts.down_proj", {E, I, H}});
             out.push_back({l + "mlp.experts.down_proj_bias", {E, H}});
         } else if (moe && c.family == ModelFamily::kMixtral) {
             out.push_back({l + "block_sparse_moe.gate.weight", {E, H}});

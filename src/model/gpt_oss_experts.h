@@ -11,10 +11,12 @@
 //   down[e]:        [H, I]   down[e][h, i] = down_proj[e, i, h]
 //   b_gate[e], b_up[e]: f32 [I] (de-interleaved), b_down[e]: f32 [H]
 //
-// The published checkpoints store the two matrices as MXFP4 (`*_blocks` + `*_scales`, rows of
-// the fused [2I, H] form interleaved the same way); this build does not load them (config.cc
-// refuses quantization_config). load_gpt_oss_experts is the one place a loader of that format
-// goes: the biases and the slot bookkeeping are the same.
+// The published checkpoints store the two matrices as MXFP4 (config.json quantization_config
+// quant_method "mxfp4"): gate_up_proj_blocks u8 [E, 2I, H/32, 16] + gate_up_proj_scales u8
+// [E, 2I, H/32] (rows = output features, gate and up interleaved: rows 0::2 and 1::2) and
+// down_proj_blocks [E, H, I/32, 16] + down_proj_scales [E, H, I/32]. They are kept as they are
+// (WeightLoader::mxfp4_expert -> Backend::prepare_quantized_weight: 4.25 bits per weight); the
+// biases and the slot bookkeeping are the same.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +38,8 @@ struct GptOssExperts {
 
 // `prefix`: "model.layers.N.mlp.experts."; `slot_expert[s]`: the logical expert slot s holds, or
 // -1 when slot s is another rank's (its tensors' slices are not read). Matrices are kept in
-// `dtype` (f32 or bf16), biases in f32. Errors name the tensor, its file and both shapes.
+// `dtype` (f32 or bf16), or in MXFP4 when c.quantization says so; biases in f32. Errors name the tensor, its file and
+// both shapes.
 Status load_gpt_oss_experts(WeightLoader& wl, const ModelConfig& c, const std::string& prefix,
                             std::span<const int64_t> slot_expert, DType dtype, GptOssExperts* out);
 

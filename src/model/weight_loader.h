@@ -92,45 +92,6 @@ public:
         return WeightView(*prepared_.back());
     }
 
-    // ---- for loaders that rearrange a checkpoint tensor before keeping it (gpt-oss's fused,
-    // interleaved and transposed expert tensors): the source tensor, checked for shape and for a
-    // dtype of f32, bf16 or f16, then copies made from host buffers the caller built.
-    StatusOr<WeightRef> source_tensor(const std::string& name, std::initializer_list<int64_t> shape) {
-        MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
-        const std::vector<int64_t> want(shape);
-        if (w.shape != want)
-            return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
-                                    ", expected " + shape_string(want) + " from config.json");
-        if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
-            return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
-                                    ", expected f32, bf16 or f16");
-        return w;
-    }
-    // The pages of a source tensor are no longer needed.
-    void release(const WeightRef& w) {
-        size_t n = 1;
-        for (int64_t d : w.shape) n *= static_cast<size_t>(d);
-        src_.release(w.data, n * dtype_size(w.dtype));
-    }
-    // A host tensor (any layout the caller made, contiguous) copied into backend memory.
-    StatusOr<TensorView> copy_from_host(const TensorView& host) {
-        const size_t bytes = host.nbytes();
-        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(be_, std::max<size_t>(bytes, 1)));
-        MOE_RETURN_IF_ERROR(be_.copy(buf.data(), be_.device(), host.data, Device{}, bytes));
-        TensorView view = host;
-        view.data = buf.data();
-        view.device = be_.device();
-        owned_.push_back(std::move(buf));
-        return view;
-    }
-    // A host matrix prepared by the backend, as matrix() does.
-    StatusOr<WeightView> matrix_from_host(const std::string& name, const TensorView& host) {
-        MOE_ASSIGN_OR_RETURN(std::unique_ptr<PreparedWeight> w,
-                             be_.prepare_weight(name, host, WeightUse::kStreamedMatmul));
-        prepared_.push_back(std::move(w));
-        return WeightView(*prepared_.back());
-    }
-
     // Rows of a matrix taken from a larger one: first, first + step, ... (count of them).
     struct RowSelection {
         int64_t first = 0, step = 1, count = 0;
@@ -196,6 +157,45 @@ public:
         src_.release(bsrc, static_cast<size_t>(rows * kb * 16));
         src_.release(ssrc, static_cast<size_t>(rows * kb));
         return out;
+    }
+
+    // ---- for loaders that rearrange a checkpoint tensor before keeping it (gpt-oss's fused,
+    // interleaved and transposed expert tensors): the source tensor, checked for shape and for a
+    // dtype of f32, bf16 or f16, then copies made from host buffers the caller built.
+    StatusOr<WeightRef> source_tensor(const std::string& name, std::initializer_list<int64_t> shape) {
+        MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
+        const std::vector<int64_t> want(shape);
+        if (w.shape != want)
+            return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
+                                    ", expected " + shape_string(want) + " from config.json");
+        if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
+            return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
+                                    ", expected f32, bf16 or f16");
+        return w;
+    }
+    // The pages of a source tensor are no longer needed.
+    void release(const WeightRef& w) {
+        size_t n = 1;
+        for (int64_t d : w.shape) n *= static_cast<size_t>(d);
+        src_.release(w.data, n * dtype_size(w.dtype));
+    }
+    // A host tensor (any layout the caller made, contiguous) copied into backend memory.
+    StatusOr<TensorView> copy_from_host(const TensorView& host) {
+        const size_t bytes = host.nbytes();
+        MOE_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(be_, std::max<size_t>(bytes, 1)));
+        MOE_RETURN_IF_ERROR(be_.copy(buf.data(), be_.device(), host.data, Device{}, bytes));
+        TensorView view = host;
+        view.data = buf.data();
+        view.device = be_.device();
+        owned_.push_back(std::move(buf));
+        return view;
+    }
+    // A host matrix prepared by the backend, as matrix() does.
+    StatusOr<WeightView> matrix_from_host(const std::string& name, const TensorView& host) {
+        MOE_ASSIGN_OR_RETURN(std::unique_ptr<PreparedWeight> w,
+                             be_.prepare_weight(name, host, WeightUse::kStreamedMatmul));
+        prepared_.push_back(std::move(w));
+        return WeightView(*prepared_.back());
     }
 
 private:

@@ -224,10 +224,11 @@ TEST(CliInfo, EverySharedConfigParsesAndUnsupportedFamiliesSaySo) {
                 << r.out;
         }
         if (e.path().filename() == "gpt-oss-20b" || e.path().filename() == "gpt-oss-120b") {
-            // The published MXFP4 checkpoints: sized per layer type and in MXFP4, refused to serve.
+            // The published MXFP4 checkpoints: sized per layer type and in MXFP4, served with the
+            // experts kept as MXFP4 (#24).
             const bool big = e.path().filename() == "gpt-oss-120b";
-            EXPECT_FALSE(supported);
-            EXPECT_NE(r.out.find("quantization_config mxfp4"), std::string::npos) << r.out;
+            EXPECT_TRUE(supported) << r.out;
+            EXPECT_NE(r.out.find("mxfp4          experts"), std::string::npos) << r.out;
             EXPECT_NE(r.out.find(big ? "116.83 B total" : "20.91 B total"), std::string::npos) << r.out;
             EXPECT_NE(
                 r.out.find(big ? "18 sliding_attention (window 128), 18 full_attention; KV 2048 B/token per layer"

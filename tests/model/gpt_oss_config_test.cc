@@ -69,9 +69,11 @@ TEST(GptOssConfig, Published20b) {
     EXPECT_EQ(experts, int64_t{24} * 32 * 3 * 2880 * 2880);
     const double mxfp4 = static_cast<double>(experts / 32 * 17 + (c->total_params() - experts) * 2);
     EXPECT_NEAR(mxfp4, 13761264768.0, 13761264768.0 * 0.001);
-    // The published checkpoint is MXFP4: refused with the reason; the same config in bf16 is served.
-    EXPECT_FALSE(c->supported);
-    EXPECT_NE(c->unsupported_reason.find("mxfp4"), std::string::npos) << c->unsupported_reason;
+    // The published checkpoint is MXFP4 (served: experts kept as MXFP4, #24); the same config in
+    // bf16 is served too.
+    EXPECT_TRUE(c->supported) << c->unsupported_reason;
+    EXPECT_TRUE(c->quantization.mxfp4());
+    EXPECT_EQ(c->quantization.modules_to_not_convert.size(), 4u);
     json bf16 = raw("gpt-oss-20b");
     bf16.erase("quantization_config");
     auto b = parse(bf16);

@@ -48,9 +48,15 @@ struct Fixture {
     }
 };
 
-inline Fixture load_fixture(const std::string& name) {
+// Fixtures of quantized checkpoints (tests/reference/quantize_mxfp4.py), compared at their own
+// tolerances: not in fixture_names().
+inline std::filesystem::path quantized_fixtures_dir() {
+    return std::filesystem::path(MOE_SOURCE_DIR) / "tests/reference/fixtures_quant";
+}
+
+inline Fixture load_fixture_at(const std::filesystem::path& dir) {
     Fixture f;
-    f.dir = fixtures_dir() / name;
+    f.dir = dir;
     std::ifstream in(f.dir / "reference.json");
     nlohmann::json j = nlohmann::json::parse(in);
     f.family = j.at("family").get<std::string>();
@@ -60,6 +66,10 @@ inline Fixture load_fixture(const std::string& name) {
     if (!t.ok()) throw std::runtime_error(t.status().to_string());
     f.tensors = std::move(t).value();
     return f;
+}
+
+inline Fixture load_fixture(const std::string& name) {
+    return load_fixture_at(fixtures_dir() / name);
 }
 
 // Hands out cache blocks in a shuffled order so that no sequence gets contiguous blocks: a

@@ -313,6 +313,69 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TransformersMatch,
                              return std::get<0>(info.param) + "_" + std::get<1>(info.param).test_name;
                          });
 
+// gpt-oss with its experts as the published checkpoints store them (MXFP4 *_blocks / *_scales,
+// tests/reference/quantize_mxfp4.py), kept as MXFP4 by the CPU backend, against transformers on
+// the dequantized weights: logits within kBf16Tolerance (MXFP4 values are exact in bf16; the
+// expert products round x and the activations to bf16, as every bf16 model's do; measured
+// ~3e-3), greedy tokens identical (the fixture's greedy top-2 gaps are >= 0.02), alone and in a
+// ragged batch with chunked prefill across the sliding window; the experts held at 4.25 bits per
+// weight: the model owns 4 bytes per f32 value of every other tensor and 17 bytes per 32 expert
+// weights.
+TEST(Mxfp4Fixture, MatchesTransformersOnTheDequantizedWeights) {
+    Fixture f = load_fixture_at(quantized_fixtures_dir() / "gpt_oss_mxfp4");
+    auto be = make_cpu_backend({.num_threads = 2});
+    auto m = MoeTransformer::load(f.dir, *be, {.weight_dtype = WeightDType::kF32});
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    MoeTransformer& model = **m;
+    const ModelConfig& c = model.config();
+    ASSERT_TRUE(c.quantization.mxfp4());
+    int64_t dense_bytes = 0, expert_weights = 0;
+    {
+        auto st = SafetensorsFile::open(f.dir / "model.safetensors");
+        ASSERT_TRUE(st.ok()) << st.status().to_string();
+        for (const auto& [name, t] : (*st)->tensors()) {
+            if (name.ends_with("_blocks")) {
+                expert_weights += static_cast<int64_t>(t.nbytes) * 2;
+            } else if (!name.ends_with("_scales")) {
+                ASSERT_EQ(t.dtype, DType::kF32) << name;
+                dense_bytes += static_cast<int64_t>(t.nbytes);
+            }
+        }
+    }
+    EXPECT_EQ(expert_weights, c.num_layers * c.num_experts * 3 * c.hidden_size * c.moe_intermediate_size);
+    const int64_t expert_bytes = model.owned_weight_bytes() - dense_bytes;
+    std::printf("[ figures  ] gpt_oss_mxfp4: %lld expert weights in %lld bytes = %.3f bits per weight; %s\n",
+                static_cast<long long>(expert_weights), static_cast<long long>(expert_bytes),
+                8.0 * static_cast<double>(expert_bytes) / static_cast<double>(expert_weights),
+                be->weight_summary().c_str());
+    EXPECT_EQ(expert_bytes * 32, expert_weights * 17) << "4.25 bits per expert weight";
+    EXPECT_NE(be->weight_summary().find(std::to_string(3 * c.num_layers * c.num_experts) + " in MXFP4"),
+              std::string::npos)
+        << be->weight_summary();
+    auto check = [&](const RunResult& r, const std::vector<size_t>& idx, const std::string& what) {
+        double worst = 0;
+        for (size_t i = 0; i < idx.size(); ++i) {
+            const size_t p = idx[i];
+            int64_t rows, vocab;
+            const float* ref = f.logits("prefill", p, &rows, &vocab);
+            ASSERT_EQ(static_cast<int64_t>(r.prefill[i].size()), rows * vocab);
+            worst = std::max(worst, max_rel_error(r.prefill[i].data(), ref, rows * vocab));
+            const float* ref_dec = f.logits("greedy", p, &rows, &vocab);
+            for (int64_t step = 0; step < rows; ++step) {
+                worst =
+                    std::max(worst, max_rel_error(r.decode[i].data() + step * vocab, ref_dec + step * vocab, vocab));
+                if (r.tokens[i][static_cast<size_t>(step)] != f.greedy[p][static_cast<size_t>(step)]) break;
+            }
+            EXPECT_EQ(r.tokens[i], f.greedy[p]) << what << ": prompt " << p << " greedy tokens";
+        }
+        std::printf("[ figures  ] gpt_oss_mxfp4 %s: max|logit-ref|/max|ref| = %.3g\n", what.c_str(), worst);
+        EXPECT_LE(worst, kBf16Tolerance) << what;
+    };
+    for (size_t p = 0; p < f.prompts.size(); ++p) check(run_greedy(model, {f.prompts[p]}, {}), {p}, "alone");
+    check(run_greedy(model, f.prompts, {.first_chunk = 5, .block_size = 4, .block_seed = 11}), {0, 1, 2},
+          "ragged batch, chunked prefill");
+}
+
 TEST(Fixtures, EverySupportedFamilyHasOne) {
     const auto names = fixture_names();
     for (const char* want : {"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "deepseek_v3", "deepseek_v3_noq", "gpt_oss"})

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
+#include "kernels/moe_experts/expert_bias_act.h"
 #include "kernels/moe_experts/swiglu.h"
 #include "kernels/mxfp4/mxfp4_gemm.h"
 
@@ -78,12 +79,28 @@ Status mxfp4_moe_experts(CudaBackend& be, const MoeExpertsArgs& a, const std::ve
         MOE_CUDA_RETURN_IF_ERROR(
             launch(be, *wu[i], x + g.row_begin * hidden, hidden, up + g.row_begin * inter, inter, g.rows, false));
     }
-    MOE_CUDA_RETURN_IF_ERROR(
-        kernels::launch_swiglu(gate, up, gate, kernels::ElemType::kF32, rows * inter, be.stream()));
+    // The activation as the bf16/f32 route computes it (cuda_moe_ops.cc), in f32 in place of gate:
+    // plain SwiGLU in one launch, biases or the clamped SwiGLU (gpt-oss) per running expert.
+    if (a.activation == ExpertActivation::kSwiGLU && a.b_gate.empty() && a.b_up.empty()) {
+        MOE_CUDA_RETURN_IF_ERROR(
+            kernels::launch_swiglu(gate, up, gate, kernels::ElemType::kF32, rows * inter, be.stream()));
+    } else {
+        for (const kernels::ExpertGemm& g : gemms) {
+            const size_t e = static_cast<size_t>(g.expert);
+            const int64_t at = g.row_begin * inter;
+            MOE_CUDA_RETURN_IF_ERROR(kernels::launch_expert_bias_act(
+                gate + at, up + at, a.b_gate.empty() ? nullptr : a.b_gate[e].ptr<const float>(),
+                a.b_up.empty() ? nullptr : a.b_up[e].ptr<const float>(), gate + at, kernels::ElemType::kF32, g.rows,
+                inter, a.activation == ExpertActivation::kClampedSwiGLU, a.swiglu_alpha, a.swiglu_limit, be.stream()));
+        }
+    }
     for (size_t i = 0; i < gemms.size(); ++i) {
         const kernels::ExpertGemm& g = gemms[i];
-        MOE_CUDA_RETURN_IF_ERROR(launch(be, *wd[i], gate + g.row_begin * inter, inter,
-                                        a.out_permuted.ptr<float>() + g.row_begin * hidden, hidden, g.rows, false));
+        float* out = a.out_permuted.ptr<float>() + g.row_begin * hidden;
+        MOE_CUDA_RETURN_IF_ERROR(launch(be, *wd[i], gate + g.row_begin * inter, inter, out, hidden, g.rows, false));
+        if (!a.b_down.empty())
+            MOE_CUDA_RETURN_IF_ERROR(kernels::launch_add_bias_rows(
+                out, a.b_down[static_cast<size_t>(g.expert)].ptr<const float>(), g.rows, hidden, hidden, be.stream()));
     }
     return ok_status();
 }

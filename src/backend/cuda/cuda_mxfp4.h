@@ -39,8 +39,9 @@ StatusOr<std::unique_ptr<PreparedWeight>> prepare_mxfp4(CudaBackend& be, const s
 // y = x * w^T (+)= for the gemm op over an MXFP4 weight (bias added by the caller).
 Status mxfp4_gemm(CudaBackend& be, const GemmArgs& a, const CudaMxfp4Weight& w);
 
-// moe_experts when every running expert's weights are MXFP4: gate and up (f32 x), SwiGLU in f32,
-// down, each through the MXFP4 kernel. `gemms` are the running experts (host offsets checked).
+// moe_experts when every running expert's weights are MXFP4: gate and up (f32 x), the activation
+// with the biases (gpt-oss's clamped SwiGLU) in f32, down and its bias; the products through the
+// MXFP4 kernel. `gemms` are the running experts (host offsets checked).
 Status mxfp4_moe_experts(CudaBackend& be, const MoeExpertsArgs& a, const std::vector<kernels::ExpertGemm>& gemms,
                          int64_t inter);
 
