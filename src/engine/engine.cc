@@ -737,6 +737,7 @@ void Engine::Impl::hand_off(Active& a, const SampleResult& r) {
         live_handoffs.insert(h.handoff_id);
     }
     log::engine().debug("handoff {}: {} blocks leased for {} s", log_field(h.handoff_id), n_blocks, ev.lease_seconds);
+    refresh_snapshot();  // NOTE: before the sink: its caller may read load() as soon as it returns
     a.sink->on_handoff(std::move(ev));
     // The request is over here (no on_final); the sequence lives on in the lease.
     const std::string id = a.request_id;
