@@ -203,6 +203,13 @@ TEST_F(DisaggEngineTest, GreedyTokensEqualTransformersAndBothPoolsReturnToIdle) 
         EXPECT_TRUE(eventually([&] { return p_->load().handoffs == 0 && p_->load().kv_blocks_free == idle_p_; }));
         EXPECT_TRUE(eventually([&] { return d_->load().kv_blocks_free == idle_d_ && d_->load().receiving == 0; }));
     }
+    // Every pull is counted in the decode engine's metrics: 3 prompts of 9, 17, 30 tokens are
+    // 3 + 5 + 8 blocks of 4 tokens x 3 layers x (K, V) x 2 heads x 32 x f32.
+    const std::string text = metrics::render_text(d_->metrics());
+    EXPECT_NE(text.find("moe:kv_imports_total{model_name=\"moeserve\"} 3"), std::string::npos) << text;
+    EXPECT_NE(text.find("moe:kv_import_bytes_total{model_name=\"moeserve\"} " + std::to_string(16 * 6 * 1024)),
+              std::string::npos)
+        << text;
 }
 
 TEST_F(DisaggEngineTest, SameSeedGivesTheTokensOfAggregatedServing) {
