@@ -227,6 +227,9 @@ int run_bench(const Flags& f) {
     j["load_s"] = load_s;
     j["matrix_dtype"] = dtype_name(model.matrix_dtype());
     j["kv_dtype"] = dtype_name(cache.dtype());
+    // Over all layers: the MLA latent row for DeepSeek-V3-shaped models, K and V otherwise.
+    j["kv_bytes_per_token"] = KvCache::bytes_per_block(c, 1, cache.dtype());
+    j["kv_layout"] = cache.layout().describe();
     j["compress_weights"] = f.compress_weights;
     j["matmul"] = cpu::as_cpu(*e->backend).matmul();
     // The pool's counters over a timed section (thread_pool.h): jobs, units the workers took, waits

@@ -290,29 +290,41 @@ def add_vocab(w, V: int) -> None:
 
 
 def write_tensors(w, plan) -> None:
-    """plan: (gguf name, numpy shape (out, in) order, producer, is_bf16). Shapes first (header),
-    then the data one tensor at a time, so that a 10 GB model is never held in memory at once."""
+    """plan: (gguf name, numpy shape (out, in) order, producer, kind). kind True: BF16 (the
+    producer gives bf16 bits), False: F32, "q8_0": llama.cpp's Q8_0 of the producer's bf16 bits
+    (blocks of 32 along the rows, one f16 scale each). Shapes first (header), then the data one
+    tensor at a time, so that a 10 GB model is never held in memory at once."""
     import gguf
-    for name, shape, _, is_bf16 in plan:
+    from gguf import quants
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    for name, shape, _, kind in plan:
         n = int(np.prod(shape))
-        if is_bf16:
+        if kind == "q8_0":
+            byte_shape = tuple(shape[:-1]) + (shape[-1] // 32 * 34,)
+            w.add_tensor_info(name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=q8)
+        elif kind:
             w.add_tensor_info(name, shape, np.dtype(np.uint16), n * 2, raw_dtype=gguf.GGMLQuantizationType.BF16)
         else:
             w.add_tensor_info(name, shape, np.dtype(np.float32), n * 4)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
-    for name, shape, make, _ in plan:
+    for name, shape, make, kind in plan:
         arr = np.ascontiguousarray(make())
         assert tuple(arr.shape) == tuple(shape), f"{name}: {arr.shape} != {shape}"
+        if kind == "q8_0":
+            arr = quants.quantize(bf16_bits_to_f32(arr), q8)
         w.write_tensor_data(arr)
     w.close()
 
 
-def write_gguf_ds(path: Path, s: dict, st: SafetensorsReader) -> None:
+def write_gguf_ds(path: Path, s: dict, st: SafetensorsReader, quant: str | None = None) -> None:
     """The DeepSeek-V3-shaped model as llama.cpp's deepseek2 architecture, with the keys and the
-    kv_b split of its own converter (conversion/deepseek.py, DeepseekV2Model)."""
+    kv_b split of its own converter (conversion/deepseek.py, DeepseekV2Model). quant "q8_0": the
+    matrices of the layers in Q8_0 (those the FP8 checkpoints store in e4m3; the embedding and
+    output stay BF16, the norms, router and bias F32)."""
     import gguf
+    layer_mat = "q8_0" if quant == "q8_0" else True
 
     H, V, E, L = s["hidden_size"], s["vocab_size"], s["num_experts"], s["num_layers"]
     nh, kl = s["num_heads"], s["kv_lora_rank"]
@@ -345,7 +357,7 @@ def write_gguf_ds(path: Path, s: dict, st: SafetensorsReader) -> None:
     w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
     w.add_expert_group_count(s["n_group"])
     w.add_expert_group_used_count(s["topk_group"])
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quant == "q8_0" else gguf.LlamaFileType.MOSTLY_BF16)
     add_vocab(w, V)
 
     def bits(n):
@@ -369,7 +381,7 @@ def write_gguf_ds(path: Path, s: dict, st: SafetensorsReader) -> None:
         p, b = f"model.layers.{l}.", f"blk.{l}."
 
         def mat(g, n, p=p):
-            return (b + g, hf_shape(p + n), bits(p + n), True)
+            return (b + g, hf_shape(p + n), bits(p + n), layer_mat)
 
         def vec(g, n, p=p):
             return (b + g, hf_shape(p + n), f32(p + n), False)
@@ -381,8 +393,8 @@ def write_gguf_ds(path: Path, s: dict, st: SafetensorsReader) -> None:
             mat("attn_q_b.weight", "self_attn.q_b_proj.weight"),
             mat("attn_kv_a_mqa.weight", "self_attn.kv_a_proj_with_mqa.weight"),
             vec("attn_kv_a_norm.weight", "self_attn.kv_a_layernorm.weight"),
-            (b + "attn_k_b.weight", (nh, kl, nope), kv_b(p + "self_attn.kv_b_proj.weight", "k"), True),
-            (b + "attn_v_b.weight", (nh, vd, kl), kv_b(p + "self_attn.kv_b_proj.weight", "v"), True),
+            (b + "attn_k_b.weight", (nh, kl, nope), kv_b(p + "self_attn.kv_b_proj.weight", "k"), layer_mat),
+            (b + "attn_v_b.weight", (nh, vd, kl), kv_b(p + "self_attn.kv_b_proj.weight", "v"), layer_mat),
             mat("attn_output.weight", "self_attn.o_proj.weight"),
             vec("ffn_norm.weight", "post_attention_layernorm.weight"),
         ]
@@ -398,9 +410,9 @@ def write_gguf_ds(path: Path, s: dict, st: SafetensorsReader) -> None:
         plan += [
             vec("ffn_gate_inp.weight", "mlp.gate.weight"),
             vec("exp_probs_b.bias", "mlp.gate.e_score_correction_bias"),
-            (b + "ffn_gate_exps.weight", (E, I, H), stack("gate_proj.weight"), True),
-            (b + "ffn_up_exps.weight", (E, I, H), stack("up_proj.weight"), True),
-            (b + "ffn_down_exps.weight", (E, H, I), stack("down_proj.weight"), True),
+            (b + "ffn_gate_exps.weight", (E, I, H), stack("gate_proj.weight"), layer_mat),
+            (b + "ffn_up_exps.weight", (E, I, H), stack("up_proj.weight"), layer_mat),
+            (b + "ffn_down_exps.weight", (E, H, I), stack("down_proj.weight"), layer_mat),
             mat("ffn_gate_shexp.weight", "mlp.shared_experts.gate_proj.weight"),
             mat("ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight"),
             mat("ffn_down_shexp.weight", "mlp.shared_experts.down_proj.weight"),
@@ -408,6 +420,49 @@ def write_gguf_ds(path: Path, s: dict, st: SafetensorsReader) -> None:
     plan += [("output_norm.weight", (H,), f32("model.norm.weight"), False),
              ("output.weight", hf_shape("lm_head.weight"), bits("lm_head.weight"), True)]
     write_tensors(w, plan)
+
+
+def write_safetensors_fp8(path: Path, st: SafetensorsReader, block=(128, 128)) -> None:
+    """The bf16 file re-written in DeepSeek-V3's published FP8 layout by tests/reference/fp8_quant.py
+    (the module the FP8 fixtures use): each layer matrix as float8_e4m3fn plus weight_scale_inv (f32
+    per 128 x 128 block); the embedding, lm_head, norms, router and bias stay bf16."""
+    import torch
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "reference"))
+    from fp8_quant import is_fp8_weight, quantize_block_weight
+
+    names = [n for n in st.header if n != "__metadata__"]
+    header, off, fp8 = {}, 0, {}
+    for name in names:
+        shape = st.header[name]["shape"]
+        fp8[name] = is_fp8_weight(name, torch.empty(shape, device="meta"))
+        if fp8[name]:
+            n, k = shape
+            header[name] = {"dtype": "F8_E4M3", "shape": shape, "data_offsets": [off, off + n * k]}
+            off += n * k
+            sn, sk = -(-n // block[0]), -(-k // block[1])
+            sname = name[: -len(".weight")] + ".weight_scale_inv"
+            header[sname] = {"dtype": "F32", "shape": [sn, sk], "data_offsets": [off, off + sn * sk * 4]}
+            off += sn * sk * 4
+        else:
+            nbytes = int(np.prod(shape)) * 2
+            header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [off, off + nbytes]}
+            off += nbytes
+    header["__metadata__"] = {"format": "pt", "generator": "moeserve make_models.py --fp8"}
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * ((8 - len(hb) % 8) % 8)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for name in names:
+            bits = np.asarray(st.bits(name))
+            if fp8[name]:
+                q, scale = quantize_block_weight(torch.from_numpy(bf16_bits_to_f32(bits)), block)
+                f.write(q.view(torch.uint8).numpy().tobytes())
+                f.write(scale.numpy().astype(np.float32).tobytes())
+            else:
+                bits.tofile(f)
+    os.replace(tmp, path)
 
 
 def write_gguf(path: Path, s: dict, st: SafetensorsReader) -> None:
@@ -532,10 +587,29 @@ def matrix_bytes_per_token(s: dict) -> int:
     return 2 * (s["num_layers"] * attn + s["vocab_size"] * H) + expert_bytes_per_token(s)
 
 
-def active_weight_bytes_per_token(s: dict) -> int:
-    """Bytes of bf16 weights one decode token reads: the matrices above, the router and the norms;
-    one embedding row (not the table). DeepSeek shapes: also kv_b_proj and the routing bias."""
+def ds_layer_matrix_elems_per_token(s: dict) -> int:
+    """Elements of the layer matrices one decode token reads (what the FP8 checkpoints store in
+    e4m3 and the Q8_0 GGUF in Q8_0): MLA projections with kv_b, dense MLPs, shared and top-k experts."""
+    H, dense = s["hidden_size"], s["first_k_dense"]
+    moe_layers = s["num_layers"] - dense
+    kv_b = s["num_heads"] * (s["qk_nope_head_dim"] + s["v_head_dim"]) * s["kv_lora_rank"]
+    experts = moe_layers * (s["num_experts_per_tok"] + s["n_shared_experts"]) * 3 * H * s["moe_intermediate_size"]
+    return s["num_layers"] * (ds_attention_matrix_elems(s) + kv_b) + dense * 3 * H * s["intermediate_size"] + experts
+
+
+def active_weight_bytes_per_token(s: dict, fmt: str = "bf16") -> int:
+    """Bytes of weights one decode token reads: the matrices above, the router and the norms;
+    one embedding row (not the table). DeepSeek shapes: also kv_b_proj and the routing bias.
+    fmt "fp8" / "q8_0" (DeepSeek shapes): the layer matrices at 1 byte plus one f32 scale per
+    128 x 128 block (but kv_b_proj, which moeserve expands to bf16), or at Q8_0's 34 bytes per 32;
+    lm_head stays bf16."""
     H = s["hidden_size"]
+    if fmt != "bf16":
+        elems = ds_layer_matrix_elems_per_token(s)
+        if fmt == "fp8":  # moeserve expands kv_b_proj to bf16 at load (the absorbed path's head_gemm)
+            elems -= s["num_layers"] * s["num_heads"] * (s["qk_nope_head_dim"] + s["v_head_dim"]) * s["kv_lora_rank"]
+        per = {"fp8": 1.0 + 4.0 / (128 * 128), "q8_0": 34.0 / 32.0}[fmt]
+        return int(active_weight_bytes_per_token(s) - 2 * elems + per * elems)
     if is_ds(s):
         moe_layers = s["num_layers"] - s["first_k_dense"]
         kv_b = s["num_heads"] * (s["qk_nope_head_dim"] + s["v_head_dim"]) * s["kv_lora_rank"]
@@ -561,8 +635,12 @@ def main() -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--force", action="store_true", help="rebuild even if the files exist")
+    ap.add_argument("--fp8", action="store_true",
+                    help="DeepSeek shapes: also DIR/hf-fp8 (FP8 e4m3 128x128 blocks) and DIR/model-q8_0.gguf")
     a = ap.parse_args()
     s = SHAPES[a.shape]
+    if a.fp8 and not is_ds(s):
+        ap.error("--fp8 is for the DeepSeek shapes (ds-*)")
     hf = a.out / "hf"
     gg = a.out / "model-bf16.gguf"
     meta_path = a.out / "shape.json"
@@ -572,6 +650,8 @@ def main() -> int:
     if not a.force and meta_path.exists() and gg.exists() and (hf / "model.safetensors").exists():
         if json.loads(meta_path.read_text()) == meta:
             print(f"{a.out}: up to date")
+            if a.fp8:
+                write_fp8_forms(a.out, s)
             return 0
     hf.mkdir(parents=True, exist_ok=True)
     (hf / "config.json").write_text(json.dumps(hf_config(s), indent=2) + "\n")
@@ -583,8 +663,31 @@ def main() -> int:
     write_gguf(tmp, s, SafetensorsReader(hf / "model.safetensors"))
     os.replace(tmp, gg)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    if a.fp8:
+        write_fp8_forms(a.out, s)
     print("done")
     return 0
+
+
+def write_fp8_forms(out: Path, s: dict) -> None:
+    """DIR/hf-fp8/ (moeserve, the published FP8 layout) and DIR/model-q8_0.gguf (llama.cpp), both
+    quantized from DIR/hf's bf16 bits; each is skipped when it exists."""
+    st = SafetensorsReader(out / "hf" / "model.safetensors")
+    fp8 = out / "hf-fp8"
+    if not (fp8 / "model.safetensors").exists():
+        fp8.mkdir(parents=True, exist_ok=True)
+        cfg = hf_config(s)
+        cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                      "weight_block_size": [128, 128]}
+        (fp8 / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        print(f"writing {fp8 / 'model.safetensors'}", flush=True)
+        write_safetensors_fp8(fp8 / "model.safetensors", st)
+    q8 = out / "model-q8_0.gguf"
+    if not q8.exists():
+        print(f"writing {q8}", flush=True)
+        tmp = q8.with_suffix(".tmp")
+        write_gguf_ds(tmp, s, st, quant="q8_0")
+        os.replace(tmp, q8)
 
 
 if __name__ == "__main__":

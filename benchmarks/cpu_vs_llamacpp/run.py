@@ -33,7 +33,7 @@ from pathlib import Path
 
 import re
 
-from make_models import SHAPES, expert_bytes_per_token, matrix_bytes_per_token
+from make_models import SHAPES, active_weight_bytes_per_token, expert_bytes_per_token, matrix_bytes_per_token
 
 HERE = Path(__file__).resolve().parent
 BS1_PROBE_GIB = 0.5  # the probes right before and after each engine's batch-1 decode
@@ -201,6 +201,8 @@ def median(xs):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="moe-s", choices=sorted(SHAPES))
+    ap.add_argument("--weights", default="bf16", choices=["bf16", "fp8"],
+                    help="fp8 (ds-* shapes): moeserve on the FP8 e4m3 checkpoint, llama.cpp on Q8_0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("results.json"))
@@ -234,9 +236,11 @@ def main() -> int:
     if not harness.exists():
         raise SystemExit(f"{harness} is missing: cmake --build {a.build_dir} --target moe_engine_bench")
     mdir = a.models_dir / a.shape
-    subprocess.run([sys.executable, str(HERE / "make_models.py"), "--shape", a.shape, "--out", str(mdir)], check=True)
+    fp8 = a.weights == "fp8"
+    subprocess.run([sys.executable, str(HERE / "make_models.py"), "--shape", a.shape, "--out", str(mdir)] +
+                   (["--fp8"] if fp8 else []), check=True)
     shape = json.loads((mdir / "shape.json").read_text())
-    hf, gguf = mdir / "hf", mdir / "model-bf16.gguf"
+    hf, gguf = (mdir / "hf-fp8", mdir / "model-q8_0.gguf") if fp8 else (mdir / "hf", mdir / "model-bf16.gguf")
     me = [sys.executable, str(Path(__file__).resolve()), "--llama-worker", "--gguf", str(gguf), "--threads",
           str(a.threads), "--prompt", str(a.prompt), "--ctx", str(a.ctx), "--decode", str(a.decode),
           "--batches", a.batches, "--probe-harness", str(harness)]
@@ -276,6 +280,13 @@ def main() -> int:
     batches = [int(x) for x in a.batches.split(",")]
     bw = median([b["median_gbs"] for b in runs["bandwidth"]])
     bytes_tok = shape["active_weight_bytes_per_token"]
+    # Each engine's fraction of the roofline of the bytes its own format reads (the same for bf16).
+    eng_bytes = {"moeserve": bytes_tok, "llama.cpp": bytes_tok}
+    if fp8:
+        s_shape = SHAPES[a.shape]
+        eng_bytes = {"moeserve": active_weight_bytes_per_token(s_shape, "fp8"),
+                     "llama.cpp": active_weight_bytes_per_token(s_shape, "q8_0")}
+        bytes_tok = eng_bytes["moeserve"]
     roofline = bw * 1e9 / bytes_tok
     summary = {}
     if any(not x.get("bs1_bandwidth", {}).get("rss_reset", True) for x in runs["moeserve"]):
@@ -288,27 +299,31 @@ def main() -> int:
              "peak_rss_mib": median([x["vm_hwm_kib"] for x in rs]) / 1024.0,
              "kv_bytes_per_token": rs[-1].get("kv_bytes_per_token")}
         if "1" in s["decode_tps"]:
-            s["decode_bs1_roofline_fraction"] = s["decode_tps"]["1"] / roofline
+            s["weight_bytes_per_token"] = eng_bytes[eng]
+            s["decode_bs1_roofline_fraction"] = s["decode_tps"]["1"] * eng_bytes[eng] / (bw * 1e9)
             # Against the probes taken right before and after each repeat's batch-1 decode (the
             # faster of the two: the harsher roofline), median over repeats.
-            s["decode_bs1_adjacent_roofline_fraction"] = median([adjacent_fraction(x, bytes_tok) for x in rs])
+            s["decode_bs1_adjacent_roofline_fraction"] = median([adjacent_fraction(x, eng_bytes[eng]) for x in rs])
         summary[eng] = s
     # moeserve keeps its matrices in a lossless 12-bit form (bf16_panels.h): it reads 3/4 of their
     # bf16 bytes (plus ~0.02% exceptions, left out here). Its fraction of the roofline of the bytes
     # it actually reads is the honest efficiency figure; the one above (bf16 bytes) can pass 1.
     # Runs before the attention projections and lm_head took the form said "compress_experts".
     own_bytes_tok = bytes_tok
-    if all(x.get("compress_weights", False) for x in runs["moeserve"]):
+    if fp8:
+        pass  # e4m3 matrices are read as stored; lm_head's 12-bit form is left out of the account
+    elif all(x.get("compress_weights", False) for x in runs["moeserve"]):
         own_bytes_tok = bytes_tok - matrix_bytes_per_token(shape) // 4
     elif all(x.get("compress_experts", False) for x in runs["moeserve"]):
         own_bytes_tok = bytes_tok - expert_bytes_per_token(shape) // 4
-    if "1" in summary["moeserve"]["decode_tps"]:
+    if "1" in summary["moeserve"]["decode_tps"] and not fp8:
         summary["moeserve"]["decode_bs1_own_bytes_roofline_fraction"] = (
             summary["moeserve"]["decode_tps"]["1"] * own_bytes_tok / (bw * 1e9))
         summary["moeserve"]["decode_bs1_own_bytes_adjacent_roofline_fraction"] = median(
             [adjacent_fraction(x, own_bytes_tok) for x in runs["moeserve"]])
     result = {
-        "shape": shape, "threads": a.threads, "omp_wait_policy": a.omp_wait_policy, "repeats": a.repeats,
+        "shape": shape, "weights": {"moeserve": "fp8 e4m3 128x128 blocks", "llama.cpp": "Q8_0"} if fp8 else "bf16",
+        "threads": a.threads, "omp_wait_policy": a.omp_wait_policy, "repeats": a.repeats,
         "prompt_tokens": a.prompt,
         "ctx_tokens_per_sequence": a.ctx, "decode_steps": a.decode,
         "machine": {"cpu": cpu_model(), "nproc": os.cpu_count()},
@@ -377,7 +392,8 @@ def plot(res: dict, batches, path: Path) -> None:
     ax.set_xticks(batches, [str(n) for n in batches])
     ax.set_xlabel("concurrent sequences (one token each per step)")
     ax.set_ylabel("aggregate decode tokens/s")
-    ax.set_title(f"{res['shape']['shape']}, bf16, {res['threads']} threads, median of {res['repeats']}\n"
+    wts = "bf16" if res.get("weights", "bf16") == "bf16" else "moeserve FP8 vs llama.cpp Q8_0"
+    ax.set_title(f"{res['shape']['shape']}, {wts}, {res['threads']} threads, median of {res['repeats']}\n"
                  f"{res['machine']['cpu']}, shared host (load avg in the JSON)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -250,8 +250,8 @@ TEST(CliInfo, EverySharedConfigParsesAndUnsupportedFamiliesSaySo) {
 }
 
 // The other two published MLA configs (issue 20): DeepSeek-R1 (V3's shapes, one MTP layer) and
-// Kimi K2 (384 experts in one group, 64 heads, no MTP layer): parameters, the latent KV cache,
-// MTP recognised and not loaded, in the text and the JSON forms. The active counts were checked by
+// Kimi K2 (384 experts in one group, 64 heads, no MTP layer): parameters, the FP8 bytes, the latent
+// KV cache, MTP recognised and not loaded, in the text and the JSON forms. The active counts were checked by
 // hand: V3/R1 61 x 187.1 M of MLA + 3 dense MLPs 1.19 B + 58 x (8 routed + 1 shared experts +
 // router) 23.1 B + embedding and lm_head 1.85 B = 37.55 B; K2 (64 heads) 6.17 + 0.40 + 60 x 399.1 M
 // + 2.35 = 32.86 B; both as published (37 B, 32 B activated).
@@ -262,9 +262,12 @@ TEST(CliInfo, DeepseekR1AndKimiK2AreSizedWithTheirLatentCacheAndMtp) {
         const char* params;
         int64_t total, active;
         int mtp;
+        const char* fp8;
     };
-    for (const Want& w : {Want{"deepseek-r1", "671.03 B total, 37.55 B active", 671026419200, 37552297472, 1},
-                          Want{"kimi-k2", "1.03 T total, 32.86 B active", 1026408232448, 32861500928, 0}}) {
+    for (const Want& w : {Want{"deepseek-r1", "671.03 B total, 37.55 B active", 671026419200, 37552297472, 1,
+                               "fp8 weights    45032 matrices in e4m3, blocks [128, 128]: 669.07 GB (1 byte/weight)"},
+                          Want{"kimi-k2", "1.03 T total, 32.86 B active", 1026408232448, 32861500928, 0,
+                               "fp8 weights    69608 matrices in e4m3, blocks [128, 128]: 1.02 TB (1 byte/weight)"}}) {
         SCOPED_TRACE(w.dir);
         Result r = run("info --model " + configs + w.dir);
         ASSERT_EQ(r.exit_code, 0) << r.out;
@@ -275,6 +278,7 @@ TEST(CliInfo, DeepseekR1AndKimiK2AreSizedWithTheirLatentCacheAndMtp) {
             r.out.find("1 next-token-prediction layer(s) in the checkpoint: recognised, not loaded") !=
             std::string::npos;
         EXPECT_EQ(mtp_line, w.mtp == 1) << r.out;
+        EXPECT_NE(r.out.find(w.fp8), std::string::npos) << r.out;
         r = run("info --model " + configs + w.dir + " --json");
         ASSERT_EQ(r.exit_code, 0) << r.out;
         const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
