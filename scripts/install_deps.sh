@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc grpc-proto
   openmpi-bin libopenmpi-dev  # MpiComm (expert parallelism across processes) and its mpirun tests
+  libucx-dev  # the UCX KV transport of disaggregated serving (src/disagg)
   libboost-dev  # Boost.Beast + Asio (header-only): the OpenAI-compatible HTTP API (src/http)
   clang libclang-rt-14-dev  # libFuzzer + sanitizer runtimes for fuzz/ (scripts/fuzz.sh)
 )

@@ -12,16 +12,20 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <vector>
 
 #include "cli/backend_select.h"
 #include "cli/command.h"
 #include "cli/ep_launch.h"
 #include "core/logging.h"
+#include "core/sha256.h"
 #include "engine/engine.h"
 #include "http/http_cli.h"
 #include "model/demo_model.h"
@@ -63,7 +67,57 @@ struct ServeFlags {
     int64_t stream_buffer_bytes = 4 << 20;
     int64_t total_stream_buffer_bytes = int64_t{256} << 20;
     http::HttpFlags http;  // the OpenAI-compatible HTTP API (src/http/http_cli.h)
+    // Disaggregated serving (moe.v1.Worker on the internal port).
+    std::string role = "aggregated";
+    int internal_port = -1;  // -1: no internal port (aggregated only); 0: pick a free one
+    std::string internal_host = "127.0.0.1";
+    std::string internal_secret;
+    double handoff_lease_seconds = 30;
+    std::string kv_transport = "ucx";
 };
+
+// The identity of a model's weights for the worker signature: SHA-256 over config.json and, per
+// *.safetensors file (sorted by name), its name, its header (tensor names, dtypes, shapes,
+// offsets) and the first and last 64 KiB of its data, so that two checkpoints of one
+// architecture (a fine-tune) differ without reading every weight. "demo" for the demo model.
+StatusOr<std::string> weights_fingerprint(const std::string& dir) {
+    if (dir.empty()) return std::string("demo");
+    Sha256 h;
+    auto add_file_part = [&](const std::filesystem::path& p, uint64_t offset, uint64_t len) -> Status {
+        std::ifstream in(p, std::ios::binary);
+        if (!in) return invalid_argument("cannot read " + p.string() + " for the weights fingerprint");
+        in.seekg(static_cast<std::streamoff>(offset));
+        std::vector<char> buf(static_cast<size_t>(len));
+        in.read(buf.data(), static_cast<std::streamsize>(len));
+        h.update(buf.data(), static_cast<size_t>(in.gcount()));
+        return ok_status();
+    };
+    std::error_code ec;
+    const std::filesystem::path root(dir);
+    MOE_RETURN_IF_ERROR(add_file_part(root / "config.json", 0, 1 << 20));
+    std::vector<std::filesystem::path> files;
+    for (const auto& e : std::filesystem::directory_iterator(root, ec))
+        if (e.path().extension() == ".safetensors") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    constexpr uint64_t kSample = 64 << 10;
+    for (const auto& f : files) {
+        const std::string name = f.filename().string();
+        h.update(name.data(), name.size());
+        const uint64_t size = std::filesystem::file_size(f, ec);
+        if (ec || size < 8) return invalid_argument(f.string() + ": not a safetensors file (weights fingerprint)");
+        uint64_t header_len = 0;
+        {
+            std::ifstream in(f, std::ios::binary);
+            in.read(reinterpret_cast<char*>(&header_len), 8);
+        }
+        if (header_len > size - 8) return invalid_argument(f.string() + ": header length past the end of the file");
+        MOE_RETURN_IF_ERROR(add_file_part(f, 0, 8 + header_len));
+        const uint64_t data = 8 + header_len;
+        MOE_RETURN_IF_ERROR(add_file_part(f, data, std::min(kSample, size - data)));
+        if (size - data > kSample) MOE_RETURN_IF_ERROR(add_file_part(f, size - kSample, kSample));
+    }
+    return Sha256::hex(h.finish());
+}
 
 int g_signal_pipe[2] = {-1, -1};
 
@@ -150,6 +204,13 @@ std::map<std::string, std::string> effective_config(const ServeFlags& f, const E
         {"expert_parallel", b(f.ep.enabled)},
         {"comm_timeout", std::to_string(f.ep.comm_timeout_s)},
         {"ep_placement", f.ep.placement_file},
+        {"role", f.role},
+        {"internal_host", f.internal_host},
+        {"internal_port", std::to_string(f.internal_port)},
+        // NOTE: never the secret itself.
+        {"internal_secret", f.internal_secret.empty() ? "(none)" : "(set)"},
+        {"handoff_lease_seconds", std::to_string(f.handoff_lease_seconds)},
+        {"kv_transport", f.kv_transport},
     };
 }
 
@@ -249,6 +310,23 @@ Status serve(const ServeFlags& f, EpGroup& group) {
         }
     }
     so.total_stream_buffer_bytes = f.total_stream_buffer_bytes;
+    if (f.role != "aggregated" || f.internal_port >= 0) {
+        if (f.internal_port < 0)
+            return invalid_argument("--role " + f.role + " needs --internal-port (0: pick a free one)");
+        if (group.comm) return invalid_argument("--role and --internal-port are not supported with --expert-parallel");
+        so.worker.enabled = true;
+        so.worker.role = f.role;
+        so.worker.host = f.internal_host;
+        so.worker.port = f.internal_port;
+        so.worker.secret = f.internal_secret;
+        so.worker.kv_transport = f.kv_transport;
+        so.worker.lease = std::chrono::milliseconds(static_cast<int64_t>(f.handoff_lease_seconds * 1000));
+        so.worker.architecture = model->config().model_type;
+        MOE_ASSIGN_OR_RETURN(so.worker.weights_fingerprint, weights_fingerprint(f.model));
+        // Prefix-cache events for the router (moe.v1.WorkerEvents, beside moe.v1.Worker).
+        eo.kv_events = std::make_shared<KvEventHub>();
+        so.worker.kv_events = eo.kv_events;
+    }
     std::string line;
     for (const auto& [k, v] : so.config) line += (line.empty() ? "" : " ") + k + "=" + v;
     logger.info("config: {}", line);
@@ -265,6 +343,8 @@ Status serve(const ServeFlags& f, EpGroup& group) {
     }
     std::unique_ptr<server::Server> server = std::move(server_or).value();
     std::printf("moeserve listening on %s\n", server->address().c_str());
+    if (!server->internal_address().empty())
+        std::printf("moeserve internal listening on %s\n", server->internal_address().c_str());
     // ---- the OpenAI-compatible HTTP API (off unless --http-port), same engine and limits
     StatusOr<std::unique_ptr<http::HttpServer>> http_or =
         http::start_http_from_flags(f.http,
@@ -377,6 +457,29 @@ const Registrar kRegistrar("serve", [](CLI::App& app, int& exit_code) {
     opt("--total-stream-buffer-bytes", f->total_stream_buffer_bytes,
         "output all streams together may hold unsent (>= --stream-buffer-bytes)", "MOESERVE_TOTAL_STREAM_BUFFER_BYTES")
         ->check(CLI::Range(int64_t{1024}, int64_t{1} << 40));
+    opt("--role", f->role,
+        "disaggregated serving: prefill (run prompts, hand the KV off), decode (continue handed-off requests) or "
+        "aggregated (both, today's serving)",
+        "MOESERVE_ROLE")
+        ->check(CLI::IsMember({"aggregated", "prefill", "decode"}));
+    opt("--internal-port", f->internal_port,
+        "port of the internal worker API (moe.v1.Worker: prefill/decode handoff); -1: none, 0: pick a free one",
+        "MOESERVE_INTERNAL_PORT")
+        ->check(CLI::Range(-1, 65535));
+    opt("--internal-host", f->internal_host, "address the internal worker API listens on", "MOESERVE_INTERNAL_HOST");
+    // NOTE: prefer the environment to the flag: a flag shows in the process list.
+    cmd->add_option("--internal-secret", f->internal_secret,
+                    "shared secret of the internal worker API (metadata 'authorization: Bearer <secret>'), required "
+                    "with --internal-port")
+        ->envname("MOE_INTERNAL_SECRET");
+    opt("--handoff-lease-seconds", f->handoff_lease_seconds,
+        "how long a prefill worker holds a handed-off request's KV blocks for the decode worker to claim",
+        "MOESERVE_HANDOFF_LEASE_SECONDS")
+        ->check(CLI::Range(0.001, 600.0));
+    opt("--kv-transport", f->kv_transport,
+        "how KV blocks move between workers: ucx (shared memory or TCP) or inproc (in-process peers only)",
+        "MOESERVE_KV_TRANSPORT")
+        ->check(CLI::IsMember({"ucx", "inproc"}));
     add_ep_flags(cmd, f->ep);
     http::add_http_flags(*cmd, f->http);
     cmd->callback([f, &exit_code] {

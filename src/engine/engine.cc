@@ -21,6 +21,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr size_t kMaxHandoffIdBytes = 128;
+constexpr std::chrono::milliseconds kMaxHandoffLease = std::chrono::hours(1);
+
 double seconds(Clock::duration d) {
     return std::chrono::duration<double>(d).count();
 }
@@ -45,6 +48,24 @@ struct Active {
     bool scheduled = false;
     int64_t generated = 0;
     DeltaEvent pending;  // tokens not yet sent (stream_interval)
+    // Decode side of a handoff (submit_prefilled): the rest of PrefilledParams.
+    std::unique_ptr<PrefilledParams> prefilled;
+    bool release_posted = false;  // its one release job is queued
+};
+
+// Decode side: one pull (and its acknowledgement) on the import thread.
+struct ImportJob {
+    SeqId seq = 0;
+    bool release_only = false;  // nothing to pull (or the request ended first): acknowledge only
+    std::vector<int32_t> src_index, dst;
+    std::function<Status(std::span<const int32_t>, std::span<const int32_t>, const std::atomic<bool>&)> pull;
+    std::function<Status()> release;
+    std::shared_ptr<std::atomic<bool>> cancelled;
+};
+
+struct ImportDone {
+    SeqId seq = 0;
+    Status status;
 };
 
 struct Engine::Impl {
@@ -77,7 +98,28 @@ struct Engine::Impl {
     // Set once, by the engine thread, when an exception escaped the step loop; never cleared.
     std::atomic<bool> failed{false};
 
+    // Disaggregation, shared (guarded by mu).
+    std::unordered_set<std::string> live_handoffs;  // leases held (prefill side)
+    std::vector<std::string> releases;              // release_handoff() requests not yet applied
+    std::vector<ImportDone> imports_done;           // finished pulls (decode side)
+
+    // ---- the import thread (decode side): runs pulls and acknowledgements, never the model
+    std::thread import_thread;
+    std::mutex import_mu;
+    std::condition_variable import_cv;
+    std::deque<ImportJob> import_queue;
+    bool import_stop = false;
+
     // ---- engine thread only
+    struct Lease {
+        SeqId seq = 0;
+        Clock::time_point expiry;
+    };
+    std::unordered_map<std::string, Lease> leases;  // prefill side, by handoff id
+    std::deque<SeqId> awaiting_room;                // decode side: admitted, no blocks yet
+    // decode side: pulls posted whose completion the engine thread has not seen; the flag is the
+    // job's cancel signal. A sequence in here keeps its blocks even when its request ended.
+    std::unordered_map<SeqId, std::shared_ptr<std::atomic<bool>>> importing;
     std::thread thread;
     std::unordered_map<SeqId, std::unique_ptr<Active>> active;
     std::unordered_map<std::string, SeqId> seq_of;
@@ -92,6 +134,17 @@ struct Engine::Impl {
     // may have left half-updated): one on_final with kError, sink exceptions swallowed.
     void abandon(Active& a, const Status& error);
     void admit(std::unique_ptr<Active> a);
+    Status check_params(GenerateParams& p) const;  // submit()'s checks; fills the id and the EOS ids
+    StatusOr<std::string> enqueue(std::unique_ptr<Active> a);
+    // ---- disaggregation, engine thread
+    void admit_prefilled(std::unique_ptr<Active> a);
+    void try_receive(SeqId seq);  // allocate the prefilled sequence's blocks and post its pull
+    void post_import(ImportJob job);
+    void apply_imports_and_leases();
+    void end_lease(const std::string& handoff_id, const char* why);
+    void hand_off(Active& a, const SampleResult& r);
+    void note_token(Active& a);  // timing and counters of a generated token
+    void import_loop();          // the import thread
     void finalize(SeqId seq, FinishReason reason, Status error = {}, const std::string& matched = {},
                   std::optional<int32_t> matched_token = std::nullopt);
     void flush_delta(Active& a);
@@ -186,6 +239,11 @@ Status Engine::start() {
     std::lock_guard<std::mutex> lock(impl_->mu);
     if (impl_->thread.joinable()) return failed_precondition("engine already started");
     impl_->stopping = false;
+    {
+        std::lock_guard<std::mutex> import_lock(impl_->import_mu);
+        impl_->import_stop = false;
+    }
+    impl_->import_thread = std::thread([impl = impl_.get()] { impl->import_loop(); });
     impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
     return ok_status();
 }
@@ -207,21 +265,34 @@ void Engine::stop() {
     }
     if (impl_->failed.load()) {
         for (auto& a : inbox) impl_->abandon(*a, internal_error("the engine failed; request not run"));
+        {
+            std::lock_guard<std::mutex> lock(impl_->import_mu);
+            impl_->import_stop = true;
+        }
+        impl_->import_cv.notify_all();
+        if (impl_->import_thread.joinable()) impl_->import_thread.join();
         return;
     }
     for (auto& a : inbox) impl_->admit(std::move(a));
     std::vector<SeqId> left;
     for (auto& [seq, a] : impl_->active) left.push_back(seq);
     for (SeqId s : left) impl_->finalize(s, FinishReason::kCancelled);
+    // The pulls still running were cancelled by finalize; the thread acknowledges what is queued
+    // and stops. It writes into the cache, so it ends before the engine does.
+    {
+        std::lock_guard<std::mutex> lock(impl_->import_mu);
+        impl_->import_stop = true;
+    }
+    impl_->import_cv.notify_all();
+    if (impl_->import_thread.joinable()) impl_->import_thread.join();
 }
 
 // ---- submission (any thread) -------------------------------------------------------------------
 
-StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSink> sink) {
-    Impl& m = *impl_;
+Status Engine::Impl::check_params(GenerateParams& p) const {
+    const Impl& m = *this;
     const ModelConfig& c = m.model->config();
     const RequestLimits& lim = m.options.limits;
-    if (!sink) return invalid_argument("submit: no sink");
     if (p.request_id.size() > lim.max_request_id_bytes)
         return invalid_argument("request_id is " + std::to_string(p.request_id.size()) + " bytes, the limit is " +
                                 std::to_string(lim.max_request_id_bytes));
@@ -250,13 +321,22 @@ StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSi
         return invalid_argument("max_tokens: prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
                                 std::to_string(p.stopping.max_tokens) + ") exceeds the context length " +
                                 std::to_string(m.max_model_len));
-    const int64_t need_blocks = m.kv->blocks_for(n_prompt + p.stopping.max_tokens);
+    // A prefill-only request holds its prompt and first token here, not its whole output.
+    const int64_t need_blocks = m.kv->blocks_for(n_prompt + (p.handoff ? 1 : p.stopping.max_tokens));
     if (need_blocks > m.kv->num_total_blocks())
         return invalid_argument("prompt + max_tokens needs " + std::to_string(need_blocks) +
                                 " KV blocks, the whole cache holds " + std::to_string(m.kv->num_total_blocks()));
     if (p.stream_interval < 1 || p.stream_interval > lim.max_stream_interval)
         return invalid_argument("stream_interval must be in [1, " + std::to_string(lim.max_stream_interval) +
                                 "], got " + std::to_string(p.stream_interval));
+    if (p.handoff) {
+        if (p.handoff->handoff_id.empty() || p.handoff->handoff_id.size() > kMaxHandoffIdBytes)
+            return invalid_argument("handoff_id must be 1 to " + std::to_string(kMaxHandoffIdBytes) + " bytes, got " +
+                                    std::to_string(p.handoff->handoff_id.size()));
+        if (p.handoff->lease <= std::chrono::milliseconds(0) || p.handoff->lease > kMaxHandoffLease)
+            return invalid_argument("handoff lease must be in (0, " + std::to_string(kMaxHandoffLease.count() / 1000) +
+                                    "] seconds, got " + std::to_string(p.handoff->lease.count()) + " ms");
+    }
     if (p.request_id.empty()) {
         MOE_ASSIGN_OR_RETURN(p.request_id, new_request_id());
     }
@@ -264,12 +344,13 @@ StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSi
     p.stopping.eos_token_ids.assign(c.eos_token_ids.begin(), c.eos_token_ids.end());
     if (p.stopping.eos_token_ids.empty() && m.tokenizer && m.tokenizer->eos_id())
         p.stopping.eos_token_ids.push_back(*m.tokenizer->eos_id());
+    return ok_status();
+}
 
-    auto a = std::make_unique<Active>();
-    a->submitted = Clock::now();
-    a->sink = std::move(sink);
-    const std::string id = p.request_id;
-    const std::string key = request_key(p.id_namespace, p.request_id);
+StatusOr<std::string> Engine::Impl::enqueue(std::unique_ptr<Active> a) {
+    Impl& m = *this;
+    const std::string id = a->params.request_id;
+    const std::string key = request_key(a->params.id_namespace, a->params.request_id);
     {
         std::lock_guard<std::mutex> lock(m.mu);
         if (m.failed.load()) return unavailable("the engine has failed: not accepting requests");
@@ -279,13 +360,75 @@ StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSi
                                       " requests pending (max_pending " + std::to_string(m.options.max_pending) + ")");
         // NOTE: the id is not echoed: the message goes back to the client, and may be logged.
         if (m.live_ids.count(key)) return invalid_argument("request_id is already in use by a pending request");
+        if (a->params.handoff && m.live_handoffs.count(a->params.handoff->handoff_id))
+            return invalid_argument("handoff_id is already leased");
         m.live_ids.insert(key);
         a->request_id = key;
-        a->params = std::move(p);
         m.inbox.push_back(std::move(a));
     }
     m.cv.notify_all();
     return id;
+}
+
+StatusOr<std::string> Engine::submit(GenerateParams p, std::shared_ptr<RequestSink> sink) {
+    if (!sink) return invalid_argument("submit: no sink");
+    MOE_RETURN_IF_ERROR(impl_->check_params(p));
+    auto a = std::make_unique<Active>();
+    a->submitted = Clock::now();
+    a->sink = std::move(sink);
+    a->params = std::move(p);
+    return impl_->enqueue(std::move(a));
+}
+
+StatusOr<std::string> Engine::submit_prefilled(PrefilledParams pp, std::shared_ptr<RequestSink> sink) {
+    if (!sink) return invalid_argument("submit_prefilled: no sink");
+    if (pp.params.handoff) return invalid_argument("a prefilled request cannot be handed off again");
+    if (!pp.pull || !pp.release) return invalid_argument("submit_prefilled: pull and release are required");
+    MOE_RETURN_IF_ERROR(impl_->check_params(pp.params));
+    const ModelConfig& c = impl_->model->config();
+    const int64_t n_prompt = static_cast<int64_t>(pp.params.prompt_ids.size());
+    if (pp.first_token.token < 0 || pp.first_token.token >= c.vocab_size)
+        return invalid_argument("first_token " + std::to_string(pp.first_token.token) +
+                                " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+    if (pp.random_draws > static_cast<uint64_t>(impl_->max_model_len))
+        return invalid_argument("random_draws " + std::to_string(pp.random_draws) + " exceeds the context length " +
+                                std::to_string(impl_->max_model_len));
+    if (pp.num_source_blocks != impl_->kv->blocks_for(n_prompt))
+        return invalid_argument("the prefill side sent " + std::to_string(pp.num_source_blocks) +
+                                " KV blocks for a prompt of " + std::to_string(n_prompt) + " tokens, which takes " +
+                                std::to_string(impl_->kv->blocks_for(n_prompt)) + " blocks of " +
+                                std::to_string(impl_->kv->block_size()) + " tokens");
+    if (pp.cached_prompt_tokens < 0 || pp.cached_prompt_tokens > n_prompt)
+        return invalid_argument("cached_prompt_tokens " + std::to_string(pp.cached_prompt_tokens) +
+                                " is outside [0, prompt length " + std::to_string(n_prompt) + "]");
+    if (!(pp.queue_seconds >= 0 && pp.queue_seconds < 1e9) || !(pp.ttft_seconds >= 0 && pp.ttft_seconds < 1e9))
+        return invalid_argument("queue_seconds and ttft_seconds must be in [0, 1e9)");
+    if (static_cast<int32_t>(pp.first_token.top.size()) > impl_->options.limits.max_logprobs)
+        return invalid_argument("first_token: " + std::to_string(pp.first_token.top.size()) +
+                                " top logprobs, the limit is " + std::to_string(impl_->options.limits.max_logprobs));
+    for (const TokenLogprob& t : pp.first_token.top)
+        if (t.token < 0 || t.token >= c.vocab_size)
+            return invalid_argument("first_token.top: token " + std::to_string(t.token) + " is outside the vocabulary");
+    auto a = std::make_unique<Active>();
+    a->submitted = Clock::now();
+    a->sink = std::move(sink);
+    a->params = std::move(pp.params);
+    a->prefilled = std::make_unique<PrefilledParams>(std::move(pp));
+    return impl_->enqueue(std::move(a));
+}
+
+bool Engine::release_handoff(const std::string& handoff_id) {
+    {
+        std::lock_guard<std::mutex> lock(impl_->mu);
+        if (!impl_->live_handoffs.count(handoff_id)) return false;
+        impl_->releases.push_back(handoff_id);
+    }
+    impl_->cv.notify_all();
+    return true;
+}
+
+const KvCache& Engine::kv_cache() const {
+    return *impl_->cache;
 }
 
 bool Engine::cancel(const std::string& request_id, const std::string& id_namespace) {
@@ -362,6 +505,8 @@ void Engine::Impl::refresh_snapshot() {
     l.kv_blocks_free = kv->num_free_blocks();
     l.kv_blocks_cached = kv->num_cached_blocks();
     l.kv_block_size = kv->block_size();
+    l.handoffs = static_cast<int64_t>(leases.size());
+    l.receiving = static_cast<int64_t>(scheduler->num_receiving() + awaiting_room.size());
     stats->on_load(l.running, l.waiting, l.kv_blocks_total, l.kv_blocks_free, l.kv_blocks_cached);
     if (options.kv_events)
         options.kv_events->publish(kv->take_events(), KvLoadInfo{.kv_blocks_total = l.kv_blocks_total,
@@ -375,17 +520,20 @@ void Engine::Impl::refresh_snapshot() {
 }
 
 void Engine::Impl::admit(std::unique_ptr<Active> a) {
+    if (a->prefilled) return admit_prefilled(std::move(a));
     const SeqId seq = next_seq++;
     a->seq = seq;
     a->stop = std::make_unique<StopChecker>(a->params.stopping);
     if (tokenizer)
         a->detok =
             std::make_unique<IncrementalDetokenizer>(*tokenizer, a->params.skip_special_tokens, a->params.prompt_ids);
+    // A prefill-only request counts its prompt and first token against the cache, no more.
+    const bool handoff = a->params.handoff.has_value();
     Status s = executor->add(NewRequest{.id = seq,
                                         .prompt = a->params.prompt_ids,
-                                        .max_tokens = a->params.stopping.max_tokens,
+                                        .max_tokens = handoff ? 1 : a->params.stopping.max_tokens,
                                         .cache_salt = a->params.cache_salt},
-                             a->params.sampling);
+                             a->params.sampling, {.handoff_after_prefill = handoff});
     seq_of[a->request_id] = seq;
     active[seq] = std::move(a);
     if (!s.ok()) finalize(seq, FinishReason::kError, s);
@@ -417,6 +565,13 @@ void Engine::Impl::finalize(SeqId seq, FinishReason reason, Status error, const 
     f.mean_itl_seconds =
         a.generated > 1 ? seconds(a.last_token - a.first_token) / static_cast<double>(a.generated - 1) : 0;
     f.total_seconds = seconds(now - a.submitted);
+    if (a.prefilled) {
+        // The client's request began on the prefill worker: its queue, its first token.
+        f.cached_prompt_tokens = a.prefilled->cached_prompt_tokens;
+        f.queue_seconds = a.prefilled->queue_seconds;
+        f.ttft_seconds = a.prefilled->ttft_seconds;
+        f.total_seconds += a.prefilled->ttft_seconds;
+    }
     stats->on_finish(reason, f.total_seconds, a.scheduled ? f.queue_seconds : -1, f.prompt_tokens, f.completion_tokens);
     f.error = std::move(error);
     // Held-back text (a partial stop-string match that never completed) goes out, unless a stop
@@ -431,7 +586,19 @@ void Engine::Impl::finalize(SeqId seq, FinishReason reason, Status error, const 
     }
     flush_delta(a);
     a.sink->on_final(std::move(f));
-    executor->finish(seq);
+    if (a.prefilled && !a.release_posted) {
+        // Ended before its pull was posted (at the first token, waiting for room, cancelled):
+        // the prefill side is still told, so its lease ends now rather than at expiry.
+        a.release_posted = true;
+        post_import(ImportJob{.seq = seq, .release_only = true, .release = a.prefilled->release});
+        awaiting_room.erase(std::remove(awaiting_room.begin(), awaiting_room.end(), seq), awaiting_room.end());
+    }
+    if (auto imp = importing.find(seq); imp != importing.end()) {
+        // A pull is writing into its blocks: they are freed when it returns (apply_imports_and_leases).
+        imp->second->store(true);
+    } else {
+        executor->finish(seq);
+    }
     const std::string id = a.request_id;
     seq_of.erase(id);
     active.erase(it);
@@ -445,7 +612,7 @@ void Engine::Impl::finalize(SeqId seq, FinishReason reason, Status error, const 
     }
 }
 
-void Engine::Impl::on_token(Active& a, const SampleResult& r) {
+void Engine::Impl::note_token(Active& a) {
     const auto now = Clock::now();
     if (a.generated == 0) {
         a.first_token = now;
@@ -459,6 +626,10 @@ void Engine::Impl::on_token(Active& a, const SampleResult& r) {
     a.last_token = now;
     ++a.generated;
     generated_tokens.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Engine::Impl::on_token(Active& a, const SampleResult& r) {
+    note_token(a);
     std::string delta;
     if (a.detok) {
         auto d = a.detok->push(r.token);
@@ -519,10 +690,233 @@ void Engine::Impl::on_result(const SeqResult& r) {
             finalize(r.id, FinishReason::kError, r.status);
             return;
         case SeqOutcome::kHandedOff:
-            // The engine adds no sequence with handoff_after_prefill (no disaggregation transport
-            // yet), so this is a bug if it happens: end the request rather than decode it.
-            finalize(r.id, FinishReason::kError, internal_error("handoff requested but not supported by this engine"));
+            hand_off(*it->second, r.sample);
             return;
+    }
+}
+
+// ---- disaggregation (engine thread, except import_loop) ----------------------------------------
+
+void Engine::Impl::hand_off(Active& a, const SampleResult& r) {
+    // The first token goes through this side's detokenizer and stop checker only to decide
+    // whether it ends the request here; its text is the decode side's, which replays it.
+    note_token(a);
+    std::string delta;
+    if (a.detok) {
+        auto d = a.detok->push(r.token);
+        if (!d.ok()) return finalize(a.seq, FinishReason::kError, d.status());
+        delta = std::move(d).value();
+    }
+    StopUpdate u = a.stop->on_token(r.token, delta);
+    if (u.finish != FinishReason::kNone) {
+        TokenEvent ev{.token = r.token, .logprob = r.logprob, .top = {}};
+        if (a.params.sampling.logprobs > 0) ev.top = r.top;
+        a.pending.tokens.push_back(std::move(ev));
+        a.pending.text += u.text;
+        return finalize(a.seq, u.finish, {}, u.matched, u.matched_token);
+    }
+    const HandoffRequest& h = *a.params.handoff;
+    if (leases.count(h.handoff_id))
+        return finalize(a.seq, FinishReason::kError, invalid_argument("handoff_id is already leased"));
+    const SequenceState* st = scheduler->get(a.seq);
+    const SequenceSampler* sampler = executor->sampler(a.seq);
+    MOE_CHECK(st != nullptr && sampler != nullptr);  // the step just handed it off
+    HandoffEvent ev;
+    ev.handoff_id = h.handoff_id;
+    ev.first_token = TokenEvent{.token = r.token, .logprob = r.logprob, .top = {}};
+    if (a.params.sampling.logprobs > 0) ev.first_token.top = r.top;
+    ev.prompt_ids = a.params.prompt_ids;
+    ev.seed = sampler->resolved_seed();
+    ev.random_draws = sampler->num_draws();
+    ev.cached_prompt_tokens = st->num_cached_prompt;
+    ev.queue_seconds = a.scheduled ? seconds(a.first_scheduled - a.submitted) : 0;
+    ev.ttft_seconds = seconds(a.first_token - a.submitted);
+    ev.lease_seconds = std::chrono::duration<double>(h.lease).count();
+    const auto table = kv->block_table(a.seq);
+    const size_t n_blocks = std::min(table.size(), static_cast<size_t>(kv->blocks_for(st->num_prompt)));
+    ev.block_ids.assign(table.begin(), table.begin() + static_cast<std::ptrdiff_t>(n_blocks));
+    const auto hashes = kv->block_hashes(a.seq);
+    ev.block_hashes.assign(hashes.begin(),
+                           hashes.begin() + static_cast<std::ptrdiff_t>(std::min(hashes.size(), n_blocks)));
+    leases[h.handoff_id] = Lease{.seq = a.seq, .expiry = Clock::now() + h.lease};
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        live_handoffs.insert(h.handoff_id);
+    }
+    log::engine().debug("handoff {}: {} blocks leased for {} s", log_field(h.handoff_id), n_blocks, ev.lease_seconds);
+    a.sink->on_handoff(std::move(ev));
+    // The request is over here (no on_final); the sequence lives on in the lease.
+    const std::string id = a.request_id;
+    const SeqId seq = a.seq;
+    seq_of.erase(id);
+    active.erase(seq);  // `a` is gone from here on
+    refresh_snapshot();
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        live_ids.erase(id);
+        if (live_ids.empty()) cv_idle.notify_all();
+    }
+}
+
+void Engine::Impl::end_lease(const std::string& handoff_id, const char* why) {
+    auto it = leases.find(handoff_id);
+    if (it == leases.end()) return;
+    executor->finish(it->second.seq);
+    leases.erase(it);
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        live_handoffs.erase(handoff_id);
+    }
+    log::engine().debug("handoff {} {}: blocks freed", log_field(handoff_id), why);
+}
+
+void Engine::Impl::admit_prefilled(std::unique_ptr<Active> a) {
+    const SeqId seq = next_seq++;
+    a->seq = seq;
+    a->stop = std::make_unique<StopChecker>(a->params.stopping);
+    if (tokenizer)
+        a->detok =
+            std::make_unique<IncrementalDetokenizer>(*tokenizer, a->params.skip_special_tokens, a->params.prompt_ids);
+    seq_of[a->request_id] = seq;
+    Active& r = *a;
+    active[seq] = std::move(a);
+    // The decode side owns the text: the first token is replayed here (and reaches the client
+    // now, before the KV has arrived).
+    const PrefilledParams& pre = *r.prefilled;
+    SampleResult first{.token = pre.first_token.token, .logprob = pre.first_token.logprob, .top = pre.first_token.top};
+    r.scheduled = true;
+    r.first_scheduled = r.submitted;
+    on_token(r, first);
+    if (!active.count(seq)) return;  // the first token ended it (finalize acknowledged the prefill side)
+    try_receive(seq);
+}
+
+void Engine::Impl::try_receive(SeqId seq) {
+    auto it = active.find(seq);
+    if (it == active.end()) return;
+    Active& a = *it->second;
+    const PrefilledParams& pre = *a.prefilled;
+    StatusOr<ReceivePlan> plan =
+        executor->add_prefilled(NewRequest{.id = seq,
+                                           .prompt = a.params.prompt_ids,
+                                           .max_tokens = a.params.stopping.max_tokens,
+                                           .cache_salt = a.params.cache_salt},
+                                pre.first_token.token, a.params.sampling, pre.seed, pre.random_draws);
+    if (!plan.ok()) {
+        if (plan.status().code() != StatusCode::kResourceExhausted)
+            return finalize(seq, FinishReason::kError, plan.status());
+        if (Clock::now() >= pre.room_deadline)
+            return finalize(seq, FinishReason::kError,
+                            unavailable("no KV room on the decode worker before the prefill lease ended: " +
+                                        plan.status().message()));
+        if (std::find(awaiting_room.begin(), awaiting_room.end(), seq) == awaiting_room.end())
+            awaiting_room.push_back(seq);
+        return;
+    }
+    awaiting_room.erase(std::remove(awaiting_room.begin(), awaiting_room.end(), seq), awaiting_room.end());
+    ImportJob job{.seq = seq, .release = pre.release};
+    for (size_t i = static_cast<size_t>(plan->num_cached_blocks); i < plan->table.size(); ++i) {
+        job.src_index.push_back(static_cast<int32_t>(i));
+        job.dst.push_back(plan->table[i]);
+    }
+    a.release_posted = true;
+    if (job.src_index.empty()) {
+        // Every block was in this worker's own prefix cache: nothing travels.
+        executor->receive_done(seq);
+        job.release_only = true;
+        post_import(std::move(job));
+        return;
+    }
+    job.pull = pre.pull;
+    job.cancelled = std::make_shared<std::atomic<bool>>(false);
+    importing[seq] = job.cancelled;
+    post_import(std::move(job));
+}
+
+void Engine::Impl::post_import(ImportJob job) {
+    {
+        std::lock_guard<std::mutex> lock(import_mu);
+        import_queue.push_back(std::move(job));
+    }
+    import_cv.notify_all();
+}
+
+void Engine::Impl::apply_imports_and_leases() {
+    std::vector<ImportDone> done;
+    std::vector<std::string> released;
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        done.swap(imports_done);
+        released.swap(releases);
+    }
+    bool changed = !done.empty() || !released.empty();
+    for (ImportDone& d : done) {
+        importing.erase(d.seq);
+        if (!active.count(d.seq)) {
+            executor->finish(d.seq);  // the request ended while its blocks were being written
+            continue;
+        }
+        if (d.status.ok()) {
+            executor->receive_done(d.seq);
+        } else {
+            log::engine().warn("request {}: KV import failed: {}", log_field(active[d.seq]->request_id),
+                               d.status.to_string());
+            finalize(d.seq, FinishReason::kError, d.status);
+        }
+    }
+    for (const std::string& id : released) end_lease(id, "released");
+    const auto now = Clock::now();
+    std::vector<std::string> expired;
+    for (const auto& [id, lease] : leases)
+        if (lease.expiry <= now) expired.push_back(id);
+    for (const std::string& id : expired) {
+        log::engine().info("handoff {}: lease expired before the decode worker released it", log_field(id));
+        end_lease(id, "expired");
+    }
+    changed = changed || !expired.empty();
+    // Prefilled requests waiting for room, oldest first, while they fit.
+    const std::deque<SeqId> waiting = awaiting_room;
+    for (SeqId seq : waiting) {
+        try_receive(seq);
+        if (std::find(awaiting_room.begin(), awaiting_room.end(), seq) != awaiting_room.end() && active.count(seq))
+            break;  // FCFS: nobody overtakes it
+    }
+    if (changed) refresh_snapshot();
+}
+
+void Engine::Impl::import_loop() {
+    for (;;) {
+        ImportJob job;
+        {
+            std::unique_lock<std::mutex> lock(import_mu);
+            import_cv.wait(lock, [&] { return import_stop || !import_queue.empty(); });
+            if (import_queue.empty()) return;  // stopping, nothing left
+            job = std::move(import_queue.front());
+            import_queue.pop_front();
+        }
+        Status status;
+        // NOTE: a catch-all at a thread entry (house style): the transport's failure ends this
+        // request, not the process.
+        try {
+            if (!job.release_only) {
+                status = job.cancelled->load() ? Status(StatusCode::kCancelled, "cancelled before the KV pull")
+                                               : job.pull(job.src_index, job.dst, *job.cancelled);
+            }
+            Status released = job.release ? job.release() : ok_status();
+            if (status.ok() && !released.ok() && !job.release_only)
+                status = released.with_context("acknowledging the KV handoff to the prefill worker");
+            if (!released.ok()) log::engine().warn("KV handoff acknowledgement failed: {}", released.to_string());
+        } catch (const std::exception& e) {
+            status = internal_error(std::string("KV import threw: ") + e.what());
+        } catch (...) {
+            status = internal_error("KV import threw an exception of unknown type");
+        }
+        if (job.release_only) continue;
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            imports_done.push_back(ImportDone{.seq = job.seq, .status = std::move(status)});
+        }
+        cv.notify_all();
     }
 }
 
@@ -551,8 +945,10 @@ void Engine::Impl::serve() {
         {
             std::unique_lock<std::mutex> lock(mu);
             // NOTE: no waiting while the group is busy: the other ranks would wait for this one.
-            cv.wait_for(lock, std::chrono::milliseconds(group.busy() ? 0 : 50),
-                        [&] { return stopping || !inbox.empty() || !cancels.empty() || scheduler->has_work(); });
+            cv.wait_for(lock, std::chrono::milliseconds(group.busy() ? 0 : 50), [&] {
+                return stopping || !inbox.empty() || !cancels.empty() || scheduler->has_work() || !releases.empty() ||
+                       !imports_done.empty();
+            });
             stop_now = stopping;
             if (stop_now && !group.active()) break;
             arrivals.swap(inbox);
@@ -570,6 +966,7 @@ void Engine::Impl::serve() {
             if (a->params.deadline && *a->params.deadline <= now) expired.push_back(seq);
         for (SeqId s : expired)
             finalize(s, FinishReason::kDeadline, Status(StatusCode::kDeadlineExceeded, "deadline exceeded"));
+        apply_imports_and_leases();
         if (group.active()) {
             StatusOr<GroupLockstep::Decision> d = group.agree(scheduler->has_work(), stop_now);
             if (!d.ok())

@@ -18,8 +18,10 @@
 // way, and the process goes on.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,6 +60,13 @@ struct EngineOptions {
     std::shared_ptr<KvEventHub> kv_events;
 };
 
+// Prefill role (disaggregation): run the prompt, sample the first token, then hold the prompt's
+// KV blocks under a lease for a decode worker instead of decoding here.
+struct HandoffRequest {
+    std::string handoff_id;  // unique among this engine's live handoffs; at most 128 bytes
+    std::chrono::milliseconds lease{std::chrono::seconds(30)};
+};
+
 struct GenerateParams {
     // Empty: the engine assigns one with new_request_id(). At most limits.max_request_id_bytes.
     std::string request_id;
@@ -72,6 +81,10 @@ struct GenerateParams {
     int32_t stream_interval = 1;  // tokens per delta (the last delta may hold fewer)
     std::string cache_salt;       // isolates prefix-cache entries between tenants
     std::optional<std::chrono::steady_clock::time_point> deadline;
+    // Set: a prefill-only request (see HandoffRequest). Its sink gets on_handoff instead of the
+    // rest of the stream, unless the first token ends the request (EOS, a stop token or string,
+    // max_tokens = 1), which ends normally (on_delta with the token and its text, on_final).
+    std::optional<HandoffRequest> handoff;
 };
 
 struct TokenEvent {
@@ -99,6 +112,23 @@ struct FinalEvent {
     Status error;  // set when reason == kError
 };
 
+// A prefill-only request reached its handoff: everything the decode worker needs but the KV
+// bytes, which stay in `block_ids` of this engine's cache (kv_cache()) until release_handoff(),
+// the lease's expiry or stop().
+struct HandoffEvent {
+    std::string handoff_id;
+    TokenEvent first_token;
+    std::vector<int32_t> prompt_ids;
+    uint64_t seed = 0;          // the sampler's resolved seed
+    uint64_t random_draws = 0;  // draws taken (1: the first token)
+    int64_t cached_prompt_tokens = 0;
+    double queue_seconds = 0;
+    double ttft_seconds = 0;
+    double lease_seconds = 0;
+    std::vector<int32_t> block_ids;          // the prompt's blocks, blocks_for(prompt) of them
+    std::vector<Sha256Digest> block_hashes;  // chained hashes of the full ones
+};
+
 // Receives a request's output. Called on the engine thread, in order: zero or more on_delta,
 // then exactly one on_final (also after cancel/abort). Must not block for long.
 class RequestSink {
@@ -106,6 +136,37 @@ public:
     virtual ~RequestSink() = default;
     virtual void on_delta(DeltaEvent&& delta) = 0;
     virtual void on_final(FinalEvent&& final_event) = 0;
+    // Prefill-only requests (GenerateParams::handoff): instead of on_final when the request is
+    // handed off; nothing follows. The default drops it (the lease then expires).
+    virtual void on_handoff(HandoffEvent&& /*event*/) {}
+};
+
+// The decode side of a handoff: a request whose prompt was computed by a prefill worker.
+// Engine::submit_prefilled admits it as kReceiving, replays the first token through this
+// engine's detokenizer and stop checker (the decode side owns the text), runs `pull` for the
+// blocks its own prefix cache lacks on the engine's import thread, then `release`, then decodes.
+struct PrefilledParams {
+    GenerateParams params;  // prompt_ids: the prefill side's prompt; stopping.max_tokens the real one
+    TokenEvent first_token;
+    uint64_t seed = 0;
+    uint64_t random_draws = 0;  // at most the context length
+    int64_t cached_prompt_tokens = 0;
+    double queue_seconds = 0;  // the prefill side's, reported to the client
+    double ttft_seconds = 0;
+    int64_t num_source_blocks = 0;  // must be blocks_for(prompt)
+    // Give up waiting for free blocks at this time (the prefill lease's end).
+    std::chrono::steady_clock::time_point room_deadline;
+    // Copies source block src_index[i] (an index into the prefill side's block list) into this
+    // engine's block dst[i], for every region. Runs on the import thread; should stop early
+    // when `cancelled` turns true. Not called when nothing is missing.
+    std::function<Status(std::span<const int32_t> src_index, std::span<const int32_t> dst,
+                         const std::atomic<bool>& cancelled)>
+        pull;
+    // The acknowledgement (the prefill side frees its lease): called exactly once per accepted
+    // request on the import thread, after pull (or instead of it when the request ended first).
+    // An error after a successful pull (the lease was gone, so the bytes may have been
+    // overwritten) fails the request.
+    std::function<Status()> release;
 };
 
 struct EngineLoad {
@@ -120,6 +181,8 @@ struct EngineLoad {
     int64_t steps = 0;             // since start
     int64_t generated_tokens = 0;  // since start
     bool draining = false;
+    int64_t handoffs = 0;   // prefill side: leases held
+    int64_t receiving = 0;  // decode side: prefilled sequences waiting for room or for their KV
     // An unexpected exception escaped the engine thread's step loop: every request in flight
     // ended with INTERNAL and nothing is served any more (readiness should say NOT_SERVING).
     bool failed = false;
@@ -161,6 +224,19 @@ public:
     // Ends a request with kCancelled at the next step boundary, freeing its KV blocks. False if
     // no pending request has that id in that namespace.
     bool cancel(const std::string& request_id, const std::string& id_namespace = {});
+
+    // ---- disaggregation (docs/ARCHITECTURE.md, "Disaggregated serving")
+    // Decode side: validates like submit() plus the handoff's own fields (first token in the
+    // vocabulary, random_draws <= the context length, num_source_blocks == blocks the prompt
+    // takes, pull and release set). On OK, `release` will be called exactly once and the sink
+    // gets exactly one on_final. A cancel while the blocks are being pulled ends the request at
+    // once; its blocks are freed when the pull returns.
+    StatusOr<std::string> submit_prefilled(PrefilledParams params, std::shared_ptr<RequestSink> sink);
+    // Prefill side: frees a handoff's leased blocks at the next step boundary. False when no
+    // live lease has that id (released, expired, or never made).
+    bool release_handoff(const std::string& handoff_id);
+    // The cache the handoffs' block ids refer to (for a KvTransport); the engine's lifetime.
+    const KvCache& kv_cache() const;
 
     // Stops admitting (submit -> UNAVAILABLE); pending requests continue.
     void drain();

@@ -58,6 +58,24 @@ Status Executor::add(NewRequest request, const SamplingParams& sampling, SeqOpti
     return ok_status();
 }
 
+StatusOr<ReceivePlan> Executor::add_prefilled(NewRequest request, int32_t first_token, const SamplingParams& sampling,
+                                              uint64_t seed, uint64_t draws) {
+    const SeqId id = request.id;
+    if (scheduler_ == nullptr) return failed_precondition("executor: add_prefilled() needs a scheduler");
+    SamplingParams continued = sampling;
+    continued.seed = seed;
+    auto sampler = std::make_unique<SequenceSampler>(continued, request.prompt);
+    sampler->skip_draws(draws);
+    sampler->observe(first_token);
+    MOE_ASSIGN_OR_RETURN(ReceivePlan plan, scheduler_->add_prefilled(std::move(request), first_token));
+    seqs_[id] = Seq{.sampler = std::move(sampler), .options = {}, .handed_off = false};
+    return plan;
+}
+
+bool Executor::receive_done(SeqId id) {
+    return scheduler_ != nullptr && scheduler_->receive_done(id);
+}
+
 bool Executor::finish(SeqId id) {
     seqs_.erase(id);
     return scheduler_ != nullptr && scheduler_->finish(id);
@@ -204,6 +222,10 @@ StepResult Executor::step() {
     }
     t0 = Clock::now();
     scheduler_->on_step_done(done, sampled);
+    // After on_step_done (the first token appended, the prompt's blocks committed): out of the
+    // running list, blocks kept, until the caller finish()es it.
+    for (const SeqResult& r : result.seqs)
+        if (r.outcome == SeqOutcome::kHandedOff) scheduler_->hold_for_handoff(r.id);
     result.times.update_s = seconds_since(t0);
     return result;
 }

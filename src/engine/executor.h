@@ -34,13 +34,16 @@
 //   (validate() and the scheduler's add() refuse those first; the sampler is total).
 // - kHandedOff (prefill/decode disaggregation): a sequence added with
 //   SeqOptions::handoff_after_prefill gets kHandedOff, not kSampled, in the step that computes
-//   the last chunk of its prompt. Its first token was sampled and appended and its prompt's KV
-//   is in the cache; it must not be decoded here. The caller exports its KV blocks and state
-//   (Scheduler::get(), KvBlockManager::block_table()) to the decode worker and then calls
-//   finish() before the next step. Should it be planned again anyway, it is not run and gets
-//   kFailed. Nothing in the engine asks for a handoff yet (no transport exists); the outcome is
-//   declared and produced here so that callers are written for it (the engine ends such a
-//   request with INTERNAL today). The scheduler has no handed-off state: finish() releases it.
+//   the last chunk of its prompt. Its first token was sampled and appended, its prompt's KV is
+//   in the cache, and the step moved it to the scheduler's kHandoff phase (never scheduled,
+//   never a preemption victim, blocks kept) for the caller to export its KV blocks and state
+//   (Scheduler::get(), KvBlockManager::block_table(), sampler()). finish() ends it (lease
+//   released, expired or cancelled). When the caller decides the first token ends the request
+//   (EOS, a stop, max_tokens = 1), it simply finish()es it.
+// - add_prefilled (the decode side): a sequence whose prompt's KV comes from a prefill worker.
+//   Its sampler continues the prefill side's RNG stream (the resolved seed, the draws already
+//   taken) and has seen the first token; the scheduler holds it in kReceiving until the caller
+//   has written the missing blocks and calls receive_done(); from then on it decodes as any other.
 // - Preempted sequences (StepResult::preempted) lost their blocks and wait to be recomputed;
 //   they have no SeqResult in that step.
 // - A sequence's draws do not depend on what else is in the batch: each sequence has its own
@@ -142,6 +145,16 @@ public:
 
     // Ends a sequence in any phase: frees its blocks and its sampler. False for an unknown id.
     bool finish(SeqId id);
+
+    // The decode side of a handoff (see the contract above). request.prompt is the prompt
+    // without the first token; request.max_tokens the request's real one. `seed` and `draws`:
+    // the prefill side's SequenceSampler::resolved_seed() and num_draws(); draws must be bounded
+    // by the caller. Errors as Scheduler::add_prefilled (RESOURCE_EXHAUSTED: no room now,
+    // nothing kept).
+    StatusOr<ReceivePlan> add_prefilled(NewRequest request, int32_t first_token, const SamplingParams& sampling,
+                                        uint64_t seed, uint64_t draws);
+    // The missing blocks of a kReceiving sequence are written: it decodes from the next step.
+    bool receive_done(SeqId id);
 
     // One step (see the contract above). Plans with the scheduler; an empty plan is an empty step.
     StepResult step();

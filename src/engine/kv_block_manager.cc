@@ -167,6 +167,12 @@ std::vector<Sha256Digest> KvBlockManager::cached_hashes() const {
     return out;
 }
 
+std::span<const Sha256Digest> KvBlockManager::block_hashes(SeqId seq) const {
+    auto it = seqs_.find(seq);
+    if (it == seqs_.end()) return {};
+    return it->second.hashes;
+}
+
 bool KvBlockManager::is_cached(int32_t block) const {
     const Block& b = blocks_[static_cast<size_t>(block)];
     if (!b.hash) return false;

@@ -60,7 +60,10 @@ public:
     // (tail blocks first, so a prefix's head outlives its tail), else to the free list.
     void free(SeqId seq);
 
-    std::span<const int32_t> block_table(SeqId seq) const;                                        // empty if unknown
+    std::span<const int32_t> block_table(SeqId seq) const;  // empty if unknown
+    // The chained hashes of seq's committed full blocks, in table order (empty if unknown or
+    // without prefix caching).
+    std::span<const Sha256Digest> block_hashes(SeqId seq) const;
     int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size() + lru_.size()); }  // free + evictable
     int64_t num_total_blocks() const { return static_cast<int64_t>(blocks_.size()); }
     int64_t num_cached_blocks() const { return static_cast<int64_t>(index_.size()); }  // in the prefix index

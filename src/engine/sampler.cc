@@ -135,7 +135,8 @@ Status validate(const SamplingParams& p) {
 
 SequenceSampler::SequenceSampler(const SamplingParams& params, std::span<const int32_t> prompt)
     : params_(params),
-      rng_(params.seed ? *params.seed : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {
+      seed_(params.seed ? *params.seed : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()),
+      rng_(seed_) {
     if (params_.repetition_penalty != 1.0f) pending_prompt_.assign(prompt.begin(), prompt.end());
 }
 
@@ -152,7 +153,13 @@ std::span<const float> SequenceSampler::processed_logits() const {
     return scratch().work;
 }
 
+void SequenceSampler::skip_draws(uint64_t n) {
+    rng_.discard(n);
+    draws_ += n;
+}
+
 double SequenceSampler::next_uniform() {
+    ++draws_;
     return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
 }
 

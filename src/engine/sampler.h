@@ -83,6 +83,16 @@ public:
 
     const SamplingParams& params() const { return params_; }
 
+    // The seed the RNG started from (params().seed, or the one drawn from std::random_device)
+    // and the 64-bit draws taken since (one per sample()). A sampler built with the same params,
+    // seed = resolved_seed() and then skip_draws(num_draws()) continues the same stream: what
+    // prefill/decode disaggregation moves from the prefill worker to the decode worker.
+    uint64_t resolved_seed() const { return seed_; }
+    uint64_t num_draws() const { return draws_; }
+    // Advances the RNG by n draws (O(n): callers bound n, as the decode worker does by the
+    // context length).
+    void skip_draws(uint64_t n);
+
     // The logits of the last sample() on this thread (by any sampler) after sanitizing and
     // penalties, before temperature: what greedy takes the argmax of. For tests and debugging.
     std::span<const float> processed_logits() const;
@@ -108,6 +118,8 @@ private:
     void fill_logprobs(const float* logits, size_t vocab, int32_t chosen, SampleResult& result) const;
 
     SamplingParams params_;
+    uint64_t seed_ = 0;
+    uint64_t draws_ = 0;
     std::mt19937_64 rng_;
     size_t vocab_ = 0;  // 0 until the first sample()
 

@@ -11,7 +11,7 @@ Scheduler::Scheduler(const SchedulerOptions& options, KvBlockManager& kv) : opti
     MOE_CHECK_GT(options_.max_seqs, 0);
 }
 
-Status Scheduler::add(NewRequest r) {
+Status Scheduler::check_new(const NewRequest& r) const {
     const int64_t n = static_cast<int64_t>(r.prompt.size());
     if (n == 0) return invalid_argument("prompt: empty");
     if (r.max_tokens < 1) return invalid_argument("max_tokens must be >= 1, got " + std::to_string(r.max_tokens));
@@ -23,9 +23,15 @@ Status Scheduler::add(NewRequest r) {
     if (kv_.blocks_for(n + r.max_tokens) > kv_.num_total_blocks())
         return invalid_argument("prompt + max_tokens needs " + std::to_string(kv_.blocks_for(n + r.max_tokens)) +
                                 " KV blocks, the whole cache holds " + std::to_string(kv_.num_total_blocks()));
+    if (seqs_.count(r.id)) return invalid_argument("sequence id " + std::to_string(r.id) + " already exists");
+    return ok_status();
+}
+
+Status Scheduler::add(NewRequest r) {
+    MOE_RETURN_IF_ERROR(check_new(r));
     if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting)
         return resource_exhausted("waiting queue full (" + std::to_string(options_.max_waiting) + " requests)");
-    if (seqs_.count(r.id)) return invalid_argument("sequence id " + std::to_string(r.id) + " already exists");
+    const int64_t n = static_cast<int64_t>(r.prompt.size());
     SequenceState st;
     st.id = r.id;
     st.tokens = std::move(r.prompt);
@@ -147,10 +153,66 @@ void Scheduler::on_step_done(const StepPlan& plan, std::span<const int32_t> samp
 bool Scheduler::finish(SeqId id) {
     auto it = seqs_.find(id);
     if (it == seqs_.end()) return false;
+    if (it->second.phase == SeqPhase::kHandoff) --num_handoff_;
+    if (it->second.phase == SeqPhase::kReceiving) --num_receiving_;
     kv_.free(id);
     waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), id), waiting_.end());
     running_.erase(std::remove(running_.begin(), running_.end(), id), running_.end());
     seqs_.erase(it);
+    return true;
+}
+
+bool Scheduler::hold_for_handoff(SeqId id) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end() || it->second.phase != SeqPhase::kRunning) return false;
+    running_.erase(std::remove(running_.begin(), running_.end(), id), running_.end());
+    it->second.phase = SeqPhase::kHandoff;
+    ++num_handoff_;
+    return true;
+}
+
+StatusOr<ReceivePlan> Scheduler::add_prefilled(NewRequest r, int32_t first_token) {
+    MOE_RETURN_IF_ERROR(check_new(r));
+    if (r.max_tokens < 1) return invalid_argument("max_tokens must be >= 1");
+    SequenceState st;
+    st.id = r.id;
+    st.num_prompt = static_cast<int64_t>(r.prompt.size());
+    st.tokens = std::move(r.prompt);
+    st.tokens.push_back(first_token);
+    st.max_tokens = r.max_tokens;
+    st.cache_salt = std::move(r.cache_salt);
+    // NOTE: attach over prompt + first token: every full block of the prompt may hit (the
+    // prompt's KV is complete on the prefill side), never the first token's own position.
+    const int64_t cached = kv_.attach_prefix(st.id, st.tokens, st.cache_salt);
+    if (!kv_.allocate(st.id, st.num_prompt)) {
+        kv_.free(st.id);
+        return resource_exhausted(
+            "decode worker: " + std::to_string(kv_.blocks_for(st.num_prompt) - cached / kv_.block_size()) +
+            " KV blocks needed for the prefilled prompt, " + std::to_string(kv_.num_free_blocks()) + " free");
+    }
+    ReceivePlan plan;
+    plan.num_cached_tokens = cached;
+    plan.num_cached_blocks = cached / kv_.block_size();
+    const auto table = kv_.block_table(st.id);
+    plan.table.assign(table.begin(), table.end());
+    st.num_computed = 0;
+    st.num_cached_prompt = std::min(cached, st.num_prompt);
+    st.admitted_once = true;
+    st.phase = SeqPhase::kReceiving;
+    ++num_receiving_;
+    seqs_.emplace(st.id, std::move(st));
+    return plan;
+}
+
+bool Scheduler::receive_done(SeqId id) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end() || it->second.phase != SeqPhase::kReceiving) return false;
+    SequenceState& st = it->second;
+    --num_receiving_;
+    st.num_computed = st.num_prompt;
+    kv_.commit(id, st.tokens, st.num_computed, st.cache_salt);
+    st.phase = SeqPhase::kRunning;
+    running_.push_back(id);
     return true;
 }
 

@@ -13,6 +13,17 @@
 // (prompt and generated tokens) later. A running sequence is never preempted to admit a waiting
 // one, and nothing new is admitted in a step that preempted.
 //
+// Prefill/decode disaggregation adds two phases outside both queues, never scheduled and never
+// a preemption victim (victims come from the running list only), whose blocks stay allocated:
+//   kHandoff   (prefill worker) a sequence whose prompt is computed and whose first token is
+//              sampled, held under a lease until the decode worker has pulled its KV; only
+//              finish() ends it (release, lease expiry, cancel).
+//   kReceiving (decode worker) a sequence admitted with add_prefilled(): its blocks are
+//              allocated and count against admission while its KV arrives from the prefill
+//              worker; receive_done() then makes it a running decode (its full blocks enter the
+//              prefix index), finish() abandons it.
+// A prefilled sequence that is later preempted is recomputed here like any other.
+//
 // max_tokens: the scheduler never stops a sequence (the engine calls finish() on a stop or at
 // max_tokens); decode grows the block table one slot at a time, and add() guarantees that prompt
 // + max_tokens fits in the whole cache, so a sequence alone can always finish.
@@ -47,7 +58,7 @@ struct NewRequest {
 
 // kFinished is never seen through Scheduler::get() (finish() forgets the id); it marks a copy of
 // a SequenceState the caller kept.
-enum class SeqPhase { kWaiting, kRunning, kFinished };
+enum class SeqPhase { kWaiting, kRunning, kFinished, kHandoff, kReceiving };
 
 struct SequenceState {
     SeqId id = 0;
@@ -68,6 +79,14 @@ struct ScheduledSeq {
     int64_t start = 0;       // position of the first new token (= num_computed)
     int64_t num_tokens = 0;  // new tokens this step
     bool samples = false;    // the chunk reaches the last known token: its logits give a new one
+};
+
+// A sequence admitted by add_prefilled(): what its own prefix cache already held and the blocks
+// the rest of the prompt's KV must be written into.
+struct ReceivePlan {
+    int64_t num_cached_tokens = 0;  // prefix-cache hit (a multiple of the block size)
+    int64_t num_cached_blocks = 0;  // table[0, num_cached_blocks) already hold the prompt's KV
+    std::vector<int32_t> table;     // the whole block table, blocks_for(prompt) blocks
 };
 
 struct StepPlan {
@@ -99,6 +118,23 @@ public:
     // Ends a request in any phase and frees its blocks. False for an unknown id.
     bool finish(SeqId id);
 
+    // ---- disaggregation (see the phases above)
+    // A running sequence whose last step computed its whole prompt and sampled its first token
+    // becomes kHandoff: it leaves the running list, keeps its blocks. False unless running.
+    bool hold_for_handoff(SeqId id);
+    // Admits a sequence whose prompt's KV comes from elsewhere: tokens = prompt + first_token,
+    // phase kReceiving. Attaches the longest cached prefix and allocates the rest of the prompt's
+    // blocks. The same INVALID_ARGUMENT checks as add() (request.max_tokens is the real one and
+    // counts first_token); RESOURCE_EXHAUSTED when the blocks are not free now (nothing kept:
+    // try again later).
+    StatusOr<ReceivePlan> add_prefilled(NewRequest request, int32_t first_token);
+    // The KV of the prompt of a kReceiving sequence is in its blocks: num_computed = prompt
+    // length, full blocks indexed, appended to the running list (a decode next step). False
+    // unless receiving.
+    bool receive_done(SeqId id);
+    size_t num_handoff() const { return num_handoff_; }
+    size_t num_receiving() const { return num_receiving_; }
+
     const SequenceState* get(SeqId id) const;
     size_t num_waiting() const { return waiting_.size(); }
     size_t num_running() const { return running_.size(); }
@@ -111,12 +147,15 @@ private:
     // Allocates blocks for id up to num_tokens, preempting the newest running sequences until it
     // fits. False when id itself was the newest and got preempted.
     bool grow_or_preempt(SeqId id, int64_t num_tokens, StepPlan& plan, int64_t& budget);
+    Status check_new(const NewRequest& r) const;  // add()'s argument checks
 
     SchedulerOptions options_;
     KvBlockManager& kv_;
     std::unordered_map<SeqId, SequenceState> seqs_;
     std::deque<SeqId> waiting_;
     std::vector<SeqId> running_;  // admission order: the back is the newest
+    size_t num_handoff_ = 0;
+    size_t num_receiving_ = 0;
 };
 
 }  // namespace moe

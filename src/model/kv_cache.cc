@@ -63,6 +63,12 @@ TensorView KvCache::view(const DeviceBuffer& b) const {
     return TensorView::make(b.data(), dtype_, {num_blocks_, block_size_, layout_.num_heads, layout_.head_dim}, device_);
 }
 
+void* KvCache::region_base(int64_t region) const {
+    const size_t layer = static_cast<size_t>(region / layout_.num_pools);
+    const DeviceBuffer& b = (region % layout_.num_pools == 0) ? k_[layer] : v_[layer];
+    return b.data();
+}
+
 TensorView KvCache::latent(int64_t layer) const {
     return TensorView::make(k_[static_cast<size_t>(layer)].data(), dtype_,
                             {num_blocks_, block_size_, layout_.num_heads * layout_.head_dim}, device_);

@@ -58,6 +58,19 @@ public:
     int64_t num_layers() const { return static_cast<int64_t>(k_.size()); }
     DType dtype() const { return dtype_; }
 
+    // ---- raw regions, for KV transports (src/disagg): a block of the cache is num_regions()
+    // regions of region_bytes() each, one per (layer, pool), numbered layer-major (GQA: layer l's
+    // K is region 2l, its V 2l + 1; MLA: layer l's latent is region l). Block b of region r
+    // lives at region_base(r) + b * region_bytes(), contiguous. Pointers are the backend's
+    // (host memory on the CPU backend, see device()); valid for the cache's lifetime.
+    int64_t num_regions() const { return num_layers() * layout_.num_pools; }
+    int64_t region_bytes() const {
+        return block_size_ * layout_.num_heads * layout_.head_dim * static_cast<int64_t>(dtype_size(dtype_));
+    }
+    // Precondition: 0 <= region < num_regions().
+    void* region_base(int64_t region) const;
+    const Device& device() const { return device_; }
+
 private:
     TensorView view(const DeviceBuffer& b) const;
 

@@ -304,23 +304,14 @@ public:
         const std::string id = params.request_id;
         const std::string ns = params.id_namespace;
 
-        auto state = std::make_shared<StreamState>(core_);
-        auto* reactor = new GenerateReactor(core_, state, id, ns);
-        state->reactor = reactor;
-        core_->add_active(id, ns);
-        StatusOr<std::string> submitted =
-            core_->engine->submit(std::move(params), std::make_shared<StreamSink>(core_, state, id, ns));
-        if (!submitted.ok()) {
-            core_->remove_active(id, ns);
-            {
-                std::lock_guard<std::mutex> lock(state->mu);
-                state->finished = true;
-                state->reactor = nullptr;
-            }
-            delete reactor;  // never bound to the call, never started an op
-            return reject(to_grpc_status(submitted.status()));
-        }
-        return reactor;
+        grpc::Status error;
+        auto* reactor = make_generate_stream(
+            core_, id, ns,
+            [&](std::shared_ptr<RequestSink> sink) {
+                return core_->engine->submit(std::move(params), std::move(sink));
+            },
+            &error);
+        return reactor != nullptr ? reactor : reject(error);
     }
 
 private:
@@ -328,6 +319,28 @@ private:
 };
 
 }  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* make_generate_stream(
+    Server::Core* core, const std::string& id, const std::string& ns,
+    const std::function<StatusOr<std::string>(std::shared_ptr<RequestSink>)>& submit, grpc::Status* error) {
+    auto state = std::make_shared<StreamState>(core);
+    auto* reactor = new GenerateReactor(core, state, id, ns);
+    state->reactor = reactor;
+    core->add_active(id, ns);
+    StatusOr<std::string> submitted = submit(std::make_shared<StreamSink>(core, state, id, ns));
+    if (!submitted.ok()) {
+        core->remove_active(id, ns);
+        {
+            std::lock_guard<std::mutex> lock(state->mu);
+            state->finished = true;
+            state->reactor = nullptr;
+        }
+        delete reactor;  // never bound to the call, never started an op
+        *error = to_grpc_status(submitted.status());
+        return nullptr;
+    }
+    return reactor;
+}
 
 std::unique_ptr<grpc::Service> make_inference_service(Server::Core* core) {
     return std::make_unique<InferenceService>(core);

@@ -12,6 +12,7 @@
 #include "core/logging.h"
 #include "server/auth.h"
 #include "server/server_core.h"
+#include "server/worker_events_service.h"
 
 namespace moe::server {
 
@@ -131,6 +132,42 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
     core.grpc_server = builder.BuildAndStart();
     if (!core.grpc_server || core.bound_port == 0)
         return unavailable("could not listen on " + address + " (address in use or not local?)");
+    if (core.options.worker.enabled) {
+        const auto& w = core.options.worker;
+        if (w.port < 0 || w.port > 65535)
+            return invalid_argument("--internal-port must be in [0, 65535], got " + std::to_string(w.port));
+        StatusOr<std::unique_ptr<grpc::Service>> worker = make_worker_service(&core);
+        if (!worker.ok()) {
+            core.grpc_server->Shutdown();
+            return worker.status();
+        }
+        core.worker = std::move(worker).value();
+        const std::string ihost = w.host.find(':') != std::string::npos ? "[" + w.host + "]" : w.host;
+        const std::string iaddress = ihost + ":" + std::to_string(w.port);
+        grpc::ServerBuilder internal;
+        internal.AddListeningPort(iaddress, grpc::InsecureServerCredentials(), &core.internal_port);
+        internal.SetMaxReceiveMessageSize(core.options.max_message_bytes);
+        internal.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+        if (core.options.keepalive_time.count() > 0)
+            internal.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms(core.options.keepalive_time));
+        internal.RegisterService(core.worker.get());
+        if (w.kv_events) {
+            core.worker_events = make_worker_events_service(w.kv_events, w.secret);
+            internal.RegisterService(core.worker_events.get());
+        }
+        core.internal_server = internal.BuildAndStart();
+        if (!core.internal_server || core.internal_port == 0) {
+            core.grpc_server->Shutdown();
+            return unavailable("could not listen on the internal address " + iaddress + " (address in use?)");
+        }
+        if (!is_loopback_host(w.host))
+            log::get("server")->warn(
+                "the internal port listens on {} without TLS: KV handoff control travels in plain text (the "
+                "shared secret authenticates it)",
+                iaddress);
+        log::get("server")->info("serving moe.v1.Worker ({} role, {} KV transport) on {}", w.role, w.kv_transport,
+                                 server->internal_address());
+    }
     core.set_ready(true);
     auto& logger = *log::get("server");
     if (!server->tls() && !is_loopback_host(core.options.host))
@@ -154,6 +191,11 @@ int Server::port() const {
 
 std::string Server::address() const {
     return core_->options.host + ":" + std::to_string(core_->bound_port);
+}
+
+std::string Server::internal_address() const {
+    if (!core_->internal_server) return {};
+    return core_->options.worker.host + ":" + std::to_string(core_->internal_port);
 }
 
 void Server::drain() {
@@ -203,6 +245,10 @@ void Server::shutdown(std::chrono::milliseconds grace) {
     while (core_->live_streams.load() > 0 && std::chrono::steady_clock::now() < streams_deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     core_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    // Open WorkerEvents streams end now rather than at the deadline.
+    if (core_->options.worker.kv_events) core_->options.worker.kv_events->close();
+    if (core_->internal_server)
+        core_->internal_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     logger.info("server stopped");
     {
         std::lock_guard<std::mutex> lock(core_->shutdown_mu);

@@ -69,6 +69,28 @@ struct ServerOptions {
         std::vector<std::pair<int64_t, std::vector<int32_t>>> layer_experts;  // (layer, logical ids)
     };
     ExpertParallelInfo expert_parallel;
+
+    // Disaggregated serving (docs/ARCHITECTURE.md, "Disaggregated serving"): moe.v1.Worker on an
+    // internal port of its own, never the public one.
+    struct WorkerOptions {
+        bool enabled = false;
+        std::string role = "aggregated";  // "prefill", "decode" or "aggregated"
+        std::string host = "127.0.0.1";   // loopback unless set otherwise
+        int port = 0;                     // 0: pick a free one (Server::internal_address says which)
+        // Every call must carry "authorization: Bearer <secret>" (constant-time compare); the
+        // decode worker sends it to the prefill worker too. Required.
+        std::string secret;
+        std::string kv_transport = "ucx";                           // "ucx" or "inproc" (in-process peers only: tests)
+        std::chrono::milliseconds lease{std::chrono::seconds(30)};  // PrefillRequest.lease_seconds 0
+        std::chrono::milliseconds max_lease{std::chrono::minutes(10)};
+        // The ModelSignature's identity fields (the rest comes from the engine).
+        std::string architecture;
+        std::string weights_fingerprint;
+        // The engine's prefix-cache events (EngineOptions::kv_events): served as
+        // moe.v1.WorkerEvents on the internal port when set; closed at shutdown.
+        std::shared_ptr<KvEventHub> kv_events;
+    };
+    WorkerOptions worker;
 };
 
 class Server {
@@ -82,6 +104,8 @@ public:
     int port() const;
     // "HOST:PORT" as bound.
     std::string address() const;
+    // The internal (moe.v1.Worker) "HOST:PORT" as bound; empty without options.worker.enabled.
+    std::string internal_address() const;
 
     // Stops admitting (Generate -> UNAVAILABLE) and turns readiness NOT_SERVING. Idempotent;
     // also what Control.Drain does.

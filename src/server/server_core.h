@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -54,6 +55,11 @@ struct Server::Core {
     std::unique_ptr<grpc::Service> control;
     std::unique_ptr<grpc::Server> grpc_server;
     int bound_port = 0;
+    // Disaggregated serving: moe.v1.Worker on its own server (the internal port).
+    std::unique_ptr<grpc::Service> worker;
+    std::unique_ptr<grpc::Service> worker_events;  // moe.v1.WorkerEvents, beside it
+    std::unique_ptr<grpc::Server> internal_server;
+    int internal_port = 0;
 
     // grpc_server_handled_total{grpc_type, grpc_service, grpc_method, grpc_code}: every call's
     // status at its end, under go-grpc-prometheus's name and labels (what gRPC dashboards read;
@@ -98,6 +104,15 @@ struct Server::Core {
 };
 
 std::unique_ptr<grpc::Service> make_inference_service(Server::Core* core);
+// moe.v1.Worker (disaggregated serving), on the internal port: worker_service.cc.
+StatusOr<std::unique_ptr<grpc::Service>> make_worker_service(Server::Core* core);
+
+// Binds a GenerateResponse stream (flow control, cancel, final) to a request that `submit` hands
+// to the engine with the given sink: Inference.Generate's and Worker.Decode's. On a submit
+// error: null, and *error says why.
+grpc::ServerWriteReactor<grpc::ByteBuffer>* make_generate_stream(
+    Server::Core* core, const std::string& id, const std::string& ns,
+    const std::function<StatusOr<std::string>(std::shared_ptr<RequestSink>)>& submit, grpc::Status* error);
 std::unique_ptr<grpc::Service> make_control_service(Server::Core* core);
 
 // Parses a request message received as raw bytes. INVALID_ARGUMENT naming the message type when

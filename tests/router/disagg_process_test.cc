@@ -35,7 +35,7 @@ struct Worker {
 };
 
 std::unique_ptr<Worker> start_worker(const std::string& role, const std::string& model,
-                                     std::vector<std::string> extra = {}) {
+                                     std::vector<std::string> extra = {}, int block_size = 4) {
     auto w = std::make_unique<Worker>();
     std::vector<std::string> args = {MOESERVE_BIN,       "serve",
                                      "--model",          fixture(model),
@@ -44,7 +44,7 @@ std::unique_ptr<Worker> start_worker(const std::string& role, const std::string&
                                      "--port",           "0",
                                      "--threads",        "1",
                                      "--kv-cache-bytes", std::to_string(8 << 20),
-                                     "--kv-block-size",  "4"};
+                                     "--kv-block-size",  std::to_string(block_size)};
     if (role != "aggregated") {
         args.insert(args.end(), {"--internal-port", "0", "--internal-secret", kSecret});
     }
@@ -337,7 +337,7 @@ TEST(DisaggRouting, WorkerOfAnotherModelOrBlockSizeIsRefused) {
     SKIP_WITHOUT_ROLES();
     auto p = start_worker("prefill", "qwen3_moe");
     ASSERT_TRUE(p);
-    auto d_other = start_worker("decode", "qwen3_moe", {"--kv-block-size", "8"});
+    auto d_other = start_worker("decode", "qwen3_moe", {}, 8);
     ASSERT_TRUE(d_other);
     {
         Process r({MOESERVE_BIN, "router", "--model", fixture("qwen3_moe"), "--prefill", p->internal_addr, "--decode",
