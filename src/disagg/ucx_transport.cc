@@ -4,14 +4,18 @@
 // cache's regions (one pool per layer and K/V, or per layer for MLA) once at start; the packed
 // rkeys and the worker address are what describe() sends. The decode side creates (and keeps)
 // one endpoint per prefill worker address, unpacks the rkeys per pull and issues one
-// ucp_get_nbx per (block, region), waiting after each block (so a cancel is seen between
-// blocks). A progress thread (sleeping on the worker's event fd) serves the transports that
-// need the target to progress (TCP emulates RMA with active messages; shared memory does not).
+// ucp_get_nbx per (block, region), waiting after every 16 blocks (so a cancel is seen between
+// batches). A progress thread (sleeping on the worker's event fd) serves the transports that
+// emulate RMA with active messages and need the target to progress (TCP, shared memory here).
+//
+// Endpoints use UCP_ERR_HANDLING_MODE_NONE: UCX 1.13 offers its shared-memory transports only
+// without peer-failure handling, and one machine is the case built here (with PEER mode every
+// transfer went over TCP loopback: 100x slower for small prompts). A dead peer is caught by the
+// 30 s per-batch timeout instead (UNAVAILABLE; the endpoint is then forgotten).
 //
 // Bounds: check_source() first; UCX itself checks nothing of a remote address against the
 // registered length, so every remote address is computed from checked ids and the announced
-// pool size. A peer that dies gives an error (UCP_ERR_HANDLING_MODE_PEER) or the 30 s per-block
-// timeout, never a hang; the endpoint is then closed and forgotten.
+// pool size.
 #include <poll.h>
 #include <ucp/api/ucp.h>
 #include <unistd.h>
@@ -29,6 +33,8 @@ namespace moe::disagg {
 namespace {
 
 constexpr std::chrono::seconds kBlockTimeout{30};
+// Gets in flight before waiting: enough to pipeline, few enough that a cancel is seen soon.
+constexpr size_t kBlocksPerWait = 16;
 constexpr size_t kMaxAddressBytes = 64 << 10;
 
 Status ucx_error(const std::string& what, ucs_status_t s) {
@@ -157,7 +163,7 @@ public:
         std::vector<void*> requests;
         Status result = ok_status();
         for (size_t i = 0; i < src_index.size() && result.ok(); ++i) {
-            if (cancelled.load()) {
+            if (i % kBlocksPerWait == 0 && cancelled.load()) {
                 result = Status(StatusCode::kCancelled, "KV pull cancelled");
                 break;
             }
@@ -173,9 +179,12 @@ public:
                 }
                 if (req != nullptr) requests.push_back(req);
             }
-            Status waited = wait_all(requests);
-            if (result.ok()) result = waited;
+            if ((i + 1) % kBlocksPerWait == 0 || i + 1 == src_index.size() || !result.ok()) {
+                Status waited = wait_all(requests);
+                if (result.ok()) result = waited;
+            }
         }
+        if (!requests.empty()) (void)wait_all(requests);
         release_keys();
         if (!result.ok() && result.code() != StatusCode::kCancelled) forget_endpoint(s.endpoint);
         return result;
@@ -191,13 +200,18 @@ private:
             while ((st = ucp_request_check_status(req)) == UCS_INPROGRESS) {
                 if (ucp_worker_progress(worker_) == 0 && std::chrono::steady_clock::now() > deadline) {
                     ucp_request_cancel(worker_, req);
-                    while ((st = ucp_request_check_status(req)) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+                    // NOTE: bounded: a transport that cannot cancel must not hang the import
+                    // thread (the request is then leaked with its endpoint, which is forgotten).
+                    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+                    while ((st = ucp_request_check_status(req)) == UCS_INPROGRESS &&
+                           std::chrono::steady_clock::now() < give_up)
+                        ucp_worker_progress(worker_);
                     if (result.ok()) result = unavailable("ucx get: no completion within 30 s (peer gone?)");
                     break;
                 }
             }
             if (st != UCS_OK && result.ok()) result = ucx_error("get", st);
-            ucp_request_free(req);
+            if (st != UCS_INPROGRESS) ucp_request_free(req);
         }
         requests.clear();
         return result;
@@ -210,7 +224,7 @@ private:
         ucp_ep_params_t ep{};
         ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
         ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
-        ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+        ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
         ucp_ep_h h = nullptr;
         const ucs_status_t st = ucp_ep_create(worker_, &ep, &h);
         if (st != UCS_OK) return ucx_error("ep_create to the prefill worker (kv.endpoint)", st);
@@ -238,14 +252,21 @@ private:
         ucp_request_free(req);
     }
 
+    // NOTE: the worker's event fd does not wake this thread for the active messages that
+    // emulate a peer's get over shared memory (UCX 1.13, seen here), so it keeps spinning while
+    // there is traffic and for 5 ms after, and otherwise sleeps at most 1 ms at a time.
     void progress_loop() {
+        auto last_work = std::chrono::steady_clock::now();
         while (!stop_.load()) {
-            while (ucp_worker_progress(worker_) != 0) {
+            if (ucp_worker_progress(worker_) != 0) {
+                last_work = std::chrono::steady_clock::now();
+                continue;
             }
+            if (std::chrono::steady_clock::now() - last_work < std::chrono::milliseconds(5)) continue;
             const ucs_status_t s = ucp_worker_arm(worker_);
             if (s == UCS_ERR_BUSY) continue;
             pollfd fds[2] = {{efd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
-            (void)poll(fds, 2, 100);
+            if (poll(fds, 2, 1) > 0) last_work = std::chrono::steady_clock::now();
         }
     }
 

@@ -66,6 +66,8 @@ struct ImportJob {
 struct ImportDone {
     SeqId seq = 0;
     Status status;
+    double seconds = 0;      // the pull and the acknowledgement
+    int64_t num_blocks = 0;  // pulled
 };
 
 struct Engine::Impl {
@@ -762,6 +764,7 @@ void Engine::Impl::hand_off(Active& a, const SampleResult& r) {
         live_handoffs.insert(h.handoff_id);
     }
     log::engine().debug("handoff {}: {} blocks leased for {} s", log_field(h.handoff_id), n_blocks, ev.lease_seconds);
+    refresh_snapshot();  // NOTE: before the sink: its caller may read load() as soon as it returns
     a.sink->on_handoff(std::move(ev));
     // The request is over here (no on_final); the sequence lives on in the lease.
     const std::string id = a.request_id;
@@ -875,6 +878,10 @@ void Engine::Impl::apply_imports_and_leases() {
             continue;
         }
         if (d.status.ok()) {
+            const int64_t bytes = d.num_blocks * cache->region_bytes() * cache->num_regions();
+            stats->on_kv_import(d.seconds, bytes);
+            log::engine().debug("request {}: {} KV blocks ({} bytes) pulled and acknowledged in {:.3f} ms",
+                                log_field(active[d.seq]->request_id), d.num_blocks, bytes, d.seconds * 1e3);
             executor->receive_done(d.seq);
         } else {
             log::engine().warn("request {}: KV import failed: {}", log_field(active[d.seq]->request_id),
@@ -913,6 +920,7 @@ void Engine::Impl::import_loop() {
             import_queue.pop_front();
         }
         Status status;
+        const auto t0 = Clock::now();
         // NOTE: a catch-all at a thread entry (house style): the transport's failure ends this
         // request, not the process.
         try {
@@ -938,7 +946,10 @@ void Engine::Impl::import_loop() {
         if (job.release_only) continue;
         {
             std::lock_guard<std::mutex> lock(mu);
-            imports_done.push_back(ImportDone{.seq = job.seq, .status = std::move(status)});
+            imports_done.push_back(ImportDone{.seq = job.seq,
+                                              .status = std::move(status),
+                                              .seconds = seconds(Clock::now() - t0),
+                                              .num_blocks = static_cast<int64_t>(job.dst.size())});
         }
         cv.notify_all();
     }

@@ -82,6 +82,15 @@ EngineMetrics::EngineMetrics(metrics::Registry& reg, const std::string& model_na
         finished_[r] =
             reason == FinishReason::kNone ? nullptr : &finished.labels({model_name, finished_reason_label(reason)});
     }
+    kv_imports_ = &reg.counter("moe:kv_imports_total",
+                               "Prompts whose KV was pulled from a prefill worker (disaggregated serving).", m)
+                       .labels(v);
+    kv_import_bytes_ =
+        &reg.counter("moe:kv_import_bytes_total", "Bytes of KV pulled from prefill workers.", m).labels(v);
+    kv_import_seconds_ =
+        &reg.histogram("moe:kv_import_seconds",
+                       "Wall time of one prompt's KV pull and its acknowledgement, in seconds.", kItlBuckets, m)
+             .labels(v);
     ttft_ = &reg.histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
                            kTtftBuckets, m)
                  .labels(v);

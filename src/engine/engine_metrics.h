@@ -34,6 +34,13 @@ public:
     // A request's end. queue_seconds < 0: it was never scheduled (not observed).
     void on_finish(FinishReason reason, double e2e_seconds, double queue_seconds, int64_t prompt_tokens,
                    int64_t generation_tokens);
+    // Disaggregation, decode side: one completed KV pull of a handed-off prompt (its blocks'
+    // bytes and the pull's wall time, acknowledgement included).
+    void on_kv_import(double seconds, int64_t bytes) {
+        kv_imports_->inc();
+        kv_import_bytes_->inc(static_cast<double>(bytes));
+        kv_import_seconds_->observe(seconds);
+    }
     // The scheduler's and the KV pool's state, after each step and each request's end.
     void on_load(int64_t running, int64_t waiting, int64_t kv_blocks_total, int64_t kv_blocks_free,
                  int64_t kv_blocks_cached);
@@ -59,6 +66,9 @@ private:
     metrics::Histogram* request_generation_tokens_;
     metrics::Histogram* step_seconds_;
     metrics::Histogram* step_tokens_;
+    metrics::Counter* kv_imports_;
+    metrics::Counter* kv_import_bytes_;
+    metrics::Histogram* kv_import_seconds_;
 };
 
 // The finished_reason label of vllm:request_success_total: vLLM's "stop", "length", "abort"

@@ -23,7 +23,6 @@ Status Scheduler::check_new(const NewRequest& r) const {
     if (kv_.blocks_for(n + r.max_tokens) > kv_.num_total_blocks())
         return invalid_argument("prompt + max_tokens needs " + std::to_string(kv_.blocks_for(n + r.max_tokens)) +
                                 " KV blocks, the whole cache holds " + std::to_string(kv_.num_total_blocks()));
-    if (seqs_.count(r.id)) return invalid_argument("sequence id " + std::to_string(r.id) + " already exists");
     return ok_status();
 }
 
@@ -31,6 +30,7 @@ Status Scheduler::add(NewRequest r) {
     MOE_RETURN_IF_ERROR(check_new(r));
     if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting)
         return resource_exhausted("waiting queue full (" + std::to_string(options_.max_waiting) + " requests)");
+    if (seqs_.count(r.id)) return invalid_argument("sequence id " + std::to_string(r.id) + " already exists");
     const int64_t n = static_cast<int64_t>(r.prompt.size());
     SequenceState st;
     st.id = r.id;
@@ -173,7 +173,7 @@ bool Scheduler::hold_for_handoff(SeqId id) {
 
 StatusOr<ReceivePlan> Scheduler::add_prefilled(NewRequest r, int32_t first_token) {
     MOE_RETURN_IF_ERROR(check_new(r));
-    if (r.max_tokens < 1) return invalid_argument("max_tokens must be >= 1");
+    if (seqs_.count(r.id)) return invalid_argument("sequence id " + std::to_string(r.id) + " already exists");
     SequenceState st;
     st.id = r.id;
     st.num_prompt = static_cast<int64_t>(r.prompt.size());

@@ -203,6 +203,13 @@ TEST_F(DisaggEngineTest, GreedyTokensEqualTransformersAndBothPoolsReturnToIdle) 
         EXPECT_TRUE(eventually([&] { return p_->load().handoffs == 0 && p_->load().kv_blocks_free == idle_p_; }));
         EXPECT_TRUE(eventually([&] { return d_->load().kv_blocks_free == idle_d_ && d_->load().receiving == 0; }));
     }
+    // Every pull is counted in the decode engine's metrics: 3 prompts of 9, 17, 30 tokens are
+    // 3 + 5 + 8 blocks of 4 tokens x 3 layers x (K, V) x 2 heads x 32 x f32.
+    const std::string text = metrics::render_text(d_->metrics());
+    EXPECT_NE(text.find("moe:kv_imports_total{model_name=\"moeserve\"} 3"), std::string::npos) << text;
+    EXPECT_NE(text.find("moe:kv_import_bytes_total{model_name=\"moeserve\"} " + std::to_string(16 * 6 * 1024)),
+              std::string::npos)
+        << text;
 }
 
 TEST_F(DisaggEngineTest, SameSeedGivesTheTokensOfAggregatedServing) {
@@ -277,7 +284,8 @@ TEST_F(DisaggEngineTest, TheDecodeSidesOwnPrefixCacheMeansFewerBlocksTravel) {
         EXPECT_EQ(sink->final_event().reason, FinishReason::kLength);
     }
     EXPECT_EQ(fourth.pulls.load(), 0);
-    EXPECT_EQ(fourth.releases.load(), 1);
+    // The acknowledgement runs on the import thread, after the request may have finished.
+    EXPECT_TRUE(eventually([&] { return fourth.releases.load() == 1; }));
     EXPECT_TRUE(eventually([&] { return p_->load().kv_blocks_free == idle_p_ && p_->load().handoffs == 0; }));
 }
 
@@ -307,7 +315,7 @@ TEST_F(DisaggEngineTest, CancelDuringTheTransferFreesBlocksOnBothSides) {
     EXPECT_TRUE(saw_cancel.load() || eventually([&] { return saw_cancel.load(); }));
     EXPECT_TRUE(eventually([&] { return d_->load().kv_blocks_free == idle_d_ && d_->load().receiving == 0; }));
     EXPECT_TRUE(eventually([&] { return p_->load().kv_blocks_free == idle_p_ && p_->load().handoffs == 0; }));
-    EXPECT_EQ(stats.releases.load(), 1);
+    EXPECT_TRUE(eventually([&] { return stats.releases.load() == 1; }));
     // Both keep serving.
     HandoffEvent again = prefill(greedy(ref.prompts[0], 4));
     ASSERT_FALSE(again.handoff_id.empty());
@@ -433,28 +441,45 @@ TEST_F(DisaggEngineTest, TheDecodeSideReplaysTheFirstTokenIntoTheText) {
 // A prefilled sequence preempted on the decode worker is recomputed there, with the same tokens.
 TEST_F(DisaggEngineTest, APreemptedPrefilledSequenceIsRecomputedOnTheDecodeSide) {
     const Reference ref = load_reference("qwen3_moe");
-    // D's cache: 14 blocks of 4 tokens; two sequences of 30 + 16 tokens cannot both finish there.
+    // D's cache: 16 blocks of 4 tokens. 17 + 24 and 30 + 24 tokens take 11 and 14 blocks: both
+    // prompts fit at once (5 + 8), both outputs do not, so one is preempted and recomputed.
     const int64_t per_block = 3 * 4 * 2 * 2 * 32 * 4;  // layers x block x (K,V) x kv heads x head_dim x f32
     p_ = make(*backend_p_, {.kv_cache_bytes = 4 << 20, .kv_block_size = 4});
-    d_ = make(*backend_d_, {.kv_cache_bytes = 14 * per_block, .kv_block_size = 4});
-    ASSERT_EQ(d_->load().kv_blocks_total, 14);
+    d_ = make(*backend_d_, {.kv_cache_bytes = 16 * per_block, .kv_block_size = 4});
+    auto aggregated = make(*backend_a_, {.kv_cache_bytes = 4 << 20, .kv_block_size = 4});
+    ASSERT_EQ(d_->load().kv_blocks_total, 16);
     auto tp = disagg::make_inproc_transport(p_->kv_cache(), "P-preempt");
     auto td = disagg::make_inproc_transport(d_->kv_cache(), "D-preempt");
     ASSERT_TRUE(tp.ok() && td.ok());
     tp_ = std::move(tp).value();
     td_ = std::move(td).value();
+    std::vector<HandoffEvent> events;
+    for (int i = 1; i <= 2; ++i) {
+        events.push_back(prefill(greedy(ref.prompts[static_cast<size_t>(i)], 24)));
+        ASSERT_FALSE(events.back().handoff_id.empty());
+    }
+    // The first pull waits until the second request is submitted, so both decode together.
+    std::atomic<bool> second_submitted{false};
     std::vector<std::shared_ptr<CollectSink>> sinks;
     for (int i = 0; i < 2; ++i) {
-        HandoffEvent ev = prefill(greedy(ref.prompts[i + 1], 16));
-        ASSERT_FALSE(ev.handoff_id.empty());
         sinks.push_back(std::make_shared<CollectSink>());
-        ASSERT_TRUE(decode(greedy(ref.prompts[i + 1], 16), ev, sinks.back()).ok());
+        std::function<void(const std::atomic<bool>&)> hold = nullptr;
+        if (i == 0) hold = [&](const std::atomic<bool>&) { eventually([&] { return second_submitted.load(); }); };
+        ASSERT_TRUE(decode(greedy(ref.prompts[static_cast<size_t>(i) + 1], 24), events[static_cast<size_t>(i)],
+                           sinks.back(), nullptr, nullptr, hold)
+                        .ok());
     }
+    second_submitted = true;
     for (int i = 0; i < 2; ++i) {
+        auto agg = std::make_shared<CollectSink>();
+        ASSERT_TRUE(aggregated->submit(greedy(ref.prompts[static_cast<size_t>(i) + 1], 24), agg).ok());
+        ASSERT_TRUE(agg->wait());
         ASSERT_TRUE(sinks[static_cast<size_t>(i)]->wait());
-        EXPECT_EQ(sinks[static_cast<size_t>(i)]->tokens(), ref.greedy[static_cast<size_t>(i) + 1]) << i;
+        EXPECT_EQ(sinks[static_cast<size_t>(i)]->tokens(), agg->tokens()) << i;
+        EXPECT_EQ(sinks[static_cast<size_t>(i)]->tokens().size(), 24u);
     }
     EXPECT_GT(d_->load().num_preemptions, 0);
+    EXPECT_TRUE(eventually([&] { return d_->load().kv_blocks_free == 16; }));
 }
 
 }  // namespace

@@ -373,5 +373,30 @@ TEST_F(DisaggProcessTest, ADecodeWorkerKilledMidStreamGivesUnavailableAndTheLeas
     EXPECT_TRUE(eventually([&] { return free_blocks(*p) == idle_p; }, 15s)) << pw.log();
 }
 
+// Misconfigurations fail the start with the flag named.
+TEST(DisaggServeFlags, ARoleNeedsAnInternalPortAndASecret) {
+    auto run = [](const std::string& args) {
+        const std::string cmd = "env -u MOE_INTERNAL_SECRET " + std::string(MOESERVE_BIN) + " serve --model " +
+                                fixture("qwen3_moe") + " --port 0 --threads 1 --kv-cache-bytes 1000000 " + args +
+                                " 2>&1";
+        FILE* p = popen(cmd.c_str(), "r");
+        std::string out;
+        std::array<char, 4096> buf;
+        size_t n;
+        while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+        const int status = pclose(p);
+        return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, out);
+    };
+    auto [rc, out] = run("--role prefill");
+    EXPECT_EQ(rc, 1) << out;
+    EXPECT_NE(out.find("--internal-port"), std::string::npos) << out;
+    std::tie(rc, out) = run("--role decode --internal-port 0");
+    EXPECT_EQ(rc, 1) << out;
+    EXPECT_NE(out.find("--internal-secret"), std::string::npos) << out;
+    std::tie(rc, out) = run("--role both --internal-port 0");
+    EXPECT_NE(rc, 0) << out;
+    EXPECT_NE(out.find("--role"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace moe

@@ -494,3 +494,87 @@ TEST(Scheduler, RandomSoak) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+// Disaggregation's phases, step by step (token diagrams as above):
+//   prefill side, seq 1 (6 tokens, handed off):  P6 -> kHandoff (held, not planned, not a victim)
+//   decode side, seq 5 (same prompt, prefilled):  kReceiving (invisible) -> receive_done -> D
+TEST(SchedulerDisagg, HandoffAndReceivingHoldBlocksOutsideTheQueues) {
+    KvBlockManager kv({.num_blocks = 8, .block_size = 4});
+    Scheduler s({.max_model_len = 64}, kv);
+    const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6};
+    ASSERT_TRUE(s.add({.id = 1, .prompt = prompt, .max_tokens = 1}).ok());
+    StepPlan plan = s.schedule();
+    ASSERT_EQ(plan.seqs.size(), 1u);
+    EXPECT_EQ(plan.seqs[0].num_tokens, 6);
+    EXPECT_TRUE(plan.seqs[0].samples);
+    const int32_t first = 42;
+    s.on_step_done(plan, std::vector<int32_t>{first});
+    EXPECT_TRUE(s.hold_for_handoff(1));
+    EXPECT_FALSE(s.hold_for_handoff(1));  // only from running
+    EXPECT_EQ(s.get(1)->phase, SeqPhase::kHandoff);
+    EXPECT_EQ(s.num_handoff(), 1u);
+    EXPECT_EQ(s.num_running(), 0u);
+    EXPECT_FALSE(s.has_work());
+    EXPECT_EQ(kv.block_table(1).size(), 2u);
+    EXPECT_TRUE(s.schedule().empty());  // never planned again
+    // A newcomer that needs more than what is free waits: the held blocks are no victim.
+    ASSERT_TRUE(s.add({.id = 2, .prompt = std::vector<int32_t>(25, 9), .max_tokens = 4}).ok());  // 7 blocks
+    plan = s.schedule();
+    EXPECT_TRUE(plan.empty());
+    EXPECT_TRUE(plan.preempted.empty());
+    EXPECT_EQ(kv.block_table(1).size(), 2u);
+    std::string why;
+    EXPECT_TRUE(kv.check_invariants(&why)) << why;
+    EXPECT_TRUE(s.finish(1));  // lease released
+    EXPECT_EQ(s.num_handoff(), 0u);
+    EXPECT_TRUE(s.finish(2));
+    EXPECT_EQ(kv.num_free_blocks(), 8);
+
+    // Decode side: the first full block of the prompt is in the prefix cache (seq 1 committed
+    // it), so only the partial second block must arrive.
+    StatusOr<ReceivePlan> rp = s.add_prefilled({.id = 5, .prompt = prompt, .max_tokens = 4}, first);
+    ASSERT_TRUE(rp.ok()) << rp.status().to_string();
+    EXPECT_EQ(rp->num_cached_tokens, 4);
+    EXPECT_EQ(rp->num_cached_blocks, 1);
+    ASSERT_EQ(rp->table.size(), 2u);
+    EXPECT_EQ(s.get(5)->phase, SeqPhase::kReceiving);
+    EXPECT_EQ(s.get(5)->tokens.size(), 7u);  // prompt + first token
+    EXPECT_EQ(s.num_receiving(), 1u);
+    EXPECT_EQ(kv.num_free_blocks(), 6);  // counted against admission
+    EXPECT_TRUE(s.schedule().empty());   // invisible to scheduling
+    EXPECT_TRUE(s.receive_done(5));
+    EXPECT_FALSE(s.receive_done(5));
+    EXPECT_EQ(s.num_receiving(), 0u);
+    plan = s.schedule();
+    ASSERT_EQ(plan.seqs.size(), 1u);
+    EXPECT_EQ(plan.seqs[0].start, 6);  // D: the first token's position
+    EXPECT_EQ(plan.seqs[0].num_tokens, 1);
+    EXPECT_TRUE(plan.seqs[0].samples);
+    s.on_step_done(plan, std::vector<int32_t>{7});
+    EXPECT_EQ(s.get(5)->num_output(), 2);
+    EXPECT_TRUE(kv.check_invariants(&why)) << why;
+
+    // No room: refused with RESOURCE_EXHAUSTED and nothing kept.
+    const int64_t free_before = kv.num_free_blocks();
+    StatusOr<ReceivePlan> full =
+        s.add_prefilled({.id = 6, .prompt = std::vector<int32_t>(27, 3), .max_tokens = 4}, 1);  // 7 of 6 free
+    EXPECT_EQ(full.status().code(), StatusCode::kResourceExhausted) << full.status().to_string();
+    EXPECT_EQ(s.get(6), nullptr);
+    EXPECT_EQ(kv.num_free_blocks(), free_before);
+    // The same argument checks as add().
+    EXPECT_EQ(s.add_prefilled({.id = 7, .prompt = {}, .max_tokens = 4}, 1).status().code(),
+              StatusCode::kInvalidArgument);
+    EXPECT_EQ(s.add_prefilled({.id = 5, .prompt = prompt, .max_tokens = 4}, 1).status().code(),
+              StatusCode::kInvalidArgument);  // id in use
+    // Abandoned while receiving: finish() frees.
+    ASSERT_TRUE(s.add_prefilled({.id = 8, .prompt = {5, 5, 5}, .max_tokens = 2}, 1).ok());
+    EXPECT_TRUE(s.finish(8));
+    EXPECT_EQ(s.num_receiving(), 0u);
+    EXPECT_TRUE(kv.check_invariants(&why)) << why;
+}
+
+}  // namespace
+}  // namespace moe
