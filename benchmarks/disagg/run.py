@@ -182,14 +182,14 @@ def main():
                           "loadavg_1m_before": load0, "loadavg_1m_after": os.getloadavg()[0], **summ}
                     if kind == "disagg":
                         after = metrics_text(a, s[2])
-                        for m in ("moe:kv_transfer_bytes_total", "moe:kv_transfer_seconds_total",
-                                  "moe:kv_transfers_total"):
+                        # The decode worker's KV import metrics (src/engine/engine_metrics.h).
+                        for m in ("moe:kv_import_bytes_total", "moe:kv_import_seconds_sum", "moe:kv_imports_total"):
                             b0, b1 = metric_sum(before, m), metric_sum(after, m)
                             pt[m] = None if b1 is None else b1 - (b0 or 0.0)
-                        n = pt.get("moe:kv_transfers_total") or 0
+                        n = pt.get("moe:kv_imports_total") or 0
                         if n:
-                            pt["kv_bytes_per_request"] = pt["moe:kv_transfer_bytes_total"] / n
-                            pt["kv_seconds_per_request"] = pt["moe:kv_transfer_seconds_total"] / n
+                            pt["kv_bytes_per_request"] = pt["moe:kv_import_bytes_total"] / n
+                            pt["kv_seconds_per_request"] = pt["moe:kv_import_seconds_sum"] / n
                             if summ.get("ttft_p50_seconds"):
                                 pt["kv_share_of_ttft_p50"] = pt["kv_seconds_per_request"] / summ["ttft_p50_seconds"]
                     points.append(pt)

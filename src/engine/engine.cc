@@ -80,11 +80,6 @@ struct Engine::Impl {
     std::unique_ptr<Scheduler> scheduler;
     std::unique_ptr<Executor> executor;    // owns every running sequence's sampler
     std::unique_ptr<EngineMetrics> stats;  // recorded on the engine thread (engine_metrics.h)
-    // Decode side of a handoff: KV pulled from prefill workers (the import thread records them).
-    metrics::Counter* kv_pull_bytes = nullptr;
-    metrics::Counter* kv_pull_seconds = nullptr;
-    metrics::Counter* kv_pulls = nullptr;
-    int64_t kv_bytes_per_block = 0;
 
     // ---- shared with other threads (guarded by mu)
     mutable std::mutex mu;
@@ -194,19 +189,6 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<MoeTransformer>
     impl->max_model_len = max_len;
     if (!impl->options.metrics) impl->options.metrics = std::make_shared<metrics::Registry>();
     impl->stats = std::make_unique<EngineMetrics>(*impl->options.metrics, options.metrics_model_name, max_len);
-    {
-        auto& reg = *impl->options.metrics;
-        const std::vector<std::string> m = {"model_name"}, v = {options.metrics_model_name};
-        impl->kv_pull_bytes =
-            &reg.counter("moe:kv_transfer_bytes_total", "KV bytes pulled from prefill workers (decode role).", m)
-                 .labels(v);
-        impl->kv_pull_seconds =
-            &reg.counter("moe:kv_transfer_seconds_total", "Seconds spent pulling KV from prefill workers.", m)
-                 .labels(v);
-        impl->kv_pulls =
-            &reg.counter("moe:kv_transfers_total", "KV pulls from prefill workers that completed.", m).labels(v);
-        impl->kv_bytes_per_block = KvCache::bytes_per_block(c, options.kv_block_size, options.kv_dtype);
-    }
 
     const int64_t per_block = KvCache::bytes_per_block(c, options.kv_block_size, options.kv_dtype);
     int64_t budget = options.kv_cache_bytes;
@@ -925,14 +907,8 @@ void Engine::Impl::import_loop() {
         // request, not the process.
         try {
             if (!job.release_only) {
-                const auto t0 = std::chrono::steady_clock::now();
                 status = job.cancelled->load() ? Status(StatusCode::kCancelled, "cancelled before the KV pull")
                                                : job.pull(job.src_index, job.dst, *job.cancelled);
-                if (status.ok() && kv_pulls != nullptr) {
-                    kv_pull_seconds->inc(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-                    kv_pull_bytes->inc(static_cast<double>(job.dst.size()) * static_cast<double>(kv_bytes_per_block));
-                    kv_pulls->inc();
-                }
             }
             Status released = job.release ? job.release() : ok_status();
             if (status.ok() && !released.ok() && !job.release_only)

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -45,16 +46,17 @@ std::unique_ptr<Worker> start_worker(const std::string& role, const std::string&
                                      "--threads",        "1",
                                      "--kv-cache-bytes", std::to_string(8 << 20),
                                      "--kv-block-size",  std::to_string(block_size)};
-    if (role != "aggregated") {
-        args.insert(args.end(), {"--internal-port", "0", "--internal-secret", kSecret});
-    }
+    const bool internal =
+        role != "aggregated" || std::find(extra.begin(), extra.end(), "--internal-port") != extra.end();
+    if (role != "aggregated") args.insert(args.end(), {"--internal-port", "0"});
+    if (internal) args.insert(args.end(), {"--internal-secret", kSecret});
     args.insert(args.end(), extra.begin(), extra.end());
     w->proc = std::make_unique<Process>(args);
     auto pub = w->proc->wait_for(R"(moeserve listening on (\S+))", kStartTimeout);
     EXPECT_TRUE(pub) << "no listening line from the " << role << " worker:\n" << w->proc->output();
     if (!pub) return nullptr;
     w->public_addr = *pub;
-    if (role != "aggregated") {
+    if (internal) {
         auto internal = w->proc->wait_for(R"(internal[^\n]*listening on (\S+))", kStartTimeout);
         EXPECT_TRUE(internal) << "no internal listening line from the " << role << " worker:\n" << w->proc->output();
         if (!internal) return nullptr;
@@ -79,12 +81,18 @@ std::string join(const std::vector<Worker*>& ws) {
     return s;
 }
 
+// Aggregated workers (--workers) when `decode` is empty.
 std::unique_ptr<RouterProc> start_router(const std::string& model, const std::vector<Worker*>& prefill,
                                          const std::vector<Worker*>& decode) {
     auto r = std::make_unique<RouterProc>();
-    r->proc = std::make_unique<Process>(std::vector<std::string>{
-        MOESERVE_BIN, "router", "--model", fixture(model), "--prefill", join(prefill), "--decode", join(decode),
-        "--host", "127.0.0.1", "--port", "0", "--internal-secret", kSecret, "--connect-timeout", "120"});
+    std::vector<std::string> args = {MOESERVE_BIN, "router", "--model", fixture(model)};
+    if (decode.empty())
+        args.insert(args.end(), {"--workers", join(prefill)});
+    else
+        args.insert(args.end(), {"--prefill", join(prefill), "--decode", join(decode)});
+    args.insert(args.end(),
+                {"--host", "127.0.0.1", "--port", "0", "--internal-secret", kSecret, "--connect-timeout", "120"});
+    r->proc = std::make_unique<Process>(args);
     auto a = r->proc->wait_for(R"(moeserve router listening on (\S+))", kStartTimeout);
     EXPECT_TRUE(a) << "router did not start:\n" << r->proc->output();
     if (!a) return nullptr;
@@ -309,6 +317,31 @@ TEST(DisaggRouting, CachedPrefixGoesToTheWorkerHoldingIt) {
     // Another prompt goes to p0 (the tie).
     ASSERT_TRUE(generate(*r->inference, request_of({3, 1, 4, 1, 5, 9, 2, 6}, 3)).status.ok());
     EXPECT_GT(load_of(*p0->control).num_steps(), steps0);
+}
+
+TEST(DisaggRouting, AggregatedWorkersBehindTheRouter) {
+    SKIP_WITHOUT_ROLES();
+    auto a0 = start_worker("aggregated", "qwen3_moe", {"--internal-port", "0"});
+    ASSERT_TRUE(a0);
+    auto a1 = start_worker("aggregated", "qwen3_moe", {"--internal-port", "0"});
+    ASSERT_TRUE(a1);
+    auto r = start_router("qwen3_moe", {a0.get(), a1.get()}, {});
+    ASSERT_TRUE(r);
+    const Outcome direct = generate(*a1->inference, request_of(kPrompt, 6));
+    ASSERT_TRUE(direct.status.ok()) << direct.status.error_message();
+    // a1 holds the prompt's prefix now: the router sends the prompt there.
+    const int64_t steps0 = load_of(*a0->control).num_steps();
+    const Outcome o = generate(*r->inference, request_of(kPrompt, 6));
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message() << "\n" << r->proc->output();
+    EXPECT_EQ(o.tokens, direct.tokens);
+    EXPECT_GT(o.cached_prompt_tokens, 0);
+    EXPECT_EQ(load_of(*a0->control).num_steps(), steps0);
+    // The router's GetLoad lists both workers.
+    const v1::Load l = load_of(*r->control);
+    ASSERT_EQ(l.workers_size(), 2);
+    EXPECT_EQ(l.workers(0).role(), "aggregated");
+    EXPECT_TRUE(l.workers(0).healthy());
+    EXPECT_EQ(l.kv_blocks_total(), l.workers(0).load().kv_blocks_total() + l.workers(1).load().kv_blocks_total());
 }
 
 TEST(DisaggRouting, KilledPrefillWorkerIsRetriedElsewhere) {
