@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -288,6 +290,30 @@ TEST_F(Disagg, CancelDuringTheHandoffLeavesBothWorkersIdle) {
     EXPECT_EQ(load_of(*d_->control).kv_blocks_free(), d0.kv_blocks_free());
     // And the pair still serves.
     EXPECT_TRUE(generate(*r_->inference, request_of(kPrompt, 4)).status.ok());
+}
+
+// `moeserve bench` through the router: Poisson arrivals, and goodput under an SLO that every
+// request meets and one that none can.
+TEST_F(Disagg, BenchReportsGoodputUnderAnSlo) {
+    const std::string out = ::testing::TempDir() + "router_bench_" + std::to_string(getpid()) + ".json";
+    auto run_bench = [&](const std::string& slo_ttft) {
+        Process b({MOESERVE_BIN,  "bench", "--server",     r_->addr, "--num-requests", "4", "--request-rate", "20",
+                   "--input-len", "8",     "--output-len", "4",      "--seed",         "3", "--slo-ttft",     slo_ttft,
+                   "--slo-itl",   "60",    "--output",     out});
+        EXPECT_EQ(b.wait_exit(kStartTimeout), 0) << b.output();
+        std::ifstream in(out);
+        return nlohmann::json::parse(in);
+    };
+    nlohmann::json all = run_bench("60");
+    EXPECT_EQ(all["summary"]["completed"], 4);
+    EXPECT_EQ(all["summary"]["slo_met"], 4);
+    EXPECT_NEAR(all["summary"]["goodput_requests_per_second"].get<double>(),
+                all["summary"]["request_throughput"].get<double>(), 1e-9);
+    nlohmann::json none = run_bench("0.000000001");
+    EXPECT_EQ(none["summary"]["slo_met"], 0);
+    EXPECT_EQ(none["summary"]["goodput_requests_per_second"].get<double>(), 0.0);
+    EXPECT_EQ(none["config"]["slo_ttft"].get<double>(), 1e-9);
+    std::remove(out.c_str());
 }
 
 TEST(DisaggRouting, CachedPrefixGoesToTheWorkerHoldingIt) {
