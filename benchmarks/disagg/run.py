@@ -9,7 +9,9 @@ point so that load from other work on the machine falls on both:
 
   disagg  `moeserve serve --role prefill` pinned to core 0 (--threads 1), `--role decode` pinned
           to core 1 (--threads 1), `moeserve router` in front (unpinned: it only relays);
-  agg     one `moeserve serve` pinned to cores 0,1 (--threads 2).
+  agg     one `moeserve serve` pinned to cores 0,1 (--threads 2);
+  agg1t   the same with --threads 1 (a reference: how much of a difference is the 2-thread pool
+          on a loaded 2-core machine rather than disaggregation).
 
 At every (rate, prompt length): `moeserve bench` with Poisson arrivals at that rate, fixed
 output length, --slo-ttft / --slo-itl; TTFT and inter-token latency p50/p99 and goodput (requests
@@ -95,8 +97,8 @@ def serve_cmd(a, model, cores, threads, role=None):
 
 def start_setup(a, model, kind):
     procs = []
-    if kind == "agg":
-        w = Proc(serve_cmd(a, model, "0,1", 2), "aggregated", {"addr": r"moeserve listening on (\S+)"})
+    if kind in ("agg", "agg1t"):
+        w = Proc(serve_cmd(a, model, "0,1", 2 if kind == "agg" else 1), kind, {"addr": r"moeserve listening on (\S+)"})
         return [w], w.found["addr"]
     pats = {"addr": r"moeserve listening on (\S+)", "internal": r"internal[^\n]*listening on (\S+)"}
     p = Proc(serve_cmd(a, model, "0", 1, "prefill"), "prefill", pats)
@@ -148,6 +150,9 @@ def main():
     ap.add_argument("--num-requests", type=int, default=16)
     ap.add_argument("--slo-ttft", type=float, default=1.0)
     ap.add_argument("--slo-itl", type=float, default=0.05)
+    ap.add_argument("--setups", default="agg,disagg,agg1t",
+                    help="agg: 1 worker, 2 threads on cores 0,1; disagg: prefill on core 0 + decode on core 1 + "
+                         "router; agg1t: 1 worker, 1 thread, cores 0,1 (tells thread-pool contention apart)")
     ap.add_argument("--kv-cache-bytes", type=int, default=64 << 20)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results.json"))
     a = ap.parse_args()
@@ -159,7 +164,8 @@ def main():
     lens = [int(x) for x in a.input_lens.split(",")]
     setups = {}
     try:
-        for kind in ("agg", "disagg"):
+        kinds = a.setups.split(",")
+        for kind in kinds:
             setups[kind] = start_setup(a, model, kind)
         # Warm-up requests on each (first touch of the weights), not recorded.
         for kind, s in setups.items():
@@ -167,7 +173,7 @@ def main():
         seed = 1
         for input_len in lens:
             for rate in rates:
-                for kind in (("agg", "disagg") if seed % 2 else ("disagg", "agg")):
+                for kind in (kinds if seed % 2 else list(reversed(kinds))):
                     s = setups[kind]
                     before = metrics_text(a, s[2]) if kind == "disagg" else ""
                     load0 = os.getloadavg()[0]
@@ -176,14 +182,14 @@ def main():
                           "loadavg_1m_before": load0, "loadavg_1m_after": os.getloadavg()[0], **summ}
                     if kind == "disagg":
                         after = metrics_text(a, s[2])
-                        for m in ("moe:kv_transfer_bytes_total", "moe:kv_transfer_seconds_total",
-                                  "moe:kv_transfers_total"):
+                        # The decode worker's KV import metrics (src/engine/engine_metrics.h).
+                        for m in ("moe:kv_import_bytes_total", "moe:kv_import_seconds_sum", "moe:kv_imports_total"):
                             b0, b1 = metric_sum(before, m), metric_sum(after, m)
                             pt[m] = None if b1 is None else b1 - (b0 or 0.0)
-                        n = pt.get("moe:kv_transfers_total") or 0
+                        n = pt.get("moe:kv_imports_total") or 0
                         if n:
-                            pt["kv_bytes_per_request"] = pt["moe:kv_transfer_bytes_total"] / n
-                            pt["kv_seconds_per_request"] = pt["moe:kv_transfer_seconds_total"] / n
+                            pt["kv_bytes_per_request"] = pt["moe:kv_import_bytes_total"] / n
+                            pt["kv_seconds_per_request"] = pt["moe:kv_import_seconds_sum"] / n
                             if summ.get("ttft_p50_seconds"):
                                 pt["kv_share_of_ttft_p50"] = pt["kv_seconds_per_request"] / summ["ttft_p50_seconds"]
                     points.append(pt)
@@ -220,7 +226,7 @@ def plot(result, path):
         for col, (key, label) in enumerate([("ttft", "TTFT (s)"), ("itl", "inter-token latency (s)"),
                                             ("goodput_requests_per_second", "goodput (req/s)")]):
             ax = axes[row][col]
-            for kind, style in (("agg", "o-"), ("disagg", "s--")):
+            for kind, style in (("agg", "o-"), ("disagg", "s--"), ("agg1t", "^:")):
                 sel = sorted((p for p in pts if p["setup"] == kind and p["input_len"] == L), key=lambda p: p["rate"])
                 xs = [p["rate"] for p in sel]
                 if key == "goodput_requests_per_second":

@@ -323,6 +323,9 @@ Status serve(const ServeFlags& f, EpGroup& group) {
         so.worker.lease = std::chrono::milliseconds(static_cast<int64_t>(f.handoff_lease_seconds * 1000));
         so.worker.architecture = model->config().model_type;
         MOE_ASSIGN_OR_RETURN(so.worker.weights_fingerprint, weights_fingerprint(f.model));
+        // Prefix-cache events for the router (moe.v1.WorkerEvents, beside moe.v1.Worker).
+        eo.kv_events = std::make_shared<KvEventHub>();
+        so.worker.kv_events = eo.kv_events;
     }
     std::string line;
     for (const auto& [k, v] : so.config) line += (line.empty() ? "" : " ") + k + "=" + v;

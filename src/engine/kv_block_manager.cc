@@ -141,12 +141,6 @@ std::span<const int32_t> KvBlockManager::block_table(SeqId seq) const {
     return it->second.table;
 }
 
-std::span<const Sha256Digest> KvBlockManager::block_hashes(SeqId seq) const {
-    auto it = seqs_.find(seq);
-    if (it == seqs_.end()) return {};
-    return it->second.hashes;
-}
-
 void KvBlockManager::note_event(const Sha256Digest& h, bool stored) {
     if (!record_events_) return;
     auto [it, inserted] = pending_events_.try_emplace(h, stored);
@@ -171,6 +165,12 @@ std::vector<Sha256Digest> KvBlockManager::cached_hashes() const {
     out.reserve(index_.size());
     for (const auto& [h, id] : index_) out.push_back(h);
     return out;
+}
+
+std::span<const Sha256Digest> KvBlockManager::block_hashes(SeqId seq) const {
+    auto it = seqs_.find(seq);
+    if (it == seqs_.end()) return {};
+    return it->second.hashes;
 }
 
 bool KvBlockManager::is_cached(int32_t block) const {

@@ -106,27 +106,16 @@ struct Router::Impl {
 namespace {
 
 // Writes the response of a request that ended at its first token on the prefill worker.
-bool write_finished_at_first(const v1::PrefillResult& r, const std::string& client_id, const Tokenizer* tokenizer,
-                             const GenerateParams& p, grpc::ServerWriter<v1::GenerateResponse>* writer) {
+bool write_finished_at_first(const v1::PrefillResult& r, const std::string& client_id,
+                             grpc::ServerWriter<v1::GenerateResponse>* writer) {
     if (r.has_first_token()) {
         v1::GenerateResponse d;
         d.set_request_id(client_id);
         v1::Delta* delta = d.mutable_delta();
         delta->add_token_ids(r.first_token().token_id());
         *delta->add_tokens() = r.first_token();
-        if (tokenizer) {
-            IncrementalDetokenizer detok(*tokenizer, p.skip_special_tokens, p.prompt_ids);
-            std::string text;
-            if (auto t = detok.push(r.first_token().token_id()); t.ok()) text += *t;
-            if (auto t = detok.finish(); t.ok()) text += *t;
-            // A stop string is withheld from the text, as the engine does.
-            if (r.final().has_matched_stop()) {
-                const size_t at = text.find(r.final().matched_stop());
-                if (at != std::string::npos) text.resize(at);
-            }
-            if (r.final().has_matched_token_id() && p.skip_special_tokens) text.clear();
-            delta->set_text(text);
-        }
+        // The prefill worker detokenized it (stop strings withheld): one side owns the text.
+        delta->set_text(r.text());
         if (!writer->Write(d)) return false;
     }
     v1::GenerateResponse f;
@@ -209,7 +198,7 @@ grpc::Status Router::Impl::generate_disaggregated(grpc::ServerContext* ctx, v1::
     }
     if (pw == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill failed on every prefill worker");
     if (result.finished()) {
-        if (!write_finished_at_first(result, client_id, tokenizer.get(), p, writer))
+        if (!write_finished_at_first(result, client_id, writer))
             return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
         return grpc::Status::OK;
     }

@@ -12,6 +12,7 @@
 #include "core/logging.h"
 #include "server/auth.h"
 #include "server/server_core.h"
+#include "server/worker_events_service.h"
 
 namespace moe::server {
 
@@ -150,6 +151,10 @@ StatusOr<std::unique_ptr<Server>> Server::start(Engine& engine, ServerOptions op
         if (core.options.keepalive_time.count() > 0)
             internal.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms(core.options.keepalive_time));
         internal.RegisterService(core.worker.get());
+        if (w.kv_events) {
+            core.worker_events = make_worker_events_service(w.kv_events, w.secret);
+            internal.RegisterService(core.worker_events.get());
+        }
         core.internal_server = internal.BuildAndStart();
         if (!core.internal_server || core.internal_port == 0) {
             core.grpc_server->Shutdown();
@@ -240,6 +245,8 @@ void Server::shutdown(std::chrono::milliseconds grace) {
     while (core_->live_streams.load() > 0 && std::chrono::steady_clock::now() < streams_deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     core_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    // Open WorkerEvents streams end now rather than at the deadline.
+    if (core_->options.worker.kv_events) core_->options.worker.kv_events->close();
     if (core_->internal_server)
         core_->internal_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     logger.info("server stopped");

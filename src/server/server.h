@@ -86,6 +86,9 @@ struct ServerOptions {
         // The ModelSignature's identity fields (the rest comes from the engine).
         std::string architecture;
         std::string weights_fingerprint;
+        // The engine's prefix-cache events (EngineOptions::kv_events): served as
+        // moe.v1.WorkerEvents on the internal port when set; closed at shutdown.
+        std::shared_ptr<KvEventHub> kv_events;
     };
     WorkerOptions worker;
 };

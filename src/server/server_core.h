@@ -57,6 +57,7 @@ struct Server::Core {
     int bound_port = 0;
     // Disaggregated serving: moe.v1.Worker on its own server (the internal port).
     std::unique_ptr<grpc::Service> worker;
+    std::unique_ptr<grpc::Service> worker_events;  // moe.v1.WorkerEvents, beside it
     std::unique_ptr<grpc::Server> internal_server;
     int internal_port = 0;
 

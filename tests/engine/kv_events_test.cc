@@ -24,7 +24,7 @@ std::set<Sha256Digest> as_set(const std::vector<Sha256Digest>& v) {
 }
 
 // Applies a batch to a receiver's view, as the router does.
-void apply(std::set<Sha256Digest>& view, const KvEventBatch& b) {
+void apply_batch(std::set<Sha256Digest>& view, const KvEventBatch& b) {
     if (b.reset) view.clear();
     for (const auto& h : b.stored) view.insert(h);
     for (const auto& h : b.evicted) view.erase(h);
@@ -113,11 +113,11 @@ TEST(KvEvents, ReceiverViewMatchesTheIndexUnderRandomWork) {
         }
         if (step % 5 == 0) hub->publish(kv.take_events(), KvLoadInfo{.kv_blocks_free = kv.num_free_blocks()});
         KvEventBatch b;
-        while (sub->try_next(&b)) apply(view, b);
+        while (sub->try_next(&b)) apply_batch(view, b);
     }
     hub->publish(kv.take_events(), KvLoadInfo{.kv_blocks_free = -1});
     KvEventBatch b;
-    while (sub->try_next(&b)) apply(view, b);
+    while (sub->try_next(&b)) apply_batch(view, b);
     EXPECT_EQ(view, as_set(kv.cached_hashes()));
     EXPECT_EQ(hub->num_cached(), kv.num_cached_blocks());
 }

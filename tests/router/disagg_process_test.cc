@@ -4,8 +4,11 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -35,7 +38,7 @@ struct Worker {
 };
 
 std::unique_ptr<Worker> start_worker(const std::string& role, const std::string& model,
-                                     std::vector<std::string> extra = {}) {
+                                     std::vector<std::string> extra = {}, int block_size = 4) {
     auto w = std::make_unique<Worker>();
     std::vector<std::string> args = {MOESERVE_BIN,       "serve",
                                      "--model",          fixture(model),
@@ -44,17 +47,18 @@ std::unique_ptr<Worker> start_worker(const std::string& role, const std::string&
                                      "--port",           "0",
                                      "--threads",        "1",
                                      "--kv-cache-bytes", std::to_string(8 << 20),
-                                     "--kv-block-size",  "4"};
-    if (role != "aggregated") {
-        args.insert(args.end(), {"--internal-port", "0", "--internal-secret", kSecret});
-    }
+                                     "--kv-block-size",  std::to_string(block_size)};
+    const bool internal =
+        role != "aggregated" || std::find(extra.begin(), extra.end(), "--internal-port") != extra.end();
+    if (role != "aggregated") args.insert(args.end(), {"--internal-port", "0"});
+    if (internal) args.insert(args.end(), {"--internal-secret", kSecret});
     args.insert(args.end(), extra.begin(), extra.end());
     w->proc = std::make_unique<Process>(args);
     auto pub = w->proc->wait_for(R"(moeserve listening on (\S+))", kStartTimeout);
     EXPECT_TRUE(pub) << "no listening line from the " << role << " worker:\n" << w->proc->output();
     if (!pub) return nullptr;
     w->public_addr = *pub;
-    if (role != "aggregated") {
+    if (internal) {
         auto internal = w->proc->wait_for(R"(internal[^\n]*listening on (\S+))", kStartTimeout);
         EXPECT_TRUE(internal) << "no internal listening line from the " << role << " worker:\n" << w->proc->output();
         if (!internal) return nullptr;
@@ -79,12 +83,18 @@ std::string join(const std::vector<Worker*>& ws) {
     return s;
 }
 
+// Aggregated workers (--workers) when `decode` is empty.
 std::unique_ptr<RouterProc> start_router(const std::string& model, const std::vector<Worker*>& prefill,
                                          const std::vector<Worker*>& decode) {
     auto r = std::make_unique<RouterProc>();
-    r->proc = std::make_unique<Process>(std::vector<std::string>{
-        MOESERVE_BIN, "router", "--model", fixture(model), "--prefill", join(prefill), "--decode", join(decode),
-        "--host", "127.0.0.1", "--port", "0", "--internal-secret", kSecret, "--connect-timeout", "120"});
+    std::vector<std::string> args = {MOESERVE_BIN, "router", "--model", fixture(model)};
+    if (decode.empty())
+        args.insert(args.end(), {"--workers", join(prefill)});
+    else
+        args.insert(args.end(), {"--prefill", join(prefill), "--decode", join(decode)});
+    args.insert(args.end(),
+                {"--host", "127.0.0.1", "--port", "0", "--internal-secret", kSecret, "--connect-timeout", "120"});
+    r->proc = std::make_unique<Process>(args);
     auto a = r->proc->wait_for(R"(moeserve router listening on (\S+))", kStartTimeout);
     EXPECT_TRUE(a) << "router did not start:\n" << r->proc->output();
     if (!a) return nullptr;
@@ -282,6 +292,30 @@ TEST_F(Disagg, CancelDuringTheHandoffLeavesBothWorkersIdle) {
     EXPECT_TRUE(generate(*r_->inference, request_of(kPrompt, 4)).status.ok());
 }
 
+// `moeserve bench` through the router: Poisson arrivals, and goodput under an SLO that every
+// request meets and one that none can.
+TEST_F(Disagg, BenchReportsGoodputUnderAnSlo) {
+    const std::string out = ::testing::TempDir() + "router_bench_" + std::to_string(getpid()) + ".json";
+    auto run_bench = [&](const std::string& slo_ttft) {
+        Process b({MOESERVE_BIN,  "bench", "--server",     r_->addr, "--num-requests", "4", "--request-rate", "20",
+                   "--input-len", "8",     "--output-len", "4",      "--seed",         "3", "--slo-ttft",     slo_ttft,
+                   "--slo-itl",   "60",    "--output",     out});
+        EXPECT_EQ(b.wait_exit(kStartTimeout), 0) << b.output();
+        std::ifstream in(out);
+        return nlohmann::json::parse(in);
+    };
+    nlohmann::json all = run_bench("60");
+    EXPECT_EQ(all["summary"]["completed"], 4);
+    EXPECT_EQ(all["summary"]["slo_met"], 4);
+    EXPECT_NEAR(all["summary"]["goodput_requests_per_second"].get<double>(),
+                all["summary"]["request_throughput"].get<double>(), 1e-9);
+    nlohmann::json none = run_bench("0.000000001");
+    EXPECT_EQ(none["summary"]["slo_met"], 0);
+    EXPECT_EQ(none["summary"]["goodput_requests_per_second"].get<double>(), 0.0);
+    EXPECT_EQ(none["config"]["slo_ttft"].get<double>(), 1e-9);
+    std::remove(out.c_str());
+}
+
 TEST(DisaggRouting, CachedPrefixGoesToTheWorkerHoldingIt) {
     SKIP_WITHOUT_ROLES();
     auto p0 = start_worker("prefill", "qwen3_moe");
@@ -311,6 +345,31 @@ TEST(DisaggRouting, CachedPrefixGoesToTheWorkerHoldingIt) {
     EXPECT_GT(load_of(*p0->control).num_steps(), steps0);
 }
 
+TEST(DisaggRouting, AggregatedWorkersBehindTheRouter) {
+    SKIP_WITHOUT_ROLES();
+    auto a0 = start_worker("aggregated", "qwen3_moe", {"--internal-port", "0"});
+    ASSERT_TRUE(a0);
+    auto a1 = start_worker("aggregated", "qwen3_moe", {"--internal-port", "0"});
+    ASSERT_TRUE(a1);
+    auto r = start_router("qwen3_moe", {a0.get(), a1.get()}, {});
+    ASSERT_TRUE(r);
+    const Outcome direct = generate(*a1->inference, request_of(kPrompt, 6));
+    ASSERT_TRUE(direct.status.ok()) << direct.status.error_message();
+    // a1 holds the prompt's prefix now: the router sends the prompt there.
+    const int64_t steps0 = load_of(*a0->control).num_steps();
+    const Outcome o = generate(*r->inference, request_of(kPrompt, 6));
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message() << "\n" << r->proc->output();
+    EXPECT_EQ(o.tokens, direct.tokens);
+    EXPECT_GT(o.cached_prompt_tokens, 0);
+    EXPECT_EQ(load_of(*a0->control).num_steps(), steps0);
+    // The router's GetLoad lists both workers.
+    const v1::Load l = load_of(*r->control);
+    ASSERT_EQ(l.workers_size(), 2);
+    EXPECT_EQ(l.workers(0).role(), "aggregated");
+    EXPECT_TRUE(l.workers(0).healthy());
+    EXPECT_EQ(l.kv_blocks_total(), l.workers(0).load().kv_blocks_total() + l.workers(1).load().kv_blocks_total());
+}
+
 TEST(DisaggRouting, KilledPrefillWorkerIsRetriedElsewhere) {
     SKIP_WITHOUT_ROLES();
     auto p0 = start_worker("prefill", "qwen3_moe");
@@ -337,7 +396,7 @@ TEST(DisaggRouting, WorkerOfAnotherModelOrBlockSizeIsRefused) {
     SKIP_WITHOUT_ROLES();
     auto p = start_worker("prefill", "qwen3_moe");
     ASSERT_TRUE(p);
-    auto d_other = start_worker("decode", "qwen3_moe", {"--kv-block-size", "8"});
+    auto d_other = start_worker("decode", "qwen3_moe", {}, 8);
     ASSERT_TRUE(d_other);
     {
         Process r({MOESERVE_BIN, "router", "--model", fixture("qwen3_moe"), "--prefill", p->internal_addr, "--decode",

@@ -29,6 +29,7 @@ public:
         if (pid_ == 0) {
             dup2(out[1], STDOUT_FILENO);
             dup2(out[1], STDERR_FILENO);
+            setenv("OMP_NUM_THREADS", "1", 1);  // the tests pin --threads 1; no OpenMP pool beside it
             std::vector<char*> argv;
             for (auto& a : args_) argv.push_back(a.data());
             argv.push_back(nullptr);

@@ -227,6 +227,25 @@ TEST(RouterFake, ClientCancelReachesTheDecodeWorker) {
     EXPECT_EQ(p.released.size(), 1u);
 }
 
+TEST(RouterFake, ClientDeadlineReachesTheWorkers) {
+    auto c = Cluster::start(1, 1);
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    FakeWorker& d = *(*c)->decode[0];
+    d.decode_mode = FakeWorker::DecodeMode::kHangAfterFirst;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(1500));
+    auto reader = (*c)->inference->Generate(&ctx, request_of({1, 2, 3}, 5));
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    // The decode call carried the client's deadline: the worker saw it end.
+    const auto until = std::chrono::steady_clock::now() + seconds(20);
+    while (d.decode_cancels.load() == 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(milliseconds(10));
+    EXPECT_EQ(d.decode_cancels.load(), 1);
+}
+
 TEST(RouterFake, WorkerWithAnotherModelIsRefused) {
     const v1::ModelSignature sig = signature_of(fixture_dir("qwen3_moe"));
     v1::ModelSignature other = sig;
