@@ -294,6 +294,10 @@ TEST(HostileFiles, InfoDoesNotAllocateByClaimedSizes) {
     write_file(
         dir / "model.safetensors",
         safetensors_bytes(R"({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", std::string(16, '\0')));
+    // The binary's own footprint (its libraries: cuBLAS, UCX, MPI; sanitizer shadow) is the
+    // baseline; `info` may add little to it whatever the config claims.
+    const Outcome base = run({"--help"});
+    ASSERT_EQ(base.exit_code, 0) << base.out;
     for (bool as_json : {false, true}) {
         std::vector<std::string> args = {"info", "--model", dir.str()};
         if (as_json) args.push_back("--json");
@@ -303,7 +307,8 @@ TEST(HostileFiles, InfoDoesNotAllocateByClaimedSizes) {
         EXPECT_EQ(r.exit_code, 1) << r.out;  // the weights do not match the config
         EXPECT_NE(r.out.find("model.embed_tokens.weight"), std::string::npos) << r.out;
         EXPECT_LT(r.seconds, 2.0) << r.out;
-        EXPECT_LT(r.max_rss_kib, 256 * 1024) << "peak RSS in KiB";
+        EXPECT_LT(r.max_rss_kib, base.max_rss_kib + 64 * 1024)
+            << "peak RSS in KiB; `moeserve --help` peaks at " << base.max_rss_kib;
     }
 }
 
