@@ -1,6 +1,5 @@
 #include "router/router.h"
 
-#include <google/protobuf/text_format.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -19,6 +18,7 @@
 #include "moe/tokenizer.h"
 #include "router/worker_client.h"
 #include "server/auth.h"
+#include "server/model_signature.h"
 #include "server/request_builder.h"
 #include "server/status_map.h"
 #include "template/chat_template.h"
@@ -533,18 +533,10 @@ Status Router::Impl::connect_workers() {
                 block_size = sig.block_size();
             } else {
                 // Every field of the signature must agree with the first worker's.
-                const v1::ModelSignature& a = first->info().model();
-                const google::protobuf::Descriptor* d = v1::ModelSignature::descriptor();
-                for (int i = 0; i < d->field_count(); ++i) {
-                    const google::protobuf::FieldDescriptor* fd = d->field(i);
-                    std::string va, vb;
-                    google::protobuf::TextFormat::PrintFieldValueToString(a, fd, -1, &va);
-                    google::protobuf::TextFormat::PrintFieldValueToString(sig, fd, -1, &vb);
-                    if (va != vb)
-                        return failed_precondition("worker " + addr + " serves a different model than " +
-                                                   first->address() + ": ModelSignature." + fd->name() + " is " + vb +
-                                                   " there and " + va + " on " + first->address());
-                }
+                if (const auto diff = server::first_signature_difference(first->info().model(), sig))
+                    return failed_precondition("worker " + addr + " serves a different model than " + first->address() +
+                                               ": ModelSignature." + diff->field + " is " + diff->b + " there and " +
+                                               diff->a + " on " + first->address());
             }
             logger().info("worker {}: role {}, model {} ({} layers, block size {}, kv {}), {} KV blocks", addr,
                           w->role_name(), sig.model_name(), sig.num_layers(), sig.block_size(), sig.kv_dtype(),

@@ -16,6 +16,7 @@
 #include "disagg/kv_transport.h"
 #include "moe/v1/worker.grpc.pb.h"
 #include "server/auth.h"
+#include "server/model_signature.h"
 #include "server/server_core.h"
 #include "server/status_map.h"
 
@@ -97,30 +98,9 @@ v1::ModelSignature signature_of(const Server::Core& core) {
 // Empty when equal, else "prefill.model.<field> is X, this worker's is Y" for the first field
 // that differs.
 std::string signature_mismatch(const v1::ModelSignature& theirs, const v1::ModelSignature& ours) {
-    const auto* d = v1::ModelSignature::descriptor();
-    const auto* r = v1::ModelSignature::GetReflection();
-    for (int i = 0; i < d->field_count(); ++i) {
-        const auto* f = d->field(i);
-        std::string a, b;
-        switch (f->cpp_type()) {
-            case google::protobuf::FieldDescriptor::CPPTYPE_INT32:
-                a = std::to_string(r->GetInt32(theirs, f));
-                b = std::to_string(r->GetInt32(ours, f));
-                break;
-            case google::protobuf::FieldDescriptor::CPPTYPE_INT64:
-                a = std::to_string(r->GetInt64(theirs, f));
-                b = std::to_string(r->GetInt64(ours, f));
-                break;
-            case google::protobuf::FieldDescriptor::CPPTYPE_STRING:
-                a = "\"" + log_field(r->GetString(theirs, f)) + "\"";
-                b = "\"" + log_field(r->GetString(ours, f)) + "\"";
-                break;
-            default:
-                continue;
-        }
-        if (a != b) return "prefill.model." + f->name() + " is " + a + ", this worker's is " + b;
-    }
-    return {};
+    const std::optional<SignatureDifference> d = first_signature_difference(theirs, ours);
+    if (!d) return {};
+    return "prefill.model." + d->field + " is " + d->a + ", this worker's is " + d->b;
 }
 
 void token_to_proto(const TokenEvent& t, v1::GeneratedToken* out) {
