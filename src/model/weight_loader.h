@@ -164,13 +164,7 @@ public:
     // dtype of f32, bf16 or f16, then copies made from host buffers the caller built.
     StatusOr<WeightRef> source_tensor(const std::string& name, std::initializer_list<int64_t> shape) {
         MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
-        const std::vector<int64_t> want(shape);
-        if (w.shape != want)
-            return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
-                                    ", expected " + shape_string(want) + " from config.json");
-        if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
-            return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
-                                    ", expected f32, bf16 or f16");
+        MOE_RETURN_IF_ERROR(check_plain(name, w, std::vector<int64_t>(shape)));
         return w;
     }
     // The pages of a source tensor are no longer needed.
@@ -264,6 +258,17 @@ private:
         return h;
     }
 
+    // A tensor read as plain values: exactly the shape config.json implies, in f32, bf16 or f16.
+    static Status check_plain(const std::string& name, const WeightRef& w, const std::vector<int64_t>& want) {
+        if (w.shape != want)
+            return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
+                                    ", expected " + shape_string(want) + " from config.json");
+        if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
+            return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
+                                    ", expected f32, bf16 or f16");
+        return ok_status();
+    }
+
     StatusOr<Host> host_tensor(const std::string& name, std::initializer_list<int64_t> shape, DType dtype) {
         MOE_ASSIGN_OR_RETURN(WeightRef w, src_.get(name));
         const std::vector<int64_t> want(shape);
@@ -283,12 +288,7 @@ private:
             fp8_stats_.dequantized_weights += q.q.n * q.q.k;
             return h;
         }
-        if (w.shape != want)
-            return invalid_argument("tensor " + name + " in " + w.origin + ": shape " + shape_string(w.shape) +
-                                    ", expected " + shape_string(want) + " from config.json");
-        if (w.dtype != DType::kF32 && w.dtype != DType::kBF16 && w.dtype != DType::kF16)
-            return invalid_argument("tensor " + name + " in " + w.origin + ": dtype " + dtype_name(w.dtype) +
-                                    ", expected f32, bf16 or f16");
+        MOE_RETURN_IF_ERROR(check_plain(name, w, want));
         Host h;
         h.view.dtype = dtype;
         h.view.ndim = static_cast<int>(want.size());
